@@ -1,0 +1,104 @@
+# migshim — build, test, demo, install.  `make help` lists the targets.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+CPPFLAGS += -Iinclude -I$(PG_INC)
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
+
+B := build
+
+# The preload library.  No -lpq: the app brings its own libpq, the shim
+# reaches it through resolve.c.  -z defs makes any direct call of a PQ*
+# name a link error; -Bsymbolic binds the shim's references to its own
+# wrappers (the dlsym table) inside the shim.
+LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
+            src/interpose.c
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+LIB_LIBS := -lconfig -ldl -lpthread
+
+CLI_SRCS := src/cli.c src/log.c src/config.c
+CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
+
+
+.PHONY: print-unit-tests print-integration-c-tests
+.PHONY: all deps check check-unit check-integration check-build demo install uninstall \
+        clean help
+
+all: $(B)/libmigshim.so $(B)/migshim
+
+$(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' -c -o $@ $<
+
+$(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -shared -Wl,-z,defs -Wl,-Bsymbolic -Wl,-soname,libmigshim.so \
+	    -Wl,--version-script=src/exports.map \
+	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
+
+$(B)/migshim: $(CLI_OBJS)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -lconfig
+
+$(B)/obj $(B)/cli:
+	mkdir -p $@
+
+# --- dependencies: every Debian package the build, tests and demo need ------
+DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcriterion-dev \
+    patchelf postgresql postgresql-client procps iproute2 util-linux \
+    python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
+    python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
+    python3-psycogreen
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "make deps: all $(words $(DEB_PACKAGES)) packages present"; fi
+
+# --- tests ------------------------------------------------------------------
+-include tests/tests.mk
+
+check: deps all
+	@tests/run.sh
+
+print-unit-tests:
+	@echo $(UNIT_TESTS)
+print-integration-c-tests:
+	@echo $(INTEGRATION_C_TESTS)
+
+demo: deps all
+	@examples/demo/run.sh
+
+# --- install ----------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
+	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libmigshim.so $(DESTDIR)$(BINDIR)/migshim
+
+clean:
+	rm -rf $(B)
+
+help:
+	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
+	@echo "make deps        apt-get install what the build, tests and demo need"
+	@echo "make check       all tests (starts its own PostgreSQL)"
+	@echo "make demo        a racing Gunicorn fleet without and with the shim"
+	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make uninstall / clean"

@@ -1,0 +1,74 @@
+/*
+ * config — every setting of the shim, from one table of keys.
+ *
+ * A key `foo_bar` is `foo_bar = ...;` in the libconfig file and
+ * MIGSHIM_FOO_BAR in the environment; the environment wins over the file,
+ * the file over the default.  The file is MIGSHIM_CONFIG if set, else
+ * ./migshim.conf, else /etc/migshim.conf (either only if it exists).
+ * Unknown keys or MIGSHIM_* variables, wrong types and out-of-range values
+ * are errors naming the file and line, or the variable.
+ *
+ * The configuration is loaded once per process and never changes after.
+ */
+#ifndef MIGSHIM_CONFIG_H
+#define MIGSHIM_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+/* Where a value came from (`migshim status` prints it). */
+enum config_source { CFG_DEFAULT = 0, CFG_FILE, CFG_ENV };
+
+/* The exit status of a process whose configuration is bad under strict. */
+#define CONFIG_EXIT_STRICT 78 /* EX_CONFIG */
+
+#define CONFIG_MAX_KEYS 32
+
+struct config {
+    bool disable;         /* pure pass-through                            */
+    enum log_level log;   /* log threshold                                */
+    bool strict;          /* bad configuration: exit 78 instead of disable */
+
+    char file[PATH_MAX];  /* the configuration file read, or ""          */
+    enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */
+};
+
+/* Fill `cfg` with the defaults. */
+void config_defaults(struct config *cfg);
+
+/*
+ * Read the libconfig file at `path` over `cfg`.  On error returns false
+ * with one line in `err` ("path:line: message").  Keys that were valid
+ * before the error are applied, so `strict` is known even then.
+ */
+bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
+/*
+ * Apply every MIGSHIM_* variable of `envp` (NULL-terminated, as environ)
+ * over `cfg`.  MIGSHIM_CONFIG names the file and is not a key.  On error
+ * returns false with one line in `err` ("MIGSHIM_X: message"); the other
+ * valid variables are still applied.
+ */
+bool config_apply_env(struct config *cfg, char *const *envp, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
+/*
+ * The whole load: defaults, then the file (chosen as above, relative paths
+ * against the current directory), then the environment.  Returns false on
+ * the first error, with `err` set; `cfg` then holds what could be applied.
+ */
+bool config_load(struct config *cfg, char *const *envp, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
+/* Number of keys, and the name of key i (table order). */
+size_t config_key_count(void);
+const char *config_key_name(size_t i);
+
+/* Write key i's effective value as text into buf.  Returns buf. */
+char *config_key_value(const struct config *cfg, size_t i, char *buf, size_t n);
+
+#endif

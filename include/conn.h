@@ -1,0 +1,30 @@
+/*
+ * conn — what the shim knows about each app connection, keyed by its
+ * PGconn pointer: the libpq copy that made it, so that a PGconn never
+ * crosses copies when a process holds two.
+ *
+ * Entries are added when a connection is created through a wrapper and
+ * removed by PQfinish.  A mutex guards the table; the per-call path only
+ * consults it when the process holds more than one libpq copy.
+ */
+#ifndef MIGSHIM_CONN_H
+#define MIGSHIM_CONN_H
+
+#include <libpq-fe.h>
+
+#include "resolve.h"
+
+/* Remember that `pg` was made by `copy` (no-op for NULL). */
+void conn_register(const PGconn *pg, const struct pq_copy *copy);
+
+/* The copy that made `pg`, or NULL if the shim never saw it made. */
+const struct pq_copy *conn_copy(const PGconn *pg);
+
+/* Forget `pg` (it is being finished). */
+void conn_forget(const PGconn *pg);
+
+void conn_atfork_prepare(void);
+void conn_atfork_parent(void);
+void conn_atfork_child(void);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * ownconn — the shim's own connections (the one that takes the migration
+ * lock), opened with the app connection's own parameters through the same
+ * libpq copy, and kept safe across fork().
+ *
+ * After fork() a child must never use or terminate a connection the parent
+ * opened: PQfinish would send a Terminate message on the shared socket and
+ * end the parent's session (and drop its lock).  The atfork child handler
+ * therefore points each inherited socket descriptor at /dev/null, so the
+ * child neither keeps the parent's session alive nor can talk on it, and
+ * marks the connection inherited: the child's later calls treat it as gone.
+ */
+#ifndef MIGSHIM_OWNCONN_H
+#define MIGSHIM_OWNCONN_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "resolve.h"
+
+struct ownconn; /* opaque */
+
+/*
+ * Open a connection like `app` (same parameters, password included, same
+ * libpq copy) with application_name "migshim <purpose> pid=<pid> host=<host>".
+ * Returns NULL on failure with the reason (password-free) in err.
+ */
+struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char *purpose,
+                             char *err, size_t errsz) __attribute__((warn_unused_result));
+
+/* The libpq connection, or NULL when it was inherited across fork() and
+ * must not be touched by this process. */
+PGconn *ownconn_pg(const struct ownconn *oc);
+
+/* The copy it was opened through. */
+const struct pq_copy *ownconn_copy(const struct ownconn *oc);
+
+/* Close it: PQfinish in the process that opened it; in a forked child only
+ * the (already neutralised) descriptor is released.  NULL is a no-op. */
+void ownconn_close(struct ownconn *oc);
+
+void ownconn_atfork_prepare(void);
+void ownconn_atfork_parent(void);
+void ownconn_atfork_child(void);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * config — see include/config.h.  One table, `keys`, is the single source
+ * of truth: name, type, where the value lives in struct config, its range.
+ * The file reader and the environment reader both go through set_value()
+ * with a type-tagged value, so a key behaves the same in either place.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum key_type { K_BOOL, K_LOGLEVEL };
+
+struct key {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+};
+
+#define KEY(name, type) {#name, type, offsetof(struct config, name)}
+
+static const struct key keys[] = {
+    KEY(disable, K_BOOL),
+    KEY(log, K_LOGLEVEL),
+    KEY(strict, K_BOOL),
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+
+size_t config_key_count(void) { return NKEYS; }
+const char *config_key_name(size_t i) { return i < NKEYS ? keys[i].name : NULL; }
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->disable = false;
+    cfg->log = LOG_LVL_INFO;
+    cfg->strict = false;
+}
+
+static void fail(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errsz, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+}
+
+static const struct key *key_find(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* A value as either source gives it: the environment always gives text;
+ * the file gives a typed value (or text for string settings). */
+struct value {
+    enum { V_TEXT, V_BOOL, V_INT, V_FLOAT } kind;
+    const char *text;
+    bool b;
+    long long i;
+    double f;
+};
+
+static const char *value_kind_name(const struct value *v)
+{
+    switch (v->kind) {
+    case V_TEXT: return "a string";
+    case V_BOOL: return "a boolean";
+    case V_INT: return "an integer";
+    default: return "a number";
+    }
+}
+
+static bool parse_bool_text(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Store `v` into key `k` of `cfg`, or write why not (without location)
+ * into err and return false. */
+static bool set_value(struct config *cfg, const struct key *k, const struct value *v,
+                      char *err, size_t errsz)
+{
+    char *field = (char *)cfg + k->offset;
+    switch (k->type) {
+    case K_BOOL: {
+        bool b;
+        if (v->kind == V_BOOL)
+            b = v->b;
+        else if (v->kind != V_TEXT || !parse_bool_text(v->text, &b)) {
+            if (v->kind == V_TEXT)
+                fail(err, errsz, "'%s' must be a boolean (true/false, 1/0, yes/no, on/off), got '%s'",
+                     k->name, v->text);
+            else
+                fail(err, errsz, "'%s' must be a boolean, got %s", k->name, value_kind_name(v));
+            return false;
+        }
+        *(bool *)field = b;
+        return true;
+    }
+    case K_LOGLEVEL: {
+        enum log_level l;
+        if (v->kind != V_TEXT) {
+            fail(err, errsz, "'%s' must be one of error, warn, info, debug, got %s", k->name,
+                 value_kind_name(v));
+            return false;
+        }
+        if (!log_level_parse(v->text, &l)) {
+            fail(err, errsz, "'%s' must be one of error, warn, info, debug, got '%s'", k->name,
+                 v->text);
+            return false;
+        }
+        *(enum log_level *)field = l;
+        return true;
+    }
+    }
+    return false;
+}
+
+static void mark(struct config *cfg, const struct key *k, enum config_source src)
+{
+    cfg->source[k - keys] = src;
+}
+
+bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz)
+{
+    config_t lc;
+    config_init(&lc);
+    bool ok = true;
+    if (!config_read_file(&lc, path)) {
+        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
+            fail(err, errsz, "%s: cannot read the configuration file: %s", path,
+                 strerror(errno ? errno : EIO));
+        else
+            fail(err, errsz, "%s:%d: %s", path, config_error_line(&lc), config_error_text(&lc));
+        config_destroy(&lc);
+        return false;
+    }
+    snprintf(cfg->file, sizeof cfg->file, "%s", path);
+    config_setting_t *root = config_root_setting(&lc);
+    int n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(s);
+        int line = (int)config_setting_source_line(s);
+        const struct key *k = name ? key_find(name) : NULL;
+        char why[256];
+        if (!k) {
+            if (ok)
+                fail(err, errsz, "%s:%d: unknown key '%s'", path, line, name ? name : "?");
+            ok = false;
+            continue;
+        }
+        struct value v = {0};
+        switch (config_setting_type(s)) {
+        case CONFIG_TYPE_STRING: v.kind = V_TEXT; v.text = config_setting_get_string(s); break;
+        case CONFIG_TYPE_BOOL: v.kind = V_BOOL; v.b = config_setting_get_bool(s); break;
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64: v.kind = V_INT; v.i = config_setting_get_int64(s); break;
+        case CONFIG_TYPE_FLOAT: v.kind = V_FLOAT; v.f = config_setting_get_float(s); break;
+        default:
+            if (ok)
+                fail(err, errsz, "%s:%d: '%s' must be a single value, not a group or list", path,
+                     line, name);
+            ok = false;
+            continue;
+        }
+        if (!set_value(cfg, k, &v, why, sizeof why)) {
+            if (ok)
+                fail(err, errsz, "%s:%d: %s", path, line, why);
+            ok = false;
+            continue;
+        }
+        mark(cfg, k, CFG_FILE);
+    }
+    config_destroy(&lc);
+    return ok;
+}
+
+#define ENV_PREFIX "MIGSHIM_"
+
+bool config_apply_env(struct config *cfg, char *const *envp, char *err, size_t errsz)
+{
+    bool ok = true;
+    for (; envp && *envp; envp++) {
+        const char *e = *envp;
+        if (strncmp(e, ENV_PREFIX, sizeof ENV_PREFIX - 1) != 0)
+            continue;
+        const char *eq = strchr(e, '=');
+        if (!eq)
+            continue;
+        const char *var = e;
+        size_t varlen = (size_t)(eq - e);
+        const char *name = e + sizeof ENV_PREFIX - 1;
+        size_t namelen = (size_t)(eq - name);
+        if (namelen == 6 && strncmp(name, "CONFIG", 6) == 0)
+            continue;
+        char lower[64];
+        const struct key *k = NULL;
+        if (namelen < sizeof lower) {
+            for (size_t i = 0; i < namelen; i++)
+                lower[i] = (char)tolower((unsigned char)name[i]);
+            lower[namelen] = '\0';
+            /* the variable must be spelled in upper case exactly */
+            bool upper = true;
+            for (size_t i = 0; i < namelen; i++)
+                if (islower((unsigned char)name[i]))
+                    upper = false;
+            k = upper ? key_find(lower) : NULL;
+        }
+        if (!k) {
+            if (ok)
+                fail(err, errsz, "%.*s: unknown variable (see 'man migshim.conf' for the keys)",
+                     (int)(varlen > 80 ? 80 : varlen), var);
+            ok = false;
+            continue;
+        }
+        struct value v = {.kind = V_TEXT, .text = eq + 1};
+        char why[256];
+        if (!set_value(cfg, k, &v, why, sizeof why)) {
+            if (ok)
+                fail(err, errsz, "%.*s: %s", (int)varlen, var, why);
+            ok = false;
+            continue;
+        }
+        mark(cfg, k, CFG_ENV);
+    }
+    return ok;
+}
+
+static const char *env_get(char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (; envp && *envp; envp++)
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            return *envp + n + 1;
+    return NULL;
+}
+
+bool config_load(struct config *cfg, char *const *envp, char *err, size_t errsz)
+{
+    config_defaults(cfg);
+    const char *path = env_get(envp, "MIGSHIM_CONFIG");
+    bool ok = true;
+    if (path && !*path) {
+        fail(err, errsz, "MIGSHIM_CONFIG: empty path");
+        ok = false;
+        path = NULL;
+    } else if (!path) {
+        if (access("migshim.conf", F_OK) == 0)
+            path = "migshim.conf";
+        else if (access("/etc/migshim.conf", F_OK) == 0)
+            path = "/etc/migshim.conf";
+    }
+    if (path && !config_apply_file(cfg, path, err, errsz))
+        ok = false;
+    char enverr[512];
+    if (!config_apply_env(cfg, envp, ok ? err : enverr, ok ? errsz : sizeof enverr))
+        ok = false;
+    return ok;
+}
+
+char *config_key_value(const struct config *cfg, size_t i, char *buf, size_t n)
+{
+    static const char *const lv[] = {"error", "warn", "info", "debug"};
+    const char *field = (const char *)cfg + keys[i].offset;
+    switch (keys[i].type) {
+    case K_BOOL: snprintf(buf, n, "%s", *(const bool *)field ? "true" : "false"); break;
+    case K_LOGLEVEL: snprintf(buf, n, "%s", lv[*(const enum log_level *)field]); break;
+    }
+    return buf;
+}

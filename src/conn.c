@@ -1,0 +1,108 @@
+/*
+ * conn — see include/conn.h.  An open-addressing hash table (linear
+ * probing, tombstones), doubled when half full.
+ */
+#include "conn.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define TOMBSTONE ((const PGconn *)(uintptr_t)1)
+
+struct slot {
+    const PGconn *pg;
+    const struct pq_copy *copy;
+};
+
+static struct slot *slots;
+static size_t cap, used; /* used counts live entries and tombstones */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t hash_ptr(const PGconn *pg)
+{
+    uintptr_t x = (uintptr_t)pg;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+/* Index of pg's slot, or of the empty slot where it would go. */
+static size_t find(const struct slot *tab, size_t n, const PGconn *pg)
+{
+    size_t i = hash_ptr(pg) & (n - 1);
+    size_t first_free = SIZE_MAX;
+    for (;; i = (i + 1) & (n - 1)) {
+        if (tab[i].pg == pg)
+            return i;
+        if (tab[i].pg == TOMBSTONE && first_free == SIZE_MAX)
+            first_free = i;
+        if (!tab[i].pg)
+            return first_free != SIZE_MAX ? first_free : i;
+    }
+}
+
+static bool grow(void)
+{
+    size_t ncap = cap ? cap * 2 : 64;
+    struct slot *n = calloc(ncap, sizeof *n);
+    if (!n)
+        return false;
+    size_t live = 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (slots[i].pg && slots[i].pg != TOMBSTONE) {
+            n[find(n, ncap, slots[i].pg)] = slots[i];
+            live++;
+        }
+    }
+    free(slots);
+    slots = n;
+    cap = ncap;
+    used = live;
+    return true;
+}
+
+void conn_register(const PGconn *pg, const struct pq_copy *copy)
+{
+    if (!pg)
+        return;
+    pthread_mutex_lock(&mu);
+    if ((used + 1) * 2 > cap && !grow()) {
+        pthread_mutex_unlock(&mu);
+        return; /* out of memory: the caller falls back to its own module */
+    }
+    size_t i = find(slots, cap, pg);
+    if (slots[i].pg != pg)
+        used += slots[i].pg == NULL;
+    slots[i] = (struct slot){pg, copy};
+    pthread_mutex_unlock(&mu);
+}
+
+const struct pq_copy *conn_copy(const PGconn *pg)
+{
+    const struct pq_copy *c = NULL;
+    pthread_mutex_lock(&mu);
+    if (cap) {
+        size_t i = find(slots, cap, pg);
+        if (slots[i].pg == pg)
+            c = slots[i].copy;
+    }
+    pthread_mutex_unlock(&mu);
+    return c;
+}
+
+void conn_forget(const PGconn *pg)
+{
+    pthread_mutex_lock(&mu);
+    if (cap && pg) {
+        size_t i = find(slots, cap, pg);
+        if (slots[i].pg == pg)
+            slots[i] = (struct slot){TOMBSTONE, NULL};
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+void conn_atfork_prepare(void) { pthread_mutex_lock(&mu); }
+void conn_atfork_parent(void) { pthread_mutex_unlock(&mu); }
+void conn_atfork_child(void) { pthread_mutex_unlock(&mu); }

@@ -1,0 +1,339 @@
+/*
+ * interpose — the only file that defines PQ* names (and dlsym).
+ *
+ * Each wrapper: find the real-function table of the libpq copy this call
+ * must reach (resolve, conn), let the shim's hooks act when the shim is
+ * active and the call is the app's own (not libpq calling itself), call
+ * the real function, return its result unchanged.
+ *
+ * psycopg 3's pure-Python backend reaches libpq through ctypes, i.e.
+ * dlsym(handle, "PQconnectStart"), which LD_PRELOAD alone never sees; the
+ * dlsym wrapper below hands out these wrappers for libpq's names.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+#include "resolve.h"
+#include "shim.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define RA __builtin_return_address(0)
+
+/* --- finding the real function -------------------------------------------- */
+
+/* Report, once per copy and function, that an app call (not libpq calling
+ * itself) went through: the proof the tests look for that interception
+ * happened. */
+static void note_first(const struct pq_copy *c, enum pq_api_index i, const void *ra)
+{
+    if (resolve_is_internal(ra))
+        return;
+    uint64_t bit = (uint64_t)1 << i;
+    struct pq_copy *mc = (struct pq_copy *)c;
+    if (atomic_load_explicit(&mc->seen, memory_order_relaxed) & bit)
+        return;
+    if (atomic_fetch_or(&mc->seen, bit) & bit)
+        return;
+    if (shim_active())
+        log_debug("%s -> %s (first call)", resolve_api_name(i), c->soname);
+}
+
+static const struct pq_copy *no_libpq(const char *fn)
+{
+    int saved = errno;
+    log_error("%s called but no libpq is loaded in this process", fn);
+    errno = saved;
+    return NULL;
+}
+
+/* The copy for a call that has no PGconn (connecting). */
+static inline const struct pq_copy *copy_for_caller(const void *ra, enum pq_api_index i)
+{
+    const struct pq_copy *c = resolve_for_caller(ra);
+    if (!c)
+        return no_libpq(resolve_api_name(i));
+    note_first(c, i, ra);
+    return c;
+}
+
+/* The copy for a call on `pg`: the one that made it. */
+static inline const struct pq_copy *copy_for_conn(const PGconn *pg, const void *ra,
+                                                  enum pq_api_index i)
+{
+    const struct pq_copy *c = resolve_sole_copy();
+    if (!c)
+        c = conn_copy(pg);
+    if (!c)
+        c = resolve_for_caller(ra);
+    if (!c)
+        return no_libpq(resolve_api_name(i));
+    note_first(c, i, ra);
+    return c;
+}
+
+/* A new connection: remember its copy (for processes with two copies). */
+static PGconn *made(PGconn *pg, const struct pq_copy *c)
+{
+    conn_register(pg, c);
+    return pg;
+}
+
+#define REAL(c, fn) ((c)->api.fn)
+
+/* --- connecting --------------------------------------------------------------- */
+
+EXPORT PGconn *PQconnectdb(const char *conninfo)
+{
+    const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectdb);
+    if (!c)
+        return NULL;
+    shim_active();
+    return made(REAL(c, PQconnectdb)(conninfo), c);
+}
+
+EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values,
+                                 int expand_dbname)
+{
+    const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectdbParams);
+    if (!c)
+        return NULL;
+    shim_active();
+    return made(REAL(c, PQconnectdbParams)(keywords, values, expand_dbname), c);
+}
+
+EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions,
+                            const char *pgtty, const char *dbName, const char *login,
+                            const char *pwd)
+{
+    const struct pq_copy *c = copy_for_caller(RA, PQI_PQsetdbLogin);
+    if (!c)
+        return NULL;
+    shim_active();
+    return made(REAL(c, PQsetdbLogin)(pghost, pgport, pgoptions, pgtty, dbName, login, pwd), c);
+}
+
+EXPORT PGconn *PQconnectStart(const char *conninfo)
+{
+    const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectStart);
+    if (!c)
+        return NULL;
+    shim_active();
+    return made(REAL(c, PQconnectStart)(conninfo), c);
+}
+
+EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values,
+                                    int expand_dbname)
+{
+    const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectStartParams);
+    if (!c)
+        return NULL;
+    shim_active();
+    return made(REAL(c, PQconnectStartParams)(keywords, values, expand_dbname), c);
+}
+
+EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQconnectPoll);
+    if (!c)
+        return PGRES_POLLING_FAILED;
+    return REAL(c, PQconnectPoll)(conn);
+}
+
+EXPORT void PQreset(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQreset);
+    if (c)
+        REAL(c, PQreset)(conn);
+}
+
+EXPORT int PQresetStart(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQresetStart);
+    return c ? REAL(c, PQresetStart)(conn) : 0;
+}
+
+EXPORT PostgresPollingStatusType PQresetPoll(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQresetPoll);
+    return c ? REAL(c, PQresetPoll)(conn) : PGRES_POLLING_FAILED;
+}
+
+EXPORT void PQfinish(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQfinish);
+    if (!c)
+        return;
+    conn_forget(conn);
+    REAL(c, PQfinish)(conn);
+}
+
+/* --- statements ------------------------------------------------------------------ */
+
+EXPORT PGresult *PQexec(PGconn *conn, const char *query)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexec);
+    return c ? REAL(c, PQexec)(conn, query) : NULL;
+}
+
+EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
+                              const Oid *paramTypes, const char *const *paramValues,
+                              const int *paramLengths, const int *paramFormats, int resultFormat)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecParams);
+    return c ? REAL(c, PQexecParams)(conn, command, nParams, paramTypes, paramValues,
+                                     paramLengths, paramFormats, resultFormat)
+             : NULL;
+}
+
+EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
+                                const char *const *paramValues, const int *paramLengths,
+                                const int *paramFormats, int resultFormat)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecPrepared);
+    return c ? REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
+                                       paramFormats, resultFormat)
+             : NULL;
+}
+
+EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                           const Oid *paramTypes)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQprepare);
+    return c ? REAL(c, PQprepare)(conn, stmtName, query, nParams, paramTypes) : NULL;
+}
+
+EXPORT int PQsendQuery(PGconn *conn, const char *query)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQuery);
+    return c ? REAL(c, PQsendQuery)(conn, query) : 0;
+}
+
+EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
+                             const Oid *paramTypes, const char *const *paramValues,
+                             const int *paramLengths, const int *paramFormats, int resultFormat)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryParams);
+    return c ? REAL(c, PQsendQueryParams)(conn, command, nParams, paramTypes, paramValues,
+                                          paramLengths, paramFormats, resultFormat)
+             : 0;
+}
+
+EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
+                               const char *const *paramValues, const int *paramLengths,
+                               const int *paramFormats, int resultFormat)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryPrepared);
+    return c ? REAL(c, PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
+                                            paramFormats, resultFormat)
+             : 0;
+}
+
+EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                         const Oid *paramTypes)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendPrepare);
+    return c ? REAL(c, PQsendPrepare)(conn, stmtName, query, nParams, paramTypes) : 0;
+}
+
+EXPORT PGresult *PQgetResult(PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQgetResult);
+    return c ? REAL(c, PQgetResult)(conn) : NULL;
+}
+
+EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
+{
+    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQtransactionStatus);
+    return c ? REAL(c, PQtransactionStatus)(conn) : PQTRANS_UNKNOWN;
+}
+
+/* --- the ctypes path: dlsym --------------------------------------------------- */
+
+/* The names dlsym hands out wrappers for: exactly the functions above. */
+static const struct {
+    const char *name;
+    void (*wrapper)(void);
+} wrappers[] = {
+#define W(fn) {#fn, (void (*)(void))fn}
+    W(PQconnectdb),    W(PQconnectdbParams), W(PQsetdbLogin),        W(PQconnectStart),
+    W(PQconnectStartParams), W(PQconnectPoll), W(PQreset),           W(PQresetStart),
+    W(PQresetPoll),    W(PQfinish),          W(PQexec),              W(PQexecParams),
+    W(PQexecPrepared), W(PQprepare),         W(PQsendQuery),         W(PQsendQueryParams),
+    W(PQsendQueryPrepared), W(PQsendPrepare), W(PQgetResult),        W(PQtransactionStatus),
+#undef W
+};
+
+typedef void *dlsym_fn(void *, const char *);
+
+/* Used by the assembly entry point below: keep them global (hidden). */
+__attribute__((visibility("hidden"))) dlsym_fn *migshim_real_dlsym;
+__attribute__((visibility("hidden"))) dlsym_fn *migshim_real_dlsym_init(void);
+__attribute__((visibility("hidden"))) void *migshim_dlsym(void *handle, const char *name);
+
+dlsym_fn *migshim_real_dlsym_init(void)
+{
+    /* dlsym moved from libdl to libc in glibc 2.34; older versions on
+     * x86_64 and aarch64 carry GLIBC_2.2.5 / GLIBC_2.17. */
+    static const char *const versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
+    dlsym_fn *f = NULL;
+    for (size_t i = 0; !f && i < sizeof versions / sizeof versions[0]; i++)
+        f = (dlsym_fn *)dlvsym(RTLD_NEXT, "dlsym", versions[i]);
+    migshim_real_dlsym = f; /* racing initialisers store the same value */
+    return f;
+}
+
+void *migshim_dlsym(void *handle, const char *name)
+{
+    dlsym_fn *real = migshim_real_dlsym ? migshim_real_dlsym : migshim_real_dlsym_init();
+    void *r = real(handle, name);
+    if (!r || !name || name[0] != 'P' || name[1] != 'Q')
+        return r;
+    for (size_t i = 0; i < sizeof wrappers / sizeof wrappers[0]; i++) {
+        if (strcmp(name, wrappers[i].name) != 0)
+            continue;
+        /* Already ours (e.g. RTLD_DEFAULT), or not a libpq copy's: as is.
+         * In a pass-through the real function is the purest answer. */
+        if (resolve_in_shim(r) || !shim_active() || !resolve_note_dlsym(r))
+            return r;
+        return (void *)wrappers[i].wrapper;
+    }
+    return r;
+}
+
+/*
+ * dlsym(RTLD_NEXT, ...) answers relative to the module that called dlsym,
+ * found from the return address.  So for RTLD_NEXT the entry point jumps to
+ * the real dlsym with the caller's own return address still on the stack:
+ * a tail jump, written in assembly because C cannot promise one.
+ */
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl dlsym\n"
+        ".type dlsym,@function\n"
+        "dlsym:\n"
+        "    cmpq $-1, %rdi\n" /* RTLD_NEXT */
+        "    je 1f\n"
+        "    jmp migshim_dlsym\n"
+        "1:  movq migshim_real_dlsym(%rip), %rax\n"
+        "    testq %rax, %rax\n"
+        "    jz 2f\n"
+        "    jmp *%rax\n"
+        "2:  pushq %rdi\n"
+        "    pushq %rsi\n"
+        "    subq $8, %rsp\n"
+        "    call migshim_real_dlsym_init\n"
+        "    addq $8, %rsp\n"
+        "    popq %rsi\n"
+        "    popq %rdi\n"
+        "    jmp *%rax\n"
+        ".size dlsym, .-dlsym\n");
+#else
+/* Elsewhere: RTLD_NEXT lookups made by other modules are answered as if
+ * made from the shim (documented in README, Limits). */
+EXPORT void *dlsym(void *handle, const char *name) { return migshim_dlsym(handle, name); }
+#endif

@@ -1,0 +1,83 @@
+/*
+ * shim — see include/shim.h.
+ */
+#include "shim.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/auxv.h>
+
+#include "conn.h"
+#include "log.h"
+#include "ownconn.h"
+#include "resolve.h"
+
+extern char **environ;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static bool active;
+static struct config cfg;
+
+/* Every mutex of the shim is taken before fork() and released on both
+ * sides, so a child never inherits one held by a thread it does not have. */
+static void atfork_prepare(void)
+{
+    resolve_atfork_prepare();
+    conn_atfork_prepare();
+    ownconn_atfork_prepare();
+}
+static void atfork_parent(void)
+{
+    ownconn_atfork_parent();
+    conn_atfork_parent();
+    resolve_atfork_parent();
+}
+static void atfork_child(void)
+{
+    ownconn_atfork_child();
+    conn_atfork_child();
+    resolve_atfork_child();
+}
+
+static void shim_init(void)
+{
+    int saved = errno;
+    /* Even a pass-through resolves symbols under a mutex: always register. */
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    config_defaults(&cfg);
+    if (getauxval(AT_SECURE)) { /* setuid & co: never act on the environment */
+        log_set_silent(true);
+        errno = saved;
+        return;
+    }
+    char err[512];
+    bool ok = config_load(&cfg, environ, err, sizeof err);
+    if (!ok) {
+        log_set_level(LOG_LVL_ERROR);
+        if (cfg.strict) {
+            log_error("%s; exiting with status %d (strict = true)", err, CONFIG_EXIT_STRICT);
+            exit(CONFIG_EXIT_STRICT);
+        }
+        log_error("%s; migshim is disabled for this process", err);
+        log_set_silent(true);
+        errno = saved;
+        return;
+    }
+    if (cfg.disable) {
+        log_set_silent(true);
+        errno = saved;
+        return;
+    }
+    log_set_level(cfg.log);
+    active = true;
+    errno = saved;
+}
+
+bool shim_active(void)
+{
+    pthread_once(&once, shim_init);
+    return active;
+}
+
+const struct config *shim_config(void) { return &cfg; }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build-level guarantees of the preload library, checked on the built file:
+# clean under clang too, no libpq pulled in, only the intercepted names
+# exported, no call of a PQ* name from inside the shim.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LIB=build/libmigshim.so
+out=build/build-checks.out
+: >"$out"
+pass=0; fail=0
+ok()  { echo "  ok   $1" | tee -a "$out"; pass=$((pass + 1)); }
+bad() { echo "  FAIL $1" | tee -a "$out"; shift; [ $# -gt 0 ] && printf '       %s\n' "$@" | tee -a "$out"; fail=$((fail + 1)); }
+
+if make -s B=build/clang CC=clang all >build/clang-build.log 2>&1; then
+  ok "clang -Wall -Wextra -Werror build"
+else
+  bad "clang -Wall -Wextra -Werror build" "$(tail -n 5 build/clang-build.log)"
+fi
+
+needed=$(readelf -d "$LIB" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+case " $needed" in
+  *libpq*) bad "no DT_NEEDED on libpq" "NEEDED: $needed" ;;
+  *) ok "no DT_NEEDED on libpq (NEEDED: $needed)" ;;
+esac
+
+expected="PQconnectPoll PQconnectStart PQconnectStartParams PQconnectdb PQconnectdbParams PQexec PQexecParams PQexecPrepared PQfinish PQgetResult PQprepare PQreset PQresetPoll PQresetStart PQsendPrepare PQsendQuery PQsendQueryParams PQsendQueryPrepared PQsetdbLogin PQtransactionStatus dlsym"
+exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+want=$(tr ' ' '\n' <<<"$expected" | sort | tr '\n' ' ' | sed 's/ $//')
+if [ "$exported" = "$want" ]; then
+  ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+else
+  bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
+fi
+
+relocs=$(readelf -rW "$LIB" | grep -E ' PQ[A-Za-z]+' || true)
+if [ -z "$relocs" ]; then
+  ok "no relocation against a PQ* name (the shim never calls libpq by name)"
+else
+  bad "no relocation against a PQ* name" "$relocs"
+fi
+
+echo "build-checks: $pass passed, $fail failed" | tee -a "$out"
+[ "$fail" = 0 ]

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make check: every suite, one PostgreSQL for the suites that need a server,
+# and a closing summary of what ran.
+#
+#   tests/run.sh            build checks, unit tests, then the server suites
+#   tests/run.sh --server   (internal) the suites run inside with-pg.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RESULTS=${MIGSHIM_RESULTS:-$ROOT/build/test-results}
+PY=/usr/bin/python3
+
+record() { # suite passed failed
+  printf '%s %s %s\n' "$1" "$2" "$3" >>"$RESULTS"
+}
+
+# Criterion's closing line: "[====] Synthesis: Tested: 9 | Passing: 9 | Failing: 0 | Crashing: 0"
+run_criterion() { # suite binary...
+  local suite=$1; shift
+  local pass=0 fail=0
+  for bin in "$@"; do
+    local out
+    out=$("$bin" --jobs 1 2>&1); local rc=$?
+    printf '%s\n' "$out" | grep -E 'Synthesis|\[FAIL\]|Assertion|Warning|CRASH|signal' | sed "s|^|  $(basename "$bin"): |"
+    local line p f c
+    line=$(printf '%s\n' "$out" | grep 'Synthesis' | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
+    p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+    f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+    c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+    if [ -z "$p" ]; then p=0; f=1; c=0; echo "  $(basename "$bin"): no Criterion summary (rc=$rc)"; printf '%s\n' "$out" | tail -n 20; fi
+    if [ "$rc" != 0 ] && [ "$((f + c))" = 0 ]; then f=1; fi
+    pass=$((pass + p)); fail=$((fail + f + c))
+  done
+  record "$suite" "$pass" "$fail"
+}
+
+# pytest's closing line: "== 12 passed, 1 failed in 3.21s =="
+run_pytest() { # suite paths...
+  local suite=$1; shift
+  local log=$ROOT/build/pytest-$suite.log
+  $PY -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log" | grep -vE '^\.*$|^[.sFEx]+ *\[ *[0-9]+%\]$' || true
+  local line p f e
+  line=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  [ -n "$line" ] || f=1
+  record "$suite" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))"
+}
+
+if [ "${1:-}" = "--server" ]; then
+  echo "== integration (C, real PostgreSQL on port $PGPORT)"
+  run_criterion integration-c $(make -s print-integration-c-tests)
+  echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
+  run_pytest python tests/integration tests/e2e
+  exit 0
+fi
+
+mkdir -p build
+: >"$RESULTS"
+
+echo "== build checks"
+tests/build-checks.sh; rc=$?
+record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' build/build-checks.out)" \
+             "$(sed -n 's/^build-checks: [0-9]* passed, \([0-9]*\) failed.*/\1/p' build/build-checks.out)"
+
+echo "== unit (Criterion, no server)"
+make -s tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
+run_criterion unit $(make -s print-unit-tests)
+
+MIGSHIM_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
+
+echo
+echo "== summary"
+tp=0; tf=0
+while read -r suite p f; do
+  printf '  %-16s %4s passed, %s failed\n' "$suite" "$p" "$f"
+  tp=$((tp + p)); tf=$((tf + f))
+done <"$RESULTS"
+echo "check: $tp passed, $tf failed"
+[ "$tf" = 0 ] && [ "$tp" -gt 0 ]

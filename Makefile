@@ -21,7 +21,7 @@ B := build
 # name a link error; -Bsymbolic binds the shim's references to its own
 # wrappers (the dlsym table) inside the shim.
 LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/interpose.c
+            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 
@@ -29,7 +29,6 @@ CLI_SRCS := src/cli.c src/log.c src/config.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: print-unit-tests print-integration-c-tests
 .PHONY: all deps check check-unit check-integration check-build demo install uninstall \
         clean help
 
@@ -74,11 +73,6 @@ deps:
 
 check: deps all
 	@tests/run.sh
-
-print-unit-tests:
-	@echo $(UNIT_TESTS)
-print-integration-c-tests:
-	@echo $(INTEGRATION_C_TESTS)
 
 demo: deps all
 	@examples/demo/run.sh

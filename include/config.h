@@ -27,10 +27,29 @@ enum config_source { CFG_DEFAULT = 0, CFG_FILE, CFG_ENV };
 
 #define CONFIG_MAX_KEYS 32
 
+enum lock_mode { LOCK_XACT = 0, LOCK_SESSION, LOCK_OFF };
+enum on_timeout { ON_TIMEOUT_PROCEED = 0, ON_TIMEOUT_FAIL };
+
+#define CONFIG_NAME_MAX 128 /* identifiers, database names */
+
 struct config {
     bool disable;         /* pure pass-through                            */
     enum log_level log;   /* log threshold                                */
     bool strict;          /* bad configuration: exit 78 instead of disable */
+
+    /* the start-up gate */
+    char heads[1024];                 /* target heads, comma-separated; "" = from scripts */
+    char alembic_ini[PATH_MAX];       /* "" = ./alembic.ini, ./migrations/alembic.ini     */
+    char version_table[CONFIG_NAME_MAX];
+    char version_table_schema[CONFIG_NAME_MAX]; /* "" = the search_path's   */
+    char database[CONFIG_NAME_MAX];   /* gate only this database; "" = all  */
+    enum lock_mode lock;
+    long long lock_key;               /* valid when lock_key_set            */
+    bool lock_key_set;
+    double wait_timeout;              /* seconds                            */
+    double hold_timeout;              /* seconds; 0 = until target or exit  */
+    double leader_grace;              /* seconds                            */
+    enum on_timeout on_timeout;
 
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */

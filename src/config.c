@@ -18,21 +18,38 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum key_type { K_BOOL, K_LOGLEVEL };
+enum key_type { K_BOOL, K_LOGLEVEL, K_STRING, K_NAME, K_SECONDS, K_INT64, K_ENUM };
 
 struct key {
     const char *name;
     enum key_type type;
-    size_t offset;
+    size_t offset, size;       /* the field; size for strings            */
+    double min, max;           /* K_SECONDS                              */
+    const char *const *choices; /* K_ENUM: index = stored int value      */
+    size_t set_offset;         /* K_INT64: the bool saying it was set    */
 };
 
-#define KEY(name, type) {#name, type, offsetof(struct config, name)}
+static const char *const lock_choices[] = {"xact", "session", "off", NULL};
+static const char *const on_timeout_choices[] = {"proceed", "fail", NULL};
 
+#define F(name) offsetof(struct config, name), sizeof(((struct config *)0)->name)
 static const struct key keys[] = {
-    KEY(disable, K_BOOL),
-    KEY(log, K_LOGLEVEL),
-    KEY(strict, K_BOOL),
+    {"disable", K_BOOL, F(disable), 0, 0, NULL, 0},
+    {"log", K_LOGLEVEL, F(log), 0, 0, NULL, 0},
+    {"strict", K_BOOL, F(strict), 0, 0, NULL, 0},
+    {"heads", K_STRING, F(heads), 0, 0, NULL, 0},
+    {"alembic_ini", K_STRING, F(alembic_ini), 0, 0, NULL, 0},
+    {"version_table", K_NAME, F(version_table), 0, 0, NULL, 0},
+    {"version_table_schema", K_NAME, F(version_table_schema), 0, 0, NULL, 0},
+    {"database", K_NAME, F(database), 0, 0, NULL, 0},
+    {"lock", K_ENUM, F(lock), 0, 0, lock_choices, 0},
+    {"lock_key", K_INT64, F(lock_key), 0, 0, NULL, offsetof(struct config, lock_key_set)},
+    {"wait_timeout", K_SECONDS, F(wait_timeout), 0, 86400 * 7, NULL, 0},
+    {"hold_timeout", K_SECONDS, F(hold_timeout), 0, 86400 * 7, NULL, 0},
+    {"leader_grace", K_SECONDS, F(leader_grace), 0.01, 86400, NULL, 0},
+    {"on_timeout", K_ENUM, F(on_timeout), 0, 0, on_timeout_choices, 0},
 };
+#undef F
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 _Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
@@ -46,6 +63,12 @@ void config_defaults(struct config *cfg)
     cfg->disable = false;
     cfg->log = LOG_LVL_INFO;
     cfg->strict = false;
+    strcpy(cfg->version_table, "alembic_version");
+    cfg->lock = LOCK_XACT;
+    cfg->wait_timeout = 300;
+    cfg->hold_timeout = 3600;
+    cfg->leader_grace = 10;
+    cfg->on_timeout = ON_TIMEOUT_PROCEED;
 }
 
 static void fail(char *err, size_t errsz, const char *fmt, ...)
@@ -139,6 +162,92 @@ static bool set_value(struct config *cfg, const struct key *k, const struct valu
         }
         *(enum log_level *)field = l;
         return true;
+    }
+    case K_STRING:
+    case K_NAME: {
+        if (v->kind != V_TEXT) {
+            fail(err, errsz, "'%s' must be a string, got %s", k->name, value_kind_name(v));
+            return false;
+        }
+        size_t len = strlen(v->text);
+        if (len >= k->size || (k->type == K_NAME && len > 63)) {
+            fail(err, errsz, "'%s' is too long (%zu bytes, at most %d)", k->name, len,
+                 k->type == K_NAME ? 63 : (int)k->size - 1);
+            return false;
+        }
+        if (k->type == K_NAME && strcmp(k->name, "version_table") == 0 && len == 0) {
+            fail(err, errsz, "'%s' must not be empty", k->name);
+            return false;
+        }
+        memcpy(field, v->text, len + 1);
+        return true;
+    }
+    case K_SECONDS: {
+        double d;
+        if (v->kind == V_INT)
+            d = (double)v->i;
+        else if (v->kind == V_FLOAT)
+            d = v->f;
+        else if (v->kind == V_TEXT) {
+            char *end;
+            errno = 0;
+            d = strtod(v->text, &end);
+            if (end == v->text || *end || errno || !isfinite(d)) {
+                fail(err, errsz, "'%s' must be a number of seconds, got '%s'", k->name, v->text);
+                return false;
+            }
+        } else {
+            fail(err, errsz, "'%s' must be a number of seconds, got %s", k->name,
+                 value_kind_name(v));
+            return false;
+        }
+        if (d < k->min || d > k->max) {
+            fail(err, errsz, "'%s' must be between %g and %g seconds, got %g", k->name, k->min,
+                 k->max, d);
+            return false;
+        }
+        *(double *)field = d;
+        return true;
+    }
+    case K_INT64: {
+        long long i;
+        if (v->kind == V_INT)
+            i = v->i;
+        else if (v->kind == V_TEXT) {
+            char *end;
+            errno = 0;
+            i = strtoll(v->text, &end, 10);
+            if (end == v->text || *end || errno) {
+                fail(err, errsz, "'%s' must be a 64-bit integer, got '%s'", k->name, v->text);
+                return false;
+            }
+        } else {
+            fail(err, errsz, "'%s' must be a 64-bit integer, got %s", k->name, value_kind_name(v));
+            return false;
+        }
+        *(long long *)field = i;
+        *(bool *)((char *)cfg + k->set_offset) = true;
+        return true;
+    }
+    case K_ENUM: {
+        if (v->kind == V_TEXT) {
+            for (int i = 0; k->choices[i]; i++) {
+                if (strcasecmp(v->text, k->choices[i]) == 0) {
+                    *(int *)field = i;
+                    return true;
+                }
+            }
+        }
+        char list[128] = "";
+        for (int i = 0; k->choices[i]; i++) {
+            strcat(list, i ? ", " : "");
+            strcat(list, k->choices[i]);
+        }
+        if (v->kind == V_TEXT)
+            fail(err, errsz, "'%s' must be one of %s, got '%s'", k->name, list, v->text);
+        else
+            fail(err, errsz, "'%s' must be one of %s, got %s", k->name, list, value_kind_name(v));
+        return false;
     }
     }
     return false;
@@ -294,6 +403,16 @@ char *config_key_value(const struct config *cfg, size_t i, char *buf, size_t n)
     switch (keys[i].type) {
     case K_BOOL: snprintf(buf, n, "%s", *(const bool *)field ? "true" : "false"); break;
     case K_LOGLEVEL: snprintf(buf, n, "%s", lv[*(const enum log_level *)field]); break;
+    case K_STRING:
+    case K_NAME: snprintf(buf, n, "%s", field); break;
+    case K_SECONDS: snprintf(buf, n, "%g", *(const double *)field); break;
+    case K_INT64:
+        if (*(const bool *)((const char *)cfg + keys[i].set_offset))
+            snprintf(buf, n, "%lld", *(const long long *)field);
+        else
+            snprintf(buf, n, "(derived)");
+        break;
+    case K_ENUM: snprintf(buf, n, "%s", keys[i].choices[*(const int *)field]); break;
     }
     return buf;
 }

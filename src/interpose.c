@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "gate.h"
 #include "log.h"
 #include "resolve.h"
 #include "shim.h"
@@ -85,6 +86,34 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
 
 #define REAL(c, fn) ((c)->api.fn)
 
+/* --- the hooks ---------------------------------------------------------------
+ * Each acts only for the app's own calls (not libpq calling itself) in an
+ * active shim; the statement hooks only while the gate watches (one load). */
+
+static inline bool app_call(const void *ra) { return !resolve_is_internal(ra) && shim_active(); }
+
+/* A connection is up: the gate decides.  Returns pg either way: a failed
+ * gate has made it CONNECTION_BAD, which is what the app will see. */
+static PGconn *connected(PGconn *pg, const struct pq_copy *c, const void *ra)
+{
+    conn_register(pg, c);
+    if (pg && app_call(ra) && c->api.PQstatus(pg) == CONNECTION_OK)
+        gate_connected(c, pg);
+    return pg;
+}
+
+static inline void before(const struct pq_copy *c, PGconn *pg, const char *sql, const void *ra)
+{
+    if (atomic_load_explicit(&gate_watching, memory_order_relaxed) && sql && pg && app_call(ra))
+        gate_before(c, pg, sql);
+}
+
+static inline void after(const struct pq_copy *c, PGconn *pg, const void *ra)
+{
+    if (atomic_load_explicit(&gate_watching, memory_order_relaxed) && pg && app_call(ra))
+        gate_after(c, pg);
+}
+
 /* --- connecting --------------------------------------------------------------- */
 
 EXPORT PGconn *PQconnectdb(const char *conninfo)
@@ -92,8 +121,7 @@ EXPORT PGconn *PQconnectdb(const char *conninfo)
     const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectdb);
     if (!c)
         return NULL;
-    shim_active();
-    return made(REAL(c, PQconnectdb)(conninfo), c);
+    return connected(REAL(c, PQconnectdb)(conninfo), c, RA);
 }
 
 EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values,
@@ -102,8 +130,7 @@ EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const 
     const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectdbParams);
     if (!c)
         return NULL;
-    shim_active();
-    return made(REAL(c, PQconnectdbParams)(keywords, values, expand_dbname), c);
+    return connected(REAL(c, PQconnectdbParams)(keywords, values, expand_dbname), c, RA);
 }
 
 EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions,
@@ -113,8 +140,7 @@ EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *
     const struct pq_copy *c = copy_for_caller(RA, PQI_PQsetdbLogin);
     if (!c)
         return NULL;
-    shim_active();
-    return made(REAL(c, PQsetdbLogin)(pghost, pgport, pgoptions, pgtty, dbName, login, pwd), c);
+    return connected(REAL(c, PQsetdbLogin)(pghost, pgport, pgoptions, pgtty, dbName, login, pwd), c, RA);
 }
 
 EXPORT PGconn *PQconnectStart(const char *conninfo)
@@ -122,7 +148,6 @@ EXPORT PGconn *PQconnectStart(const char *conninfo)
     const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectStart);
     if (!c)
         return NULL;
-    shim_active();
     return made(REAL(c, PQconnectStart)(conninfo), c);
 }
 
@@ -132,7 +157,6 @@ EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *con
     const struct pq_copy *c = copy_for_caller(RA, PQI_PQconnectStartParams);
     if (!c)
         return NULL;
-    shim_active();
     return made(REAL(c, PQconnectStartParams)(keywords, values, expand_dbname), c);
 }
 
@@ -141,7 +165,10 @@ EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQconnectPoll);
     if (!c)
         return PGRES_POLLING_FAILED;
-    return REAL(c, PQconnectPoll)(conn);
+    PostgresPollingStatusType st = REAL(c, PQconnectPoll)(conn);
+    if (st == PGRES_POLLING_OK && app_call(RA) && !gate_connected(c, conn))
+        return PGRES_POLLING_FAILED;
+    return st;
 }
 
 EXPORT void PQreset(PGconn *conn)
@@ -177,7 +204,12 @@ EXPORT void PQfinish(PGconn *conn)
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexec);
-    return c ? REAL(c, PQexec)(conn, query) : NULL;
+    if (!c)
+        return NULL;
+    before(c, conn, query, RA);
+    PGresult *r = REAL(c, PQexec)(conn, query);
+    after(c, conn, RA);
+    return r;
 }
 
 EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
@@ -185,9 +217,13 @@ EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
                               const int *paramLengths, const int *paramFormats, int resultFormat)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecParams);
-    return c ? REAL(c, PQexecParams)(conn, command, nParams, paramTypes, paramValues,
-                                     paramLengths, paramFormats, resultFormat)
-             : NULL;
+    if (!c)
+        return NULL;
+    before(c, conn, command, RA);
+    PGresult *r = REAL(c, PQexecParams)(conn, command, nParams, paramTypes, paramValues,
+                                        paramLengths, paramFormats, resultFormat);
+    after(c, conn, RA);
+    return r;
 }
 
 EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
@@ -195,9 +231,12 @@ EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
                                 const int *paramFormats, int resultFormat)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecPrepared);
-    return c ? REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
-                                       paramFormats, resultFormat)
-             : NULL;
+    if (!c)
+        return NULL;
+    PGresult *r = REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
+                                          paramFormats, resultFormat);
+    after(c, conn, RA);
+    return r;
 }
 
 EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
@@ -210,7 +249,10 @@ EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQuery);
-    return c ? REAL(c, PQsendQuery)(conn, query) : 0;
+    if (!c)
+        return 0;
+    before(c, conn, query, RA);
+    return REAL(c, PQsendQuery)(conn, query);
 }
 
 EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
@@ -218,9 +260,11 @@ EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
                              const int *paramLengths, const int *paramFormats, int resultFormat)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryParams);
-    return c ? REAL(c, PQsendQueryParams)(conn, command, nParams, paramTypes, paramValues,
-                                          paramLengths, paramFormats, resultFormat)
-             : 0;
+    if (!c)
+        return 0;
+    before(c, conn, command, RA);
+    return REAL(c, PQsendQueryParams)(conn, command, nParams, paramTypes, paramValues,
+                                      paramLengths, paramFormats, resultFormat);
 }
 
 EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
@@ -243,7 +287,12 @@ EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, 
 EXPORT PGresult *PQgetResult(PGconn *conn)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQgetResult);
-    return c ? REAL(c, PQgetResult)(conn) : NULL;
+    if (!c)
+        return NULL;
+    PGresult *r = REAL(c, PQgetResult)(conn);
+    if (!r)
+        after(c, conn, RA); /* the command's last result was delivered */
+    return r;
 }
 
 EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -88,16 +89,37 @@ static bool is_uri(const char *s)
     return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0;
 }
 
-/* URI: scheme://[user[:password]@]hosts[/db][?k=v&...]  libpq ends the user
- * info at the first '@' before the first '/'; to be safe against odd input
- * we redact from the first ':' up to the *last* '@' of the authority. */
+/* True when the query keyword k[0..len) percent-decodes to "password"
+ * (libpq decodes query keywords). */
+static bool is_password_key(const char *k, size_t len)
+{
+    static const char want[] = "password";
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++, w++) {
+        int c = (unsigned char)k[i];
+        if (c == '%' && i + 2 < len && isxdigit((unsigned char)k[i + 1]) &&
+            isxdigit((unsigned char)k[i + 2])) {
+            char hex[3] = {k[i + 1], k[i + 2], 0};
+            c = (int)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (w >= sizeof want - 1 || c != want[w])
+            return false;
+    }
+    return w == sizeof want - 1;
+}
+
+/* URI: scheme://[user[:password]@]hosts[/db][?k=v&...]  libpq takes the
+ * user info up to the first '@' before the first '/' ('?' and '#' may
+ * stand in a password); we redact from the first ':' up to the *last* '@'
+ * before that '/', so a raw '@' in a password leaks nothing either. */
 static void redact_uri(const char *s, struct outbuf *o)
 {
     const char *auth = strstr(s, "://") + 3;
     out_mem(o, s, (size_t)(auth - s));
-    const char *auth_end = auth + strcspn(auth, "/?#");
+    const char *slash = auth + strcspn(auth, "/");
     const char *at = NULL;
-    for (const char *p = auth; p < auth_end; p++)
+    for (const char *p = auth; p < slash; p++)
         if (*p == '@')
             at = p;
     const char *p = auth;
@@ -109,8 +131,8 @@ static void redact_uri(const char *s, struct outbuf *o)
             p = at;
         }
     }
-    /* rest: copy, but redact the value of any password= query parameter */
-    const char *q = strchr(p, '?');
+    /* rest: copy, but redact the value of any password query parameter */
+    const char *q = strchr(at ? at : p, '?');
     if (!q) {
         out_str(o, p);
         return;
@@ -118,8 +140,10 @@ static void redact_uri(const char *s, struct outbuf *o)
     out_mem(o, p, (size_t)(q + 1 - p));
     for (const char *k = q + 1; *k;) {
         size_t plen = strcspn(k, "&");
-        if (strncmp(k, "password=", 9) == 0) {
-            out_str(o, "password=***");
+        const char *eq = memchr(k, '=', plen);
+        if (eq && is_password_key(k, (size_t)(eq - k))) {
+            out_mem(o, k, (size_t)(eq + 1 - k));
+            out_str(o, "***");
         } else {
             out_mem(o, k, plen);
         }

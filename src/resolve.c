@@ -18,6 +18,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "log.h"
+
 #define MAX_COPIES 8
 #define MAX_CALLERS 64
 
@@ -219,6 +221,8 @@ static void copy_add(const struct elf_obj *o, const char *path)
             c->complete = false;
     }
     atomic_store_explicit(&ncopies, n + 1, memory_order_release);
+    log_debug("libpq copy %s at %s%s", c->soname, path[0] ? path : "(main program)",
+              c->complete ? "" : " (lacks functions the gate needs)");
 }
 
 static int scan_cb(struct dl_phdr_info *info, size_t size, void *arg)

@@ -1,0 +1,43 @@
+/*
+ * gate — the start-up gate: per (process, database), decide once whether
+ * this process may proceed, must wait for a peer's migration, or leads it.
+ *
+ *   NEW ──first connection──▶ DECIDING ──at target / ahead──▶ DONE
+ *                                │  └──behind: lock taken──▶ LEADING ──commit at target──▶ DONE
+ *                                │                             └──no version-table statement
+ *                                │                                 within leader_grace──▶ LAPSED
+ *                                └──target unknown──▶ UNKNOWN (lock per version-table transaction)
+ *
+ * Other threads' first connections wait for DECIDING to end; connections
+ * of a leading process never wait on their own process.  A forked child
+ * of a LEADING/LAPSED process starts again from NEW (the lock connection
+ * belongs to the parent).
+ */
+#ifndef MIGSHIM_GATE_H
+#define MIGSHIM_GATE_H
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "resolve.h"
+
+/* Non-zero while some database needs the per-statement hooks; the
+ * wrappers test it before calling gate_before/gate_after (a load). */
+extern _Atomic int gate_watching;
+
+/*
+ * The app's connection `pg` just reached CONNECTION_OK.  May block for the
+ * wait-for-version loop.  Returns false when the connection was failed on
+ * purpose (on_timeout = fail): its status is then CONNECTION_BAD.
+ */
+bool gate_connected(const struct pq_copy *copy, PGconn *pg);
+
+/* The app is about to send `sql` on `pg` (gate_watching != 0).  May block
+ * to take the lock before a version-table statement. */
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
+
+/* A command on `pg` delivered its last result (gate_watching != 0). */
+void gate_after(const struct pq_copy *copy, PGconn *pg);
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * heads — the target Alembic heads: from the `heads` key, or computed from
+ * the app's own revision files, found the way Alembic finds them.
+ *
+ * Config discovery: `alembic_ini` if set, else ./alembic.ini, else
+ * ./migrations/alembic.ini (Flask-Migrate: no script_location, the ini's
+ * own folder is the script location), else [tool.alembic] in
+ * ./pyproject.toml.  Honours script_location (with %(here)s),
+ * version_locations (+ version_path_separator) and
+ * recursive_version_locations.  Heads are the revisions that no revision
+ * names as its down_revision; depends_on and branch_labels do not count.
+ * Any file that cannot be parsed leaves the target unknown.
+ */
+#ifndef MIGSHIM_HEADS_H
+#define MIGSHIM_HEADS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+#define HEADS_REV_MAX 64 /* Alembic's version_num is VARCHAR(32) */
+
+/* One revision file, as parsed. */
+struct revfile {
+    char revision[HEADS_REV_MAX];
+    char (*down)[HEADS_REV_MAX]; /* ndown entries, malloc'ed */
+    size_t ndown;
+    int line; /* line of the `revision =` assignment */
+};
+
+/* The target. */
+struct heads {
+    bool known;            /* false: target unknown                       */
+    bool graph;            /* revs[] lists every local revision           */
+    char (*revs)[HEADS_REV_MAX];
+    size_t nrevs;
+    char (*heads)[HEADS_REV_MAX];
+    size_t nheads;
+    char where[PATH_MAX + 32]; /* "heads key", or the versions folder    */
+};
+
+/*
+ * Parse the Python source `text` of one revision file.  Returns 1 with
+ * `out` filled, 0 when the file assigns no `revision` (not a revision
+ * file), -1 on a malformed assignment with `*errline` and `err` set.
+ * Understands either quote style, `revision: str = "x"`, None, tuples and
+ * lists (merges), comments, docstrings; ignores everything else.
+ */
+int heads_parse_revision(const char *text, struct revfile *out, int *errline, char *err,
+                         size_t errsz);
+void heads_revfile_free(struct revfile *rf);
+
+/*
+ * Compute heads from `files` (n of them).  Returns false (with err) on a
+ * duplicate revision or a down_revision naming no known revision.
+ */
+bool heads_compute(const struct revfile *files, size_t n, struct heads *out, char *err,
+                   size_t errsz);
+
+/* Load the target for this process per `cfg`, logging warnings for files
+ * that cannot be parsed.  Never fails: out->known says what was found. */
+void heads_load(const struct config *cfg, struct heads *out);
+
+/* True when `rev` is one of h->revs (only meaningful when h->graph). */
+bool heads_has_rev(const struct heads *h, const char *rev);
+
+void heads_free(struct heads *h);
+
+#endif

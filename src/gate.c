@@ -1,0 +1,473 @@
+/*
+ * gate — see include/gate.h.
+ *
+ * Blocking work (the wait loop, statements on the lock connection) runs
+ * with the gate mutex released while the database is DECIDING, or with it
+ * held for the short per-statement checks of a leader; the lock connection
+ * is only ever used by the thread that set DECIDING or under the mutex.
+ */
+#include "gate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "heads.h"
+#include "lock.h"
+#include "log.h"
+#include "ownconn.h"
+#include "shim.h"
+#include "sqlclass.h"
+
+_Atomic int gate_watching;
+
+enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN };
+
+#define MAX_DBS 8
+#define MAX_DIRTY 16
+#define REPORT_EVERY 10.0 /* seconds between "still waiting" lines */
+
+struct gdb {
+    char name[CONFIG_NAME_MAX];
+    enum gstate st;
+    pid_t pid;               /* the process this state belongs to          */
+    struct ownconn *own;     /* the lock connection (waiting/leading)       */
+    int64_t key;
+    double since;            /* when the lock was taken                     */
+    double grace_deadline;
+    bool saw_vt;             /* the leader sent a version-table statement   */
+    PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
+    PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
+    size_t ndirty;
+};
+
+static struct gdb dbs[MAX_DBS];
+static size_t ndbs;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
+static struct heads target;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void load_heads(void) { heads_load(shim_config(), &target); }
+
+static void list_revs(char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t sz)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    if (n == 0) {
+        snprintf(buf, sz, "(none)");
+        return;
+    }
+    for (size_t i = 0; i < n && o < sz; i++)
+        o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? "," : "", revs[i]);
+}
+
+enum cmp { AT_TARGET, BEHIND, AHEAD };
+
+/* Compare the version table with the target: AHEAD when it holds a
+ * revision the local scripts do not know (a newer deploy migrated). */
+static enum cmp compare(const struct versions *v)
+{
+    if (target.graph)
+        for (size_t i = 0; i < v->n; i++)
+            if (!heads_has_rev(&target, v->v[i]))
+                return AHEAD;
+    if (!v->present || v->n != target.nheads || v->truncated)
+        return BEHIND;
+    for (size_t i = 0; i < target.nheads; i++) {
+        bool found = false;
+        for (size_t j = 0; j < v->n && !found; j++)
+            found = strcmp(target.heads[i], v->v[j]) == 0;
+        if (!found)
+            return BEHIND;
+    }
+    return AT_TARGET;
+}
+
+static struct gdb *find_db(const char *name, bool add)
+{
+    for (size_t i = 0; i < ndbs; i++)
+        if (strcmp(dbs[i].name, name) == 0)
+            return &dbs[i];
+    if (!add || ndbs == MAX_DBS)
+        return NULL;
+    struct gdb *g = &dbs[ndbs++];
+    memset(g, 0, sizeof *g);
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->pid = getpid();
+    return g;
+}
+
+static bool watched(enum gstate s) { return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN; }
+
+/* Change state, keeping gate_watching equal to the number of watched dbs. */
+static void set_state(struct gdb *g, enum gstate s)
+{
+    if (watched(g->st) && !watched(s))
+        atomic_fetch_sub(&gate_watching, 1);
+    else if (!watched(g->st) && watched(s))
+        atomic_fetch_add(&gate_watching, 1);
+    g->st = s;
+}
+
+/* A child of a forked process: the lock connection is the parent's. */
+static void adopt_after_fork(struct gdb *g)
+{
+    if (g->pid == getpid())
+        return;
+    g->pid = getpid();
+    ownconn_close(g->own); /* releases only the (neutralised) descriptor */
+    g->own = NULL;
+    g->holder = NULL;
+    g->ndirty = 0;
+    if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
+        set_state(g, G_NEW);
+}
+
+static void close_own(struct gdb *g)
+{
+    ownconn_close(g->own);
+    g->own = NULL;
+}
+
+/* Make the app's connection fail (on_timeout = fail): its socket is shut
+ * down, so libpq sees the server go away and reports CONNECTION_BAD. */
+static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
+{
+    int fd = copy->api.PQsocket(pg);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    PGresult *r = copy->api.PQexec(pg, ";");
+    if (r)
+        copy->api.PQclear(r);
+}
+
+enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED };
+
+/*
+ * The wait-for-version loop, on a fresh lock connection made like `app`.
+ * Returns OUT_LEADING with g->own holding the exclusive lock, OUT_DONE when
+ * the database reached the target (or the gate had to give up), OUT_FAILED
+ * when on_timeout = fail fired.
+ */
+static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                              const char *why)
+{
+    const struct config *cfg = shim_config();
+    const struct pq_api *pq = &copy->api;
+    char err[256], revs[512];
+    g->key = lock_key_for(cfg, g->name);
+    if (!g->own) {
+        g->own = ownconn_open(copy, app, "lock", err, sizeof err);
+        if (!g->own) {
+            log_warn("database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
+                     g->name, err);
+            return OUT_DONE;
+        }
+    }
+    PGconn *own = ownconn_pg(g->own);
+    double start = now(), last_report = start;
+    bool waited = false;
+    unsigned spins = 0;
+    for (;;) {
+        enum lock_result r = lock_step(pq, own, cfg->lock, g->key, err, sizeof err);
+        if (r == LOCK_ERROR) {
+            log_warn("database \"%s\": the lock connection failed (%s); proceeding without the gate",
+                     g->name, err);
+            close_own(g);
+            return OUT_DONE;
+        }
+        struct versions v;
+        if (!lock_read_versions(pq, own, cfg, &v, err, sizeof err)) {
+            log_warn("database \"%s\": cannot read the version table (%s); proceeding without the gate",
+                     g->name, err);
+            if (r == LOCK_TAKEN)
+                lock_release(pq, own, cfg->lock, g->key);
+            close_own(g);
+            return OUT_DONE;
+        }
+        enum cmp c = target.known ? compare(&v) : BEHIND;
+        list_revs(v.v, v.n, revs, sizeof revs);
+        if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
+            if (!target.known) {
+                g->since = now();
+                return OUT_LEADING;
+            }
+            lock_release(pq, own, cfg->lock, g->key);
+            close_own(g);
+            if (waited)
+                log_info("database \"%s\": waited %.3f s; a peer migrated it to %s; proceeding",
+                         g->name, now() - start, revs);
+            else
+                log_info("database \"%s\" is at %s (%s); proceeding", g->name, revs,
+                         c == AHEAD ? "ahead of the local scripts" : "head");
+            return OUT_DONE;
+        }
+        if (r == LOCK_TAKEN) {
+            g->since = now();
+            if (cfg->lock == LOCK_XACT)
+                lock_limit_idle(pq, own, cfg->leader_grace);
+            char want[512];
+            list_revs(target.heads, target.nheads, want, sizeof want);
+            log_info("database \"%s\": leading: this process holds the migration lock (key %lld)%s "
+                     "and migrates from %s to %s%s%s",
+                     g->name, (long long)g->key, waited ? " after waiting" : "", revs, want,
+                     why ? " " : "", why ? why : "");
+            return OUT_LEADING;
+        }
+        waited = true;
+        if (c != BEHIND) {
+            close_own(g);
+            log_info("database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
+                     g->name, now() - start, revs);
+            return OUT_DONE;
+        }
+        double t = now();
+        if (t - start >= cfg->wait_timeout) {
+            char holder[256];
+            lock_describe_holder(pq, own, g->key, holder, sizeof holder);
+            close_own(g);
+            if (cfg->on_timeout == ON_TIMEOUT_FAIL) {
+                log_error("database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
+                          "failing the connection (on_timeout = fail)", g->name, t - start, holder);
+                return OUT_FAILED;
+            }
+            log_warn("database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
+                     "proceeding (on_timeout = proceed)", g->name, t - start, holder);
+            return OUT_DONE;
+        }
+        if (t - last_report >= REPORT_EVERY) {
+            char holder[256];
+            lock_describe_holder(pq, own, g->key, holder, sizeof holder);
+            log_info("database \"%s\": waiting %.0f s so far for the migration lock held by %s",
+                     g->name, t - start, holder);
+            last_report = t;
+        }
+        /* Freed but still behind (the holder gave up or died): everyone
+         * retries the exclusive lock; a short growing pause avoids a herd. */
+        if (r == LOCK_FREED && ++spins > 1) {
+            struct timespec ts = {0, (long)(1000000L * (spins < 20 ? spins : 20))};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+bool gate_connected(const struct pq_copy *copy, PGconn *pg)
+{
+    const struct config *cfg = shim_config();
+    if (cfg->lock == LOCK_OFF)
+        return true;
+    if (!copy->complete) {
+        log_warn("%s lacks functions the gate needs; passing through", copy->soname);
+        return true;
+    }
+    const char *db = copy->api.PQdb(pg);
+    if (!db || (cfg->database[0] && strcmp(db, cfg->database) != 0))
+        return true;
+
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_db(db, true);
+    if (!g) {
+        pthread_mutex_unlock(&mu);
+        log_warn("database \"%s\": more than %d databases; not gated", db, MAX_DBS);
+        return true;
+    }
+    adopt_after_fork(g);
+    while (g->st == G_DECIDING)
+        pthread_cond_wait(&cv, &mu);
+    if (g->st != G_NEW) {
+        pthread_mutex_unlock(&mu);
+        return true;
+    }
+    g->st = G_DECIDING;
+    pthread_mutex_unlock(&mu);
+
+    pthread_once(&heads_once, load_heads);
+    enum gstate next = G_DONE;
+    bool ok = true;
+    char err[256], revs[512];
+    if (!target.known) {
+        log_info("database \"%s\": target heads unknown; the migration lock is taken at the first "
+                 "version-table statement", db);
+        next = G_UNKNOWN;
+    } else {
+        struct versions v;
+        if (!lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err)) {
+            log_warn("database \"%s\": cannot read the version table (%s); proceeding without the gate",
+                     db, err);
+        } else {
+            enum cmp c = compare(&v);
+            list_revs(v.v, v.n, revs, sizeof revs);
+            if (c == AT_TARGET) {
+                log_info("database \"%s\" is at head (%s); proceeding", db, revs);
+            } else if (c == AHEAD) {
+                log_warn("database \"%s\" holds revisions the local scripts do not know (%s): a newer "
+                         "deploy migrated it; proceeding", db, revs);
+            } else {
+                enum outcome o = wait_loop(copy, pg, g, NULL);
+                if (o == OUT_LEADING) {
+                    next = G_LEADING;
+                    g->grace_deadline = now() + cfg->leader_grace;
+                    g->saw_vt = false;
+                } else if (o == OUT_FAILED) {
+                    fail_app_conn(copy, pg);
+                    next = G_NEW; /* the app's retry is gated again */
+                    ok = false;
+                }
+            }
+        }
+    }
+    pthread_mutex_lock(&mu);
+    g->st = G_DECIDING; /* set_state counts from here */
+    set_state(g, next);
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
+static bool is_dirty(const struct gdb *g, const PGconn *pg)
+{
+    for (size_t i = 0; i < g->ndirty; i++)
+        if (g->dirty[i] == pg)
+            return true;
+    return false;
+}
+
+static void mark_dirty(struct gdb *g, PGconn *pg)
+{
+    if (!is_dirty(g, pg) && g->ndirty < MAX_DIRTY)
+        g->dirty[g->ndirty++] = pg;
+}
+
+static void clear_dirty(struct gdb *g, const PGconn *pg)
+{
+    for (size_t i = 0; i < g->ndirty; i++) {
+        if (g->dirty[i] == pg) {
+            g->dirty[i] = g->dirty[--g->ndirty];
+            return;
+        }
+    }
+}
+
+/* Take the lock again (LAPSED, or UNKNOWN) with the mutex released. */
+static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
+                              const char *why)
+{
+    enum gstate was = g->st;
+    set_state(g, G_DECIDING);
+    pthread_mutex_unlock(&mu);
+    enum outcome o = wait_loop(copy, pg, g, why);
+    pthread_mutex_lock(&mu);
+    set_state(g, was); /* from DECIDING: restores the watch count */
+    pthread_cond_broadcast(&cv);
+    return o;
+}
+
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
+{
+    const struct config *cfg = shim_config();
+    if (!sqlclass_mentions(sql, cfg->version_table))
+        return;
+    const char *db = copy->api.PQdb(pg);
+    if (!db)
+        return;
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_db(db, false);
+    if (!g || g->pid != getpid()) {
+        pthread_mutex_unlock(&mu);
+        return;
+    }
+    while (g->st == G_DECIDING)
+        pthread_cond_wait(&cv, &mu);
+    if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
+        close_own(g); /* the server ended its idle session */
+        set_state(g, G_LAPSED);
+    }
+    if (g->st == G_LAPSED) {
+        enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
+        if (o == OUT_LEADING) {
+            set_state(g, G_LEADING);
+        } else {
+            set_state(g, G_DONE);
+            pthread_mutex_unlock(&mu);
+            return;
+        }
+    }
+    if (g->st == G_LEADING) {
+        if (!g->saw_vt) {
+            g->saw_vt = true;
+            if (cfg->lock == LOCK_XACT && g->own)
+                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->hold_timeout);
+        }
+        mark_dirty(g, pg);
+    } else if (g->st == G_UNKNOWN) {
+        if (!g->holder) {
+            enum outcome o = reacquire(copy, pg, g, NULL);
+            if (o == OUT_LEADING && g->own) {
+                g->holder = pg;
+                log_info("database \"%s\": took the migration lock for this version-table transaction",
+                         g->name);
+            }
+        }
+        /* another connection of this process holds it: never wait on ourselves */
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+void gate_after(const struct pq_copy *copy, PGconn *pg)
+{
+    const struct config *cfg = shim_config();
+    const char *db = copy->api.PQdb(pg);
+    if (!db)
+        return;
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_db(db, false);
+    if (!g || g->pid != getpid() || g->st == G_DECIDING) {
+        pthread_mutex_unlock(&mu);
+        return;
+    }
+    bool idle = copy->api.PQtransactionStatus(pg) == PQTRANS_IDLE;
+    if (g->st == G_UNKNOWN && g->holder == pg && idle) {
+        if (g->own)
+            lock_release(&copy->api, ownconn_pg(g->own), cfg->lock, g->key);
+        g->holder = NULL;
+        close_own(g);
+        log_info("database \"%s\": version-table transaction ended; migration lock released", g->name);
+    } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
+        clear_dirty(g, pg);
+        struct versions v;
+        char err[256], revs[512];
+        PGconn *own = ownconn_pg(g->own);
+        bool read = own && lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err);
+        if (own && !read)
+            log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
+                     g->name, err);
+        if (read && compare(&v) != BEHIND) {
+            list_revs(v.v, v.n, revs, sizeof revs);
+            lock_release(&copy->api, own, cfg->lock, g->key);
+            close_own(g);
+            g->ndirty = 0;
+            set_state(g, G_DONE);
+            log_info("database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
+                     revs, now() - g->since);
+        }
+    } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
+        close_own(g);
+        set_state(g, G_LAPSED);
+        log_info("database \"%s\": no version-table statement within leader_grace (%g s); gave the "
+                 "migration lock up", g->name, cfg->leader_grace);
+    }
+    pthread_mutex_unlock(&mu);
+}

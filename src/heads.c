@@ -1,0 +1,683 @@
+/*
+ * heads — see include/heads.h.  The revision-file reader is a small line
+ * scanner, not a Python parser: it looks only at module-level assignments
+ * of `revision` and `down_revision`, skipping docstrings and comments, and
+ * rejects what it does not understand rather than guessing.
+ */
+#include "heads.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define FILE_MAX (1 << 20) /* a revision file larger than 1 MiB is refused */
+
+/* --- reading files ------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t max, char *err, size_t errsz)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errsz, "%s", strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    fclose(f);
+    if (!buf) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
+    if (n > max) {
+        free(buf);
+        snprintf(err, errsz, "larger than %zu bytes", max);
+        return NULL;
+    }
+    if (memchr(buf, '\0', n)) {
+        free(buf);
+        snprintf(err, errsz, "not a text file");
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* --- revision files ------------------------------------------------------------ */
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\\')
+        p += (*p == '\\' && p[1] == '\n') ? 2 : 1;
+    return p;
+}
+
+/* Parse one string literal at p ('x', "x", optional r/u prefix); no
+ * escapes are allowed in a revision id.  Returns the end or NULL. */
+static const char *parse_str(const char *p, char *out, size_t outsz)
+{
+    if (*p == 'r' || *p == 'u' || *p == 'R' || *p == 'U')
+        p++;
+    char q = *p;
+    if (q != '\'' && q != '"')
+        return NULL;
+    const char *s = ++p;
+    while (*p && *p != q && *p != '\n' && *p != '\\')
+        p++;
+    if (*p != q || (size_t)(p - s) >= outsz || p == s)
+        return NULL;
+    memcpy(out, s, (size_t)(p - s));
+    out[p - s] = '\0';
+    return p + 1;
+}
+
+/* Skip white space, newlines and comments inside brackets. */
+static const char *skip_ws_nl(const char *p, int *line)
+{
+    for (;;) {
+        p = skip_ws(p);
+        if (*p == '#') {
+            while (*p && *p != '\n')
+                p++;
+        }
+        if (*p != '\n')
+            return p;
+        (*line)++;
+        p++;
+    }
+}
+
+/* value := None | str | '(' [str {',' str} [',']] ')' | '[' ... ']' */
+static const char *parse_value(const char *p, struct revfile *rf, bool is_down, int *line,
+                               char *err, size_t errsz)
+{
+    char tmp[HEADS_REV_MAX];
+    if (strncmp(p, "None", 4) == 0 && !isalnum((unsigned char)p[4]) && p[4] != '_') {
+        if (!is_down) {
+            snprintf(err, errsz, "revision must be a string, not None");
+            return NULL;
+        }
+        return p + 4;
+    }
+    if (*p == '(' || *p == '[') {
+        if (!is_down) {
+            snprintf(err, errsz, "revision must be a single string");
+            return NULL;
+        }
+        char close = *p == '(' ? ')' : ']';
+        p = skip_ws_nl(p + 1, line);
+        while (*p != close) {
+            const char *e = parse_str(p, tmp, sizeof tmp);
+            if (!e) {
+                snprintf(err, errsz, "expected a quoted revision id in the down_revision list");
+                return NULL;
+            }
+            void *nd = realloc(rf->down, (rf->ndown + 1) * sizeof *rf->down);
+            if (!nd) {
+                snprintf(err, errsz, "out of memory");
+                return NULL;
+            }
+            rf->down = nd;
+            memcpy(rf->down[rf->ndown++], tmp, sizeof tmp);
+            p = skip_ws_nl(e, line);
+            if (*p == ',')
+                p = skip_ws_nl(p + 1, line);
+            else if (*p != close) {
+                snprintf(err, errsz, "expected ',' or '%c' in the down_revision list", close);
+                return NULL;
+            }
+        }
+        return p + 1;
+    }
+    const char *e = parse_str(p, tmp, sizeof tmp);
+    if (!e) {
+        snprintf(err, errsz, "%s must be a quoted revision id (at most %d characters)%s",
+                 is_down ? "down_revision" : "revision", HEADS_REV_MAX - 1,
+                 is_down ? ", None, or a tuple" : "");
+        return NULL;
+    }
+    if (is_down) {
+        rf->down = malloc(sizeof *rf->down);
+        if (!rf->down) {
+            snprintf(err, errsz, "out of memory");
+            return NULL;
+        }
+        memcpy(rf->down[0], tmp, sizeof tmp);
+        rf->ndown = 1;
+    } else {
+        memcpy(rf->revision, tmp, sizeof tmp);
+    }
+    return e;
+}
+
+/* If the line at p is `name [: annotation] = `, return the value's start. */
+static const char *assignment(const char *p, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(p, name, n) != 0 || isalnum((unsigned char)p[n]) || p[n] == '_')
+        return NULL;
+    p = skip_ws(p + n);
+    if (*p == ':') { /* annotation: skip to the first '=' at bracket depth 0 */
+        int depth = 0;
+        for (p++; *p && *p != '\n'; p++) {
+            if (*p == '[' || *p == '(')
+                depth++;
+            else if (*p == ']' || *p == ')')
+                depth--;
+            else if (*p == '=' && depth == 0)
+                break;
+        }
+    }
+    if (*p != '=' || p[1] == '=')
+        return NULL;
+    return skip_ws(p + 1);
+}
+
+int heads_parse_revision(const char *text, struct revfile *out, int *errline, char *err,
+                         size_t errsz)
+{
+    memset(out, 0, sizeof *out);
+    bool have_rev = false, have_down = false;
+    const char *triple = NULL; /* open docstring delimiter */
+    int line = 1;
+    for (const char *p = text; *p;) {
+        const char *eol = strchr(p, '\n');
+        if (!eol)
+            eol = p + strlen(p);
+        if (triple) { /* inside a docstring: look for its end on this line */
+            const char *e = strstr(p, triple);
+            if (e && e < eol) {
+                triple = NULL;
+                p = e + 3;
+                continue;
+            }
+        } else if (*p == '"' || *p == '\'' ||
+                   ((*p == 'r' || *p == 'u') && (p[1] == '"' || p[1] == '\''))) {
+            const char *q = (*p == 'r' || *p == 'u') ? p + 1 : p;
+            if (strncmp(q, "\"\"\"", 3) == 0 || strncmp(q, "'''", 3) == 0) {
+                const char *d = *q == '"' ? "\"\"\"" : "'''";
+                const char *e = strstr(q + 3, d);
+                if (!e) {
+                    triple = d;
+                } else if (e < eol) {
+                    p = e + 3; /* one-line docstring: rest of the line */
+                    continue;
+                } else {
+                    triple = d;
+                }
+            }
+        } else {
+            const char *v;
+            bool is_down = false;
+            if ((v = assignment(p, "revision")) || (is_down = true, v = assignment(p, "down_revision"))) {
+                int start = line;
+                if ((is_down && have_down) || (!is_down && have_rev)) {
+                    /* a later assignment wins in Python; refuse the ambiguity */
+                    snprintf(err, errsz, "%s assigned twice", is_down ? "down_revision" : "revision");
+                    *errline = start;
+                    heads_revfile_free(out);
+                    return -1;
+                }
+                const char *e = parse_value(v, out, is_down, &line, err, errsz);
+                if (e) {
+                    e = skip_ws(e);
+                    if (*e == '#')
+                        while (*e && *e != '\n')
+                            e++;
+                    if (*e && *e != '\n') {
+                        snprintf(err, errsz, "unexpected text after the %s value",
+                                 is_down ? "down_revision" : "revision");
+                        e = NULL;
+                    }
+                }
+                if (!e) {
+                    *errline = start;
+                    heads_revfile_free(out);
+                    return -1;
+                }
+                if (is_down)
+                    have_down = true;
+                else {
+                    have_rev = true;
+                    out->line = start;
+                }
+                /* parse_value may have consumed lines: continue after it */
+                p = e;
+                continue;
+            }
+        }
+        if (!*eol)
+            break;
+        p = eol + 1;
+        line++;
+    }
+    if (!have_rev) {
+        heads_revfile_free(out);
+        return 0;
+    }
+    if (!have_down) {
+        snprintf(err, errsz, "revision '%s' has no down_revision", out->revision);
+        *errline = out->line;
+        heads_revfile_free(out);
+        return -1;
+    }
+    return 1;
+}
+
+void heads_revfile_free(struct revfile *rf)
+{
+    free(rf->down);
+    rf->down = NULL;
+    rf->ndown = 0;
+}
+
+/* --- heads ----------------------------------------------------------------------- */
+
+static int find_rev(const struct revfile *files, size_t n, const char *rev)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(files[i].revision, rev) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool heads_compute(const struct revfile *files, size_t n, struct heads *out, char *err,
+                   size_t errsz)
+{
+    out->revs = calloc(n ? n : 1, sizeof *out->revs);
+    out->heads = calloc(n ? n : 1, sizeof *out->heads);
+    bool *named = calloc(n ? n : 1, sizeof *named);
+    if (!out->revs || !out->heads || !named) {
+        free(named);
+        snprintf(err, errsz, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (find_rev(files, i, files[i].revision) >= 0) {
+            snprintf(err, errsz, "revision '%s' is defined twice", files[i].revision);
+            free(named);
+            return false;
+        }
+        memcpy(out->revs[out->nrevs++], files[i].revision, HEADS_REV_MAX);
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t d = 0; d < files[i].ndown; d++) {
+            int j = find_rev(files, n, files[i].down[d]);
+            if (j < 0) {
+                snprintf(err, errsz, "revision '%s' names unknown down_revision '%s'",
+                         files[i].revision, files[i].down[d]);
+                free(named);
+                return false;
+            }
+            named[j] = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!named[i])
+            memcpy(out->heads[out->nheads++], files[i].revision, HEADS_REV_MAX);
+    free(named);
+    out->graph = true;
+    out->known = out->nheads > 0;
+    return true;
+}
+
+bool heads_has_rev(const struct heads *h, const char *rev)
+{
+    for (size_t i = 0; i < h->nrevs; i++)
+        if (strcmp(h->revs[i], rev) == 0)
+            return true;
+    return false;
+}
+
+void heads_free(struct heads *h)
+{
+    free(h->revs);
+    free(h->heads);
+    memset(h, 0, sizeof *h);
+}
+
+/* --- finding the scripts ---------------------------------------------------------- */
+
+/* Value of `key` in [section] of an ini text (configparser rules: `=` or
+ * `:`, comments on their own line, indented continuation lines).  Returns
+ * a malloc'ed string or NULL. */
+static char *ini_get(const char *text, const char *section, const char *key)
+{
+    bool in = false;
+    char *val = NULL;
+    for (const char *p = text; *p;) {
+        const char *eol = p + strcspn(p, "\n");
+        size_t len = (size_t)(eol - p);
+        const char *s = p;
+        while (s < eol && (*s == ' ' || *s == '\t'))
+            s++;
+        bool indented = s > p;
+        if (s < eol && *s == '[') {
+            const char *c = memchr(s, ']', (size_t)(eol - s));
+            in = c && (size_t)(c - s - 1) == strlen(section) && strncmp(s + 1, section, strlen(section)) == 0;
+        } else if (in && val && indented && s < eol && *s != '#' && *s != ';') {
+            size_t old = strlen(val), add = (size_t)(eol - s);
+            char *nv = realloc(val, old + add + 2);
+            if (nv) {
+                val = nv;
+                val[old] = '\n';
+                memcpy(val + old + 1, s, add);
+                val[old + 1 + add] = '\0';
+            }
+        } else if (in && !indented && s < eol && *s != '#' && *s != ';') {
+            size_t klen = strcspn(s, "=:\n");
+            const char *ke = s + klen;
+            while (ke > s && (ke[-1] == ' ' || ke[-1] == '\t'))
+                ke--;
+            if (s + klen < eol && (size_t)(ke - s) == strlen(key) && strncmp(s, key, strlen(key)) == 0) {
+                const char *v = s + klen + 1;
+                while (v < eol && (*v == ' ' || *v == '\t'))
+                    v++;
+                const char *ve = eol;
+                while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
+                    ve--;
+                free(val);
+                val = strndup(v, (size_t)(ve - v));
+            } else if (val) {
+                /* a different key ends the continuation */
+            }
+        }
+        (void)len;
+        p = *eol ? eol + 1 : eol;
+    }
+    return val;
+}
+
+/* Replace %(here)s with `here` and %% with %.  Returns malloc'ed text, or
+ * NULL (err set) for any other interpolation. */
+static char *interpolate(const char *v, const char *here, char *err, size_t errsz)
+{
+    size_t cap = strlen(v) * 2 + strlen(here) * 4 + 1;
+    char *out = malloc(cap), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = v; *p;) {
+        if (strncmp(p, "%(here)s", 8) == 0) {
+            size_t n = strlen(here);
+            if ((size_t)(o - out) + n + 1 > cap) {
+                free(out);
+                snprintf(err, errsz, "value too long");
+                return NULL;
+            }
+            memcpy(o, here, n);
+            o += n;
+            p += 8;
+        } else if (p[0] == '%' && p[1] == '%') {
+            *o++ = '%';
+            p += 2;
+        } else if (p[0] == '%') {
+            free(out);
+            snprintf(err, errsz, "unsupported interpolation in '%s'", v);
+            return NULL;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Collect revision files under `dir` (recursively when asked). */
+struct collect {
+    struct revfile *files;
+    size_t n, cap;
+    bool broken;
+};
+
+static void collect_dir(const char *dir, bool recursive, struct collect *c, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        log_warn("%s: cannot read the Alembic versions folder: %s; target heads unknown", dir,
+                 strerror(errno));
+        c->broken = true;
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "__pycache__") == 0)
+            continue;
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue;
+        struct stat st;
+        if (stat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (recursive && depth < 16)
+                collect_dir(path, recursive, c, depth + 1);
+            continue;
+        }
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 3, ".py") != 0)
+            continue;
+        char err[256];
+        char *text = read_file(path, FILE_MAX, err, sizeof err);
+        if (!text) {
+            log_warn("%s: cannot read this revision file: %s; target heads unknown", path, err);
+            c->broken = true;
+            continue;
+        }
+        struct revfile rf;
+        int errline = 0;
+        int r = heads_parse_revision(text, &rf, &errline, err, sizeof err);
+        free(text);
+        if (r < 0) {
+            log_warn("%s:%d: %s; target heads unknown", path, errline, err);
+            c->broken = true;
+            continue;
+        }
+        if (r == 0)
+            continue; /* a helper module, not a revision */
+        if (c->n == c->cap) {
+            size_t ncap = c->cap ? c->cap * 2 : 32;
+            void *nf = realloc(c->files, ncap * sizeof *c->files);
+            if (!nf) {
+                heads_revfile_free(&rf);
+                c->broken = true;
+                continue;
+            }
+            c->files = nf;
+            c->cap = ncap;
+        }
+        c->files[c->n++] = rf;
+    }
+    closedir(d);
+}
+
+/* Split a version_locations value per version_path_separator. */
+static void each_location(const char *value, const char *sep_key, bool recursive,
+                          struct collect *c)
+{
+    const char *seps = " ,\n"; /* Alembic's legacy split */
+    if (sep_key) {
+        if (strcmp(sep_key, "os") == 0 || strcmp(sep_key, ":") == 0)
+            seps = ":\n";
+        else if (strcmp(sep_key, "space") == 0)
+            seps = " \n";
+        else if (strcmp(sep_key, ";") == 0)
+            seps = ";\n";
+        else if (strcmp(sep_key, "newline") == 0)
+            seps = "\n";
+    }
+    char *copy = strdup(value), *save = NULL;
+    if (!copy)
+        return;
+    for (char *tok = strtok_r(copy, seps, &save); tok; tok = strtok_r(NULL, seps, &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        if (*tok)
+            collect_dir(tok, recursive, c, 0);
+    }
+    free(copy);
+}
+
+static bool truthy(const char *v)
+{
+    return v && (strcasecmp(v, "true") == 0 || strcasecmp(v, "1") == 0 ||
+                 strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
+}
+
+/* [tool.alembic] of pyproject.toml: script_location = "..." only. */
+static char *pyproject_script_location(const char *text)
+{
+    bool in = false;
+    for (const char *p = text; *p;) {
+        const char *eol = p + strcspn(p, "\n");
+        const char *s = p;
+        while (s < eol && (*s == ' ' || *s == '\t'))
+            s++;
+        if (*s == '[')
+            in = strncmp(s, "[tool.alembic]", 14) == 0;
+        else if (in && strncmp(s, "script_location", 15) == 0) {
+            const char *q = strchr(s, '"');
+            if (q && q < eol) {
+                const char *qe = strchr(q + 1, '"');
+                if (qe && qe < eol)
+                    return strndup(q + 1, (size_t)(qe - q - 1));
+            }
+        }
+        p = *eol ? eol + 1 : eol;
+    }
+    return NULL;
+}
+
+static void load_from_scripts(const struct config *cfg, struct heads *out)
+{
+    char ini[PATH_MAX] = "";
+    bool flask_migrate = false;
+    if (cfg->alembic_ini[0])
+        snprintf(ini, sizeof ini, "%s", cfg->alembic_ini);
+    else if (access("alembic.ini", R_OK) == 0)
+        snprintf(ini, sizeof ini, "alembic.ini");
+    else if (access("migrations/alembic.ini", R_OK) == 0) {
+        snprintf(ini, sizeof ini, "migrations/alembic.ini");
+        flask_migrate = true;
+    }
+
+    char err[256];
+    char *script_location = NULL, *version_locations = NULL, *sep = NULL, *recursive = NULL;
+    char here[PATH_MAX];
+    if (ini[0]) {
+        char *text = read_file(ini, FILE_MAX, err, sizeof err);
+        if (!text) {
+            log_warn("%s: cannot read the Alembic configuration: %s; target heads unknown", ini, err);
+            return;
+        }
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", ini);
+        snprintf(here, sizeof here, "%s", dirname(tmp));
+        char *raw = ini_get(text, "alembic", "script_location");
+        char *rawv = ini_get(text, "alembic", "version_locations");
+        sep = ini_get(text, "alembic", "version_path_separator");
+        recursive = ini_get(text, "alembic", "recursive_version_locations");
+        free(text);
+        if (raw) {
+            script_location = interpolate(raw, here, err, sizeof err);
+            if (!script_location)
+                log_warn("%s: script_location: %s; target heads unknown", ini, err);
+        } else if (flask_migrate || cfg->alembic_ini[0]) {
+            script_location = strdup(here); /* Flask-Migrate: the ini's own folder */
+        } else {
+            log_warn("%s: no script_location in [alembic]; target heads unknown", ini);
+        }
+        if (rawv) {
+            version_locations = interpolate(rawv, here, err, sizeof err);
+            if (!version_locations)
+                log_warn("%s: version_locations: %s; target heads unknown", ini, err);
+        }
+        free(raw);
+        if (!script_location || (rawv && !version_locations)) {
+            free(rawv);
+            goto done;
+        }
+        free(rawv);
+    } else {
+        char *text = access("pyproject.toml", R_OK) == 0
+                         ? read_file("pyproject.toml", FILE_MAX, err, sizeof err)
+                         : NULL;
+        char *raw = text ? pyproject_script_location(text) : NULL;
+        free(text);
+        if (!raw) {
+            log_info("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
+                     "target heads unknown (the lock is taken at the first version-table statement)");
+            return;
+        }
+        snprintf(ini, sizeof ini, "pyproject.toml");
+        snprintf(here, sizeof here, ".");
+        script_location = interpolate(raw, here, err, sizeof err);
+        free(raw);
+        if (!script_location) {
+            log_warn("pyproject.toml: script_location: %s; target heads unknown", err);
+            goto done;
+        }
+    }
+    if (strchr(script_location, ':') && script_location[0] != '/') {
+        log_warn("%s: script_location '%s' names a package resource, which migshim cannot read; "
+                 "set MIGSHIM_HEADS; target heads unknown", ini, script_location);
+        goto done;
+    }
+
+    struct collect c = {0};
+    if (version_locations) {
+        each_location(version_locations, sep, truthy(recursive), &c);
+        snprintf(out->where, sizeof out->where, "%s", version_locations);
+    } else {
+        char vdir[PATH_MAX];
+        snprintf(vdir, sizeof vdir, "%s/versions", script_location);
+        collect_dir(vdir, truthy(recursive), &c, 0);
+        snprintf(out->where, sizeof out->where, "%s", vdir);
+    }
+    if (!c.broken) {
+        if (!heads_compute(c.files, c.n, out, err, sizeof err)) {
+            log_warn("%s: %s; target heads unknown", out->where, err);
+            heads_free(out);
+        } else if (!out->known) {
+            log_info("%s: no revision files; target heads unknown", out->where);
+        }
+    }
+    for (size_t i = 0; i < c.n; i++)
+        heads_revfile_free(&c.files[i]);
+    free(c.files);
+done:
+    free(script_location);
+    free(version_locations);
+    free(sep);
+    free(recursive);
+}
+
+void heads_load(const struct config *cfg, struct heads *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!cfg->heads[0]) {
+        load_from_scripts(cfg, out);
+        return;
+    }
+    /* the heads key: comma-separated, no graph */
+    size_t n = 1;
+    for (const char *p = cfg->heads; *p; p++)
+        n += *p == ',';
+    out->heads = calloc(n, sizeof *out->heads);
+    if (!out->heads)
+        return;
+    char *copy = strdup(cfg->heads), *save = NULL;
+    for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t; t = strtok_r(NULL, ", ", &save))
+        if (strlen(t) < HEADS_REV_MAX)
+            snprintf(out->heads[out->nheads++], HEADS_REV_MAX, "%s", t);
+    free(copy);
+    out->known = out->nheads > 0;
+    snprintf(out->where, sizeof out->where, "the heads setting");
+}

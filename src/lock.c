@@ -1,0 +1,263 @@
+/*
+ * lock — see include/lock.h.  Every statement here goes through the real
+ * libpq table `pq`; identifiers from the configuration are always quoted
+ * (quote_ident below) and passed as parameters where SQL allows.
+ */
+#include "lock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "name" with embedded quotes doubled, as PostgreSQL's quote_ident. */
+static void quote_ident(const char *name, char *out, size_t n)
+{
+    size_t o = 0;
+    if (n < 3) {
+        if (n)
+            out[0] = '\0';
+        return;
+    }
+    out[o++] = '"';
+    for (const char *p = name; *p && o + 3 < n; p++) {
+        if (*p == '"')
+            out[o++] = '"';
+        out[o++] = *p;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+}
+
+/* The version table's name as SQL: "schema"."table" or "table". */
+static void table_sql(const struct config *cfg, char *out, size_t n)
+{
+    char t[2 * CONFIG_NAME_MAX + 3], s[2 * CONFIG_NAME_MAX + 3];
+    quote_ident(cfg->version_table, t, sizeof t);
+    if (cfg->version_table_schema[0]) {
+        quote_ident(cfg->version_table_schema, s, sizeof s);
+        snprintf(out, n, "%s.%s", s, t);
+    } else {
+        snprintf(out, n, "%s", t);
+    }
+}
+
+int64_t lock_key_for(const struct config *cfg, const char *dbname)
+{
+    if (cfg->lock_key_set)
+        return cfg->lock_key;
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    const char *parts[] = {"migshim", dbname ? dbname : "", cfg->version_table_schema,
+                           cfg->version_table};
+    for (size_t i = 0; i < 4; i++) {
+        for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++) {
+            h ^= *p;
+            h *= 0x100000001b3ULL;
+        }
+        h ^= 0xff; /* separator: ("ab","c") != ("a","bc") */
+        h *= 0x100000001b3ULL;
+    }
+    return (int64_t)h;
+}
+
+static void first_line(const char *msg, char *err, size_t errsz)
+{
+    if (!msg)
+        msg = "";
+    snprintf(err, errsz, "%.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+/* Decode the text of one <v>...</v> element of query_to_xml's output. */
+static void xml_unescape(const char *s, size_t len, char *out, size_t n)
+{
+    static const struct {
+        const char *ent;
+        char c;
+    } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 1 < n;) {
+        bool done = false;
+        for (size_t e = 0; e < 5 && s[i] == '&'; e++) {
+            size_t el = strlen(ents[e].ent);
+            if (i + el <= len && strncmp(s + i, ents[e].ent, el) == 0) {
+                out[o++] = ents[e].c;
+                i += el;
+                done = true;
+                break;
+            }
+        }
+        if (!done)
+            out[o++] = s[i++];
+    }
+    out[o] = '\0';
+}
+
+bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+                        struct versions *out, char *err, size_t errsz)
+{
+    char table[4 * CONFIG_NAME_MAX + 8], select[4 * CONFIG_NAME_MAX + 64];
+    table_sql(cfg, table, sizeof table);
+    snprintf(select, sizeof select, "SELECT version_num AS v FROM %s", table);
+    /* query_to_xml runs only when the table exists (CASE is lazy for a
+     * volatile function), so an absent table costs no server error.  The
+     * existence test reads pg_class with the statement's own snapshot, not
+     * to_regclass(): inside the lock connection's long transaction the
+     * relation cache would keep answering "absent" after a peer created it. */
+    static const char sql[] =
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+        "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "  WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND (n.nspname = $2 OR "
+        "    ($2 = '' AND n.nspname = ANY (pg_catalog.current_schemas(false))))) "
+        "THEN pg_catalog.query_to_xml($3, false, false, '')::text END";
+    const char *params[3] = {cfg->version_table, cfg->version_table_schema, select};
+    PGresult *r = pq->PQexecParams(c, sql, 3, NULL, params, NULL, NULL, 0);
+    memset(out, 0, sizeof *out);
+    if (!r || pq->PQresultStatus(r) != PGRES_TUPLES_OK || pq->PQntuples(r) != 1) {
+        first_line(r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL, err, errsz);
+        if (!err[0])
+            first_line(pq->PQerrorMessage(c), err, errsz);
+        if (r)
+            pq->PQclear(r);
+        return false;
+    }
+    if (!pq->PQgetisnull(r, 0, 0)) {
+        out->present = true;
+        const char *x = pq->PQgetvalue(r, 0, 0);
+        for (const char *p = strstr(x, "<v>"); p; p = strstr(p, "<v>")) {
+            p += 3;
+            const char *e = strstr(p, "</v>");
+            if (!e)
+                break;
+            if (out->n == sizeof out->v / sizeof out->v[0]) {
+                out->truncated = true;
+                break;
+            }
+            xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
+            p = e + 4;
+        }
+    }
+    pq->PQclear(r);
+    return true;
+}
+
+/* Run `sql`; return the result if its status is `want`, else NULL with the
+ * SQLSTATE in sqlstate (when there is one) and the message in err. */
+static PGresult *run(const struct pq_api *pq, PGconn *c, const char *sql, ExecStatusType want,
+                     char sqlstate[6], char *err, size_t errsz)
+{
+    PGresult *r = pq->PQexec(c, sql);
+    if (r && pq->PQresultStatus(r) == want)
+        return r;
+    if (sqlstate) {
+        const char *s = r ? pq->PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        snprintf(sqlstate, 6, "%s", s ? s : "");
+    }
+    if (err)
+        first_line(r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : pq->PQerrorMessage(c),
+                   err, errsz);
+    if (r)
+        pq->PQclear(r);
+    return NULL;
+}
+
+static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql)
+{
+    PGresult *r = pq->PQexec(c, sql);
+    bool ok = r && (pq->PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    pq->PQresultStatus(r) == PGRES_TUPLES_OK);
+    if (r)
+        pq->PQclear(r);
+    return ok;
+}
+
+enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode mode,
+                           int64_t key, char *err, size_t errsz)
+{
+    char sql[256], state[6] = "";
+    bool xact = mode == LOCK_XACT;
+    snprintf(sql, sizeof sql,
+             xact ? "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(%lld)"
+                  : "SELECT pg_catalog.pg_try_advisory_lock(%lld)",
+             (long long)key);
+    PGresult *r = run(pq, own, sql, PGRES_TUPLES_OK, NULL, err, errsz);
+    if (!r) {
+        if (xact)
+            run_ok(pq, own, "ROLLBACK");
+        return LOCK_ERROR;
+    }
+    bool taken = strcmp(pq->PQgetvalue(r, 0, 0), "t") == 0;
+    pq->PQclear(r);
+    if (taken)
+        return LOCK_TAKEN;
+
+    /* Taken by another: wait on the shared form for one slice. */
+    snprintf(sql, sizeof sql,
+             xact ? "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld)"
+                  : "SET lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_lock_shared(%lld)",
+             LOCK_WAIT_SLICE_MS, (long long)key);
+    r = run(pq, own, sql, PGRES_TUPLES_OK, state, err, errsz);
+    enum lock_result res = r ? LOCK_FREED : strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
+    if (r)
+        pq->PQclear(r);
+    if (xact) {
+        if (!run_ok(pq, own, "ROLLBACK") && res != LOCK_ERROR) {
+            first_line(pq->PQerrorMessage(own), err, errsz);
+            res = LOCK_ERROR;
+        }
+    } else {
+        char unlock[128];
+        snprintf(unlock, sizeof unlock, "RESET lock_timeout%s", "");
+        if (res == LOCK_FREED) {
+            snprintf(unlock, sizeof unlock,
+                     "SELECT pg_catalog.pg_advisory_unlock_shared(%lld); RESET lock_timeout",
+                     (long long)key);
+        }
+        if (!run_ok(pq, own, unlock) && res != LOCK_ERROR) {
+            first_line(pq->PQerrorMessage(own), err, errsz);
+            res = LOCK_ERROR;
+        }
+    }
+    return res;
+}
+
+bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)
+{
+    if (mode == LOCK_XACT)
+        return run_ok(pq, own, "ROLLBACK");
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_advisory_unlock(%lld)", (long long)key);
+    return run_ok(pq, own, sql);
+}
+
+bool lock_limit_idle(const struct pq_api *pq, PGconn *own, double seconds)
+{
+    char sql[96];
+    long long ms = (long long)(seconds * 1000.0);
+    if (ms > 2147483647LL)
+        ms = 0; /* beyond the setting's range: no limit */
+    snprintf(sql, sizeof sql, "SET LOCAL idle_in_transaction_session_timeout = %lld", ms);
+    return run_ok(pq, own, sql);
+}
+
+void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n)
+{
+    char hi[24], lo[24];
+    snprintf(hi, sizeof hi, "%llu", (unsigned long long)(((uint64_t)key >> 32) & 0xffffffffu));
+    snprintf(lo, sizeof lo, "%llu", (unsigned long long)((uint64_t)key & 0xffffffffu));
+    static const char sql[] =
+        "SELECT a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
+        "       to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ') "
+        "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
+        "  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+        "  AND l.classid = $1::pg_catalog.oid AND l.objid = $2::pg_catalog.oid AND l.objsubid = 1";
+    const char *params[2] = {hi, lo};
+    PGresult *r = pq->PQexecParams(own, sql, 2, NULL, params, NULL, NULL, 0);
+    if (r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0)
+        snprintf(buf, n, "backend pid %s from %s, application_name '%s', since %s",
+                 pq->PQgetvalue(r, 0, 0), pq->PQgetvalue(r, 0, 1), pq->PQgetvalue(r, 0, 2),
+                 pq->PQgetvalue(r, 0, 3));
+    else
+        snprintf(buf, n, "nobody (it was just released)");
+    if (r)
+        pq->PQclear(r);
+}

@@ -264,11 +264,19 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
     config_init(&lc);
     bool ok = true;
     if (!config_read_file(&lc, path)) {
-        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
+        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
+            struct stat st;
+            int e = errno;
+            if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+                e = EISDIR;
             fail(err, errsz, "%s: cannot read the configuration file: %s", path,
-                 strerror(errno ? errno : EIO));
-        else
-            fail(err, errsz, "%s:%d: %s", path, config_error_line(&lc), config_error_text(&lc));
+                 strerror(e ? e : EIO));
+        } else {
+            /* an @include'd file reports its own name */
+            const char *f = config_error_file(&lc);
+            fail(err, errsz, "%s:%d: %s", f ? f : path, config_error_line(&lc),
+                 config_error_text(&lc));
+        }
         config_destroy(&lc);
         return false;
     }
@@ -279,11 +287,13 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         const char *name = config_setting_name(s);
         int line = (int)config_setting_source_line(s);
+        const char *where = config_setting_source_file(s);
+        const char *path_here = where ? where : path;
         const struct key *k = name ? key_find(name) : NULL;
         char why[256];
         if (!k) {
             if (ok)
-                fail(err, errsz, "%s:%d: unknown key '%s'", path, line, name ? name : "?");
+                fail(err, errsz, "%s:%d: unknown key '%s'", path_here, line, name ? name : "?");
             ok = false;
             continue;
         }
@@ -303,7 +313,7 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         }
         if (!set_value(cfg, k, &v, why, sizeof why)) {
             if (ok)
-                fail(err, errsz, "%s:%d: %s", path, line, why);
+                fail(err, errsz, "%s:%d: %s", path_here, line, why);
             ok = false;
             continue;
         }

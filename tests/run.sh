@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RESULTS=${MIGSHIM_RESULTS:-$ROOT/build/test-results}
+RESULTS=${CHECK_RESULTS:-$ROOT/build/test-results}
 PY=/usr/bin/python3
 
 record() { # suite passed failed
@@ -68,7 +68,7 @@ echo "== unit (Criterion, no server)"
 make -s tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
 run_criterion unit $(make -s print-unit-tests)
 
-MIGSHIM_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
+CHECK_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
 
 echo
 echo "== summary"

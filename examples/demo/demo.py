@@ -1,0 +1,194 @@
+"""The migshim demo (run by examples/demo/run.sh, i.e. `make demo`).
+
+Against the PostgreSQL server named by PGHOST/PGPORT/PGUSER (run.sh starts a
+throw-away one), runs the flask-alembic example under Gunicorn twice, each
+time on a fresh empty database: without the shim, then with
+LD_PRELOAD=build/libmigshim.so.  Prints what happened side by side.
+
+Exit status: 0 when the run with the shim booted cleanly (every worker up,
+the database at head, every revision applied exactly once), else 1.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+import fleet  # noqa: E402
+
+REVISIONS = ["0001aaaa", "0002bbbb", "0003cccc"]
+
+
+def on_term(signum, frame):
+    # Ctrl-C (SIGINT, and with-pg.sh's SIGTERM right after): unwind once, so
+    # that the running fleet's `finally` stops its Gunicorn master; a second
+    # signal must not interrupt that clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def server_dsn(dbname):
+    return (f"host={os.environ.get('PGHOST', '/var/run/postgresql')} "
+            f"port={os.environ.get('PGPORT', '5432')} "
+            f"user={os.environ.get('PGUSER', 'postgres')} dbname={dbname}")
+
+
+def admin(sql):
+    import psycopg2
+    conn = psycopg2.connect(server_dsn(os.environ.get("PGDATABASE",
+                                                      "postgres")))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def fresh_db(tag):
+    name = f"migshim_demo_{tag}_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return name
+
+
+def drop_db(name):
+    try:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as e:  # the server is thrown away anyway
+        print(f"demo: could not drop {name}: {e}", file=sys.stderr)
+
+
+def run(label, shim, args):
+    name = fresh_db("shim" if shim else "noshim")
+    try:
+        print(f"demo: {label}: {args.workers} {args.worker_class} workers, "
+              f"empty database {name} ...", flush=True)
+        r = fleet.run_fleet("flask-alembic", server_dsn(name),
+                            workers=args.workers,
+                            worker_class=args.worker_class,
+                            shim=shim, timeout=args.timeout, label=label)
+        print(f"demo: {label}: "
+              + ("all workers ready" if r.booted else f"FAILED: {r.reason}"),
+              flush=True)
+        return r
+    finally:
+        drop_db(name)
+
+
+def cells(r):
+    n = r.workers
+    if r.booted:
+        master = "running"
+    elif r.master_alive_at_end:
+        master = "running (workers died)"
+    else:
+        master = f"exited (rc {r.master_rc})"
+    runs = " ".join(f"{rev[:4]}:{r.migration_runs.get(rev, 0)}"
+                    for rev in REVISIONS)
+    if r.booted and r.elapsed is not None:
+        ready = f"{r.elapsed:.2f} s"
+    else:
+        ready = f"never ({r.reason.split(',')[0]}, {r.wall:.1f} s)"
+    kinds = []
+    for ln in r.race_errors():
+        for key in ("UniqueViolation", "DuplicateTable", "DuplicateColumn",
+                    "DuplicateObject", "expected to match one row"):
+            if key in ln and key not in kinds:
+                kinds.append(key)
+    errors = ", ".join(kinds) if kinds else (
+        "other" if r.race_errors() else "none")
+    if r.shim:
+        gate = (f"{len(r.gate_lines('lead'))} led, "
+                f"{len(r.gate_lines('wait'))} waited, "
+                f"{len(r.gate_lines('at_head'))} at head")
+    else:
+        gate = "-"
+    return [
+        ("workers booted", f"{len(set(r.ready_pids) & set(r.worker_pids))}/{n}"),
+        ("workers failed", str(r.workers_failed)),
+        ("race errors", errors),
+        ("gunicorn master", master),
+        ("rows per revision", runs),
+        ("alembic_version", ",".join(r.alembic_version or ["(none)"])),
+        ("time to all ready", ready),
+        ("gate decisions", gate),
+    ]
+
+
+def table(a, b):
+    ca, cb = cells(a), cells(b)
+    w0 = max(len(k) for k, _ in ca)
+    w1 = max([len("without shim")] + [len(v) for _, v in ca])
+    w2 = max([len("with migshim")] + [len(v) for _, v in cb])
+    line = f"+-{'-' * w0}-+-{'-' * w1}-+-{'-' * w2}-+"
+    out = [line, f"| {'':{w0}} | {'without shim':{w1}} | {'with migshim':{w2}} |",
+           line]
+    for (k, va), (_, vb) in zip(ca, cb):
+        out.append(f"| {k:{w0}} | {va:{w1}} | {vb:{w2}} |")
+    out.append(line)
+    return "\n".join(out)
+
+
+def clean(r):
+    return (r.booted and r.workers_failed == 0
+            and r.alembic_version == ["0003cccc"]
+            and r.migration_runs == {rev: 1 for rev in REVISIONS}
+            and not r.race_errors())
+
+
+def main():
+    ap = argparse.ArgumentParser(description="migshim demo")
+    ap.add_argument("--workers", "-w", type=int, default=16)
+    ap.add_argument("--worker-class", "-k", default="sync")
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--verbose", "-v", action="store_true",
+                    help="print the runs' migshim lines")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    if not fleet.shim_path().is_file():
+        print(f"demo: {fleet.shim_path()} not built (run make)",
+              file=sys.stderr)
+        return 1
+
+    t0 = time.monotonic()
+    try:
+        without = run("without shim", False, args)
+        with_ = run("with migshim", True, args)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; fleets stopped", file=sys.stderr)
+        return 130
+
+    print()
+    print(table(without, with_))
+    errs = without.race_errors()
+    if errs:
+        print("\nwithout the shim, for example:")
+        for ln in errs[:2]:
+            print("   ", ln[:160])
+    lead = with_.gate_lines("lead")
+    if lead:
+        print("\nwith migshim, the one process that migrated said:")
+        print(f"    migshim[{lead[0][0]}]: info: {lead[0][1][:160]}")
+    if args.verbose:
+        for r in (without, with_):
+            print(f"\n--- {r.label}: migshim lines ---")
+            for p, lv, m in r.migshim_lines():
+                print(f"migshim[{p}]: {lv}: {m}")
+    ok = clean(with_)
+    print(f"\ndemo: {'OK' if ok else 'FAILED'}: the run with migshim "
+          f"{'booted cleanly' if ok else 'did not boot cleanly'} "
+          f"({time.monotonic() - t0:.0f} s in all)")
+    if not ok:
+        print(with_.describe(), file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

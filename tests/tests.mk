@@ -1,0 +1,91 @@
+# tests/tests.mk — the Criterion suites, included by the top Makefile.
+#
+# Uses from the top Makefile: B, CC, STD, CPPFLAGS, CFLAGS, SAN_FLAGS and the
+# rule that builds $(B)/obj/<module>.o (and $(B)/libmigshim.so).
+#
+#   UNIT_TESTS           no server needed
+#   INTEGRATION_C_TESTS  need PGHOST/PGPORT/PGUSER/PGDATABASE (tests/harness/with-pg.sh)
+#   make tests           builds both; everything lands under $(B)/tests/
+
+TESTS_B      := $(B)/tests
+TESTS_HDRS   := $(wildcard include/*.h)
+TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
+
+UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads
+
+INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
+
+.PHONY: tests print-unit-tests print-integration-c-tests
+
+tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS)
+
+print-unit-tests:
+	@echo $(UNIT_TESTS)
+
+print-integration-c-tests:
+	@echo $(INTEGRATION_C_TESTS)
+
+$(TESTS_B)/unit $(TESTS_B)/integration:
+	mkdir -p $@
+
+# The library's module objects without interpose.o (which defines the PQ*
+# wrappers and would clash with -lpq), as an archive: a test links what it
+# uses, plus whatever those modules need, and nothing else.
+TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o resolve.o conn.o ownconn.o shim.o)
+TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
+
+$(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
+	rm -f $@
+	ar rcs $@ $(TESTS_CORE_OBJS)
+
+# --- unit ---------------------------------------------------------------------
+
+$(TESTS_B)/unit/test_config: tests/unit/test_config.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+                             | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lconfig -lm
+
+$(TESTS_B)/unit/test_log: tests/unit/test_log.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+                          | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion
+
+# --- integration: two libpq copies in one process ------------------------------
+#
+# libpqcopy.so.5   the system libpq, byte for byte, with DT_SONAME renamed
+# libcopymod.so    a module linked against it (DT_NEEDED libpqcopy.so.5,
+#                  RUNPATH $ORIGIN), dlopen'ed RTLD_LOCAL by the helper
+# two_copies_helper  links the system -lpq; run by test_two_copies under
+#                  LD_PRELOAD=$(B)/libmigshim.so
+
+TESTS_PG_LIBDIR    := $(shell pg_config --libdir 2>/dev/null)
+TESTS_LDCONFIG_PQ  := $(shell /sbin/ldconfig -p 2>/dev/null | awk '$$1 == "libpq.so.5" { print $$NF; exit }')
+TESTS_SYSTEM_LIBPQ := $(firstword $(wildcard $(TESTS_PG_LIBDIR)/libpq.so.5) $(TESTS_LDCONFIG_PQ))
+
+$(TESTS_B)/libpqcopy.so.5: $(TESTS_SYSTEM_LIBPQ) | $(TESTS_B)/integration
+	@test -n "$(TESTS_SYSTEM_LIBPQ)" || { echo "tests.mk: no system libpq.so.5 found" >&2; exit 1; }
+	cp -L $(TESTS_SYSTEM_LIBPQ) $@.tmp
+	patchelf --set-soname libpqcopy.so.5 $@.tmp
+	mv $@.tmp $@
+
+$(TESTS_B)/libcopymod.so: tests/integration/c/copymod.c $(TESTS_B)/libpqcopy.so.5
+	$(CC) $(TESTS_CFLAGS) -fPIC -shared -o $@ $< -Wl,--no-as-needed \
+	    -L$(TESTS_B) -l:libpqcopy.so.5 -Wl,-rpath,'$$ORIGIN' -Wl,-z,defs
+
+$(TESTS_B)/two_copies_helper: tests/integration/c/two_copies_helper.c | $(TESTS_B)/integration
+	$(CC) $(TESTS_CFLAGS) -o $@ $< -lpq -ldl
+
+$(TESTS_B)/integration/test_two_copies: tests/integration/test_two_copies.c \
+        $(TESTS_B)/two_copies_helper $(TESTS_B)/libcopymod.so $(B)/libmigshim.so \
+        | $(TESTS_B)/integration
+	$(CC) $(TESTS_CFLAGS) -o $@ $< -lcriterion
+
+# --- integration: the shim's own connection across fork() ---------------------
+
+# log.o config.o resolve.o conn.o ownconn.o shim.o (from the archive) with
+# the system -lpq.
+$(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmigshim-core.a \
+                                  $(TESTS_HDRS) | $(TESTS_B)/integration
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
+	    -lcriterion -lpq -lconfig -lpthread -ldl -lm
+
+$(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(B)/obj/heads.o $(B)/obj/log.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heads.o $(B)/obj/log.o -lcriterion

@@ -1,0 +1,181 @@
+/*
+ * heads: the revision-file parser (every form Alembic writes, broken and
+ * hostile files) and the heads computation.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heads.h"
+
+static struct revfile parse_ok(const char *src)
+{
+    struct revfile rf;
+    int line = 0;
+    char err[256] = "";
+    int r = heads_parse_revision(src, &rf, &line, err, sizeof err);
+    cr_assert_eq(r, 1, "parse failed (line %d): %s\n%s", line, err, src);
+    return rf;
+}
+
+static void parse_bad(const char *src, int want_line, const char *want_err)
+{
+    struct revfile rf;
+    int line = 0;
+    char err[256] = "";
+    int r = heads_parse_revision(src, &rf, &line, err, sizeof err);
+    cr_assert_eq(r, -1, "expected a parse error for:\n%s", src);
+    cr_assert_eq(line, want_line, "line %d, want %d (%s)", line, want_line, err);
+    cr_assert(strstr(err, want_err), "error '%s' lacks '%s'", err, want_err);
+}
+
+Test(revision, plain_single_quotes)
+{
+    struct revfile rf = parse_ok("revision = 'abc123'\ndown_revision = 'def456'\n");
+    cr_assert_str_eq(rf.revision, "abc123");
+    cr_assert_eq(rf.ndown, 1);
+    cr_assert_str_eq(rf.down[0], "def456");
+    cr_assert_eq(rf.line, 1);
+    heads_revfile_free(&rf);
+}
+
+Test(revision, double_quotes_annotations_and_docstring)
+{
+    const char *src =
+        "\"\"\"add users\n"
+        "\n"
+        "Revision ID: 0001aaaa\n"
+        "revision = 'not-this-one'\n"
+        "Create Date: 2024-01-01\n"
+        "\"\"\"\n"
+        "from typing import Sequence, Union\n"
+        "\n"
+        "# revision identifiers, used by Alembic.\n"
+        "revision: str = \"0001aaaa\"\n"
+        "down_revision: Union[str, None] = None\n"
+        "branch_labels: Union[str, Sequence[str], None] = ('x',)\n"
+        "depends_on: Union[str, Sequence[str], None] = 'zzz'\n";
+    struct revfile rf = parse_ok(src);
+    cr_assert_str_eq(rf.revision, "0001aaaa");
+    cr_assert_eq(rf.ndown, 0);
+    cr_assert_eq(rf.line, 10);
+    heads_revfile_free(&rf);
+}
+
+Test(revision, merge_tuple_multiline_and_list)
+{
+    struct revfile rf = parse_ok("revision = 'm1'\ndown_revision = (\n    'a',  # first\n    \"b\",\n)\n");
+    cr_assert_eq(rf.ndown, 2);
+    cr_assert_str_eq(rf.down[0], "a");
+    cr_assert_str_eq(rf.down[1], "b");
+    heads_revfile_free(&rf);
+    rf = parse_ok("down_revision = ['x', 'y']\nrevision = 'm2'  # trailing comment\n");
+    cr_assert_eq(rf.ndown, 2);
+    cr_assert_str_eq(rf.revision, "m2");
+    heads_revfile_free(&rf);
+}
+
+Test(revision, indented_and_compared_assignments_are_not_module_level)
+{
+    struct revfile rf = parse_ok("def f():\n    revision = 'inner'\nif revision == 'x': pass\n"
+                                 "revision = 'outer'\ndown_revision = None\n");
+    cr_assert_str_eq(rf.revision, "outer");
+    heads_revfile_free(&rf);
+}
+
+Test(revision, not_a_revision_file)
+{
+    struct revfile rf;
+    int line = 0;
+    char err[64];
+    cr_assert_eq(heads_parse_revision("import os\nrevisions = 3\n", &rf, &line, err, sizeof err), 0);
+    cr_assert_eq(heads_parse_revision("", &rf, &line, err, sizeof err), 0);
+}
+
+Test(revision, broken_files)
+{
+    parse_bad("revision = 'a'\n", 1, "has no down_revision");
+    parse_bad("revision = get_rev()\ndown_revision = None\n", 1, "quoted revision id");
+    parse_bad("revision = 'a'\ndown_revision = ('b' 'c')\n", 2, "expected ','");
+    parse_bad("revision = 'a'\ndown_revision = ('b',\n", 2, "expected a quoted revision id");
+    parse_bad("x = 1\nrevision = None\ndown_revision = None\n", 2, "not None");
+    parse_bad("revision = 'a'\nrevision = 'b'\ndown_revision = None\n", 2, "assigned twice");
+    parse_bad("revision = 'a' + 'b'\ndown_revision = None\n", 1, "unexpected text");
+    parse_bad("revision = 'has\\'escape'\ndown_revision = None\n", 1, "quoted revision id");
+    parse_bad("revision = ''\ndown_revision = None\n", 1, "quoted revision id");
+}
+
+Test(revision, hostile_long_id_is_refused)
+{
+    char src[512];
+    char id[200];
+    memset(id, 'a', sizeof id - 1);
+    id[sizeof id - 1] = '\0';
+    snprintf(src, sizeof src, "revision = '%s'\ndown_revision = None\n", id);
+    parse_bad(src, 1, "at most 63");
+}
+
+static struct revfile rf_of(const char *rev, const char *d1, const char *d2)
+{
+    struct revfile rf = {0};
+    snprintf(rf.revision, sizeof rf.revision, "%s", rev);
+    rf.down = calloc(2, sizeof *rf.down);
+    if (d1)
+        snprintf(rf.down[rf.ndown++], HEADS_REV_MAX, "%s", d1);
+    if (d2)
+        snprintf(rf.down[rf.ndown++], HEADS_REV_MAX, "%s", d2);
+    return rf;
+}
+
+Test(compute, linear_chain_has_one_head)
+{
+    struct revfile f[3] = {rf_of("c", "b", NULL), rf_of("a", NULL, NULL), rf_of("b", "a", NULL)};
+    struct heads h = {0};
+    char err[128];
+    cr_assert(heads_compute(f, 3, &h, err, sizeof err), "%s", err);
+    cr_assert(h.known && h.graph);
+    cr_assert_eq(h.nheads, 1);
+    cr_assert_str_eq(h.heads[0], "c");
+    cr_assert_eq(h.nrevs, 3);
+    cr_assert(heads_has_rev(&h, "a") && !heads_has_rev(&h, "zz"));
+    heads_free(&h);
+    for (int i = 0; i < 3; i++)
+        heads_revfile_free(&f[i]);
+}
+
+Test(compute, two_heads_then_merge)
+{
+    struct revfile f[4] = {rf_of("a", NULL, NULL), rf_of("b1", "a", NULL), rf_of("b2", "a", NULL),
+                           rf_of("m", "b1", "b2")};
+    struct heads h = {0};
+    char err[128];
+    cr_assert(heads_compute(f, 3, &h, err, sizeof err), "%s", err);
+    cr_assert_eq(h.nheads, 2);
+    cr_assert_str_eq(h.heads[0], "b1");
+    cr_assert_str_eq(h.heads[1], "b2");
+    heads_free(&h);
+    cr_assert(heads_compute(f, 4, &h, err, sizeof err), "%s", err);
+    cr_assert_eq(h.nheads, 1);
+    cr_assert_str_eq(h.heads[0], "m");
+    heads_free(&h);
+    for (int i = 0; i < 4; i++)
+        heads_revfile_free(&f[i]);
+}
+
+Test(compute, duplicate_and_dangling_are_errors)
+{
+    struct revfile f[2] = {rf_of("a", NULL, NULL), rf_of("a", NULL, NULL)};
+    struct heads h = {0};
+    char err[128];
+    cr_assert_not(heads_compute(f, 2, &h, err, sizeof err));
+    cr_assert_str_eq(err, "revision 'a' is defined twice");
+    heads_free(&h);
+    struct revfile g[1] = {rf_of("b", "nope", NULL)};
+    cr_assert_not(heads_compute(g, 1, &h, err, sizeof err));
+    cr_assert_str_eq(err, "revision 'b' names unknown down_revision 'nope'");
+    heads_free(&h);
+    for (int i = 0; i < 2; i++)
+        heads_revfile_free(&f[i]);
+    heads_revfile_free(&g[0]);
+}

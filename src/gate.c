@@ -207,12 +207,15 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             }
             lock_release(pq, own, cfg->lock, g->key);
             close_own(g);
-            if (waited)
+            if (c == AHEAD)
+                log_warn("database \"%s\" holds revisions the local scripts do not know (%s): a "
+                         "newer deploy migrated it; proceeding", g->name, revs);
+            else if (waited)
                 log_info("database \"%s\": waited %.3f s; a peer migrated it to %s; proceeding",
                          g->name, now() - start, revs);
             else
-                log_info("database \"%s\" is at %s (%s); proceeding", g->name, revs,
-                         c == AHEAD ? "ahead of the local scripts" : "head");
+                log_info("database \"%s\": a peer migrated it to %s before this process got the "
+                         "lock; proceeding", g->name, revs);
             return OUT_DONE;
         }
         if (r == LOCK_TAKEN) {

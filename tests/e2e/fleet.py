@@ -61,17 +61,29 @@ FAILURE_SETTLE = 8.0        # after a worker failed: wait this long for the mast
 
 # ---------------------------------------------------------------------------
 # What the gate logs.  One place for the wording: the gate logs one line per
-# decision at info level, "migshim[PID]: info: <message>".  Each pattern is
-# searched in <message>; the first kind that matches wins (order matters).
+# decision at info level, "migshim[PID]: info: <message>" (src/gate.c).
+# Each pattern is searched in <message>; the first kind that matches wins
+# (order matters).  Lines matching none (e.g. "migrated to ...; migration
+# lock released", "waiting N s so far ...") are not decisions.
 #
-#   lead     this process took the lock and runs the migrations
-#   wait     this process waited for the leader until the database reached
-#            the target heads (then its own upgrade finds nothing to do)
-#   at_head  the database was already at the target heads: no lock taken
+#   lead        this process took the lock and runs the migrations:
+#                 database "d": leading: this process holds the migration lock (key K) and
+#                 migrates from (none) to 0003cccc
+#   wait        it waited for the leader until the database reached the
+#               target heads (its own upgrade then finds nothing to do):
+#                 database "d": waited 0.257 s for the migration lock; database at 0003cccc; proceeding
+#                 database "d": waited 0.4 s; a peer migrated it to 0003cccc; proceeding
+#   found_head  it found the database behind, then got the lock without
+#               waiting and found it at head (a leader had just finished):
+#                 database "d" is at 0003cccc (head); proceeding
+#   at_head     the database was at the target heads at the first look:
+#               no lock taken:
+#                 database "d" is at head (0003cccc); proceeding
 GATE_PATTERNS = [
     ("wait", re.compile(r"\bwaited\b")),
     ("lead", re.compile(r"\bleading\b")),
-    ("at_head", re.compile(r"\bat (the )?(target )?heads?\b")),
+    ("at_head", re.compile(r"\bis at head\b")),
+    ("found_head", re.compile(r"\bbefore this process got the lock\b")),
 ]
 GATE_KINDS = tuple(k for k, _ in GATE_PATTERNS)
 
@@ -548,19 +560,21 @@ class Fleet:
         """Collect the output (and the database state); removes the temp
         dir.  Call after stop()."""
         r = self.res
-        r.stderr = self._stderr()
         try:
-            with open(self.out_path, "rb") as f:
-                r.stdout = f.read().decode("utf-8", "replace")
-        except OSError:
-            pass
+            r.stderr = self._stderr()
+            try:
+                with open(self.out_path, "rb") as f:
+                    r.stdout = f.read().decode("utf-8", "replace")
+            except OSError:
+                pass
+        finally:
+            self.discard()
         forked, ready, failed = self._scan(r.stderr)
         r.worker_pids, r.ready_pids, r.failed_pids = forked, ready, failed
         r.ready_body = self._ready_body
         if r.booted and failed:    # a death between the last poll and stop
             r.booted = False
             r.reason = f"worker(s) failed: {failed}"
-        self.discard()
         if read_db:
             r.alembic_version, r.migration_runs, r.migration_pids = \
                 db_state(self.dsn)
@@ -597,7 +611,11 @@ def run_fleets(fleets: Sequence[Fleet], read_db: bool = True) \
             f.stop()
             if not ok:
                 f.discard()
-    return [f.result(read_db=read_db) for f in fleets]
+    try:
+        return [f.result(read_db=read_db) for f in fleets]
+    finally:
+        for f in fleets:
+            f.discard()
 
 
 def run_fleet(example: str, dsn: str, **kw) -> FleetResult:

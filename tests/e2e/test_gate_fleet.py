@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fleet  # noqa: E402
 from fleet import (Fleet, FleetResult, GATE_KINDS, GATE_PATTERNS,  # noqa: E402
                    migrate, run_fleet, run_fleets)
 
@@ -77,7 +76,7 @@ def assert_one_leader(results, workers, migrated=REVISIONS):
             f"pid {pid} decisions: {merged.get(pid)}\n{desc}"
     others = [p for p in workers if p != leader]
     for pid in others:
-        assert merged[pid][0] in ("wait", "at_head"), \
+        assert merged[pid][0] in ("wait", "at_head", "found_head"), \
             f"pid {pid}: {merged[pid]}\n{desc}"
     pids = results[0].migration_pids
     for rev in migrated:
@@ -91,8 +90,9 @@ def server_log_path(pg):
     cands = []
     if os.environ.get("MIGSHIM_TEST_PGLOG"):
         cands.append(Path(os.environ["MIGSHIM_TEST_PGLOG"]))
-    if getattr(pg, "pgdir", None):
-        cands.append(Path(pg.pgdir) / "postgresql.log")
+    for d in (getattr(pg, "pgdir", None), os.environ.get("PGHARNESS_DIR")):
+        if d:
+            cands.append(Path(d) / "postgresql.log")
     if pg.host.startswith("/"):           # the socket dir is pg.sh's DIR
         cands.append(Path(pg.host) / "postgresql.log")
         cands.append(Path(pg.host) / "log")
@@ -113,13 +113,21 @@ def test_gate_patterns_classify_the_gates_lines():
             "lead",
         'database "d": waited 0.257 s for the migration lock; database at '
         '0003cccc; proceeding': "wait",
+        'database "d": migrated to 0003cccc; migration lock released after '
+        '0.630 s': None,
+        'database "d": waiting 5 s so far for the migration lock held by '
+        'pid 7': None,
         'database "d" is at head (0003cccc); proceeding': "at_head",
+        'database "d": waited 0.412 s; a peer migrated it to 0003cccc; '
+        'proceeding': "wait",
+        'database "d": a peer migrated it to 0003cccc before this process '
+        'got the lock; proceeding': "found_head",
     }
     for msg, kind in samples.items():
         r = FleetResult(label="t", example="x", workers=1,
                         worker_class="sync", preload=False, shim=True,
                         stderr=f"migshim[42]: info: {msg}\n")
-        assert r.gate_decisions() == {42: [kind]}, msg
+        assert r.gate_decisions() == ({42: [kind]} if kind else {}), msg
     assert set(GATE_KINDS) == {k for k, _ in GATE_PATTERNS}
 
 
@@ -135,14 +143,14 @@ def test_teeth_race_without_shim(make_db):
         r = run_fleet("flask-alembic", db.dsn, workers=16, shim=False)
         seen.append(r.summary())
         assert not r.migshim_lines(), "the shim leaked into the fleet"
-        if r.raced:
+        # the race, not just any failure: a worker died or the fleet did
+        # not boot, *and* the output shows the race's errors
+        if ((not r.booted) or r.workers_failed) and r.race_errors():
             break
     else:
         pytest.fail("no race in %d runs without the shim:\n%s"
                     % (TEETH_ATTEMPTS, "\n".join(seen)))
     print(f"\nraced on attempt {attempt + 1}: {r.summary()}")
-    assert (not r.booted) or r.workers_failed
-    assert r.race_errors(), r.describe()
 
 
 # ---------------------------------------------------------------------------
@@ -187,8 +195,6 @@ def test_shim_flask_migrate_layout(make_db, migshim_lib):
     assert_one_leader([r], r.worker_pids)
 
 
-@pytest.mark.skip(reason="issue 3, open: in a clean-clone CI run one gevent worker logged "
-                         "no gate decision at all; to be explained before this test is re-enabled")
 def test_shim_gevent_workers(make_db, migshim_lib):
     """-k gevent with psycogreen: psycopg2 runs libpq asynchronously
     (PQconnectStart/PQconnectPoll, PQsendQuery/PQgetResult)."""

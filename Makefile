@@ -13,6 +13,9 @@ PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postg
 STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CPPFLAGS += -Iinclude -I$(PG_INC)
 SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
+# A sanitized library takes the sanitizer runtime from the process (preload
+# it first), so its symbols stay undefined at link time: no -z defs then.
+ZDEFS := $(if $(SANITIZE),,-Wl,-z,defs)
 
 B := build
 
@@ -41,7 +44,7 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' -c -o $@ $<
 
 $(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -shared -Wl,-z,defs -Wl,-Bsymbolic -Wl,-soname,libmigshim.so \
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic -Wl,-soname,libmigshim.so \
 	    -Wl,--version-script=src/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 

@@ -319,10 +319,18 @@ static const struct {
 
 typedef void *dlsym_fn(void *, const char *);
 
-/* Used by the assembly entry point below: keep them global (hidden). */
+/* Used by the assembly entry point below: keep them global (hidden).
+ * A sanitizer runtime calls dlsym while it starts, before its own shadow
+ * memory is ready: the dlsym path must not be instrumented. */
+#if defined(__clang__) || defined(__GNUC__)
+#define NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))
+#else
+#define NO_SANITIZE
+#endif
 __attribute__((visibility("hidden"))) dlsym_fn *migshim_real_dlsym;
-__attribute__((visibility("hidden"))) dlsym_fn *migshim_real_dlsym_init(void);
-__attribute__((visibility("hidden"))) void *migshim_dlsym(void *handle, const char *name);
+__attribute__((visibility("hidden"))) NO_SANITIZE dlsym_fn *migshim_real_dlsym_init(void);
+__attribute__((visibility("hidden"))) NO_SANITIZE void *migshim_dlsym(void *handle,
+                                                                     const char *name);
 
 dlsym_fn *migshim_real_dlsym_init(void)
 {

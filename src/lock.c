@@ -204,13 +204,11 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode 
             res = LOCK_ERROR;
         }
     } else {
-        char unlock[128];
-        snprintf(unlock, sizeof unlock, "RESET lock_timeout%s", "");
-        if (res == LOCK_FREED) {
+        char unlock[128] = "RESET lock_timeout";
+        if (res == LOCK_FREED)
             snprintf(unlock, sizeof unlock,
                      "SELECT pg_catalog.pg_advisory_unlock_shared(%lld); RESET lock_timeout",
                      (long long)key);
-        }
         if (!run_ok(pq, own, unlock) && res != LOCK_ERROR) {
             first_line(pq->PQerrorMessage(own), err, errsz);
             res = LOCK_ERROR;

@@ -87,5 +87,6 @@ $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmi
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
 	    -lcriterion -lpq -lconfig -lpthread -ldl -lm
 
-$(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(B)/obj/heads.o $(B)/obj/log.o $(TESTS_HDRS) | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heads.o $(B)/obj/log.o -lcriterion
+$(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o \
+                            $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o -lcriterion -lconfig

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "heads.h"
 
 static struct revfile parse_ok(const char *src)
@@ -178,4 +179,188 @@ Test(compute, duplicate_and_dangling_are_errors)
     for (int i = 0; i < 2; i++)
         heads_revfile_free(&f[i]);
     heads_revfile_free(&g[0]);
+}
+
+/* --- finding the scripts: heads_load in a temporary working directory --- */
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+static char oldcwd[4096];
+
+static void in_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/migshim-heads-XXXXXX");
+    cr_assert(mkdtemp(tmpdir));
+    cr_assert(getcwd(oldcwd, sizeof oldcwd));
+    cr_assert_eq(chdir(tmpdir), 0);
+}
+
+static void leave_tmpdir(void)
+{
+    cr_assert_eq(chdir(oldcwd), 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void put(const char *path, const char *text)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (char *p = dir + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(dir, 0755);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "w");
+    cr_assert(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rev(const char *dir, const char *id, const char *down)
+{
+    char path[512], text[512];
+    snprintf(path, sizeof path, "%s/%s_x.py", dir, id);
+    snprintf(text, sizeof text, "\"\"\"r\"\"\"\nrevision = '%s'\ndown_revision = %s\n", id, down);
+    put(path, text);
+}
+
+static struct heads load(const struct config *cfg)
+{
+    struct heads h;
+    heads_load(cfg, &h);
+    return h;
+}
+
+static void expect_heads(const struct heads *h, const char *want)
+{
+    cr_assert(h->known, "target unknown, want %s", want);
+    char got[512] = "";
+    for (size_t i = 0; i < h->nheads; i++) {
+        strcat(got, i ? "," : "");
+        strcat(got, h->heads[i]);
+    }
+    cr_assert_str_eq(got, want);
+}
+
+Test(discover, alembic_ini_here_and_default_versions, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = %(here)s/mig\nsqlalchemy.url = x\n");
+    rev("mig/versions", "a1", "None");
+    rev("mig/versions", "b2", "'a1'");
+    put("mig/versions/__init__.py", "");
+    put("mig/versions/helpers.py", "def f():\n    return 1\n");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "b2");
+    cr_assert_eq(h.nrevs, 2);
+    heads_free(&h);
+}
+
+Test(discover, relative_script_location_is_relative_to_cwd, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("conf/alembic.ini", "[alembic]\nscript_location = scripts\n");
+    rev("scripts/versions", "r1", "None");
+    struct config cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.alembic_ini, sizeof cfg.alembic_ini, "conf/alembic.ini");
+    struct heads h = load(&cfg);
+    expect_heads(&h, "r1");
+    heads_free(&h);
+}
+
+Test(discover, flask_migrate_layout, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("migrations/alembic.ini", "[alembic]\n# template used to generate migration files\n"
+                                  "[loggers]\nkeys = root\n");
+    rev("migrations/versions", "f1", "None");
+    rev("migrations/versions", "f2", "\"f1\"");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "f2");
+    heads_free(&h);
+}
+
+Test(discover, version_locations_with_separator_and_branches, .init = in_tmpdir,
+     .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = %(here)s/s\n"
+                       "version_locations = %(here)s/v1:%(here)s/v2\n"
+                       "version_path_separator = os\n");
+    rev("v1", "base", "None");
+    rev("v2", "left", "'base'");
+    rev("v2", "right", "'base'");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    cr_assert_eq(h.nheads, 2);
+    cr_assert(heads_has_rev(&h, "left") && heads_has_rev(&h, "right"));
+    heads_free(&h);
+}
+
+Test(discover, recursive_version_locations, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = s\nrecursive_version_locations = true\n");
+    rev("s/versions", "top", "None");
+    rev("s/versions/2024", "deep", "'top'");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "deep");
+    heads_free(&h);
+    /* not recursive: the nested revision is not seen */
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    h = load(&cfg);
+    expect_heads(&h, "top");
+    heads_free(&h);
+}
+
+Test(discover, pyproject_tool_alembic, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("pyproject.toml", "[project]\nname = \"x\"\n\n[tool.alembic]\nscript_location = \"%(here)s/al\"\n");
+    rev("al/versions", "p1", "None");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "p1");
+    heads_free(&h);
+}
+
+Test(discover, unknown_when_a_file_is_broken_or_missing, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg); /* nothing at all */
+    cr_assert_not(h.known);
+    heads_free(&h);
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    rev("s/versions", "ok1", "None");
+    put("s/versions/bad.py", "revision = 'b'\ndown_revision = compute()\n");
+    h = load(&cfg);
+    cr_assert_not(h.known);
+    heads_free(&h);
+    put("alembic.ini", "[alembic]\nscript_location = myapp:migrations\n");
+    h = load(&cfg);
+    cr_assert_not(h.known);
+    heads_free(&h);
+}
+
+Test(discover, heads_key_wins, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    rev("s/versions", "ignored", "None");
+    struct config cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.heads, sizeof cfg.heads, "h1, h2");
+    struct heads h = load(&cfg);
+    expect_heads(&h, "h1,h2");
+    cr_assert_not(h.graph);
+    heads_free(&h);
 }

@@ -307,7 +307,14 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         next = G_UNKNOWN;
     } else {
         struct versions v;
-        if (!lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err)) {
+        /* The read blocks; an app may have set non-blocking mode already. */
+        int nb = copy->api.PQisnonblocking(pg);
+        if (nb)
+            copy->api.PQsetnonblocking(pg, 0);
+        bool read = lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err);
+        if (nb)
+            copy->api.PQsetnonblocking(pg, 1);
+        if (!read) {
             log_warn("database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      db, err);
         } else {

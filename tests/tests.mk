@@ -11,7 +11,7 @@ TESTS_B      := $(B)/tests
 TESTS_HDRS   := $(wildcard include/*.h)
 TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
-UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads
+UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -90,3 +90,6 @@ $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmi
 $(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o \
                             $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o -lcriterion -lconfig
+
+$(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion

@@ -51,6 +51,10 @@ struct config {
     double leader_grace;              /* seconds                            */
     enum on_timeout on_timeout;
 
+    /* the race guard */
+    bool guard;                       /* map proven races to success        */
+    double race_wait;                 /* seconds to wait for a peer in flight */
+
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */
 };

@@ -6,7 +6,9 @@
  *                                │  └──behind: lock taken──▶ LEADING ──commit at target──▶ DONE
  *                                │                             └──no version-table statement
  *                                │                                 within leader_grace──▶ LAPSED
- *                                └──target unknown──▶ UNKNOWN (lock per version-table transaction)
+ *                                ├──target unknown──▶ UNKNOWN (lock per version-table transaction)
+ *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
+ *                                      (the guard watches; DONE at the commit that reaches the target)
  *
  * Other threads' first connections wait for DECIDING to end; connections
  * of a leading process never wait on their own process.  A forked child
@@ -39,5 +41,14 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
 
 /* A command on `pg` delivered its last result (gate_watching != 0). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);
+
+struct versions;
+
+/* True when `pg`'s database may still be migrated by this process with a
+ * known target: the guard's window. */
+bool gate_guards(const struct pq_copy *copy, PGconn *pg);
+
+/* True when `v` is exactly this process's target heads. */
+bool gate_at_target(const struct versions *v);
 
 #endif

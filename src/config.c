@@ -48,6 +48,8 @@ static const struct key keys[] = {
     {"hold_timeout", K_SECONDS, F(hold_timeout), 0, 86400 * 7, NULL, 0},
     {"leader_grace", K_SECONDS, F(leader_grace), 0.01, 86400, NULL, 0},
     {"on_timeout", K_ENUM, F(on_timeout), 0, 0, on_timeout_choices, 0},
+    {"guard", K_BOOL, F(guard), 0, 0, NULL, 0},
+    {"race_wait", K_SECONDS, F(race_wait), 0, 3600, NULL, 0},
 };
 #undef F
 
@@ -69,6 +71,8 @@ void config_defaults(struct config *cfg)
     cfg->hold_timeout = 3600;
     cfg->leader_grace = 10;
     cfg->on_timeout = ON_TIMEOUT_PROCEED;
+    cfg->guard = true;
+    cfg->race_wait = 30;
 }
 
 static void fail(char *err, size_t errsz, const char *fmt, ...)

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "heads.h"
 #include "lock.h"
 #include "log.h"
@@ -26,7 +27,7 @@
 
 _Atomic int gate_watching;
 
-enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN };
+enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED };
 
 #define MAX_DBS 8
 #define MAX_DIRTY 16
@@ -110,7 +111,10 @@ static struct gdb *find_db(const char *name, bool add)
     return g;
 }
 
-static bool watched(enum gstate s) { return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN; }
+static bool watched(enum gstate s)
+{
+    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED;
+}
 
 /* Change state, keeping gate_watching equal to the number of watched dbs. */
 static void set_state(struct gdb *g, enum gstate s)
@@ -154,7 +158,7 @@ static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
         copy->api.PQclear(r);
 }
 
-enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED };
+enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */ };
 
 /*
  * The wait-for-version loop, on a fresh lock connection made like `app`.
@@ -174,7 +178,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
         if (!g->own) {
             log_warn("database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
                      g->name, err);
-            return OUT_DONE;
+            return OUT_UNGATED;
         }
     }
     PGconn *own = ownconn_pg(g->own);
@@ -187,7 +191,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             log_warn("database \"%s\": the lock connection failed (%s); proceeding without the gate",
                      g->name, err);
             close_own(g);
-            return OUT_DONE;
+            return OUT_UNGATED;
         }
         struct versions v;
         if (!lock_read_versions(pq, own, cfg, &v, err, sizeof err)) {
@@ -196,7 +200,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             if (r == LOCK_TAKEN)
                 lock_release(pq, own, cfg->lock, g->key);
             close_own(g);
-            return OUT_DONE;
+            return OUT_UNGATED;
         }
         enum cmp c = target.known ? compare(&v) : BEHIND;
         list_revs(v.v, v.n, revs, sizeof revs);
@@ -249,7 +253,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             }
             log_warn("database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
                      "proceeding (on_timeout = proceed)", g->name, t - start, holder);
-            return OUT_DONE;
+            return OUT_UNGATED;
         }
         if (t - last_report >= REPORT_EVERY) {
             char holder[256];
@@ -270,7 +274,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
-    if (cfg->lock == LOCK_OFF)
+    if (cfg->lock == LOCK_OFF && !cfg->guard)
         return true;
     if (!copy->complete) {
         log_warn("%s lacks functions the gate needs; passing through", copy->soname);
@@ -302,9 +306,13 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     bool ok = true;
     char err[256], revs[512];
     if (!target.known) {
-        log_info("database \"%s\": target heads unknown; the migration lock is taken at the first "
-                 "version-table statement", db);
-        next = G_UNKNOWN;
+        if (cfg->lock != LOCK_OFF) {
+            log_info("database \"%s\": target heads unknown; the migration lock is taken at the first "
+                     "version-table statement", db);
+            next = G_UNKNOWN;
+        } else {
+            log_info("database \"%s\": target heads unknown and lock = off; passing through", db);
+        }
     } else {
         struct versions v;
         /* The read blocks; an app may have set non-blocking mode already. */
@@ -325,9 +333,15 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
             } else if (c == AHEAD) {
                 log_warn("database \"%s\" holds revisions the local scripts do not know (%s): a newer "
                          "deploy migrated it; proceeding", db, revs);
+            } else if (cfg->lock == LOCK_OFF) {
+                log_info("database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
+                         "race guard watches", db, revs);
+                next = G_UNGATED;
             } else {
                 enum outcome o = wait_loop(copy, pg, g, NULL);
-                if (o == OUT_LEADING) {
+                if (o == OUT_UNGATED) {
+                    next = cfg->guard ? G_UNGATED : G_DONE;
+                } else if (o == OUT_LEADING) {
                     next = G_LEADING;
                     g->grace_deadline = now() + cfg->leader_grace;
                     g->saw_vt = false;
@@ -410,7 +424,9 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
         } else {
-            set_state(g, G_DONE);
+            set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
+            if (g->st == G_UNGATED)
+                mark_dirty(g, pg);
             pthread_mutex_unlock(&mu);
             return;
         }
@@ -421,6 +437,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
             if (cfg->lock == LOCK_XACT && g->own)
                 lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->hold_timeout);
         }
+        mark_dirty(g, pg);
+    } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
     } else if (g->st == G_UNKNOWN) {
         if (!g->holder) {
@@ -448,7 +466,8 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         pthread_mutex_unlock(&mu);
         return;
     }
-    bool idle = copy->api.PQtransactionStatus(pg) == PQTRANS_IDLE;
+    /* as the app sees it: a transaction the guard absorbs is not over */
+    bool idle = guard_transaction_status(copy, pg) == PQTRANS_IDLE;
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         if (g->own)
             lock_release(&copy->api, ownconn_pg(g->own), cfg->lock, g->key);
@@ -473,6 +492,16 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             log_info("database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
                      revs, now() - g->since);
         }
+    } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
+        clear_dirty(g, pg);
+        struct versions v;
+        char err[256], revs[512];
+        if (lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err) && compare(&v) != BEHIND) {
+            list_revs(v.v, v.n, revs, sizeof revs);
+            g->ndirty = 0;
+            set_state(g, G_DONE);
+            log_info("database \"%s\": now at %s; the race guard stops watching", g->name, revs);
+        }
     } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g);
         set_state(g, G_LAPSED);
@@ -481,3 +510,18 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     }
     pthread_mutex_unlock(&mu);
 }
+
+bool gate_guards(const struct pq_copy *copy, PGconn *pg)
+{
+    const char *db = copy->api.PQdb(pg);
+    if (!db || !target.known)
+        return false;
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_db(db, false);
+    bool on = g && g->pid == getpid() &&
+              (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_UNGATED);
+    pthread_mutex_unlock(&mu);
+    return on;
+}
+
+bool gate_at_target(const struct versions *v) { return target.known && compare(v) == AT_TARGET; }

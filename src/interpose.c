@@ -18,6 +18,7 @@
 
 #include "conn.h"
 #include "gate.h"
+#include "guard.h"
 #include "log.h"
 #include "resolve.h"
 #include "shim.h"
@@ -102,16 +103,29 @@ static PGconn *connected(PGconn *pg, const struct pq_copy *c, const void *ra)
     return pg;
 }
 
-static inline void before(const struct pq_copy *c, PGconn *pg, const char *sql, const void *ra)
+/* The statement hooks run only while the gate watches some database or
+ * the guard has a connection mid-absorb: two loads on the common path. */
+static inline bool watching(void)
 {
-    if (atomic_load_explicit(&gate_watching, memory_order_relaxed) && sql && pg && app_call(ra))
-        gate_before(c, pg, sql);
+    return atomic_load_explicit(&gate_watching, memory_order_relaxed) |
+           atomic_load_explicit(&guard_busy, memory_order_relaxed);
 }
 
-static inline void after(const struct pq_copy *c, PGconn *pg, const void *ra)
+/* A synchronous statement under the gate and the guard. */
+static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
 {
-    if (atomic_load_explicit(&gate_watching, memory_order_relaxed) && pg && app_call(ra))
-        gate_after(c, pg);
+    if (call->sql)
+        gate_before(c, pg, call->sql);
+    PGresult *r = guard_exec(c, pg, call);
+    gate_after(c, pg);
+    return r;
+}
+
+static int send_hooked(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
+{
+    if (call->sql)
+        gate_before(c, pg, call->sql);
+    return guard_send(c, pg, call);
 }
 
 /* --- connecting --------------------------------------------------------------- */
@@ -196,6 +210,8 @@ EXPORT void PQfinish(PGconn *conn)
     if (!c)
         return;
     conn_forget(conn);
+    if (conn && app_call(RA))
+        guard_forget(c, conn);
     REAL(c, PQfinish)(conn);
 }
 
@@ -206,10 +222,9 @@ EXPORT PGresult *PQexec(PGconn *conn, const char *query)
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexec);
     if (!c)
         return NULL;
-    before(c, conn, query, RA);
-    PGresult *r = REAL(c, PQexec)(conn, query);
-    after(c, conn, RA);
-    return r;
+    if (watching() && conn && app_call(RA))
+        return exec_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
+    return REAL(c, PQexec)(conn, query);
 }
 
 EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
@@ -219,11 +234,14 @@ EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecParams);
     if (!c)
         return NULL;
-    before(c, conn, command, RA);
-    PGresult *r = REAL(c, PQexecParams)(conn, command, nParams, paramTypes, paramValues,
-                                        paramLengths, paramFormats, resultFormat);
-    after(c, conn, RA);
-    return r;
+    if (watching() && conn && app_call(RA))
+        return exec_hooked(c, conn,
+                           &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
+                                             .types = paramTypes, .values = paramValues,
+                                             .lengths = paramLengths, .formats = paramFormats,
+                                             .result_format = resultFormat});
+    return REAL(c, PQexecParams)(conn, command, nParams, paramTypes, paramValues, paramLengths,
+                                 paramFormats, resultFormat);
 }
 
 EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
@@ -233,10 +251,14 @@ EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecPrepared);
     if (!c)
         return NULL;
-    PGresult *r = REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
-                                          paramFormats, resultFormat);
-    after(c, conn, RA);
-    return r;
+    if (watching() && conn && app_call(RA))
+        return exec_hooked(c, conn,
+                           &(struct pq_call){.kind = CALL_PREPARED, .stmt_name = stmtName,
+                                             .nparams = nParams, .values = paramValues,
+                                             .lengths = paramLengths, .formats = paramFormats,
+                                             .result_format = resultFormat});
+    return REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
+                                   paramFormats, resultFormat);
 }
 
 EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
@@ -251,7 +273,8 @@ EXPORT int PQsendQuery(PGconn *conn, const char *query)
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQuery);
     if (!c)
         return 0;
-    before(c, conn, query, RA);
+    if (watching() && conn && app_call(RA))
+        return send_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
     return REAL(c, PQsendQuery)(conn, query);
 }
 
@@ -262,7 +285,12 @@ EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryParams);
     if (!c)
         return 0;
-    before(c, conn, command, RA);
+    if (watching() && conn && app_call(RA))
+        return send_hooked(c, conn,
+                           &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
+                                             .types = paramTypes, .values = paramValues,
+                                             .lengths = paramLengths, .formats = paramFormats,
+                                             .result_format = resultFormat});
     return REAL(c, PQsendQueryParams)(conn, command, nParams, paramTypes, paramValues,
                                       paramLengths, paramFormats, resultFormat);
 }
@@ -289,16 +317,22 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQgetResult);
     if (!c)
         return NULL;
-    PGresult *r = REAL(c, PQgetResult)(conn);
+    if (!(watching() && conn && app_call(RA)))
+        return REAL(c, PQgetResult)(conn);
+    PGresult *r = guard_get_result(c, conn);
     if (!r)
-        after(c, conn, RA); /* the command's last result was delivered */
+        gate_after(c, conn); /* the command's last result was delivered */
     return r;
 }
 
 EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
 {
     const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQtransactionStatus);
-    return c ? REAL(c, PQtransactionStatus)(conn) : PQTRANS_UNKNOWN;
+    if (!c)
+        return PQTRANS_UNKNOWN;
+    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(RA))
+        return guard_transaction_status(c, conn);
+    return REAL(c, PQtransactionStatus)(conn);
 }
 
 /* --- the ctypes path: dlsym --------------------------------------------------- */

@@ -115,6 +115,22 @@ static bool run_ok(const struct pq_api *pq, PGconn *pg, const char *sql)
     return ok;
 }
 
+/* The guard's own statements on the app's connection run in blocking mode
+ * even when the app uses non-blocking mode (psycopg 3 does). */
+static int blocking_begin(const struct pq_api *pq, PGconn *pg)
+{
+    int nb = pq->PQisnonblocking(pg);
+    if (nb)
+        pq->PQsetnonblocking(pg, 0);
+    return nb;
+}
+
+static void blocking_end(const struct pq_api *pq, PGconn *pg, int nb)
+{
+    if (nb)
+        pq->PQsetnonblocking(pg, 1);
+}
+
 static PGresult *real_call(const struct pq_api *pq, PGconn *pg, const struct pq_call *k)
 {
     switch (k->kind) {
@@ -460,7 +476,9 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
     struct gconn *g = find(pg, false);
     pthread_mutex_unlock(&mu);
     if (g && g->absorb) { /* answer now; deliver through PQgetResult */
+        int nb = blocking_begin(pq, pg);
         PGresult *r = absorb_one(c, pg, g, call);
+        blocking_end(pq, pg, nb);
         set_busy(g, g->absorb, r, true);
         return 1;
     }
@@ -471,7 +489,9 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
     pthread_mutex_unlock(&mu);
     if (!g)
         return real_send(pq, pg, call);
+    int nb = blocking_begin(pq, pg);
     prepare(c, pg, g, call, &g->cls, &g->in_txn, &g->savepoint);
+    blocking_end(pq, pg, nb);
     snprintf(g->sql, sizeof g->sql, "%s", call->sql ? call->sql : "");
     int ok = real_send(pq, pg, call);
     g->sent = ok && (g->cls.kind != SQL_OTHER || g->vt_txn || g->savepoint);
@@ -498,8 +518,11 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
         return r;
     if (!r) { /* the command is complete */
         g->sent = false;
-        if (g->savepoint)
+        if (g->savepoint) {
+            int nb = blocking_begin(pq, pg);
             run_ok(pq, pg, "RELEASE SAVEPOINT " SAVEPOINT);
+            blocking_end(pq, pg, nb);
+        }
         return NULL;
     }
     ExecStatusType st = pq->PQresultStatus(r);
@@ -513,7 +536,9 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
         pq->PQclear(more);
     g->sent = false;
     struct pq_call sent = {.kind = CALL_EXEC, .sql = g->sql};
+    int nb = blocking_begin(pq, pg);
     PGresult *out = judge(c, pg, g, &sent, &g->cls, g->in_txn, g->savepoint, r);
+    blocking_end(pq, pg, nb);
     set_busy(g, g->absorb, NULL, true); /* the NULL that ends the command */
     return out;
 }

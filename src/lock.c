@@ -91,25 +91,56 @@ static void xml_unescape(const char *s, size_t len, char *out, size_t n)
     out[o] = '\0';
 }
 
+/* 'text' as an SQL literal, right whatever standard_conforming_strings
+ * says: E'' with both quotes and backslashes doubled. */
+static void quote_literal(const char *text, char *out, size_t n)
+{
+    size_t o = 0;
+    if (n < 4) {
+        if (n)
+            out[0] = '\0';
+        return;
+    }
+    out[o++] = 'E';
+    out[o++] = '\'';
+    for (const char *p = text; *p && o + 3 < n; p++) {
+        if (*p == '\'' || *p == '\\')
+            out[o++] = *p;
+        out[o++] = *p;
+    }
+    out[o++] = '\'';
+    out[o] = '\0';
+}
+
 bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                         struct versions *out, char *err, size_t errsz)
 {
     char table[4 * CONFIG_NAME_MAX + 8], select[4 * CONFIG_NAME_MAX + 64];
     table_sql(cfg, table, sizeof table);
     snprintf(select, sizeof select, "SELECT version_num AS v FROM %s", table);
+    char lt[2 * CONFIG_NAME_MAX + 8], ls[2 * CONFIG_NAME_MAX + 8], lq[2 * sizeof select + 8];
+    quote_literal(cfg->version_table, lt, sizeof lt);
+    quote_literal(cfg->version_table_schema, ls, sizeof ls);
+    quote_literal(select, lq, sizeof lq);
     /* query_to_xml runs only when the table exists (CASE is lazy for a
      * volatile function), so an absent table costs no server error.  The
      * existence test reads pg_class with the statement's own snapshot, not
      * to_regclass(): inside the lock connection's long transaction the
-     * relation cache would keep answering "absent" after a peer created it. */
-    static const char sql[] =
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
-        "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "  WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND (n.nspname = $2 OR "
-        "    ($2 = '' AND n.nspname = ANY (pg_catalog.current_schemas(false))))) "
-        "THEN pg_catalog.query_to_xml($3, false, false, '')::text END";
-    const char *params[3] = {cfg->version_table, cfg->version_table_schema, select};
-    PGresult *r = pq->PQexecParams(c, sql, 3, NULL, params, NULL, NULL, 0);
+     * relation cache would keep answering "absent" after a peer created it.
+     *
+     * Simple protocol on purpose: an extended-protocol portal stays open
+     * until the next statement, and with it a snapshot (backend_xmin) that
+     * a CREATE INDEX CONCURRENTLY of the leader's own migration would wait
+     * for forever while the lock connection sits idle in its transaction. */
+    char sql[sizeof lt + 2 * sizeof ls + sizeof lq + 512];
+    snprintf(sql, sizeof sql,
+             "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+             "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+             "  WHERE c.relname = %s AND c.relkind IN ('r', 'p') AND (n.nspname = %s OR "
+             "    (%s = '' AND n.nspname = ANY (pg_catalog.current_schemas(false))))) "
+             "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END",
+             lt, ls, ls, lq);
+    PGresult *r = pq->PQexec(c, sql);
     memset(out, 0, sizeof *out);
     if (!r || pq->PQresultStatus(r) != PGRES_TUPLES_OK || pq->PQntuples(r) != 1) {
         first_line(r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL, err, errsz);
@@ -241,15 +272,16 @@ void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, cha
     char hi[24], lo[24];
     snprintf(hi, sizeof hi, "%llu", (unsigned long long)(((uint64_t)key >> 32) & 0xffffffffu));
     snprintf(lo, sizeof lo, "%llu", (unsigned long long)((uint64_t)key & 0xffffffffu));
-    static const char sql[] =
-        "SELECT a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
-        "       to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ') "
-        "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
-        "  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
-        "  AND l.classid = $1::pg_catalog.oid AND l.objid = $2::pg_catalog.oid AND l.objsubid = 1";
-    const char *params[2] = {hi, lo};
-    PGresult *r = pq->PQexecParams(own, sql, 2, NULL, params, NULL, NULL, 0);
+    char sql[1024]; /* simple protocol: see lock_read_versions */
+    snprintf(sql, sizeof sql,
+             "SELECT a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
+             "       to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ') "
+             "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+             "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
+             "  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
+             "  AND l.classid = %s::pg_catalog.oid AND l.objid = %s::pg_catalog.oid AND l.objsubid = 1",
+             hi, lo);
+    PGresult *r = pq->PQexec(own, sql);
     if (r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0)
         snprintf(buf, n, "backend pid %s from %s, application_name '%s', since %s",
                  pq->PQgetvalue(r, 0, 0), pq->PQgetvalue(r, 0, 1), pq->PQgetvalue(r, 0, 2),

@@ -10,6 +10,15 @@ Reusable from pytest (tests/e2e/test_gate_fleet.py) and from the demo
     r.migration_runs             # {'0001aaaa': 1, ...} rows per revision
     r.gate_decisions()           # {pid: ['lead'|'wait'|'at_head', ...]}
 
+    # fault injection: watch the output as it arrives, kill a worker
+    f = Fleet("flask-alembic", dsn, workers=8, shim=True).start()
+    m = f.wait_for_line(LEAD_LINE_RE, timeout=20)   # as soon as it is logged
+    f.kill_worker(int(m.group(1)))   # SIGKILL; not counted as a failure
+    f.wait(); f.stop(); r = f.result()
+
+    # an app directory other than examples/<example> (a patched copy)
+    run_fleet("flask-alembic", dsn, app_dir="/tmp/copy", shim=True)
+
 A fleet is `/usr/bin/python3 -m gunicorn app:app` started in the example's
 directory, bound to 127.0.0.1 on a free port, with DATABASE_URL pointing at
 the given database and RUN_DB_MIGRATIONS_ON_STARTUP=true, so that every
@@ -99,6 +108,8 @@ RACE_ERROR_RE = re.compile(
 GUNICORN_LINE_RE = re.compile(r"^\[[^\]]+\] \[(\d+)\] \[(\w+)\] (.*)$")
 FLEET_LINE_RE = re.compile(r"^fleet: ([\w-]+) pid=(\d+)(?: stopping=([01]))?$")
 APP_FAILED_RE = re.compile(r"^[\w-]+\[(\d+)\]: migration failed: ")
+# A gate "lead" line, with the leader's pid in group 1.
+LEAD_LINE_RE = re.compile(r"migshim\[(\d+)\]: info: .*\bleading\b")
 
 
 # ---------------------------------------------------------------------------
@@ -156,11 +167,12 @@ def db_state(dsn: str):
 
 
 def migrate(example: str, dsn: str, target: str = "head",
-            timeout: float = 120.0) -> str:
-    """`alembic upgrade <target>` in the example's directory, without the
-    shim (to pre-migrate a database).  Only for examples with an alembic.ini
-    at the top (flask-alembic).  Returns the output; raises on failure."""
-    cwd = EXAMPLES_DIR / example
+            timeout: float = 120.0, app_dir=None) -> str:
+    """`alembic upgrade <target>` in the example's directory (or app_dir),
+    without the shim (to pre-migrate a database).  Only for examples with
+    an alembic.ini at the top (flask-alembic).  Returns the output; raises
+    on failure."""
+    cwd = Path(app_dir) if app_dir is not None else EXAMPLES_DIR / example
     env = clean_env()
     env["DATABASE_URL"] = database_url(dsn)
     res = subprocess.run(
@@ -247,6 +259,7 @@ class FleetResult:
     worker_pids: List[int] = field(default_factory=list)   # forked
     ready_pids: List[int] = field(default_factory=list)    # imported the app
     failed_pids: List[int] = field(default_factory=list)   # died/failed before ready
+    killed_pids: List[int] = field(default_factory=list)   # killed on purpose (kill_worker)
     stderr: str = ""
     stdout: str = ""
     alembic_version: Optional[List[str]] = None
@@ -332,7 +345,15 @@ class FleetResult:
 
 class Fleet:
     """One Gunicorn master.  start(), then poll() until done (or wait()),
-    then stop() and result()."""
+    then stop() and result().
+
+    app_dir: run the app from this directory instead of examples/<example>
+    (e.g. a patched copy in a temp dir); `example` then only names it.
+
+    While it runs: stderr_text() is the output so far, wait_for_line()
+    waits for a line as it arrives, kill_worker() kills a worker on purpose
+    (its death then counts neither as a failure nor towards the N workers
+    that must be ready: Gunicorn replaces it)."""
 
     def __init__(self, example: str, dsn: str, workers: int = 16,
                  worker_class: str = "sync", preload: bool = False,
@@ -340,9 +361,10 @@ class Fleet:
                  env_extra: Optional[Dict[str, str]] = None,
                  timeout: float = DEFAULT_TIMEOUT,
                  gunicorn_timeout: Optional[float] = None,
-                 label: Optional[str] = None):
+                 label: Optional[str] = None, app_dir=None):
         self.example = example
-        self.cwd = EXAMPLES_DIR / example
+        self.cwd = Path(app_dir) if app_dir is not None \
+            else EXAMPLES_DIR / example
         if not (self.cwd / "app.py").is_file():
             raise FileNotFoundError(f"no example app at {self.cwd}")
         self.dsn = dsn
@@ -368,6 +390,7 @@ class Fleet:
         self._ready_body = None
         self._failed_at: Optional[float] = None
         self._bind_retries = 0
+        self.killed: List[int] = []     # pids killed on purpose
 
     # -- set-up ---------------------------------------------------------
     def env(self) -> Dict[str, str]:
@@ -417,6 +440,48 @@ class Fleet:
         return self
 
     # -- watching -------------------------------------------------------
+    def stderr_text(self) -> str:
+        """The fleet's stderr so far (all processes, line-buffered)."""
+        return self._stderr()
+
+    def wait_for_line(self, pattern, timeout: float = 30.0,
+                      interval: float = 0.02, after: int = 0):
+        """Wait until a complete stderr line matches `pattern` (a regex,
+        searched); return the re.Match.  `after`: skip that many lines
+        first.  Raises TimeoutError (with the end of stderr) when the
+        timeout passes or the master exits first."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        assert self.proc is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._stderr()
+            # only complete lines: the last one may still be being written
+            lines = text.split("\n")[:-1]
+            for ln in lines[after:]:
+                m = rx.search(ln)
+                if m:
+                    return m
+            gone = self.proc.poll() is not None
+            if gone or time.monotonic() > deadline:
+                tail = "\n".join(lines[-40:])
+                raise TimeoutError(
+                    f"no line matching {rx.pattern!r} "
+                    + (f"(master exited rc={self.proc.returncode})"
+                       if gone else f"within {timeout:.0f}s")
+                    + f"\n--- stderr (last 40 lines) ---\n{tail}")
+            time.sleep(interval)
+
+    def kill_worker(self, pid: int, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to one worker of this fleet, on purpose: its death is
+        not a failure, and it need not become ready."""
+        forked, _, _ = self._scan(self._stderr())
+        if pid not in forked:
+            raise ValueError(f"pid {pid} is not a worker of this fleet "
+                             f"(forked: {forked})")
+        if pid not in self.killed:
+            self.killed.append(pid)
+        os.kill(pid, sig)
+
     def _stderr(self) -> str:
         try:
             with open(self.err_path, "rb") as f:
@@ -463,6 +528,7 @@ class Fleet:
                     add(failed, int(re.search(r"pid:(\d+)", msg).group(1)))
         for pid in signaled:     # not followed by a shutdown-time child-exit
             add(failed, pid)
+        failed = [p for p in failed if p not in self.killed]
         return forked, ready, failed
 
     def _probe_ready(self) -> bool:
@@ -509,6 +575,7 @@ class Fleet:
                 return False
             self.res.reason = f"worker(s) failed: {failed}"
             return self._finish(False)
+        forked = [p for p in forked if p not in self.killed]
         if (len(forked) >= self.workers and
                 len([p for p in ready if p in forked]) >= self.workers and
                 all(_alive(p) for p in ready) and self._probe_ready()):
@@ -571,6 +638,7 @@ class Fleet:
             self.discard()
         forked, ready, failed = self._scan(r.stderr)
         r.worker_pids, r.ready_pids, r.failed_pids = forked, ready, failed
+        r.killed_pids = list(self.killed)
         r.ready_body = self._ready_body
         if r.booted and failed:    # a death between the last poll and stop
             r.booted = False

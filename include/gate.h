@@ -42,6 +42,9 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
 /* A command on `pg` delivered its last result (gate_watching != 0). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);
 
+/* `pg` is being finished: forget it (and end a lock its transaction held). */
+void gate_forget(const struct pq_copy *copy, const PGconn *pg);
+
 struct versions;
 
 /* True when `pg`'s database may still be migrated by this process with a

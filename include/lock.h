@@ -67,8 +67,8 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
 
 /* Ask the server to end the holder's session if it stays idle for
  * `seconds` (0 = never): the server enforces leader_grace and hold_timeout
- * even if this process hangs.  xact mode only. */
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, double seconds);
+ * even if this process hangs or sleeps. */
+bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
 
 /* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
  * since 12:00:01"), or "nobody". */

@@ -43,6 +43,7 @@ struct gdb {
     double grace_deadline;
     bool saw_vt;             /* the leader sent a version-table statement   */
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
+    bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
     size_t ndirty;
 };
@@ -224,8 +225,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
         }
         if (r == LOCK_TAKEN) {
             g->since = now();
-            if (cfg->lock == LOCK_XACT)
-                lock_limit_idle(pq, own, cfg->leader_grace);
+            lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             list_revs(target.heads, target.nheads, want, sizeof want);
             log_info("database \"%s\": leading: this process holds the migration lock (key %lld)%s "
@@ -423,6 +423,11 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
         enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
+        } else if (o == OUT_FAILED) {
+            fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
+            set_state(g, G_NEW);
+            pthread_mutex_unlock(&mu);
+            return;
         } else {
             set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
             if (g->st == G_UNGATED)
@@ -434,8 +439,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
     if (g->st == G_LEADING) {
         if (!g->saw_vt) {
             g->saw_vt = true;
-            if (cfg->lock == LOCK_XACT && g->own)
-                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->hold_timeout);
+            if (g->own)
+                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
         }
         mark_dirty(g, pg);
     } else if (g->st == G_UNGATED) {
@@ -443,11 +448,13 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
     } else if (g->st == G_UNKNOWN) {
         if (!g->holder) {
             enum outcome o = reacquire(copy, pg, g, NULL);
-            if (o == OUT_LEADING && g->own) {
-                g->holder = pg;
+            g->holder = o == OUT_FAILED ? NULL : pg; /* to the end of this transaction */
+            g->holder_locked = o == OUT_LEADING && g->own;
+            if (g->holder_locked)
                 log_info("database \"%s\": took the migration lock for this version-table transaction",
                          g->name);
-            }
+            if (o == OUT_FAILED)
+                fail_app_conn(copy, pg);
         }
         /* another connection of this process holds it: never wait on ourselves */
     }
@@ -469,11 +476,15 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     /* as the app sees it: a transaction the guard absorbs is not over */
     bool idle = guard_transaction_status(copy, pg) == PQTRANS_IDLE;
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
-        if (g->own)
+        bool locked = g->holder_locked;
+        if (locked && g->own)
             lock_release(&copy->api, ownconn_pg(g->own), cfg->lock, g->key);
         g->holder = NULL;
+        g->holder_locked = false;
         close_own(g);
-        log_info("database \"%s\": version-table transaction ended; migration lock released", g->name);
+        if (locked)
+            log_info("database \"%s\": version-table transaction ended; migration lock released",
+                     g->name);
     } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);
         struct versions v;
@@ -525,3 +536,24 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 }
 
 bool gate_at_target(const struct versions *v) { return target.known && compare(v) == AT_TARGET; }
+
+void gate_forget(const struct pq_copy *copy, const PGconn *pg)
+{
+    if (!atomic_load_explicit(&gate_watching, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < ndbs; i++) {
+        struct gdb *g = &dbs[i];
+        if (g->pid != getpid())
+            continue;
+        clear_dirty(g, pg);
+        if (g->st == G_UNKNOWN && g->holder == pg) {
+            if (g->holder_locked && g->own)
+                lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);
+            g->holder = NULL;
+            g->holder_locked = false;
+            close_own(g);
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}

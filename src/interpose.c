@@ -210,8 +210,10 @@ EXPORT void PQfinish(PGconn *conn)
     if (!c)
         return;
     conn_forget(conn);
-    if (conn && app_call(RA))
+    if (conn && app_call(RA)) {
+        gate_forget(c, conn);
         guard_forget(c, conn);
+    }
     REAL(c, PQfinish)(conn);
 }
 

@@ -257,13 +257,19 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
     return run_ok(pq, own, sql);
 }
 
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, double seconds)
+bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
 {
     char sql[96];
     long long ms = (long long)(seconds * 1000.0);
     if (ms > 2147483647LL)
         ms = 0; /* beyond the setting's range: no limit */
-    snprintf(sql, sizeof sql, "SET LOCAL idle_in_transaction_session_timeout = %lld", ms);
+    /* xact: the lock transaction sits idle in transaction; session: the
+     * connection sits idle outside one (idle_session_timeout, PostgreSQL 14+;
+     * older servers refuse it and only the client-side checks remain). */
+    snprintf(sql, sizeof sql,
+             mode == LOCK_XACT ? "SET LOCAL idle_in_transaction_session_timeout = %lld"
+                               : "SET idle_session_timeout = %lld",
+             ms);
     return run_ok(pq, own, sql);
 }
 

@@ -1,0 +1,1060 @@
+"""The race guard's rules (include/guard.h, src/guard.c), each scenario with
+its interleaving forced -- never left to luck.
+
+How a race is forced:
+
+* the test process (no preload) plays the peer: on its own connection it
+  opens a transaction that does what a racing `alembic upgrade` does
+  (creates the version table, inserts the row, moves the version, runs the
+  revisions' DDL) and holds it open;
+* the child -- tests/integration/guard_workloads/client.py, or a real
+  `alembic upgrade head` -- runs with LD_PRELOAD, MIGSHIM_LOCK=off (no gate
+  lock: the guard alone), MIGSHIM_HEADS=<target> and MIGSHIM_LOG=info, in
+  an empty temp working directory, and sends the statements Alembic 1.8
+  sends (../shared/alembic-statements.md);
+* the test waits until the child's backend is provably blocked behind the
+  peer (pg_stat_activity.wait_event_type = 'Lock', a lock with granted =
+  false in pg_locks, and the peer's pid in pg_blocking_pids()), and on the
+  statement the scenario names; only then does the peer commit.
+
+Every libpq path is covered: psycopg2 sync (PQexec), psycopg2 green
+(gevent + psycogreen: PQsendQuery + PQgetResult through a wait callback),
+psycopg2 async_=1 (PQsendQuery + PQgetResult, polled), psycopg 3 with
+Debian's ctypes backend (PQsendQuery(Params) through dlsym).
+
+What is checked: what the app sees for every statement (statusmessage,
+rowcount, rows, transaction status), the database afterwards (rule 1: the
+child's later work is committed; rule 2: exactly what the peer committed,
+compared with a snapshot the peer took of its own transaction just before
+it committed), the guard's log lines word for word, and for the negative
+cases that the error reaches the app byte for byte as it does without the
+preload (the same scenario run twice, on two fresh databases).
+
+A child that stops making progress while its backend sits idle (the server
+has nothing more to say, so the client waits for an answer that will never
+come) is reported as hung after a few seconds instead of waiting for the
+overall timeout.
+
+Run: tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q tests/integration/test_guard.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+
+from conftest import PYTHON, REPO_ROOT, child_base_env, require_migshim_lib
+
+CLIENT = Path(__file__).resolve().parent / "guard_workloads" / "client.py"
+ALEMBIC_GREEN = Path(__file__).resolve().parent / "guard_workloads" / "alembic_green.py"
+EXAMPLE = REPO_ROOT / "examples" / "flask-alembic"
+
+CHILD_APP = "guard-test-child"
+PEER_APP = "guard-test-peer"
+
+BLOCK_TIMEOUT = 30.0    # the child must block behind the peer within this
+CHILD_TIMEOUT = 60.0    # and finish within this after the peer commits
+STALL = 3.0             # no output for this long, backend idle: hung
+RACE_WAIT = "1"         # MIGSHIM_RACE_WAIT for the negative cases
+
+# ---------------------------------------------------------------------------
+# What Alembic 1.8 + SQLAlchemy 1.4 send for the example app's three
+# revisions (examples/flask-alembic; ../shared/alembic-statements.md).
+
+HAS_VT = ("select relname from pg_class c join pg_namespace n on "
+          "n.oid=c.relnamespace where pg_catalog.pg_table_is_visible(c.oid) "
+          "and relname='alembic_version'")
+CREATE_VT = ("CREATE TABLE alembic_version (\n"
+             "    version_num VARCHAR(32) NOT NULL, \n"
+             "    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)")
+READ_VT = "SELECT alembic_version.version_num \nFROM alembic_version"
+CREATE_RUNS = ("CREATE TABLE migration_runs (\n    revision TEXT NOT NULL, \n"
+               "    pid INTEGER, \n    at TIMESTAMP WITH TIME ZONE DEFAULT now()\n)")
+CREATE_USERS = ("CREATE TABLE users (\n    id SERIAL NOT NULL, \n"
+                "    name VARCHAR(50) NOT NULL, \n    PRIMARY KEY (id)\n)")
+CREATE_POSTS = ("CREATE TABLE posts (\n    id SERIAL NOT NULL, \n"
+                "    user_id INTEGER NOT NULL, \n    body TEXT NOT NULL, \n"
+                "    PRIMARY KEY (id), \n"
+                "    FOREIGN KEY(user_id) REFERENCES users (id)\n)")
+ADD_EMAIL = "ALTER TABLE users ADD COLUMN email VARCHAR(100)"
+
+
+def record_run(rev):
+    """The revision's audit row; pg_backend_pid() tells whose write it is."""
+    return ("INSERT INTO migration_runs (revision, pid) VALUES ('%s', "
+            "pg_backend_pid())" % rev)
+
+
+def insert_vt(rev):
+    return ("INSERT INTO alembic_version (version_num) VALUES ('%s') "
+            "RETURNING alembic_version.version_num" % rev)
+
+
+def update_vt(frm, to):
+    return ("UPDATE alembic_version SET version_num='%s' WHERE "
+            "alembic_version.version_num = '%s'" % (to, frm))
+
+
+R1, R2, R3 = "0001aaaa", "0002bbbb", "0003cccc"
+
+REV1 = [CREATE_RUNS, record_run(R1), CREATE_USERS, insert_vt(R1)]
+REV2 = [record_run(R2), CREATE_POSTS, update_vt(R1, R2)]
+REV3 = [record_run(R3), ADD_EMAIL, update_vt(R2, R3)]
+
+# The committed state "at 0001aaaa" (what revision 1 leaves).
+AT_R1 = [CREATE_VT, CREATE_RUNS,
+         "INSERT INTO migration_runs (revision, pid) VALUES ('0001aaaa', 0)",
+         CREATE_USERS, "INSERT INTO alembic_version (version_num) VALUES ('0001aaaa')"]
+
+# ---------------------------------------------------------------------------
+# The guard's log lines (src/guard.c), word for word.
+
+
+def line_rule1_create(state, seen):
+    return ("warn", "guard: %s CREATE TABLE on the version table; verified the "
+            "table exists (version table: %s); reporting success" % (state, seen))
+
+
+def line_rule1_insert(seen):
+    return ("warn", "guard: 23505 INSERT on the version table; verified the row "
+            "exists (version table: %s); reporting success" % seen)
+
+
+def line_rule2(state, tag, seen):
+    return ("warn", "guard: %s on %s in a migration transaction; verified the "
+            "database at the target (%s); rolled back and absorbing the "
+            "transaction up to COMMIT/ROLLBACK" % (state, tag, seen))
+
+
+def line_update0(seen, in_txn):
+    return ("warn", "guard: UPDATE of the version table matched 0 rows; verified "
+            "the database at the target (%s)%s; reporting UPDATE 1" % (
+                seen, ", rolled back this transaction and absorbing it up to "
+                "COMMIT/ROLLBACK" if in_txn else ""))
+
+
+LINE_END = ("info", "guard: COMMIT of the rolled-back transaction answered; "
+            "the peer's migration stands")
+
+SHIM_LINE_RE = re.compile(r"^migshim\[(\d+)\]: (\w+): (.*)$")
+
+# ---------------------------------------------------------------------------
+# drivers
+
+DRIVERS = ["psycopg2", "psycopg2-green", "psycopg2-async", "psycopg3"]
+
+def absorbing_drivers():
+    """DRIVERS (the green path once hung here: guard_send() answered an
+    absorbed statement without sending anything, and psycopg2's green
+    execution waited for the socket to become readable)."""
+    return list(DRIVERS)
+
+
+# ---------------------------------------------------------------------------
+# the child
+
+
+class Child:
+    """A child process (stdout/stderr in files, readable while it runs)."""
+
+    def __init__(self, argv, env, cwd: Path, workdir: Path, name: str):
+        self.name = name
+        self.out_path = workdir / (name + ".stdout")
+        self.err_path = workdir / (name + ".stderr")
+        self.argv = argv
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True)
+        self.pid = self.proc.pid
+        self.hung = False
+
+    def stdout(self) -> str:
+        return self.out_path.read_text("utf-8", "replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text("utf-8", "replace")
+
+    def records(self) -> List[dict]:
+        out = []
+        for ln in self.stdout().splitlines():
+            try:
+                out.append(json.loads(ln))
+            except ValueError:
+                out.append({"op": "garbage", "line": ln})
+        return out
+
+    def shim_lines(self):
+        """[(level, message)] of the shim's lines; all from this pid."""
+        out = []
+        for ln in self.stderr().splitlines():
+            m = SHIM_LINE_RE.match(ln)
+            if m:
+                assert int(m.group(1)) == self.pid, \
+                    "foreign pid in %r\n%s" % (ln, self.describe())
+                out.append((m.group(2), m.group(3)))
+            else:
+                assert "migshim[" not in ln, "malformed shim line %r" % ln
+        return out
+
+    def guard_lines(self):
+        return [(lv, msg) for lv, msg in self.shim_lines()
+                if msg.startswith("guard:")]
+
+    def describe(self) -> str:
+        return ("--- %s (pid %d, rc %s%s) stdout ---\n%s\n--- stderr ---\n%s" % (
+            self.name, self.pid, self.proc.poll(), ", HUNG" if self.hung else "",
+            self.stdout()[-6000:], self.stderr()[-6000:]))
+
+    def progress(self) -> int:
+        try:
+            return self.out_path.stat().st_size + self.err_path.stat().st_size
+        except OSError:
+            return 0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# one race
+
+
+@dataclass
+class Race:
+    """The outcome of one forced race."""
+    child: Child
+    rc: Optional[int]
+    peer_pid: int
+    blocked_query: str
+    peer_snapshot: dict           # the peer's view just before it committed
+    after: dict                   # the database after the child finished
+    records: List[dict] = field(default_factory=list)
+
+    def steps(self):
+        """The child's step records (client.py), without connected/done."""
+        return [r for r in self.records if "i" in r]
+
+    def describe(self):
+        return ("blocked on: %r\n" % self.blocked_query) + self.child.describe()
+
+
+class Guard:
+    """Per-test helper: fresh databases, the peer, children."""
+
+    def __init__(self, pg, make_db, tmp_path: Path):
+        self.pg = pg
+        self.make_db = make_db
+        self.tmp = tmp_path
+        self.children: List[Child] = []
+        self.conns = []
+        self.n = 0
+
+    def close(self):
+        for c in self.children:
+            c.kill()
+        for conn in self.conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def connect(self, db, appname="guard-test-admin", autocommit=True):
+        import psycopg2
+        conn = psycopg2.connect(db.dsn + " application_name=" + appname)
+        conn.autocommit = autocommit
+        self.conns.append(conn)
+        return conn
+
+    # --- children
+    def child_env(self, db, preload, heads, shim_env=None, extra=None):
+        env = child_base_env()
+        env.update(db.env)
+        env["PGAPPNAME"] = CHILD_APP
+        if preload:
+            env["LD_PRELOAD"] = str(require_migshim_lib())
+            env.update({"MIGSHIM_LOCK": "off", "MIGSHIM_HEADS": heads,
+                        "MIGSHIM_LOG": "info"})
+            env.update(shim_env or {})
+        env.update(extra or {})
+        return env
+
+    def spawn(self, argv, env, cwd=None) -> Child:
+        self.n += 1
+        name = "child%d" % self.n
+        if cwd is None:
+            cwd = self.tmp / ("cwd-" + name)
+            cwd.mkdir()
+        c = Child(argv, env, cwd, self.tmp, name)
+        self.children.append(c)
+        return c
+
+    # --- watching the child
+    def wait_blocked(self, mon, child: Child, peer_pid: int, on: str) -> str:
+        """Until the child's backend waits on a lock the peer holds, in the
+        statement starting with `on`.  Returns that statement."""
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        with mon.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT a.query FROM pg_stat_activity a "
+                    "WHERE a.application_name = %s AND a.datname = current_database() "
+                    "  AND a.wait_event_type = 'Lock' "
+                    "  AND %s = ANY (pg_blocking_pids(a.pid)) "
+                    "  AND EXISTS (SELECT 1 FROM pg_locks l "
+                    "              WHERE l.pid = a.pid AND NOT l.granted)",
+                    (CHILD_APP, peer_pid))
+                rows = cur.fetchall()
+                if rows:
+                    q = rows[0][0]
+                    assert " ".join(q.split()).startswith(" ".join(on.split())), \
+                        "blocked on %r, expected %r\n%s" % (q, on, child.describe())
+                    return q
+                if child.proc.poll() is not None:
+                    pytest.fail("the child exited before blocking behind the peer\n"
+                                + child.describe(), pytrace=False)
+                if time.monotonic() > deadline:
+                    child.kill()
+                    pytest.fail("the child did not block behind the peer within "
+                                "%.0f s\n%s" % (BLOCK_TIMEOUT, child.describe()),
+                                pytrace=False)
+                time.sleep(0.01)
+
+    def wait_records(self, child: Child, n: int) -> str:
+        """Until the child has emitted `n` step records."""
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while len([r for r in child.records() if "i" in r]) < n:
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                child.kill()
+                pytest.fail("the child did not reach its barrier\n" + child.describe(),
+                            pytrace=False)
+            time.sleep(0.005)
+        return "(barrier after %d steps)" % n
+
+    def finish(self, mon, child: Child) -> Optional[int]:
+        """Wait for the child; a child without progress for STALL seconds
+        while its backend is idle (waiting for the client) is hung."""
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        last, since = child.progress(), time.monotonic()
+        with mon.cursor() as cur:
+            while True:
+                rc = child.proc.poll()
+                if rc is not None:
+                    return rc
+                now = time.monotonic()
+                p = child.progress()
+                if p != last:
+                    last, since = p, now
+                elif now - since > STALL:
+                    cur.execute("SELECT state FROM pg_stat_activity "
+                                "WHERE application_name = %s "
+                                "AND datname = current_database()", (CHILD_APP,))
+                    states = [r[0] for r in cur.fetchall()]
+                    if states and all(s.startswith("idle") for s in states):
+                        child.hung = True
+                        child.kill()
+                        return None
+                if now > deadline:
+                    child.kill()
+                    pytest.fail("the child did not finish within %.0f s\n%s" % (
+                        CHILD_TIMEOUT, child.describe()), pytrace=False)
+                time.sleep(0.05)
+
+    # --- a race
+    def race(self, *, argv, heads, setup: Sequence[str] = (),
+             peer: Sequence[str] = (), blocked_on: Optional[str] = None,
+             barrier_after: int = 0, db=None,
+             preload=True, shim_env=None, extra_env=None, cwd=None,
+             late_peer: Sequence[str] = (), late_delay: float = 0.0) -> Race:
+        """Commit `setup`; the peer runs `peer` in an open transaction; the
+        child runs `argv`; once the child is blocked behind the peer on
+        `blocked_on`, the peer commits (and `late_peer`, if given, commits
+        on another connection `late_delay` seconds later).
+
+        Without `blocked_on`: the child (client.py) stops at a ["wait_file"]
+        step; once it has emitted `barrier_after` step records the peer
+        commits, and only then is the child let go."""
+        db = db or self.make_db()
+        admin = self.connect(db)
+        with admin.cursor() as cur:
+            for s in setup:
+                cur.execute(s)
+        peer_conn = self.connect(db, PEER_APP, autocommit=False)
+        with peer_conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            peer_pid = cur.fetchone()[0]
+            for s in peer:
+                cur.execute(s)
+        late_conn = None
+        if late_peer:
+            late_conn = self.connect(db, PEER_APP + "-late", autocommit=False)
+        barrier = self.tmp / ("barrier%d" % (self.n + 1))
+        env = self.child_env(db, preload, heads, shim_env, extra_env)
+        env["GUARD_BARRIER"] = str(barrier)
+        child = self.spawn(argv, env, cwd=cwd)
+        mon = self.connect(db, "guard-test-monitor")
+        if blocked_on is not None:
+            q = self.wait_blocked(mon, child, peer_pid, blocked_on)
+        else:
+            q = self.wait_records(child, barrier_after)
+        snap = snapshot(peer_conn)
+        peer_conn.commit()
+        barrier.write_text("go\n")
+        t_commit = time.monotonic()
+        if late_peer:
+            with late_conn.cursor() as cur:
+                for s in late_peer:
+                    cur.execute(s)
+            time.sleep(max(0.0, late_delay - (time.monotonic() - t_commit)))
+            snap = snapshot(late_conn)
+            late_conn.commit()
+        rc = self.finish(mon, child)
+        after = snapshot(admin)
+        r = Race(child=child, rc=rc, peer_pid=peer_pid, blocked_query=q,
+                 peer_snapshot=snap, after=after)
+        if argv[1:2] == [str(CLIENT)]:
+            r.records = child.records()
+        return r
+
+
+def client_argv(driver, steps, autocommit=False):
+    return [PYTHON, str(CLIENT), driver,
+            json.dumps({"autocommit": autocommit, "steps": steps})]
+
+
+def sql(*stmts):
+    return [["sql", s] for s in stmts]
+
+
+def snapshot(conn) -> dict:
+    """Every table of the public schema with its columns and rows (as text,
+    sorted; migration_runs' timestamp left out), plus every relation's
+    name and kind.  Read through `conn` (inside its transaction, if any)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT c.relname, c.relkind FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = 'public' ORDER BY 1")
+        rels = [list(r) for r in cur.fetchall()]
+        out = {"relations": rels, "tables": {}}
+        for name, kind in rels:
+            if kind != "r":
+                continue
+            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                        ('public."%s"' % name,))
+            cols = [r[0] for r in cur.fetchall()]
+            keep = [c for c in cols if c != "at"]
+            cur.execute('SELECT %s FROM public."%s"' % (
+                ", ".join("coalesce(\"%s\"::text, '<null>')" % c for c in keep), name))
+            out["tables"][name] = {"columns": cols,
+                                   "rows": sorted(list(r) for r in cur.fetchall())}
+    return out
+
+
+@pytest.fixture
+def guard(pg, make_db, tmp_path):
+    g = Guard(pg, make_db, tmp_path)
+    yield g
+    g.close()
+
+
+# ---------------------------------------------------------------------------
+# assertions
+
+
+def ok(rec, tag, rowcount, rows=None, tx="INTRANS"):
+    """One step record of client.py: success with this tag/rowcount/rows."""
+    assert rec.get("ok") is True, rec
+    got = (rec.get("statusmessage"), rec.get("rowcount"), rec.get("rows"), rec.get("tx"))
+    assert got == (tag, rowcount, rows, tx), "step %s (%s): got %r, expected %r" % (
+        rec.get("i"), rec.get("sql"), got, (tag, rowcount, rows, tx))
+
+
+def assert_completed(r: Race):
+    """The child ran every step and exited 0."""
+    assert not r.child.hung, "the child hung (backend idle, no progress for " \
+        "%.0f s)\n%s" % (STALL, r.describe())
+    assert r.rc == 0, r.describe()
+    assert r.records and r.records[-1] == {"op": "done"}, r.describe()
+
+
+def assert_no_problems_but(r: Race, expected_guard_lines):
+    """The guard's lines are exactly these; no other warning or error."""
+    assert r.child.guard_lines() == expected_guard_lines, \
+        "guard lines:\n  %s\nexpected:\n  %s\n%s" % (
+            "\n  ".join(map(repr, r.child.guard_lines())),
+            "\n  ".join(map(repr, expected_guard_lines)), r.describe())
+    others = [(lv, m) for lv, m in r.child.shim_lines()
+              if lv in ("warn", "error") and not m.startswith("guard:")]
+    assert not others, r.describe()
+
+
+def sql_steps(r: Race):
+    """The records of the child's SQL statements, in order."""
+    return [s for s in r.steps() if s["op"] == "sql"]
+
+
+def statuses(r: Race):
+    """The transaction status at each ["status"] step."""
+    return [s["tx"] for s in r.steps() if s["op"] == "status"]
+
+
+def assert_txn_steps(r: Race, driver, end="commit"):
+    """begin and commit/rollback succeeded; psycopg2-async sends them as
+    statements and sees their tags, the others' begin is implicit."""
+    b = [s for s in r.steps() if s["op"] == "begin"]
+    e = [s for s in r.steps() if s["op"] == end]
+    assert len(b) == 1 and len(e) == 1, r.describe()
+    if driver == "psycopg2-async":
+        ok(b[0], "BEGIN", -1)
+        ok(e[0], end.upper(), -1, tx="IDLE")
+    else:
+        assert (b[0]["ok"], b[0]["tx"]) == (True, "IDLE"), b
+        assert (e[0]["ok"], e[0]["tx"]) == (True, "IDLE"), e
+
+
+def with_pids(state: dict, pids: Dict[int, str]) -> dict:
+    """`state` with backend pids in migration_runs replaced by names."""
+    s = json.loads(json.dumps(state))
+    t = s["tables"].get("migration_runs")
+    if t:
+        i = [c for c in t["columns"] if c != "at"].index("pid")
+        for row in t["rows"]:
+            row[i] = pids.get(int(row[i]), row[i]) if row[i].isdigit() else row[i]
+        t["rows"].sort()
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Rule 1: the version table's own CREATE TABLE / INSERT
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rule1_create_table_lost_race_reports_success_and_txn_stays_usable(guard, driver):
+    """The peer creates the version table and commits while the child's
+    CREATE TABLE alembic_version waits behind it: the child's CREATE fails
+    with 23505 (pg_type_typname_nsp_index), the table now exists, so the
+    child sees CREATE TABLE; its transaction goes on (a table of its own,
+    the version INSERT with its RETURNING row) and its COMMIT persists it."""
+    steps = ([["begin"]] + sql(HAS_VT, CREATE_VT,
+                               "CREATE TABLE child_things (id integer PRIMARY KEY)",
+                               "INSERT INTO child_things VALUES (1)", insert_vt(R1))
+             + [["status"], ["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R1,
+                   peer=[CREATE_VT], blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 0", 0, [])
+    ok(q[1], "CREATE TABLE", -1)                    # the lost race, reported as success
+    ok(q[2], "CREATE TABLE", -1)                    # the transaction is usable
+    ok(q[3], "INSERT 0 1", 1)
+    ok(q[4], "INSERT 0 1", 1, [[R1]])               # ... RETURNING version_num
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule1_create("23505", "(empty)")])
+    # the commit persisted the child's work on top of the peer's table
+    assert r.after["tables"]["alembic_version"]["rows"] == [[R1]], r.after
+    assert r.after["tables"]["child_things"]["rows"] == [["1"]], r.after
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rule1_create_table_outside_a_transaction_block(guard, driver):
+    """The same race in autocommit (no transaction block, no savepoint):
+    CREATE TABLE is reported, the next statements run on their own."""
+    steps = sql(CREATE_VT, insert_vt(R1), READ_VT)
+    r = guard.race(argv=client_argv(driver, steps, autocommit=True), heads=R1,
+                   peer=[CREATE_VT], blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "CREATE TABLE", -1, tx="IDLE")
+    ok(q[1], "INSERT 0 1", 1, [[R1]], tx="IDLE")
+    ok(q[2], "SELECT 1", 1, [[R1]], tx="IDLE")
+    assert_no_problems_but(r, [line_rule1_create("23505", "(empty)")])
+    assert r.after["tables"]["alembic_version"]["rows"] == [[R1]]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rule1_insert_lost_race_reports_the_row_and_txn_stays_usable(guard, driver):
+    """The version table exists, empty.  The peer inserts '0001aaaa' and
+    commits while the child's INSERT ... RETURNING of the same row waits
+    behind it: 23505, the row exists, so the child sees INSERT 0 1 with its
+    RETURNING row; its transaction goes on and its COMMIT persists it."""
+    steps = ([["begin"]] + sql(READ_VT, "CREATE TABLE child_things (id integer PRIMARY KEY)",
+                               insert_vt(R1), "INSERT INTO child_things VALUES (1)", READ_VT)
+             + [["status"], ["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R1, setup=[CREATE_VT],
+                   peer=["INSERT INTO alembic_version (version_num) VALUES ('0001aaaa')"],
+                   blocked_on="INSERT INTO alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 0", 0, [])
+    ok(q[1], "CREATE TABLE", -1)
+    ok(q[2], "INSERT 0 1", 1, [[R1]])               # the lost race, with its RETURNING row
+    ok(q[3], "INSERT 0 1", 1)                       # the transaction is usable
+    ok(q[4], "SELECT 1", 1, [[R1]])
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule1_insert(R1)])
+    assert r.after["tables"]["alembic_version"]["rows"] == [[R1]]
+    assert r.after["tables"]["child_things"]["rows"] == [["1"]]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rule1_create_table_42p07_when_the_peer_committed_between_check_and_create(
+        guard, driver):
+    """Alembic's has_table check runs before the peer commits its version
+    table, the CREATE after (a barrier holds the child in between): the
+    CREATE fails at once with 42P07, the table exists, CREATE TABLE is
+    reported and the transaction goes on."""
+    steps = ([["begin"]] + sql(HAS_VT) + [["wait_file"]]
+             + sql(CREATE_VT, insert_vt(R1)) + [["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R1, peer=[CREATE_VT],
+                   barrier_after=2)
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 0", 0, [])                     # before the peer's commit
+    ok(q[1], "CREATE TABLE", -1)                    # 42P07, reported as success
+    ok(q[2], "INSERT 0 1", 1, [[R1]])
+    assert statuses(r) == ["IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule1_create("42P07", "(empty)")])
+    assert r.after["tables"]["alembic_version"]["rows"] == [[R1]]
+
+
+# ---------------------------------------------------------------------------
+# Rule 2: the whole transaction, after proving the target
+
+
+def full_upgrade_steps(end="commit"):
+    """`alembic upgrade head` from an empty database, all three revisions
+    in one transaction (the stock env.py), then a read of the version."""
+    return ([["begin"]] + sql(HAS_VT, HAS_VT, CREATE_VT, *REV1, *REV2, *REV3, READ_VT)
+            + [["status"], [end], ["status"]])
+
+
+@pytest.mark.parametrize("driver", absorbing_drivers())
+def test_rule2_full_upgrade_from_empty_rolled_back_and_absorbed(guard, driver):
+    """The peer runs the whole upgrade (three revisions, one transaction)
+    and commits while the child's CREATE TABLE alembic_version waits
+    behind it.  Rule 1 reports that CREATE; the next statement (CREATE
+    TABLE migration_runs) fails with 42P07 in a transaction that referenced
+    the version table, and the database is at the target: the transaction
+    is rolled back and the rest up to COMMIT answered -- writes with the
+    tags they would get migrating alone, reads for real, the transaction
+    status INTRANS throughout.  The database holds exactly what the peer
+    committed."""
+    r = guard.race(argv=client_argv(driver, full_upgrade_steps()), heads=R3,
+                   peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 0", 0, [])
+    ok(q[1], "SELECT 0", 0, [])
+    ok(q[2], "CREATE TABLE", -1)             # rule 1 (23505)
+    ok(q[3], "CREATE TABLE", -1)             # rule 2 (42P07): rolled back, absorbing
+    ok(q[4], "INSERT 0 1", 1)
+    ok(q[5], "CREATE TABLE", -1)
+    assert q[6]["sql"].startswith("INSERT INTO alembic_version"), q[6]
+    assert (q[6]["ok"], q[6]["statusmessage"], q[6]["tx"]) == (True, "INSERT 0 1", "INTRANS"), \
+        q[6]                                 # its RETURNING row: see the test below
+    ok(q[7], "INSERT 0 1", 1)
+    ok(q[8], "CREATE TABLE", -1)
+    ok(q[9], "UPDATE 1", 1)
+    ok(q[10], "INSERT 0 1", 1)
+    ok(q[11], "ALTER TABLE", -1)
+    ok(q[12], "UPDATE 1", 1)
+    ok(q[13], "SELECT 1", 1, [[R3]])         # a read: for real, the peer's version
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule1_create("23505", R3),
+                               line_rule2("42P07", "CREATE TABLE", R3), LINE_END])
+    assert r.after == r.peer_snapshot
+    assert with_pids(r.after, {r.peer_pid: "peer"})["tables"]["migration_runs"]["rows"] \
+        == [[R1, "peer"], [R2, "peer"], [R3, "peer"]]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
+def test_rule2_absorbed_insert_returning_gives_its_row(guard, driver):
+    """In the absorbed full upgrade, revision 1's version INSERT ...
+    RETURNING should look like a successful insert: tag, rowcount and
+    RETURNING row."""
+    r = guard.race(argv=client_argv(driver, full_upgrade_steps()), heads=R3,
+                   peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    assert q[6]["sql"].startswith("INSERT INTO alembic_version"), q[6]
+    ok(q[6], "INSERT 0 1", 1, [[R1]])
+
+
+@pytest.mark.parametrize("driver", absorbing_drivers())
+def test_rule2_23505_on_a_revisions_ddl_from_an_intermediate_revision(guard, driver):
+    """The database is at 0001aaaa.  The peer runs revisions 2 and 3; the
+    child has already written (its migration_runs row) when its CREATE
+    TABLE posts waits behind the peer's and then fails with 23505: rolled
+    back (its earlier write included) and absorbed."""
+    steps = ([["begin"]] + sql(READ_VT, *REV2, *REV3, READ_VT)
+             + [["status"], ["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R3, setup=AT_R1,
+                   peer=[*REV2, *REV3], blocked_on="CREATE TABLE posts")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 1", 1, [[R1]])
+    ok(q[1], "INSERT 0 1", 1)                # real, then rolled back
+    ok(q[2], "CREATE TABLE", -1)             # 23505: rule 2
+    ok(q[3], "UPDATE 1", 1)
+    ok(q[4], "INSERT 0 1", 1)
+    ok(q[5], "ALTER TABLE", -1)
+    ok(q[6], "UPDATE 1", 1)
+    ok(q[7], "SELECT 1", 1, [[R3]])
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule2("23505", "CREATE TABLE", R3), LINE_END])
+    assert r.after == r.peer_snapshot        # no write of the child's survived
+    assert with_pids(r.after, {r.peer_pid: "peer"})["tables"]["migration_runs"]["rows"] \
+        == [[R1, "0"], [R2, "peer"], [R3, "peer"]]
+
+
+@pytest.mark.parametrize("driver", absorbing_drivers())
+def test_rule2_42701_duplicate_column(guard, driver):
+    """The database is at 0002bbbb.  The peer runs revision 3 (ADD COLUMN
+    email); the child's ALTER TABLE users waits on the peer's lock on users
+    and then fails with 42701 (column already exists): absorbed."""
+    setup = AT_R1 + [CREATE_POSTS, update_vt(R1, R2)]
+    steps = ([["begin"]] + sql(READ_VT, *REV3, READ_VT) + [["status"], ["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R3, setup=setup,
+                   peer=REV3, blocked_on="ALTER TABLE users")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 1", 1, [[R2]])
+    ok(q[1], "INSERT 0 1", 1)
+    ok(q[2], "ALTER TABLE", -1)              # 42701: rule 2
+    ok(q[3], "UPDATE 1", 1)
+    ok(q[4], "SELECT 1", 1, [[R3]])
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_rule2("42701", "ALTER TABLE", R3), LINE_END])
+    assert r.after == r.peer_snapshot
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_rule2_rollback_ends_the_absorbed_transaction(guard, driver):
+    """The app may end the absorbed transaction with ROLLBACK: answered as
+    ROLLBACK, logged, and the database is the peer's."""
+    r = guard.race(argv=client_argv(driver, full_upgrade_steps(end="rollback")), heads=R3,
+                   peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    assert [x["ok"] for x in r.steps()] == [True] * len(r.steps()), r.describe()
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver, end="rollback")
+    assert_no_problems_but(r, [line_rule1_create("23505", R3),
+                               line_rule2("42P07", "CREATE TABLE", R3),
+                               ("info", "guard: ROLLBACK of the rolled-back transaction "
+                                "answered; the peer's migration stands")])
+    assert r.after == r.peer_snapshot
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_after_the_absorbed_commit_the_connection_is_an_ordinary_one(guard, driver):
+    """After the absorbed COMMIT the app goes on using its connection (as
+    a web app does after migrating at start-up): its next transaction runs
+    for real and its writes are committed."""
+    steps = (full_upgrade_steps() + [["begin"]]
+             + sql("INSERT INTO users (name, email) VALUES ('after', 'a@example.org') "
+                   "RETURNING name, email", READ_VT)
+             + [["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R3,
+                   peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[14], "INSERT 0 1", 1, [["after", "a@example.org"]])
+    ok(q[15], "SELECT 1", 1, [[R3]])
+    assert statuses(r) == ["INTRANS", "IDLE", "IDLE"]
+    assert r.after["tables"]["users"]["rows"] == [["1", "after", "a@example.org"]]
+    r.after["tables"]["users"]["rows"] = []
+    assert r.after == r.peer_snapshot
+
+
+@pytest.mark.parametrize("driver", absorbing_drivers())
+def test_rule2_update_matching_no_row_reports_update_1(guard, driver):
+    """The database is at 0001aaaa.  The peer moves it to 0002bbbb; the
+    child (target 0002bbbb) has written (a migration_runs row, a table of
+    its own) when its UPDATE of the version waits on the peer's row lock
+    and then matches 0 rows: UPDATE 1 is reported, the transaction rolled
+    back and absorbed -- none of the child's writes survive."""
+    steps = ([["begin"]] + sql(READ_VT, record_run(R2),
+                               "CREATE TABLE child_things (id integer PRIMARY KEY)",
+                               update_vt(R1, R2), "INSERT INTO child_things VALUES (1)",
+                               READ_VT)
+             + [["status"], ["commit"], ["status"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R2, setup=AT_R1,
+                   peer=[record_run(R2), CREATE_POSTS, update_vt(R1, R2)],
+                   blocked_on="UPDATE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "SELECT 1", 1, [[R1]])
+    ok(q[1], "INSERT 0 1", 1)
+    ok(q[2], "CREATE TABLE", -1)
+    ok(q[3], "UPDATE 1", 1)                  # matched 0 rows: reported as 1
+    ok(q[4], "INSERT 0 1", 1)                # absorbed
+    ok(q[5], "SELECT 1", 1, [[R2]])          # a read: for real
+    assert statuses(r) == ["INTRANS", "IDLE"]
+    assert_txn_steps(r, driver)
+    assert_no_problems_but(r, [line_update0(R2, True), LINE_END])
+    assert r.after == r.peer_snapshot
+    assert "child_things" not in r.after["tables"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rule2_update_matching_no_row_outside_a_transaction_block(guard, driver):
+    """Autocommit: the UPDATE that matched 0 rows is reported as UPDATE 1,
+    with nothing to roll back or absorb."""
+    steps = sql(update_vt(R1, R2), READ_VT)
+    r = guard.race(argv=client_argv(driver, steps, autocommit=True), heads=R2,
+                   setup=AT_R1, peer=[update_vt(R1, R2)],
+                   blocked_on="UPDATE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[0], "UPDATE 1", 1, tx="IDLE")
+    ok(q[1], "SELECT 1", 1, [[R2]], tx="IDLE")
+    assert_no_problems_but(r, [line_update0(R2, False)])
+    assert r.after == r.peer_snapshot
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
+def test_rule2_waits_for_a_peer_in_flight_up_to_race_wait(guard, driver):
+    """The conflicting DDL commits first (posts, on one connection), the
+    version move 1 s later (on another: a slow peer, or
+    transaction_per_migration).  When the child's CREATE TABLE posts fails
+    the database is still at 0001aaaa; the guard re-checks until the
+    version arrives, then absorbs (without the wait it would have found
+    the database behind and passed the error through)."""
+    steps = ([["begin"]] + sql(READ_VT, CREATE_POSTS, update_vt(R1, R2), READ_VT)
+             + [["commit"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R2, setup=AT_R1,
+                   peer=[CREATE_POSTS], blocked_on="CREATE TABLE posts",
+                   late_peer=[update_vt(R1, R2)], late_delay=1.0,
+                   shim_env={"MIGSHIM_RACE_WAIT": "10"})
+    assert_completed(r)
+    q = sql_steps(r)
+    ok(q[1], "CREATE TABLE", -1)
+    ok(q[2], "UPDATE 1", 1)
+    ok(q[3], "SELECT 1", 1, [[R2]])
+    assert_no_problems_but(r, [line_rule2("23505", "CREATE TABLE", R2), LINE_END])
+    assert r.after == r.peer_snapshot
+
+
+# ---------------------------------------------------------------------------
+# Rule 2 under a real `alembic upgrade head` (the example app's scripts)
+
+
+def alembic_env(db):
+    from urllib.parse import quote, urlencode
+    p = dict(part.split("=", 1) for part in db.dsn.split())
+    url = "postgresql+psycopg2://%s@/%s?%s" % (
+        quote(p["user"], safe=""), quote(p["dbname"], safe=""),
+        urlencode({"host": p["host"], "port": p["port"]}, safe="/"))
+    return {"DATABASE_URL": url, "MIGRATION_SLEEP": "0"}
+
+
+def example_copy(tmp_path: Path) -> Path:
+    d = tmp_path / "app"
+    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns("__pycache__"))
+    return d
+
+
+def alembic_argv(driver):
+    if driver == "psycopg2-green":
+        return [PYTHON, str(ALEMBIC_GREEN), "-c", "alembic.ini", "upgrade", "head"]
+    return [PYTHON, "-m", "alembic", "-c", "alembic.ini", "upgrade", "head"]
+
+
+def upgrades_run(r: Race):
+    """[(from, to)] of Alembic's "Running upgrade" lines."""
+    return re.findall(r"Running upgrade (\S*) -> (\w+)", r.child.stderr())
+
+
+@pytest.mark.parametrize("driver", ["psycopg2",
+                                    "psycopg2-green"])
+def test_real_alembic_upgrade_from_empty_loses_the_race_and_completes(guard, tmp_path, driver):
+    """`alembic upgrade head` of the example app (unmodified, run in a
+    copy of its directory) loses the race against a peer doing the same
+    upgrade: it exits 0 after its three "Running upgrade" steps, and the
+    database is the peer's."""
+    db = guard.make_db()
+    r = guard.race(argv=alembic_argv(driver), heads=R3, db=db, cwd=example_copy(tmp_path),
+                   extra_env=alembic_env(db), peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert not r.child.hung, "hung\n" + r.describe()
+    assert r.rc == 0, r.describe()
+    assert upgrades_run(r) == [("", R1), (R1, R2), (R2, R3)], r.describe()
+    assert_no_problems_but(r, [line_rule1_create("23505", R3),
+                               line_rule2("42P07", "CREATE TABLE", R3), LINE_END])
+    assert r.after == r.peer_snapshot
+
+
+def test_real_alembic_upgrade_from_an_intermediate_revision_completes(guard, tmp_path):
+    """The same from 0001aaaa: Alembic's CREATE TABLE posts (revision 2)
+    waits behind the peer's revisions 2 and 3 and fails with 23505; the
+    upgrade completes, revision 3's UPDATE sees UPDATE 1."""
+    db = guard.make_db()
+    r = guard.race(argv=alembic_argv("psycopg2"), heads=R3, db=db,
+                   cwd=example_copy(tmp_path), extra_env=alembic_env(db),
+                   setup=AT_R1, peer=[*REV2, *REV3], blocked_on="CREATE TABLE posts")
+    assert not r.child.hung, "hung\n" + r.describe()
+    assert r.rc == 0, r.describe()
+    assert upgrades_run(r) == [(R1, R2), (R2, R3)], r.describe()
+    assert_no_problems_but(r, [line_rule2("23505", "CREATE TABLE", R3), LINE_END])
+    assert r.after == r.peer_snapshot
+
+
+# ---------------------------------------------------------------------------
+# Rule 3: everything else passes through untouched, byte for byte
+
+
+def compare_with_baseline(guard, driver, *, heads, setup, peer, steps, blocked_on,
+                          shim_env=None, autocommit=False):
+    """Run the scenario with the preload and without it (two fresh
+    databases); check the app saw the same thing, statement by statement
+    (tags, rows, errors with every field, transaction status), and the
+    databases ended the same.  Returns both races."""
+    env = {"MIGSHIM_RACE_WAIT": RACE_WAIT}
+    env.update(shim_env or {})
+    races = []
+    for preload in (True, False):
+        r = guard.race(argv=client_argv(driver, steps, autocommit), heads=heads,
+                       setup=setup, peer=peer, blocked_on=blocked_on,
+                       preload=preload, shim_env=env)
+        assert_completed(r)
+        races.append(r)
+    shim, plain = races
+    assert shim.steps() == plain.steps(), "\n".join(
+        "step %s:\n  shim:  %s\n  plain: %s" % (a.get("i"), json.dumps(a), json.dumps(b))
+        for a, b in zip(shim.steps(), plain.steps()) if a != b)
+    connected = [{k: v for k, v in r.records[0].items() if k != "backend_pid"}
+                 for r in races]
+    assert connected[0] == connected[1]
+    assert not plain.child.shim_lines()
+    assert with_pids(shim.after, {shim.peer_pid: "peer"}) == \
+        with_pids(plain.after, {plain.peer_pid: "peer"})
+    assert shim.child.guard_lines() == [], shim.describe()
+    assert not [x for x in shim.child.shim_lines() if x[0] in ("warn", "error")], \
+        shim.describe()
+    return shim, plain
+
+
+def first_error(r: Race):
+    errs = [s for s in r.steps() if s.get("ok") is False]
+    assert errs, r.describe()
+    return errs[0]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_not_at_target_the_error_passes_through(guard, driver):
+    """The peer (an older deploy) moves the database to 0002bbbb; the child
+    wants 0003cccc.  Its CREATE TABLE posts fails with 23505 in a
+    transaction that referenced the version table, but the database does
+    not reach the target within race_wait: the app gets the error exactly
+    as without the shim, and so every statement after it."""
+    steps = ([["begin"]] + sql(READ_VT, record_run(R2), CREATE_POSTS, update_vt(R1, R2))
+             + [["status"], ["rollback"], ["status"]])
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R3, setup=AT_R1,
+        peer=[record_run(R2), CREATE_POSTS, update_vt(R1, R2)], steps=steps,
+        blocked_on="CREATE TABLE posts")
+    e = first_error(shim)
+    assert e["sql"].startswith("CREATE TABLE posts"), e
+    assert (e["error"]["pgcode"], e["error"]["diag"]["constraint_name"]) == \
+        ("23505", "pg_type_typname_nsp_index"), e
+    assert statuses(shim) == ["INERROR", "IDLE"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
+def test_not_at_target_an_update_matching_no_row_passes_through(guard, driver):
+    """The peer moves 0001aaaa to 0002bbbb, the child (target 0003cccc)
+    runs the same UPDATE: UPDATE 0 reaches the app unchanged."""
+    steps = ([["begin"]] + sql(READ_VT, update_vt(R1, R2), READ_VT)
+             + [["rollback"], ["status"]])
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R3, setup=AT_R1, peer=[update_vt(R1, R2)], steps=steps,
+        blocked_on="UPDATE alembic_version")
+    ok(sql_steps(shim)[1], "UPDATE 0", 0)
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_another_tables_duplicate_without_version_table_is_untouched(guard, driver):
+    """The peer creates users and moves the version table to the child's
+    target; the child's transaction never mentions the version table, and
+    its CREATE TABLE users loses the race: the 23505 passes through,
+    although the database is at the target."""
+    steps = ([["begin"]] + sql(CREATE_USERS, "SELECT 1") + [["rollback"], ["status"]])
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R1, setup=(),
+        peer=[CREATE_VT, "INSERT INTO alembic_version (version_num) VALUES ('0001aaaa')",
+              CREATE_USERS],
+        steps=steps, blocked_on="CREATE TABLE users")
+    e = first_error(shim)
+    assert e["sql"].startswith("CREATE TABLE users"), e
+    assert e["error"]["pgcode"] == "23505", e
+    assert shim.after["tables"]["alembic_version"]["rows"] == [[R1]]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_genuine_duplicate_in_app_data_is_untouched(guard, driver):
+    """A unique violation on application data (users' primary key) in a
+    transaction that did read the version table, the database not at the
+    child's target: the guard re-checks for race_wait, then the error
+    passes through unchanged."""
+    steps = ([["begin"]] + sql(READ_VT, "INSERT INTO users (id, name) VALUES (1, 'child')",
+                               "SELECT 1")
+             + [["rollback"], ["status"]])
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R2, setup=AT_R1,
+        peer=["INSERT INTO users (id, name) VALUES (1, 'peer')"], steps=steps,
+        blocked_on="INSERT INTO users")
+    e = first_error(shim)
+    assert (e["error"]["pgcode"], e["error"]["diag"]["constraint_name"]) == \
+        ("23505", "users_pkey"), e
+    assert shim.after["tables"]["users"]["rows"] == [["1", "peer"]]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+@pytest.mark.parametrize("scenario", ["full-upgrade", "update-0-rows"])
+def test_guard_off_passes_every_race_through(guard, driver, scenario):
+    """MIGSHIM_GUARD=off: the races rules 1 and 2 would absorb reach the
+    app exactly as without the shim."""
+    if scenario == "full-upgrade":
+        kw = dict(heads=R3, setup=(), peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                  steps=full_upgrade_steps(end="rollback"),
+                  blocked_on="CREATE TABLE alembic_version")
+    else:
+        kw = dict(heads=R2, setup=AT_R1, peer=[update_vt(R1, R2)],
+                  steps=[["begin"]] + sql(READ_VT, update_vt(R1, R2)) + [["rollback"]],
+                  blocked_on="UPDATE alembic_version")
+    shim, plain = compare_with_baseline(guard, driver, shim_env={"MIGSHIM_GUARD": "off"},
+                                        **kw)
+    if scenario == "full-upgrade":
+        e = first_error(shim)
+        assert (e["error"]["pgcode"], e["sql"][:28]) == ("23505", "CREATE TABLE alembic_version")
+    else:
+        ok(sql_steps(shim)[1], "UPDATE 0", 0)

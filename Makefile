@@ -28,7 +28,7 @@ LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/sh
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 
-CLI_SRCS := src/cli.c src/log.c src/config.c
+CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -49,7 +49,7 @@ $(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 
 $(B)/migshim: $(CLI_OBJS)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -lconfig
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -lconfig -lpq
 
 $(B)/obj $(B)/cli:
 	mkdir -p $@

@@ -5,8 +5,16 @@
  *
  * Like eatmydata and proxychains4 it prepends the library to LD_PRELOAD,
  * keeping what was there, and execs COMMAND.
+ *
+ *   migshim heads                  the target heads computed from the scripts
+ *   migshim status [CONNINFO|URL]  heads, the database's version, the lock holder,
+ *                                  the effective configuration and its sources
+ *
+ * heads and status share the library's own config, heads and lock code; the
+ * command (unlike the library) links libpq directly.
  */
 #include <errno.h>
+#include <libpq-fe.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +23,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "heads.h"
+#include "lock.h"
 #include "log.h"
 
 #ifndef MIGSHIM_LIBDIR
@@ -23,22 +33,37 @@
 #define MIGSHIM_VERSION "0.1.0"
 
 /* Exit codes (documented in README and --help). */
-enum { EXIT_USAGE = 64, EXIT_NOEXEC = 126, EXIT_NOTFOUND = 127 };
+enum {
+    EXIT_BEHIND = 1,     /* status: the database is not at the target      */
+    EXIT_UNKNOWN = 2,    /* heads/status: the target heads are unknown      */
+    EXIT_NOCONN = 3,     /* status: cannot connect or read the version table */
+    EXIT_USAGE = 64,
+    EXIT_NOEXEC = 126,
+    EXIT_NOTFOUND = 127,
+};
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
+            "       migshim [--config FILE] heads\n"
+            "       migshim [--config FILE] status [CONNINFO|URL]\n"
             "       migshim --help | --version\n"
             "\n"
             "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every libpq\n"
             "connection of the process and its children goes through the start-up gate.\n"
+            "`heads` prints the target heads computed from the Alembic scripts found from\n"
+            "the current directory; `status` also shows the database's version table, who\n"
+            "holds the migration lock, and the effective configuration (default CONNINFO:\n"
+            "$DATABASE_URL, else the PG* variables).\n"
             "\n"
             "  --config FILE  configuration file (sets MIGSHIM_CONFIG)\n"
             "  --log LEVEL    error, warn, info or debug (sets MIGSHIM_LOG)\n"
             "\n"
-            "exit status: COMMAND's own; 64 usage error; 126 COMMAND cannot run;\n"
-            "127 COMMAND not found.\n");
+            "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
+            "heads/status: 0 known heads (status: database at head); 1 database behind or\n"
+            "ahead; 2 target heads unknown; 3 cannot connect or read; 78 bad configuration.\n"
+            "64 usage error.\n");
 }
 
 /* The library: next to this executable (a build tree), else the installed one. */
@@ -53,6 +78,128 @@ static void library_path(char *out, size_t n)
             return;
     }
     snprintf(out, n, "%s/libmigshim.so", MIGSHIM_LIBDIR);
+}
+
+extern char **environ;
+
+static bool load_config(struct config *cfg)
+{
+    char err[512];
+    if (config_load(cfg, environ, err, sizeof err))
+        return true;
+    fprintf(stderr, "migshim: %s\n", err);
+    return false;
+}
+
+static void print_list(char (*revs)[HEADS_REV_MAX], size_t n)
+{
+    if (n == 0)
+        printf("(none)");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? ", " : "", revs[i]);
+}
+
+static int cmd_heads(void)
+{
+    struct config cfg;
+    if (!load_config(&cfg))
+        return CONFIG_EXIT_STRICT;
+    log_set_level(LOG_LVL_WARN); /* file warnings, not the info lines */
+    struct heads h;
+    heads_load(&cfg, &h);
+    if (!h.known) {
+        fprintf(stderr, "migshim: target heads unknown (no readable Alembic scripts; see the warnings)\n");
+        heads_free(&h);
+        return EXIT_UNKNOWN;
+    }
+    for (size_t i = 0; i < h.nheads; i++)
+        printf("%s\n", h.heads[i]);
+    heads_free(&h);
+    return 0;
+}
+
+/* The command links libpq: its table is simply the linked functions. */
+static void linked_api(struct pq_api *api)
+{
+#define PQ_API_LINKED(name, needed) api->name = name;
+    PQ_API_LIST(PQ_API_LINKED)
+#undef PQ_API_LINKED
+}
+
+static int cmd_status(const char *conninfo)
+{
+    static const char *const sources[] = {"default", "file", "environment"};
+    struct config cfg;
+    if (!load_config(&cfg))
+        return CONFIG_EXIT_STRICT;
+    log_set_level(LOG_LVL_WARN);
+    struct heads h;
+    heads_load(&cfg, &h);
+    printf("target heads:    ");
+    if (h.known)
+        print_list(h.heads, h.nheads);
+    else
+        printf("unknown");
+    printf("%s%s%s\n", h.known ? "  (from " : "", h.known ? h.where : "", h.known ? ")" : "");
+
+    if (!conninfo)
+        conninfo = getenv("DATABASE_URL");
+    struct pq_api api;
+    linked_api(&api);
+    PGconn *c = api.PQconnectdb(conninfo ? conninfo : "");
+    int rc = h.known ? 0 : EXIT_UNKNOWN;
+    if (api.PQstatus(c) != CONNECTION_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", api.PQerrorMessage(c));
+        msg[strcspn(msg, "\n")] = '\0';
+        printf("database:        cannot connect: %s\n", msg);
+        api.PQfinish(c);
+        heads_free(&h);
+        return EXIT_NOCONN;
+    }
+    printf("database:        \"%s\"\n", api.PQdb(c));
+    struct versions v;
+    char err[256];
+    if (!lock_read_versions(&api, c, &cfg, &v, err, sizeof err)) {
+        printf("version table:   cannot read: %s\n", err);
+        rc = EXIT_NOCONN;
+    } else {
+        printf("version table:   %s%s%s: ", cfg.version_table_schema, cfg.version_table_schema[0] ? "." : "",
+               cfg.version_table);
+        if (!v.present)
+            printf("absent");
+        else
+            print_list(v.v, v.n);
+        printf("\n");
+        if (h.known) {
+            bool at = v.present && v.n == h.nheads && !v.truncated;
+            for (size_t i = 0; at && i < h.nheads; i++) {
+                bool found = false;
+                for (size_t j = 0; j < v.n && !found; j++)
+                    found = strcmp(h.heads[i], v.v[j]) == 0;
+                at = found;
+            }
+            printf("at head:         %s\n", at ? "yes" : "no");
+            if (!at)
+                rc = EXIT_BEHIND;
+        }
+    }
+    int64_t key = lock_key_for(&cfg, api.PQdb(c));
+    char holder[256];
+    lock_describe_holder(&api, c, key, holder, sizeof holder);
+    if (strncmp(holder, "nobody", 6) == 0)
+        snprintf(holder, sizeof holder, "free");
+    printf("migration lock:  key %lld: %s\n", (long long)key, holder);
+    api.PQfinish(c);
+    heads_free(&h);
+
+    printf("configuration:   %s\n", cfg.file[0] ? cfg.file : "(no file)");
+    for (size_t i = 0; i < config_key_count(); i++) {
+        char val[1100];
+        config_key_value(&cfg, i, val, sizeof val);
+        printf("  %-22s %-24s (%s)\n", config_key_name(i), val[0] ? val : "\"\"", sources[cfg.source[i]]);
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -78,6 +225,10 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             setenv("MIGSHIM_LOG", argv[i], 1);
+        } else if (strcmp(a, "heads") == 0 && i + 1 == argc) {
+            return cmd_heads();
+        } else if (strcmp(a, "status") == 0 && i + 2 >= argc) {
+            return cmd_status(i + 1 < argc ? argv[i + 1] : NULL);
         } else {
             fprintf(stderr, "migshim: unexpected argument '%s' (try --help)\n", a);
             return EXIT_USAGE;

@@ -1,0 +1,150 @@
+"""The `migshim` command: the `-- COMMAND` wrapper, `heads`, `status`.
+
+Each test runs build/migshim as a child in a temporary working directory
+holding (or not) an Alembic script folder, against a fresh database, and
+asserts its exact output and exit status.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, child_base_env
+
+MIGSHIM = REPO_ROOT / "build" / "migshim"
+LIB = REPO_ROOT / "build" / "libmigshim.so"
+
+
+def scripts(cwd: Path, revs):
+    """alembic.ini + versions/ with `revs` = [(id, down or None), ...]."""
+    (cwd / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/mig\n")
+    v = cwd / "mig" / "versions"
+    v.mkdir(parents=True)
+    for rid, down in revs:
+        (v / f"{rid}_r.py").write_text(
+            f'"""r"""\nrevision = "{rid}"\ndown_revision = {down!r}\n')
+
+
+def run(args, cwd, env_extra=None, timeout=30):
+    assert MIGSHIM.exists(), "build/migshim is missing: run `make`"
+    env = child_base_env()
+    env.update(env_extra or {})
+    return subprocess.run([str(MIGSHIM), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_version_and_usage_errors(tmp_path):
+    r = run(["--help"], tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage: migshim")
+    r = run(["--version"], tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("migshim ")
+    r = run([], tmp_path)
+    assert r.returncode == 64
+    assert r.stderr == "migshim: no command given (usage: migshim [OPTIONS] -- COMMAND [ARGS...])\n"
+    r = run(["--bogus"], tmp_path)
+    assert (r.returncode, r.stderr) == (64, "migshim: unexpected argument '--bogus' (try --help)\n")
+    r = run(["--log", "loud", "--", "true"], tmp_path)
+    assert r.returncode == 64 and "--log takes error, warn, info or debug" in r.stderr
+    r = run(["--", "/nonexistent/cmd"], tmp_path)
+    assert r.returncode == 127 and "cannot run '/nonexistent/cmd'" in r.stderr
+
+
+def test_wrapper_prepends_the_library_and_keeps_ld_preload(tmp_path):
+    keep = "/lib/x86_64-linux-gnu/libc.so.6"  # harmless, already loaded
+    r = run(["--config", "/x/migshim.conf", "--log", "debug", "--", "/usr/bin/env"], tmp_path,
+            {"LD_PRELOAD": keep})
+    assert r.returncode == 0, r.stderr
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert env["LD_PRELOAD"] == f"{LIB}:{keep}"
+    assert env["MIGSHIM_CONFIG"] == "/x/migshim.conf"
+    assert env["MIGSHIM_LOG"] == "debug"
+    r = run(["--", "/bin/sh", "-c", "exit 7"], tmp_path)
+    assert r.returncode == 7  # the command's own status
+
+
+def test_wrapped_command_is_intercepted(tmp_path, db):
+    code = "import psycopg2; c = psycopg2.connect(''); c.cursor().execute('select 1')"
+    r = run(["--log", "debug", "--", "/usr/bin/python3", "-c", code], tmp_path, db.env)
+    assert r.returncode == 0, r.stderr
+    assert "debug: PQconnectdb -> libpq.so.5 (first call)" in r.stderr
+
+
+def test_heads(tmp_path):
+    scripts(tmp_path, [("a1", None), ("b2", "a1"), ("c3", "a1")])
+    r = run(["heads"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == ["b2", "c3"]
+    r = run(["heads"], tmp_path, {"MIGSHIM_HEADS": "x9"})
+    assert (r.returncode, r.stdout) == (0, "x9\n")
+
+
+def test_heads_unknown_and_bad_config(tmp_path):
+    r = run(["heads"], tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "target heads unknown" in r.stderr
+    r = run(["heads"], tmp_path, {"MIGSHIM_WAIT_TIMEOUT": "soon"})
+    assert r.returncode == 78
+    assert r.stderr == ("migshim: MIGSHIM_WAIT_TIMEOUT: 'wait_timeout' must be a number of "
+                        "seconds, got 'soon'\n")
+
+
+def status_fields(out):
+    return {k.strip(): v.strip() for k, v in
+            (line.split(":", 1) for line in out.splitlines() if not line.startswith("  "))}
+
+
+def test_status_behind_then_at_head(tmp_path, db, pg):
+    scripts(tmp_path, [("a1", None), ("b2", "a1")])
+    r = run(["status", db.dsn], tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    f = status_fields(r.stdout)
+    assert f["target heads"].startswith("b2")
+    assert f["database"] == f'"{db.name}"'
+    assert f["version table"] == "alembic_version: absent"
+    assert f["at head"] == "no"
+    assert f["migration lock"].endswith(": free")
+    conn = pg.connect(db.name)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        cur.execute("INSERT INTO alembic_version VALUES ('b2')")
+    conn.close()
+    r = run(["status"], tmp_path, {"DATABASE_URL": f"postgresql:///{db.name}?host={pg.host}"
+                                   f"&port={pg.port}&user={pg.user}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    f = status_fields(r.stdout)
+    assert (f["version table"], f["at head"]) == ("alembic_version: b2", "yes")
+
+
+def test_status_names_the_lock_holder_and_config_sources(tmp_path, db, pg):
+    scripts(tmp_path, [("a1", None)])
+    (tmp_path / "migshim.conf").write_text('wait_timeout = 12;\non_timeout = "fail";\n')
+    holder = pg.connect(db.name)
+    with holder.cursor() as cur:
+        cur.execute("SET application_name = 'the-holder'")
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        cur.execute("SELECT pg_advisory_lock(4242)")
+    try:
+        r = run(["status", db.dsn], tmp_path, {"MIGSHIM_LOCK_KEY": "4242"})
+    finally:
+        holder.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    f = status_fields(r.stdout)
+    assert f["migration lock"].startswith(f"key 4242: backend pid {pid} from local, "
+                                          "application_name 'the-holder', since ")
+    assert f["configuration"] == "migshim.conf"
+    lines = {l.split()[0]: l.split() for l in r.stdout.splitlines() if l.startswith("  ")}
+    assert lines["wait_timeout"][1:] == ["12", "(file)"]
+    assert lines["on_timeout"][1:] == ["fail", "(file)"]
+    assert lines["lock_key"][1:] == ["4242", "(environment)"]
+    assert lines["leader_grace"][1:] == ["10", "(default)"]
+
+
+def test_status_cannot_connect(tmp_path, pg):
+    r = run(["status", f"host={pg.host} port={pg.port} user={pg.user} dbname=no_such_db"],
+            tmp_path)
+    assert r.returncode == 3
+    assert 'database:        cannot connect: ' in r.stdout
+    assert 'database "no_such_db" does not exist' in r.stdout

@@ -24,11 +24,11 @@ B := build
 # name a link error; -Bsymbolic binds the shim's references to its own
 # wrappers (the dlsym table) inside the shim.
 LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/interpose.c
+            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 
-CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c
+CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -59,7 +59,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \

@@ -55,6 +55,8 @@ struct config {
     bool guard;                       /* map proven races to success        */
     double race_wait;                 /* seconds to wait for a peer in flight */
 
+    char events[PATH_MAX];            /* JSON-lines event file; "" = none   */
+
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */
 };

@@ -55,11 +55,13 @@ enum lock_result {
 
 /*
  * One step of the wait loop: try the exclusive lock; if taken by someone
- * else, wait up to LOCK_WAIT_SLICE_MS on the shared form.  Never leaves a
+ * else, wait up to LOCK_WAIT_SLICE_MS on the shared form (calling
+ * before_wait(arg) first, when given).  Never leaves a
  * shared lock or a transaction behind unless it returns LOCK_TAKEN.
  */
 enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode mode,
-                           int64_t key, char *err, size_t errsz);
+                           int64_t key, void (*before_wait)(void *), void *arg, char *err,
+                           size_t errsz);
 
 /* Release the exclusive lock taken by lock_step (ends the transaction in
  * xact mode).  False when the connection failed. */

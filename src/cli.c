@@ -26,6 +26,7 @@
 #include "heads.h"
 #include "lock.h"
 #include "log.h"
+#include "timeline.h"
 
 #ifndef MIGSHIM_LIBDIR
 #define MIGSHIM_LIBDIR "/usr/local/lib"
@@ -48,6 +49,7 @@ static void usage(FILE *f)
             "usage: migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
             "       migshim [--config FILE] heads\n"
             "       migshim [--config FILE] status [CONNINFO|URL]\n"
+            "       migshim timeline EVENTS_FILE -o OUT.svg\n"
             "       migshim --help | --version\n"
             "\n"
             "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every libpq\n"
@@ -55,14 +57,16 @@ static void usage(FILE *f)
             "`heads` prints the target heads computed from the Alembic scripts found from\n"
             "the current directory; `status` also shows the database's version table, who\n"
             "holds the migration lock, and the effective configuration (default CONNINFO:\n"
-            "$DATABASE_URL, else the PG* variables).\n"
+            "$DATABASE_URL, else the PG* variables).  `timeline` draws the events written\n"
+            "with MIGSHIM_EVENTS=path as an SVG: one lane per process.\n"
             "\n"
             "  --config FILE  configuration file (sets MIGSHIM_CONFIG)\n"
             "  --log LEVEL    error, warn, info or debug (sets MIGSHIM_LOG)\n"
             "\n"
             "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
             "heads/status: 0 known heads (status: database at head); 1 database behind or\n"
-            "ahead; 2 target heads unknown; 3 cannot connect or read; 78 bad configuration.\n"
+            "ahead; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
+            "or write a file); 78 bad configuration.\n"
             "64 usage error.\n");
 }
 
@@ -227,6 +231,17 @@ int main(int argc, char **argv)
             setenv("MIGSHIM_LOG", argv[i], 1);
         } else if (strcmp(a, "heads") == 0 && i + 1 == argc) {
             return cmd_heads();
+        } else if (strcmp(a, "timeline") == 0) {
+            if (!(i + 4 == argc && strcmp(argv[i + 2], "-o") == 0)) {
+                fprintf(stderr, "migshim: usage: migshim timeline EVENTS_FILE -o OUT.svg\n");
+                return EXIT_USAGE;
+            }
+            char err[512];
+            if (!timeline_render(argv[i + 1], argv[i + 3], err, sizeof err)) {
+                fprintf(stderr, "migshim: %s\n", err);
+                return EXIT_NOCONN;
+            }
+            return 0;
         } else if (strcmp(a, "status") == 0 && i + 2 >= argc) {
             return cmd_status(i + 1 < argc ? argv[i + 1] : NULL);
         } else {

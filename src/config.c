@@ -50,6 +50,7 @@ static const struct key keys[] = {
     {"on_timeout", K_ENUM, F(on_timeout), 0, 0, on_timeout_choices, 0},
     {"guard", K_BOOL, F(guard), 0, 0, NULL, 0},
     {"race_wait", K_SECONDS, F(race_wait), 0, 3600, NULL, 0},
+    {"events", K_STRING, F(events), 0, 0, NULL, 0},
 };
 #undef F
 

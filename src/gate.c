@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "guard.h"
 #include "heads.h"
 #include "lock.h"
@@ -54,6 +55,13 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
 static struct heads target;
+
+/* One decision: one log line and, with `events` set, one event. */
+#define NOTE(level, event, db, versions, ...)                                                     \
+    do {                                                                                      \
+        log_msg(level, __VA_ARGS__);                                                          \
+        events_emit(event, db, versions, NULL);                                               \
+    } while (0)
 
 static double now(void)
 {
@@ -159,6 +167,9 @@ static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
         copy->api.PQclear(r);
 }
 
+/* The first time a process has to wait: the timeline's "waiting" starts. */
+static void first_wait(void *db) { events_emit("waiting", db, NULL, NULL); }
+
 enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */ };
 
 /*
@@ -177,7 +188,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
     if (!g->own) {
         g->own = ownconn_open(copy, app, "lock", err, sizeof err);
         if (!g->own) {
-            log_warn("database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
+            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
                      g->name, err);
             return OUT_UNGATED;
         }
@@ -187,16 +198,17 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
     bool waited = false;
     unsigned spins = 0;
     for (;;) {
-        enum lock_result r = lock_step(pq, own, cfg->lock, g->key, err, sizeof err);
+        enum lock_result r = lock_step(pq, own, cfg->lock, g->key, waited ? NULL : first_wait,
+                                       g->name, err, sizeof err);
         if (r == LOCK_ERROR) {
-            log_warn("database \"%s\": the lock connection failed (%s); proceeding without the gate",
+            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the lock connection failed (%s); proceeding without the gate",
                      g->name, err);
             close_own(g);
             return OUT_UNGATED;
         }
         struct versions v;
         if (!lock_read_versions(pq, own, cfg, &v, err, sizeof err)) {
-            log_warn("database \"%s\": cannot read the version table (%s); proceeding without the gate",
+            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      g->name, err);
             if (r == LOCK_TAKEN)
                 lock_release(pq, own, cfg->lock, g->key);
@@ -213,13 +225,13 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             lock_release(pq, own, cfg->lock, g->key);
             close_own(g);
             if (c == AHEAD)
-                log_warn("database \"%s\" holds revisions the local scripts do not know (%s): a "
+                NOTE(LOG_LVL_WARN, "ahead", g->name, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a "
                          "newer deploy migrated it; proceeding", g->name, revs);
             else if (waited)
-                log_info("database \"%s\": waited %.3f s; a peer migrated it to %s; proceeding",
+                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s; a peer migrated it to %s; proceeding",
                          g->name, now() - start, revs);
             else
-                log_info("database \"%s\": a peer migrated it to %s before this process got the "
+                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": a peer migrated it to %s before this process got the "
                          "lock; proceeding", g->name, revs);
             return OUT_DONE;
         }
@@ -228,7 +240,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             list_revs(target.heads, target.nheads, want, sizeof want);
-            log_info("database \"%s\": leading: this process holds the migration lock (key %lld)%s "
+            NOTE(LOG_LVL_INFO, "leading", g->name, revs, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
                      "and migrates from %s to %s%s%s",
                      g->name, (long long)g->key, waited ? " after waiting" : "", revs, want,
                      why ? " " : "", why ? why : "");
@@ -237,7 +249,7 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
         waited = true;
         if (c != BEHIND) {
             close_own(g);
-            log_info("database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
+            NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
                      g->name, now() - start, revs);
             return OUT_DONE;
         }
@@ -247,18 +259,18 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             lock_describe_holder(pq, own, g->key, holder, sizeof holder);
             close_own(g);
             if (cfg->on_timeout == ON_TIMEOUT_FAIL) {
-                log_error("database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
+                NOTE(LOG_LVL_ERROR, "timeout", g->name, revs, "database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
                           "failing the connection (on_timeout = fail)", g->name, t - start, holder);
                 return OUT_FAILED;
             }
-            log_warn("database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
+            NOTE(LOG_LVL_WARN, "timeout", g->name, revs, "database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
                      "proceeding (on_timeout = proceed)", g->name, t - start, holder);
             return OUT_UNGATED;
         }
         if (t - last_report >= REPORT_EVERY) {
             char holder[256];
             lock_describe_holder(pq, own, g->key, holder, sizeof holder);
-            log_info("database \"%s\": waiting %.0f s so far for the migration lock held by %s",
+            NOTE(LOG_LVL_INFO, "waiting", g->name, revs, "database \"%s\": waiting %.0f s so far for the migration lock held by %s",
                      g->name, t - start, holder);
             last_report = t;
         }
@@ -300,6 +312,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     }
     g->st = G_DECIDING;
     pthread_mutex_unlock(&mu);
+    events_emit("connect", db, NULL, NULL);
 
     pthread_once(&heads_once, load_heads);
     enum gstate next = G_DONE;
@@ -307,11 +320,11 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     char err[256], revs[512];
     if (!target.known) {
         if (cfg->lock != LOCK_OFF) {
-            log_info("database \"%s\": target heads unknown; the migration lock is taken at the first "
+            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
             next = G_UNKNOWN;
         } else {
-            log_info("database \"%s\": target heads unknown and lock = off; passing through", db);
+            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
         }
     } else {
         struct versions v;
@@ -323,18 +336,18 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         if (nb)
             copy->api.PQsetnonblocking(pg, 1);
         if (!read) {
-            log_warn("database \"%s\": cannot read the version table (%s); proceeding without the gate",
+            NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      db, err);
         } else {
             enum cmp c = compare(&v);
             list_revs(v.v, v.n, revs, sizeof revs);
             if (c == AT_TARGET) {
-                log_info("database \"%s\" is at head (%s); proceeding", db, revs);
+                NOTE(LOG_LVL_INFO, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
             } else if (c == AHEAD) {
-                log_warn("database \"%s\" holds revisions the local scripts do not know (%s): a newer "
+                NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
                          "deploy migrated it; proceeding", db, revs);
             } else if (cfg->lock == LOCK_OFF) {
-                log_info("database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
+                NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
                          "race guard watches", db, revs);
                 next = G_UNGATED;
             } else {
@@ -451,7 +464,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
             g->holder = o == OUT_FAILED ? NULL : pg; /* to the end of this transaction */
             g->holder_locked = o == OUT_LEADING && g->own;
             if (g->holder_locked)
-                log_info("database \"%s\": took the migration lock for this version-table transaction",
+                NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
                          g->name);
             if (o == OUT_FAILED)
                 fail_app_conn(copy, pg);
@@ -483,7 +496,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         g->holder_locked = false;
         close_own(g);
         if (locked)
-            log_info("database \"%s\": version-table transaction ended; migration lock released",
+            NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": version-table transaction ended; migration lock released",
                      g->name);
     } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);
@@ -500,7 +513,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             close_own(g);
             g->ndirty = 0;
             set_state(g, G_DONE);
-            log_info("database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
+            NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
                      revs, now() - g->since);
         }
     } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
@@ -511,12 +524,12 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             list_revs(v.v, v.n, revs, sizeof revs);
             g->ndirty = 0;
             set_state(g, G_DONE);
-            log_info("database \"%s\": now at %s; the race guard stops watching", g->name, revs);
+            NOTE(LOG_LVL_INFO, "at_target", g->name, revs, "database \"%s\": now at %s; the race guard stops watching", g->name, revs);
         }
     } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g);
         set_state(g, G_LAPSED);
-        log_info("database \"%s\": no version-table statement within leader_grace (%g s); gave the "
+        NOTE(LOG_LVL_INFO, "lapsed", g->name, NULL, "database \"%s\": no version-table statement within leader_grace (%g s); gave the "
                  "migration lock up", g->name, cfg->leader_grace);
     }
     pthread_mutex_unlock(&mu);

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "events.h"
 #include "gate.h"
 #include "lock.h"
 #include "log.h"
@@ -358,6 +359,7 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
         log_warn("guard: UPDATE of the version table matched 0 rows; verified the database at "
                  "the target (%s)%s; reporting UPDATE 1", seen,
                  in_txn ? ", rolled back this transaction and absorbing it up to COMMIT/ROLLBACK" : "");
+        events_emit("guard", pq->PQdb(pg), seen, "UPDATE matched 0 rows");
         pq->PQclear(res);
         return made(pq, pg, "UPDATE 1");
     }
@@ -372,6 +374,7 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
             log_warn("guard: %s %s on the version table; verified %s (version table: %s); "
                      "reporting success", state, sqlclass_kind_name(k->kind),
                      k->kind == SQL_CREATE_TABLE ? "the table exists" : "the row exists", seen);
+            events_emit("guard", pq->PQdb(pg), seen, state);
             pq->PQclear(res);
             if (k->kind == SQL_INSERT)
                 return made_insert(pq, pg, call->sql, k->value);
@@ -388,6 +391,7 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
         log_warn("guard: %s on %s in a migration transaction; verified the database at the "
                  "target (%s); rolled back and absorbing the transaction up to COMMIT/ROLLBACK",
                  state, tag, seen);
+        events_emit("guard", pq->PQdb(pg), seen, state);
         pq->PQclear(res);
         if (k->kind == SQL_INSERT)
             return made_insert(pq, pg, call->sql, k->value);

@@ -201,7 +201,8 @@ static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql)
 }
 
 enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode mode,
-                           int64_t key, char *err, size_t errsz)
+                           int64_t key, void (*before_wait)(void *), void *arg, char *err,
+                           size_t errsz)
 {
     char sql[256], state[6] = "";
     bool xact = mode == LOCK_XACT;
@@ -221,6 +222,8 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode 
         return LOCK_TAKEN;
 
     /* Taken by another: wait on the shared form for one slice. */
+    if (before_wait)
+        before_wait(arg);
     snprintf(sql, sizeof sql,
              xact ? "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld)"
                   : "SET lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_lock_shared(%lld)",

@@ -1,0 +1,20 @@
+/*
+ * events — structured start-up events for the timeline picture.
+ *
+ * With `events = "path"` (MIGSHIM_EVENTS) every process appends one JSON
+ * object per line to the file: {"pid":..,"host":..,"time":<unix seconds>,
+ * "event":..,"db":..,"lock":..,"versions":..,"detail":..}.  Each line is one
+ * O_APPEND write(2), so the lines of a fleet never mix.  `migshim timeline
+ * FILE -o start.svg` draws them.
+ *
+ * Events: connect, at_head, ahead, unknown, waiting, leading, migrated,
+ * proceed, timeout, lapsed, ungated, guard.
+ */
+#ifndef MIGSHIM_EVENTS_H
+#define MIGSHIM_EVENTS_H
+
+/* Append one event (a no-op unless `events` is set).  `versions` and
+ * `detail` may be NULL.  errno is preserved. */
+void events_emit(const char *event, const char *db, const char *versions, const char *detail);
+
+#endif

@@ -286,6 +286,10 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         return false;
     }
     snprintf(cfg->file, sizeof cfg->file, "%s", path);
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & S_IWOTH))
+        log_warn("%s: the configuration file is world-writable: anyone on this machine can change "
+                 "what migshim does inside every process that loads it", path);
     config_setting_t *root = config_root_setting(&lc);
     int n = config_setting_length(root);
     for (int i = 0; i < n; i++) {

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -1077,4 +1078,48 @@ Test(config, gate_file_type_errors)
                       ":1: 'leader_grace' must be between 0.01 and 86400 seconds, got 0.001");
     expect_file_error("lock_key = 1.5;\n", ":1: 'lock_key' must be a 64-bit integer, got a number");
     expect_file_error("version_table = \"\";\n", ":1: 'version_table' must not be empty");
+}
+
+/* stderr of `fn`, captured through a temp file */
+static void capture_stderr(void (*fn)(void *), void *arg, char *out, size_t n)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/migshim-test-stderr.XXXXXX", tmpbase());
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    fn(arg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t r = read(fd, out, n - 1);
+    out[r > 0 ? r : 0] = '\0';
+    close(fd);
+    unlink(path);
+}
+
+static void apply_file(void *path)
+{
+    struct config cfg;
+    char err[512];
+    config_defaults(&cfg);
+    cr_assert(config_apply_file(&cfg, path, err, sizeof err), "%s", err);
+}
+
+Test(config, world_writable_file_gets_a_warning, .fini = cleanup)
+{
+    const char *path = write_conf("log = \"info\";\n");
+    char out[1024];
+    chmod(path, 0644);
+    capture_stderr(apply_file, (void *)path, out, sizeof out);
+    cr_assert_str_eq(out, "");
+    chmod(path, 0666);
+    capture_stderr(apply_file, (void *)path, out, sizeof out);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "migshim[%ld]: warn: %s: the configuration file is world-writable: anyone on this "
+             "machine can change what migshim does inside every process that loads it\n",
+             (long)getpid(), path);
+    cr_assert_str_eq(out, want);
 }

@@ -80,6 +80,31 @@ check: deps all
 demo: deps all
 	@examples/demo/run.sh
 
+# --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := revision sqlclass redact config
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRCS_revision := src/heads.c src/log.c src/config.c
+FUZZ_SRCS_sqlclass := src/sqlclass.c
+FUZZ_SRCS_redact := src/log.c
+FUZZ_SRCS_config := src/config.c src/log.c
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c) $(wildcard include/*.h)
+	@mkdir -p $(B)/fuzz
+	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -lconfig
+
+.PHONY: fuzz
+fuzz: $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(B)/fuzz/corpus-$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp $(B)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(B)/fuzz/crash-$$t- $(B)/fuzz/corpus-$$t tests/fuzz/corpus/$$t \
+	    2>$(B)/fuzz/fuzz_$$t.log || { tail -n 40 $(B)/fuzz/fuzz_$$t.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(B)/fuzz/fuzz_$$t.log; \
+	done
+
 # --- install ----------------------------------------------------------------
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
@@ -97,5 +122,6 @@ help:
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
+	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

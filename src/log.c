@@ -89,24 +89,26 @@ static bool is_uri(const char *s)
     return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0;
 }
 
-/* True when the query keyword k[0..len) percent-decodes to "password"
- * (libpq decodes query keywords). */
-static bool is_password_key(const char *k, size_t len)
+/* True when a keyword names a secret: it contains "password" in any case
+ * (password, sslpassword, and anything malformed around them: redacting
+ * too much is harmless, too little is not).  `decode`: the keyword is a URI
+ * query keyword, which libpq percent-decodes. */
+static bool is_secret_key(const char *k, size_t len, bool decode)
 {
-    static const char want[] = "password";
-    size_t w = 0;
-    for (size_t i = 0; i < len; i++, w++) {
+    char key[256];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < sizeof key; i++) {
         int c = (unsigned char)k[i];
-        if (c == '%' && i + 2 < len && isxdigit((unsigned char)k[i + 1]) &&
+        if (decode && c == '%' && i + 2 < len && isxdigit((unsigned char)k[i + 1]) &&
             isxdigit((unsigned char)k[i + 2])) {
             char hex[3] = {k[i + 1], k[i + 2], 0};
             c = (int)strtol(hex, NULL, 16);
             i += 2;
         }
-        if (w >= sizeof want - 1 || c != want[w])
-            return false;
+        key[n++] = (char)tolower(c);
     }
-    return w == sizeof want - 1;
+    key[n] = '\0';
+    return strstr(key, "password") != NULL;
 }
 
 /* URI: scheme://[user[:password]@]hosts[/db][?k=v&...]  libpq takes the
@@ -141,7 +143,7 @@ static void redact_uri(const char *s, struct outbuf *o)
     for (const char *k = q + 1; *k;) {
         size_t plen = strcspn(k, "&");
         const char *eq = memchr(k, '=', plen);
-        if (eq && is_password_key(k, (size_t)(eq - k))) {
+        if (eq && is_secret_key(k, (size_t)(eq - k), true)) {
             out_mem(o, k, (size_t)(eq + 1 - k));
             out_str(o, "***");
         } else {
@@ -197,7 +199,7 @@ static void redact_keywords(const char *s, struct outbuf *o)
                 p++;
             }
         }
-        bool secret = klen == 8 && strncmp(key, "password", 8) == 0;
+        bool secret = is_secret_key(key, klen, false);
         out_mem(o, key, klen);
         out_str(o, "=");
         if (secret)

@@ -1,0 +1,23 @@
+/* libFuzzer: the statement classifier (first byte picks the table name). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqlclass.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *text = malloc(size + 1);
+    if (!text)
+        return 0;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    static const char *const tables[][2] = {
+        {"", "alembic_version"}, {"public", "alembic_version"}, {"we\"ird;schema", "v\"t"}};
+    const char *const *t = tables[size ? data[0] % 3 : 0];
+    struct sqlclass c;
+    sqlclass_classify(text, t[0], t[1], &c);
+    sqlclass_mentions(text, t[1]);
+    free(text);
+    return 0;
+}

@@ -40,6 +40,14 @@ all: $(B)/libmigshim.so $(B)/migshim
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
+# The command embeds LIBDIR: rebuild it when LIBDIR changes (make install PREFIX=...).
+$(B)/libdir.stamp: FORCE | $(B)/cli
+	@echo '$(LIBDIR)' | cmp -s - $@ || echo '$(LIBDIR)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(B)/cli/cli.o: $(B)/libdir.stamp
+
 $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' -c -o $@ $<
 
@@ -106,13 +114,24 @@ fuzz: $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 	done
 
 # --- install ----------------------------------------------------------------
+DOCDIR  ?= $(PREFIX)/share/doc/migshim
+
+# The example configuration goes to the documentation, not to /etc: an
+# installed /etc/migshim.conf is read by every preloaded process.
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
 	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
+	install -m 0644 man/migshim.1 $(DESTDIR)$(MANDIR)/man1/migshim.1
+	install -m 0644 man/migshim.conf.5 $(DESTDIR)$(MANDIR)/man5/migshim.conf.5
+	install -m 0644 examples/migshim.conf $(DESTDIR)$(DOCDIR)/migshim.conf.example
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libmigshim.so $(DESTDIR)$(BINDIR)/migshim
+	rm -f $(DESTDIR)$(LIBDIR)/libmigshim.so $(DESTDIR)$(BINDIR)/migshim \
+	    $(DESTDIR)$(MANDIR)/man1/migshim.1 $(DESTDIR)$(MANDIR)/man5/migshim.conf.5 \
+	    $(DESTDIR)$(DOCDIR)/migshim.conf.example
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf $(B)

@@ -148,6 +148,15 @@ static int cmd_status(const char *conninfo)
 
     if (!conninfo)
         conninfo = getenv("DATABASE_URL");
+    /* A SQLAlchemy URL (postgresql+psycopg2://...) names a driver libpq
+     * does not know: drop the "+driver" part. */
+    char url[4096];
+    const char *plus = conninfo ? strchr(conninfo, '+') : NULL;
+    const char *scheme_end = conninfo ? strstr(conninfo, "://") : NULL;
+    if (plus && scheme_end && plus < scheme_end && strncmp(conninfo, "postgres", 8) == 0) {
+        snprintf(url, sizeof url, "%.*s%s", (int)(plus - conninfo), conninfo, scheme_end);
+        conninfo = url;
+    }
     struct pq_api api;
     linked_api(&api);
     PGconn *c = api.PQconnectdb(conninfo ? conninfo : "");

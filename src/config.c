@@ -263,6 +263,35 @@ static void mark(struct config *cfg, const struct key *k, enum config_source src
     cfg->source[k - keys] = src;
 }
 
+/*
+ * libconfig 1.5 reads an integer that does not fit in 32 bits, written
+ * without the L suffix, as a different 32-bit number.  Re-read the digits
+ * on the setting's own line and say whether they are the value we got.
+ */
+static bool int_as_written(const char *path, int line, long long value)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    char buf[1024];
+    bool same = true;
+    for (int n = 1; fgets(buf, sizeof buf, f); n++) {
+        if (n != line)
+            continue;
+        const char *p = buf + strcspn(buf, "=:");
+        if (*p) {
+            char *end;
+            errno = 0;
+            long long written = strtoll(p + 1, &end, 0);
+            if (end != p + 1 && (errno == ERANGE || written != value))
+                same = false;
+        }
+        break;
+    }
+    fclose(f);
+    return same;
+}
+
 bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz)
 {
     config_t lc;
@@ -311,7 +340,17 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         case CONFIG_TYPE_STRING: v.kind = V_TEXT; v.text = config_setting_get_string(s); break;
         case CONFIG_TYPE_BOOL: v.kind = V_BOOL; v.b = config_setting_get_bool(s); break;
         case CONFIG_TYPE_INT:
-        case CONFIG_TYPE_INT64: v.kind = V_INT; v.i = config_setting_get_int64(s); break;
+        case CONFIG_TYPE_INT64:
+            v.kind = V_INT;
+            v.i = config_setting_get_int64(s);
+            if (config_setting_type(s) == CONFIG_TYPE_INT && !int_as_written(path_here, line, v.i)) {
+                if (ok)
+                    fail(err, errsz, "%s:%d: '%s' does not fit in 32 bits: write a 64-bit value "
+                         "with an L suffix (123L) or as a string", path_here, line, name);
+                ok = false;
+                continue;
+            }
+            break;
         case CONFIG_TYPE_FLOAT: v.kind = V_FLOAT; v.f = config_setting_get_float(s); break;
         default:
             if (ok)

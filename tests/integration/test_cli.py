@@ -148,3 +148,25 @@ def test_status_cannot_connect(tmp_path, pg):
     assert r.returncode == 3
     assert 'database:        cannot connect: ' in r.stdout
     assert 'database "no_such_db" does not exist' in r.stdout
+
+
+def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
+    stage = tmp_path / "stage"
+    make = ["make", "-s", "-C", str(REPO_ROOT), f"B={tmp_path}/b", "PREFIX=/opt/ms",
+            f"DESTDIR={stage}"]
+    r = subprocess.run(make + ["install"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+    assert files == ["opt/ms/bin/migshim", "opt/ms/lib/libmigshim.so",
+                     "opt/ms/share/doc/migshim/migshim.conf.example",
+                     "opt/ms/share/man/man1/migshim.1", "opt/ms/share/man/man5/migshim.conf.5"]
+    assert os.access(stage / "opt/ms/bin/migshim", os.X_OK)
+    # the installed command points LD_PRELOAD at the installed library
+    env = child_base_env()
+    env.pop("LD_PRELOAD", None)
+    r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--", "/usr/bin/printenv",
+                        "LD_PRELOAD"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.stdout == "/opt/ms/lib/libmigshim.so\n"
+    r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [p for p in stage.rglob("*") if p.is_file()] == []

@@ -1,0 +1,72 @@
+"""Alembic's stock online env.py (NullPool), with the URL from $DATABASE_URL.
+
+Two changes from `alembic init`'s template, both ordinary in real apps:
+
+* the database URL comes from the environment;
+* fileConfig(..., disable_existing_loggers=False): the stock call disables
+  every logger that already exists, which inside a Uvicorn worker silences
+  Uvicorn's own "uvicorn.error" logger (its "Started server process [PID]"
+  line, and the traceback of a worker that fails to start).
+"""
+import os
+from logging.config import fileConfig
+
+from sqlalchemy import engine_from_config
+from sqlalchemy import pool
+
+from alembic import context
+
+# this is the Alembic Config object, which provides
+# access to the values within the .ini file in use.
+config = context.config
+
+if os.environ.get("DATABASE_URL"):
+    # configparser interpolates '%': escape it
+    config.set_main_option("sqlalchemy.url",
+                           os.environ["DATABASE_URL"].replace("%", "%%"))
+
+# Interpret the config file for Python logging.
+# This line sets up loggers basically.
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+# add your model's MetaData object here
+# for 'autogenerate' support
+target_metadata = None
+
+
+def run_migrations_offline() -> None:
+    """Run migrations in 'offline' mode (emit SQL to stdout)."""
+    url = config.get_main_option("sqlalchemy.url")
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run migrations in 'online' mode: one connection, one transaction."""
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+
+    with connectable.connect() as connection:
+        context.configure(
+            connection=connection, target_metadata=target_metadata
+        )
+
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

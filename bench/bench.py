@@ -246,17 +246,20 @@ def steady(admin: Admin) -> None:
 
     # a C loop of PQexec("SELECT 1")
     ns = {"bare": [], "shim": []}
+    cpu = {"bare": [], "shim": []}
     ratios, rows = [], []
     for i in range(P["loop_pairs"]):
         got = {}
         for mode in ab_order(i):
             res = run([BIN / "selectloop", conninfo(db), P["loop_n"]],
                       senv if mode == "shim" else base_env())
-            got[mode] = float(kv(res.stdout)["ns_per_call"])
+            d = kv(res.stdout)
+            got[mode] = float(d["ns_per_call"])
             ns[mode].append(got[mode])
-            rows.append((i, mode, got[mode]))
+            cpu[mode].append(float(d["cpu_ns_per_call"]))
+            rows.append((i, mode, got[mode], d["cpu_ns_per_call"]))
         ratios.append(got["bare"] / got["shim"])   # throughput ratio
-    write_csv("steady_loop.csv", ("pair", "mode", "ns_per_call"), rows)
+    write_csv("steady_loop.csv", ("pair", "mode", "ns_per_call", "client_cpu_ns_per_call"), rows)
     loss = (1 - med(ratios)) * 100
     lo, hi = ci_median(ratios)
     result("1b", "steady: C loop of PQexec(\"SELECT 1\"): throughput loss",
@@ -264,6 +267,15 @@ def steady(admin: Admin) -> None:
            f"median of {len(ratios)} A/B pairs of {P['loop_n']} calls (95% CI of the loss "
            f"{(1 - hi) * 100:+.2f} .. {(1 - lo) * 100:+.2f} %); {med(ns['bare'])/1e3:.2f} "
            f"us/call without, {med(ns['shim'])/1e3:.2f} with")
+    dc = med(cpu["shim"]) - med(cpu["bare"])
+    share = dc / min(ns["bare"]) * 100
+    result("1bc", "steady: C loop, client CPU added per call", f"{share:+.2f} %", "<= 0.5 %",
+           share <= 0.5, share,
+           f"the client process's CPU time per call (CLOCK_PROCESS_CPUTIME_ID, median of "
+           f"{len(cpu['bare'])} runs): {med(cpu['bare']):.0f} ns without, {med(cpu['shim']):.0f} ns "
+           f"with: {dc:+.0f} ns, as a share of the fastest bare round trip seen "
+           f"({min(ns['bare'])/1e3:.2f} us): the loss a CPU-bound client would see, free of "
+           "the server's noise")
 
     # callgrind: instructions per PQexec call, two iteration counts differenced
     if not shutil.which("valgrind"):

@@ -4,7 +4,9 @@
  *
  *   selectloop CONNINFO ITERATIONS [WARMUP]
  *
- * Prints "ns_per_call=<float> iterations=N".  The timed loop is its own
+ * Prints "ns_per_call=<float> cpu_ns_per_call=<float> iterations=N": wall time
+ * and this process's CPU time (CLOCK_PROCESS_CPUTIME_ID), i.e. the client
+ * side alone, which is all a preloaded shim can add.  The timed loop is its own
  * noinline function, bench_loop(), so callgrind can collect exactly it
  * (--collect-atstart=no --toggle-collect=bench_loop).
  */
@@ -40,14 +42,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "selectloop: warm-up failed: %s", PQerrorMessage(pg));
         return 1;
     }
-    double t0 = mono_s();
+    double c0 = cpu_s(), t0 = mono_s();
     long bad = bench_loop(pg, n);
-    double t1 = mono_s();
+    double t1 = mono_s(), c1 = cpu_s();
     PQfinish(pg);
     if (bad) {
         fprintf(stderr, "selectloop: %ld failed statements\n", bad);
         return 1;
     }
-    printf("ns_per_call=%.1f iterations=%ld\n", (t1 - t0) * 1e9 / (double)n, n);
+    printf("ns_per_call=%.1f cpu_ns_per_call=%.1f iterations=%ld\n", (t1 - t0) * 1e9 / (double)n,
+           (c1 - c0) * 1e9 / (double)n, n);
     return 0;
 }

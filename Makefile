@@ -90,13 +90,14 @@ demo: deps all
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := revision sqlclass redact config
+FUZZ_TARGETS := revision sqlclass redact config ini
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS_revision := src/heads.c src/log.c src/config.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/log.c
+FUZZ_SRCS_ini := src/heads.c src/log.c src/config.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz

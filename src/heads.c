@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,12 +347,10 @@ void heads_free(struct heads *h)
 
 /* --- finding the scripts ---------------------------------------------------------- */
 
-/* Value of `key` in [section] of an ini text (configparser rules: `=` or
- * `:`, comments on their own line, indented continuation lines).  Returns
- * a malloc'ed string or NULL. */
-static char *ini_get(const char *text, const char *section, const char *key)
+char *heads_ini_get(const char *text, const char *section, const char *key)
 {
     bool in = false;
+    bool cont = false; /* indented lines continue the value of `key` */
     char *val = NULL;
     for (const char *p = text; *p;) {
         const char *eol = p + strcspn(p, "\n");
@@ -363,7 +362,8 @@ static char *ini_get(const char *text, const char *section, const char *key)
         if (s < eol && *s == '[') {
             const char *c = memchr(s, ']', (size_t)(eol - s));
             in = c && (size_t)(c - s - 1) == strlen(section) && strncmp(s + 1, section, strlen(section)) == 0;
-        } else if (in && val && indented && s < eol && *s != '#' && *s != ';') {
+            cont = false;
+        } else if (in && cont && val && indented && s < eol && *s != '#' && *s != ';') {
             size_t old = strlen(val), add = (size_t)(eol - s);
             char *nv = realloc(val, old + add + 2);
             if (nv) {
@@ -386,8 +386,9 @@ static char *ini_get(const char *text, const char *section, const char *key)
                     ve--;
                 free(val);
                 val = strndup(v, (size_t)(ve - v));
-            } else if (val) {
-                /* a different key ends the continuation */
+                cont = true;
+            } else {
+                cont = false; /* a different key: its continuation lines are its own */
             }
         }
         (void)len;
@@ -396,22 +397,24 @@ static char *ini_get(const char *text, const char *section, const char *key)
     return val;
 }
 
-/* Replace %(here)s with `here` and %% with %.  Returns malloc'ed text, or
- * NULL (err set) for any other interpolation. */
-static char *interpolate(const char *v, const char *here, char *err, size_t errsz)
+char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz)
 {
-    size_t cap = strlen(v) * 2 + strlen(here) * 4 + 1;
-    char *out = malloc(cap), *o = out;
-    if (!out)
+    /* the exact size: every %(here)s becomes `here`, nothing else grows */
+    size_t n = strlen(here), len = strlen(v), k = 0;
+    for (const char *p = v; (p = strstr(p, "%(here)s")); p += 8)
+        k++;
+    if (n > 8 && k > (SIZE_MAX - len - 1) / (n - 8)) {
+        snprintf(err, errsz, "value too long");
         return NULL;
+    }
+    size_t cap = len + 1 + (n > 8 ? k * (n - 8) : 0);
+    char *out = malloc(cap), *o = out;
+    if (!out) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
     for (const char *p = v; *p;) {
         if (strncmp(p, "%(here)s", 8) == 0) {
-            size_t n = strlen(here);
-            if ((size_t)(o - out) + n + 1 > cap) {
-                free(out);
-                snprintf(err, errsz, "value too long");
-                return NULL;
-            }
             memcpy(o, here, n);
             o += n;
             p += 8;
@@ -531,8 +534,7 @@ static bool truthy(const char *v)
                  strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
 }
 
-/* [tool.alembic] of pyproject.toml: script_location = "..." only. */
-static char *pyproject_script_location(const char *text)
+char *heads_pyproject_script_location(const char *text)
 {
     bool in = false;
     for (const char *p = text; *p;) {
@@ -543,11 +545,19 @@ static char *pyproject_script_location(const char *text)
         if (*s == '[')
             in = strncmp(s, "[tool.alembic]", 14) == 0;
         else if (in && strncmp(s, "script_location", 15) == 0) {
-            const char *q = strchr(s, '"');
-            if (q && q < eol) {
-                const char *qe = strchr(q + 1, '"');
-                if (qe && qe < eol)
-                    return strndup(q + 1, (size_t)(qe - q - 1));
+            /* script_location = "basic string" | 'literal string' */
+            const char *q = s + 15;
+            while (q < eol && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q < eol && *q == '=') {
+                q++;
+                while (q < eol && (*q == ' ' || *q == '\t'))
+                    q++;
+                if (q < eol && (*q == '"' || *q == '\'')) {
+                    const char *qe = memchr(q + 1, *q, (size_t)(eol - q - 1));
+                    if (qe)
+                        return strndup(q + 1, (size_t)(qe - q - 1));
+                }
             }
         }
         p = *eol ? eol + 1 : eol;
@@ -580,13 +590,13 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
         char tmp[PATH_MAX];
         snprintf(tmp, sizeof tmp, "%s", ini);
         snprintf(here, sizeof here, "%s", dirname(tmp));
-        char *raw = ini_get(text, "alembic", "script_location");
-        char *rawv = ini_get(text, "alembic", "version_locations");
-        sep = ini_get(text, "alembic", "version_path_separator");
-        recursive = ini_get(text, "alembic", "recursive_version_locations");
+        char *raw = heads_ini_get(text, "alembic", "script_location");
+        char *rawv = heads_ini_get(text, "alembic", "version_locations");
+        sep = heads_ini_get(text, "alembic", "version_path_separator");
+        recursive = heads_ini_get(text, "alembic", "recursive_version_locations");
         free(text);
         if (raw) {
-            script_location = interpolate(raw, here, err, sizeof err);
+            script_location = heads_interpolate(raw, here, err, sizeof err);
             if (!script_location)
                 log_warn("%s: script_location: %s; target heads unknown", ini, err);
         } else if (flask_migrate || cfg->alembic_ini[0]) {
@@ -595,7 +605,7 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
             log_warn("%s: no script_location in [alembic]; target heads unknown", ini);
         }
         if (rawv) {
-            version_locations = interpolate(rawv, here, err, sizeof err);
+            version_locations = heads_interpolate(rawv, here, err, sizeof err);
             if (!version_locations)
                 log_warn("%s: version_locations: %s; target heads unknown", ini, err);
         }
@@ -609,7 +619,7 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
         char *text = access("pyproject.toml", R_OK) == 0
                          ? read_file("pyproject.toml", FILE_MAX, err, sizeof err)
                          : NULL;
-        char *raw = text ? pyproject_script_location(text) : NULL;
+        char *raw = text ? heads_pyproject_script_location(text) : NULL;
         free(text);
         if (!raw) {
             log_info("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
@@ -618,7 +628,7 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
         }
         snprintf(ini, sizeof ini, "pyproject.toml");
         snprintf(here, sizeof here, ".");
-        script_location = interpolate(raw, here, err, sizeof err);
+        script_location = heads_interpolate(raw, here, err, sizeof err);
         free(raw);
         if (!script_location) {
             log_warn("pyproject.toml: script_location: %s; target heads unknown", err);

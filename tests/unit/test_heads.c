@@ -364,3 +364,76 @@ Test(discover, heads_key_wins, .init = in_tmpdir, .fini = leave_tmpdir)
     cr_assert_not(h.graph);
     heads_free(&h);
 }
+
+/* --- the ini / pyproject readers --------------------------------------------------- */
+
+Test(readers, interpolate_long_here_many_times)
+{
+    /* 11 x %(here)s with a 100-byte `here`, then 500 plain bytes: the
+     * buffer was sized 2*len(v) + 4*len(here) + 1 = 1577 bytes and the
+     * plain bytes after the last `here` were written unchecked (1601). */
+    char here[101], v[8 * 11 + 500 + 1], err[256] = "";
+    memset(here, 'h', 100);
+    here[100] = '\0';
+    v[0] = '\0';
+    for (int i = 0; i < 11; i++)
+        strcat(v, "%(here)s");
+    memset(v + 88, 'a', 500);
+    v[588] = '\0';
+    char *o = heads_interpolate(v, here, err, sizeof err);
+    cr_assert_not_null(o, "%s", err);
+    cr_assert_eq(strlen(o), 11 * 100 + 500);
+    cr_assert_eq(strspn(o, "h"), 1100);
+    cr_assert_eq(strspn(o + 1100, "a"), 500);
+    free(o);
+}
+
+Test(readers, interpolate_rules)
+{
+    char err[256] = "";
+    char *o = heads_interpolate("%(here)s/m%%x", "/srv", err, sizeof err);
+    cr_assert_str_eq(o, "/srv/m%x");
+    free(o);
+    o = heads_interpolate("%%(here)s", "/srv", err, sizeof err);
+    cr_assert_str_eq(o, "%(here)s"); /* %% first: a literal */
+    free(o);
+    cr_assert_null(heads_interpolate("%(name)s", "/srv", err, sizeof err));
+    cr_assert_str_eq(err, "unsupported interpolation in '%(name)s'");
+}
+
+Test(readers, ini_continuation_belongs_to_its_own_key)
+{
+    const char *ini = "[alembic]\nscript_location = mig\nversion_locations =\n    a\n    b\n"
+                      "other =\n    not-ours\nrecursive_version_locations = true\n";
+    char *v = heads_ini_get(ini, "alembic", "script_location");
+    cr_assert_str_eq(v, "mig");
+    free(v);
+    v = heads_ini_get(ini, "alembic", "version_locations");
+    cr_assert_str_eq(v, "\na\nb");
+    free(v);
+    /* a continuation of another key after ours is not appended to ours */
+    v = heads_ini_get("[alembic]\nscript_location = mig\nother =\n    junk\n", "alembic",
+                      "script_location");
+    cr_assert_str_eq(v, "mig");
+    free(v);
+    v = heads_ini_get("[other]\nscript_location = no\n[alembic]\nscript_location : yes\n",
+                      "alembic", "script_location");
+    cr_assert_str_eq(v, "yes");
+    free(v);
+    cr_assert_null(heads_ini_get("[alembic]\n# script_location = x\n", "alembic",
+                                 "script_location"));
+}
+
+Test(readers, pyproject)
+{
+    char *v = heads_pyproject_script_location(
+        "[project]\nscript_location = \"no\"\n[tool.alembic]\nscript_location = \"%(here)s/al\"\n");
+    cr_assert_str_eq(v, "%(here)s/al");
+    free(v);
+    v = heads_pyproject_script_location("[tool.alembic]\nscript_location = 'lit'\n");
+    cr_assert_str_eq(v, "lit"); /* a TOML literal string */
+    free(v);
+    /* another key that merely starts with the name, or no '=' */
+    cr_assert_null(heads_pyproject_script_location(
+        "[tool.alembic]\nscript_locations = \"x\"\nscript_location \"y\"\n"));
+}

@@ -78,12 +78,18 @@ void config_defaults(struct config *cfg)
 
 static void fail(char *err, size_t errsz, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The message quotes what it refuses (a value, a variable name): a control
+ * byte there becomes '?', so a value cannot split the log line or colour
+ * a terminal. */
 static void fail(char *err, size_t errsz, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errsz, fmt, ap);
     va_end(ap);
+    for (char *p = err; errsz && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 static const struct key *key_find(const char *name)

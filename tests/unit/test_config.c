@@ -6,6 +6,7 @@
  * written here never leak from one test into another; fini removes them.
  */
 #include <criterion/criterion.h>
+#include <ctype.h>
 
 /* cr_assert_str_eq that shows both strings when it fails. */
 #define ASSERT_STR(got, want)                                                                   \
@@ -1122,4 +1123,64 @@ Test(config, world_writable_file_gets_a_warning, .fini = cleanup)
              "machine can change what migshim does inside every process that loads it\n",
              (long)getpid(), path);
     cr_assert_str_eq(out, want);
+}
+
+/* --- junk in every MIGSHIM_* variable ------------------------------------------------
+ * Each key, given each junk value, is either accepted or refused with one
+ * clear line: it starts with the variable's name, has no control byte (a
+ * newline in the value cannot split the log line), fits the buffer.  Never
+ * a crash: this runs under ASan/UBSan in `make check-san`. */
+
+Test(config, env_junk_in_every_variable_gives_one_clear_line)
+{
+    static char big[6000];
+    memset(big, '9', sizeof big - 1);
+    static const char *const junk[] = {
+        "", " ", "\t5", "5 ", "-0", "+1", "0x10", "1e400", "-1e400", "1e-400", "4.9e-324",
+        "9223372036854775807", "-9223372036854775809", "18446744073709551616",
+        "%s%n%x", "true\nfalse", "on\r", "yes\x1b[31m", "\xff\xfe\xfd", "ñ", "'\"\\",
+        "nan", "-nan", "infinity", "0.", ".5", "1..2", "=", "==x", "0,1",
+        NULL /* big */};
+    size_t nj = sizeof junk / sizeof junk[0];
+    for (size_t k = 0; k < config_key_count(); k++) {
+        char upper[64] = "";
+        const char *name = config_key_name(k);
+        for (size_t i = 0; name[i] && i < sizeof upper - 1; i++)
+            upper[i] = (char)toupper((unsigned char)name[i]);
+        for (size_t j = 0; j < nj; j++) {
+            const char *val = junk[j] ? junk[j] : big;
+            size_t need = strlen(upper) + strlen(val) + 16;
+            char *var = malloc(need);
+            cr_assert_not_null(var);
+            snprintf(var, need, "MIGSHIM_%s=%s", upper, val);
+            char *envp[] = {var, NULL};
+            struct config cfg;
+            char err[512];
+            fresh(&cfg, err, sizeof err);
+            bool ok = config_apply_env(&cfg, envp, err, sizeof err);
+            if (!ok) {
+                char prefix[96];
+                snprintf(prefix, sizeof prefix, "MIGSHIM_%s: ", upper);
+                cr_assert(strncmp(err, prefix, strlen(prefix)) == 0,
+                          "MIGSHIM_%s=<junk %zu>: error does not name the variable: '%s'", upper, j,
+                          err);
+                cr_assert_lt(strlen(err), sizeof err);
+                for (const char *p = err; *p; p++)
+                    cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f,
+                              "MIGSHIM_%s=<junk %zu>: control byte 0x%02x in the error: '%s'",
+                              upper, j, (unsigned char)*p, err);
+            } else {
+                cr_assert_str_eq(err, ERR_UNSET, "accepted but wrote an error: %s", err);
+            }
+            free(var);
+        }
+    }
+    /* the exact text for a newline and an escape sequence */
+    expect_env_error("MIGSHIM_DISABLE=true\nfalse",
+                     "MIGSHIM_DISABLE: 'disable' must be a boolean (true/false, 1/0, yes/no, "
+                     "on/off), got 'true?false'");
+    expect_env_error("MIGSHIM_LOG=\x1b[31mdebug",
+                     "MIGSHIM_LOG: 'log' must be one of error, warn, info, debug, got '?[31mdebug'");
+    expect_env_error("MIGSHIM_NO\nSUCH=1",
+                     "MIGSHIM_NO?SUCH: unknown variable (see 'man migshim.conf' for the keys)");
 }

@@ -17,7 +17,8 @@ SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 # it first), so its symbols stay undefined at link time: no -z defs then.
 ZDEFS := $(if $(SANITIZE),,-Wl,-z,defs)
 
-B := build
+# A sanitized build never shares a directory with the normal one.
+B := $(if $(SANITIZE),build-san,build)
 
 # The preload library.  No -lpq: the app brings its own libpq, the shim
 # reaches it through resolve.c.  -z defs makes any direct call of a PQ*
@@ -32,8 +33,8 @@ CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: all deps check check-unit check-integration check-build demo install uninstall \
-        clean help
+.PHONY: all deps check check-san check-unit check-integration check-build demo install \
+        uninstall clean help
 
 all: $(B)/libmigshim.so $(B)/migshim
 
@@ -83,7 +84,13 @@ deps:
 -include tests/tests.mk
 
 check: deps all
-	@tests/run.sh
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
+
+# Every test against the library built with ASan and UBSan (gcc), in
+# build-san/: see "Sanitizers" in README.md.
+SAN_CHECK := address,undefined
+check-san:
+	@$(MAKE) --no-print-directory check SANITIZE=$(SAN_CHECK) B=build-san
 
 demo: deps all
 	@examples/demo/run.sh
@@ -135,12 +142,13 @@ uninstall:
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) build-san
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
+	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"

@@ -14,6 +14,7 @@
  * command (unlike the library) links libpq directly.
  */
 #include <errno.h>
+#include <link.h>
 #include <libpq-fe.h>
 #include <libgen.h>
 #include <limits.h>
@@ -82,6 +83,43 @@ static void library_path(char *out, size_t n)
             return;
     }
     snprintf(out, n, "%s/libmigshim.so", MIGSHIM_LIBDIR);
+}
+
+/* A sanitized build (`make SANITIZE=...`): this command runs with the
+ * sanitizer runtimes its library links too; an uninstrumented COMMAND must
+ * get them ahead of the library, or ASan refuses to start.  Appends the
+ * loaded runtimes' paths, each followed by ':', to `out`; nothing for a
+ * normal build. */
+static int add_runtime(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct {
+        char *out;
+        size_t n;
+    } *a = arg;
+    const char *name = info->dlpi_name, *base = name ? strrchr(name, '/') : NULL;
+    if (!base)
+        return 0;
+    base++;
+    static const char *const rts[] = {"libasan.so", "libubsan.so", "libtsan.so", "liblsan.so"};
+    for (size_t i = 0; i < sizeof rts / sizeof rts[0]; i++) {
+        if (strncmp(base, rts[i], strlen(rts[i])) == 0) {
+            size_t used = strlen(a->out);
+            snprintf(a->out + used, a->n - used, "%s:", name);
+            break;
+        }
+    }
+    return 0;
+}
+
+static void sanitizer_runtimes(char *out, size_t n)
+{
+    struct {
+        char *out;
+        size_t n;
+    } a = {out, n};
+    out[0] = '\0';
+    dl_iterate_phdr(add_runtime, &a);
 }
 
 extern char **environ;
@@ -262,14 +300,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "migshim: no command given (usage: migshim [OPTIONS] -- COMMAND [ARGS...])\n");
         return EXIT_USAGE;
     }
-    char lib[PATH_MAX + 32];
+    char lib[PATH_MAX + 32], rts[4 * PATH_MAX];
     library_path(lib, sizeof lib);
+    sanitizer_runtimes(rts, sizeof rts);
     const char *old = getenv("LD_PRELOAD");
-    size_t n = strlen(lib) + (old ? strlen(old) : 0) + 2;
+    size_t n = strlen(rts) + strlen(lib) + (old ? strlen(old) : 0) + 2;
     char *preload = malloc(n);
     if (!preload)
         return EXIT_NOEXEC;
-    snprintf(preload, n, "%s%s%s", lib, old && *old ? ":" : "", old && *old ? old : "");
+    snprintf(preload, n, "%s%s%s%s", rts, lib, old && *old ? ":" : "", old && *old ? old : "");
     setenv("LD_PRELOAD", preload, 1);
     free(preload);
     execvp(argv[i], argv + i);

@@ -4,17 +4,18 @@
 # exported, no call of a PQ* name from inside the shim.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-LIB=build/libmigshim.so
-out=build/build-checks.out
+B=${B:-build}
+LIB=$B/libmigshim.so
+out=$B/build-checks.out
 : >"$out"
 pass=0; fail=0
 ok()  { echo "  ok   $1" | tee -a "$out"; pass=$((pass + 1)); }
 bad() { echo "  FAIL $1" | tee -a "$out"; shift; [ $# -gt 0 ] && printf '       %s\n' "$@" | tee -a "$out"; fail=$((fail + 1)); }
 
-if make -s B=build/clang CC=clang all >build/clang-build.log 2>&1; then
+if make -s B="$B/clang" CC=clang all >"$B/clang-build.log" 2>&1; then
   ok "clang -Wall -Wextra -Werror build"
 else
-  bad "clang -Wall -Wextra -Werror build" "$(tail -n 5 build/clang-build.log)"
+  bad "clang -Wall -Wextra -Werror build" "$(tail -n 5 "$B/clang-build.log")"
 fi
 
 needed=$(readelf -d "$LIB" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')

@@ -33,6 +33,8 @@ from typing import Dict, Iterable, Optional, Union
 
 import pytest
 
+import shimbuild
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HARNESS_DIR = REPO_ROOT / "tests" / "harness"
 PG_SH = HARNESS_DIR / "pg.sh"
@@ -49,11 +51,9 @@ FIRST_CALL_RE = re.compile(
 # the shim library
 
 def migshim_lib_path() -> Path:
-    """build/libmigshim.so of this checkout, or $MIGSHIM_LIB if set."""
-    override = os.environ.get("MIGSHIM_LIB")
-    if override:
-        return Path(override).resolve()
-    return REPO_ROOT / "build" / "libmigshim.so"
+    """<build dir>/libmigshim.so of this checkout (build/, or
+    $MIGSHIM_BUILD_DIR), or $MIGSHIM_LIB if set: see tests/shimbuild.py."""
+    return shimbuild.lib_path()
 
 
 def require_migshim_lib() -> Path:
@@ -108,7 +108,8 @@ def run_py(script: Union[str, Path],
            cwd: Optional[Union[str, Path]] = None) -> RunResult:
     """Run /usr/bin/python3 on a script file (or a code string).
 
-    With ``preload=True`` the child gets ``LD_PRELOAD=<the shim>`` (the test
+    With ``preload=True`` the child gets ``LD_PRELOAD=<the shim>`` (behind
+    the sanitizer runtimes for a SANITIZE= build: tests/shimbuild.py; the test
     fails if the shim is not built). ``env_extra`` is applied last, so it can
     add MIGSHIM_LOG, MIGSHIM_DISABLE, PGDATABASE... Returns (rc, stdout,
     stderr) as text. The child runs in its own session and is killed (with
@@ -116,7 +117,7 @@ def run_py(script: Union[str, Path],
     """
     env = child_base_env()
     if preload:
-        env["LD_PRELOAD"] = str(require_migshim_lib())
+        env["LD_PRELOAD"] = shimbuild.preload(require_migshim_lib())
     if env_extra:
         env.update({k: str(v) for k, v in env_extra.items()})
 

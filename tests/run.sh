@@ -4,11 +4,35 @@
 #
 #   tests/run.sh            build checks, unit tests, then the server suites
 #   tests/run.sh --server   (internal) the suites run inside with-pg.sh
+#
+# Environment (set by the Makefile's check target):
+#   B          the build directory (default build)
+#   SANITIZE   non-empty for a sanitized build (`make check-san`): every
+#              preload gets the sanitizer runtimes first (tests/shimbuild.py),
+#              ASan/UBSan write their reports under $B/san-reports/, and any
+#              report there fails the run (suite "sanitizer"), whatever the
+#              test that started the process made of its exit status.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RESULTS=${CHECK_RESULTS:-$ROOT/build/test-results}
+B=${B:-build}
+export B
+# tests/shimbuild.py: where the tests find the library and the command
+export MIGSHIM_BUILD_DIR=$ROOT/$B
+RESULTS=${CHECK_RESULTS:-$ROOT/$B/test-results}
 PY=/usr/bin/python3
+SAN_REPORTS=$ROOT/$B/san-reports
+if [ -n "${SANITIZE:-}" ]; then
+  # Python and its extensions are not instrumented and leak at exit by
+  # design: no leak check in the processes the shim is preloaded into
+  # (run_criterion turns it back on for the C tests).  log_path: a report
+  # goes to a file that the summary checks, even when a test expected the
+  # process to fail.  verify_asan_link_order=0 only for the C helpers that
+  # are instrumented executables themselves (tests/integration/test_two_copies.c).
+  export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:log_path=$SAN_REPORTS/asan"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$SAN_REPORTS/ubsan"
+  export LSAN_OPTIONS="suppressions=$ROOT/tests/fuzz/lsan.supp"
+fi
 
 record() { # suite passed failed
   printf '%s %s %s\n' "$1" "$2" "$3" >>"$RESULTS"
@@ -20,7 +44,12 @@ run_criterion() { # suite binary...
   local pass=0 fail=0
   for bin in "$@"; do
     local out
-    out=$("$bin" --jobs 1 2>&1); local rc=$?
+    if [ -n "${SANITIZE:-}" ]; then
+      out=$(ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=0/detect_leaks=1}" "$bin" --jobs 1 2>&1)
+    else
+      out=$("$bin" --jobs 1 2>&1)
+    fi
+    local rc=$?
     printf '%s\n' "$out" | grep -E 'Synthesis|\[FAIL\]|Assertion|Warning|CRASH|signal' | sed "s|^|  $(basename "$bin"): |"
     local line p f c
     line=$(printf '%s\n' "$out" | grep 'Synthesis' | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g')
@@ -37,7 +66,7 @@ run_criterion() { # suite binary...
 # pytest's closing line: "== 12 passed, 1 failed in 3.21s =="
 run_pytest() { # suite paths...
   local suite=$1; shift
-  local log=$ROOT/build/pytest-$suite.log
+  local log=$ROOT/$B/pytest-$suite.log
   $PY -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log" | grep -vE '^\.*$|^[.sFEx]+ *\[ *[0-9]+%\]$' || true
   local line p f e
   line=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
@@ -50,25 +79,41 @@ run_pytest() { # suite paths...
 
 if [ "${1:-}" = "--server" ]; then
   echo "== integration (C, real PostgreSQL on port $PGPORT)"
-  run_criterion integration-c $(make -s print-integration-c-tests)
+  run_criterion integration-c $(make -s B="$B" print-integration-c-tests)
   echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
   run_pytest python tests/integration tests/e2e
   exit 0
 fi
 
-mkdir -p build
+mkdir -p "$B"
 : >"$RESULTS"
+if [ -n "${SANITIZE:-}" ]; then
+  rm -rf "$SAN_REPORTS"; mkdir -p "$SAN_REPORTS"
+  echo "== sanitized run: -fsanitize=$SANITIZE, build in $B/, reports in $SAN_REPORTS/"
+fi
 
 echo "== build checks"
 tests/build-checks.sh; rc=$?
-record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' build/build-checks.out)" \
-             "$(sed -n 's/^build-checks: [0-9]* passed, \([0-9]*\) failed.*/\1/p' build/build-checks.out)"
+record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' "$B"/build-checks.out)" \
+             "$(sed -n 's/^build-checks: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$B"/build-checks.out)"
 
 echo "== unit (Criterion, no server)"
-make -s tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
-run_criterion unit $(make -s print-unit-tests)
+make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
+run_criterion unit $(make -s B="$B" print-unit-tests)
 
 CHECK_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
+
+if [ -n "${SANITIZE:-}" ]; then
+  echo "== sanitizer reports"
+  reports=$(find "$SAN_REPORTS" -type f | sort)
+  if [ -z "$reports" ]; then
+    echo "  none"
+    record sanitizer 1 0
+  else
+    for r in $reports; do echo "  $r:"; sed 's/^/    /' "$r" | head -n 40; done
+    record sanitizer 0 "$(wc -l <<<"$reports")"
+  fi
+fi
 
 echo
 echo "== summary"

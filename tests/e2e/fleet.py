@@ -23,7 +23,8 @@ A fleet is `/usr/bin/python3 -m gunicorn app:app` started in the example's
 directory, bound to 127.0.0.1 on a free port, with DATABASE_URL pointing at
 the given database and RUN_DB_MIGRATIONS_ON_STARTUP=true, so that every
 worker (or the master, with --preload) runs `upgrade head` as it imports the
-app.  With shim=True it also gets LD_PRELOAD=build/libmigshim.so and
+app.  With shim=True it also gets LD_PRELOAD=build/libmigshim.so (behind
+the sanitizer runtimes for a SANITIZE= build: tests/shimbuild.py) and
 MIGSHIM_LOG=info.
 
 Readiness: the fleet is up when the master is alive, N workers were forked,
@@ -59,6 +60,9 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+import shimbuild  # noqa: E402  (tests/shimbuild.py)
 EXAMPLES_DIR = REPO_ROOT / "examples"
 GUNICORN_CONF = Path(__file__).resolve().parent / "fleet_gunicorn_conf.py"
 PYTHON = "/usr/bin/python3"
@@ -190,10 +194,9 @@ def migrate(example: str, dsn: str, target: str = "head",
 # processes
 
 def shim_path() -> Path:
-    """build/libmigshim.so of this checkout, or $MIGSHIM_LIB."""
-    override = os.environ.get("MIGSHIM_LIB")
-    return Path(override).resolve() if override else \
-        REPO_ROOT / "build" / "libmigshim.so"
+    """<build dir>/libmigshim.so of this checkout, or $MIGSHIM_LIB
+    (tests/shimbuild.py)."""
+    return shimbuild.lib_path()
 
 
 def clean_env() -> Dict[str, str]:
@@ -404,7 +407,7 @@ class Fleet:
             if not lib.is_file():
                 raise FileNotFoundError(
                     f"{lib} not built (run `make` in {REPO_ROOT})")
-            env["LD_PRELOAD"] = str(lib)
+            env["LD_PRELOAD"] = shimbuild.preload(lib)
             env["MIGSHIM_LOG"] = "info"
             env.update(self.shim_env)
         env.update({k: str(v) for k, v in self.env_extra.items()})

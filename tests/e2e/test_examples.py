@@ -38,6 +38,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (RACE_ERROR_RE, clean_env, database_url, db_state,  # noqa: E402
                    free_port, shim_path)
+import shimbuild  # noqa: E402  (tests/shimbuild.py, on the path via fleet)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EXAMPLES = REPO / "examples"
@@ -114,7 +115,7 @@ class Uvicorn:
         env["DATABASE_URL"] = database_url(dsn)
         env["RUN_DB_MIGRATIONS_ON_STARTUP"] = "true"
         if shim:
-            env["LD_PRELOAD"] = str(need_shim())
+            env["LD_PRELOAD"] = shimbuild.preload(need_shim())
             env["MIGSHIM_LOG"] = "info"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -241,8 +242,12 @@ def test_fastapi_uvicorn_8_workers_race_without_shim(make_db):
 # (b) examples/docker/check.sh
 
 def check_sh_env(pg) -> dict:
+    # check.sh replays the image build (a plain `make`): nothing of a
+    # `make check SANITIZE=... B=...` run may reach its make
     env = {k: v for k, v in os.environ.items()
-           if k != "LD_PRELOAD" and not k.startswith(("MIGSHIM_", "PYTEST_"))}
+           if k not in ("LD_PRELOAD", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "B",
+                        "SANITIZE")
+           and not k.startswith(("MIGSHIM_", "PYTEST_"))}
     env.update(pg.env)
     return env
 
@@ -300,7 +305,7 @@ def run_legacy(dsn: str, n: int, shim: bool, timeout: float = 60.0):
     env.update({"DATABASE_URL": dsn, "LEGACY_BARRIER_DIR": bdir,
                 "LEGACY_BARRIER_N": str(n), "MIGRATION_SLEEP": "0.2"})
     if shim:
-        env["LD_PRELOAD"] = str(need_shim())
+        env["LD_PRELOAD"] = shimbuild.preload(need_shim())
         env["MIGSHIM_LOG"] = "info"
         env.update(LEGACY_SHIM_ENV)
     errpath = os.path.join(bdir, "stderr")
@@ -460,7 +465,7 @@ def test_example_config_sets_every_key_to_its_default(db):
     """`migshim --config examples/migshim.conf status` shows the same
     effective values as no file at all, each README key read from the file
     (except lock_key, whose default -- derived -- has no file form)."""
-    cli = REPO / "build" / "migshim"
+    cli = shimbuild.cli_path()
     if not os.access(cli, os.X_OK):
         pytest.fail(f"{cli} not built (run `make`)", pytrace=False)
     conf = REPO / "examples" / "migshim.conf"
@@ -488,7 +493,7 @@ def test_example_config_sets_every_key_to_its_default(db):
 
 
 def test_lock_key_in_a_file_without_L_suffix_is_not_silently_truncated(db, tmp_path):
-    cli = REPO / "build" / "migshim"
+    cli = shimbuild.cli_path()
     key = "6045674662015341072"
     conf = tmp_path / "migshim.conf"
     conf.write_text(f"lock_key = {key};\n")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import shimbuild
 from conftest import REPO_ROOT, child_base_env
 
-MIGSHIM = REPO_ROOT / "build" / "migshim"
-LIB = REPO_ROOT / "build" / "libmigshim.so"
+MIGSHIM = shimbuild.cli_path()
+LIB = shimbuild.build_dir() / "libmigshim.so"
 
 
 def scripts(cwd: Path, revs):
@@ -53,11 +54,18 @@ def test_help_version_and_usage_errors(tmp_path):
 
 def test_wrapper_prepends_the_library_and_keeps_ld_preload(tmp_path):
     keep = "/lib/x86_64-linux-gnu/libc.so.6"  # harmless, already loaded
+    extra = {"LD_PRELOAD": keep}
+    if shimbuild.sanitized(LIB):
+        # the sanitized command itself then starts with libc ahead of its
+        # ASan runtime: let ASan accept that (the command it runs gets the
+        # runtimes first)
+        extra["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     r = run(["--config", "/x/migshim.conf", "--log", "debug", "--", "/usr/bin/env"], tmp_path,
-            {"LD_PRELOAD": keep})
+            extra)
     assert r.returncode == 0, r.stderr
     env = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    assert env["LD_PRELOAD"] == f"{LIB}:{keep}"
+    # a SANITIZE= build puts the sanitizer runtimes first (tests/shimbuild.py)
+    assert env["LD_PRELOAD"] == f"{shimbuild.preload(LIB)}:{keep}"
     assert env["MIGSHIM_CONFIG"] == "/x/migshim.conf"
     assert env["MIGSHIM_LOG"] == "debug"
     r = run(["--", "/bin/sh", "-c", "exit 7"], tmp_path)
@@ -166,7 +174,9 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
     env.pop("LD_PRELOAD", None)
     r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--", "/usr/bin/printenv",
                         "LD_PRELOAD"], capture_output=True, text=True, env=env, timeout=30)
-    assert r.stdout == "/opt/ms/lib/libmigshim.so\n"
+    # (behind the sanitizer runtimes when SANITIZE= made it: tests/shimbuild.py)
+    rts = shimbuild.sanitizer_runtimes(stage / "opt/ms/lib/libmigshim.so")
+    assert r.stdout == ":".join(rts + ["/opt/ms/lib/libmigshim.so"]) + "\n"
     r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [p for p in stage.rglob("*") if p.is_file()] == []

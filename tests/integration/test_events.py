@@ -9,10 +9,11 @@ import json
 import subprocess
 import xml.etree.ElementTree as ET
 
+import shimbuild
 from conftest import REPO_ROOT, child_base_env
 
 EXAMPLE = REPO_ROOT / "examples" / "flask-alembic"
-MIGSHIM = REPO_ROOT / "build" / "migshim"
+MIGSHIM = shimbuild.cli_path()
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -20,7 +21,7 @@ def start_fleet(db, pg, events, n=4):
     env = child_base_env()
     env.update(db.env)
     env.update({
-        "LD_PRELOAD": str(REPO_ROOT / "build" / "libmigshim.so"),
+        "LD_PRELOAD": shimbuild.preload(),
         "MIGSHIM_EVENTS": str(events),
         "RUN_DB_MIGRATIONS_ON_STARTUP": "true",
         "MIGRATION_SLEEP": "0.2",

@@ -66,6 +66,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from conftest import PYTHON, child_base_env, require_migshim_lib
+import shimbuild
 
 STEPS = Path(__file__).resolve().parent / "gate_workloads" / "steps.py"
 HOSTNAME = socket.gethostname()[:63]  # what the shim puts in application_name
@@ -161,7 +162,7 @@ class Child:
         self.err_path = workdir / ("%s.stderr" % name)
         full_env = child_base_env()
         if preload:
-            full_env["LD_PRELOAD"] = str(require_migshim_lib())
+            full_env["LD_PRELOAD"] = shimbuild.preload(require_migshim_lib())
         full_env.update({k: str(v) for k, v in env.items()})
         self.env = full_env
         self.program = program

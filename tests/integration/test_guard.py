@@ -54,6 +54,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 from conftest import PYTHON, REPO_ROOT, child_base_env, require_migshim_lib
+import shimbuild
 
 CLIENT = Path(__file__).resolve().parent / "guard_workloads" / "client.py"
 ALEMBIC_GREEN = Path(__file__).resolve().parent / "guard_workloads" / "alembic_green.py"
@@ -290,7 +291,7 @@ class Guard:
         env.update(db.env)
         env["PGAPPNAME"] = CHILD_APP
         if preload:
-            env["LD_PRELOAD"] = str(require_migshim_lib())
+            env["LD_PRELOAD"] = shimbuild.preload(require_migshim_lib())
             env.update({"MIGSHIM_LOCK": "off", "MIGSHIM_HEADS": heads,
                         "MIGSHIM_LOG": "info"})
             env.update(shim_env or {})

@@ -17,7 +17,10 @@ INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integra
 
 .PHONY: tests print-unit-tests print-integration-c-tests
 
-tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS)
+# Helpers the Python integration tests run (not test programs themselves).
+INTEGRATION_HELPERS := $(TESTS_B)/secure_helper
+
+tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS) $(INTEGRATION_HELPERS)
 
 print-unit-tests:
 	@echo $(UNIT_TESTS)
@@ -77,6 +80,18 @@ $(TESTS_B)/integration/test_two_copies: tests/integration/test_two_copies.c \
         $(TESTS_B)/two_copies_helper $(TESTS_B)/libcopymod.so $(B)/libmigshim.so \
         | $(TESTS_B)/integration
 	$(CC) $(TESTS_CFLAGS) -o $@ $< -lcriterion
+
+# --- integration: secure execution ------------------------------------------
+#
+# secure_helper  libmigshim.so as its first DT_NEEDED (before libpq), found
+#                through an absolute RUNPATH, which glibc honours in a
+#                setuid process (unlike LD_PRELOAD paths and $$ORIGIN): run
+#                setuid by tests/integration/test_secure_exec.py.
+
+$(TESTS_B)/secure_helper: tests/integration/c/secure_helper.c $(B)/libmigshim.so \
+                          | $(TESTS_B)/integration
+	$(CC) $(TESTS_CFLAGS) -o $@ $< -Wl,--no-as-needed $(abspath $(B)/libmigshim.so) -lpq \
+	    -Wl,-rpath,$(abspath $(B)) -Wl,--enable-new-dtags
 
 # --- integration: the shim's own connection across fork() ---------------------
 

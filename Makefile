@@ -33,7 +33,7 @@ CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: all deps check check-san check-unit check-integration check-build demo install \
+.PHONY: all deps check check-san valgrind check-unit check-integration check-build demo install \
         uninstall clean help
 
 all: $(B)/libmigshim.so $(B)/migshim
@@ -68,7 +68,8 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl \
+    valgrind libclang-rt-dev
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -94,6 +95,12 @@ check-san:
 
 demo: deps all
 	@examples/demo/run.sh
+
+# valgrind memcheck over a real shimmed Gunicorn fleet and a C libpq program
+# (tests/valgrind/memcheck.py): fails on any error or definitely-lost block
+# with a libmigshim frame.  Plain build only (not with SANITIZE).
+valgrind: deps all $(B)/tests/secure_helper
+	@MIGSHIM_BUILD_DIR='$(abspath $(B))' tests/harness/with-pg.sh /usr/bin/python3 tests/valgrind/memcheck.py
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
@@ -149,6 +156,7 @@ help:
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
+	@echo "make valgrind    memcheck over a shimmed Gunicorn fleet (WORKERS=3)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"

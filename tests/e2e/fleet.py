@@ -356,7 +356,12 @@ class Fleet:
     While it runs: stderr_text() is the output so far, wait_for_line()
     waits for a line as it arrives, kill_worker() kills a worker on purpose
     (its death then counts neither as a failure nor towards the N workers
-    that must be ready: Gunicorn replaces it)."""
+    that must be ready: Gunicorn replaces it).
+
+    wrapper: a command the master runs under (its workers are forks of
+    it), e.g. ["valgrind", "--tool=memcheck", ...]; stop_grace: seconds
+    between SIGTERM and SIGKILL at stop() (raise it for a slow wrapper);
+    extra_args: more Gunicorn options, after the fleet's own (they win)."""
 
     def __init__(self, example: str, dsn: str, workers: int = 16,
                  worker_class: str = "sync", preload: bool = False,
@@ -364,7 +369,9 @@ class Fleet:
                  env_extra: Optional[Dict[str, str]] = None,
                  timeout: float = DEFAULT_TIMEOUT,
                  gunicorn_timeout: Optional[float] = None,
-                 label: Optional[str] = None, app_dir=None):
+                 label: Optional[str] = None, app_dir=None,
+                 wrapper: Sequence[str] = (), stop_grace: float = STOP_GRACE,
+                 extra_args: Sequence[str] = ()):
         self.example = example
         self.cwd = Path(app_dir) if app_dir is not None \
             else EXAMPLES_DIR / example
@@ -379,6 +386,9 @@ class Fleet:
         self.env_extra = dict(env_extra or {})
         self.timeout = timeout
         self.gunicorn_timeout = gunicorn_timeout
+        self.wrapper = list(wrapper)    # e.g. valgrind ...: prefixes the master
+        self.stop_grace = stop_grace
+        self.extra_args = list(extra_args)   # more Gunicorn options (last wins)
         self.label = label or (f"{example} {workers}x{worker_class}"
                                + (" preload" if preload else "")
                                + (" shim" if shim else " no-shim"))
@@ -414,7 +424,7 @@ class Fleet:
         return env
 
     def argv(self) -> List[str]:
-        a = [PYTHON, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+        a = self.wrapper + [PYTHON, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
              "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(self.workers),
              "--worker-class", self.worker_class,
@@ -423,6 +433,7 @@ class Fleet:
             a += ["--timeout", str(int(self.gunicorn_timeout))]
         if self.preload:
             a.append("--preload")
+        a += self.extra_args
         a.append("app:app")
         return a
 
@@ -611,7 +622,7 @@ class Fleet:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(timeout=STOP_GRACE)
+                self.proc.wait(timeout=self.stop_grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -193,9 +193,11 @@ int heads_parse_revision(const char *text, struct revfile *out, int *errline, ch
         const char *eol = strchr(p, '\n');
         if (!eol)
             eol = p + strlen(p);
-        if (triple) { /* inside a docstring: look for its end on this line */
-            const char *e = strstr(p, triple);
-            if (e && e < eol) {
+        if (triple) { /* inside a docstring: look for its end on this line only
+                       * (strstr on the rest of the text made an unterminated
+                       * docstring quadratic: 14 s for a 1 MiB file) */
+            const char *e = memmem(p, (size_t)(eol - p), triple, 3);
+            if (e) {
                 triple = NULL;
                 p = e + 3;
                 continue;

@@ -437,3 +437,26 @@ Test(readers, pyproject)
     cr_assert_null(heads_pyproject_script_location(
         "[tool.alembic]\nscript_locations = \"x\"\nscript_location \"y\"\n"));
 }
+
+/* An unterminated docstring used to make every later line search the
+ * whole rest of the text: 2 MiB of short lines took minutes.  Linear now. */
+Test(revision, unterminated_docstring_is_linear, .timeout = 5)
+{
+    size_t lines = 1024 * 1024;
+    char *src = malloc(4 + 2 * lines + 64);
+    cr_assert_not_null(src);
+    char *p = src;
+    memcpy(p, "\"\"\"\n", 4);
+    p += 4;
+    for (size_t i = 0; i < lines; i++) {
+        *p++ = 'a';
+        *p++ = '\n';
+    }
+    strcpy(p, "revision = 'x'\ndown_revision = None\n");
+    struct revfile rf;
+    int line = 0;
+    char err[256] = "";
+    /* everything after the opening quotes is inside the docstring */
+    cr_assert_eq(heads_parse_revision(src, &rf, &line, err, sizeof err), 0, "%s", err);
+    free(src);
+}

@@ -18,8 +18,10 @@ each on a fresh, empty database:
 Every process writes one XML file (`--xml-file=.../vg.%p.xml`).  An error
 (or a definitely-lost block) is attributed to libmigshim when any frame of
 its stack is in libmigshim.so; the others (CPython, libpq, libc) are
-counted as noise.  tests/valgrind/python.supp silences known CPython noise
-and names no libmigshim frame (checked below).  Exit status 1 when any
+counted as noise.  tests/valgrind/python.supp silences CPython's own leaks
+at exit (each entry matches the frame that called malloc, so a block the
+shim allocates cannot match) and names no libmigshim frame (checked below).
+VALGRIND_OUT=DIR keeps the XML reports; VALGRIND_EXTRA adds valgrind options.  Exit status 1 when any
 error or definitely-lost block is attributed to libmigshim, or when a
 workload did not run as it must (fleet not booted, not one leader, the
 database not at head, a process without its XML report).
@@ -51,7 +53,8 @@ def valgrind_argv(outdir: Path):
             "--leak-check=full", "--show-leak-kinds=definite",
             "--errors-for-leak-kinds=definite", "--num-callers=40",
             "--track-origins=no", f"--suppressions={SUPP}",
-            "--xml=yes", f"--xml-file={outdir}/vg.%p.xml"]
+            "--xml=yes", f"--xml-file={outdir}/vg.%p.xml"] \
+        + os.environ.get("VALGRIND_EXTRA", "").split()
 
 
 def server_dsn(dbname):
@@ -203,7 +206,10 @@ def main():
     if shimbuild.sanitized(lib):
         sys.exit(f"{lib} is a sanitized build: valgrind needs the plain one (make)")
     failures = 0
+    keep = os.environ.get("VALGRIND_OUT")   # keep the XML reports there
     with tempfile.TemporaryDirectory(prefix="migshim-vg.") as tmp:
+        if keep:
+            tmp = keep
         for label in ("fleet", "helper"):
             outdir = Path(tmp) / label
             outdir.mkdir()

@@ -355,6 +355,14 @@ class Sampler(threading.Thread):
             self.samples += 1
             time.sleep(0.003)
 
+    def wait_samples(self, n, timeout=30.0):
+        """Until `n` samples were taken (a loaded machine can starve this
+        thread: the count must not depend on the scheduler)."""
+        deadline = time.monotonic() + timeout
+        while self.samples < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.samples >= n, f"sampler: {self.samples} samples in {timeout}s"
+
     def stop(self):
         self.stop_ev.set()
         self.join(10)
@@ -636,6 +644,8 @@ def test_at_head_one_round_trip_no_extra_connection(gate):
     assert rows == [("idle", True, True, True)], rows
     match_lines(c.gate(), [("info", gate.L.at_head)])
     assert re.fullmatch(gate.L.at_head, c.gate()[0][1]).group("revs") == R1
+    # watched while the process holds its connection, whatever the load
+    sampler.wait_samples(11)
     gate.touch("go")
     assert c.finish() == 0, c.describe()
     assert sampler.stop() == [] and sampler.samples > 10, sampler.rows

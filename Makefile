@@ -33,8 +33,8 @@ CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: all deps check check-san valgrind check-unit check-integration check-build demo install \
-        uninstall clean help
+.PHONY: all deps check check-san valgrind check-unit check-integration check-build demo bench \
+        bench-deps install uninstall clean help
 
 all: $(B)/libmigshim.so $(B)/migshim
 
@@ -68,18 +68,22 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl \
-    valgrind libclang-rt-dev
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+# $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
+define apt_ensure
+	@missing=$$(for p in $(2); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing" $$missing; \
-	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
+	  echo "make $(1): installing" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make $(1): run as root to install:" $$missing >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "make deps: all $(words $(DEB_PACKAGES)) packages present"; fi
+	else echo "make $(1): all $(words $(2)) packages present"; fi
+endef
+
+deps:
+	$(call apt_ensure,deps,$(DEB_PACKAGES))
 
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
@@ -99,8 +103,23 @@ demo: deps all
 # valgrind memcheck over a real shimmed Gunicorn fleet and a C libpq program
 # (tests/valgrind/memcheck.py): fails on any error or definitely-lost block
 # with a libmigshim frame.  Plain build only (not with SANITIZE).
-valgrind: deps all $(B)/tests/secure_helper
+valgrind: deps valgrind-deps all $(B)/tests/secure_helper
 	@MIGSHIM_BUILD_DIR='$(abspath $(B))' tests/harness/with-pg.sh /usr/bin/python3 tests/valgrind/memcheck.py
+
+valgrind-deps:
+	$(call apt_ensure,valgrind-deps,valgrind)
+
+# --- benchmarks (make bench; never part of check) ------------------------------
+# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
+# footprint,big for some measurements only; results in $(B)/bench/out/.
+BENCH_PACKAGES := valgrind gnuplot-nox
+-include bench/bench.mk
+
+bench-deps: deps
+	$(call apt_ensure,bench-deps,$(BENCH_PACKAGES))
+
+bench: bench-deps all bench-progs
+	@bench/run.sh
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
@@ -117,8 +136,12 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c) $(wildcard include/*.h
 	@mkdir -p $(B)/fuzz
 	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -lconfig
 
-.PHONY: fuzz
-fuzz: $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
+# libclang-rt-dev: the libFuzzer and sanitizer runtimes clang links
+fuzz-deps:
+	$(call apt_ensure,fuzz-deps,clang libclang-rt-dev)
+
+.PHONY: fuzz fuzz-deps valgrind-deps
+fuzz: fuzz-deps $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(B)/fuzz/corpus-$$t; \
 	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
@@ -158,6 +181,7 @@ help:
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
 	@echo "make valgrind    memcheck over a shimmed Gunicorn fleet (WORKERS=3)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
+	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

@@ -88,6 +88,22 @@ check: deps all
 demo: deps all
 	@examples/demo/run.sh
 
+# --- reliability: chaos and soak (tests/chaos/), each against its own PostgreSQL ---
+# make chaos                 every chaos scenario, CHAOS_REPEAT=20 runs per kill point
+#                            (make check runs the same files with CHAOS_REPEAT=2)
+# make soak [N=50]           N randomized fleets; SOAK_SEED=S replays a seed,
+#                            SOAK_ONLY=I only run I of it
+CHAOS_REPEAT ?= 20
+N ?= 50
+.PHONY: chaos soak
+chaos: deps all
+	@CHAOS_REPEAT=$(CHAOS_REPEAT) tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q \
+	    -p no:cacheprovider -rxXfE tests/chaos
+
+soak: deps all
+	@tests/harness/with-pg.sh /usr/bin/python3 tests/chaos/soak.py --runs $(N) \
+	    $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_ONLY),--only $(SOAK_ONLY))
+
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := revision sqlclass redact config
@@ -141,6 +157,8 @@ help:
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
+	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"
+	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

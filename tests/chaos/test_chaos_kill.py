@@ -7,9 +7,10 @@ SIGKILLed at a point forced by the test (never by timing luck):
  (a) before taking the lock -- the test holds the migration lock itself
      (MIGSHIM_LOCK_KEY=K in the fleet, pg_advisory_lock(K) on the test's
      connection), so every worker finds the database behind and sits in
-     the gate's wait loop; the worker whose lock connection shows up first
-     (it would have taken the lock first) is killed there, then the test
-     releases the lock.  It never logged `leading`.
+     the gate's wait loop; the first worker whose lock connection the test
+     sees (it has found the database behind and is contending for the
+     lock) is killed there, its lock backend seen gone, then the test
+     releases the lock.  It never logged `leading`; another worker leads.
  (b) holding the lock, before migrating -- a copy of the app whose env.py
      blocks right after its first connection (the gated one) while a hold
      file exists and says "chaos: connected pid=N".  The leader's lead line,

@@ -32,7 +32,7 @@ CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: all deps check check-unit check-integration check-build demo install uninstall \
+.PHONY: all deps check check-unit check-integration check-build demo bench bench-deps install uninstall \
         clean help
 
 all: $(B)/libmigshim.so $(B)/migshim
@@ -69,15 +69,20 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
     python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+# $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
+define apt_ensure
+	@missing=$$(for p in $(2); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing" $$missing; \
-	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:" $$missing >&2; exit 1; fi; \
+	  echo "make $(1): installing" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make $(1): run as root to install:" $$missing >&2; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "make deps: all $(words $(DEB_PACKAGES)) packages present"; fi
+	else echo "make $(1): all $(words $(2)) packages present"; fi
+endef
+
+deps:
+	$(call apt_ensure,deps,$(DEB_PACKAGES))
 
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
@@ -103,6 +108,18 @@ chaos: deps all
 soak: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 tests/chaos/soak.py --runs $(N) \
 	    $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_ONLY),--only $(SOAK_ONLY))
+
+# --- benchmarks (make bench; never part of check) ------------------------------
+# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
+# footprint,big for some measurements only; results in $(B)/bench/out/.
+BENCH_PACKAGES := valgrind gnuplot-nox
+-include bench/bench.mk
+
+bench-deps: deps
+	$(call apt_ensure,bench-deps,$(BENCH_PACKAGES))
+
+bench: bench-deps all bench-progs
+	@bench/run.sh
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
@@ -159,6 +176,7 @@ help:
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
+	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

@@ -35,9 +35,9 @@ extern _Atomic int gate_watching;
  */
 bool gate_connected(const struct pq_copy *copy, PGconn *pg);
 
-/* The app is about to send `sql` on `pg` (gate_watching != 0).  May block
- * to take the lock before a version-table statement. */
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
+/* The app is about to send a statement that mentions the version table on
+ * `pg` (gate_watching != 0).  May block to take the lock first. */
+void gate_before(const struct pq_copy *copy, PGconn *pg);
 
 /* A command on `pg` delivered its last result (gate_watching != 0). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);

@@ -42,6 +42,9 @@ struct pq_call {
     const int *lengths;
     const int *formats;
     int result_format;
+    bool mentions_vt;       /* sql names the version table (computed once, by
+                               the wrapper: a statement that does not cannot
+                               write it, and is not classified)       */
 };
 
 /* The synchronous path: run `call` on `pg` under the guard's rules. */

@@ -46,6 +46,16 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
                         struct versions *out, char *err, size_t errsz)
     __attribute__((warn_unused_result));
 
+/*
+ * The same read, cheaper on a fresh backend, for a connection that is
+ * outside any transaction block (where to_regclass() is current: inside a
+ * long transaction it can keep answering "absent" after a peer created the
+ * table).  The gate's one added round trip on the app's new connection.
+ */
+bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+                             struct versions *out, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
 enum lock_result {
     LOCK_TAKEN,   /* exclusive lock held: lead                     */
     LOCK_FREED,   /* it was held by another and is now released    */
@@ -54,14 +64,37 @@ enum lock_result {
 };
 
 /*
- * One step of the wait loop: try the exclusive lock; if taken by someone
- * else, wait up to LOCK_WAIT_SLICE_MS on the shared form (calling
- * before_wait(arg) first, when given).  Never leaves a
- * shared lock or a transaction behind unless it returns LOCK_TAKEN.
+ * One step of the wait loop on `c` (the lock connection, or in xact mode
+ * also an app's fresh connection, outside any transaction block): try the
+ * exclusive lock; if taken by someone else, wait up to LOCK_WAIT_SLICE_MS
+ * on the shared form (calling before_wait(arg) first, when given).  Never
+ * leaves a shared lock or a transaction behind unless it returns
+ * LOCK_TAKEN.
+ *
+ * In xact mode a LOCK_FREED comes with the version table as it stands
+ * after the release, read in the same round trip as the wait (*freed set,
+ * freed->present etc. valid): a waiter wakes, ends its transaction and
+ * reads the table in one message, so the whole fleet's hand-off costs one
+ * lock-queue wake-up and no further round trip.  Otherwise *freed is
+ * false and the caller reads the table itself.
  */
-enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode mode,
-                           int64_t key, void (*before_wait)(void *), void *arg, char *err,
-                           size_t errsz);
+enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+                           int64_t key, void (*before_wait)(void *), void *arg,
+                           struct versions *v, bool *freed, char *err, size_t errsz);
+
+/*
+ * Move the exclusive lock (xact mode) that `from` holds in its transaction
+ * to `to`, a fresh connection, with no gap in which a peer could take it:
+ * `to` asks for it (blocking), and once the server shows that request
+ * queued, `from` ends its transaction.  Peers that were already waiting
+ * on the shared form may wake briefly in between (they see the database
+ * still behind and wait again: a lock request never jumps a queued
+ * conflicting one).  LOCK_TAKEN when `to` holds it; otherwise `from` has
+ * released it and the caller waits normally on `to` (LOCK_BUSY) or gives
+ * up (LOCK_ERROR, err set).
+ */
+enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *to, int64_t key,
+                                char *err, size_t errsz);
 
 /* Release the exclusive lock taken by lock_step (ends the transaction in
  * xact mode).  False when the connection failed. */

@@ -19,6 +19,7 @@
 #define MIGSHIM_RESOLVE_H
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -97,7 +98,11 @@ bool resolve_is_internal(const void *ra);
 
 /* The copy when the process has exactly one (the common case, lock-free),
  * else NULL: the caller must then find the copy some other way. */
-const struct pq_copy *resolve_sole_copy(void);
+extern _Atomic(const struct pq_copy *) resolve_sole;
+static inline const struct pq_copy *resolve_sole_copy(void)
+{
+    return atomic_load_explicit(&resolve_sole, memory_order_acquire);
+}
 
 /*
  * The ctypes path.  `real` is what the real dlsym(handle, name) returned.

@@ -12,6 +12,7 @@
 #ifndef MIGSHIM_SHIM_H
 #define MIGSHIM_SHIM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -22,5 +23,16 @@ bool shim_active(void);
 
 /* The process's configuration (valid once shim_active() was called). */
 const struct config *shim_config(void);
+
+/*
+ * Non-zero while some per-call hook must run: a database the gate watches,
+ * a connection the guard is busy with, or debug logging (the first-call
+ * notes).  Zero is the steady state after start-up: the wrappers then test
+ * only this word and the sole libpq copy, and tail-call the real function.
+ * Each reason adds 1 while it holds and takes it back after.
+ */
+extern _Atomic int shim_hooks;
+
+static inline void shim_hooks_add(int delta) { atomic_fetch_add(&shim_hooks, delta); }
 
 #endif

@@ -128,10 +128,13 @@ static bool watched(enum gstate s)
 /* Change state, keeping gate_watching equal to the number of watched dbs. */
 static void set_state(struct gdb *g, enum gstate s)
 {
-    if (watched(g->st) && !watched(s))
+    if (watched(g->st) && !watched(s)) {
         atomic_fetch_sub(&gate_watching, 1);
-    else if (!watched(g->st) && watched(s))
+        shim_hooks_add(-1);
+    } else if (!watched(g->st) && watched(s)) {
         atomic_fetch_add(&gate_watching, 1);
+        shim_hooks_add(1);
+    }
     g->st = s;
 }
 
@@ -172,42 +175,75 @@ static void first_wait(void *db) { events_emit("waiting", db, NULL, NULL); }
 
 enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */ };
 
+/* Open the lock connection (made like `app`) unless open: false (and a
+ * note) when it cannot be. */
+static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
+{
+    char err[256];
+    if (!g->own)
+        g->own = ownconn_open(copy, app, "lock", err, sizeof err);
+    if (!g->own)
+        NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
+                 g->name, err);
+    return g->own != NULL;
+}
+
 /*
- * The wait-for-version loop, on a fresh lock connection made like `app`.
- * Returns OUT_LEADING with g->own holding the exclusive lock, OUT_DONE when
- * the database reached the target (or the gate had to give up), OUT_FAILED
- * when on_timeout = fail fired.
+ * The wait-for-version loop.  Returns OUT_LEADING with g->own holding the
+ * exclusive lock, OUT_DONE when the database reached the target (or the
+ * gate had to give up), OUT_FAILED when on_timeout = fail fired.
+ *
+ * With `on_app` (xact mode, `app` a fresh connection outside any
+ * transaction) the process waits on the app's own connection: a waiter
+ * never opens a connection, and wakes with the version table already read
+ * (lock_step).  Only a process that gets the exclusive lock there lets it
+ * go at once and takes it again on a lock connection of its own, since
+ * the app needs its connection to migrate.
  */
 static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
-                              const char *why)
+                              const char *why, bool on_app)
 {
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
     char err[256], revs[512];
     g->key = lock_key_for(cfg, g->name);
-    if (!g->own) {
-        g->own = ownconn_open(copy, app, "lock", err, sizeof err);
-        if (!g->own) {
-            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
-                     g->name, err);
-            return OUT_UNGATED;
-        }
-    }
-    PGconn *own = ownconn_pg(g->own);
+    if (!on_app && !open_own(copy, app, g))
+        return OUT_UNGATED;
+    PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
     double start = now(), last_report = start;
     bool waited = false;
     unsigned spins = 0;
     for (;;) {
-        enum lock_result r = lock_step(pq, own, cfg->lock, g->key, waited ? NULL : first_wait,
-                                       g->name, err, sizeof err);
+        struct versions v;
+        bool have_v;
+        enum lock_result r = lock_step(pq, wc, cfg, g->key, waited ? NULL : first_wait,
+                                       g->name, &v, &have_v, err, sizeof err);
         if (r == LOCK_ERROR) {
-            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the lock connection failed (%s); proceeding without the gate",
-                     g->name, err);
+            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the %s failed while waiting (%s); proceeding without the gate",
+                     g->name, wc == app ? "connection" : "lock connection", err);
             close_own(g);
             return OUT_UNGATED;
         }
-        struct versions v;
-        if (!lock_read_versions(pq, own, cfg, &v, err, sizeof err)) {
+        if (r == LOCK_TAKEN && wc == app) {
+            /* Lead from a connection of our own: the app needs this one. */
+            if (!open_own(copy, app, g)) {
+                lock_release(pq, app, cfg->lock, g->key);
+                return OUT_UNGATED;
+            }
+            wc = ownconn_pg(g->own);
+            r = lock_hand_over(pq, app, wc, g->key, err, sizeof err);
+            if (r == LOCK_ERROR) {
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the lock connection failed (%s); proceeding without the gate",
+                         g->name, err);
+                close_own(g);
+                return OUT_UNGATED;
+            }
+            if (r != LOCK_TAKEN)
+                continue; /* wait the normal way, on the lock connection */
+            have_v = false;
+        }
+        PGconn *own = wc;
+        if (!have_v && !lock_read_versions(pq, wc, cfg, &v, err, sizeof err)) {
             NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      g->name, err);
             if (r == LOCK_TAKEN)
@@ -328,13 +364,12 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         }
     } else {
         struct versions v;
-        /* The read blocks; an app may have set non-blocking mode already. */
+        /* The read and the wait block; an app may have set non-blocking
+         * mode already. */
         int nb = copy->api.PQisnonblocking(pg);
         if (nb)
             copy->api.PQsetnonblocking(pg, 0);
-        bool read = lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err);
-        if (nb)
-            copy->api.PQsetnonblocking(pg, 1);
+        bool read = lock_read_versions_idle(&copy->api, pg, cfg, &v, err, sizeof err);
         if (!read) {
             NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      db, err);
@@ -351,7 +386,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                          "race guard watches", db, revs);
                 next = G_UNGATED;
             } else {
-                enum outcome o = wait_loop(copy, pg, g, NULL);
+                enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT);
                 if (o == OUT_UNGATED) {
                     next = cfg->guard ? G_UNGATED : G_DONE;
                 } else if (o == OUT_LEADING) {
@@ -365,6 +400,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                 }
             }
         }
+        if (nb)
+            copy->api.PQsetnonblocking(pg, 1);
     }
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
@@ -405,18 +442,16 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     enum gstate was = g->st;
     set_state(g, G_DECIDING);
     pthread_mutex_unlock(&mu);
-    enum outcome o = wait_loop(copy, pg, g, why);
+    enum outcome o = wait_loop(copy, pg, g, why, false); /* pg may be mid-transaction */
     pthread_mutex_lock(&mu);
     set_state(g, was); /* from DECIDING: restores the watch count */
     pthread_cond_broadcast(&cv);
     return o;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
+void gate_before(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
-    if (!sqlclass_mentions(sql, cfg->version_table))
-        return;
     const char *db = copy->api.PQdb(pg);
     if (!db)
         return;
@@ -520,7 +555,8 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (lock_read_versions(&copy->api, pg, cfg, &v, err, sizeof err) && compare(&v) != BEHIND) {
+        if (lock_read_versions_idle(&copy->api, pg, cfg, &v, err, sizeof err) &&
+            compare(&v) != BEHIND) {
             list_revs(v.v, v.n, revs, sizeof revs);
             g->ndirty = 0;
             set_state(g, G_DONE);

@@ -76,10 +76,13 @@ static void set_busy(struct gconn *g, bool absorb, PGresult *pending, bool pendi
     g->pending = pending;
     g->pending_null = pending_null;
     bool now = g->absorb || g->pending || g->pending_null;
-    if (was && !now)
+    if (was && !now) {
         atomic_fetch_sub(&guard_busy, 1);
-    else if (!was && now)
+        shim_hooks_add(-1);
+    } else if (!was && now) {
         atomic_fetch_add(&guard_busy, 1);
+        shim_hooks_add(1);
+    }
 }
 
 void guard_forget(const struct pq_copy *c, const PGconn *pg)
@@ -413,10 +416,9 @@ static bool prepare(const struct pq_copy *c, PGconn *pg, struct gconn *g, const 
     memset(k, 0, sizeof *k);
     if (ts == PQTRANS_IDLE)
         g->vt_txn = false;
-    if (call->sql) {
+    if (call->sql && call->mentions_vt) {
         sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, k);
-        if (k->kind != SQL_OTHER || sqlclass_mentions(call->sql, cfg->version_table))
-            g->vt_txn = true;
+        g->vt_txn = true;
     }
     if (*in_txn && ts == PQTRANS_INTRANS && k->nstatements == 1 &&
         (k->kind == SQL_CREATE_TABLE || k->kind == SQL_INSERT))

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "resolve.h"
 #include "shim.h"
+#include "sqlclass.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define RA __builtin_return_address(0)
@@ -87,6 +88,20 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
 
 #define REAL(c, fn) ((c)->api.fn)
 
+/* The steady state — one libpq copy, no hook wanted (shim.h) — is two
+ * loads and a tail call: libpq's own nested calls land in these wrappers
+ * too (a PQexec passes through five), so every instruction here counts
+ * several times.  Everything else lives in the wrapper's noinline *_slow
+ * twin, which gets the caller's return address. */
+#define FAST_PATH(fn, ...)                                                                     \
+    do {                                                                                       \
+        const struct pq_copy *fast_ = resolve_sole_copy();                                     \
+        if (__builtin_expect(fast_ && !atomic_load_explicit(&shim_hooks, memory_order_relaxed), \
+                             1))                                                               \
+            return fast_->api.fn(__VA_ARGS__);                                                 \
+    } while (0)
+#define SLOW static __attribute__((noinline))
+
 /* --- the hooks ---------------------------------------------------------------
  * Each acts only for the app's own calls (not libpq calling itself) in an
  * active shim; the statement hooks only while the gate watches (one load). */
@@ -111,20 +126,29 @@ static inline bool watching(void)
            atomic_load_explicit(&guard_busy, memory_order_relaxed);
 }
 
-/* A synchronous statement under the gate and the guard. */
-static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
+/* Does the statement name the version table?  Asked once per statement:
+ * the gate and the guard both act only on those (a 1 MB INSERT is scanned
+ * once, by memchr). */
+static bool mentions_vt(struct pq_call *call)
 {
-    if (call->sql)
-        gate_before(c, pg, call->sql);
+    call->mentions_vt = call->sql && sqlclass_mentions(call->sql, shim_config()->version_table);
+    return call->mentions_vt;
+}
+
+/* A synchronous statement under the gate and the guard. */
+static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
+{
+    if (mentions_vt(call))
+        gate_before(c, pg);
     PGresult *r = guard_exec(c, pg, call);
     gate_after(c, pg);
     return r;
 }
 
-static int send_hooked(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
+static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
-    if (call->sql)
-        gate_before(c, pg, call->sql);
+    if (mentions_vt(call))
+        gate_before(c, pg);
     return guard_send(c, pg, call);
 }
 
@@ -219,24 +243,30 @@ EXPORT void PQfinish(PGconn *conn)
 
 /* --- statements ------------------------------------------------------------------ */
 
-EXPORT PGresult *PQexec(PGconn *conn, const char *query)
+SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexec);
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexec);
     if (!c)
         return NULL;
-    if (watching() && conn && app_call(RA))
+    if (watching() && conn && app_call(ra))
         return exec_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
     return REAL(c, PQexec)(conn, query);
 }
 
-EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
-                              const Oid *paramTypes, const char *const *paramValues,
-                              const int *paramLengths, const int *paramFormats, int resultFormat)
+EXPORT PGresult *PQexec(PGconn *conn, const char *query)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecParams);
+    FAST_PATH(PQexec, conn, query);
+    return PQexec_slow(conn, query, RA);
+}
+
+SLOW PGresult *PQexecParams_slow(PGconn *conn, const char *command, int nParams,
+                              const Oid *paramTypes, const char *const *paramValues,
+                              const int *paramLengths, const int *paramFormats, int resultFormat, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexecParams);
     if (!c)
         return NULL;
-    if (watching() && conn && app_call(RA))
+    if (watching() && conn && app_call(ra))
         return exec_hooked(c, conn,
                            &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
                                              .types = paramTypes, .values = paramValues,
@@ -246,14 +276,22 @@ EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
                                  paramFormats, resultFormat);
 }
 
-EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
-                                const char *const *paramValues, const int *paramLengths,
-                                const int *paramFormats, int resultFormat)
+EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
+                              const Oid *paramTypes, const char *const *paramValues,
+                              const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQexecPrepared);
+    FAST_PATH(PQexecParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    return PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
+}
+
+SLOW PGresult *PQexecPrepared_slow(PGconn *conn, const char *stmtName, int nParams,
+                                const char *const *paramValues, const int *paramLengths,
+                                const int *paramFormats, int resultFormat, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexecPrepared);
     if (!c)
         return NULL;
-    if (watching() && conn && app_call(RA))
+    if (watching() && conn && app_call(ra))
         return exec_hooked(c, conn,
                            &(struct pq_call){.kind = CALL_PREPARED, .stmt_name = stmtName,
                                              .nparams = nParams, .values = paramValues,
@@ -263,31 +301,52 @@ EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
                                    paramFormats, resultFormat);
 }
 
-EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
-                           const Oid *paramTypes)
+EXPORT PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams,
+                                const char *const *paramValues, const int *paramLengths,
+                                const int *paramFormats, int resultFormat)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQprepare);
+    FAST_PATH(PQexecPrepared, conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat);
+    return PQexecPrepared_slow(conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat, RA);
+}
+
+SLOW PGresult *PQprepare_slow(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                           const Oid *paramTypes, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQprepare);
     return c ? REAL(c, PQprepare)(conn, stmtName, query, nParams, paramTypes) : NULL;
 }
 
-EXPORT int PQsendQuery(PGconn *conn, const char *query)
+EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                           const Oid *paramTypes)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQuery);
+    FAST_PATH(PQprepare, conn, stmtName, query, nParams, paramTypes);
+    return PQprepare_slow(conn, stmtName, query, nParams, paramTypes, RA);
+}
+
+SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQuery);
     if (!c)
         return 0;
-    if (watching() && conn && app_call(RA))
+    if (watching() && conn && app_call(ra))
         return send_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
     return REAL(c, PQsendQuery)(conn, query);
 }
 
-EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
-                             const Oid *paramTypes, const char *const *paramValues,
-                             const int *paramLengths, const int *paramFormats, int resultFormat)
+EXPORT int PQsendQuery(PGconn *conn, const char *query)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryParams);
+    FAST_PATH(PQsendQuery, conn, query);
+    return PQsendQuery_slow(conn, query, RA);
+}
+
+SLOW int PQsendQueryParams_slow(PGconn *conn, const char *command, int nParams,
+                             const Oid *paramTypes, const char *const *paramValues,
+                             const int *paramLengths, const int *paramFormats, int resultFormat, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQueryParams);
     if (!c)
         return 0;
-    if (watching() && conn && app_call(RA))
+    if (watching() && conn && app_call(ra))
         return send_hooked(c, conn,
                            &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
                                              .types = paramTypes, .values = paramValues,
@@ -297,29 +356,52 @@ EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
                                       paramLengths, paramFormats, resultFormat);
 }
 
-EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
-                               const char *const *paramValues, const int *paramLengths,
-                               const int *paramFormats, int resultFormat)
+EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
+                             const Oid *paramTypes, const char *const *paramValues,
+                             const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendQueryPrepared);
+    FAST_PATH(PQsendQueryParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    return PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
+}
+
+SLOW int PQsendQueryPrepared_slow(PGconn *conn, const char *stmtName, int nParams,
+                               const char *const *paramValues, const int *paramLengths,
+                               const int *paramFormats, int resultFormat, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQueryPrepared);
     return c ? REAL(c, PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
                                             paramFormats, resultFormat)
              : 0;
 }
 
-EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
-                         const Oid *paramTypes)
+EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
+                               const char *const *paramValues, const int *paramLengths,
+                               const int *paramFormats, int resultFormat)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQsendPrepare);
+    FAST_PATH(PQsendQueryPrepared, conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat);
+    return PQsendQueryPrepared_slow(conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat, RA);
+}
+
+SLOW int PQsendPrepare_slow(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                         const Oid *paramTypes, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendPrepare);
     return c ? REAL(c, PQsendPrepare)(conn, stmtName, query, nParams, paramTypes) : 0;
 }
 
-EXPORT PGresult *PQgetResult(PGconn *conn)
+EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                         const Oid *paramTypes)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQgetResult);
+    FAST_PATH(PQsendPrepare, conn, stmtName, query, nParams, paramTypes);
+    return PQsendPrepare_slow(conn, stmtName, query, nParams, paramTypes, RA);
+}
+
+SLOW PGresult *PQgetResult_slow(PGconn *conn, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQgetResult);
     if (!c)
         return NULL;
-    if (!(watching() && conn && app_call(RA)))
+    if (!(watching() && conn && app_call(ra)))
         return REAL(c, PQgetResult)(conn);
     PGresult *r = guard_get_result(c, conn);
     if (!r)
@@ -327,14 +409,26 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     return r;
 }
 
-EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
+EXPORT PGresult *PQgetResult(PGconn *conn)
 {
-    const struct pq_copy *c = copy_for_conn(conn, RA, PQI_PQtransactionStatus);
+    FAST_PATH(PQgetResult, conn);
+    return PQgetResult_slow(conn, RA);
+}
+
+SLOW PGTransactionStatusType PQtransactionStatus_slow(const PGconn *conn, const void *ra)
+{
+    const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQtransactionStatus);
     if (!c)
         return PQTRANS_UNKNOWN;
-    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(RA))
+    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(ra))
         return guard_transaction_status(c, conn);
     return REAL(c, PQtransactionStatus)(conn);
+}
+
+EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
+{
+    FAST_PATH(PQtransactionStatus, conn);
+    return PQtransactionStatus_slow(conn, RA);
 }
 
 /* --- the ctypes path: dlsym --------------------------------------------------- */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* "name" with embedded quotes doubled, as PostgreSQL's quote_ident. */
 static void quote_ident(const char *name, char *out, size_t n)
@@ -66,6 +67,17 @@ static void first_line(const char *msg, char *err, size_t errsz)
     snprintf(err, errsz, "%.*s", (int)strcspn(msg, "\n"), msg);
 }
 
+/* The reason a statement failed: the server's message, else libpq's own
+ * (a lost connection leaves an error result without fields). */
+static void error_text(const struct pq_api *pq, PGconn *c, const PGresult *r, char *err,
+                       size_t errsz)
+{
+    const char *m = r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    first_line(m && *m ? m : pq->PQerrorMessage(c), err, errsz);
+    if (!err[0])
+        snprintf(err, errsz, "the connection was lost");
+}
+
 /* Decode the text of one <v>...</v> element of query_to_xml's output. */
 static void xml_unescape(const char *s, size_t len, char *out, size_t n)
 {
@@ -112,6 +124,66 @@ static void quote_literal(const char *text, char *out, size_t n)
     out[o] = '\0';
 }
 
+/* Run the one-row, one-column XML query `sql` and collect its <tag>
+ * elements: NULL means the table is absent. */
+static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const char *tag,
+                     struct versions *out, char sqlstate[6], char *err, size_t errsz)
+{
+    /* `sql` may be several statements: the answer is the last row set,
+     * and any error fails the whole read. */
+    memset(out, 0, sizeof *out);
+    PGresult *r = NULL, *bad = NULL;
+    if (pq->PQsendQuery(c, sql)) {
+        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
+            ExecStatusType st = pq->PQresultStatus(x);
+            if (st == PGRES_TUPLES_OK && !bad) {
+                if (r)
+                    pq->PQclear(r);
+                r = x;
+            } else if (st != PGRES_COMMAND_OK && !bad) {
+                bad = x;
+            } else {
+                pq->PQclear(x);
+            }
+        }
+    }
+    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != 1) {
+        if (sqlstate) {
+            const char *st = bad ? pq->PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
+            snprintf(sqlstate, 6, "%s", st ? st : "");
+        }
+        error_text(pq, c, bad, err, errsz);
+        if (!err[0])
+            snprintf(err, errsz, "unexpected answer to the version-table read");
+        if (r)
+            pq->PQclear(r);
+        if (bad)
+            pq->PQclear(bad);
+        return false;
+    }
+    if (!pq->PQgetisnull(r, 0, 0)) {
+        char open[32], close[32];
+        int no = snprintf(open, sizeof open, "<%s>", tag);
+        int nc = snprintf(close, sizeof close, "</%s>", tag);
+        out->present = true;
+        const char *x = pq->PQgetvalue(r, 0, 0);
+        for (const char *p = strstr(x, open); p; p = strstr(p, open)) {
+            p += no;
+            const char *e = strstr(p, close);
+            if (!e)
+                break;
+            if (out->n == sizeof out->v / sizeof out->v[0]) {
+                out->truncated = true;
+                break;
+            }
+            xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
+            p = e + nc;
+        }
+    }
+    pq->PQclear(r);
+    return true;
+}
+
 bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                         struct versions *out, char *err, size_t errsz)
 {
@@ -132,42 +204,47 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
      * until the next statement, and with it a snapshot (backend_xmin) that
      * a CREATE INDEX CONCURRENTLY of the leader's own migration would wait
      * for forever while the lock connection sits idle in its transaction. */
-    char sql[sizeof lt + 2 * sizeof ls + sizeof lq + 512];
+    char sql[sizeof lt + 2 * sizeof ls + sizeof lq + 640];
+    /* Inside the lock transaction (xact mode) the read runs in a savepoint
+     * that is rolled back at once: that releases the ACCESS SHARE lock it
+     * took on the table, which a leader's own migration altering the
+     * version table (ALTER, TRUNCATE, DROP) would otherwise wait for,
+     * behind its own process's idle lock transaction, forever. */
+    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
     snprintf(sql, sizeof sql,
-             "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+             "%sSELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
              "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
              "  WHERE c.relname = %s AND c.relkind IN ('r', 'p') AND (n.nspname = %s OR "
              "    (%s = '' AND n.nspname = ANY (pg_catalog.current_schemas(false))))) "
-             "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END",
-             lt, ls, ls, lq);
-    PGresult *r = pq->PQexec(c, sql);
-    memset(out, 0, sizeof *out);
-    if (!r || pq->PQresultStatus(r) != PGRES_TUPLES_OK || pq->PQntuples(r) != 1) {
-        first_line(r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL, err, errsz);
-        if (!err[0])
-            first_line(pq->PQerrorMessage(c), err, errsz);
-        if (r)
-            pq->PQclear(r);
-        return false;
-    }
-    if (!pq->PQgetisnull(r, 0, 0)) {
-        out->present = true;
-        const char *x = pq->PQgetvalue(r, 0, 0);
-        for (const char *p = strstr(x, "<v>"); p; p = strstr(p, "<v>")) {
-            p += 3;
-            const char *e = strstr(p, "</v>");
-            if (!e)
-                break;
-            if (out->n == sizeof out->v / sizeof out->v[0]) {
-                out->truncated = true;
-                break;
-            }
-            xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
-            p = e + 4;
-        }
-    }
-    pq->PQclear(r);
-    return true;
+             "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END%s",
+             in_txn ? "SAVEPOINT migshim_read; " : "", lt, ls, ls, lq,
+             in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
+    return read_xml(pq, c, sql, "v", out, NULL, err, errsz);
+}
+
+/* "SELECT table_to_xml(...)" of the version table: exact outside a
+ * transaction block, NULL (no error) when it is absent. */
+static void read_idle_sql(const struct config *cfg, char *sql, size_t n)
+{
+    char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24];
+    table_sql(cfg, table, sizeof table);
+    quote_literal(table, lt, sizeof lt);
+    snprintf(sql, n,
+             "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text",
+             lt);
+}
+
+bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+                             struct versions *out, char *err, size_t errsz)
+{
+    /* Outside a transaction block each statement starts with a current
+     * relation cache, so to_regclass() is exact here, and it is NULL (no
+     * error) for an absent table; table_to_xml is strict.  On a brand-new
+     * backend this costs about half of the pg_class join plus query_to_xml
+     * above: fewer catalogs to load and no query text to parse and plan. */
+    char sql[16 * CONFIG_NAME_MAX + 160];
+    read_idle_sql(cfg, sql, sizeof sql);
+    return read_xml(pq, c, sql, "version_num", out, NULL, err, errsz);
 }
 
 /* Run `sql`; return the result if its status is `want`, else NULL with the
@@ -183,8 +260,7 @@ static PGresult *run(const struct pq_api *pq, PGconn *c, const char *sql, ExecSt
         snprintf(sqlstate, 6, "%s", s ? s : "");
     }
     if (err)
-        first_line(r ? pq->PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : pq->PQerrorMessage(c),
-                   err, errsz);
+        error_text(pq, c, r, err, errsz);
     if (r)
         pq->PQclear(r);
     return NULL;
@@ -200,20 +276,21 @@ static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql)
     return ok;
 }
 
-enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode mode,
-                           int64_t key, void (*before_wait)(void *), void *arg, char *err,
-                           size_t errsz)
+enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+                           int64_t key, void (*before_wait)(void *), void *arg,
+                           struct versions *v, bool *freed, char *err, size_t errsz)
 {
-    char sql[256], state[6] = "";
-    bool xact = mode == LOCK_XACT;
+    char sql[16 * CONFIG_NAME_MAX + 512], state[6] = "";
+    bool xact = cfg->lock == LOCK_XACT;
+    *freed = false;
     snprintf(sql, sizeof sql,
              xact ? "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(%lld)"
                   : "SELECT pg_catalog.pg_try_advisory_lock(%lld)",
              (long long)key);
-    PGresult *r = run(pq, own, sql, PGRES_TUPLES_OK, NULL, err, errsz);
+    PGresult *r = run(pq, c, sql, PGRES_TUPLES_OK, NULL, err, errsz);
     if (!r) {
         if (xact)
-            run_ok(pq, own, "ROLLBACK");
+            run_ok(pq, c, "ROLLBACK");
         return LOCK_ERROR;
     }
     bool taken = strcmp(pq->PQgetvalue(r, 0, 0), "t") == 0;
@@ -224,31 +301,99 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *own, enum lock_mode 
     /* Taken by another: wait on the shared form for one slice. */
     if (before_wait)
         before_wait(arg);
+    if (xact) {
+        /* Wake, commit, read: one message.  After the COMMIT the read runs
+         * in a transaction of its own, so to_regclass() sees a table the
+         * leader just created.  A lock_timeout error skips the rest of
+         * the message and leaves the transaction aborted. */
+        char read[sizeof sql - 160];
+        read_idle_sql(cfg, read, sizeof read);
+        snprintf(sql, sizeof sql,
+                 "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld); "
+                 "COMMIT; %s",
+                 LOCK_WAIT_SLICE_MS, (long long)key, read);
+        if (read_xml(pq, c, sql, "version_num", v, state, err, errsz)) {
+            *freed = true;
+            return LOCK_FREED;
+        }
+        enum lock_result res = strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
+        if (!run_ok(pq, c, "ROLLBACK") && res != LOCK_ERROR) {
+            error_text(pq, c, NULL, err, errsz);
+            res = LOCK_ERROR;
+        }
+        return res;
+    }
     snprintf(sql, sizeof sql,
-             xact ? "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld)"
-                  : "SET lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_lock_shared(%lld)",
+             "SET lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_lock_shared(%lld)",
              LOCK_WAIT_SLICE_MS, (long long)key);
-    r = run(pq, own, sql, PGRES_TUPLES_OK, state, err, errsz);
+    r = run(pq, c, sql, PGRES_TUPLES_OK, state, err, errsz);
     enum lock_result res = r ? LOCK_FREED : strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
     if (r)
         pq->PQclear(r);
-    if (xact) {
-        if (!run_ok(pq, own, "ROLLBACK") && res != LOCK_ERROR) {
-            first_line(pq->PQerrorMessage(own), err, errsz);
-            res = LOCK_ERROR;
-        }
-    } else {
-        char unlock[128] = "RESET lock_timeout";
-        if (res == LOCK_FREED)
-            snprintf(unlock, sizeof unlock,
-                     "SELECT pg_catalog.pg_advisory_unlock_shared(%lld); RESET lock_timeout",
-                     (long long)key);
-        if (!run_ok(pq, own, unlock) && res != LOCK_ERROR) {
-            first_line(pq->PQerrorMessage(own), err, errsz);
-            res = LOCK_ERROR;
-        }
+    char unlock[128] = "RESET lock_timeout";
+    if (res == LOCK_FREED)
+        snprintf(unlock, sizeof unlock,
+                 "SELECT pg_catalog.pg_advisory_unlock_shared(%lld); RESET lock_timeout",
+                 (long long)key);
+    if (!run_ok(pq, c, unlock) && res != LOCK_ERROR) {
+        error_text(pq, c, NULL, err, errsz);
+        res = LOCK_ERROR;
     }
     return res;
+}
+
+enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *to, int64_t key,
+                                char *err, size_t errsz)
+{
+    char sql[256], state[6] = "";
+    /* Bounded: should `from` fail to let go, `to` gives up after a slice
+     * and the caller waits the normal way. */
+    snprintf(sql, sizeof sql,
+             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '%dms'; "
+             "SELECT pg_catalog.pg_advisory_xact_lock(%lld)",
+             4 * LOCK_WAIT_SLICE_MS, (long long)key);
+    bool sent = pq->PQsendQuery(to, sql);
+    if (sent) {
+        char q[256];
+        snprintf(q, sizeof q,
+                 "SELECT 1 FROM pg_catalog.pg_locks WHERE pid = %d AND locktype = 'advisory' "
+                 "AND NOT granted",
+                 pq->PQbackendPID(to));
+        for (int i = 0; i < 2 * LOCK_WAIT_SLICE_MS; i++) { /* ~1 ms a try */
+            PGresult *r = run(pq, from, q, PGRES_TUPLES_OK, NULL, err, errsz);
+            bool queued = r && pq->PQntuples(r) > 0;
+            if (r)
+                pq->PQclear(r);
+            if (!r || queued)
+                break;
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    run_ok(pq, from, "ROLLBACK"); /* if `from` died, the server let go anyway */
+    if (!sent) {
+        error_text(pq, to, NULL, err, errsz);
+        return LOCK_ERROR;
+    }
+    /* The statement's results: the last one decides (BEGIN, SET, SELECT). */
+    ExecStatusType last = PGRES_FATAL_ERROR;
+    bool any = false;
+    for (PGresult *r; (r = pq->PQgetResult(to)) != NULL;) {
+        any = true;
+        last = pq->PQresultStatus(r);
+        if (last == PGRES_FATAL_ERROR) {
+            const char *s = pq->PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            snprintf(state, sizeof state, "%s", s ? s : "");
+            error_text(pq, to, r, err, errsz);
+        }
+        pq->PQclear(r);
+    }
+    if (any && last == PGRES_TUPLES_OK && !state[0])
+        return LOCK_TAKEN;
+    if (!any)
+        error_text(pq, to, NULL, err, errsz);
+    bool clean = run_ok(pq, to, "ROLLBACK");
+    return clean && strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
 }
 
 bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)

@@ -30,6 +30,7 @@ struct caller_entry {
 
 static struct pq_copy copies[MAX_COPIES];
 static _Atomic int ncopies;
+_Atomic(const struct pq_copy *) resolve_sole;
 static struct caller_entry callers[MAX_CALLERS];
 static _Atomic int ncallers;
 static _Atomic(struct pq_copy *) ctypes_copy;
@@ -221,6 +222,7 @@ static void copy_add(const struct elf_obj *o, const char *path)
             c->complete = false;
     }
     atomic_store_explicit(&ncopies, n + 1, memory_order_release);
+    atomic_store_explicit(&resolve_sole, n == 0 ? c : NULL, memory_order_release);
     log_debug("libpq copy %s at %s%s", c->soname, path[0] ? path : "(main program)",
               c->complete ? "" : " (lacks functions the gate needs)");
 }
@@ -332,10 +334,6 @@ const struct pq_copy *resolve_for_caller(const void *ra)
 
 bool resolve_is_internal(const void *ra) { return copy_by_range(ra) != NULL; }
 
-const struct pq_copy *resolve_sole_copy(void)
-{
-    return atomic_load_explicit(&ncopies, memory_order_acquire) == 1 ? &copies[0] : NULL;
-}
 
 bool resolve_note_dlsym(const void *real)
 {

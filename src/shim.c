@@ -70,6 +70,8 @@ static void shim_init(void)
         return;
     }
     log_set_level(cfg.log);
+    if (cfg.log >= LOG_LVL_DEBUG)
+        shim_hooks_add(1); /* for good: every first call is noted */
     active = true;
     errno = saved;
 }
@@ -81,3 +83,5 @@ bool shim_active(void)
 }
 
 const struct config *shim_config(void) { return &cfg; }
+
+_Atomic int shim_hooks;

@@ -58,6 +58,8 @@ RELEASE_RE = re.compile(r"\bmigrated to (\S+); migration lock released\b")
 MIGRATION_SQL_RE = re.compile(
     r"pg_sleep|migration_runs|alembic_version|CREATE TABLE|ALTER TABLE"
     r"|CREATE INDEX|INSERT INTO users", re.I)
+# the shim's wait statement, sent on a waiter's own connection (lock = xact)
+SHIM_WAIT_RE = re.compile(r"pg_catalog\.pg_advisory\w*_lock_shared")
 
 
 # ---------------------------------------------------------------------------
@@ -112,13 +114,15 @@ class Watcher:
 
         Only the leader may run the migration, so the migration backend is
         the one client backend without a migshim application_name that is
-        in a transaction running a migration statement; the leader's own
+        in a transaction running a migration statement (not the shim's wait
+        statement of a waiter); the leader's own
         lock connection is named 'migshim lock pid=<leader> ...'."""
         act = self.activity()
         mig = [a for a in act
                if not a[1].startswith("migshim")
                and a[3] and a[2] in ("active", "idle in transaction")
-               and MIGRATION_SQL_RE.search(a[4])]
+               and MIGRATION_SQL_RE.search(a[4])
+               and not SHIM_WAIT_RE.search(a[4])]
         own = [a for a in act if a[1].startswith(f"migshim lock pid={leader} ")]
         if len(mig) != 1 or len(own) != 1:
             return None
@@ -237,14 +241,17 @@ SLEEP = float(os.environ.get("MIGRATION_SLEEP", "0.2"))
 
 
 def witness(phase) -> None:
-    """How many other processes' migshim lock connections are in this
-    database right now (i.e. how many processes wait for this migration)."""
+    """How many other processes wait for this migration right now: their
+    migshim lock connections (lock = session) or their own connections
+    running the shim's wait statement (lock = xact)."""
     op.execute(sa.text(
         "INSERT INTO cic_witness (phase, waiters) "
         "SELECT :phase, count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() "
-        "AND application_name LIKE 'migshim lock pid=%' "
-        "AND application_name NOT LIKE :mine")
+        "AND pid <> pg_backend_pid() "
+        "AND ((application_name LIKE 'migshim lock pid=%' "
+        "      AND application_name NOT LIKE :mine) "
+        "     OR query LIKE '%pg_catalog.pg_advisory%lock_shared%')")
         .bindparams(phase=phase, mine="migshim lock pid=%d %%" % os.getpid()))
 
 

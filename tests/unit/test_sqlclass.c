@@ -137,6 +137,41 @@ Test(mentions, whole_words_only)
     cr_assert_not(sqlclass_mentions("x", ""));
 }
 
+/* The memchr anchor (the name's first non-letter) at every position, and
+ * names with no such byte (the case-folding scan). */
+Test(mentions, anchors)
+{
+    cr_assert(sqlclass_mentions("alembic_version", "alembic_version")); /* at offset 0 */
+    cr_assert(sqlclass_mentions("_v", "_v"));                          /* anchor is byte 0 */
+    cr_assert(sqlclass_mentions("x _ _V", "_v"));
+    cr_assert_not(sqlclass_mentions("x__v", "_v"));
+    cr_assert(sqlclass_mentions("insert into Versions2 ", "versions2"));
+    cr_assert_not(sqlclass_mentions("insert into versions22", "versions2"));
+    cr_assert(sqlclass_mentions("UPDATE VERSIONS SET", "versions")); /* all letters */
+    cr_assert_not(sqlclass_mentions("UPDATE VERSIONSX SET", "versions"));
+    cr_assert_not(sqlclass_mentions("a_b a_ _b", "a_b_"));
+    cr_assert(sqlclass_mentions("a_b a_b_", "a_b_"));
+    /* a '"' in the name is doubled in SQL: always a (safe) over-match */
+    cr_assert(sqlclass_mentions("select 1", "we\"ird"));
+}
+
+Test(mentions, prefix_boundary)
+{
+    size_t n = SQLCLASS_SCAN_MAX;
+    char *big = malloc(n + 64);
+    cr_assert(big);
+    memset(big, ' ', n + 63);
+    big[n + 63] = 0;
+    /* starts inside the scanned prefix, ends past it: still a mention */
+    memcpy(big + n - 10, "alembic_version", 15);
+    cr_assert(sqlclass_mentions(big, "alembic_version"));
+    /* its anchor beyond the prefix: not looked at */
+    memset(big + n - 10, ' ', 15);
+    memcpy(big + n - 3, "alembic_version", 15);
+    cr_assert_not(sqlclass_mentions(big, "alembic_version"));
+    free(big);
+}
+
 Test(names, kind_names)
 {
     cr_assert_str_eq(sqlclass_kind_name(SQL_CREATE_TABLE), "CREATE TABLE");

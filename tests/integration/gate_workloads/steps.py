@@ -84,7 +84,8 @@ def wait_file(name, timeout):
 
 def connect(name, opts):
     driver = opts.get("driver", DEFAULT_DRIVER)
-    appname = opts.get("application_name", "gate-" + name)
+    # the pid lets the test find where this process waits at the gate
+    appname = opts.get("application_name", "gate-%s@%d" % (name, os.getpid()))
     dsn = "%s application_name=%s" % (DSN, appname)
     if driver == "psycopg3":
         import psycopg

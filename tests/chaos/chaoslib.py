@@ -8,6 +8,14 @@ copy_example).
 
 CHAOS_REPEAT (environment, default 2) is the number of repetitions of each
 kill point: `make check` runs the reduced set (2), `make chaos` sets 20.
+
+Where a process waits at the gate depends on the lock mode: with lock =
+session on its own 'migshim lock pid=P host=H' connection; with lock = xact
+(the default) on the app's own fresh connection, running the shim's wait
+statements (WAIT_SQL_RE) -- a waiter then opens no connection, only the
+leader does.  tag_app() makes a copy of the example app whose connections
+carry application_name 'chaos-app pid=P', so the test can tell whose app
+connection waits (app_backends_of, waiting_pids).
 """
 
 from __future__ import annotations
@@ -52,6 +60,62 @@ def lines_of(r: FleetResult, pid: int, level: Optional[str] = None) -> List[str]
 
 # ---------------------------------------------------------------------------
 # the server, from outside
+
+# the shim's wait statements on a waiter's own connection (lock = xact):
+# 'BEGIN ...; SELECT pg_catalog.pg_try_advisory_xact_lock(K)', then
+# 'SET LOCAL lock_timeout = ...; SELECT pg_catalog.pg_advisory_xact_lock_shared(K);
+# COMMIT; SELECT pg_catalog.table_to_xml(...)' ('ROLLBACK' between slices)
+WAIT_SQL_RE = re.compile(r"pg_catalog\.pg_(try_advisory_xact_lock|advisory_xact_lock_shared)\(")
+APP_TAG = "chaos-app pid="
+
+TAG_SNIPPET = (
+    "# chaos: name this process's connections (libpq reads PGAPPNAME), so the\n"
+    "# test can tell whose app connection waits at the gate\n"
+    "os.environ['PGAPPNAME'] = '%s%%d' %% os.getpid()\n" % APP_TAG)
+
+
+def tag_app(app_dir: Path) -> Path:
+    """Patch the copy of the example in `app_dir` (copy_example) so its
+    connections' application_name is 'chaos-app pid=<its pid>' (env.py runs
+    in the process that migrates, before it connects); returns app_dir."""
+    env = Path(app_dir) / "migrations" / "env.py"
+    src = env.read_text()
+    anchor = "from alembic import context\n"
+    assert src.count(anchor) == 1, "examples/flask-alembic/migrations/env.py " \
+        "changed: update tag_app()"
+    env.write_text(src.replace(anchor, anchor + "\n" + TAG_SNIPPET))
+    return Path(app_dir)
+
+
+def tagged_app(tmp_path, name="flask-alembic-tagged") -> Path:
+    return tag_app(copy_example(tmp_path, name))
+
+
+def app_backends_of(w: Watcher, pid: int) -> List[tuple]:
+    """[(backend pid, state, query)] of process `pid`'s own connections
+    (a tag_app() copy of the app)."""
+    return [(a[0], a[2], a[4]) for a in w.activity() if a[1] == f"{APP_TAG}{pid}"]
+
+
+def waiting_app_backends(w: Watcher) -> Dict[int, int]:
+    """{process pid: backend pid} of tag_app() connections running the
+    shim's wait statement right now (lock = xact waiters)."""
+    out = {}
+    for a in w.activity():
+        if a[1].startswith(APP_TAG) and WAIT_SQL_RE.search(a[4]):
+            out[int(a[1][len(APP_TAG):])] = a[0]
+    return out
+
+
+def waiting_pids(w: Watcher) -> set:
+    """Processes seen in the gate right now: those with a migshim lock
+    connection (lock = session waiters, and any leader) plus those whose
+    own (tagged) connection runs the shim's wait statement (lock = xact)."""
+    pids = set(waiting_app_backends(w))
+    for _, app in lock_backends(w):
+        pids.add(int(app.split()[2].split("=")[1]))
+    return pids
+
 
 def lock_backends(w: Watcher) -> List[tuple]:
     """[(backend pid, application_name)] of the shim's lock connections."""

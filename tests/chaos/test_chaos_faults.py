@@ -8,13 +8,17 @@ forced by the test:
     restart cuts every session.  What the demanding user expects: no hang,
     no half-applied or doubly-applied migration, a clear error, and the
     next deploy boots.  The restart kills the app's own connections too
-    (a waiter's connection was opened before the restart and is handed
-    back after it; the leader's migration connection dies mid-migration),
-    so the workers cannot boot on those connections: the fleet must fail
-    fast -- Gunicorn halts ("Worker failed to boot", exit 3) within
-    RESTART_BOUND s of the restart, every worker's error names the lost
-    connection, each waiter's shim logs the loss of its lock connection --
-    and the same fleet started again boots with each revision applied once.
+    (with lock = xact a waiter waits on its own connection, which dies in
+    its wait statement; with lock = session its connection was opened
+    before the restart and is handed back after it; the leader's migration
+    connection dies mid-migration), so the workers cannot boot on those
+    connections: the fleet must fail fast -- Gunicorn halts ("Worker failed
+    to boot", exit 3) within RESTART_BOUND s of the restart, every worker's
+    error names the lost connection, each waiter's shim logs that the
+    connection it waited on failed, with libpq's or the server's reason
+    ("the connection failed while waiting (...)" for lock = xact, "the lock
+    connection failed while waiting (...)" for lock = session) -- and the
+    same fleet started again boots with each revision applied once.
  3. The leader's own lock connection terminated (pg_terminate_backend)
     while it migrates: a waiter takes the lock and migrates concurrently;
     the leader's commit lands first and the race guard absorbs the
@@ -29,17 +33,34 @@ forced by the test:
     is untouched.  (The single-process rules are in
     tests/integration/test_gate.py; these are the fleet-level outcomes.)
  5. max_connections nearly exhausted: a dedicated server with
-    max_connections = 20, all but WORKERS + 2 slots held by idle
-    connections.  The fleet either boots (each revision once, the guard
-    absorbing races of processes that could not open a lock connection) or
-    fails with PostgreSQL's "too many clients" in every failed worker's
-    error -- within a bound, never hanging.
+    max_connections = 20, all but a few slots held by idle connections.
+    lock = xact with WORKERS + 1 slots free (the workers' own connections
+    and the leader's lock connection; waiters open none): the fleet boots
+    cleanly, one leader, no shim warning.  With fewer slots, or lock =
+    session (a lock connection per waiter) with WORKERS + 2: the fleet
+    either boots (each revision once, the guard absorbing races of
+    processes that could not open a lock connection) or fails with
+    PostgreSQL's "too many clients" in every failed worker's error --
+    within a bound, never hanging.
  6. The database unreachable at start (a port nothing listens on; the
     dedicated server stopped, its Unix socket gone): a psycopg2 connect
     under the shim fails with libpq's own error, the same text as without
     the shim, in about the same time (the difference is asserted < 2 s);
     the process exits normally (no signal); a fleet halts promptly with
     that error.
+
+Regression tests for two shim bugs the chaos work found (fixed on main in
+6bcf7f9; they were strict-xfail reproductions in test_chaos_bugs.py):
+
+ 7. A migration altering the version table (ACCESS EXCLUSIVE on
+    alembic_version) under lock = xact: the lock connection read the
+    version table inside its lock transaction and kept ACCESS SHARE on it
+    for the whole lead, so the leader's ALTER waited for its own idle lock
+    connection -- a deadlock the server cannot see; the fleet never booted.
+ 8. A lost lock connection logged with an empty reason ("the lock
+    connection failed (); proceeding without the gate"): the reason came
+    from the result's server fields only, which an error made by libpq
+    itself (the server went away) does not have.
 """
 
 import os
@@ -48,6 +69,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import threading
 import time
 
 import pytest
@@ -57,7 +79,8 @@ from chaoslib import (CONN_LOST_RE, HEADS, LEAD_LINE_RE, ONCE_EACH,
                       PG_BINDIR_CANDIDATES, REVISIONS, Fleet, Watcher,
                       advisory_holders, assert_fleet_up, lock_backends,
                       lock_conn_of, other_lead_re, pg_ctl, random_key,
-                      run_with_faults, wait_until)
+                      copy_example, migrate, run_with_faults, tagged_app,
+                      waiting_pids, wait_until)
 from fleet import free_port
 
 WORKERS = 4
@@ -110,21 +133,31 @@ def app_failures(r):
 # ---------------------------------------------------------------------------
 # 2. PostgreSQL restarted while processes wait
 
-@pytest.mark.parametrize("mode,holder", [("fast", "test"), ("immediate", "leader")])
-def test_restart_while_waiting(own_pg, own_db, migshim_lib, mode, holder):
+WAIT_FAILED_RE = re.compile(r"the (lock )?connection failed while waiting \((.*)\); "
+                            r"proceeding without the gate$")
+
+
+@pytest.mark.parametrize("mode,holder,lock", [("fast", "test", "xact"),
+                                              ("immediate", "leader", "xact"),
+                                              ("fast", "test", "session")])
+def test_restart_while_waiting(own_pg, own_db, migshim_lib, tmp_path, mode, holder, lock):
     """holder = test: the test holds the migration lock, all 4 workers wait
-    (4 lock connections seen waiting), restart -m fast.  holder = leader:
-    the fleet's leader migrates (each revision sleeping 1 s, its migration
-    transaction seen open) while the 3 others wait, restart -m immediate."""
+    (seen waiting: lock = xact on their own connections, each running the
+    shim's wait statement, and no migshim lock connection; lock = session
+    on 4 lock connections), restart -m fast.  holder = leader: the fleet's
+    leader migrates (each revision sleeping 1 s, its migration transaction
+    seen open) while the 3 others wait, restart -m immediate."""
     db = own_db()
     key = random_key()
     w = Watcher(db.dsn)
     if holder == "test":
         w.rows("SELECT pg_advisory_lock(%s)", (key,))
     fl = Fleet("flask-alembic", db.dsn, workers=WORKERS, shim=True,
-               shim_env={"MIGSHIM_LOCK_KEY": str(key)},
+               app_dir=tagged_app(tmp_path),
+               shim_env={"MIGSHIM_LOCK_KEY": str(key), "MIGSHIM_LOCK": lock},
                env_extra={"MIGRATION_SLEEP": "1.0"}, timeout=60,
-               label=f"restart -m {mode} while waiting ({holder} holds the lock)")
+               label=f"restart -m {mode} while waiting ({holder} holds the lock, "
+                     f"lock = {lock})")
     waiters = WORKERS if holder == "test" else WORKERS - 1
 
     def body(f):
@@ -132,8 +165,14 @@ def test_restart_while_waiting(own_pg, own_db, migshim_lib, mode, holder):
         if holder == "leader":
             leader = int(f.wait_for_line(LEAD_LINE_RE, timeout=30).group(1))
             w.wait_migration_state(leader)
-        wait_until(lambda: len(lock_backends(w)) == WORKERS, 30,
+        wait_until(lambda: len(waiting_pids(w)) == WORKERS, 30,
                    f"not all {WORKERS} workers in the gate")
+        locks = lock_backends(w)
+        if lock == "xact":
+            # only a leader has a lock connection
+            assert len(locks) == (1 if leader else 0), locks
+        else:
+            assert len(locks) == WORKERS, locks
         took = pg_ctl(own_pg.pgdir, "-m", mode, "restart")
         t = time.monotonic()
         f.wait()
@@ -154,10 +193,16 @@ def test_restart_while_waiting(own_pg, own_db, migshim_lib, mode, holder):
     assert sorted(fails) == sorted(r.worker_pids), d
     for pid, msg in fails.items():
         assert CONN_LOST_RE.search(msg), f"{pid}: {msg}\n{d}"
-    lost = [p for p, lv, m in r.migshim_lines("warn")
-            if "the lock connection failed" in m and "proceeding without the gate" in m]
+    # each waiter logged the loss of the connection it waited on, with a
+    # reason (the app's own with lock = xact, the lock connection's with
+    # lock = session)
+    lost = {p: WAIT_FAILED_RE.search(m) for p, lv, m in r.migshim_lines("warn")
+            if WAIT_FAILED_RE.search(m)}
     expect = [p for p in r.worker_pids if p != leader]
     assert sorted(lost) == sorted(expect) and len(expect) == waiters, d
+    for p, m in lost.items():
+        assert bool(m.group(1)) == (lock == "session"), f"{p}: {m.group(0)}\n{d}"
+        assert CONN_LOST_RE.search(m.group(2)), f"{p}: {m.group(0)}\n{d}"
     # nothing half-applied: the migration transaction died with the server
     w = Watcher(db.dsn)
     try:
@@ -172,7 +217,7 @@ def test_restart_while_waiting(own_pg, own_db, migshim_lib, mode, holder):
                             lambda f: f.wait())
     assert_fleet_up(r2, WORKERS)
     assert r2.alembic_version == HEADS and r2.migration_runs == ONCE_EACH, r2.describe()
-    print(f"\nrestart -m {mode} ({holder}): pg_ctl took {took:.2f}s; fleet halted "
+    print(f"\nrestart -m {mode} ({holder}, lock = {lock}): pg_ctl took {took:.2f}s; fleet halted "
           f"{halt:.2f}s after it; re-deploy up in {r2.elapsed:.2f}s")
 
 
@@ -283,7 +328,48 @@ def test_wait_timeout_fleet(make_db, migshim_lib, on_timeout):
 MAXCONN = 20
 
 
-def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib):
+class PeakSampler(threading.Thread):
+    """The most client backends of the fleet's database seen at once, and
+    the most 'migshim lock' ones, sampled every 10 ms from an already open
+    connection (it holds one of the slots itself)."""
+
+    def __init__(self, conn, dbname):
+        super().__init__(daemon=True)
+        self.conn, self.dbname = conn, dbname
+        self.peak, self.peak_locks = 0, 0
+        self.stop_evt = threading.Event()
+
+    def run(self):
+        with self.conn.cursor() as cur:
+            while not self.stop_evt.is_set():
+                cur.execute("SELECT count(*), count(*) FILTER (WHERE application_name"
+                            " LIKE 'migshim lock pid=%%') FROM pg_stat_activity"
+                            " WHERE datname = %s AND backend_type = 'client backend'",
+                            (self.dbname,))
+                n, nl = cur.fetchone()
+                self.peak, self.peak_locks = max(self.peak, n), max(self.peak_locks, nl)
+                time.sleep(0.01)
+
+    def stop(self):
+        self.stop_evt.set()
+        self.join(5)
+
+
+@pytest.mark.parametrize("lock,free", [("xact", WORKERS + 1), ("xact", WORKERS),
+                                       ("session", WORKERS + 2)])
+def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib, lock, free):
+    """lock = xact, WORKERS + 1 slots free (the workers' own connections and
+    the leader's lock connection): the fleet must boot cleanly -- waiters
+    need no connection of their own, so nobody is short of one: one leader,
+    no shim warning, at most one lock connection and WORKERS + 1 backends
+    at once.  (Measured on the merged branch: 3/3 booted, peak 5 backends,
+    1 lock connection.)  With fewer slots (xact, WORKERS free: a worker's
+    own connection or the leader's lock connection finds no slot) and with
+    lock = session, whose waiters each open a lock connection (WORKERS + 2
+    free: measured peak 6 backends, 3 lock connections, then "too many
+    clients"), the fleet either boots or fails with PostgreSQL's "too many
+    clients" in every failed worker's error -- within a bound, never
+    hanging, never a revision applied twice."""
     import psycopg2
     adm = own_pg.connect()
     with adm.cursor() as cur:
@@ -292,7 +378,10 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib):
     pg_ctl(own_pg.pgdir, "-m", "fast", "restart")
     db = own_db()
     fillers = []
+    sampler = None
     try:
+        sc = psycopg2.connect(own_pg.dsn())
+        sc.autocommit = True
         c = own_pg.connect()
         with c.cursor() as cur:
             cur.execute("SHOW max_connections")
@@ -300,23 +389,34 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib):
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
             used = cur.fetchone()[0]
         c.close()
-        free = WORKERS + 2
         for _ in range(MAXCONN - (used - 1) - free):
             fillers.append(psycopg2.connect(own_pg.dsn()))
+        sampler = PeakSampler(sc, db.name)
+        sampler.start()
         fl = Fleet("flask-alembic", db.dsn, workers=WORKERS, shim=True,
+                   shim_env={"MIGSHIM_LOCK": lock},
                    env_extra={"MIGRATION_SLEEP": "0.3"}, timeout=40,
-                   label=f"max_connections={MAXCONN}, {free} free")
+                   label=f"max_connections={MAXCONN}, {free} free, lock = {lock}")
         fl.start()
         try:
             fl.wait()
         finally:
             fl.stop()
     finally:
+        if sampler:
+            sampler.stop()
+            sc.close()
         for f in fillers:
             f.close()
     r = fl.result()
     d = r.describe()
     assert "timeout" not in r.reason, d          # never hangs
+    peaks = f"peak {sampler.peak} backends, {sampler.peak_locks} lock connections"
+    if lock == "xact" and free == WORKERS + 1:
+        assert r.booted, d
+        assert r.migshim_problems() == [], d
+        assert len(r.gate_lines("lead")) == 1, d
+        assert sampler.peak_locks == 1 and sampler.peak <= WORKERS + 1, f"{peaks}\n{d}"
     if r.booted:
         assert r.workers_failed == 0 and not r.race_errors(), d
         assert r.alembic_version == HEADS and r.migration_runs == ONCE_EACH, d
@@ -332,7 +432,8 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib):
         w.wait_no_leftovers()
     finally:
         w.close()
-    print(f"\n{len(fillers)} idle connections held, {free} slots free: {outcome}; "
+    print(f"\nlock = {lock}: {len(fillers)} idle connections held, {free} slots free: "
+          f"{outcome}; {peaks} of the fleet's database; "
           f"shim said: {[m[:100] for m in r.migshim_problems()][:4]}")
 
 
@@ -402,3 +503,135 @@ def test_database_unreachable_at_start(own_pg, migshim_lib, where):
     finally:
         if where == "server stopped":
             pg_ctl(own_pg.pgdir, "start")
+
+
+# ---------------------------------------------------------------------------
+# 7. regression: a migration that alters the version table
+
+WIDEN_REVISION = '''"""widen alembic_version.version_num (longer revision ids)
+
+Revision ID: 0004dddd
+Revises: 0003cccc
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = '0004dddd'
+down_revision = '0003cccc'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(sa.text("INSERT INTO migration_runs (revision, pid) "
+                       "VALUES ('0004dddd', pg_backend_pid())"))
+    op.alter_column("alembic_version", "version_num",
+                    type_=sa.String(64), existing_type=sa.String(32),
+                    existing_nullable=False)
+
+
+def downgrade() -> None:
+    op.alter_column("alembic_version", "version_num",
+                    type_=sa.String(32), existing_type=sa.String(64),
+                    existing_nullable=False)
+'''
+
+BOUND = 12.0     # seconds: a 2-worker fleet is up in ~2 s when the gate is right
+
+
+@pytest.mark.parametrize("mode", ["xact", "session"])
+def test_migration_altering_the_version_table(make_db, migshim_lib, tmp_path, mode):
+    """Guards against the leader's lock connection holding ACCESS SHARE on
+    alembic_version (it read the table inside its xact lock transaction;
+    now the read runs in a rolled-back savepoint): a migration that needs
+    ACCESS EXCLUSIVE on it -- the common recipe widening version_num with
+    op.alter_column to allow longer revision ids; TRUNCATE, DROP and LOCK
+    TABLE alike -- must not wait for its own process's lock connection.
+    Database at 0003cccc (migrated without the shim), a 0004 revision
+    widening alembic_version.version_num; 2 workers: the fleet is up within
+    BOUND (12 s), version 0004dddd, 0004 applied once.  On failure the
+    message lists who blocks whom (a blocker 'migshim lock pid=<the
+    leader>' is the bug)."""
+    app = copy_example(tmp_path, "flask-alembic-widen")
+    (app / "migrations" / "versions" / "0004dddd_widen_version_num.py") \
+        .write_text(WIDEN_REVISION)
+    db = make_db()
+    migrate("flask-alembic", db.dsn, "0003cccc", app_dir=app)
+    w = Watcher(db.dsn)
+    blocked = []
+    fl = Fleet("flask-alembic", db.dsn, workers=2, shim=True, app_dir=app,
+               shim_env={"MIGSHIM_LOCK": mode}, timeout=BOUND,
+               gunicorn_timeout=60, label=f"widen version_num lock={mode}")
+
+    def body(f):
+        f.wait()
+        if not f.res.booted:
+            blocked.extend(w.rows(
+                "SELECT a.pid, a.application_name, left(a.query, 60),"
+                " b.pid, b.application_name, b.state"
+                " FROM pg_stat_activity a"
+                " CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS bp(pid)"
+                " JOIN pg_stat_activity b ON b.pid = bp.pid"
+                " WHERE a.datname = current_database()"))
+        w.wait_no_leftovers()
+
+    try:
+        r, _ = run_with_faults(fl, body)
+    finally:
+        w.close()
+    d = r.describe() + "\n--- blocked (pid, app, query, blocker pid, blocker app, " \
+        "blocker state) ---\n" + "\n".join(map(repr, blocked))
+    assert r.booted, d
+    assert r.alembic_version == ["0004dddd"], d
+    assert r.migration_runs.get("0004dddd") == 1, d
+    assert len(r.gate_lines("lead")) == 1 and r.migshim_problems() == [], d
+
+
+# ---------------------------------------------------------------------------
+# 8. regression: a lost lock connection is logged with its reason
+
+def test_lost_lock_connection_is_logged_with_its_reason(make_db, migshim_lib):
+    """Guards against an empty reason in the shim's warning when its lock
+    connection is lost ('the lock connection failed while waiting (); ...'):
+    an error result made by libpq itself (the server went away) has no
+    server fields, so the reason must fall back to PQerrorMessage().  The
+    terminated connection must be a lock connection, so this runs with
+    lock = session (with lock = xact a waiter waits on its own connection:
+    scenario 2 checks that one's reason).  One worker waits for a migration
+    lock the test holds; the test terminates the worker's lock connection
+    (pg_terminate_backend): the warning names the loss, e.g. 'terminating
+    connection due to administrator command' or 'server closed the
+    connection unexpectedly'."""
+    db = make_db()
+    key = random_key()
+    w = Watcher(db.dsn)
+    w.rows("SELECT pg_advisory_lock(%s)", (key,))
+    held = [True]
+    fl = Fleet("flask-alembic", db.dsn, workers=1, shim=True,
+               shim_env={"MIGSHIM_LOCK_KEY": str(key), "MIGSHIM_LOCK": "session"},
+               env_extra={"MIGRATION_SLEEP": "0.05"}, label="lost lock connection")
+
+    def body(f):
+        worker = int(f.wait_for_line(r"^fleet: forked pid=(\d+)$", timeout=20).group(1))
+        own = wait_until(lambda: lock_conn_of(w, worker), 20, "no lock connection")
+        time.sleep(0.3)
+        w.rows("SELECT pg_terminate_backend(%s)", (own,))
+        m = f.wait_for_line(r"migshim\[%d\]: warn: .*the lock connection failed "
+                            r"(?:while waiting )?\((.*)\); proceeding without the gate"
+                            % worker, timeout=10)
+        w.rows("SELECT pg_advisory_unlock(%s)", (key,))
+        held[0] = False
+        f.wait()
+        return m.group(1)
+
+    try:
+        r, reason = run_with_faults(fl, body)
+    finally:
+        if held[0]:
+            w.rows("SELECT pg_advisory_unlock_all()")
+        w.close()
+    d = r.describe()
+    assert reason.strip() != "", d
+    assert CONN_LOST_RE.search(reason), f"{reason!r}\n{d}"
+    # the worker proceeded without the gate and, alone, migrated
+    assert r.booted and r.alembic_version == HEADS and r.migration_runs == ONCE_EACH, d

@@ -7,10 +7,16 @@ SIGKILLed at a point forced by the test (never by timing luck):
  (a) before taking the lock -- the test holds the migration lock itself
      (MIGSHIM_LOCK_KEY=K in the fleet, pg_advisory_lock(K) on the test's
      connection), so every worker finds the database behind and sits in
-     the gate's wait loop; the first worker whose lock connection the test
-     sees (it has found the database behind and is contending for the
-     lock) is killed there, its lock backend seen gone, then the test
-     releases the lock.  It never logged `leading`; another worker leads.
+     the gate's wait loop; the first worker the test sees waiting is
+     killed there, then the test releases the lock.  Where a waiter waits
+     depends on the mode: lock = xact on its own app connection (a
+     tag_app() copy names it 'chaos-app pid=N'; the test picks the first
+     one running the shim's wait statement, and asserts that no worker has
+     opened a migshim lock connection at all), lock = session on its
+     'migshim lock pid=N' connection.  Either way the killed waiter leaves
+     nothing behind: its backend (the app connection, resp. the lock
+     connection) is seen gone within a wait slice, no other backend of it
+     remains.  It never logged `leading`; another worker leads.
  (b) holding the lock, before migrating -- a copy of the app whose env.py
      blocks right after its first connection (the gated one) while a hold
      file exists and says "chaos: connected pid=N".  The leader's lead line,
@@ -58,10 +64,11 @@ import time
 import pytest
 
 from chaoslib import (HEADS, LEAD_LINE_RE, ONCE_EACH, REPEAT, REVISIONS,
-                      Fleet, Watcher, advisory_holders, assert_fleet_up,
-                      copy_example, decisions_of, lock_backends, lock_conn_of,
-                      migrate, other_lead_re, random_key, release_lines,
-                      run_with_faults, wait_until)
+                      Fleet, Watcher, advisory_holders, app_backends_of,
+                      assert_fleet_up, copy_example, decisions_of, lock_backends,
+                      lock_conn_of, migrate, other_lead_re, random_key,
+                      release_lines, run_with_faults, tagged_app,
+                      waiting_app_backends, wait_until)
 
 WORKERS = 4
 MODES = ["xact", "session"]
@@ -106,27 +113,39 @@ def check_after_kill(r, victim, nxt, runs_by):
 # (a) before taking the lock
 
 @pytest.mark.parametrize("i", range(REPEAT))
-def test_a_killed_before_taking_the_lock(make_db, migshim_lib, i):
+def test_a_killed_before_taking_the_lock(make_db, migshim_lib, tmp_path, i):
     mode = mode_of(i)
     db = make_db()
     key = random_key()
     w = Watcher(db.dsn)
     w.rows("SELECT pg_advisory_lock(%s)", (key,))
+    me = w.rows("SELECT pg_backend_pid()")[0][0]
     held = [True]
-    fl = fleet_for(db, f"(a) {mode} {i + 1}/{REPEAT}", mode,
+    fl = fleet_for(db, f"(a) {mode} {i + 1}/{REPEAT}", mode, app_dir=tagged_app(tmp_path),
                    shim_env={"MIGSHIM_LOCK_KEY": str(key)})
 
     def body(f):
-        # the first worker to reach the wait loop: its lock connection
-        victim_app = wait_until(lambda: lock_backends(w), 30,
-                                "no worker reached the wait loop")[0][1]
-        victim = int(victim_app.split()[2].split("=")[1])
-        victim_backend = lock_conn_of(w, victim)
-        assert advisory_holders(w, key) == [w.rows("SELECT pg_backend_pid()")[0][0]]
+        if mode == "xact":
+            # the first worker seen waiting on its own connection
+            victim, victim_backend = sorted(wait_until(
+                lambda: waiting_app_backends(w), 30,
+                "no worker reached the wait loop").items())[0]
+            # a waiter opens no connection of its own (nobody leads yet)
+            assert lock_backends(w) == [], lock_backends(w)
+        else:
+            victim_app = wait_until(lambda: lock_backends(w), 30,
+                                    "no worker reached the wait loop")[0][1]
+            victim = int(victim_app.split()[2].split("=")[1])
+            victim_backend = lock_conn_of(w, victim)
+        assert advisory_holders(w, key) == [me]
         f.kill_worker(victim)
-        # its lock backend goes once its current 250 ms slice ends
-        wait_until(lambda: victim_backend not in [b for b, _ in lock_backends(w)],
-                   5, f"lock connection {victim_backend} of killed {victim} still there")
+        # its backend goes once its current 250 ms slice ends; nothing of
+        # it is left (xact: it never had a second connection)
+        wait_until(lambda: victim_backend not in [a[0] for a in w.activity()],
+                   5, f"backend {victim_backend} of killed {victim} still there")
+        assert app_backends_of(w, victim) == [] and lock_conn_of(w, victim) is None, \
+            (app_backends_of(w, victim), lock_backends(w))
+        assert advisory_holders(w, key) == [me]
         w.rows("SELECT pg_advisory_unlock(%s)", (key,))
         held[0] = False
         m = f.wait_for_line(LEAD_LINE_RE, timeout=30)

@@ -124,6 +124,15 @@ def assert_halted(r, d):
     assert r.master_rc in (1, 3) and HALT_RE.search(r.stderr), d
 
 
+def alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def app_failures(r):
     """{pid: message} of the app's 'migration failed' lines."""
     return {int(m.group(1)): m.group(2)
@@ -284,6 +293,16 @@ def test_wait_timeout_fleet(make_db, migshim_lib, on_timeout):
         t = time.monotonic()
         f.wait()
         out = time.monotonic() - t
+        if on_timeout == "fail":
+            # Gunicorn halts on the first worker's failure; a worker forked
+            # later (imports are slow on a loaded machine) is still in its
+            # wait.  Let each one log its own timeout (or die) before
+            # run_with_faults SIGKILLs the process group.
+            def settled():
+                text = f.stderr_text()
+                pids = f._scan(text)[0]
+                return all(f"migshim[{p}]: error: " in text or not alive(p) for p in pids)
+            wait_until(settled, TIMEOUT_S + 5, "every worker timed out or died")
         left = lock_backends(w)
         holders = advisory_holders(w, key)
         return out, left, holders

@@ -109,6 +109,22 @@ valgrind: deps valgrind-deps all $(B)/tests/secure_helper
 valgrind-deps:
 	$(call apt_ensure,valgrind-deps,valgrind)
 
+# --- reliability: chaos and soak (tests/chaos/), each against its own PostgreSQL ---
+# make chaos                 every chaos scenario, CHAOS_REPEAT=20 runs per kill point
+#                            (make check runs the same files with CHAOS_REPEAT=2)
+# make soak [N=50]           N randomized fleets; SOAK_SEED=S replays a seed,
+#                            SOAK_ONLY=I only run I of it
+CHAOS_REPEAT ?= 20
+N ?= 50
+.PHONY: chaos soak
+chaos: deps all
+	@CHAOS_REPEAT=$(CHAOS_REPEAT) tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q \
+	    -p no:cacheprovider -rxXfE tests/chaos
+
+soak: deps all
+	@tests/harness/with-pg.sh /usr/bin/python3 tests/chaos/soak.py --runs $(N) \
+	    $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_ONLY),--only $(SOAK_ONLY))
+
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
@@ -181,6 +197,8 @@ help:
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
 	@echo "make valgrind    memcheck over a shimmed Gunicorn fleet (WORKERS=3)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
+	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"
+	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"

@@ -148,7 +148,7 @@ FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/log.c
 FUZZ_SRCS_ini := src/heads.c src/log.c src/config.c
 
-$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*.c) $(wildcard include/*.h)
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz
 	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -lconfig
 

@@ -208,6 +208,16 @@ def result(rid: str, what: str, value: str, target: str, met, raw=None, detail="
 # ---------------------------------------------------------------------------
 # 1. steady state
 
+def loss_result(rid: str, what: str, ratios, samples: str, rest: str) -> None:
+    """A throughput-loss row (target <= 0.5 %) from A/B throughput ratios
+    (with the shim / without), with the median's 95% confidence interval."""
+    loss = (1 - med(ratios)) * 100
+    lo, hi = ci_median(ratios)
+    result(rid, what, f"{loss:+.2f} %", "<= 0.5 %", loss <= 0.5, loss,
+           f"median of {len(ratios)} {samples} (95% CI of the loss "
+           f"{(1 - hi) * 100:+.2f} .. {(1 - lo) * 100:+.2f} %); {rest}")
+
+
 def steady(admin: Admin) -> None:
     db = "steady"
     admin.create_db(db)
@@ -236,13 +246,9 @@ def steady(admin: Admin) -> None:
             rows.append((i, mode, got[mode]))
         ratios.append(got["shim"] / got["bare"])
     write_csv("steady_pgbench.csv", ("pair", "mode", "tps"), rows)
-    loss = (1 - med(ratios)) * 100
-    lo, hi = ci_median(ratios)
-    result("1a", "steady: pgbench -S -c 1, Unix socket: throughput loss",
-           f"{loss:+.2f} %", "<= 0.5 %", loss <= 0.5, loss,
-           f"median of {len(ratios)} A/B pair ratios of {P['pgbench_T']} s runs (95% CI of the "
-           f"loss {(1 - hi) * 100:+.2f} .. {(1 - lo) * 100:+.2f} %); median tps "
-           f"{med(tps['bare']):.0f} without, {med(tps['shim']):.0f} with")
+    loss_result("1a", "steady: pgbench -S -c 1, Unix socket: throughput loss", ratios,
+                f"A/B pair ratios of {P['pgbench_T']} s runs",
+                f"median tps {med(tps['bare']):.0f} without, {med(tps['shim']):.0f} with")
 
     # a C loop of PQexec("SELECT 1")
     ns = {"bare": [], "shim": []}
@@ -260,13 +266,9 @@ def steady(admin: Admin) -> None:
             rows.append((i, mode, got[mode], d["cpu_ns_per_call"]))
         ratios.append(got["bare"] / got["shim"])   # throughput ratio
     write_csv("steady_loop.csv", ("pair", "mode", "ns_per_call", "client_cpu_ns_per_call"), rows)
-    loss = (1 - med(ratios)) * 100
-    lo, hi = ci_median(ratios)
-    result("1b", "steady: C loop of PQexec(\"SELECT 1\"): throughput loss",
-           f"{loss:+.2f} %", "<= 0.5 %", loss <= 0.5, loss,
-           f"median of {len(ratios)} A/B pairs of {P['loop_n']} calls (95% CI of the loss "
-           f"{(1 - hi) * 100:+.2f} .. {(1 - lo) * 100:+.2f} %); {med(ns['bare'])/1e3:.2f} "
-           f"us/call without, {med(ns['shim'])/1e3:.2f} with")
+    loss_result("1b", "steady: C loop of PQexec(\"SELECT 1\"): throughput loss", ratios,
+                f"A/B pairs of {P['loop_n']} calls",
+                f"{med(ns['bare'])/1e3:.2f} us/call without, {med(ns['shim'])/1e3:.2f} with")
     dc = med(cpu["shim"]) - med(cpu["bare"])
     share = dc / min(ns["bare"]) * 100
     result("1bc", "steady: C loop, client CPU added per call", f"{share:+.2f} %", "<= 0.5 %",

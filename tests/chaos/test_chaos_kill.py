@@ -109,6 +109,23 @@ def check_after_kill(r, victim, nxt, runs_by):
             assert k in ("wait", "at_head", "found_head"), f"{p}: {k}\n{d}"
 
 
+def redone_by_next_leader(fl, w, body):
+    """Run `body` (it kills the leader; returns (leader, next leader)) and
+    assert that the killed leader left nothing: exactly two leaders, the
+    next one migrating from scratch, every revision once by it, its one
+    release at the heads."""
+    try:
+        r, (leader, nxt) = run_with_faults(fl, body)
+    finally:
+        w.close()
+    d = r.describe()
+    leads = dict(r.gate_lines("lead"))
+    assert sorted(leads) == sorted([leader, nxt]), d
+    assert "from (none) to 0003cccc" in leads[nxt], leads[nxt]
+    check_after_kill(r, leader, nxt, {rev: nxt for rev in REVISIONS})
+    assert release_lines(r) == [(nxt, "0003cccc")], d
+
+
 # ---------------------------------------------------------------------------
 # (a) before taking the lock
 
@@ -220,16 +237,7 @@ def test_b_killed_holding_the_lock_before_migrating(make_db, migshim_lib, tmp_pa
         w.wait_no_leftovers(gone_pids=(backend,))
         return leader, nxt
 
-    try:
-        r, (leader, nxt) = run_with_faults(fl, body)
-    finally:
-        w.close()
-    d = r.describe()
-    leads = dict(r.gate_lines("lead"))
-    assert sorted(leads) == sorted([leader, nxt]), d
-    assert "from (none) to 0003cccc" in leads[nxt], leads[nxt]
-    check_after_kill(r, leader, nxt, {rev: nxt for rev in REVISIONS})
-    assert release_lines(r) == [(nxt, "0003cccc")], d
+    redone_by_next_leader(fl, w, body)
 
 
 # ---------------------------------------------------------------------------
@@ -254,17 +262,8 @@ def test_c_killed_mid_migration(make_db, migshim_lib, i):
         w.wait_no_leftovers(gone_pids=(st[0][0], st[1][0]))
         return leader, nxt
 
-    try:
-        r, (leader, nxt) = run_with_faults(fl, body)
-    finally:
-        w.close()
-    d = r.describe()
-    leads = dict(r.gate_lines("lead"))
-    assert sorted(leads) == sorted([leader, nxt]), d
     # the killed transaction rolled back: the next leader starts from scratch
-    assert "from (none) to 0003cccc" in leads[nxt], leads[nxt]
-    check_after_kill(r, leader, nxt, {rev: nxt for rev in REVISIONS})
-    assert release_lines(r) == [(nxt, "0003cccc")], d
+    redone_by_next_leader(fl, w, body)
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
+
 #include "heads.h"
 
 static size_t count(const char *s, const char *needle)
@@ -62,11 +64,9 @@ static void check_value(const char *text, const char *here, char *v)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *buf = malloc(size + 1);
+    char *buf = fuzz_cstr(data, size);
     if (!buf)
         return 0;
-    memcpy(buf, data, size);
-    buf[size] = '\0';
     char *nl = memchr(buf, '\n', size);
     const char *text = nl ? nl + 1 : buf;
     char here[PATH_MAX];

@@ -3,15 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
+
 #include "sqlclass.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size + 1);
+    char *text = fuzz_cstr(data, size);
     if (!text)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
     static const char *const tables[][2] = {
         {"", "alembic_version"}, {"public", "alembic_version"}, {"we\"ird;schema", "v\"t"}};
     const char *const *t = tables[size ? data[0] % 3 : 0];

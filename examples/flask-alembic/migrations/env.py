@@ -6,7 +6,8 @@ Two changes from `alembic init`'s template, both ordinary in real apps:
 * fileConfig(..., disable_existing_loggers=False): the stock call disables
   every logger that already exists, which inside a Gunicorn worker (or a
   --preload master) silences Gunicorn's own "gunicorn.error" logger, so a
-  worker that then fails to boot dies without its traceback.
+  worker that then fails to boot dies without its traceback (inside a
+  Uvicorn worker, the fastapi-uvicorn example, "uvicorn.error" likewise).
 """
 import os
 from logging.config import fileConfig

@@ -34,7 +34,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -45,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+from fleet import free_port  # noqa: F401  (tests/e2e is on sys.path)
+
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 SAMPLER_APP = "migshim-topo-sampler"
@@ -52,15 +53,6 @@ SAMPLER_APP = "migshim-topo-sampler"
 
 # ---------------------------------------------------------------------------
 # small things
-
-def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
 
 def admin(pg):
     """An autocommit superuser connection (Unix socket, no shim)."""

@@ -51,6 +51,11 @@ struct versions;
  * known target: the guard's window. */
 bool gate_guards(const struct pq_copy *copy, PGconn *pg);
 
+/* When this process holds the migration lock for `pg`'s database, read the
+ * version table as committed on the lock connection into `v` (one round
+ * trip) and return true; false otherwise, or when that read fails. */
+bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions *v);
+
 /* True when `v` is exactly this process's target heads. */
 bool gate_at_target(const struct versions *v);
 

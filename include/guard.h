@@ -1,23 +1,25 @@
 /*
- * guard — turn unique-violation races on the version table into success,
- * but only after proving the database holds what the app wanted.
+ * guard — a safety net under the gate: a race on the version table that
+ * still arrives (an unshimmed `alembic upgrade`, a gate that timed out or
+ * is off, a lock lost with its connection) is answered with success only
+ * when the end state is provably the one a clean run leaves.
  *
- * Races still arrive from outside the gate: an unshimmed `alembic upgrade`,
- * a gate that timed out or was disabled, a lock lost with its connection.
+ * The rule (its proof is written above candidate() in src/guard.c): in a
+ * transaction block that is one of Alembic's migrations (it sent Alembic's
+ * own version-table statements and showed the version it started from,
+ * behind this process's target), a DDL statement failing with a race
+ * SQLSTATE (23505, 42P07, 42701, 42710, 42P06, 42723), Alembic's version
+ * INSERT failing with 23505, or its version UPDATE matching 0 rows, when
+ * the version table as committed now holds exactly the target heads: the
+ * app's transaction is rolled back and a READ ONLY transaction stands in
+ * for it up to COMMIT/ROLLBACK.  In it, DDL, savepoint commands, a plain
+ * INSERT ... VALUES and Alembic's version writes get their usual tags; everything else runs for
+ * real (reads work; a write fails, and then the app gets the original
+ * error).  COMMIT is answered "COMMIT" and ends the stand-in.
  *
- * 1. Statement level.  CREATE TABLE <vt> failing with 42P07/23505 while the
- *    table now exists, or INSERT INTO <vt> failing with 23505 while that row
- *    now exists: the statement reports success with its command tag (and its
- *    RETURNING row); inside a transaction block the shim wraps just these
- *    statements in a savepoint, so the app's transaction stays usable.
- * 2. Transaction level.  A race error (23505, 42P07, 42701, 42710, 42P06,
- *    42723), or an UPDATE of <vt> matching 0 rows, in a transaction that
- *    referenced <vt>, when a re-check on the shim's own connection shows the
- *    database at this process's target heads (waiting up to race_wait for a
- *    peer in flight): the transaction is rolled back and its remaining
- *    statements up to COMMIT/ROLLBACK report success without changing
- *    anything — writes get the tags the app expects, reads run for real.
- * 3. Otherwise the original result passes through unchanged.
+ * Everything else passes through unchanged: autocommit, the app's own data
+ * statements, multi-statement strings, pipeline mode, a transaction that
+ * started at the target, a database not at the target.
  *
  * The guard only runs while the gate watches the connection's database
  * (the process may still migrate); afterwards it costs nothing.
@@ -55,17 +57,18 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
 int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
 PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg);
 
-/* The transaction status the app must see: INTRANS while the guard absorbs
- * the rest of a rolled-back transaction. */
+/* The transaction status the app must see: INERROR while a read-only
+ * transaction stands in for the app's failed one. */
 PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg);
 
 /* The connection is being finished. */
 void guard_forget(const struct pq_copy *c, const PGconn *pg);
 
-/* Non-zero while some connection absorbs or has a made result pending. */
+/* Non-zero while some connection is stood in for or has a made result
+ * pending. */
 extern _Atomic int guard_busy;
 
-/* True when `sqlstate` is one of the race codes of rule 2. */
+/* True when `sqlstate` is one of the race codes. */
 bool guard_is_race_sqlstate(const char *sqlstate);
 
 #endif

@@ -24,21 +24,33 @@
  */
 bool sqlclass_mentions(const char *sql, const char *name);
 
-/* What a statement does to the version table. */
+/* A statement of Alembic's own on the version table <vt>, in exactly the
+ * shape Alembic sends it (../shared/alembic-statements.md); anything else
+ * that names the table is SQL_OTHER. */
 enum sql_kind {
-    SQL_OTHER = 0,     /* does not write the version table (may still mention it) */
-    SQL_CREATE_TABLE,  /* CREATE [TEMP|UNLOGGED] TABLE [IF NOT EXISTS] <vt>     */
-    SQL_INSERT,        /* INSERT INTO <vt>                                       */
-    SQL_UPDATE,        /* UPDATE [ONLY] <vt>                                     */
-    SQL_DELETE,        /* DELETE FROM [ONLY] <vt>                                */
+    SQL_OTHER = 0,
+    SQL_VT_CREATE,     /* CREATE TABLE <vt> (version_num ...                          */
+    SQL_VT_READ,       /* SELECT <vt>.version_num FROM <vt>                           */
+    SQL_VT_INSERT,     /* INSERT INTO <vt> (version_num) VALUES (v)
+                          [RETURNING <vt>.version_num]                                 */
+    SQL_VT_UPDATE,     /* UPDATE <vt> SET version_num=v WHERE <vt>.version_num = from  */
+    SQL_VT_DELETE,     /* DELETE FROM <vt> WHERE <vt>.version_num = from              */
+};
+
+/* A value in a version-table statement: a string literal, or a
+ * parameter $n (then `text` is empty and the caller looks it up). */
+struct sqlval {
+    char text[64];
+    int param;
 };
 
 struct sqlclass {
-    enum sql_kind kind;     /* the first statement writing the version table */
+    enum sql_kind kind;     /* only for a text that is exactly one statement */
+    bool returning;         /* SQL_VT_INSERT ... RETURNING                   */
+    struct sqlval value;    /* INSERT / UPDATE: the version written          */
+    struct sqlval from;     /* UPDATE / DELETE: the version matched          */
     size_t nstatements;     /* statements seen (within the scanned prefix)   */
     bool truncated;         /* the text is longer than SQLCLASS_SCAN_MAX     */
-    char value[64];         /* SQL_INSERT: the first string literal of its
-                               VALUES list ("" if none or too long)          */
 };
 
 /*
@@ -48,15 +60,45 @@ struct sqlclass {
  * comments (-- and nested block comments), string literals (including
  * E'' and dollar quoting) and multi-statement strings are understood.  A
  * qualified name matches when its table part matches and, if `schema` is
- * set, its schema part (when present) matches too.
+ * set, its schema part (when present) matches too.  A kind is given only
+ * when the whole text is that one statement, in Alembic's shape.
  *
- *   sqlclass_classify("/ * x * / insert into public.\"alembic_version\" values ('a1')",
- *                     "", "alembic_version", &c)  -> c.kind == SQL_INSERT, c.value "a1"
+ *   sqlclass_classify("INSERT INTO alembic_version (version_num) VALUES ('a1')",
+ *                     "", "alembic_version", &c)  -> c.kind == SQL_VT_INSERT, c.value "a1"
  */
 void sqlclass_classify(const char *sql, const char *schema, const char *table,
                        struct sqlclass *out);
 
-/* "CREATE TABLE", "INSERT", "UPDATE", "DELETE" or "other". */
+/* "CREATE TABLE", "SELECT", "INSERT", "UPDATE", "DELETE" or "other". */
 const char *sqlclass_kind_name(enum sql_kind kind);
+
+/* What a text that is exactly one statement does to the transaction, and
+ * the command tag PostgreSQL gives it when it succeeds. */
+enum sql_verb {
+    VERB_OTHER = 0,    /* anything else, or more than one statement         */
+    VERB_DDL,          /* CREATE/ALTER/DROP of a plain schema object, COMMENT,
+                          GRANT, REVOKE: a fixed tag, no rows ("CREATE INDEX") */
+    VERB_COMMIT,       /* COMMIT / END [WORK|TRANSACTION]                      */
+    VERB_ROLLBACK,     /* ROLLBACK / ABORT [WORK|TRANSACTION]                  */
+    VERB_SAVEPOINT,    /* SAVEPOINT x                                          */
+    VERB_RELEASE,      /* RELEASE [SAVEPOINT] x                                */
+    VERB_ROLLBACK_TO,  /* ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] x         */
+    VERB_TXN_OTHER,    /* COMMIT/ROLLBACK AND CHAIN, PREPARE TRANSACTION, ...   */
+    VERB_INSERT,       /* INSERT INTO t [(cols)] VALUES (..)[, (..)] or DEFAULT
+                          VALUES, with no ON CONFLICT and no RETURNING: its
+                          tag "INSERT 0 <rows>" is certain (bar a trigger that
+                          skips rows)                                          */
+};
+
+/*
+ * The verb of `sql` and its success tag in `tag` (TAG_MAX bytes is
+ * plenty; "" for VERB_OTHER).  DDL is recognised only where the tag is
+ * certain: CREATE TABLE ... AS, CREATE MATERIALIZED VIEW, CONCURRENTLY and
+ * AND CHAIN are VERB_OTHER.  Nothing past SQLCLASS_SCAN_MAX is guessed:
+ * a longer text is VERB_OTHER.
+ *
+ *   sqlclass_verb("create unique index ix on t (a)", tag, 64) -> VERB_DDL, "CREATE INDEX"
+ */
+enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz);
 
 #endif

@@ -521,7 +521,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         pthread_mutex_unlock(&mu);
         return;
     }
-    /* as the app sees it: a transaction the guard absorbs is not over */
+    /* as the app sees it (the guard may stand in for a failed transaction) */
     bool idle = guard_transaction_status(copy, pg) == PQTRANS_IDLE;
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         bool locked = g->holder_locked;
@@ -582,6 +582,20 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg)
               (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_UNGATED);
     pthread_mutex_unlock(&mu);
     return on;
+}
+
+bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions *v)
+{
+    const char *db = copy->api.PQdb(pg);
+    if (!db)
+        return false;
+    char err[256];
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_db(db, false);
+    bool ok = g && g->pid == getpid() && g->st == G_LEADING && ownconn_pg(g->own) &&
+              lock_read_versions(&copy->api, ownconn_pg(g->own), shim_config(), v, err, sizeof err);
+    pthread_mutex_unlock(&mu);
+    return ok;
 }
 
 bool gate_at_target(const struct versions *v) { return target.known && compare(v) == AT_TARGET; }

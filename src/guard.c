@@ -2,21 +2,38 @@
  * guard — see include/guard.h.
  *
  * Per-connection state lives in a short table (connections that sent a
- * statement while the guard was on).  Results the app must see as success
- * are made with PQmakeEmptyPGresult on the app's own connection (so its
- * notice hooks and events carry over) and given the command tag the real
- * statement would have produced; a RETURNING row comes from a real SELECT
- * of the row that is proven to exist.
+ * statement while the guard was on).  A connection is in one of three
+ * modes:
+ *
+ *   WATCH   ordinary: gather what the app's transaction shows (an Alembic
+ *           version-table statement; the version it started from; whether
+ *           it set a savepoint) and judge the results that could be a race.
+ *   ABSORB  a race was mapped: the app's transaction is rolled back and a
+ *           READ ONLY transaction stands in for it up to its COMMIT/ROLLBACK.
+ *           Statements whose success is certain and carries no data (DDL,
+ *           savepoints, a plain INSERT ... VALUES, Alembic's version writes)
+ *           are answered by the shim;
+ *           everything else runs for real in the read-only transaction,
+ *           where nothing can be written: a failure there gives the app the
+ *           original error after all.
+ *   DOOMED  the original error was handed over without running the
+ *           statement (COMMIT AND CHAIN, PREPARE TRANSACTION in ABSORB): the
+ *           read-only transaction stands in for a failed one until the app
+ *           ends it.
+ *
+ * Made results are built with PQmakeEmptyPGresult on the app's own
+ * connection (so its notice hooks and events carry over) with the command
+ * tag the real statement would have produced.  On the asynchronous path a
+ * made result replaces the result of a statement really sent in its place
+ * (an async client waits for the socket to become readable).
  */
 #include "guard.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "events.h"
@@ -28,73 +45,98 @@
 #include "sqlclass.h"
 
 #define MAX_GUARDED 64
-#define SAVEPOINT "migshim_guard"
 #define TAG_MAX 64 /* libpq's CMDSTATUS_LEN */
+#define STANDIN "SELECT NULL WHERE false"
+
+enum mode { M_WATCH, M_ABSORB, M_DOOMED };
 
 struct gconn {
     const PGconn *pg;
-    bool vt_txn;            /* the current transaction referenced the version table */
-    bool absorb;            /* rolled back: answer the rest up to COMMIT/ROLLBACK */
+    enum mode mode;
+    bool counted;           /* counted in guard_busy / shim_hooks               */
+    /* what the app's current transaction showed (WATCH) */
+    bool vt_txn;            /* it sent one of Alembic's version-table statements */
+    bool s0_known;          /* the version table it started from is known:      */
+    struct versions s0;     /* ... from its CREATE (none) or its read            */
+    PGresult *orig;         /* ABSORB: the error the mapping answered            */
     /* the asynchronous path */
-    bool sent;              /* a guarded command is in flight                    */
-    struct sqlclass cls;    /* ... and what it was                               */
-    char sql[1024];         /* ... its text's beginning (tags, RETURNING)        */
-    bool savepoint;         /* ... wrapped in our savepoint                      */
+    bool sent;              /* a statement to judge is in flight, and:           */
+    struct sqlclass cls;    /* ... what it was                                   */
+    char tag[TAG_MAX];      /* ... its DDL tag ("" if it is not DDL)             */
+    char value[64];         /* ... the version an INSERT writes                  */
+    int result_format;      /* ... the result format it asked for                */
     bool in_txn;            /* ... sent inside a transaction block               */
     PGresult *pending;      /* a made result still to deliver                    */
-    bool standin;           /* a stand-in statement was sent for it              */
+    bool standin;           /* the statement sent in its place is still running  */
     bool pending_null;      /* then the NULL that ends the command               */
 };
 
 static struct gconn conns[MAX_GUARDED];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Connections absorbing or with a made result pending: the wrappers keep
- * calling the guard for them even after the gate stops watching. */
+/* Connections not in WATCH or with a made result pending: the wrappers
+ * keep calling the guard for them even after the gate stops watching. */
 _Atomic int guard_busy;
 
 static struct gconn *find(const PGconn *pg, bool add)
 {
     struct gconn *free_slot = NULL;
+    pthread_mutex_lock(&mu);
     for (size_t i = 0; i < MAX_GUARDED; i++) {
-        if (conns[i].pg == pg)
+        if (conns[i].pg == pg) {
+            pthread_mutex_unlock(&mu);
             return &conns[i];
+        }
         if (!conns[i].pg && !free_slot)
             free_slot = &conns[i];
     }
-    if (!add || !free_slot)
-        return NULL;
-    memset(free_slot, 0, sizeof *free_slot);
-    free_slot->pg = pg;
+    if (add && free_slot) {
+        memset(free_slot, 0, sizeof *free_slot);
+        free_slot->pg = pg;
+    } else {
+        free_slot = NULL;
+    }
+    pthread_mutex_unlock(&mu);
     return free_slot;
 }
 
-static void set_busy(struct gconn *g, bool absorb, PGresult *pending, bool pending_null)
+/* Keep guard_busy (and shim_hooks) counting exactly the connections whose
+ * every call the guard must see.  Called after any change of state. */
+static void update_busy(struct gconn *g)
 {
-    bool was = g->absorb || g->pending || g->pending_null;
-    g->absorb = absorb;
-    g->pending = pending;
-    g->pending_null = pending_null;
-    bool now = g->absorb || g->pending || g->pending_null;
-    if (was && !now) {
-        atomic_fetch_sub(&guard_busy, 1);
-        shim_hooks_add(-1);
-    } else if (!was && now) {
-        atomic_fetch_add(&guard_busy, 1);
-        shim_hooks_add(1);
+    bool busy = g->mode != M_WATCH || g->pending || g->standin || g->pending_null;
+    if (busy == g->counted)
+        return;
+    g->counted = busy;
+    atomic_fetch_add(&guard_busy, busy ? 1 : -1);
+    shim_hooks_add(busy ? 1 : -1);
+}
+
+static void set_mode(const struct pq_api *pq, struct gconn *g, enum mode m)
+{
+    g->mode = m;
+    if (m != M_ABSORB && g->orig) {
+        pq->PQclear(g->orig);
+        g->orig = NULL;
     }
+    if (m == M_WATCH) {
+        g->vt_txn = g->s0_known = false;
+    }
+    update_busy(g);
 }
 
 void guard_forget(const struct pq_copy *c, const PGconn *pg)
 {
-    pthread_mutex_lock(&mu);
     struct gconn *g = find(pg, false);
-    if (g) {
-        if (g->pending)
-            c->api.PQclear(g->pending);
-        set_busy(g, false, NULL, false);
-        memset(g, 0, sizeof *g);
-    }
+    if (!g)
+        return;
+    if (g->pending)
+        c->api.PQclear(g->pending);
+    g->pending = NULL;
+    g->standin = g->pending_null = false;
+    set_mode(&c->api, g, M_WATCH);
+    pthread_mutex_lock(&mu);
+    memset(g, 0, sizeof *g);
     pthread_mutex_unlock(&mu);
 }
 
@@ -136,6 +178,13 @@ static void blocking_end(const struct pq_api *pq, PGconn *pg, int nb)
         pq->PQsetnonblocking(pg, 1);
 }
 
+/* Pipeline mode (libpq 14+): results arrive per queued statement and
+ * PQexec is refused, so the guard never acts there. */
+static bool in_pipeline(const struct pq_api *pq, PGconn *pg)
+{
+    return pq->PQpipelineStatus && pq->PQpipelineStatus(pg) != PQ_PIPELINE_OFF;
+}
+
 static PGresult *real_call(const struct pq_api *pq, PGconn *pg, const struct pq_call *k)
 {
     switch (k->kind) {
@@ -175,97 +224,49 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* --- proof ----------------------------------------------------------------------------- */
+/* --- what a statement is ------------------------------------------------------------ */
 
-/*
- * Re-check on a connection of the shim's own (the app's may be in an
- * aborted transaction) that the database is at the target, waiting up to
- * race_wait for a peer still in flight.  For rule 1 `need_row` names the
- * version row that must exist instead (NULL: the table must exist).
- */
-enum proof { PROVE_TARGET, PROVE_TABLE, PROVE_ROW };
-
-static bool prove(const struct pq_copy *c, PGconn *app, enum proof what, const char *row,
-                  char *seen, size_t seensz)
+/* The text of a version-table value: the literal, or parameter $n sent as
+ * text.  False when it cannot be known. */
+static bool value_of(const struct sqlval *v, const struct pq_call *call, char *out, size_t n)
 {
-    const struct config *cfg = shim_config();
-    char err[256];
-    struct ownconn *oc = ownconn_open(c, app, "guard", err, sizeof err);
-    if (!oc) {
-        log_warn("guard: cannot open a connection to verify the race (%s); the error passes through", err);
+    if (!v->param) {
+        snprintf(out, n, "%s", v->text);
+        return true;
+    }
+    int i = v->param - 1;
+    if (call->kind == CALL_EXEC || i >= call->nparams || !call->values || !call->values[i] ||
+        (call->formats && call->formats[i] != 0) || strlen(call->values[i]) >= n)
         return false;
+    snprintf(out, n, "%s", call->values[i]);
+    return true;
+}
+
+static void describe_versions(const struct versions *v, char *buf, size_t sz)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < v->n && o < sz; i++)
+        o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? "," : "", v->v[i]);
+    if (!v->n)
+        snprintf(buf, sz, v->present ? "(empty)" : "(no table)");
+}
+
+static bool same_versions(const struct versions *a, const struct versions *b)
+{
+    if (a->present != b->present || a->n != b->n || a->truncated || b->truncated)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < b->n && !found; j++)
+            found = strcmp(a->v[i], b->v[j]) == 0;
+        if (!found)
+            return false;
     }
-    double deadline = now() + (what == PROVE_TARGET ? cfg->race_wait : 0);
-    bool ok = false;
-    for (;;) {
-        struct versions v;
-        if (!lock_read_versions(&c->api, ownconn_pg(oc), cfg, &v, err, sizeof err))
-            break;
-        size_t o = 0;
-        seen[0] = '\0';
-        for (size_t i = 0; i < v.n && o < seensz; i++)
-            o += (size_t)snprintf(seen + o, seensz - o, "%s%s", i ? "," : "", v.v[i]);
-        if (!v.n)
-            snprintf(seen, seensz, v.present ? "(empty)" : "(no table)");
-        if (what == PROVE_TABLE)
-            ok = v.present;
-        else if (what == PROVE_ROW) {
-            for (size_t i = 0; i < v.n && !ok; i++)
-                ok = strcmp(v.v[i], row) == 0;
-        } else {
-            ok = gate_at_target(&v);
-        }
-        if (ok || now() >= deadline)
-            break;
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    ownconn_close(oc);
-    return ok;
+    return true;
 }
 
 /* --- made results ------------------------------------------------------------------------ */
-
-/* The command tag PostgreSQL gives `sql` when it succeeds: "CREATE TABLE",
- * "ALTER TABLE", "INSERT 0 1", "UPDATE 1", ... (one row for DML: the
- * count the migration expects). */
-static void tag_for(const char *sql, char *tag, size_t n)
-{
-    char w[3][32] = {"", "", ""};
-    const char *p = sql ? sql : "";
-    int nw = 0;
-    while (*p && nw < 3) {
-        while (*p && !isalpha((unsigned char)*p))
-            p++;
-        size_t l = 0;
-        while (isalpha((unsigned char)*p) || *p == '_') {
-            if (l + 1 < sizeof w[0])
-                w[nw][l++] = (char)toupper((unsigned char)*p);
-            p++;
-        }
-        w[nw][l] = '\0';
-        if (!l)
-            break;
-        /* modifiers that never appear in a tag */
-        if (nw >= 1 && (!strcmp(w[nw], "OR") || !strcmp(w[nw], "REPLACE") || !strcmp(w[nw], "UNIQUE") ||
-                        !strcmp(w[nw], "TEMP") || !strcmp(w[nw], "TEMPORARY") ||
-                        !strcmp(w[nw], "UNLOGGED") || !strcmp(w[nw], "GLOBAL") || !strcmp(w[nw], "LOCAL")))
-            continue;
-        nw++;
-    }
-    if (!strcmp(w[0], "INSERT"))
-        snprintf(tag, n, "INSERT 0 1");
-    else if (!strcmp(w[0], "UPDATE") || !strcmp(w[0], "DELETE"))
-        snprintf(tag, n, "%s 1", w[0]);
-    else if (!strcmp(w[0], "CREATE") || !strcmp(w[0], "ALTER") || !strcmp(w[0], "DROP"))
-        snprintf(tag, n, "%s %s", w[0], w[1]);
-    else if (!strcmp(w[0], "END"))
-        snprintf(tag, n, "COMMIT");
-    else if (!strcmp(w[0], "ABORT"))
-        snprintf(tag, n, "ROLLBACK");
-    else
-        snprintf(tag, n, "%s", w[0]);
-}
 
 /* A COMMAND_OK result carrying `tag`, made on the app's connection. */
 static PGresult *made(const struct pq_api *pq, PGconn *pg, const char *tag)
@@ -276,154 +277,316 @@ static PGresult *made(const struct pq_api *pq, PGconn *pg, const char *tag)
     return r;
 }
 
-/* INSERT ... RETURNING: the row the app inserted, as the server would
- * return it (a varchar version_num), tagged as the insert.  Made rather
- * than read: under rule 2 a peer may already have moved the version on. */
-static PGresult *made_insert(const struct pq_api *pq, PGconn *pg, const char *sql,
-                             const char *value)
+/* Alembic's INSERT INTO <vt> (version_num) VALUES (v) [RETURNING
+ * <vt>.version_num]: "INSERT 0 1" and, with RETURNING, the one row as the
+ * server returns it (a varchar, in the format the app asked for: text and
+ * binary are the same bytes for varchar).  NULL when it cannot be made. */
+static PGresult *made_insert(const struct pq_api *pq, PGconn *pg, bool returning,
+                             const char *value, int result_format)
 {
-    if (!sqlclass_mentions(sql, "returning") || !value[0])
+    if (!returning)
         return made(pq, pg, "INSERT 0 1");
     PGresult *r = pq->PQmakeEmptyPGresult(pg, PGRES_TUPLES_OK);
-    PGresAttDesc attr = {.name = (char *)"version_num", .format = 0, .typid = 1043 /* varchar */,
-                         .typlen = -1, .atttypmod = -1};
+    PGresAttDesc attr = {.name = (char *)"version_num", .format = result_format ? 1 : 0,
+                         .typid = 1043 /* varchar */, .typlen = -1, .atttypmod = 36 /* 32 + 4 */};
     if (!r || !pq->PQsetResultAttrs(r, 1, &attr) ||
         !pq->PQsetvalue(r, 0, 0, (char *)value, (int)strlen(value))) {
         if (r)
             pq->PQclear(r);
-        return made(pq, pg, "INSERT 0 1");
+        return NULL;
     }
     snprintf(pq->PQcmdStatus(r), TAG_MAX, "INSERT 0 1");
     return r;
 }
 
-static bool is_read(const char *sql)
-{
-    while (sql && *sql && isspace((unsigned char)*sql))
-        sql++;
-    return sql && (!strncasecmp(sql, "select", 6) || !strncasecmp(sql, "show", 4) ||
-                   !strncasecmp(sql, "values", 6) || !strncasecmp(sql, "table", 5));
-}
-
-/* In absorb mode: the answer to one statement, and whether it ends it. */
-static PGresult *absorb_one(const struct pq_copy *c, PGconn *pg, struct gconn *g,
-                            const struct pq_call *call)
-{
-    const struct pq_api *pq = &c->api;
-    char tag[TAG_MAX];
-    if (call->kind == CALL_PREPARED || is_read(call->sql))
-        return real_call(pq, pg, call); /* reads are answered truthfully */
-    tag_for(call->sql, tag, sizeof tag);
-    if (!strcmp(tag, "COMMIT") || !strcmp(tag, "ROLLBACK") || !strcmp(tag, "END")) {
-        set_busy(g, false, g->pending, g->pending_null);
-        g->vt_txn = false;
-        log_info("guard: %s of the rolled-back transaction answered; the peer's migration stands",
-                 tag);
-        return made(pq, pg, tag);
-    }
-    struct sqlclass k;
-    sqlclass_classify(call->sql, shim_config()->version_table_schema,
-                      shim_config()->version_table, &k);
-    if (k.kind == SQL_INSERT)
-        return made_insert(pq, pg, call->sql, k.value);
-    return made(pq, pg, tag);
-}
-
-/*
- * Decide what the app sees for `res`, the real result of `call` (already
- * complete: the connection is idle).  `in_txn`: sent inside a transaction
- * block; `sp`: wrapped in our savepoint.  Returns `res` or a made result
- * (then `res` is cleared).
+/* --- the one rule ---------------------------------------------------------------------------
+ *
+ * The app's statement failed with a race error, or Alembic's version UPDATE
+ * matched no row.  The shim answers it with success, rolls the app's
+ * transaction back and stands in for the rest of it, only when all of this
+ * holds:
+ *
+ *   (a) it was sent inside a transaction block (so none of the
+ *       transaction's work is committed yet, and all of it can be undone);
+ *   (b) that transaction is an Alembic migration: it sent one of Alembic's
+ *       own version-table statements, and showed the version it started
+ *       from (its CREATE TABLE of the version table: none; or its read of
+ *       it), and that version is behind this process's target;
+ *   (c) the failing statement is DDL (CREATE/ALTER) with a race SQLSTATE,
+ *       Alembic's version INSERT with 23505, or its version UPDATE matching
+ *       0 rows -- never the app's own data statements;
+ *   (d) the version table as committed, read on another connection after
+ *       the failure, holds exactly the target heads.
+ *
+ * (b) and (d) together prove that someone else migrated this database from
+ * where this transaction started to the target while it ran (this process
+ * has not: its own commit at the target would have ended the guard's
+ * window).  So the end state equals a world where this process's
+ * transaction never ran and the peer's did; the rest of the transaction
+ * either gets answers that carry no data, or runs in a read-only
+ * transaction, or gets the original error.
+ *
+ * A genuine error passes at once: when the committed version is still
+ * where this transaction started (nobody moved it), or when this process
+ * holds the migration lock (no shimmed peer can be in flight), one read
+ * decides.  Only a version that moved but has not reached the target (a
+ * peer that commits each revision on its own) is waited for, up to
+ * race_wait.
  */
-static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
-                       const struct pq_call *call, const struct sqlclass *k, bool in_txn,
-                       bool sp, PGresult *res)
+
+/* (a)-(c): is `res`, the answer to the statement of class `k` (DDL tag
+ * `ddl`), a candidate? */
+static bool candidate(const struct pq_api *pq, const struct gconn *g, const struct sqlclass *k,
+                      const char *ddl, bool in_txn, const PGresult *res)
 {
-    const struct pq_api *pq = &c->api;
-    ExecStatusType st = res ? pq->PQresultStatus(res) : PGRES_FATAL_ERROR;
-    const char *state = sqlstate_of(pq, res);
-    bool failed = st == PGRES_FATAL_ERROR;
-    char seen[512] = "", tag[TAG_MAX];
-
-    if (!failed) {
-        if (sp)
-            run_ok(pq, pg, "RELEASE SAVEPOINT " SAVEPOINT);
-        /* an UPDATE of the version table that matched nothing: a peer moved it */
-        bool zero_update = k->kind == SQL_UPDATE && st == PGRES_COMMAND_OK &&
-                           strcmp(pq->PQcmdTuples(res), "0") == 0;
-        if (!zero_update)
-            return res;
-        if (!prove(c, pg, PROVE_TARGET, NULL, seen, sizeof seen))
-            return res;
-        if (in_txn) {
-            run_ok(pq, pg, "ROLLBACK");
-            set_busy(g, true, g->pending, g->pending_null);
-        }
-        log_warn("guard: UPDATE of the version table matched 0 rows; verified the database at "
-                 "the target (%s)%s; reporting UPDATE 1", seen,
-                 in_txn ? ", rolled back this transaction and absorbing it up to COMMIT/ROLLBACK" : "");
-        events_emit("guard", pq->PQdb(pg), seen, "UPDATE matched 0 rows");
-        pq->PQclear(res);
-        return made(pq, pg, "UPDATE 1");
+    if (!in_txn || !g->vt_txn || !g->s0_known || gate_at_target(&g->s0) || !res)
+        return false;
+    ExecStatusType st = pq->PQresultStatus(res);
+    if (st == PGRES_FATAL_ERROR) {
+        const char *state = sqlstate_of(pq, res);
+        if (k->kind == SQL_VT_INSERT)
+            return strcmp(state, "23505") == 0;
+        return (strncmp(ddl, "CREATE ", 7) == 0 || strncmp(ddl, "ALTER ", 6) == 0) &&
+               guard_is_race_sqlstate(state);
     }
-
-    /* Rule 1: the version table's own CREATE / INSERT. */
-    bool r1 = (k->kind == SQL_CREATE_TABLE && (!strcmp(state, "42P07") || !strcmp(state, "23505"))) ||
-              (k->kind == SQL_INSERT && !strcmp(state, "23505") && k->value[0]);
-    if (r1 && (sp || !in_txn)) {
-        bool ok = k->kind == SQL_CREATE_TABLE ? prove(c, pg, PROVE_TABLE, NULL, seen, sizeof seen)
-                                              : prove(c, pg, PROVE_ROW, k->value, seen, sizeof seen);
-        if (ok && (!sp || run_ok(pq, pg, "ROLLBACK TO SAVEPOINT " SAVEPOINT "; RELEASE SAVEPOINT " SAVEPOINT))) {
-            log_warn("guard: %s %s on the version table; verified %s (version table: %s); "
-                     "reporting success", state, sqlclass_kind_name(k->kind),
-                     k->kind == SQL_CREATE_TABLE ? "the table exists" : "the row exists", seen);
-            events_emit("guard", pq->PQdb(pg), seen, state);
-            pq->PQclear(res);
-            if (k->kind == SQL_INSERT)
-                return made_insert(pq, pg, call->sql, k->value);
-            return made(pq, pg, "CREATE TABLE");
-        }
-    }
-
-    /* Rule 2: a race anywhere in a transaction that referenced the table. */
-    if (in_txn && g->vt_txn && guard_is_race_sqlstate(state) &&
-        prove(c, pg, PROVE_TARGET, NULL, seen, sizeof seen)) {
-        run_ok(pq, pg, "ROLLBACK");
-        set_busy(g, true, g->pending, g->pending_null);
-        tag_for(call->sql, tag, sizeof tag);
-        log_warn("guard: %s on %s in a migration transaction; verified the database at the "
-                 "target (%s); rolled back and absorbing the transaction up to COMMIT/ROLLBACK",
-                 state, tag, seen);
-        events_emit("guard", pq->PQdb(pg), seen, state);
-        pq->PQclear(res);
-        if (k->kind == SQL_INSERT)
-            return made_insert(pq, pg, call->sql, k->value);
-        return made(pq, pg, tag);
-    }
-    return res; /* Rule 3: unchanged */
+    return k->kind == SQL_VT_UPDATE && st == PGRES_COMMAND_OK &&
+           strcmp(pq->PQcmdTuples((PGresult *)res), "0") == 0;
 }
 
-/* Before sending: classify, track the transaction, open our savepoint.
- * Returns false when the guard does not apply to this call. */
-static bool prepare(const struct pq_copy *c, PGconn *pg, struct gconn *g, const struct pq_call *call,
-                    struct sqlclass *k, bool *in_txn, bool *sp)
+/* (d), waiting for a peer in flight.  `seen`: the committed version table,
+ * for the log; `*waited`: how long a peer in flight was waited for. */
+static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *seen,
+                   size_t seensz, double *waited)
 {
     const struct config *cfg = shim_config();
-    const struct pq_api *pq = &c->api;
-    PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
-    *in_txn = ts == PQTRANS_INTRANS;
-    *sp = false;
-    memset(k, 0, sizeof *k);
-    if (ts == PQTRANS_IDLE)
-        g->vt_txn = false;
-    if (call->sql && call->mentions_vt) {
-        sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, k);
-        g->vt_txn = true;
+    struct versions v;
+    char err[256];
+    *waited = 0;
+    if (gate_read_committed(c, pg, &v)) { /* this process holds the lock */
+        describe_versions(&v, seen, seensz);
+        return gate_at_target(&v);
     }
-    if (*in_txn && ts == PQTRANS_INTRANS && k->nstatements == 1 &&
-        (k->kind == SQL_CREATE_TABLE || k->kind == SQL_INSERT))
-        *sp = run_ok(pq, pg, "SAVEPOINT " SAVEPOINT);
-    return true;
+    struct ownconn *oc = ownconn_open(c, pg, "guard", err, sizeof err);
+    if (!oc) {
+        snprintf(seen, seensz, "unknown");
+        log_warn("guard: cannot open a connection to verify the race (%s); the error passes through", err);
+        return false;
+    }
+    bool ok = false;
+    double start = now();
+    for (;;) {
+        if (!lock_read_versions(&c->api, ownconn_pg(oc), cfg, &v, err, sizeof err)) {
+            snprintf(seen, seensz, "unreadable: %s", err);
+            break;
+        }
+        describe_versions(&v, seen, seensz);
+        if ((ok = gate_at_target(&v)))
+            break;
+        /* Nobody moved it since this transaction read it: the error is the
+         * app's own.  Moved but not at the target: a peer committing one
+         * revision at a time, still in flight.  The app's failed transaction
+         * keeps its locks meanwhile (ending it early would change what the
+         * app sees if the peer never arrives), so the wait is bounded. */
+        if (same_versions(&v, &g->s0) || now() - start >= cfg->race_wait)
+            break;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    *waited = now() - start;
+    ownconn_close(oc);
+    return ok;
+}
+
+/* Judge a candidate (its command is complete: the connection is idle).
+ * Returns what the app sees: `res` itself, or a made result. */
+static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
+                       const struct sqlclass *k, const char *ddl, const char *value,
+                       int result_format, PGresult *res)
+{
+    const struct pq_api *pq = &c->api;
+    char seen[512], from[512];
+    double waited;
+    bool failed = pq->PQresultStatus(res) == PGRES_FATAL_ERROR;
+    const char *what = k->kind != SQL_OTHER ? sqlclass_kind_name(k->kind) : ddl;
+    const char *state = failed ? sqlstate_of(pq, res) : "UPDATE 0";
+    describe_versions(&g->s0, from, sizeof from);
+
+    if (proven(c, pg, g, seen, sizeof seen, &waited)) {
+        PGresult *answer = k->kind == SQL_VT_INSERT
+                               ? made_insert(pq, pg, k->returning, value, result_format)
+                               : made(pq, pg, k->kind == SQL_VT_UPDATE ? "UPDATE 1" : ddl);
+        if (!answer || !run_ok(pq, pg, "ROLLBACK; BEGIN READ ONLY")) {
+            if (answer)
+                pq->PQclear(answer);
+            log_warn("guard: %s on %s: cannot stand in for the transaction (%s); the error "
+                     "passes through", state, what, pq->PQerrorMessage(pg));
+            return res;
+        }
+        set_mode(pq, g, M_ABSORB);
+        if (failed)
+            g->orig = res;
+        else
+            pq->PQclear(res);
+        log_warn("guard: %s on %s in a migration transaction that started at %s; verified the "
+                 "database at the target (%s); rolled this transaction back and answering the "
+                 "rest of it up to COMMIT/ROLLBACK", state, what, from, seen);
+        events_emit("guard", pq->PQdb(pg), seen, state);
+        return answer;
+    }
+    if (waited >= shim_config()->race_wait)
+        log_warn("guard: %s on %s: waited %.1f s (race_wait) for a peer to reach the target; "
+                 "version table at %s; the error passes through", state, what, waited, seen);
+    else
+        log_debug("guard: %s on %s: version table at %s (this transaction started at %s); "
+                  "not a race that can be answered; the error passes through", state, what,
+                  seen, from);
+    return res;
+}
+
+/* --- watching a transaction ------------------------------------------------------------- */
+
+/* Before sending, in WATCH mode: classify and gather what the statement
+ * shows.  Fills `k`, `ddl` (the DDL tag, or ""), `value` and `in_txn`. */
+static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
+                    const struct pq_call *call, struct sqlclass *k, char *ddl, char *value,
+                    size_t valsz, bool *in_txn)
+{
+    const struct config *cfg = shim_config();
+    PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
+    memset(k, 0, sizeof *k);
+    ddl[0] = value[0] = '\0';
+    if (ts == PQTRANS_IDLE)
+        g->vt_txn = g->s0_known = false; /* a new transaction */
+    *in_txn = ts == PQTRANS_INTRANS;
+    if (!*in_txn || !call->sql)
+        return;
+    if (call->mentions_vt) {
+        sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, k);
+        if (k->kind == SQL_VT_INSERT && !value_of(&k->value, call, value, valsz))
+            k->kind = SQL_OTHER; /* cannot answer it: not Alembic's statement then */
+        if (k->kind != SQL_OTHER)
+            g->vt_txn = true;
+        if (k->kind == SQL_VT_CREATE && !g->s0_known) {
+            memset(&g->s0, 0, sizeof g->s0); /* Alembic creates it when it found none */
+            g->s0_known = true;
+        }
+    }
+    char tag[TAG_MAX];
+    if (sqlclass_verb(call->sql, tag, sizeof tag) == VERB_DDL)
+        snprintf(ddl, TAG_MAX, "%s", tag);
+}
+
+/* After a successful result, in WATCH mode: Alembic's read of the version
+ * table tells where the transaction started. */
+static void observe(const struct pq_api *pq, struct gconn *g, const struct sqlclass *k,
+                    bool in_txn, const PGresult *r)
+{
+    if (!in_txn || k->kind != SQL_VT_READ || g->s0_known || !r ||
+        pq->PQresultStatus(r) != PGRES_TUPLES_OK || pq->PQnfields(r) != 1)
+        return;
+    struct versions *v = &g->s0;
+    memset(v, 0, sizeof *v);
+    v->present = true;
+    int n = pq->PQntuples(r);
+    for (int i = 0; i < n; i++) {
+        const char *s = pq->PQgetvalue(r, i, 0);
+        if (v->n == sizeof v->v / sizeof v->v[0] || strlen(s) >= sizeof v->v[0]) {
+            v->truncated = true;
+            continue;
+        }
+        snprintf(v->v[v->n++], sizeof v->v[0], "%s", s);
+    }
+    g->s0_known = true;
+}
+
+/* --- standing in for the rest of a transaction ------------------------------------------- */
+
+/* ABSORB / DOOMED: the shim's own answer to `call` (then `*real` is the
+ * statement to run in its place: "ROLLBACK" to end the stand-in
+ * transaction, NULL for nothing), or NULL: run the call for real. */
+static PGresult *stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g,
+                          const struct pq_call *call, const char **real)
+{
+    const struct config *cfg = shim_config();
+    char tag[TAG_MAX];
+    *real = NULL;
+    if (call->kind == CALL_PREPARED || !call->sql || in_pipeline(pq, pg))
+        return NULL;
+    enum sql_verb verb = sqlclass_verb(call->sql, tag, sizeof tag);
+    if (g->mode == M_DOOMED) {
+        if (verb != VERB_COMMIT)
+            return NULL; /* ROLLBACK and the rest run for real */
+        *real = "ROLLBACK";
+        return made(pq, pg, "ROLLBACK"); /* what COMMIT of a failed transaction answers */
+    }
+    switch (verb) {
+    case VERB_COMMIT:
+    case VERB_ROLLBACK:
+        *real = "ROLLBACK";
+        log_info("guard: %s answered; this process's migration transaction was rolled back and "
+                 "the peer's migration stands", tag);
+        return made(pq, pg, tag);
+    case VERB_TXN_OTHER:
+        /* AND CHAIN, PREPARE TRANSACTION: nothing to stand in for it */
+        if (g->orig) {
+            PGresult *r = g->orig;
+            g->orig = NULL;
+            log_warn("guard: %.40s cannot be answered for the rolled-back transaction; the "
+                     "original error passes through", call->sql);
+            set_mode(pq, g, M_DOOMED);
+            return r;
+        }
+        return NULL;
+    case VERB_DDL:
+    case VERB_INSERT:
+    case VERB_SAVEPOINT:
+    case VERB_RELEASE:
+    case VERB_ROLLBACK_TO: return made(pq, pg, tag);
+    default: break;
+    }
+    if (!call->mentions_vt)
+        return NULL;
+    struct sqlclass k;
+    char value[64];
+    sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, &k);
+    switch (k.kind) {
+    case SQL_VT_INSERT:
+        return value_of(&k.value, call, value, sizeof value)
+                   ? made_insert(pq, pg, k.returning, value, call->result_format)
+                   : NULL;
+    case SQL_VT_UPDATE: return made(pq, pg, "UPDATE 1");
+    case SQL_VT_DELETE: return made(pq, pg, "DELETE 1");
+    default: return NULL;
+    }
+}
+
+/* A real result while standing in.  An error in ABSORB means the
+ * statement could not be answered faithfully: the app gets the original
+ * error instead, and its (now really failed) transaction is its own again. */
+static PGresult *real_result(const struct pq_api *pq, PGconn *pg, struct gconn *g, PGresult *r)
+{
+    if (!r || pq->PQresultStatus(r) != PGRES_FATAL_ERROR)
+        return r;
+    if (g->mode == M_ABSORB) {
+        log_warn("guard: a statement of the rolled-back transaction could not be answered "
+                 "without writing (%s); %s", sqlstate_of(pq, r),
+                 g->orig ? "the original error passes through" : "its error passes through");
+        if (g->orig) {
+            pq->PQclear(r);
+            r = g->orig;
+            g->orig = NULL;
+        }
+    }
+    set_mode(pq, g, M_WATCH); /* the real transaction has failed: the app's view */
+    (void)pg;
+    return r;
+}
+
+/* After a command that ran for real while standing in completed. */
+static void real_done(const struct pq_api *pq, PGconn *pg, struct gconn *g)
+{
+    if (g->mode != M_WATCH && pq->PQtransactionStatus(pg) == PQTRANS_IDLE)
+        set_mode(pq, g, M_WATCH); /* the app's own statement ended the transaction */
 }
 
 static bool applies(const struct pq_copy *c, PGconn *pg)
@@ -431,132 +594,128 @@ static bool applies(const struct pq_copy *c, PGconn *pg)
     return shim_config()->guard && gate_guards(c, pg);
 }
 
+/* --- the synchronous path -------------------------------------------------------------- */
+
 PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
 {
     const struct pq_api *pq = &c->api;
-    pthread_mutex_lock(&mu);
     struct gconn *g = find(pg, false);
-    pthread_mutex_unlock(&mu);
-    if (g && g->absorb)
-        return absorb_one(c, pg, g, call);
-    if (!applies(c, pg))
+    if (g && g->mode != M_WATCH) {
+        const char *real;
+        PGresult *r = stand_in(pq, pg, g, call, &real);
+        if (r) {
+            if (real)
+                run_ok(pq, pg, real);
+            real_done(pq, pg, g);
+            return r;
+        }
+        r = real_result(pq, pg, g, real_call(pq, pg, call));
+        real_done(pq, pg, g);
+        return r;
+    }
+    if (!applies(c, pg) || in_pipeline(pq, pg))
         return real_call(pq, pg, call);
-    pthread_mutex_lock(&mu);
-    g = find(pg, true);
-    pthread_mutex_unlock(&mu);
-    if (!g)
+    if (!g && !(g = find(pg, true)))
         return real_call(pq, pg, call);
     struct sqlclass k;
-    bool in_txn, sp;
-    prepare(c, pg, g, call, &k, &in_txn, &sp);
+    char ddl[TAG_MAX], value[64];
+    bool in_txn;
+    prepare(pq, pg, g, call, &k, ddl, value, sizeof value, &in_txn);
     PGresult *res = real_call(pq, pg, call);
-    return judge(c, pg, g, call, &k, in_txn, sp, res);
+    observe(pq, g, &k, in_txn, res);
+    if (!candidate(pq, g, &k, ddl, in_txn, res))
+        return res;
+    return judge(c, pg, g, &k, ddl, value, call->result_format, res);
 }
+
+/* --- the asynchronous path ------------------------------------------------------------- */
 
 int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
 {
     const struct pq_api *pq = &c->api;
-    pthread_mutex_lock(&mu);
     struct gconn *g = find(pg, false);
-    pthread_mutex_unlock(&mu);
-    if (g && g->absorb) {
-        if (call->kind == CALL_PREPARED || is_read(call->sql))
-            return real_send(pq, pg, call); /* reads are answered truthfully */
-        /* Make the answer now, but still send a real (harmless) statement:
-         * an async client waits for the socket to become readable, and
-         * its one result is what gets replaced by the made one. */
-        int nb = blocking_begin(pq, pg);
-        PGresult *r = absorb_one(c, pg, g, call);
-        blocking_end(pq, pg, nb);
-        if (!pq->PQsendQuery(pg, "SELECT NULL WHERE false")) {
+    if (g && g->mode != M_WATCH) {
+        const char *real;
+        PGresult *r = stand_in(pq, pg, g, call, &real);
+        if (!r)
+            return real_send(pq, pg, call); /* its results: guard_get_result */
+        if (!pq->PQsendQuery(pg, real ? real : STANDIN)) {
             pq->PQclear(r);
             return 0;
         }
+        g->pending = r;
         g->standin = true;
-        set_busy(g, g->absorb, r, false);
+        update_busy(g);
         return 1;
     }
-    if (!applies(c, pg))
+    if (!applies(c, pg) || in_pipeline(pq, pg))
         return real_send(pq, pg, call);
-    pthread_mutex_lock(&mu);
-    g = find(pg, true);
-    pthread_mutex_unlock(&mu);
-    if (!g)
+    if (!g && !(g = find(pg, true)))
         return real_send(pq, pg, call);
-    int nb = blocking_begin(pq, pg);
-    prepare(c, pg, g, call, &g->cls, &g->in_txn, &g->savepoint);
-    blocking_end(pq, pg, nb);
-    snprintf(g->sql, sizeof g->sql, "%s", call->sql ? call->sql : "");
+    prepare(pq, pg, g, call, &g->cls, g->tag, g->value, sizeof g->value, &g->in_txn);
+    g->result_format = call->result_format;
     int ok = real_send(pq, pg, call);
-    g->sent = ok && (g->cls.kind != SQL_OTHER || g->vt_txn || g->savepoint);
+    g->sent = ok && g->in_txn && (g->cls.kind != SQL_OTHER || g->tag[0]);
     return ok;
 }
 
 PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
 {
     const struct pq_api *pq = &c->api;
-    pthread_mutex_lock(&mu);
     struct gconn *g = find(pg, false);
-    pthread_mutex_unlock(&mu);
-    if (g && g->standin) { /* the stand-in's result becomes the made one */
+    if (!g)
+        return pq->PQgetResult(pg);
+    if (g->standin) { /* the stand-in's result becomes the made one */
         PGresult *real = pq->PQgetResult(pg);
         if (real) {
             pq->PQclear(real);
             PGresult *r = g->pending;
-            set_busy(g, g->absorb, NULL, false);
+            g->pending = NULL;
+            update_busy(g);
             return r;
         }
         g->standin = false; /* its NULL ends the command */
-        set_busy(g, g->absorb, NULL, false);
+        real_done(pq, pg, g);
+        update_busy(g);
         return NULL;
     }
-    if (g && g->pending) {
-        PGresult *r = g->pending;
-        set_busy(g, g->absorb, NULL, true);
-        return r;
-    }
-    if (g && g->pending_null) {
-        set_busy(g, g->absorb, NULL, false);
+    if (g->pending_null) {
+        g->pending_null = false;
+        update_busy(g);
         return NULL;
     }
     PGresult *r = pq->PQgetResult(pg);
-    if (!g || !g->sent)
+    if (g->mode != M_WATCH) {
+        if (!r)
+            real_done(pq, pg, g);
+        return real_result(pq, pg, g, r);
+    }
+    if (!g->sent)
         return r;
     if (!r) { /* the command is complete */
         g->sent = false;
-        if (g->savepoint) {
-            int nb = blocking_begin(pq, pg);
-            run_ok(pq, pg, "RELEASE SAVEPOINT " SAVEPOINT);
-            blocking_end(pq, pg, nb);
-        }
         return NULL;
     }
-    ExecStatusType st = pq->PQresultStatus(r);
-    bool interesting = st == PGRES_FATAL_ERROR ||
-                       (g->cls.kind == SQL_UPDATE && st == PGRES_COMMAND_OK &&
-                        strcmp(pq->PQcmdTuples(r), "0") == 0);
-    if (!interesting)
+    observe(pq, g, &g->cls, g->in_txn, r);
+    if (!candidate(pq, g, &g->cls, g->tag, g->in_txn, r))
         return r;
     /* Finish the command first: the connection must be idle to act. */
     for (PGresult *more; (more = pq->PQgetResult(pg));)
         pq->PQclear(more);
     g->sent = false;
-    struct pq_call sent = {.kind = CALL_EXEC, .sql = g->sql};
     int nb = blocking_begin(pq, pg);
-    PGresult *out = judge(c, pg, g, &sent, &g->cls, g->in_txn, g->savepoint, r);
+    PGresult *out = judge(c, pg, g, &g->cls, g->tag, g->value, g->result_format, r);
     blocking_end(pq, pg, nb);
-    set_busy(g, g->absorb, NULL, true); /* the NULL that ends the command */
+    g->pending_null = true; /* the NULL that ends the command */
+    update_busy(g);
     return out;
 }
 
 PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg)
 {
     PGTransactionStatusType real = c->api.PQtransactionStatus(pg);
-    if (!atomic_load_explicit(&guard_busy, memory_order_relaxed))
+    if (!atomic_load_explicit(&guard_busy, memory_order_relaxed) || real != PQTRANS_INTRANS)
         return real;
-    pthread_mutex_lock(&mu);
     struct gconn *g = find(pg, false);
-    bool absorbing = g && g->absorb;
-    pthread_mutex_unlock(&mu);
-    return absorbing && real == PQTRANS_IDLE ? PQTRANS_INTRANS : real;
+    return g && g->mode == M_DOOMED ? PQTRANS_INERROR : real;
 }

@@ -119,7 +119,7 @@ static PGconn *connected(PGconn *pg, const struct pq_copy *c, const void *ra)
 }
 
 /* The statement hooks run only while the gate watches some database or
- * the guard has a connection mid-absorb: two loads on the common path. */
+ * the guard has a connection standing in for a transaction: two loads on the common path. */
 static inline bool watching(void)
 {
     return atomic_load_explicit(&gate_watching, memory_order_relaxed) |

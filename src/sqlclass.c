@@ -6,6 +6,7 @@
 #include "sqlclass.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -57,13 +58,14 @@ bool sqlclass_mentions(const char *sql, const char *name)
 
 const char *sqlclass_kind_name(enum sql_kind kind)
 {
-    static const char *const names[] = {"other", "CREATE TABLE", "INSERT", "UPDATE", "DELETE"};
+    static const char *const names[] = {"other", "CREATE TABLE", "SELECT", "INSERT", "UPDATE",
+                                        "DELETE"};
     return names[kind];
 }
 
 /* --- tokens ------------------------------------------------------------------ */
 
-enum tok_type { T_END, T_WORD, T_QIDENT, T_STRING, T_PUNCT };
+enum tok_type { T_END, T_WORD, T_QIDENT, T_STRING, T_PARAM, T_PUNCT };
 
 struct lexer {
     const char *s;
@@ -74,6 +76,7 @@ struct token {
     enum tok_type type;
     char text[128]; /* WORD: lower-cased; QIDENT/STRING: unescaped; PUNCT: the char */
     bool too_long;
+    int param;      /* PARAM: n of $n */
 };
 
 static void put_char(struct token *t, size_t *n, char c)
@@ -204,6 +207,16 @@ static void next(struct lexer *lx, struct token *t)
         quoted(lx, t, '\'', false);
         return;
     }
+    if (c == '$' && lx->i + 1 < lx->end && isdigit((unsigned char)lx->s[lx->i + 1])) {
+        t->type = T_PARAM;
+        lx->i++;
+        while (lx->i < lx->end && isdigit((unsigned char)lx->s[lx->i])) {
+            if (t->param < 100000)
+                t->param = t->param * 10 + (lx->s[lx->i] - '0');
+            lx->i++;
+        }
+        return;
+    }
     if (c == '$' && dollar_quoted(lx, t))
         return;
     t->type = T_PUNCT;
@@ -250,63 +263,147 @@ static void skip_statement(struct lexer *lx, struct token *t)
         next(lx, t);
 }
 
-static enum sql_kind statement(struct lexer *lx, struct token *t, const char *schema,
-                               const char *table, char *value, size_t valsz)
+static bool is_punct(const struct token *t, char c) { return t->type == T_PUNCT && t->text[0] == c; }
+
+/* The text ends here: nothing but ';'s follow.  Consumes nothing. */
+static bool at_end(struct lexer *lx, const struct token *t)
 {
-    if (is_word(t, "create")) {
+    struct lexer l = *lx;
+    struct token u = *t;
+    while (is_punct(&u, ';'))
+        next(&l, &u);
+    return u.type == T_END;
+}
+
+/* Expect the word `w` and step past it. */
+static bool eat(struct lexer *lx, struct token *t, const char *w)
+{
+    if (!is_word(t, w))
+        return false;
+    next(lx, t);
+    return true;
+}
+
+static bool eat_punct(struct lexer *lx, struct token *t, char c)
+{
+    if (!is_punct(t, c))
+        return false;
+    next(lx, t);
+    return true;
+}
+
+/* [schema.]table matching the version table, then step past it. */
+static bool eat_vt(struct lexer *lx, struct token *t, const char *schema, const char *table)
+{
+    if (!target_matches(lx, t, schema, table))
+        return false;
+    next(lx, t);
+    return true;
+}
+
+/* [schema.]<vt>.version_num: a column reference qualified by the table. */
+static bool eat_vt_column(struct lexer *lx, struct token *t, const char *schema, const char *table)
+{
+    /* up to three names joined by dots; the last is version_num, the rest the table */
+    struct token names[3];
+    size_t n = 0;
+    for (;;) {
+        if ((t->type != T_WORD && t->type != T_QIDENT) || t->too_long || n == 3)
+            return false;
+        names[n++] = *t;
         next(lx, t);
-        if (is_word(t, "global") || is_word(t, "local"))
-            next(lx, t);
-        if (is_word(t, "temp") || is_word(t, "temporary") || is_word(t, "unlogged"))
-            next(lx, t);
-        if (!is_word(t, "table"))
+        if (!is_punct(t, '.'))
+            break;
+        next(lx, t);
+    }
+    if (n < 2 || !name_eq(&names[n - 1], "version_num") || !name_eq(&names[n - 2], table))
+        return false;
+    return n == 2 || !schema || !*schema || name_eq(&names[0], schema);
+}
+
+/* 'literal' or $n, with an optional ::varchar / ::character varying cast. */
+static bool eat_value(struct lexer *lx, struct token *t, struct sqlval *v)
+{
+    memset(v, 0, sizeof *v);
+    if (t->type == T_STRING && !t->too_long && strlen(t->text) < sizeof v->text)
+        strcpy(v->text, t->text);
+    else if (t->type == T_PARAM && t->param > 0)
+        v->param = t->param;
+    else
+        return false;
+    next(lx, t);
+    if (is_punct(t, ':')) {
+        next(lx, t);
+        if (!eat_punct(lx, t, ':'))
+            return false;
+        if (eat(lx, t, "character"))
+            return eat(lx, t, "varying");
+        if (!eat(lx, t, "varchar") && !eat(lx, t, "text"))
+            return false;
+    }
+    return true;
+}
+
+/* One statement in Alembic's shape (see enum sql_kind), the lexer at its
+ * first token; on a match the statement must also end the text. */
+static enum sql_kind alembic_shape(struct lexer *lx, struct token *t, const char *schema,
+                                   const char *table, struct sqlclass *c)
+{
+    if (eat(lx, t, "create")) {
+        /* the rest of the definition is Alembic's; its first column names it */
+        return eat(lx, t, "table") && eat_vt(lx, t, schema, table) && eat_punct(lx, t, '(') &&
+                       name_eq(t, "version_num")
+                   ? SQL_VT_CREATE
+                   : SQL_OTHER;
+    }
+    if (eat(lx, t, "select")) {
+        return eat_vt_column(lx, t, schema, table) && eat(lx, t, "from") &&
+                       eat_vt(lx, t, schema, table) && at_end(lx, t)
+                   ? SQL_VT_READ
+                   : SQL_OTHER;
+    }
+    if (eat(lx, t, "insert")) {
+        if (!(eat(lx, t, "into") && eat_vt(lx, t, schema, table) && eat_punct(lx, t, '(') &&
+              name_eq(t, "version_num")))
             return SQL_OTHER;
         next(lx, t);
-        if (is_word(t, "if")) {
-            next(lx, t); /* not */
-            next(lx, t); /* exists */
-            next(lx, t);
+        if (!(eat_punct(lx, t, ')') && eat(lx, t, "values") && eat_punct(lx, t, '(') &&
+              eat_value(lx, t, &c->value) && eat_punct(lx, t, ')')))
+            return SQL_OTHER;
+        if (eat(lx, t, "returning")) {
+            if (!eat_vt_column(lx, t, schema, table))
+                return SQL_OTHER;
+            c->returning = true;
         }
-        return target_matches(lx, t, schema, table) ? SQL_CREATE_TABLE : SQL_OTHER;
+        return at_end(lx, t) ? SQL_VT_INSERT : SQL_OTHER;
     }
-    if (is_word(t, "insert")) {
-        next(lx, t);
-        if (!is_word(t, "into"))
+    if (eat(lx, t, "update")) {
+        if (!(eat_vt(lx, t, schema, table) && eat(lx, t, "set") && name_eq(t, "version_num")))
             return SQL_OTHER;
         next(lx, t);
-        if (!target_matches(lx, t, schema, table))
-            return SQL_OTHER;
-        /* the first string literal after VALUES ( */
-        for (next(lx, t); t->type != T_END && !(t->type == T_PUNCT && t->text[0] == ';');
-             next(lx, t)) {
-            if (is_word(t, "values")) {
-                next(lx, t);
-                if (t->type == T_PUNCT && t->text[0] == '(') {
-                    next(lx, t);
-                    if (t->type == T_STRING && !t->too_long && strlen(t->text) < valsz)
-                        strcpy(value, t->text);
-                }
-                break;
-            }
-        }
-        return SQL_INSERT;
+        return eat_punct(lx, t, '=') && eat_value(lx, t, &c->value) && eat(lx, t, "where") &&
+                       eat_vt_column(lx, t, schema, table) && eat_punct(lx, t, '=') &&
+                       eat_value(lx, t, &c->from) && at_end(lx, t)
+                   ? SQL_VT_UPDATE
+                   : SQL_OTHER;
     }
-    if (is_word(t, "update")) {
-        next(lx, t);
-        if (is_word(t, "only"))
-            next(lx, t);
-        return target_matches(lx, t, schema, table) ? SQL_UPDATE : SQL_OTHER;
-    }
-    if (is_word(t, "delete")) {
-        next(lx, t);
-        if (!is_word(t, "from"))
-            return SQL_OTHER;
-        next(lx, t);
-        if (is_word(t, "only"))
-            next(lx, t);
-        return target_matches(lx, t, schema, table) ? SQL_DELETE : SQL_OTHER;
+    if (eat(lx, t, "delete")) {
+        return eat(lx, t, "from") && eat_vt(lx, t, schema, table) && eat(lx, t, "where") &&
+                       eat_vt_column(lx, t, schema, table) && eat_punct(lx, t, '=') &&
+                       eat_value(lx, t, &c->from) && at_end(lx, t)
+                   ? SQL_VT_DELETE
+                   : SQL_OTHER;
     }
     return SQL_OTHER;
+}
+
+static void lexer_init(struct lexer *lx, const char *sql, bool *truncated)
+{
+    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX + 1);
+    lx->s = sql;
+    lx->i = 0;
+    lx->end = len > SQLCLASS_SCAN_MAX ? SQLCLASS_SCAN_MAX : len;
+    *truncated = len > SQLCLASS_SCAN_MAX;
 }
 
 void sqlclass_classify(const char *sql, const char *schema, const char *table,
@@ -315,23 +412,198 @@ void sqlclass_classify(const char *sql, const char *schema, const char *table,
     memset(out, 0, sizeof *out);
     if (!sql || !table)
         return;
-    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX + 1);
-    struct lexer lx = {sql, 0, len > SQLCLASS_SCAN_MAX ? SQLCLASS_SCAN_MAX : len};
-    out->truncated = len > SQLCLASS_SCAN_MAX;
+    struct lexer lx;
+    lexer_init(&lx, sql, &out->truncated);
     struct token t;
     next(&lx, &t);
+    struct sqlclass first;
+    memset(&first, 0, sizeof first);
     while (t.type != T_END) {
-        if (t.type == T_PUNCT && t.text[0] == ';') {
+        if (is_punct(&t, ';')) {
             next(&lx, &t);
             continue;
         }
         out->nstatements++;
-        char value[sizeof out->value] = "";
-        enum sql_kind k = statement(&lx, &t, schema, table, value, sizeof value);
-        if (k != SQL_OTHER && out->kind == SQL_OTHER) {
-            out->kind = k;
-            memcpy(out->value, value, sizeof value);
-        }
+        if (out->nstatements == 1)
+            first.kind = alembic_shape(&lx, &t, schema, table, &first);
         skip_statement(&lx, &t);
     }
+    if (out->nstatements == 1 && !out->truncated) {
+        out->kind = first.kind;
+        out->returning = first.returning;
+        out->value = first.value;
+        out->from = first.from;
+    }
+}
+
+/* --- verbs ------------------------------------------------------------------- */
+
+static bool word_in(const struct token *t, const char *const *list)
+{
+    for (; *list; list++)
+        if (is_word(t, *list))
+            return true;
+    return false;
+}
+
+/* Objects whose CREATE / ALTER / DROP tag is "<VERB> <OBJECT>". */
+static const char *const ddl_objects[] = {"table",  "index",     "sequence", "type",
+                                          "view",   "schema",    "extension", "function",
+                                          "procedure", "trigger", "domain",   NULL};
+
+static void upper_tag(char *tag, size_t tagsz, const char *verb, const char *object)
+{
+    size_t o = 0;
+    for (const char *p = verb; *p && o + 1 < tagsz; p++)
+        tag[o++] = (char)toupper((unsigned char)*p);
+    if (object && o + 1 < tagsz)
+        tag[o++] = ' ';
+    for (const char *p = object; p && *p && o + 1 < tagsz; p++)
+        tag[o++] = (char)toupper((unsigned char)*p);
+    tag[o] = '\0';
+}
+
+/* CREATE ... at the token after CREATE: the object word, or NULL when the
+ * tag is not certain. */
+static const char *create_object(struct lexer *lx, struct token *t)
+{
+    if (eat(lx, t, "or") && !eat(lx, t, "replace"))
+        return NULL;
+    (void)(eat(lx, t, "unique") || eat(lx, t, "constraint") || eat(lx, t, "trusted"));
+    (void)(eat(lx, t, "global") || eat(lx, t, "local"));
+    (void)(eat(lx, t, "temp") || eat(lx, t, "temporary") || eat(lx, t, "unlogged"));
+    if (!word_in(t, ddl_objects))
+        return NULL;
+    const char *obj = ddl_objects[0];
+    for (const char *const *o = ddl_objects; *o; o++)
+        if (is_word(t, *o))
+            obj = *o;
+    next(lx, t);
+    if (is_word(t, "concurrently"))
+        return NULL;
+    if (strcmp(obj, "table") == 0) {
+        /* CREATE TABLE ... AS query gives "SELECT n": look for AS at the
+         * top level, after the name and an optional column list */
+        int depth = 0;
+        for (; t->type != T_END && !is_punct(t, ';'); next(lx, t)) {
+            if (is_punct(t, '('))
+                depth++;
+            else if (is_punct(t, ')'))
+                depth--;
+            else if (depth == 0 && (is_word(t, "as") || is_word(t, "execute")))
+                return NULL;
+        }
+    }
+    return obj;
+}
+
+/* INSERT at the token after INSERT: the number of rows a plain VALUES
+ * list (or DEFAULT VALUES) inserts, when that is the whole text; else 0. */
+static long insert_rows(struct lexer *lx, struct token *t)
+{
+    if (!eat(lx, t, "into") || (t->type != T_WORD && t->type != T_QIDENT))
+        return 0;
+    next(lx, t);
+    if (eat_punct(lx, t, '.')) {
+        if (t->type != T_WORD && t->type != T_QIDENT)
+            return 0;
+        next(lx, t);
+    }
+    if (is_word(t, "as")) /* an alias */
+        return 0;
+    if (is_punct(t, '(')) { /* the column list */
+        while (t->type != T_END && !is_punct(t, ')'))
+            next(lx, t);
+        next(lx, t);
+    }
+    if (eat(lx, t, "default"))
+        return eat(lx, t, "values") && at_end(lx, t) ? 1 : 0;
+    if (!eat(lx, t, "values"))
+        return 0;
+    long rows = 0;
+    int depth = 0;
+    for (; t->type != T_END && !is_punct(t, ';'); next(lx, t)) {
+        if (is_punct(t, '(')) {
+            if (depth++ == 0)
+                rows++;
+        } else if (is_punct(t, ')')) {
+            depth--;
+        } else if (depth == 0 && !is_punct(t, ',')) {
+            return 0; /* ON CONFLICT, RETURNING, or anything unexpected */
+        }
+    }
+    return depth == 0 && at_end(lx, t) ? rows : 0;
+}
+
+enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz)
+{
+    static const char *const alter_drop[] = {"alter", "drop", NULL};
+    if (tagsz)
+        tag[0] = '\0';
+    if (!sql || !tagsz)
+        return VERB_OTHER;
+    struct lexer lx;
+    bool truncated;
+    lexer_init(&lx, sql, &truncated);
+    if (truncated)
+        return VERB_OTHER;
+    struct token t;
+    next(&lx, &t);
+    enum sql_verb v = VERB_OTHER;
+    char w[16] = "";
+    const char *obj = NULL;
+    if (t.type == T_WORD && strlen(t.text) < sizeof w)
+        strcpy(w, t.text);
+    if (eat(&lx, &t, "create")) {
+        if ((obj = create_object(&lx, &t)))
+            v = VERB_DDL;
+    } else if (word_in(&t, alter_drop)) {
+        next(&lx, &t);
+        if (word_in(&t, ddl_objects)) {
+            for (const char *const *o = ddl_objects; *o; o++)
+                if (is_word(&t, *o))
+                    obj = *o;
+            next(&lx, &t);
+            v = is_word(&t, "concurrently") ? VERB_OTHER : VERB_DDL;
+        }
+    } else if (eat(&lx, &t, "comment")) {
+        v = is_word(&t, "on") ? VERB_DDL : VERB_OTHER;
+    } else if (eat(&lx, &t, "grant") || eat(&lx, &t, "revoke")) {
+        v = VERB_DDL;
+    } else if (eat(&lx, &t, "commit") || eat(&lx, &t, "end")) {
+        (void)(eat(&lx, &t, "work") || eat(&lx, &t, "transaction"));
+        v = at_end(&lx, &t) ? VERB_COMMIT : VERB_TXN_OTHER;
+        strcpy(w, "commit");
+    } else if (eat(&lx, &t, "rollback") || eat(&lx, &t, "abort")) {
+        (void)(eat(&lx, &t, "work") || eat(&lx, &t, "transaction"));
+        strcpy(w, "rollback");
+        if (eat(&lx, &t, "to")) {
+            (void)eat(&lx, &t, "savepoint");
+            v = VERB_ROLLBACK_TO;
+        } else {
+            v = at_end(&lx, &t) ? VERB_ROLLBACK : VERB_TXN_OTHER;
+        }
+    } else if (eat(&lx, &t, "insert")) {
+        long rows = insert_rows(&lx, &t);
+        if (rows > 0) {
+            v = VERB_INSERT;
+            snprintf(tag, tagsz, "INSERT 0 %ld", rows);
+            return v;
+        }
+    } else if (eat(&lx, &t, "prepare")) {
+        v = is_word(&t, "transaction") ? VERB_TXN_OTHER : VERB_OTHER;
+    } else if (eat(&lx, &t, "savepoint")) {
+        v = VERB_SAVEPOINT;
+    } else if (eat(&lx, &t, "release")) {
+        v = VERB_RELEASE;
+    }
+    if (v == VERB_OTHER)
+        return VERB_OTHER;
+    /* exactly one statement */
+    skip_statement(&lx, &t);
+    if (!at_end(&lx, &t))
+        return VERB_OTHER;
+    if (v != VERB_TXN_OTHER)
+        upper_tag(tag, tagsz, w, v == VERB_DDL && obj ? obj : NULL);
+    return v;
 }

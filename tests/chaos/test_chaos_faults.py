@@ -21,7 +21,7 @@ forced by the test:
     same fleet started again boots with each revision applied once.
  3. The leader's own lock connection terminated (pg_terminate_backend)
     while it migrates: a waiter takes the lock and migrates concurrently;
-    the leader's commit lands first and the race guard absorbs the
+    the leader's commit lands first and the race guard stands in for the
     waiter's duplicate; everything is logged; all boot, each revision once.
  4. wait_timeout (MIGSHIM_WAIT_TIMEOUT=1.5) while the test holds the
     migration lock (an outside holder, MIGSHIM_LOCK_KEY): on_timeout =
@@ -38,7 +38,7 @@ forced by the test:
     and the leader's lock connection; waiters open none): the fleet boots
     cleanly, one leader, no shim warning.  With fewer slots, or lock =
     session (a lock connection per waiter) with WORKERS + 2: the fleet
-    either boots (each revision once, the guard absorbing races of
+    either boots (each revision once, the guard answering races of
     processes that could not open a lock connection) or fails with
     PostgreSQL's "too many clients" in every failed worker's error --
     within a bound, never hanging.
@@ -259,7 +259,7 @@ def test_leader_lock_connection_terminated(make_db, migshim_lib):
     assert sorted(r.ready_pids) == sorted(r.worker_pids) and len(r.worker_pids) == WORKERS, d
     assert not r.race_errors(), d
     assert r.alembic_version == HEADS and r.migration_runs == ONCE_EACH, d
-    # the first leader's commit landed; the second leader's was absorbed
+    # the first leader's commit landed; the second leader's was answered by the guard
     assert {rev: r.migration_pids[rev] for rev in REVISIONS} == \
         {rev: [leader] for rev in REVISIONS}, d
     problems = r.migshim_problems()

@@ -17,6 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *const *t = tables[size ? data[0] % 3 : 0];
     struct sqlclass c;
     sqlclass_classify(text, t[0], t[1], &c);
+    char tag[64];
+    sqlclass_verb(text, tag, sizeof tag);
     sqlclass_mentions(text, t[1]);
     free(text);
     return 0;

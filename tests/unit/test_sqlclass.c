@@ -3,6 +3,7 @@
  * qualification, comments, case, multi-statement strings, huge statements.
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,55 +25,106 @@ static struct sqlclass cls_schema(const char *sql, const char *schema, const cha
 
 Test(classify, alembic_statements)
 {
+    /* exactly what Alembic 1.8 + SQLAlchemy 1.4 send (../shared/alembic-statements.md) */
     struct sqlclass c = cls("\nCREATE TABLE alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, "
                             "\n\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)\n\n");
-    cr_assert_eq(c.kind, SQL_CREATE_TABLE);
+    cr_assert_eq(c.kind, SQL_VT_CREATE);
     c = cls("INSERT INTO alembic_version (version_num) VALUES ('0001aaaa') RETURNING "
             "alembic_version.version_num");
-    cr_assert_eq(c.kind, SQL_INSERT);
-    cr_assert_str_eq(c.value, "0001aaaa");
+    cr_assert_eq(c.kind, SQL_VT_INSERT);
+    cr_assert(c.returning);
+    cr_assert_str_eq(c.value.text, "0001aaaa");
+    c = cls("INSERT INTO alembic_version (version_num) VALUES ('0001aaaa')");
+    cr_assert_eq(c.kind, SQL_VT_INSERT);
+    cr_assert_not(c.returning);
     c = cls("UPDATE alembic_version SET version_num='0002bbbb' WHERE "
             "alembic_version.version_num = '0001aaaa'");
-    cr_assert_eq(c.kind, SQL_UPDATE);
+    cr_assert_eq(c.kind, SQL_VT_UPDATE);
+    cr_assert_str_eq(c.value.text, "0002bbbb");
+    cr_assert_str_eq(c.from.text, "0001aaaa");
     c = cls("DELETE FROM alembic_version WHERE alembic_version.version_num = '0003cccc'");
-    cr_assert_eq(c.kind, SQL_DELETE);
+    cr_assert_eq(c.kind, SQL_VT_DELETE);
+    cr_assert_str_eq(c.from.text, "0003cccc");
+    c = cls("SELECT alembic_version.version_num \nFROM alembic_version");
+    cr_assert_eq(c.kind, SQL_VT_READ);
     c = cls("select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
             "pg_catalog.pg_table_is_visible(c.oid) and relname='alembic_version'");
     cr_assert_eq(c.kind, SQL_OTHER);
     cr_assert_eq(c.nstatements, 1);
 }
 
+Test(classify, parameters_and_casts)
+{
+    /* server-side binding (psycopg 3, SQLAlchemy 2): $n, sometimes cast */
+    struct sqlclass c = cls("INSERT INTO alembic_version (version_num) VALUES ($1::VARCHAR) "
+                            "RETURNING alembic_version.version_num");
+    cr_assert_eq(c.kind, SQL_VT_INSERT);
+    cr_assert_eq(c.value.param, 1);
+    cr_assert_str_eq(c.value.text, "");
+    c = cls("UPDATE alembic_version SET version_num=$1 WHERE alembic_version.version_num = $2");
+    cr_assert_eq(c.kind, SQL_VT_UPDATE);
+    cr_assert_eq(c.value.param, 1);
+    cr_assert_eq(c.from.param, 2);
+    cr_assert_eq(cls("INSERT INTO alembic_version (version_num) VALUES ($1::integer)").kind,
+                 SQL_OTHER);
+}
+
+/* Anything that is not exactly Alembic's statement is not classified: the
+ * guard then never answers it. */
+Test(classify, only_alembic_shapes)
+{
+    cr_assert_eq(cls("insert into alembic_version values ('x')").kind, SQL_OTHER);
+    cr_assert_eq(cls("insert into alembic_version (version_num) select 'x'").kind, SQL_OTHER);
+    cr_assert_eq(cls("insert into alembic_version (version_num) values ('a'), ('b')").kind,
+                 SQL_OTHER);
+    cr_assert_eq(cls("insert into alembic_version (version_num) values ('a') returning *").kind,
+                 SQL_OTHER);
+    cr_assert_eq(cls("update alembic_version set version_num = 'b'").kind, SQL_OTHER);
+    cr_assert_eq(cls("update alembic_version set version_num='b' where version_num='a' or true")
+                     .kind, SQL_OTHER);
+    cr_assert_eq(cls("delete from alembic_version").kind, SQL_OTHER);
+    cr_assert_eq(cls("select version_num from alembic_version").kind, SQL_OTHER);
+    cr_assert_eq(cls("select alembic_version.version_num from alembic_version for update").kind,
+                 SQL_OTHER);
+    cr_assert_eq(cls("create table alembic_version (v text)").kind, SQL_OTHER);
+    cr_assert_eq(cls("create table if not exists alembic_version (version_num text)").kind,
+                 SQL_OTHER);
+}
+
 Test(classify, quoting_case_and_schema)
 {
-    cr_assert_eq(cls("insert into \"alembic_version\" values ('x')").kind, SQL_INSERT);
-    cr_assert_eq(cls("InSeRt InTo ALEMBIC_VERSION values ('x')").kind, SQL_INSERT);
+    const char *ins = " (version_num) values ('x')";
+    char buf[256];
+#define INS(t) (snprintf(buf, sizeof buf, "insert into %s%s", t, ins), buf)
+    cr_assert_eq(cls(INS("\"alembic_version\"")).kind, SQL_VT_INSERT);
+    cr_assert_eq(cls(INS("ALEMBIC_VERSION")).kind, SQL_VT_INSERT);
     /* a quoted name is exact: "ALEMBIC_VERSION" is another table */
-    cr_assert_eq(cls("insert into \"ALEMBIC_VERSION\" values ('x')").kind, SQL_OTHER);
-    cr_assert_eq(cls("insert into public.alembic_version values ('x')").kind, SQL_INSERT);
-    cr_assert_eq(cls("insert into \"public\" . \"alembic_version\" values ('x')").kind, SQL_INSERT);
-    cr_assert_eq(cls("update only alembic_version set version_num = 'b'").kind, SQL_UPDATE);
-    cr_assert_eq(cls("delete from only alembic_version").kind, SQL_DELETE);
-    cr_assert_eq(cls("create unlogged table if not exists alembic_version (v text)").kind,
-                 SQL_CREATE_TABLE);
-    cr_assert_eq(cls("create temp table alembic_version (v text)").kind, SQL_CREATE_TABLE);
+    cr_assert_eq(cls(INS("\"ALEMBIC_VERSION\"")).kind, SQL_OTHER);
+    cr_assert_eq(cls(INS("public.alembic_version")).kind, SQL_VT_INSERT);
+    cr_assert_eq(cls(INS("\"public\" . \"alembic_version\"")).kind, SQL_VT_INSERT);
     /* configured schema: another schema's table is not it */
-    cr_assert_eq(cls_schema("insert into other.alembic_version values ('x')", "app",
-                            "alembic_version").kind, SQL_OTHER);
-    cr_assert_eq(cls_schema("insert into app.alembic_version values ('x')", "app",
-                            "alembic_version").kind, SQL_INSERT);
-    /* a mixed-case configured name must be quoted to match */
-    cr_assert_eq(cls_schema("insert into \"MyVersions\" values ('x')", "", "MyVersions").kind,
-                 SQL_INSERT);
-    cr_assert_eq(cls_schema("insert into MyVersions values ('x')", "", "MyVersions").kind,
+    cr_assert_eq(cls_schema(INS("other.alembic_version"), "app", "alembic_version").kind,
                  SQL_OTHER);
+    cr_assert_eq(cls_schema(INS("app.alembic_version"), "app", "alembic_version").kind,
+                 SQL_VT_INSERT);
+    cr_assert_eq(cls_schema("SELECT app.alembic_version.version_num FROM app.alembic_version",
+                            "app", "alembic_version").kind,
+                 SQL_VT_READ);
+    cr_assert_eq(cls_schema("SELECT other.alembic_version.version_num FROM app.alembic_version",
+                            "app", "alembic_version").kind,
+                 SQL_OTHER);
+    /* a mixed-case configured name must be quoted to match */
+    cr_assert_eq(cls_schema(INS("\"MyVersions\""), "", "MyVersions").kind, SQL_VT_INSERT);
+    cr_assert_eq(cls_schema(INS("MyVersions"), "", "MyVersions").kind, SQL_OTHER);
     /* a hostile configured name: quotes and a semicolon */
-    cr_assert_eq(cls_schema("insert into \"we\"\"ird;schema\".\"v\"\"t\" values ('x')",
-                            "we\"ird;schema", "v\"t").kind, SQL_INSERT);
+    cr_assert_eq(cls_schema(INS("\"we\"\"ird;schema\".\"v\"\"t\""), "we\"ird;schema", "v\"t").kind,
+                 SQL_VT_INSERT);
+#undef INS
 }
 
 Test(classify, other_tables_are_untouched)
 {
-    cr_assert_eq(cls("insert into alembic_versions values ('x')").kind, SQL_OTHER);
+    cr_assert_eq(cls("insert into alembic_versions (version_num) values ('x')").kind, SQL_OTHER);
     cr_assert_eq(cls("insert into users (name) values ('alembic_version')").kind, SQL_OTHER);
     cr_assert_eq(cls("create table users (id int)").kind, SQL_OTHER);
     cr_assert_eq(cls("update users set x = 1 from alembic_version").kind, SQL_OTHER);
@@ -86,24 +138,30 @@ Test(classify, comments_and_literals_hide_nothing_and_fake_nothing)
     cr_assert_eq(cls("-- insert into alembic_version\nselect 1").kind, SQL_OTHER);
     cr_assert_eq(cls("/* outer /* nested */ still comment insert into alembic_version */ select 1")
                      .kind, SQL_OTHER);
-    cr_assert_eq(cls("/* c */ insert /* c */ into -- c\n alembic_version values ('v')").kind,
-                 SQL_INSERT);
+    cr_assert_eq(cls("/* c */ insert /* c */ into -- c\n alembic_version (version_num) "
+                     "values ('v')").kind, SQL_VT_INSERT);
     cr_assert_eq(cls("select 'x; insert into alembic_version values (1)'").kind, SQL_OTHER);
     cr_assert_eq(cls("select $q$; insert into alembic_version values (1)$q$").kind, SQL_OTHER);
     cr_assert_eq(cls("select E'it\\'s; insert into alembic_version values (1)'").kind, SQL_OTHER);
-    cr_assert_eq(cls("select \"a;b\"; update alembic_version set version_num='z'").kind,
-                 SQL_UPDATE);
+    struct sqlclass c = cls("INSERT INTO alembic_version (version_num) VALUES ('it''s');");
+    cr_assert_eq(c.kind, SQL_VT_INSERT);
+    cr_assert_str_eq(c.value.text, "it's");
 }
 
+/* A multi-statement string is never one of Alembic's statements. */
 Test(classify, multi_statement_strings)
 {
-    struct sqlclass c = cls("BEGIN; SELECT 1; INSERT INTO alembic_version VALUES ('it''s'); COMMIT");
-    cr_assert_eq(c.kind, SQL_INSERT);
+    struct sqlclass c = cls("BEGIN; SELECT 1; INSERT INTO alembic_version (version_num) VALUES "
+                            "('a'); COMMIT");
+    cr_assert_eq(c.kind, SQL_OTHER);
     cr_assert_eq(c.nstatements, 4);
-    cr_assert_str_eq(c.value, "it's");
-    c = cls("update alembic_version set version_num='b';;; delete from alembic_version;");
-    cr_assert_eq(c.kind, SQL_UPDATE); /* the first writing statement */
+    c = cls("update alembic_version set version_num='b' where alembic_version.version_num='a';;; "
+            "delete from alembic_version;");
+    cr_assert_eq(c.kind, SQL_OTHER);
     cr_assert_eq(c.nstatements, 2);
+    c = cls("update alembic_version set version_num='b' where alembic_version.version_num='a';;");
+    cr_assert_eq(c.kind, SQL_VT_UPDATE);
+    cr_assert_eq(c.nstatements, 1);
 }
 
 Test(classify, huge_statements_are_bounded)
@@ -118,12 +176,105 @@ Test(classify, huge_statements_are_bounded)
     cr_assert(c.truncated);
     cr_assert_eq(c.kind, SQL_OTHER); /* beyond the scanned prefix */
     cr_assert_not(sqlclass_mentions(big, "alembic_version"));
-    /* a version-table statement with a huge tail is still recognised */
-    memcpy(big, "INSERT INTO alembic_version VALUES ('a', '", 42);
+    /* a version-table statement with a huge tail: not one statement we can see whole */
+    memcpy(big, "INSERT INTO alembic_version (version_num) VALUES ('a', '", 56);
     c = cls(big);
-    cr_assert_eq(c.kind, SQL_INSERT);
-    cr_assert_str_eq(c.value, "a");
+    cr_assert_eq(c.kind, SQL_OTHER);
     free(big);
+}
+
+static enum sql_verb verb(const char *sql, char *tag)
+{
+    return sqlclass_verb(sql, tag, 64);
+}
+
+#define VERB_IS(sql, v, t)                                                                   \
+    do {                                                                                     \
+        char tag_[64];                                                                       \
+        cr_assert_eq(verb(sql, tag_), v, "%s", sql);                                         \
+        cr_assert_str_eq(tag_, t, "%s", sql);                                                \
+    } while (0)
+
+/* The tags are PostgreSQL 15's own (CreateCommandTag). */
+Test(verb, ddl_tags)
+{
+    VERB_IS("CREATE TABLE users (id serial PRIMARY KEY)", VERB_DDL, "CREATE TABLE");
+    VERB_IS("create unlogged table if not exists t (a int)", VERB_DDL, "CREATE TABLE");
+    VERB_IS("create temp table t (a int) on commit drop", VERB_DDL, "CREATE TABLE");
+    VERB_IS("CREATE UNIQUE INDEX ix ON t (a)", VERB_DDL, "CREATE INDEX");
+    VERB_IS("CREATE TYPE mood AS ENUM ('a', 'b')", VERB_DDL, "CREATE TYPE");
+    VERB_IS("create or replace view v as select 1", VERB_DDL, "CREATE VIEW");
+    VERB_IS("create or replace function f() returns int as $$ select 1; $$ language sql",
+            VERB_DDL, "CREATE FUNCTION");
+    VERB_IS("create constraint trigger tr after insert on t for each row execute function f()",
+            VERB_DDL, "CREATE TRIGGER");
+    VERB_IS("CREATE SEQUENCE s", VERB_DDL, "CREATE SEQUENCE");
+    VERB_IS("CREATE SCHEMA app", VERB_DDL, "CREATE SCHEMA");
+    VERB_IS("create extension if not exists pgcrypto", VERB_DDL, "CREATE EXTENSION");
+    VERB_IS("ALTER TABLE users ADD COLUMN email VARCHAR(100)", VERB_DDL, "ALTER TABLE");
+    VERB_IS("ALTER TYPE mood ADD VALUE 'c'", VERB_DDL, "ALTER TYPE");
+    VERB_IS("DROP TABLE IF EXISTS t CASCADE", VERB_DDL, "DROP TABLE");
+    VERB_IS("DROP INDEX ix", VERB_DDL, "DROP INDEX");
+    VERB_IS("COMMENT ON TABLE t IS 'x'", VERB_DDL, "COMMENT");
+    VERB_IS("GRANT SELECT ON t TO public", VERB_DDL, "GRANT");
+    VERB_IS("/* c */ -- c\n create table t (a int);", VERB_DDL, "CREATE TABLE");
+}
+
+/* Where the tag is not fixed (it carries a row count), or the statement
+ * would behave differently in a transaction block: not DDL. */
+Test(verb, uncertain_tags_are_other)
+{
+    VERB_IS("CREATE TABLE t AS SELECT 1", VERB_OTHER, "");
+    VERB_IS("CREATE TABLE t (a, b) AS VALUES (1, 2)", VERB_OTHER, "");
+    VERB_IS("CREATE TABLE t AS EXECUTE p", VERB_OTHER, "");
+    VERB_IS("CREATE MATERIALIZED VIEW m AS SELECT 1", VERB_OTHER, "");
+    VERB_IS("CREATE INDEX CONCURRENTLY ix ON t (a)", VERB_OTHER, "");
+    VERB_IS("DROP INDEX CONCURRENTLY ix", VERB_OTHER, "");
+    VERB_IS("CREATE TABLE a (x int); CREATE TABLE b (x int)", VERB_OTHER, "");
+    VERB_IS("SELECT 1", VERB_OTHER, "");
+    VERB_IS("WITH x AS (INSERT INTO t VALUES (1) RETURNING 1) SELECT * FROM x", VERB_OTHER, "");
+    VERB_IS("COPY t FROM STDIN", VERB_OTHER, "");
+    VERB_IS("-- CREATE TABLE t (a int)\nSELECT 1", VERB_OTHER, "");
+    VERB_IS("", VERB_OTHER, "");
+}
+
+Test(verb, plain_inserts)
+{
+    VERB_IS("INSERT INTO t VALUES (1)", VERB_INSERT, "INSERT 0 1");
+    VERB_IS("INSERT INTO migration_runs (revision, pid) VALUES ('0001aaaa', pg_backend_pid())",
+            VERB_INSERT, "INSERT 0 1");
+    VERB_IS("insert into s.t (a, b) values ($1, (select 1)), ('x', f(1, 2)), (default, 3);",
+            VERB_INSERT, "INSERT 0 3");
+    VERB_IS("INSERT INTO t DEFAULT VALUES", VERB_INSERT, "INSERT 0 1");
+    VERB_IS("INSERT INTO t VALUES ('a;b')", VERB_INSERT, "INSERT 0 1");
+    VERB_IS("INSERT INTO t SELECT * FROM u", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t VALUES (1) RETURNING id", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t AS x VALUES (1)", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t DEFAULT VALUES RETURNING id", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t VALUES (1", VERB_OTHER, "");
+}
+
+Test(verb, transaction_control)
+{
+    VERB_IS("COMMIT", VERB_COMMIT, "COMMIT");
+    VERB_IS("end transaction;", VERB_COMMIT, "COMMIT");
+    VERB_IS("ROLLBACK", VERB_ROLLBACK, "ROLLBACK");
+    VERB_IS("abort work", VERB_ROLLBACK, "ROLLBACK");
+    VERB_IS("SAVEPOINT sa_savepoint_1", VERB_SAVEPOINT, "SAVEPOINT");
+    VERB_IS("SAVEPOINT \"_pg3_1\"", VERB_SAVEPOINT, "SAVEPOINT");
+    VERB_IS("RELEASE SAVEPOINT sa_savepoint_1", VERB_RELEASE, "RELEASE");
+    VERB_IS("release x", VERB_RELEASE, "RELEASE");
+    VERB_IS("ROLLBACK TO SAVEPOINT sa_savepoint_1", VERB_ROLLBACK_TO, "ROLLBACK");
+    VERB_IS("rollback transaction to x", VERB_ROLLBACK_TO, "ROLLBACK");
+    VERB_IS("COMMIT AND CHAIN", VERB_TXN_OTHER, "");
+    VERB_IS("ROLLBACK AND CHAIN", VERB_TXN_OTHER, "");
+    VERB_IS("COMMIT PREPARED 'x'", VERB_TXN_OTHER, "");
+    VERB_IS("PREPARE TRANSACTION 'x'", VERB_TXN_OTHER, "");
+    VERB_IS("PREPARE p AS SELECT 1", VERB_OTHER, "");
+    VERB_IS("INSERT INTO t VALUES (1); COMMIT", VERB_OTHER, "");
+    VERB_IS("COMMIT; BEGIN", VERB_OTHER, "");
 }
 
 Test(mentions, whole_words_only)
@@ -174,6 +325,7 @@ Test(mentions, prefix_boundary)
 
 Test(names, kind_names)
 {
-    cr_assert_str_eq(sqlclass_kind_name(SQL_CREATE_TABLE), "CREATE TABLE");
+    cr_assert_str_eq(sqlclass_kind_name(SQL_VT_CREATE), "CREATE TABLE");
+    cr_assert_str_eq(sqlclass_kind_name(SQL_VT_READ), "SELECT");
     cr_assert_str_eq(sqlclass_kind_name(SQL_OTHER), "other");
 }

@@ -20,6 +20,13 @@ The program is {"autocommit": bool, "steps": [STEP, ...]}; a step is
     ["commit"] / ["rollback"]
                       conn.commit() / conn.rollback() ("COMMIT"/"ROLLBACK"
                       statements for psycopg2-async)
+    ["prepared", SQL] run SQL as a prepared statement (psycopg 3:
+                      prepare=True, i.e. PQsendPrepare + PQsendQueryPrepared;
+                      the other drivers run it plainly)
+    ["executemany", SQL, [[params], ...]]
+                      cursor.executemany (psycopg 3 runs it in pipeline mode)
+    ["pipeline", [SQL, ...]]
+                      psycopg 3: the statements in one conn.pipeline() block
     ["status"]        emit the transaction status
     ["wait_file"]     wait until the file $GUARD_BARRIER exists (the test
                       creates it), at most 30 s (exit 90 on timeout)
@@ -134,6 +141,20 @@ class Psycopg2:
             rows = [[plain(v) for v in r] for r in cur.fetchall()]
         return cur.statusmessage, cur.rowcount, rows
 
+    def prepared(self, sql):
+        return self.execute(sql)
+
+    def executemany(self, sql, rows):
+        cur = self.conn.cursor()
+        cur.executemany(sql, rows)
+        return cur.statusmessage, cur.rowcount, None
+
+    def pipeline(self, stmts):
+        out = None
+        for s in stmts:
+            out = self.execute(s)
+        return out
+
     def begin(self):
         if self.async_:
             return self.execute("BEGIN")
@@ -179,6 +200,28 @@ class Psycopg3:
             rows = [[plain(v) for v in r] for r in cur.fetchall()]
         return cur.statusmessage, cur.rowcount, rows
 
+    def prepared(self, sql):
+        cur = self.conn.cursor()
+        cur.execute(sql, prepare=True)
+        rows = None
+        if cur.description is not None:
+            rows = [[plain(v) for v in r] for r in cur.fetchall()]
+        return cur.statusmessage, cur.rowcount, rows
+
+    def executemany(self, sql, rows):
+        cur = self.conn.cursor()
+        cur.executemany(sql, rows)
+        return cur.statusmessage, cur.rowcount, None
+
+    def pipeline(self, stmts):
+        out = None
+        with self.conn.pipeline():
+            curs = [self.conn.cursor() for _ in stmts]
+            for c, s in zip(curs, stmts):
+                c.execute(s)
+        c = curs[-1]
+        return c.statusmessage, c.rowcount, None
+
     def begin(self):
         return None
 
@@ -223,6 +266,13 @@ def main():
         try:
             if op == "sql":
                 out = d.execute(step[1])
+            elif op == "prepared":
+                rec["sql"] = " ".join(step[1].split())[:60]
+                out = d.prepared(step[1])
+            elif op == "executemany":
+                out = d.executemany(step[1], step[2])
+            elif op == "pipeline":
+                out = d.pipeline(step[1])
             elif op == "begin":
                 out = d.begin()
             elif op == "commit":

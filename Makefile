@@ -25,11 +25,11 @@ B := $(if $(SANITIZE),build-san,build)
 # name a link error; -Bsymbolic binds the shim's references to its own
 # wrappers (the dlsym table) inside the shim.
 LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
+            src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 
-CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline.c
+CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/envpy.c src/lock.c src/timeline.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -139,14 +139,15 @@ bench: bench-deps all bench-progs
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := revision sqlclass redact config ini
+FUZZ_TARGETS := revision sqlclass redact config ini envpy
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_revision := src/heads.c src/log.c src/config.c
+FUZZ_SRCS_revision := src/heads.c src/envpy.c src/log.c src/config.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/log.c
-FUZZ_SRCS_ini := src/heads.c src/log.c src/config.c
+FUZZ_SRCS_ini := src/heads.c src/envpy.c src/log.c src/config.c
+FUZZ_SRCS_envpy := src/envpy.c src/heads.c src/log.c src/config.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz

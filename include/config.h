@@ -20,7 +20,7 @@
 #include "log.h"
 
 /* Where a value came from (`migshim status` prints it). */
-enum config_source { CFG_DEFAULT = 0, CFG_FILE, CFG_ENV };
+enum config_source { CFG_DEFAULT = 0, CFG_FILE, CFG_ENV, CFG_ENV_PY /* the app's env.py */ };
 
 /* The exit status of a process whose configuration is bad under strict. */
 #define CONFIG_EXIT_STRICT 78 /* EX_CONFIG */
@@ -91,6 +91,8 @@ bool config_load(struct config *cfg, char *const *envp, char *err, size_t errsz)
 
 /* Number of keys, and the name of key i (table order). */
 size_t config_key_count(void);
+/* The table index of key `name`, or -1. */
+int config_key_index(const char *name);
 const char *config_key_name(size_t i);
 
 /* Write key i's effective value as text into buf.  Returns buf. */

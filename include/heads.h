@@ -79,6 +79,15 @@ char *heads_ini_get(const char *text, const char *section, const char *key);
 char *heads_pyproject_script_location(const char *text);
 char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz);
 
+struct envpy_vt;
+
+/*
+ * Find the app's env.py (script_location/env.py of the configuration found
+ * as above) and read the version table it names (include/envpy.h).
+ * Returns false when there is no env.py; `path` gets its path.  Silent.
+ */
+bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *path, size_t pathsz);
+
 /* True when `rev` is one of h->revs (only meaningful when h->graph). */
 bool heads_has_rev(const struct heads *h, const char *rev);
 

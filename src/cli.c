@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "envpy.h"
 #include "heads.h"
 #include "lock.h"
 #include "log.h"
@@ -127,10 +128,15 @@ extern char **environ;
 static bool load_config(struct config *cfg)
 {
     char err[512];
-    if (config_load(cfg, environ, err, sizeof err))
-        return true;
-    fprintf(stderr, "migshim: %s\n", err);
-    return false;
+    if (!config_load(cfg, environ, err, sizeof err)) {
+        fprintf(stderr, "migshim: %s\n", err);
+        return false;
+    }
+    struct envpy_vt vt; /* as the library does (src/shim.c) */
+    char path[PATH_MAX + 8];
+    if (heads_read_env_py(cfg, &vt, path, sizeof path))
+        envpy_apply(cfg, &vt, path);
+    return true;
 }
 
 static void print_list(char (*revs)[HEADS_REV_MAX], size_t n)
@@ -170,7 +176,7 @@ static void linked_api(struct pq_api *api)
 
 static int cmd_status(const char *conninfo)
 {
-    static const char *const sources[] = {"default", "file", "environment"};
+    static const char *const sources[] = {"default", "file", "environment", "env.py"};
     struct config cfg;
     if (!load_config(&cfg))
         return CONFIG_EXIT_STRICT;

@@ -58,6 +58,14 @@ static const struct key keys[] = {
 _Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
 
 size_t config_key_count(void) { return NKEYS; }
+int config_key_index(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
 const char *config_key_name(size_t i) { return i < NKEYS ? keys[i].name : NULL; }
 
 void config_defaults(struct config *cfg)

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "envpy.h"
 #include "log.h"
 
 #define FILE_MAX (1 << 20) /* a revision file larger than 1 MiB is refused */
@@ -567,56 +568,74 @@ char *heads_pyproject_script_location(const char *text)
     return NULL;
 }
 
-static void load_from_scripts(const struct config *cfg, struct heads *out)
+/* Where the app's Alembic configuration is. */
+struct location {
+    char ini[PATH_MAX];        /* alembic.ini, migrations/alembic.ini, pyproject.toml */
+    bool pyproject;
+    char *script_location;
+    char *version_locations, *sep, *recursive; /* raw values from the ini, or NULL */
+};
+
+static void location_free(struct location *l)
 {
-    char ini[PATH_MAX] = "";
+    free(l->script_location);
+    free(l->version_locations);
+    free(l->sep);
+    free(l->recursive);
+    memset(l, 0, sizeof *l);
+}
+
+/* Find the configuration the way Alembic (and Flask-Migrate) would.
+ * False when there is none or it cannot be used: said in the log unless
+ * `quiet` (the same search runs twice, for the heads and the env.py). */
+static bool locate(const struct config *cfg, struct location *l, bool quiet)
+{
+    memset(l, 0, sizeof *l);
     bool flask_migrate = false;
     if (cfg->alembic_ini[0])
-        snprintf(ini, sizeof ini, "%s", cfg->alembic_ini);
+        snprintf(l->ini, sizeof l->ini, "%s", cfg->alembic_ini);
     else if (access("alembic.ini", R_OK) == 0)
-        snprintf(ini, sizeof ini, "alembic.ini");
+        snprintf(l->ini, sizeof l->ini, "alembic.ini");
     else if (access("migrations/alembic.ini", R_OK) == 0) {
-        snprintf(ini, sizeof ini, "migrations/alembic.ini");
+        snprintf(l->ini, sizeof l->ini, "migrations/alembic.ini");
         flask_migrate = true;
     }
-
+#define SAY(...) do { if (!quiet) log_warn(__VA_ARGS__); } while (0)
     char err[256];
-    char *script_location = NULL, *version_locations = NULL, *sep = NULL, *recursive = NULL;
     char here[PATH_MAX];
-    if (ini[0]) {
-        char *text = read_file(ini, FILE_MAX, err, sizeof err);
+    if (l->ini[0]) {
+        char *text = read_file(l->ini, FILE_MAX, err, sizeof err);
         if (!text) {
-            log_warn("%s: cannot read the Alembic configuration: %s; target heads unknown", ini, err);
-            return;
+            SAY("%s: cannot read the Alembic configuration: %s; target heads unknown", l->ini, err);
+            return false;
         }
         char tmp[PATH_MAX];
-        snprintf(tmp, sizeof tmp, "%s", ini);
+        snprintf(tmp, sizeof tmp, "%s", l->ini);
         snprintf(here, sizeof here, "%s", dirname(tmp));
         char *raw = heads_ini_get(text, "alembic", "script_location");
         char *rawv = heads_ini_get(text, "alembic", "version_locations");
-        sep = heads_ini_get(text, "alembic", "version_path_separator");
-        recursive = heads_ini_get(text, "alembic", "recursive_version_locations");
+        l->sep = heads_ini_get(text, "alembic", "version_path_separator");
+        l->recursive = heads_ini_get(text, "alembic", "recursive_version_locations");
         free(text);
         if (raw) {
-            script_location = heads_interpolate(raw, here, err, sizeof err);
-            if (!script_location)
-                log_warn("%s: script_location: %s; target heads unknown", ini, err);
+            l->script_location = heads_interpolate(raw, here, err, sizeof err);
+            if (!l->script_location)
+                SAY("%s: script_location: %s; target heads unknown", l->ini, err);
         } else if (flask_migrate || cfg->alembic_ini[0]) {
-            script_location = strdup(here); /* Flask-Migrate: the ini's own folder */
+            l->script_location = strdup(here); /* Flask-Migrate: the ini's own folder */
         } else {
-            log_warn("%s: no script_location in [alembic]; target heads unknown", ini);
+            SAY("%s: no script_location in [alembic]; target heads unknown", l->ini);
         }
         if (rawv) {
-            version_locations = heads_interpolate(rawv, here, err, sizeof err);
-            if (!version_locations)
-                log_warn("%s: version_locations: %s; target heads unknown", ini, err);
+            l->version_locations = heads_interpolate(rawv, here, err, sizeof err);
+            if (!l->version_locations)
+                SAY("%s: version_locations: %s; target heads unknown", l->ini, err);
         }
         free(raw);
-        if (!script_location || (rawv && !version_locations)) {
-            free(rawv);
-            goto done;
-        }
+        bool ok = l->script_location && (!rawv || l->version_locations);
         free(rawv);
+        if (!ok)
+            return false;
     } else {
         char *text = access("pyproject.toml", R_OK) == 0
                          ? read_file("pyproject.toml", FILE_MAX, err, sizeof err)
@@ -624,33 +643,45 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
         char *raw = text ? heads_pyproject_script_location(text) : NULL;
         free(text);
         if (!raw) {
-            log_info("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
-                     "target heads unknown (the lock is taken at the first version-table statement)");
-            return;
+            if (!quiet)
+                log_info("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
+                          "target heads unknown (the lock is taken at the first version-table statement)");
+            return false;
         }
-        snprintf(ini, sizeof ini, "pyproject.toml");
-        snprintf(here, sizeof here, ".");
-        script_location = heads_interpolate(raw, here, err, sizeof err);
+        snprintf(l->ini, sizeof l->ini, "pyproject.toml");
+        l->pyproject = true;
+        l->script_location = heads_interpolate(raw, ".", err, sizeof err);
         free(raw);
-        if (!script_location) {
-            log_warn("pyproject.toml: script_location: %s; target heads unknown", err);
-            goto done;
+        if (!l->script_location) {
+            SAY("pyproject.toml: script_location: %s; target heads unknown", err);
+            return false;
         }
     }
-    if (strchr(script_location, ':') && script_location[0] != '/') {
-        log_warn("%s: script_location '%s' names a package resource, which migshim cannot read; "
-                 "set MIGSHIM_HEADS; target heads unknown", ini, script_location);
-        goto done;
+    if (strchr(l->script_location, ':') && l->script_location[0] != '/') {
+        SAY("%s: script_location '%s' names a package resource, which migshim cannot read; "
+            "set MIGSHIM_HEADS; target heads unknown", l->ini, l->script_location);
+        return false;
     }
+#undef SAY
+    return true;
+}
 
+static void load_from_scripts(const struct config *cfg, struct heads *out)
+{
+    struct location l;
+    if (!locate(cfg, &l, false)) {
+        location_free(&l);
+        return;
+    }
+    char err[256];
     struct collect c = {0};
-    if (version_locations) {
-        each_location(version_locations, sep, truthy(recursive), &c);
-        snprintf(out->where, sizeof out->where, "%s", version_locations);
+    if (l.version_locations) {
+        each_location(l.version_locations, l.sep, truthy(l.recursive), &c);
+        snprintf(out->where, sizeof out->where, "%s", l.version_locations);
     } else {
         char vdir[PATH_MAX];
-        snprintf(vdir, sizeof vdir, "%s/versions", script_location);
-        collect_dir(vdir, truthy(recursive), &c, 0);
+        snprintf(vdir, sizeof vdir, "%s/versions", l.script_location);
+        collect_dir(vdir, truthy(l.recursive), &c, 0);
         snprintf(out->where, sizeof out->where, "%s", vdir);
     }
     if (!c.broken) {
@@ -664,11 +695,29 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
     for (size_t i = 0; i < c.n; i++)
         heads_revfile_free(&c.files[i]);
     free(c.files);
-done:
-    free(script_location);
-    free(version_locations);
-    free(sep);
-    free(recursive);
+    location_free(&l);
+}
+
+bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *path, size_t pathsz)
+{
+    memset(out, 0, sizeof *out);
+    path[0] = '\0';
+    struct location l;
+    bool found = false;
+    if (locate(cfg, &l, true)) {
+        char err[256];
+        snprintf(path, pathsz, "%s/env.py", l.script_location);
+        char *text = read_file(path, FILE_MAX, err, sizeof err);
+        char *ini = l.pyproject ? NULL : read_file(l.ini, FILE_MAX, err, sizeof err);
+        if (text) {
+            envpy_read(text, ini, out);
+            found = true;
+        }
+        free(text);
+        free(ini);
+    }
+    location_free(&l);
+    return found;
 }
 
 void heads_load(const struct config *cfg, struct heads *out)

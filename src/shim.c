@@ -9,6 +9,8 @@
 #include <sys/auxv.h>
 
 #include "conn.h"
+#include "envpy.h"
+#include "heads.h"
 #include "log.h"
 #include "ownconn.h"
 #include "resolve.h"
@@ -70,6 +72,12 @@ static void shim_init(void)
         return;
     }
     log_set_level(cfg.log);
+    /* the version table the app's env.py names, where migshim's settings
+     * are silent: before anything reads cfg, which is fixed from here on */
+    struct envpy_vt vt;
+    char envpy_path[PATH_MAX + 8];
+    if (heads_read_env_py(&cfg, &vt, envpy_path, sizeof envpy_path))
+        envpy_apply(&cfg, &vt, envpy_path);
     if (cfg.log >= LOG_LVL_DEBUG)
         shim_hooks_add(1); /* for good: every first call is noted */
     active = true;

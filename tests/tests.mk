@@ -11,7 +11,8 @@ TESTS_B      := $(B)/tests
 TESTS_HDRS   := $(wildcard include/*.h)
 TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
-UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass
+UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass \
+              $(TESTS_B)/unit/test_envpy
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -102,9 +103,13 @@ $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmi
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
 	    -lcriterion -lpq -lconfig -lpthread -ldl -lm
 
-$(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o \
-                            $(TESTS_HDRS) | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heads.o $(B)/obj/config.o $(B)/obj/log.o -lcriterion -lconfig
+HEADS_OBJS := $(B)/obj/heads.o $(B)/obj/envpy.o $(B)/obj/config.o $(B)/obj/log.o
+
+$(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -lconfig
+
+$(TESTS_B)/unit/test_envpy: tests/unit/test_envpy.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -lconfig
 
 $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion

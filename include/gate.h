@@ -59,4 +59,10 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions
 /* True when `v` is exactly this process's target heads. */
 bool gate_at_target(const struct versions *v);
 
+/* fork(): the mutex is held across it (src/shim.c), so a child never
+ * inherits it locked by a thread it does not have. */
+void gate_atfork_prepare(void);
+void gate_atfork_parent(void);
+void gate_atfork_child(void);
+
 #endif

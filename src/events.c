@@ -33,7 +33,11 @@ static size_t json_str(char *buf, size_t n, size_t o, const char *s)
 
 static size_t field(char *buf, size_t n, size_t o, const char *key, const char *val)
 {
+    if (o + 1 >= n)
+        return o;
     o += (size_t)snprintf(buf + o, n - o, ",\"%s\":\"", key);
+    if (o >= n) /* truncated: snprintf counts what did not fit */
+        o = n - 1;
     o = json_str(buf, n, o, val ? val : "");
     if (o + 1 < n)
         buf[o++] = '"';
@@ -64,7 +68,8 @@ void events_emit(const char *event, const char *db, const char *versions, const 
         o = sizeof buf - 3;
     buf[o++] = '}';
     buf[o++] = '\n';
-    int fd = open(cfg->events, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    /* O_NOFOLLOW: a symlink planted at the path is not followed */
+    int fd = open(cfg->events, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         static int warned;
         if (!warned++)

@@ -108,8 +108,10 @@ static enum cmp compare(const struct versions *v)
 
 static struct gdb *find_db(const char *name, bool add)
 {
+    /* names are kept truncated to the slot: compare what fits (a longer
+     * name would otherwise never match and be gated at every connection) */
     for (size_t i = 0; i < ndbs; i++)
-        if (strcmp(dbs[i].name, name) == 0)
+        if (strncmp(dbs[i].name, name, sizeof dbs[i].name - 1) == 0)
             return &dbs[i];
     if (!add || ndbs == MAX_DBS)
         return NULL;
@@ -538,11 +540,20 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         struct versions v;
         char err[256], revs[512];
         PGconn *own = ownconn_pg(g->own);
-        bool read = own && lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err);
-        if (own && !read)
-            log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
+        bool read = own && (lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err) ||
+                            lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err));
+        if (own && !read) {
+            /* Never hold the fleet on a failed read: release, and let the
+             * waiters read the version themselves (one of them leads again
+             * if the database is still behind). */
+            log_warn("database \"%s\": cannot re-read the version table on the lock connection "
+                     "(%s); releasing the migration lock, the waiters check for themselves",
                      g->name, err);
-        if (read && compare(&v) != BEHIND) {
+            lock_release(&copy->api, own, cfg->lock, g->key);
+            close_own(g);
+            g->ndirty = 0;
+            set_state(g, cfg->guard ? G_UNGATED : G_DONE);
+        } else if (read && compare(&v) != BEHIND) {
             list_revs(v.v, v.n, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
@@ -620,3 +631,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
     }
     pthread_mutex_unlock(&mu);
 }
+
+void gate_atfork_prepare(void) { pthread_mutex_lock(&mu); }
+void gate_atfork_parent(void) { pthread_mutex_unlock(&mu); }
+void gate_atfork_child(void) { pthread_mutex_unlock(&mu); }

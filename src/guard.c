@@ -719,3 +719,7 @@ PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const 
     struct gconn *g = find(pg, false);
     return g && g->mode == M_DOOMED ? PQTRANS_INERROR : real;
 }
+
+void guard_atfork_prepare(void) { pthread_mutex_lock(&mu); }
+void guard_atfork_parent(void) { pthread_mutex_unlock(&mu); }
+void guard_atfork_child(void) { pthread_mutex_unlock(&mu); }

@@ -233,6 +233,19 @@ int heads_parse_revision(const char *text, struct revfile *out, int *errline, ch
                 const char *e = parse_value(v, out, is_down, &line, err, errsz);
                 if (e) {
                     e = skip_ws(e);
+                    if (*e == ';') { /* `revision = "x"; down_revision = None` */
+                        e = skip_ws(e + 1);
+                        if (*e && *e != '\n' && *e != '#') {
+                            if (is_down)
+                                have_down = true;
+                            else {
+                                have_rev = true;
+                                out->line = start;
+                            }
+                            p = e; /* the next statement of the line */
+                            continue;
+                        }
+                    }
                     if (*e == '#')
                         while (*e && *e != '\n')
                             e++;

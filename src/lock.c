@@ -126,6 +126,8 @@ static void quote_literal(const char *text, char *out, size_t n)
 
 /* Run the one-row, one-column XML query `sql` and collect its <tag>
  * elements: NULL means the table is absent. */
+static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql);
+
 static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const char *tag,
                      struct versions *out, char sqlstate[6], char *err, size_t errsz)
 {
@@ -219,7 +221,12 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
              "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END%s",
              in_txn ? "SAVEPOINT migshim_read; " : "", lt, ls, ls, lq,
              in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
-    return read_xml(pq, c, sql, "v", out, NULL, err, errsz);
+    bool ok = read_xml(pq, c, sql, "v", out, NULL, err, errsz);
+    /* A failed read skipped the rest of the message: undo the savepoint
+     * now, or every later statement of the lock transaction fails. */
+    if (!ok && in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
+        run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
+    return ok;
 }
 
 /* "SELECT table_to_xml(...)" of the version table: exact outside a
@@ -350,7 +357,7 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
      * and the caller waits the normal way. */
     snprintf(sql, sizeof sql,
              "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '%dms'; "
-             "SELECT pg_catalog.pg_advisory_xact_lock(%lld)",
+             "SELECT pg_catalog.pg_advisory_xact_lock(%lld); SET LOCAL lock_timeout = 0",
              4 * LOCK_WAIT_SLICE_MS, (long long)key);
     bool sent = pq->PQsendQuery(to, sql);
     if (sent) {
@@ -375,12 +382,15 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
         error_text(pq, to, NULL, err, errsz);
         return LOCK_ERROR;
     }
-    /* The statement's results: the last one decides (BEGIN, SET, SELECT). */
+    /* The statement's results (BEGIN, SET, SELECT, SET): taken when the
+     * SELECT answered and nothing failed.  The last SET ends the bound, so
+     * that it does not apply to the rest of the lock transaction. */
     ExecStatusType last = PGRES_FATAL_ERROR;
-    bool any = false;
+    bool any = false, selected = false;
     for (PGresult *r; (r = pq->PQgetResult(to)) != NULL;) {
         any = true;
         last = pq->PQresultStatus(r);
+        selected |= last == PGRES_TUPLES_OK;
         if (last == PGRES_FATAL_ERROR) {
             const char *s = pq->PQresultErrorField(r, PG_DIAG_SQLSTATE);
             snprintf(state, sizeof state, "%s", s ? s : "");
@@ -388,7 +398,7 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
         }
         pq->PQclear(r);
     }
-    if (any && last == PGRES_TUPLES_OK && !state[0])
+    if (any && selected && last == PGRES_COMMAND_OK && !state[0])
         return LOCK_TAKEN;
     if (!any)
         error_text(pq, to, NULL, err, errsz);

@@ -10,6 +10,8 @@
 
 #include "conn.h"
 #include "envpy.h"
+#include "gate.h"
+#include "guard.h"
 #include "heads.h"
 #include "log.h"
 #include "ownconn.h"
@@ -25,6 +27,8 @@ static struct config cfg;
  * sides, so a child never inherits one held by a thread it does not have. */
 static void atfork_prepare(void)
 {
+    gate_atfork_prepare(); /* outermost first: the gate calls into the others */
+    guard_atfork_prepare();
     resolve_atfork_prepare();
     conn_atfork_prepare();
     ownconn_atfork_prepare();
@@ -34,12 +38,16 @@ static void atfork_parent(void)
     ownconn_atfork_parent();
     conn_atfork_parent();
     resolve_atfork_parent();
+    guard_atfork_parent();
+    gate_atfork_parent();
 }
 static void atfork_child(void)
 {
     ownconn_atfork_child();
     conn_atfork_child();
     resolve_atfork_child();
+    guard_atfork_child();
+    gate_atfork_child();
 }
 
 static void shim_init(void)

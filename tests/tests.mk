@@ -12,7 +12,7 @@ TESTS_HDRS   := $(wildcard include/*.h)
 TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
 UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass \
-              $(TESTS_B)/unit/test_envpy
+              $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -47,6 +47,10 @@ $(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
 $(TESTS_B)/unit/test_config: tests/unit/test_config.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lconfig -lm
+
+$(TESTS_B)/unit/test_events: tests/unit/test_events.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+                             | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lconfig -lpthread -ldl
 
 $(TESTS_B)/unit/test_log: tests/unit/test_log.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                           | $(TESTS_B)/unit

@@ -94,6 +94,22 @@ Test(revision, not_a_revision_file)
     cr_assert_eq(heads_parse_revision("", &rf, &line, err, sizeof err), 0);
 }
 
+/* Several statements on one line, separated by ';' (issue 12: this was
+ * "unparseable", which silently turned a whole fleet's target unknown). */
+Test(revision, semicolons_join_statements)
+{
+    struct revfile rf = parse_ok("revision = \"x1\"; down_revision = None\n");
+    cr_assert_str_eq(rf.revision, "x1");
+    cr_assert_eq(rf.ndown, 0);
+    cr_assert_eq(rf.line, 1);
+    heads_revfile_free(&rf);
+    rf = parse_ok("down_revision = ('a', 'b') ;  revision = 'm' ; # merge\n");
+    cr_assert_str_eq(rf.revision, "m");
+    cr_assert_eq(rf.ndown, 2);
+    heads_revfile_free(&rf);
+    parse_bad("revision = 'a'; revision = 'b'\ndown_revision = None\n", 1, "assigned twice");
+}
+
 Test(revision, broken_files)
 {
     parse_bad("revision = 'a'\n", 1, "has no down_revision");

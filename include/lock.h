@@ -34,6 +34,14 @@ struct versions {
     bool truncated;                   /* more than 8 rows              */
 };
 
+/* Which server and database a connection reached, as the server says:
+ * not the client's spelling (a PgBouncer alias, a replica's address). */
+struct server_id {
+    char db[CONFIG_NAME_MAX];   /* current_database()                       */
+    char cluster[48];           /* pg_postmaster_start_time(): one per server */
+    bool standby;               /* pg_is_in_recovery()                      */
+};
+
 /* The key: lock_key if set, else a hash of database, schema, table. */
 int64_t lock_key_for(const struct config *cfg, const char *dbname);
 
@@ -51,9 +59,12 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
  * outside any transaction block (where to_regclass() is current: inside a
  * long transaction it can keep answering "absent" after a peer created the
  * table).  The gate's one added round trip on the app's new connection.
+ * With `id`, the same round trip also says which server and database it
+ * reached.
  */
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                             struct versions *out, char *err, size_t errsz)
+                             struct versions *out, struct server_id *id, char *err,
+                             size_t errsz)
     __attribute__((warn_unused_result));
 
 enum lock_result {

@@ -42,7 +42,7 @@
     X(PQntuples, 1) X(PQnfields, 1) X(PQgetvalue, 1) X(PQgetisnull, 1)         \
     X(PQclear, 1) X(PQlibVersion, 1) X(PQmakeEmptyPGresult, 1)                 \
     X(PQcmdStatus, 1) X(PQcmdTuples, 1) X(PQsetResultAttrs, 1) X(PQsetvalue, 1)  \
-    X(PQpipelineStatus, 0)
+    X(PQpipelineStatus, 0) X(PQhost, 0) X(PQport, 0)
 
 /* Typed slots; `slot[]` views the same pointers by index (resolve fills
  * them by name, in PQ_API_LIST order). */

@@ -241,7 +241,15 @@ static int cmd_status(const char *conninfo)
                 rc = EXIT_BEHIND;
         }
     }
-    int64_t key = lock_key_for(&cfg, api.PQdb(c));
+    /* the key from the server's name for the database, as the library's */
+    char dbname[CONFIG_NAME_MAX];
+    snprintf(dbname, sizeof dbname, "%s", api.PQdb(c));
+    PGresult *dr = api.PQexec(c, "SELECT pg_catalog.current_database()");
+    if (dr && api.PQresultStatus(dr) == PGRES_TUPLES_OK && api.PQntuples(dr) == 1)
+        snprintf(dbname, sizeof dbname, "%s", api.PQgetvalue(dr, 0, 0));
+    if (dr)
+        api.PQclear(dr);
+    int64_t key = lock_key_for(&cfg, dbname);
     char holder[256];
     lock_describe_holder(&api, c, key, holder, sizeof holder);
     if (strncmp(holder, "nobody", 6) == 0)

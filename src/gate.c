@@ -35,7 +35,9 @@ enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGAT
 #define REPORT_EVERY 10.0 /* seconds between "still waiting" lines */
 
 struct gdb {
-    char name[CONFIG_NAME_MAX];
+    char name[CONFIG_NAME_MAX];  /* the server's name for it (current_database()),
+                                    or the client's when the gate did not read */
+    char cluster[48];            /* which server ("" when unknown)              */
     enum gstate st;
     pid_t pid;               /* the process this state belongs to          */
     struct ownconn *own;     /* the lock connection (waiting/leading)       */
@@ -106,20 +108,64 @@ static enum cmp compare(const struct versions *v)
     return AT_TARGET;
 }
 
-static struct gdb *find_db(const char *name, bool add)
+static struct gdb *find_db(const char *name, const char *cluster, bool add)
 {
     /* names are kept truncated to the slot: compare what fits (a longer
      * name would otherwise never match and be gated at every connection) */
     for (size_t i = 0; i < ndbs; i++)
-        if (strncmp(dbs[i].name, name, sizeof dbs[i].name - 1) == 0)
+        if (strncmp(dbs[i].name, name, sizeof dbs[i].name - 1) == 0 &&
+            strcmp(dbs[i].cluster, cluster) == 0)
             return &dbs[i];
     if (!add || ndbs == MAX_DBS)
         return NULL;
     struct gdb *g = &dbs[ndbs++];
     memset(g, 0, sizeof *g);
     snprintf(g->name, sizeof g->name, "%s", name);
+    snprintf(g->cluster, sizeof g->cluster, "%s", cluster);
     g->pid = getpid();
     return g;
+}
+
+/* Which gate state a connection belongs to: set when it connected (the
+ * server told which database it reached), else by the client's name. */
+#define MAX_CONNS 256
+static struct {
+    const PGconn *pg;
+    struct gdb *g;
+} cmap[MAX_CONNS];
+
+static void map_conn(const PGconn *pg, struct gdb *g)
+{
+    size_t free_slot = MAX_CONNS;
+    for (size_t i = 0; i < MAX_CONNS; i++) {
+        if (cmap[i].pg == pg) {
+            cmap[i].g = g;
+            return;
+        }
+        if (!cmap[i].pg && free_slot == MAX_CONNS)
+            free_slot = i;
+    }
+    if (free_slot < MAX_CONNS) {
+        cmap[free_slot].pg = pg;
+        cmap[free_slot].g = g;
+    }
+}
+
+static void unmap_conn(const PGconn *pg)
+{
+    for (size_t i = 0; i < MAX_CONNS; i++)
+        if (cmap[i].pg == pg)
+            cmap[i].pg = NULL;
+}
+
+/* The state of `pg`'s database (mutex held), or NULL. */
+static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
+{
+    for (size_t i = 0; i < MAX_CONNS; i++)
+        if (cmap[i].pg == pg)
+            return cmap[i].g;
+    const char *db = copy->api.PQdb(pg);
+    return db ? find_db(db, "", false) : NULL;
 }
 
 static bool watched(enum gstate s)
@@ -321,6 +367,51 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
     }
 }
 
+/* The client's address for a database, "host:port/dbname": connections
+ * made the same way reach the same database, so only the first of them
+ * asks the server which one it is. */
+#define MAX_ALIASES 32
+static struct {
+    char key[2 * CONFIG_NAME_MAX + 300];
+    struct gdb *g;
+} aliases[MAX_ALIASES];
+static size_t naliases;
+
+static void alias_key(const struct pq_copy *copy, PGconn *pg, char *key, size_t n)
+{
+    const struct pq_api *pq = &copy->api;
+    const char *host = pq->PQhost ? pq->PQhost(pg) : NULL;
+    const char *port = pq->PQport ? pq->PQport(pg) : NULL;
+    snprintf(key, n, "%s:%s/%s", host ? host : "", port ? port : "", pq->PQdb(pg));
+}
+
+static struct gdb *find_alias(const char *key)
+{
+    for (size_t i = 0; i < naliases; i++)
+        if (strcmp(aliases[i].key, key) == 0)
+            return aliases[i].g;
+    return NULL;
+}
+
+static void add_alias(const char *key, struct gdb *g)
+{
+    if (find_alias(key) || naliases == MAX_ALIASES)
+        return;
+    snprintf(aliases[naliases].key, sizeof aliases[naliases].key, "%s", key);
+    aliases[naliases++].g = g;
+}
+
+/* Wait for another thread's decision on `g` (mutex held) and note `pg`
+ * as one of its connections.  True when `g` is decided. */
+static bool decided(struct gdb *g, const PGconn *pg)
+{
+    adopt_after_fork(g);
+    while (g->st == G_DECIDING)
+        pthread_cond_wait(&cv, &mu);
+    map_conn(pg, g);
+    return g->st != G_NEW;
+}
+
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
@@ -330,32 +421,64 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         log_warn("%s lacks functions the gate needs; passing through", copy->soname);
         return true;
     }
-    const char *db = copy->api.PQdb(pg);
-    if (!db || (cfg->database[0] && strcmp(db, cfg->database) != 0))
+    const char *cdb = copy->api.PQdb(pg);
+    if (!cdb)
         return true;
+    char key[sizeof aliases[0].key];
+    alias_key(copy, pg, key, sizeof key);
+    pthread_mutex_lock(&mu);
+    struct gdb *g = find_alias(key);
+    if (g && decided(g, pg)) { /* nothing to ask the server */
+        pthread_mutex_unlock(&mu);
+        return true;
+    }
+    pthread_mutex_unlock(&mu);
+
+    pthread_once(&heads_once, load_heads);
+    char db[CONFIG_NAME_MAX], err[256] = "", revs[512];
+    snprintf(db, sizeof db, "%s", cdb);
+    const char *cluster = "";
+    struct versions v;
+    struct server_id id;
+    bool read = false;
+    /* The read and the wait block; an app may have set non-blocking mode
+     * already. */
+    int nb = copy->api.PQisnonblocking(pg);
+    if (nb)
+        copy->api.PQsetnonblocking(pg, 0);
+    if (target.known) {
+        read = lock_read_versions_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
+        if (read && id.standby) {
+            log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
+            goto out_nb;
+        }
+        if (read) { /* the server's names: an alias and a direct connection meet */
+            snprintf(db, sizeof db, "%s", id.db);
+            cluster = id.cluster;
+        }
+    }
+    if (cfg->database[0] && strcmp(cdb, cfg->database) != 0 && strcmp(db, cfg->database) != 0)
+        goto out_nb;
 
     pthread_mutex_lock(&mu);
-    struct gdb *g = find_db(db, true);
+    g = find_db(db, cluster, true);
     if (!g) {
         pthread_mutex_unlock(&mu);
         log_warn("database \"%s\": more than %d databases; not gated", db, MAX_DBS);
-        return true;
+        goto out_nb;
     }
-    adopt_after_fork(g);
-    while (g->st == G_DECIDING)
-        pthread_cond_wait(&cv, &mu);
-    if (g->st != G_NEW) {
+    if (read)
+        add_alias(key, g);
+    if (decided(g, pg)) {
         pthread_mutex_unlock(&mu);
-        return true;
+        goto out_nb;
     }
-    g->st = G_DECIDING;
+    g->st = G_DECIDING; /* this thread decides */
     pthread_mutex_unlock(&mu);
     events_emit("connect", db, NULL, NULL);
 
-    pthread_once(&heads_once, load_heads);
     enum gstate next = G_DONE;
     bool ok = true;
-    char err[256], revs[512];
     if (!target.known) {
         if (cfg->lock != LOCK_OFF) {
             NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
@@ -364,53 +487,48 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         } else {
             NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
         }
+    } else if (!read) {
+        NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
+                 db, err);
     } else {
-        struct versions v;
-        /* The read and the wait block; an app may have set non-blocking
-         * mode already. */
-        int nb = copy->api.PQisnonblocking(pg);
-        if (nb)
-            copy->api.PQsetnonblocking(pg, 0);
-        bool read = lock_read_versions_idle(&copy->api, pg, cfg, &v, err, sizeof err);
-        if (!read) {
-            NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
-                     db, err);
+        enum cmp c = compare(&v);
+        list_revs(v.v, v.n, revs, sizeof revs);
+        if (c == AT_TARGET) {
+            NOTE(LOG_LVL_INFO, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
+        } else if (c == AHEAD) {
+            NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
+                     "deploy migrated it; proceeding", db, revs);
+        } else if (cfg->lock == LOCK_OFF) {
+            NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
+                     "race guard watches", db, revs);
+            next = G_UNGATED;
         } else {
-            enum cmp c = compare(&v);
-            list_revs(v.v, v.n, revs, sizeof revs);
-            if (c == AT_TARGET) {
-                NOTE(LOG_LVL_INFO, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
-            } else if (c == AHEAD) {
-                NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
-                         "deploy migrated it; proceeding", db, revs);
-            } else if (cfg->lock == LOCK_OFF) {
-                NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
-                         "race guard watches", db, revs);
-                next = G_UNGATED;
-            } else {
-                enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT);
-                if (o == OUT_UNGATED) {
-                    next = cfg->guard ? G_UNGATED : G_DONE;
-                } else if (o == OUT_LEADING) {
-                    next = G_LEADING;
-                    g->grace_deadline = now() + cfg->leader_grace;
-                    g->saw_vt = false;
-                } else if (o == OUT_FAILED) {
-                    fail_app_conn(copy, pg);
-                    next = G_NEW; /* the app's retry is gated again */
-                    ok = false;
-                }
+            enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT);
+            if (o == OUT_UNGATED) {
+                next = cfg->guard ? G_UNGATED : G_DONE;
+            } else if (o == OUT_LEADING) {
+                next = G_LEADING;
+                g->grace_deadline = now() + cfg->leader_grace;
+                g->saw_vt = false;
+            } else if (o == OUT_FAILED) {
+                fail_app_conn(copy, pg);
+                next = G_NEW; /* the app's retry is gated again */
+                ok = false;
             }
         }
-        if (nb)
-            copy->api.PQsetnonblocking(pg, 1);
     }
+    if (nb)
+        copy->api.PQsetnonblocking(pg, 1);
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
     return ok;
+out_nb:
+    if (nb)
+        copy->api.PQsetnonblocking(pg, 1);
+    return true;
 }
 
 static bool is_dirty(const struct gdb *g, const PGconn *pg)
@@ -454,11 +572,8 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
 void gate_before(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
-    const char *db = copy->api.PQdb(pg);
-    if (!db)
-        return;
     pthread_mutex_lock(&mu);
-    struct gdb *g = find_db(db, false);
+    struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid()) {
         pthread_mutex_unlock(&mu);
         return;
@@ -514,11 +629,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
 void gate_after(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
-    const char *db = copy->api.PQdb(pg);
-    if (!db)
-        return;
     pthread_mutex_lock(&mu);
-    struct gdb *g = find_db(db, false);
+    struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st == G_DECIDING) {
         pthread_mutex_unlock(&mu);
         return;
@@ -566,7 +678,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (lock_read_versions_idle(&copy->api, pg, cfg, &v, err, sizeof err) &&
+        if (lock_read_versions_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
             list_revs(v.v, v.n, revs, sizeof revs);
             g->ndirty = 0;
@@ -584,11 +696,10 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
 
 bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 {
-    const char *db = copy->api.PQdb(pg);
-    if (!db || !target.known)
+    if (!target.known)
         return false;
     pthread_mutex_lock(&mu);
-    struct gdb *g = find_db(db, false);
+    struct gdb *g = db_of(copy, pg);
     bool on = g && g->pid == getpid() &&
               (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_UNGATED);
     pthread_mutex_unlock(&mu);
@@ -597,12 +708,9 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 
 bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions *v)
 {
-    const char *db = copy->api.PQdb(pg);
-    if (!db)
-        return false;
     char err[256];
     pthread_mutex_lock(&mu);
-    struct gdb *g = find_db(db, false);
+    struct gdb *g = db_of(copy, pg);
     bool ok = g && g->pid == getpid() && g->st == G_LEADING && ownconn_pg(g->own) &&
               lock_read_versions(&copy->api, ownconn_pg(g->own), shim_config(), v, err, sizeof err);
     pthread_mutex_unlock(&mu);
@@ -613,9 +721,12 @@ bool gate_at_target(const struct versions *v) { return target.known && compare(v
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
-    if (!atomic_load_explicit(&gate_watching, memory_order_relaxed))
-        return;
     pthread_mutex_lock(&mu);
+    unmap_conn(pg);
+    if (!atomic_load_explicit(&gate_watching, memory_order_relaxed)) {
+        pthread_mutex_unlock(&mu);
+        return;
+    }
     for (size_t i = 0; i < ndbs; i++) {
         struct gdb *g = &dbs[i];
         if (g->pid != getpid())

@@ -129,7 +129,8 @@ static void quote_literal(const char *text, char *out, size_t n)
 static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql);
 
 static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const char *tag,
-                     struct versions *out, char sqlstate[6], char *err, size_t errsz)
+                     struct versions *out, struct server_id *id, char sqlstate[6], char *err,
+                     size_t errsz)
 {
     /* `sql` may be several statements: the answer is the last row set,
      * and any error fails the whole read. */
@@ -149,7 +150,7 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
             }
         }
     }
-    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != 1) {
+    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 4 : 1)) {
         if (sqlstate) {
             const char *st = bad ? pq->PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
             snprintf(sqlstate, 6, "%s", st ? st : "");
@@ -181,6 +182,11 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
             xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
             p = e + nc;
         }
+    }
+    if (id) { /* current_database(), pg_postmaster_start_time(), pg_is_in_recovery() */
+        snprintf(id->db, sizeof id->db, "%s", pq->PQgetvalue(r, 0, 1));
+        snprintf(id->cluster, sizeof id->cluster, "%s", pq->PQgetvalue(r, 0, 2));
+        id->standby = strcmp(pq->PQgetvalue(r, 0, 3), "t") == 0;
     }
     pq->PQclear(r);
     return true;
@@ -221,7 +227,7 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
              "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END%s",
              in_txn ? "SAVEPOINT migshim_read; " : "", lt, ls, ls, lq,
              in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
-    bool ok = read_xml(pq, c, sql, "v", out, NULL, err, errsz);
+    bool ok = read_xml(pq, c, sql, "v", out, NULL, NULL, err, errsz);
     /* A failed read skipped the rest of the message: undo the savepoint
      * now, or every later statement of the lock transaction fails. */
     if (!ok && in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
@@ -231,27 +237,31 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
 
 /* "SELECT table_to_xml(...)" of the version table: exact outside a
  * transaction block, NULL (no error) when it is absent. */
-static void read_idle_sql(const struct config *cfg, char *sql, size_t n)
+static void read_idle_sql(const struct config *cfg, bool with_id, char *sql, size_t n)
 {
     char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24];
     table_sql(cfg, table, sizeof table);
     quote_literal(table, lt, sizeof lt);
     snprintf(sql, n,
-             "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text",
-             lt);
+             "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s",
+             lt, with_id ? ", pg_catalog.current_database(), "
+                           "pg_catalog.pg_postmaster_start_time()::text, "
+                           "pg_catalog.pg_is_in_recovery()"
+                         : "");
 }
 
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                             struct versions *out, char *err, size_t errsz)
+                             struct versions *out, struct server_id *id, char *err,
+                             size_t errsz)
 {
     /* Outside a transaction block each statement starts with a current
      * relation cache, so to_regclass() is exact here, and it is NULL (no
      * error) for an absent table; table_to_xml is strict.  On a brand-new
      * backend this costs about half of the pg_class join plus query_to_xml
      * above: fewer catalogs to load and no query text to parse and plan. */
-    char sql[16 * CONFIG_NAME_MAX + 160];
-    read_idle_sql(cfg, sql, sizeof sql);
-    return read_xml(pq, c, sql, "version_num", out, NULL, err, errsz);
+    char sql[16 * CONFIG_NAME_MAX + 320];
+    read_idle_sql(cfg, id != NULL, sql, sizeof sql);
+    return read_xml(pq, c, sql, "version_num", out, id, NULL, err, errsz);
 }
 
 /* Run `sql`; return the result if its status is `want`, else NULL with the
@@ -314,12 +324,12 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
          * leader just created.  A lock_timeout error skips the rest of
          * the message and leaves the transaction aborted. */
         char read[sizeof sql - 160];
-        read_idle_sql(cfg, read, sizeof read);
+        read_idle_sql(cfg, false, read, sizeof read);
         snprintf(sql, sizeof sql,
                  "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld); "
                  "COMMIT; %s",
                  LOCK_WAIT_SLICE_MS, (long long)key, read);
-        if (read_xml(pq, c, sql, "version_num", v, state, err, errsz)) {
+        if (read_xml(pq, c, sql, "version_num", v, NULL, state, err, errsz)) {
             *freed = true;
             return LOCK_FREED;
         }

@@ -380,6 +380,35 @@ def test_pgbouncer_session_pooling(pg, make_db, migshim_lib, bouncer_factory,
           f"{r.elapsed:.2f}s, leader {leader}, {len(waited)} waited")
 
 
+def test_pgbouncer_alias_and_direct_share_one_gate(pg, make_db, migshim_lib,
+                                                   bouncer_factory):
+    """Half the fleet reaches the database through a PgBouncer alias
+    (`shop_pool = ... dbname=<db>`), half directly: the key and the gate
+    state come from the server's current_database(), not the client's
+    spelling, so the two masters' 16 workers have one leader between them
+    and each revision runs once (with the client's names they had two)."""
+    db = make_db()
+    alias = "shop_pool"
+    bouncer = bouncer_factory("transaction", aliases={alias: db.name})
+    fleets = [Fleet("flask-alembic", db.dsn, workers=BIG // 2, shim=True,
+                    env_extra={"DATABASE_URL": bouncer.url(alias), "MIGRATION_SLEEP": SLEEP},
+                    label="through the alias"),
+              Fleet("flask-alembic", db.dsn, workers=BIG // 2, shim=True,
+                    env_extra={"MIGRATION_SLEEP": SLEEP}, label="direct")]
+    results = run_fleets(fleets)
+    d = "\n\n".join(r.describe() for r in results)
+    leads = [p for r in results for p, _ in r.gate_lines("lead")]
+    assert len(leads) == 1, f"lead lines: {leads}\n{d}"
+    for r in results:
+        assert r.booted and r.workers_failed == 0, d
+        assert not r.race_errors() and not r.migshim_problems(), d
+    assert results[1].alembic_version == HEADS, d
+    assert results[1].migration_runs == ONCE_EACH, d
+    assert bouncer.logins(alias) >= BIG // 2, d
+    print(f"\nalias + direct: one leader ({leads[0]}); up in "
+          f"{max(r.elapsed for r in results):.2f}s")
+
+
 # ---------------------------------------------------------------------------
 # 2. TCP with SSL
 

@@ -254,8 +254,10 @@ class PgBouncer:
 
     def __init__(self, pg, pool_mode: str = "transaction",
                  users: Iterable[str] = ("postgres",),
-                 default_pool_size: int = 60, max_client_conn: int = 400):
+                 default_pool_size: int = 60, max_client_conn: int = 400,
+                 aliases: Optional[Dict[str, str]] = None):
         self.pg = pg
+        self.aliases = dict(aliases or {})   # alias -> the server's dbname
         self.pool_mode = pool_mode
         self.users = list(users)
         self.default_pool_size = default_pool_size
@@ -270,10 +272,12 @@ class PgBouncer:
 
     def _write_config(self) -> Path:
         ini = self.dir / "pgbouncer.ini"
+        aliases = "".join(f"{a} = host=127.0.0.1 port={self.pg.port} dbname={d}\n"
+                          for a, d in self.aliases.items())
         ini.write_text(f"""\
 ; written by tests/e2e/topo for one test
 [databases]
-* = host=127.0.0.1 port={self.pg.port}
+{aliases}* = host=127.0.0.1 port={self.pg.port}
 
 [pgbouncer]
 listen_addr = 127.0.0.1

@@ -318,6 +318,25 @@ def steady(admin: Admin) -> None:
            f"{per['bare']:.0f} without, {per['shim']:.0f} with; loops of {n1} and {n2} "
            "calls differenced; breakdown in callgrind_shim_functions.txt")
 
+    # the same loop with the target unknown (no scripts, no heads): every
+    # libpq program in an image with ENV LD_PRELOAD=... (psql, cron jobs)
+    uenv = shim_env()
+    uir = {}
+    for n in (n1, n2):
+        out = OUT / f"callgrind.unknown.{n}.out"
+        res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   "--collect-atstart=no", "--toggle-collect=bench_loop",
+                   BIN / "selectloop", conninfo(db), n, 0], uenv)
+        m = re.search(r"Collected : (\d+)", res.stderr)
+        if not m:
+            raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
+        uir[n] = int(m.group(1))
+    uextra = (uir[n2] - uir[n1]) / (n2 - n1) - per["bare"]
+    result("1u", "steady, target unknown: instructions per PQexec call (callgrind)",
+           f"+{uextra:.0f} instr", "<= 100 extra", uextra <= 100, uextra,
+           "no Alembic scripts and no heads: the gate watches for the first statement naming "
+           "the version table; each statement is scanned once (memchr)")
+
 
 def callgrind_breakdown(f1: Path, f2: Path, dn: int):
     """Self cost per call of each function in libmigshim.so: (name, instr/call)."""

@@ -7,6 +7,7 @@
  *                                │                             └──no version-table statement
  *                                │                                 within leader_grace──▶ LAPSED
  *                                ├──target unknown──▶ UNKNOWN (lock per version-table transaction)
+ *                                │                      └──one that only read──▶ DONE
  *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
  *
@@ -28,6 +29,10 @@
  * wrappers test it before calling gate_before/gate_after (a load). */
 extern _Atomic int gate_watching;
 
+/* Non-zero while some database is in the guard's window (LEADING, LAPSED,
+ * UNGATED): without it the guard has nothing to do (a load). */
+extern _Atomic int gate_guarding;
+
 /*
  * The app's connection `pg` just reached CONNECTION_OK.  May block for the
  * wait-for-version loop.  Returns false when the connection was failed on
@@ -36,8 +41,10 @@ extern _Atomic int gate_watching;
 bool gate_connected(const struct pq_copy *copy, PGconn *pg);
 
 /* The app is about to send a statement that mentions the version table on
- * `pg` (gate_watching != 0).  May block to take the lock first. */
-void gate_before(const struct pq_copy *copy, PGconn *pg);
+ * `pg` (gate_watching != 0); `writes`: one of Alembic's writes of it.  May
+ * block to take the lock first.  (Target unknown: the lock is held to the
+ * end of the transaction; a transaction that only read ends the watch.) */
+void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes);
 
 /* A command on `pg` delivered its last result (gate_watching != 0). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);

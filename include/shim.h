@@ -35,4 +35,13 @@ extern _Atomic int shim_hooks;
 
 static inline void shim_hooks_add(int delta) { atomic_fetch_add(&shim_hooks, delta); }
 
+/*
+ * Non-zero while only the app's statement texts must be seen (the gate
+ * watches a database whose target is unknown, for the first statement
+ * naming the version table): the wrappers that carry SQL text (PQexec,
+ * PQexecParams, PQsendQuery, PQsendQueryParams) take their slow path, all
+ * the others stay on the fast one.
+ */
+extern _Atomic int shim_hooks_sql;
+
 #endif

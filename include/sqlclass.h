@@ -24,6 +24,17 @@
  */
 bool sqlclass_mentions(const char *sql, const char *name);
 
+/* The same with the name prepared once (its length and memchr anchor):
+ * what the wrappers ask of every statement while the target is unknown. */
+struct sqlclass_name {
+    const char *name;
+    size_t n;        /* strlen(name)                                        */
+    size_t off;      /* the first byte that is not a letter, or n if none   */
+    bool quoted;     /* the name holds a '"': every statement over-matches  */
+};
+void sqlclass_name_init(struct sqlclass_name *nm, const char *name);
+bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm);
+
 /* A statement of Alembic's own on the version table <vt>, in exactly the
  * shape Alembic sends it (../shared/alembic-statements.md); anything else
  * that names the table is SQL_OTHER. */

@@ -27,6 +27,13 @@
 #include "sqlclass.h"
 
 _Atomic int gate_watching;
+_Atomic int gate_guarding;
+
+/* Non-zero while gate_after has something to look at: a connection whose
+ * version-table transaction holds the lock (UNKNOWN) or must be checked at
+ * its end (LEADING, UNGATED), or a leader still inside leader_grace.  Kept
+ * by refresh_pending() under the mutex; read without it. */
+static _Atomic int gate_pending;
 
 enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED };
 
@@ -47,6 +54,7 @@ struct gdb {
     bool saw_vt;             /* the leader sent a version-table statement   */
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
+    bool holder_wrote;       /* ... and its transaction wrote the version table */
     PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
     size_t ndirty;
 };
@@ -174,16 +182,48 @@ static bool watched(enum gstate s)
 }
 
 /* Change state, keeping gate_watching equal to the number of watched dbs. */
+static bool guarded(enum gstate s)
+{
+    return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
+}
+
+/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
 static void set_state(struct gdb *g, enum gstate s)
 {
-    if (watched(g->st) && !watched(s)) {
-        atomic_fetch_sub(&gate_watching, 1);
-        shim_hooks_add(-1);
-    } else if (!watched(g->st) && watched(s)) {
-        atomic_fetch_add(&gate_watching, 1);
-        shim_hooks_add(1);
-    }
+    if (guarded(g->st) != guarded(s))
+        atomic_fetch_add(&gate_guarding, guarded(s) ? 1 : -1);
+    if (watched(g->st) != watched(s))
+        atomic_fetch_add(&gate_watching, watched(s) ? 1 : -1);
     g->st = s;
+}
+
+/* Recompute gate_pending (mutex held), after any change of holders,
+ * dirty connections or states. */
+static void refresh_pending(void)
+{
+    /* what the gate asks of the wrappers: every call (something pending,
+     * or a database in the guard's window), or only the statement texts
+     * (target unknown, nothing pending) */
+    static int hooks, hooks_sql;
+    int any = 0, full = 0, sql = 0;
+    for (size_t i = 0; i < ndbs; i++) {
+        const struct gdb *g = &dbs[i];
+        if (g->pid != getpid())
+            continue;
+        any |= g->holder || g->ndirty || (g->st == G_LEADING && !g->saw_vt);
+        full |= guarded(g->st);
+        sql |= g->st == G_UNKNOWN;
+    }
+    full |= any;
+    atomic_store_explicit(&gate_pending, any, memory_order_relaxed);
+    if (full != hooks) {
+        shim_hooks_add(full ? 1 : -1);
+        hooks = full;
+    }
+    if (sql != hooks_sql) {
+        atomic_fetch_add(&shim_hooks_sql, sql ? 1 : -1);
+        hooks_sql = sql;
+    }
 }
 
 /* A child of a forked process: the lock connection is the parent's. */
@@ -198,6 +238,7 @@ static void adopt_after_fork(struct gdb *g)
     g->ndirty = 0;
     if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
         set_state(g, G_NEW);
+    refresh_pending();
 }
 
 static void close_own(struct gdb *g)
@@ -522,6 +563,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
+    refresh_pending();
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
     return ok;
@@ -569,7 +611,7 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     return o;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg)
+void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
 {
     const struct config *cfg = shim_config();
     pthread_mutex_lock(&mu);
@@ -591,12 +633,14 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
         } else if (o == OUT_FAILED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
             set_state(g, G_NEW);
+            refresh_pending();
             pthread_mutex_unlock(&mu);
             return;
         } else {
             set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
             if (g->st == G_UNGATED)
                 mark_dirty(g, pg);
+            refresh_pending();
             pthread_mutex_unlock(&mu);
             return;
         }
@@ -615,6 +659,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
             enum outcome o = reacquire(copy, pg, g, NULL);
             g->holder = o == OUT_FAILED ? NULL : pg; /* to the end of this transaction */
             g->holder_locked = o == OUT_LEADING && g->own;
+            g->holder_wrote = false;
             if (g->holder_locked)
                 NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
                          g->name);
@@ -622,13 +667,18 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
                 fail_app_conn(copy, pg);
         }
         /* another connection of this process holds it: never wait on ourselves */
+        if (g->holder == pg)
+            g->holder_wrote |= writes;
     }
+    refresh_pending();
     pthread_mutex_unlock(&mu);
 }
 
 void gate_after(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
+    if (!atomic_load_explicit(&gate_pending, memory_order_relaxed))
+        return; /* the common case: one load */
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st == G_DECIDING) {
@@ -647,6 +697,15 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         if (locked)
             NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": version-table transaction ended; migration lock released",
                      g->name);
+        if (!g->holder_wrote) {
+            /* A version-table transaction that only read: whatever this
+             * process migrates is done (Alembic reads and writes in one
+             * transaction).  Its later reads -- a /health endpoint -- must
+             * not take the fleet's lock for the rest of its life. */
+            set_state(g, G_DONE);
+            log_debug("database \"%s\": a version-table transaction that only read; the gate "
+                      "stops watching", g->name);
+        }
     } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);
         struct versions v;
@@ -691,6 +750,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         NOTE(LOG_LVL_INFO, "lapsed", g->name, NULL, "database \"%s\": no version-table statement within leader_grace (%g s); gave the "
                  "migration lock up", g->name, cfg->leader_grace);
     }
+    refresh_pending();
     pthread_mutex_unlock(&mu);
 }
 
@@ -740,6 +800,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
             close_own(g);
         }
     }
+    refresh_pending();
     pthread_mutex_unlock(&mu);
 }
 

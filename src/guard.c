@@ -74,8 +74,9 @@ struct gconn {
 static struct gconn conns[MAX_GUARDED];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Connections not in WATCH or with a made result pending: the wrappers
- * keep calling the guard for them even after the gate stops watching. */
+/* Connections not in WATCH, with a made result pending, or with a
+ * statement in flight whose results are to be judged: the wrappers keep
+ * calling the guard for them even after the gate stops watching. */
 _Atomic int guard_busy;
 
 static struct gconn *find(const PGconn *pg, bool add)
@@ -104,7 +105,7 @@ static struct gconn *find(const PGconn *pg, bool add)
  * every call the guard must see.  Called after any change of state. */
 static void update_busy(struct gconn *g)
 {
-    bool busy = g->mode != M_WATCH || g->pending || g->standin || g->pending_null;
+    bool busy = g->mode != M_WATCH || g->pending || g->standin || g->pending_null || g->sent;
     if (busy == g->counted)
         return;
     g->counted = busy;
@@ -133,8 +134,8 @@ void guard_forget(const struct pq_copy *c, const PGconn *pg)
     if (g->pending)
         c->api.PQclear(g->pending);
     g->pending = NULL;
-    g->standin = g->pending_null = false;
-    set_mode(&c->api, g, M_WATCH);
+    g->standin = g->pending_null = g->sent = false;
+    set_mode(&c->api, g, M_WATCH); /* uncounts it */
     pthread_mutex_lock(&mu);
     memset(g, 0, sizeof *g);
     pthread_mutex_unlock(&mu);
@@ -596,9 +597,19 @@ static bool applies(const struct pq_copy *c, PGconn *pg)
 
 /* --- the synchronous path -------------------------------------------------------------- */
 
+/* Nothing stood in for and no database in the guard's window: the common
+ * case while the gate only watches (target unknown), two loads. */
+static bool idle_guard(void)
+{
+    return !atomic_load_explicit(&guard_busy, memory_order_relaxed) &&
+           !atomic_load_explicit(&gate_guarding, memory_order_relaxed);
+}
+
 PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
 {
     const struct pq_api *pq = &c->api;
+    if (idle_guard())
+        return real_call(pq, pg, call);
     struct gconn *g = find(pg, false);
     if (g && g->mode != M_WATCH) {
         const char *real;
@@ -633,6 +644,8 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
 int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
 {
     const struct pq_api *pq = &c->api;
+    if (idle_guard())
+        return real_send(pq, pg, call);
     struct gconn *g = find(pg, false);
     if (g && g->mode != M_WATCH) {
         const char *real;
@@ -656,12 +669,15 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
     g->result_format = call->result_format;
     int ok = real_send(pq, pg, call);
     g->sent = ok && g->in_txn && (g->cls.kind != SQL_OTHER || g->tag[0]);
+    update_busy(g); /* its results must reach guard_get_result */
     return ok;
 }
 
 PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
 {
     const struct pq_api *pq = &c->api;
+    if (idle_guard())
+        return pq->PQgetResult(pg);
     struct gconn *g = find(pg, false);
     if (!g)
         return pq->PQgetResult(pg);
@@ -694,6 +710,7 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
         return r;
     if (!r) { /* the command is complete */
         g->sent = false;
+        update_busy(g);
         return NULL;
     }
     observe(pq, g, &g->cls, g->in_txn, r);
@@ -702,7 +719,7 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
     /* Finish the command first: the connection must be idle to act. */
     for (PGresult *more; (more = pq->PQgetResult(pg));)
         pq->PQclear(more);
-    g->sent = false;
+    g->sent = false; /* (still busy: pending_null follows) */
     int nb = blocking_begin(pq, pg);
     PGresult *out = judge(c, pg, g, &g->cls, g->tag, g->value, g->result_format, r);
     blocking_end(pq, pg, nb);

@@ -12,6 +12,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -100,6 +101,41 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
                              1))                                                               \
             return fast_->api.fn(__VA_ARGS__);                                                 \
     } while (0)
+/* The version table's name, prepared once for sqlclass_mentions_name. */
+static struct sqlclass_name vt_name;
+static pthread_once_t vt_name_once = PTHREAD_ONCE_INIT;
+static void vt_name_init(void) { sqlclass_name_init(&vt_name, shim_config()->version_table); }
+
+static inline bool names_vt(const char *sql)
+{
+    pthread_once(&vt_name_once, vt_name_init);
+    return sqlclass_mentions_name(sql, &vt_name);
+}
+
+/* The statement text this thread found clean and is running through
+ * libpq now: libpq's own nested call (PQexec -> PQsendQuery) with the same
+ * text is not scanned again.  Set only around the real call. */
+static __thread const char *clean_sql __attribute__((tls_model("initial-exec")));
+
+/* The same for the wrappers that carry SQL text: while only statement
+ * texts are wanted (shim_hooks_sql), a statement that does not name the
+ * version table still takes the fast path after one memchr scan. */
+#define FAST_PATH_SQL(type, fn, sql, ...)                                                      \
+    do {                                                                                       \
+        const struct pq_copy *fast_ = resolve_sole_copy();                                     \
+        if (__builtin_expect(fast_ && !atomic_load_explicit(&shim_hooks, memory_order_relaxed), \
+                             1)) {                                                             \
+            if (!atomic_load_explicit(&shim_hooks_sql, memory_order_relaxed) ||               \
+                (sql) == clean_sql)                                                            \
+                return fast_->api.fn(__VA_ARGS__);                                             \
+            if (!names_vt(sql)) {                                                              \
+                clean_sql = (sql);                                                             \
+                type r_ = fast_->api.fn(__VA_ARGS__);                                          \
+                clean_sql = NULL;                                                              \
+                return r_;                                                                     \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
 #define SLOW static __attribute__((noinline))
 
 /* --- the hooks ---------------------------------------------------------------
@@ -131,15 +167,26 @@ static inline bool watching(void)
  * once, by memchr). */
 static bool mentions_vt(struct pq_call *call)
 {
-    call->mentions_vt = call->sql && sqlclass_mentions(call->sql, shim_config()->version_table);
+    call->mentions_vt = call->sql && names_vt(call->sql);
     return call->mentions_vt;
+}
+
+/* One of Alembic's writes of the version table (asked only of statements
+ * that name it). */
+static bool writes_vt(const struct pq_call *call)
+{
+    struct sqlclass k;
+    sqlclass_classify(call->sql, shim_config()->version_table_schema,
+                      shim_config()->version_table, &k);
+    return k.kind == SQL_VT_CREATE || k.kind == SQL_VT_INSERT || k.kind == SQL_VT_UPDATE ||
+           k.kind == SQL_VT_DELETE;
 }
 
 /* A synchronous statement under the gate and the guard. */
 static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
     if (mentions_vt(call))
-        gate_before(c, pg);
+        gate_before(c, pg, writes_vt(call));
     PGresult *r = guard_exec(c, pg, call);
     gate_after(c, pg);
     return r;
@@ -148,7 +195,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
     if (mentions_vt(call))
-        gate_before(c, pg);
+        gate_before(c, pg, writes_vt(call));
     return guard_send(c, pg, call);
 }
 
@@ -255,7 +302,7 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
 
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
 {
-    FAST_PATH(PQexec, conn, query);
+    FAST_PATH_SQL(PGresult *, PQexec, query, conn, query);
     return PQexec_slow(conn, query, RA);
 }
 
@@ -280,7 +327,7 @@ EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
                               const Oid *paramTypes, const char *const *paramValues,
                               const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    FAST_PATH(PQexecParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    FAST_PATH_SQL(PGresult *, PQexecParams, command, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
     return PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
 }
 
@@ -335,7 +382,7 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
 
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
 {
-    FAST_PATH(PQsendQuery, conn, query);
+    FAST_PATH_SQL(int, PQsendQuery, query, conn, query);
     return PQsendQuery_slow(conn, query, RA);
 }
 
@@ -360,7 +407,7 @@ EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
                              const Oid *paramTypes, const char *const *paramValues,
                              const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    FAST_PATH(PQsendQueryParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    FAST_PATH_SQL(int, PQsendQueryParams, command, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
     return PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
 }
 

@@ -21,23 +21,31 @@ static bool word_at(const char *sql, size_t i, const char *name, size_t n)
            strncasecmp(sql + i, name, n) == 0 && !ident_char((unsigned char)sql[i + n]);
 }
 
-bool sqlclass_mentions(const char *sql, const char *name)
+void sqlclass_name_init(struct sqlclass_name *nm, const char *name)
 {
-    if (!sql || !name || !*name)
-        return false;
+    nm->name = name ? name : "";
+    nm->n = strlen(nm->name);
     /* A '"' in the name is doubled inside a quoted identifier: too rare to
      * match exactly; over-matching is the safe side. */
-    if (strchr(name, '"'))
-        return true;
-    size_t n = strlen(name);
-    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
+    nm->quoted = strchr(nm->name, '"') != NULL;
     /* Anchor on the name's first byte that is not a letter (the '_' of
      * alembic_version): case does not apply to it, so memchr finds its few
      * occurrences at memory speed, where a byte-by-byte case-folding scan
      * costs a few instructions per byte of a multi-megabyte INSERT. */
-    size_t off = 0;
-    while (name[off] && isalpha((unsigned char)name[off]))
-        off++;
+    nm->off = 0;
+    while (nm->name[nm->off] && isalpha((unsigned char)nm->name[nm->off]))
+        nm->off++;
+}
+
+bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
+{
+    if (!sql || !nm->n)
+        return false;
+    if (nm->quoted)
+        return true;
+    const char *name = nm->name;
+    size_t n = nm->n, off = nm->off;
+    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
     if (name[off]) {
         const char *end = sql + len;
         for (const char *p = sql + off; p < end; p++) {
@@ -54,6 +62,15 @@ bool sqlclass_mentions(const char *sql, const char *name)
         if ((unsigned char)tolower((unsigned char)sql[i]) == first && word_at(sql, i, name, n))
             return true;
     return false;
+}
+
+bool sqlclass_mentions(const char *sql, const char *name)
+{
+    if (!name)
+        return false;
+    struct sqlclass_name nm;
+    sqlclass_name_init(&nm, name);
+    return sqlclass_mentions_name(sql, &nm);
 }
 
 const char *sqlclass_kind_name(enum sql_kind kind)

@@ -1008,6 +1008,11 @@ def test_target_unknown_locks_each_version_table_transaction(gate):
         ["query", "c1", "SELECT version_num FROM alembic_version"],
         ["mark", "took2"], ["wait", "go4", 20],
         ["commit", "c1"], ["mark", "done"], ["close", "c1"], ["close", "c2"],
+        # that transaction only read: the migration is over, the watch ends
+        # (a /health endpoint reading the table takes no lock from now on)
+        ["wait", "go5", 20], ["connect", "c3"],
+        ["query", "c3", "SELECT version_num FROM alembic_version"], ["commit", "c3"],
+        ["mark", "after"], ["close", "c3"],
     ], env={"MIGSHIM_LOCK_KEY": str(key)})  # no scripts, no MIGSHIM_HEADS
     c.wait_mark("connected")
     assert c.connect_time("c1") < 0.5  # no wait at connect although the lock is held
@@ -1048,6 +1053,13 @@ def test_target_unknown_locks_each_version_table_transaction(gate):
                            ("info", L.xact_released), ("info", L.took),
                            ("info", L.xact_released)])
     assert gate.advisory_locks() == []
+    holder = gate.hold(key)  # a peer "migrating": the read must not wait for it
+    gate.touch("go5")
+    c.wait_mark("after", timeout=5)
+    holder.release()
+    match_lines(c.gate(), [("info", L.no_scripts), ("info", L.unknown), ("info", L.took),
+                           ("info", L.xact_released), ("info", L.took),
+                           ("info", L.xact_released)])
     assert c.finish() == 0, c.describe()
     gate.wait_no_lock_backend(c, 1.0)
 

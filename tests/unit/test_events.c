@@ -16,8 +16,21 @@
 static char dir[] = "/tmp/migshim-events-XXXXXX";
 static char path[256];
 
+extern char **environ;
+
 static void setup(void)
 {
+    /* only this test's configuration (make check exports MIGSHIM_BUILD_DIR,
+     * an unknown key to the shim, which would disable it) */
+    for (size_t i = 0; environ[i];) {
+        if (strncmp(environ[i], "MIGSHIM_", 8) == 0) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)strcspn(environ[i], "="), environ[i]);
+            unsetenv(name);
+        } else {
+            i++;
+        }
+    }
     cr_assert(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/events.jsonl", dir);
     setenv("MIGSHIM_EVENTS", path, 1);

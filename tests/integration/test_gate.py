@@ -751,6 +751,7 @@ def test_behind_alone_leads_and_releases_at_target_commit(gate, lock):
 def test_waiter_waits_in_short_slices_and_proceeds_when_peer_commits(gate, lock):
     key = random_key()
     holder = gate.hold(key)
+    offset = gate.log_path().stat().st_size
     c = gate.spawn([
         ["connect", "c1"],
         ["exec", "c1", "SELECT 1"], ["commit", "c1"], ["close", "c1"],
@@ -780,9 +781,11 @@ def test_waiter_waits_in_short_slices_and_proceeds_when_peer_commits(gate, lock)
     assert c.proc.poll() is None
     assert active >= 3, (active, queries)
     assert longest < 0.3, "a waiter sat %.3f s in one statement: %r" % (longest, queries)
-    shared = {"xact": "pg_advisory_xact_lock_shared(%d)",
-              "session": "pg_advisory_lock_shared(%d)"}[lock] % key
-    assert any(shared in q for q in queries), queries
+    # both modes wait on the transaction-scoped shared form, its lock_timeout
+    # caught inside a PL/pgSQL block
+    shared = "pg_advisory_xact_lock_shared(%d)" % key
+    assert any(shared in q and "EXCEPTION WHEN lock_not_available" in q
+               for q in queries), queries
     assert granted_to_waiter == [], granted_to_waiter
     # the test (the "peer") holds it, nobody else
     assert [(l[0], l[1], l[2], l[3]) for l in gate.advisory_locks() if l[2]] == \
@@ -799,6 +802,80 @@ def test_waiter_waits_in_short_slices_and_proceeds_when_peer_commits(gate, lock)
     gate.wait_no_lock_backend(c, timeout=1.0)
     assert c.finish() == 0, c.describe()
     assert len(c.gate()) == 1
+    # ~6 slices timed out, none of them in the server log
+    log = gate.server_log(offset)
+    assert [r for r in log if r[1] in ("ERROR", "FATAL", "PANIC", "WARNING")] == [], log
+
+
+@pytest.mark.parametrize("lock", ["xact", "session"])
+def test_32_waiters_leave_no_error_in_the_server_log(gate, lock):
+    """32 processes (psql, the lightest libpq program) wait 2.5 s for a peer:
+    some 300 slices time out, and the server log of the test database gets
+    no ERROR, FATAL or WARNING line from them; all wake when the peer
+    commits, each with its one "waited" line."""
+    n = 32
+    key = random_key()
+    holder = gate.hold(key)
+    offset = gate.log_path().stat().st_size
+    env = child_base_env()
+    env.update(gate.db.env)
+    env.update({"LD_PRELOAD": shimbuild.preload(require_migshim_lib()),
+                "MIGSHIM_HEADS": R1, "MIGSHIM_LOCK_KEY": str(key), "MIGSHIM_LOCK": lock})
+    cwd = gate.tmp / "psql-cwd"
+    cwd.mkdir()
+    procs = [subprocess.Popen(["psql", "-X", "-q", "-At", "-c", "SELECT 'served'"], env=env,
+                              cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for _ in range(n)]
+    try:
+        # all n are in the lock queue, on the shared form
+        wait_until(lambda: len([l for l in gate.advisory_locks()
+                                if l[0] == key and l[1] == "ShareLock" and not l[2]]) == n,
+                   60, "%d waiters queued on the lock" % n, interval=0.05)
+        time.sleep(2.5)  # ~10 slices each
+        assert all(p.poll() is None for p in procs)
+        holder.migrate_and_commit([R1])
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    L = gate.L
+    for p, (out, err) in zip(procs, outs):
+        assert (p.returncode, out) == (0, "served\n"), err
+        lines = [LINE_RE.match(ln) for ln in err.splitlines()]
+        assert all(lines) and len(lines) == 1, err
+        assert lines[0].group(2) == "info" and re.fullmatch(L.waited_any, lines[0].group(3)), err
+    log = gate.server_log(offset)
+    bad = [r for r in log if r[1] in ("ERROR", "FATAL", "PANIC", "WARNING")]
+    print("server-log ERROR/FATAL/WARNING lines during a %d-waiter wait (lock = %s): %d"
+          % (n, lock, len(bad)))
+    assert bad == [], bad[:10]
+
+
+def test_waiter_without_plpgsql_falls_back_to_the_plain_slice(gate):
+    """A database without PL/pgSQL: the first slice's DO block is refused,
+    and the waiter goes on with the plain statement (whose timed-out slices
+    the server logs) and still wakes when the peer commits."""
+    gate.sql("DROP EXTENSION plpgsql")
+    key = random_key()
+    holder = gate.hold(key)
+    offset = gate.log_path().stat().st_size
+    c = gate.spawn([["connect", "c1"], ["exec", "c1", "SELECT 1"], ["commit", "c1"],
+                    ["close", "c1"]],
+                   env={"MIGSHIM_HEADS": R1, "MIGSHIM_LOCK_KEY": str(key)})
+    gate.wait_waiting_backend(c)
+    time.sleep(1.0)
+    t_release = holder.migrate_and_commit([R1])
+    ev = c.wait_event("connected", timeout=5)
+    assert ev["t"] - t_release < 1.0
+    assert c.finish() == 0, c.describe()
+    match_lines(c.gate(), [("info", gate.L.waited_any)])
+    errors = [r[2] for r in gate.server_log(offset) if r[1] == "ERROR"]
+    assert errors[0] == 'language "plpgsql" does not exist', errors
+    assert set(errors[1:]) == {"canceling statement due to lock timeout"}, errors
+    assert 2 <= len(errors) - 1 <= 6, errors
 
 
 def test_leader_dies_a_waiter_leads_at_once(gate):

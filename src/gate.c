@@ -356,11 +356,11 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     char err[256], revs[512];
     if (!target.known) {
         if (cfg->lock != LOCK_OFF) {
-            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
+            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
             next = G_UNKNOWN;
         } else {
-            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
+            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
         }
     } else {
         struct versions v;
@@ -377,7 +377,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
             enum cmp c = compare(&v);
             list_revs(v.v, v.n, revs, sizeof revs);
             if (c == AT_TARGET) {
-                NOTE(LOG_LVL_INFO, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
+                NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
             } else if (c == AHEAD) {
                 NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
                          "deploy migrated it; proceeding", db, revs);

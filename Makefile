@@ -25,7 +25,8 @@ B := $(if $(SANITIZE),build-san,build)
 # name a link error; -Bsymbolic binds the shim's references to its own
 # wrappers (the dlsym table) inside the shim.
 LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
+            src/heads.c src/sqlclass.c src/lock.c src/waitsig.c src/gate.c src/guard.c src/events.c \
+            src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 

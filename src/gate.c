@@ -25,6 +25,7 @@
 #include "ownconn.h"
 #include "shim.h"
 #include "sqlclass.h"
+#include "waitsig.h"
 
 _Atomic int gate_watching;
 
@@ -173,7 +174,8 @@ static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
 /* The first time a process has to wait: the timeline's "waiting" starts. */
 static void first_wait(void *db) { events_emit("waiting", db, NULL, NULL); }
 
-enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */ };
+enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */,
+               OUT_INTERRUPTED /* SIGTERM & co. while waiting: fail, let the app's handler run */ };
 
 /* Open the lock connection (made like `app`) unless open: false (and a
  * note) when it cannot be. */
@@ -200,8 +202,8 @@ static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
  * go at once and takes it again on a lock connection of its own, since
  * the app needs its connection to migrate.
  */
-static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
-                              const char *why, bool on_app)
+static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                               const char *why, bool on_app)
 {
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
@@ -223,6 +225,19 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
                      g->name, wc == app ? "connection" : "lock connection", err);
             close_own(g);
             return OUT_UNGATED;
+        }
+        int sig = waitsig_pending();
+        if (sig) {
+            /* the app is being stopped: give it its connection back, failed,
+             * and let its own handler run (the lock, if just taken, was
+             * never used: release it before anyone could migrate) */
+            if (r == LOCK_TAKEN)
+                lock_release(pq, wc, cfg->lock, g->key);
+            close_own(g);
+            NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
+                     "failing the connection so the app's own handler runs", g->name,
+                     waitsig_name(sig), now() - start);
+            return OUT_INTERRUPTED;
         }
         if (r == LOCK_TAKEN && wc == app) {
             /* Lead from a connection of our own: the app needs this one. */
@@ -319,6 +334,22 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
     }
 }
 
+/*
+ * The wait-for-version loop (wait_steps), with SIGTERM, SIGINT and SIGQUIT
+ * recorded for its length only (waitsig.h): a signal ends the wait after
+ * the current slice with OUT_INTERRUPTED, and the caller, once it holds no
+ * lock of ours, hands the signal back to the app (waitsig_redeliver).  A
+ * process that leads is past this loop: the shim never interrupts it.
+ */
+static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                              const char *why, bool on_app)
+{
+    waitsig_begin();
+    enum outcome o = wait_steps(copy, app, g, why, on_app);
+    waitsig_end();
+    return o;
+}
+
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
@@ -393,7 +424,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                     next = G_LEADING;
                     g->grace_deadline = now() + cfg->leader_grace;
                     g->saw_vt = false;
-                } else if (o == OUT_FAILED) {
+                } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
                     fail_app_conn(copy, pg);
                     next = G_NEW; /* the app's retry is gated again */
                     ok = false;
@@ -408,6 +439,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     set_state(g, next);
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
+    waitsig_redeliver();
     return ok;
 }
 
@@ -471,10 +503,11 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
         enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
-        } else if (o == OUT_FAILED) {
+        } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
             set_state(g, G_NEW);
             pthread_mutex_unlock(&mu);
+            waitsig_redeliver();
             return;
         } else {
             set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
@@ -496,17 +529,19 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
     } else if (g->st == G_UNKNOWN) {
         if (!g->holder) {
             enum outcome o = reacquire(copy, pg, g, NULL);
-            g->holder = o == OUT_FAILED ? NULL : pg; /* to the end of this transaction */
+            bool failed = o == OUT_FAILED || o == OUT_INTERRUPTED;
+            g->holder = failed ? NULL : pg; /* to the end of this transaction */
             g->holder_locked = o == OUT_LEADING && g->own;
             if (g->holder_locked)
                 NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
                          g->name);
-            if (o == OUT_FAILED)
+            if (failed)
                 fail_app_conn(copy, pg);
         }
         /* another connection of this process holds it: never wait on ourselves */
     }
     pthread_mutex_unlock(&mu);
+    waitsig_redeliver();
 }
 
 void gate_after(const struct pq_copy *copy, PGconn *pg)

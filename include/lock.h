@@ -22,9 +22,11 @@
 
 #include "config.h"
 #include "heads.h"
+#include "peer.h"
 #include "resolve.h"
 
 #define LOCK_WAIT_SLICE_MS 250
+
 
 /* The version table as read. */
 struct versions {
@@ -107,6 +109,18 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
  * `seconds` (0 = never): the server enforces leader_grace and hold_timeout
  * even if this process hangs or sleeps. */
 bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
+
+/*
+ * The server side of the settings of peer.h on `c`: tcp_keepalives_idle,
+ * tcp_keepalives_interval, tcp_keepalives_count, tcp_user_timeout and
+ * client_connection_check_interval, each only where the server has it (an
+ * older server skips the ones it lacks, without an error).  `local`: for
+ * the current transaction only (SET LOCAL: the lock transaction, where it
+ * also cannot leak through a transaction pooler); otherwise for the
+ * session.  `reset` puts the session's defaults back instead.  False when
+ * the statement failed.
+ */
+bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset);
 
 /* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
  * since 12:00:01"), or "nobody". */

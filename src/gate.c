@@ -23,6 +23,7 @@
 #include "lock.h"
 #include "log.h"
 #include "ownconn.h"
+#include "peer.h"
 #include "shim.h"
 #include "sqlclass.h"
 #include "waitsig.h"
@@ -48,6 +49,11 @@ struct gdb {
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
     size_t ndirty;
+    struct {                 /* LEADING: the app's connections tuned for a dead peer */
+        PGconn *pg;
+        struct peer_saved sock;
+    } tuned[MAX_DIRTY];
+    size_t ntuned;
 };
 
 static struct gdb dbs[MAX_DBS];
@@ -149,8 +155,56 @@ static void adopt_after_fork(struct gdb *g)
     g->own = NULL;
     g->holder = NULL;
     g->ndirty = 0;
+    g->ntuned = 0; /* the parent's connections */
     if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
         set_state(g, G_NEW);
+}
+
+/*
+ * While this process leads, its connections carry the migration: if its
+ * host vanishes, the server must end them (and roll the migration back)
+ * within seconds, and the app must not wait two hours for a reply that
+ * cannot come (peer.h).  The app's connection `pg`, idle, gets the server's
+ * side (session settings) and the client's (socket options), both undone
+ * by untune_all when the lead ends.
+ */
+static void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
+{
+    for (size_t i = 0; i < g->ntuned; i++)
+        if (g->tuned[i].pg == pg)
+            return;
+    if (g->ntuned == MAX_DIRTY || copy->api.PQtransactionStatus(pg) != PQTRANS_IDLE)
+        return;
+    if (!lock_tune_conn(&copy->api, pg, false, false))
+        return;
+    g->tuned[g->ntuned].pg = pg;
+    peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock);
+    g->ntuned++;
+}
+
+/* The lead is over: every tuned connection's socket gets its options back;
+ * `idle`, the connection the caller may use now (outside a transaction),
+ * also its session defaults.  A tuned connection other than `idle` keeps
+ * the server-side settings until it closes (Alembic's env.py closes its
+ * own: NullPool). */
+static void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
+{
+    for (size_t i = 0; i < g->ntuned; i++) {
+        peer_restore_socket(&g->tuned[i].sock);
+        if (g->tuned[i].pg == idle && copy->api.PQtransactionStatus(idle) == PQTRANS_IDLE)
+            (void)lock_tune_conn(&copy->api, idle, false, true);
+    }
+    g->ntuned = 0;
+}
+
+static void forget_tuned(struct gdb *g, const PGconn *pg)
+{
+    for (size_t i = 0; i < g->ntuned; i++) {
+        if (g->tuned[i].pg == pg) {
+            g->tuned[i] = g->tuned[--g->ntuned];
+            return;
+        }
+    }
 }
 
 static void close_own(struct gdb *g)
@@ -288,6 +342,8 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         if (r == LOCK_TAKEN) {
             g->since = now();
+            /* the server drops the lock within seconds if this host vanishes */
+            lock_tune_conn(pq, own, cfg->lock == LOCK_XACT, false);
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             list_revs(target.heads, target.nheads, want, sizeof want);
@@ -374,6 +430,15 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     while (g->st == G_DECIDING)
         pthread_cond_wait(&cv, &mu);
     if (g->st != G_NEW) {
+        if (g->st == G_LEADING && g->pid == getpid()) {
+            /* the migration may run on it: see tune_app */
+            int nb = copy->api.PQisnonblocking(pg);
+            if (nb)
+                copy->api.PQsetnonblocking(pg, 0);
+            tune_app(copy, g, pg);
+            if (nb)
+                copy->api.PQsetnonblocking(pg, 1);
+        }
         pthread_mutex_unlock(&mu);
         return true;
     }
@@ -424,6 +489,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                     next = G_LEADING;
                     g->grace_deadline = now() + cfg->leader_grace;
                     g->saw_vt = false;
+                    tune_app(copy, g, pg);
                 } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
                     fail_app_conn(copy, pg);
                     next = G_NEW; /* the app's retry is gated again */
@@ -497,12 +563,14 @@ void gate_before(const struct pq_copy *copy, PGconn *pg)
         pthread_cond_wait(&cv, &mu);
     if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g); /* the server ended its idle session */
+        untune_all(copy, g, NULL);
         set_state(g, G_LAPSED);
     }
     if (g->st == G_LAPSED) {
         enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
+            tune_app(copy, g, pg);
         } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
             set_state(g, G_NEW);
@@ -581,6 +649,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             list_revs(v.v, v.n, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
+            untune_all(copy, g, pg);
             g->ndirty = 0;
             set_state(g, G_DONE);
             NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
@@ -599,6 +668,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         }
     } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g);
+        untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
         NOTE(LOG_LVL_INFO, "lapsed", g->name, NULL, "database \"%s\": no version-table statement within leader_grace (%g s); gave the "
                  "migration lock up", g->name, cfg->leader_grace);
@@ -631,6 +701,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
         if (g->pid != getpid())
             continue;
         clear_dirty(g, pg);
+        forget_tuned(g, pg);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
                 lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);

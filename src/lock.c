@@ -521,6 +521,27 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
     return run_ok(pq, own, sql);
 }
 
+bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset)
+{
+    char sql[768];
+    if (reset)
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, reset_val, false)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')");
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, CASE name "
+                 "WHEN 'tcp_keepalives_idle' THEN '%d' WHEN 'tcp_keepalives_interval' THEN '%d' "
+                 "WHEN 'tcp_keepalives_count' THEN '%d' WHEN 'tcp_user_timeout' THEN '%d' "
+                 "ELSE '%d' END, %s)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')",
+                 PEER_KEEPALIVE_IDLE, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_COUNT,
+                 PEER_USER_TIMEOUT_MS, PEER_CHECK_INTERVAL_MS, local ? "true" : "false");
+    return run_ok(pq, c, sql);
+}
+
 bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
 {
     char sql[96];

@@ -444,9 +444,11 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
     enum lock_result res = LOCK_ERROR;
     if (!plpgsql && strcmp(state, "55P03") == 0)
         res = LOCK_BUSY;
-    else if (plpgsql && nok == 1 && state[0] && strncmp(state, "08", 2) != 0) {
-        /* the DO block itself was refused (no PL/pgSQL, no USAGE on it):
-         * from now on the plain form, whose slices the server logs */
+    else if (plpgsql && nok == 1 &&
+             (strcmp(state, "42704") == 0 || strcmp(state, "42501") == 0)) {
+        /* the DO block itself was refused (42704: no PL/pgSQL in this
+         * database; 42501: no USAGE on it): from now on the plain form,
+         * whose timed-out slices the server logs */
         atomic_store(&no_plpgsql, true);
         res = LOCK_BUSY;
     }

@@ -266,9 +266,11 @@ preload=${env_val[LD_PRELOAD]:-}
 # --- 1. the library where LD_PRELOAD points -----------------------------------
 lib=$root$preload
 [ -f "$lib" ] || die "ENV LD_PRELOAD=$preload, but the image has no such file ($lib)"
-readelf -h "$lib" | grep -q 'Type:.*DYN' || die "$preload is not a shared library"
-if readelf -d "$lib" | grep -q 'NEEDED.*libpq'; then die "$preload links libpq"; fi
-readelf --dyn-syms -W "$lib" | grep -qw 'PQconnectdb' || die "$preload does not export PQconnectdb"
+# (grep >/dev/null, not grep -q: with pipefail, grep -q leaving early can
+# kill readelf with SIGPIPE and fail the pipeline although the line is there)
+readelf -h "$lib" | grep 'Type:.*DYN' >/dev/null || die "$preload is not a shared library"
+if readelf -d "$lib" | grep 'NEEDED.*libpq' >/dev/null; then die "$preload links libpq"; fi
+readelf --dyn-syms -W "$lib" | grep -w 'PQconnectdb' >/dev/null || die "$preload does not export PQconnectdb"
 say "ok: LD_PRELOAD=$preload is in the image, a shared library exporting the libpq wrappers"
 
 # --- 2. the command -------------------------------------------------------------

@@ -25,7 +25,8 @@ B := $(if $(SANITIZE),build-san,build)
 # name a link error; -Bsymbolic binds the shim's references to its own
 # wrappers (the dlsym table) inside the shim.
 LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
+            src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/gate.c \
+            src/guard.c src/events.c src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -lconfig -ldl -lpthread
 
@@ -68,7 +69,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure
@@ -111,7 +112,8 @@ valgrind-deps:
 
 # --- reliability: chaos and soak (tests/chaos/), each against its own PostgreSQL ---
 # make chaos                 every chaos scenario, CHAOS_REPEAT=20 runs per kill point
-#                            (make check runs the same files with CHAOS_REPEAT=2)
+#                            (make check runs the same files with CHAOS_REPEAT=2), and
+#                            tests/netns (root: a host that vanishes, a partition that heals)
 # make soak [N=50]           N randomized fleets; SOAK_SEED=S replays a seed,
 #                            SOAK_ONLY=I only run I of it
 CHAOS_REPEAT ?= 20
@@ -119,7 +121,7 @@ N ?= 50
 .PHONY: chaos soak
 chaos: deps all
 	@CHAOS_REPEAT=$(CHAOS_REPEAT) tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q \
-	    -p no:cacheprovider -rxXfE tests/chaos
+	    -p no:cacheprovider -rxXfE tests/chaos tests/netns
 
 soak: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 tests/chaos/soak.py --runs $(N) \

@@ -90,6 +90,22 @@ def shim_env(**migshim) -> dict:
     return env
 
 
+def verify_at_head(db: str, env: dict, what: str) -> None:
+    """The shim with `env` finds `db` at head: at the default level it then
+    prints nothing (the rule of silence), so one connection with
+    MIGSHIM_LOG=debug proves the decision before the measured runs (which
+    must print nothing: see quiet_at_head)."""
+    res = run([BIN / "connlat", conninfo(db)], dict(env, MIGSHIM_LOG="debug"))
+    if "is at head" not in res.stderr:
+        raise RuntimeError(f"{what}: the gate did not decide at head:\n{res.stderr[-2000:]}")
+
+
+def quiet_at_head(res, what: str) -> None:
+    """A measured run at head printed no migshim line."""
+    if "migshim[" in res.stderr:
+        raise RuntimeError(f"{what}: the shim printed at head:\n{res.stderr[-2000:]}")
+
+
 def run(argv, env, timeout=600, check=True) -> subprocess.CompletedProcess:
     res = subprocess.run([str(a) for a in argv], env=env, cwd=str(WORK),
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -225,6 +241,7 @@ def steady(admin: Admin) -> None:
         base_env())
     admin.at_version(db, HEAD)
     senv = shim_env(heads=HEAD)
+    verify_at_head(db, senv, "steady")
 
     # pgbench -S -c 1 over the Unix socket
     tps = {"bare": [], "shim": []}
@@ -238,9 +255,8 @@ def steady(admin: Admin) -> None:
             m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", res.stdout)
             if not m:
                 raise RuntimeError("pgbench: no tps line:\n" + res.stdout)
-            if mode == "shim" and "is at head" not in res.stderr:
-                raise RuntimeError("pgbench with the shim: the gate did not decide at head:\n"
-                                   + res.stderr)
+            if mode == "shim":
+                quiet_at_head(res, "pgbench with the shim")
             got[mode] = float(m.group(1))
             tps[mode].append(got[mode])
             rows.append((i, mode, got[mode]))
@@ -297,9 +313,8 @@ def steady(admin: Admin) -> None:
             m = re.search(r"Collected : (\d+)", res.stderr)
             if not m:
                 raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
-            if mode == "shim" and "is at head" not in res.stderr:
-                raise RuntimeError("callgrind run: the shim did not decide at head:\n"
-                                   + res.stderr[-2000:])
+            if mode == "shim":
+                quiet_at_head(res, "callgrind run")
             ir[(mode, n)] = int(m.group(1))
             files[(mode, n)] = out
     per = {m: (ir[(m, n2)] - ir[(m, n1)]) / (n2 - n1) for m in ("bare", "shim")}
@@ -376,6 +391,7 @@ def gate(admin: Admin) -> None:
         admin.at_version(db, HEAD)
     senv = shim_env(heads=HEAD)
     envs = {"bare": base_env(), "shim": senv}
+    verify_at_head(dbs["shim"], senv, "gate")
     for mode, db in dbs.items():       # warm the server's caches for both
         for _ in range(5):
             run([BIN / "connlat", conninfo(db)], envs[mode])
@@ -388,8 +404,8 @@ def gate(admin: Admin) -> None:
     for i in range(P["conn_runs"]):
         for mode in ab_order(i):
             res = run([BIN / "connlat", conninfo(dbs[mode]), *APP_FIRST_SQL], envs[mode])
-            if mode == "shim" and "is at head" not in res.stderr:
-                raise RuntimeError("connlat with the shim: not decided at head:\n" + res.stderr)
+            if mode == "shim":
+                quiet_at_head(res, "connlat with the shim")
             d = kv(res.stdout)
             lat[mode].append(float(d["latency_us"]) / 1e3)
             then[mode].append(float(d["then_us"]) / 1e3)
@@ -643,13 +659,14 @@ def footprint(admin: Admin) -> None:
     admin.create_db(db)
     admin.at_version(db, HEAD)
     envs = {"bare": base_env(), "shim": shim_env(heads=HEAD)}
+    verify_at_head(db, envs["shim"], "footprint")
     rss = {"bare": [], "shim": []}
     rows = []
     for i in range(P["rss_pairs"]):
         for mode in ab_order(i):
             res = run(["/usr/bin/python3", "-c", PY_RSS, conninfo(db)], envs[mode])
-            if mode == "shim" and "is at head" not in res.stderr:
-                raise RuntimeError("python with the shim: not at head:\n" + res.stderr)
+            if mode == "shim":
+                quiet_at_head(res, "python with the shim")
             v = int(kv(res.stdout)["rss_kb"])
             rss[mode].append(v)
             rows.append((i, mode, "python3+psycopg2", v))
@@ -701,7 +718,8 @@ def big(admin: Admin) -> None:
         # at head: the gate is done
         "done": shim_env(heads=V1),
     }
-    expect = {"watch": "the race guard watches", "done": "is at head"}
+    expect = {"watch": "the race guard watches", "done": ""}  # at head: silent
+    verify_at_head(db, envs["done"], "bigins at head")
     rows = []
     for size in sorted(P["big_reps"]):
         reps = P["big_reps"][size]
@@ -712,7 +730,8 @@ def big(admin: Admin) -> None:
             got = {}
             for mode in rotate(list(envs), r):
                 res = run([BIN / "bigins", conninfo(db), size, reps + 1, "bigt"], envs[mode])
-                if mode in expect and expect[mode] not in res.stderr:
+                if mode in expect and (expect[mode] not in res.stderr or
+                                       (not expect[mode] and "migshim[" in res.stderr)):
                     raise RuntimeError(f"bigins {mode}: unexpected gate decision:\n{res.stderr}")
                 samples = [kv(ln) for ln in res.stdout.splitlines()][1:]  # 1st: warm-up
                 us = [float(d["us"]) for d in samples]

@@ -22,9 +22,11 @@
 
 #include "config.h"
 #include "heads.h"
+#include "peer.h"
 #include "resolve.h"
 
 #define LOCK_WAIT_SLICE_MS 250
+
 
 /* The version table as read. */
 struct versions {
@@ -69,7 +71,7 @@ bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct co
 
 enum lock_result {
     LOCK_TAKEN,   /* exclusive lock held: lead                     */
-    LOCK_FREED,   /* it was held by another and is now released    */
+    LOCK_FREED,   /* it was held by another and is now free        */
     LOCK_BUSY,    /* still held by another after one wait slice    */
     LOCK_ERROR,   /* the connection failed (err set)               */
 };
@@ -82,16 +84,19 @@ enum lock_result {
  * leaves a shared lock or a transaction behind unless it returns
  * LOCK_TAKEN.
  *
- * In xact mode a LOCK_FREED comes with the version table as it stands
- * after the release, read in the same round trip as the wait (*freed set,
- * freed->present etc. valid): a waiter wakes, ends its transaction and
- * reads the table in one message, so the whole fleet's hand-off costs one
- * lock-queue wake-up and no further round trip.  Otherwise *freed is
- * false and the caller reads the table itself.
+ * The slice's lock_timeout is caught inside a PL/pgSQL block, so waiting
+ * writes nothing to the server log (without PL/pgSQL in the database the
+ * plain statement is used: each slice that times out is then an ERROR
+ * there).  The wait, the end of its transaction and a read of the version
+ * table travel as one message: a waiter wakes, ends its transaction and
+ * reads the table at once, so the whole fleet's hand-off costs one
+ * lock-queue wake-up and no further round trip.  When that read was made
+ * (LOCK_FREED or LOCK_BUSY) *have_v is set and `v` holds the table as it
+ * stood after the slice; otherwise the caller reads it itself.
  */
 enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                            int64_t key, void (*before_wait)(void *), void *arg,
-                           struct versions *v, bool *freed, char *err, size_t errsz);
+                           struct versions *v, bool *have_v, char *err, size_t errsz);
 
 /*
  * Move the exclusive lock (xact mode) that `from` holds in its transaction
@@ -115,6 +120,18 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
  * `seconds` (0 = never): the server enforces leader_grace and hold_timeout
  * even if this process hangs or sleeps. */
 bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
+
+/*
+ * The server side of the settings of peer.h on `c`: tcp_keepalives_idle,
+ * tcp_keepalives_interval, tcp_keepalives_count, tcp_user_timeout and
+ * client_connection_check_interval, each only where the server has it (an
+ * older server skips the ones it lacks, without an error).  `local`: for
+ * the current transaction only (SET LOCAL: the lock transaction, where it
+ * also cannot leak through a transaction pooler); otherwise for the
+ * session.  `reset` puts the session's defaults back instead.  False when
+ * the statement failed.
+ */
+bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset);
 
 /* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
  * since 12:00:01"), or "nobody". */

@@ -23,8 +23,10 @@
 #include "lock.h"
 #include "log.h"
 #include "ownconn.h"
+#include "peer.h"
 #include "shim.h"
 #include "sqlclass.h"
+#include "waitsig.h"
 
 _Atomic int gate_watching;
 _Atomic int gate_guarding;
@@ -57,6 +59,11 @@ struct gdb {
     bool holder_wrote;       /* ... and its transaction wrote the version table */
     PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
     size_t ndirty;
+    struct {                 /* LEADING: the app's connections tuned for a dead peer */
+        PGconn *pg;
+        struct peer_saved sock;
+    } tuned[MAX_DIRTY];
+    size_t ntuned;
 };
 
 static struct gdb dbs[MAX_DBS];
@@ -236,9 +243,57 @@ static void adopt_after_fork(struct gdb *g)
     g->own = NULL;
     g->holder = NULL;
     g->ndirty = 0;
+    g->ntuned = 0; /* the parent's connections */
     if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
         set_state(g, G_NEW);
     refresh_pending();
+}
+
+/*
+ * While this process leads, its connections carry the migration: if its
+ * host vanishes, the server must end them (and roll the migration back)
+ * within seconds, and the app must not wait two hours for a reply that
+ * cannot come (peer.h).  The app's connection `pg`, idle, gets the server's
+ * side (session settings) and the client's (socket options), both undone
+ * by untune_all when the lead ends.
+ */
+static void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
+{
+    for (size_t i = 0; i < g->ntuned; i++)
+        if (g->tuned[i].pg == pg)
+            return;
+    if (g->ntuned == MAX_DIRTY || copy->api.PQtransactionStatus(pg) != PQTRANS_IDLE)
+        return;
+    if (!lock_tune_conn(&copy->api, pg, false, false))
+        return;
+    g->tuned[g->ntuned].pg = pg;
+    peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock);
+    g->ntuned++;
+}
+
+/* The lead is over: every tuned connection's socket gets its options back;
+ * `idle`, the connection the caller may use now (outside a transaction),
+ * also its session defaults.  A tuned connection other than `idle` keeps
+ * the server-side settings until it closes (Alembic's env.py closes its
+ * own: NullPool). */
+static void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
+{
+    for (size_t i = 0; i < g->ntuned; i++) {
+        peer_restore_socket(&g->tuned[i].sock);
+        if (g->tuned[i].pg == idle && copy->api.PQtransactionStatus(idle) == PQTRANS_IDLE)
+            (void)lock_tune_conn(&copy->api, idle, false, true);
+    }
+    g->ntuned = 0;
+}
+
+static void forget_tuned(struct gdb *g, const PGconn *pg)
+{
+    for (size_t i = 0; i < g->ntuned; i++) {
+        if (g->tuned[i].pg == pg) {
+            g->tuned[i] = g->tuned[--g->ntuned];
+            return;
+        }
+    }
 }
 
 static void close_own(struct gdb *g)
@@ -262,7 +317,8 @@ static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
 /* The first time a process has to wait: the timeline's "waiting" starts. */
 static void first_wait(void *db) { events_emit("waiting", db, NULL, NULL); }
 
-enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */ };
+enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */,
+               OUT_INTERRUPTED /* SIGTERM & co. while waiting: fail, let the app's handler run */ };
 
 /* Open the lock connection (made like `app`) unless open: false (and a
  * note) when it cannot be. */
@@ -289,8 +345,8 @@ static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
  * go at once and takes it again on a lock connection of its own, since
  * the app needs its connection to migrate.
  */
-static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
-                              const char *why, bool on_app)
+static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                               const char *why, bool on_app)
 {
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
@@ -312,6 +368,19 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
                      g->name, wc == app ? "connection" : "lock connection", err);
             close_own(g);
             return OUT_UNGATED;
+        }
+        int sig = waitsig_pending();
+        if (sig) {
+            /* the app is being stopped: give it its connection back, failed,
+             * and let its own handler run (the lock, if just taken, was
+             * never used: release it before anyone could migrate) */
+            if (r == LOCK_TAKEN)
+                lock_release(pq, wc, cfg->lock, g->key);
+            close_own(g);
+            NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
+                     "failing the connection so the app's own handler runs", g->name,
+                     waitsig_name(sig), now() - start);
+            return OUT_INTERRUPTED;
         }
         if (r == LOCK_TAKEN && wc == app) {
             /* Lead from a connection of our own: the app needs this one. */
@@ -362,6 +431,8 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
         }
         if (r == LOCK_TAKEN) {
             g->since = now();
+            /* the server drops the lock within seconds if this host vanishes */
+            lock_tune_conn(pq, own, cfg->lock == LOCK_XACT, false);
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             list_revs(target.heads, target.nheads, want, sizeof want);
@@ -406,6 +477,22 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
             nanosleep(&ts, NULL);
         }
     }
+}
+
+/*
+ * The wait-for-version loop (wait_steps), with SIGTERM, SIGINT and SIGQUIT
+ * recorded for its length only (waitsig.h): a signal ends the wait after
+ * the current slice with OUT_INTERRUPTED, and the caller, once it holds no
+ * lock of ours, hands the signal back to the app (waitsig_redeliver).  A
+ * process that leads is past this loop: the shim never interrupts it.
+ */
+static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                              const char *why, bool on_app)
+{
+    waitsig_begin();
+    enum outcome o = wait_steps(copy, app, g, why, on_app);
+    waitsig_end();
+    return o;
 }
 
 /* The client's address for a database, "host:port/dbname": connections
@@ -470,6 +557,15 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     pthread_mutex_lock(&mu);
     struct gdb *g = find_alias(key);
     if (g && decided(g, pg)) { /* nothing to ask the server */
+        if (g->st == G_LEADING && g->pid == getpid()) {
+            /* the migration may run on it: see tune_app */
+            int nb = copy->api.PQisnonblocking(pg);
+            if (nb)
+                copy->api.PQsetnonblocking(pg, 0);
+            tune_app(copy, g, pg);
+            if (nb)
+                copy->api.PQsetnonblocking(pg, 1);
+        }
         pthread_mutex_unlock(&mu);
         return true;
     }
@@ -511,6 +607,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     if (read)
         add_alias(key, g);
     if (decided(g, pg)) {
+        if (g->st == G_LEADING && g->pid == getpid())
+            tune_app(copy, g, pg); /* the migration may run on it */
         pthread_mutex_unlock(&mu);
         goto out_nb;
     }
@@ -522,11 +620,11 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     bool ok = true;
     if (!target.known) {
         if (cfg->lock != LOCK_OFF) {
-            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
+            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
             next = G_UNKNOWN;
         } else {
-            NOTE(LOG_LVL_INFO, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
+            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
         }
     } else if (!read) {
         NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
@@ -535,7 +633,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         enum cmp c = compare(&v);
         list_revs(v.v, v.n, revs, sizeof revs);
         if (c == AT_TARGET) {
-            NOTE(LOG_LVL_INFO, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
+            NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
         } else if (c == AHEAD) {
             NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
                      "deploy migrated it; proceeding", db, revs);
@@ -551,7 +649,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                 next = G_LEADING;
                 g->grace_deadline = now() + cfg->leader_grace;
                 g->saw_vt = false;
-            } else if (o == OUT_FAILED) {
+                tune_app(copy, g, pg);
+            } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
                 fail_app_conn(copy, pg);
                 next = G_NEW; /* the app's retry is gated again */
                 ok = false;
@@ -566,6 +665,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     refresh_pending();
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
+    waitsig_redeliver();
     return ok;
 out_nb:
     if (nb)
@@ -624,17 +724,20 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
         pthread_cond_wait(&cv, &mu);
     if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g); /* the server ended its idle session */
+        untune_all(copy, g, NULL);
         set_state(g, G_LAPSED);
     }
     if (g->st == G_LAPSED) {
         enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
-        } else if (o == OUT_FAILED) {
+            tune_app(copy, g, pg);
+        } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
             set_state(g, G_NEW);
             refresh_pending();
             pthread_mutex_unlock(&mu);
+            waitsig_redeliver();
             return;
         } else {
             set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
@@ -657,13 +760,14 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
     } else if (g->st == G_UNKNOWN) {
         if (!g->holder) {
             enum outcome o = reacquire(copy, pg, g, NULL);
-            g->holder = o == OUT_FAILED ? NULL : pg; /* to the end of this transaction */
+            bool failed = o == OUT_FAILED || o == OUT_INTERRUPTED;
+            g->holder = failed ? NULL : pg; /* to the end of this transaction */
             g->holder_locked = o == OUT_LEADING && g->own;
             g->holder_wrote = false;
             if (g->holder_locked)
                 NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
                          g->name);
-            if (o == OUT_FAILED)
+            if (failed)
                 fail_app_conn(copy, pg);
         }
         /* another connection of this process holds it: never wait on ourselves */
@@ -672,6 +776,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
     }
     refresh_pending();
     pthread_mutex_unlock(&mu);
+    waitsig_redeliver();
 }
 
 void gate_after(const struct pq_copy *copy, PGconn *pg)
@@ -722,12 +827,14 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
                      g->name, err);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
+            untune_all(copy, g, pg);
             g->ndirty = 0;
             set_state(g, cfg->guard ? G_UNGATED : G_DONE);
         } else if (read && compare(&v) != BEHIND) {
             list_revs(v.v, v.n, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
+            untune_all(copy, g, pg);
             g->ndirty = 0;
             set_state(g, G_DONE);
             NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
@@ -746,6 +853,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         }
     } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
         close_own(g);
+        untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
         NOTE(LOG_LVL_INFO, "lapsed", g->name, NULL, "database \"%s\": no version-table statement within leader_grace (%g s); gave the "
                  "migration lock up", g->name, cfg->leader_grace);
@@ -792,6 +900,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
         if (g->pid != getpid())
             continue;
         clear_dirty(g, pg);
+        forget_tuned(g, pg);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
                 lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);

@@ -657,7 +657,7 @@ static bool locate(const struct config *cfg, struct location *l, bool quiet)
         free(text);
         if (!raw) {
             if (!quiet)
-                log_info("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
+                log_debug("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; "
                           "target heads unknown (the lock is taken at the first version-table statement)");
             return false;
         }
@@ -702,7 +702,7 @@ static void load_from_scripts(const struct config *cfg, struct heads *out)
             log_warn("%s: %s; target heads unknown", out->where, err);
             heads_free(out);
         } else if (!out->known) {
-            log_info("%s: no revision files; target heads unknown", out->where);
+            log_debug("%s: no revision files; target heads unknown", out->where);
         }
     }
     for (size_t i = 0; i < c.n; i++)

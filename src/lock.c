@@ -124,6 +124,36 @@ static void quote_literal(const char *text, char *out, size_t n)
     out[o] = '\0';
 }
 
+/* Collect the <tag> elements of `r`, a one-row, one-column XML result
+ * (NULL: the table is absent) into `out`.  False when `r` is not that. */
+static bool read_xml_result(const struct pq_api *pq, const PGresult *r, const char *tag,
+                            struct versions *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r || pq->PQntuples(r) != 1 || pq->PQnfields(r) < 1) /* the XML is column 0 */
+        return false;
+    if (!pq->PQgetisnull(r, 0, 0)) {
+        char open[32], close[32];
+        int no = snprintf(open, sizeof open, "<%s>", tag);
+        int nc = snprintf(close, sizeof close, "</%s>", tag);
+        out->present = true;
+        const char *x = pq->PQgetvalue(r, 0, 0);
+        for (const char *p = strstr(x, open); p; p = strstr(p, open)) {
+            p += no;
+            const char *e = strstr(p, close);
+            if (!e)
+                break;
+            if (out->n == sizeof out->v / sizeof out->v[0]) {
+                out->truncated = true;
+                break;
+            }
+            xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
+            p = e + nc;
+        }
+    }
+    return true;
+}
+
 /* Run the one-row, one-column XML query `sql` and collect its <tag>
  * elements: NULL means the table is absent. */
 static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql);
@@ -164,25 +194,7 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
             pq->PQclear(bad);
         return false;
     }
-    if (!pq->PQgetisnull(r, 0, 0)) {
-        char open[32], close[32];
-        int no = snprintf(open, sizeof open, "<%s>", tag);
-        int nc = snprintf(close, sizeof close, "</%s>", tag);
-        out->present = true;
-        const char *x = pq->PQgetvalue(r, 0, 0);
-        for (const char *p = strstr(x, open); p; p = strstr(p, open)) {
-            p += no;
-            const char *e = strstr(p, close);
-            if (!e)
-                break;
-            if (out->n == sizeof out->v / sizeof out->v[0]) {
-                out->truncated = true;
-                break;
-            }
-            xml_unescape(p, (size_t)(e - p), out->v[out->n++], HEADS_REV_MAX);
-            p = e + nc;
-        }
-    }
+    read_xml_result(pq, r, tag, out);
     if (id) { /* current_database(), pg_postmaster_start_time(), pg_is_in_recovery() */
         snprintf(id->db, sizeof id->db, "%s", pq->PQgetvalue(r, 0, 1));
         snprintf(id->cluster, sizeof id->cluster, "%s", pq->PQgetvalue(r, 0, 2));
@@ -293,13 +305,109 @@ static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql)
     return ok;
 }
 
+/* A server without PL/pgSQL (dropped by a DBA, or not usable by this
+ * role): the wait slice falls back to a plain statement whose lock_timeout
+ * is an error the server logs.  Set once, never cleared. */
+static _Atomic bool no_plpgsql;
+
+/*
+ * The wait slice: wait up to LOCK_WAIT_SLICE_MS on the shared form, inside
+ * the transaction `c` has open, then end it and read the version table,
+ * all in one message.  Results, in order:
+ *
+ *   SET LOCAL lock_timeout      the slice
+ *   DO $$ ... $$                the wait; a lock_timeout is caught in the
+ *                               block's EXCEPTION clause, so the server
+ *                               logs nothing (a caught error is not
+ *                               reported) and the message goes on
+ *   SELECT try_shared           t: the shared lock is held (the wait got
+ *                               it: a re-entrant request, answered from
+ *                               the backend's local lock table without
+ *                               touching shared memory) or the lock came
+ *                               free just after the slice; f: still held
+ *   COMMIT                      ends the transaction, releasing it
+ *   SELECT table_to_xml(...)    the version table, in a transaction of its
+ *                               own (to_regclass() sees a table the leader
+ *                               just created)
+ *
+ * No statement lasts longer than the slice, so a CREATE INDEX
+ * CONCURRENTLY never waits more than that for a waiter's snapshot.
+ */
+static void slice_sql(const struct config *cfg, int64_t key, bool plpgsql, char *sql, size_t n)
+{
+    char read[16 * CONFIG_NAME_MAX + 160];
+    read_idle_sql(cfg, false, read, sizeof read);
+    if (plpgsql)
+        snprintf(sql, n,
+                 "SET LOCAL lock_timeout = '%dms'; "
+                 "DO $migshim$BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(%lld); "
+                 "EXCEPTION WHEN lock_not_available THEN NULL; END$migshim$; "
+                 "SELECT pg_catalog.pg_try_advisory_xact_lock_shared(%lld); COMMIT; %s",
+                 LOCK_WAIT_SLICE_MS, (long long)key, (long long)key, read);
+    else
+        snprintf(sql, n,
+                 "SET LOCAL lock_timeout = '%dms'; "
+                 "SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld); COMMIT; %s",
+                 LOCK_WAIT_SLICE_MS, (long long)key, read);
+}
+
+/* Send `sql` (one message of several statements) and collect its results:
+ * the number that succeeded before the first failure (*nok), the failure's
+ * SQLSTATE and message, and the rows of results number `keep_a` and
+ * `keep_b` (the caller clears them).  True when every statement succeeded. */
+static bool run_many(const struct pq_api *pq, PGconn *c, const char *sql, int keep_a,
+                     int keep_b, PGresult **ra, PGresult **rb, int *nok, char state[6],
+                     char *err, size_t errsz)
+{
+    *ra = *rb = NULL;
+    *nok = 0;
+    state[0] = '\0';
+    bool failed = false;
+    if (!pq->PQsendQuery(c, sql)) {
+        error_text(pq, c, NULL, err, errsz);
+        return false;
+    }
+    for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
+        ExecStatusType st = pq->PQresultStatus(x);
+        if (failed || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) {
+            if (!failed) {
+                const char *s = pq->PQresultErrorField(x, PG_DIAG_SQLSTATE);
+                snprintf(state, 6, "%s", s ? s : "");
+                error_text(pq, c, x, err, errsz);
+            }
+            failed = true;
+            pq->PQclear(x);
+            continue;
+        }
+        if (*nok == keep_a)
+            *ra = x;
+        else if (*nok == keep_b)
+            *rb = x;
+        else
+            pq->PQclear(x);
+        ++*nok;
+    }
+    if (!failed && *nok <= (keep_a > keep_b ? keep_a : keep_b)) {
+        failed = true; /* the connection went away mid-message */
+        error_text(pq, c, NULL, err, errsz);
+    }
+    return !failed;
+}
+
+/* The text of one-row, one-column result `r` is exactly `want`. */
+static bool one_value(const struct pq_api *pq, const PGresult *r, const char *want)
+{
+    return r && pq->PQntuples(r) == 1 && pq->PQnfields(r) == 1 &&
+           strcmp(pq->PQgetvalue(r, 0, 0), want) == 0;
+}
+
 enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                            int64_t key, void (*before_wait)(void *), void *arg,
-                           struct versions *v, bool *freed, char *err, size_t errsz)
+                           struct versions *v, bool *have_v, char *err, size_t errsz)
 {
-    char sql[16 * CONFIG_NAME_MAX + 512], state[6] = "";
+    char sql[16 * CONFIG_NAME_MAX + 768], state[6] = "";
     bool xact = cfg->lock == LOCK_XACT;
-    *freed = false;
+    *have_v = false;
     snprintf(sql, sizeof sql,
              xact ? "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(%lld)"
                   : "SELECT pg_catalog.pg_try_advisory_lock(%lld)",
@@ -315,44 +423,54 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
     if (taken)
         return LOCK_TAKEN;
 
-    /* Taken by another: wait on the shared form for one slice. */
+    /* Taken by another: wait on the shared form for one slice.  Session
+     * mode waits the same way, in a transaction of its own on the lock
+     * connection (nothing session-level to undo afterwards). */
     if (before_wait)
         before_wait(arg);
-    if (xact) {
-        /* Wake, commit, read: one message.  After the COMMIT the read runs
-         * in a transaction of its own, so to_regclass() sees a table the
-         * leader just created.  A lock_timeout error skips the rest of
-         * the message and leaves the transaction aborted. */
-        char read[sizeof sql - 160];
-        read_idle_sql(cfg, false, read, sizeof read);
-        snprintf(sql, sizeof sql,
-                 "SET LOCAL lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld); "
-                 "COMMIT; %s",
-                 LOCK_WAIT_SLICE_MS, (long long)key, read);
-        if (read_xml(pq, c, sql, "version_num", v, NULL, state, err, errsz)) {
-            *freed = true;
-            return LOCK_FREED;
-        }
-        enum lock_result res = strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
-        if (!run_ok(pq, c, "ROLLBACK") && res != LOCK_ERROR) {
-            error_text(pq, c, NULL, err, errsz);
-            res = LOCK_ERROR;
-        }
-        return res;
+    if (!xact && !run_ok(pq, c, "BEGIN ISOLATION LEVEL READ COMMITTED")) {
+        error_text(pq, c, NULL, err, errsz);
+        return LOCK_ERROR;
     }
-    snprintf(sql, sizeof sql,
-             "SET lock_timeout = '%dms'; SELECT pg_catalog.pg_advisory_lock_shared(%lld)",
-             LOCK_WAIT_SLICE_MS, (long long)key);
-    r = run(pq, c, sql, PGRES_TUPLES_OK, state, err, errsz);
-    enum lock_result res = r ? LOCK_FREED : strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
-    if (r)
-        pq->PQclear(r);
-    char unlock[128] = "RESET lock_timeout";
-    if (res == LOCK_FREED)
-        snprintf(unlock, sizeof unlock,
-                 "SELECT pg_catalog.pg_advisory_unlock_shared(%lld); RESET lock_timeout",
-                 (long long)key);
-    if (!run_ok(pq, c, unlock) && res != LOCK_ERROR) {
+    bool plpgsql = !atomic_load_explicit(&no_plpgsql, memory_order_relaxed);
+    slice_sql(cfg, key, plpgsql, sql, sizeof sql);
+    /* results: 0 SET, 1 DO, 2 try_shared, 3 COMMIT, 4 read (without
+     * PL/pgSQL: 0 SET, 1 the wait, 2 COMMIT, 3 read) */
+    int nok, i_got = plpgsql ? 2 : -1, i_read = plpgsql ? 4 : 3;
+    PGresult *got, *rd;
+    bool ok = run_many(pq, c, sql, i_got, i_read, &got, &rd, &nok, state, err, errsz);
+    if (ok) {
+        bool fresh = !plpgsql || one_value(pq, got, "t");
+        /* the read's one row: the table as XML, or NULL when absent */
+        bool good = read_xml_result(pq, rd, "version_num", v);
+        if (got)
+            pq->PQclear(got);
+        if (rd)
+            pq->PQclear(rd);
+        if (!good) {
+            snprintf(err, errsz, "unexpected answer to the version-table read");
+            return LOCK_ERROR;
+        }
+        *have_v = true;
+        return fresh ? LOCK_FREED : LOCK_BUSY;
+    }
+    if (got)
+        pq->PQclear(got);
+    if (rd)
+        pq->PQclear(rd);
+    enum lock_result res = LOCK_ERROR;
+    if (!plpgsql && strcmp(state, "55P03") == 0)
+        res = LOCK_BUSY;
+    else if (plpgsql && nok == 1 &&
+             (strcmp(state, "42704") == 0 || strcmp(state, "42501") == 0)) {
+        /* the DO block itself was refused (42704: no PL/pgSQL in this
+         * database; 42501: no USAGE on it): from now on the plain form,
+         * whose timed-out slices the server logs */
+        atomic_store(&no_plpgsql, true);
+        res = LOCK_BUSY;
+    }
+    if (pq->PQtransactionStatus(c) != PQTRANS_IDLE && !run_ok(pq, c, "ROLLBACK") &&
+        res != LOCK_ERROR) {
         error_text(pq, c, NULL, err, errsz);
         res = LOCK_ERROR;
     }
@@ -423,6 +541,27 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
     char sql[96];
     snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_advisory_unlock(%lld)", (long long)key);
     return run_ok(pq, own, sql);
+}
+
+bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset)
+{
+    char sql[768];
+    if (reset)
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, reset_val, false)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')");
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, CASE name "
+                 "WHEN 'tcp_keepalives_idle' THEN '%d' WHEN 'tcp_keepalives_interval' THEN '%d' "
+                 "WHEN 'tcp_keepalives_count' THEN '%d' WHEN 'tcp_user_timeout' THEN '%d' "
+                 "ELSE '%d' END, %s)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')",
+                 PEER_KEEPALIVE_IDLE, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_COUNT,
+                 PEER_USER_TIMEOUT_MS, PEER_CHECK_INTERVAL_MS, local ? "true" : "false");
+    return run_ok(pq, c, sql);
 }
 
 bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "peer.h"
 
 struct ownconn {
     PGconn *pg;
@@ -43,6 +44,18 @@ struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char
     size_t n = 0;
     while (opts[n].keyword)
         n++;
+    /* A vanished server (or a host of ours cut off) is noticed by the
+     * client in seconds (peer.h): libpq's keepalive keywords, each
+     * only if this libpq copy knows it (its PQconninfo lists it). */
+    char k_idle[16], k_intv[16], k_cnt[16], k_user[16];
+    snprintf(k_idle, sizeof k_idle, "%d", PEER_KEEPALIVE_IDLE);
+    snprintf(k_intv, sizeof k_intv, "%d", PEER_KEEPALIVE_INTERVAL);
+    snprintf(k_cnt, sizeof k_cnt, "%d", PEER_KEEPALIVE_COUNT);
+    snprintf(k_user, sizeof k_user, "%d", PEER_USER_TIMEOUT_MS);
+    static const char *const tuned[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+                                        "keepalives_count", "tcp_user_timeout"};
+    const char *tuned_val[] = {"1", k_idle, k_intv, k_cnt, k_user};
+    const size_t ntuned = sizeof tuned / sizeof tuned[0];
     const char **kw = calloc(n + 2, sizeof *kw);
     const char **val = calloc(n + 2, sizeof *val);
     char host[64] = "", appname[160];
@@ -51,10 +64,14 @@ struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char
     size_t k = 0;
     if (kw && val) {
         for (size_t i = 0; i < n; i++) {
-            if (!opts[i].val || strcmp(opts[i].keyword, "application_name") == 0)
+            const char *v = opts[i].val;
+            for (size_t t = 0; t < ntuned; t++)
+                if (strcmp(opts[i].keyword, tuned[t]) == 0)
+                    v = tuned_val[t];
+            if (!v || strcmp(opts[i].keyword, "application_name") == 0)
                 continue;
             kw[k] = opts[i].keyword;
-            val[k++] = opts[i].val;
+            val[k++] = v;
         }
         kw[k] = "application_name";
         val[k++] = appname;

@@ -19,7 +19,7 @@ INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integra
 .PHONY: tests print-unit-tests print-integration-c-tests
 
 # Helpers the Python integration tests run (not test programs themselves).
-INTEGRATION_HELPERS := $(TESTS_B)/secure_helper
+INTEGRATION_HELPERS := $(TESTS_B)/secure_helper $(TESTS_B)/sig_helper
 
 tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS) $(INTEGRATION_HELPERS)
 
@@ -117,3 +117,9 @@ $(TESTS_B)/unit/test_envpy: tests/unit/test_envpy.c $(HEADS_OBJS) $(TESTS_HDRS) 
 
 $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion
+
+# --- integration: signals while the gate waits (tests/integration/test_signals.py)
+
+# Not instrumented (like python3): the preload brings the sanitizer runtimes.
+$(TESTS_B)/sig_helper: tests/integration/c/sig_helper.c | $(TESTS_B)/integration
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq

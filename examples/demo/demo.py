@@ -106,7 +106,7 @@ def cells(r):
     if r.shim:
         gate = (f"{len(r.gate_lines('lead'))} led, "
                 f"{len(r.gate_lines('wait'))} waited, "
-                f"{len(r.gate_lines('at_head')) + len(r.gate_lines('found_head'))}"
+                f"{sum(k == ['at_head'] for k in r.gate_decisions().values()) + len(r.gate_lines('found_head'))}"
                 f" at head")
     else:
         gate = "-"

@@ -63,8 +63,10 @@ def lines_of(r: FleetResult, pid: int, level: Optional[str] = None) -> List[str]
 
 # the shim's wait statements on a waiter's own connection (lock = xact):
 # 'BEGIN ...; SELECT pg_catalog.pg_try_advisory_xact_lock(K)', then
-# 'SET LOCAL lock_timeout = ...; SELECT pg_catalog.pg_advisory_xact_lock_shared(K);
-# COMMIT; SELECT pg_catalog.table_to_xml(...)' ('ROLLBACK' between slices)
+# 'SET LOCAL lock_timeout = ...; DO $migshim$BEGIN PERFORM
+# pg_catalog.pg_advisory_xact_lock_shared(K); EXCEPTION ... END$migshim$;
+# SELECT pg_catalog.pg_try_advisory_xact_lock_shared(K); COMMIT;
+# SELECT pg_catalog.table_to_xml(...)'
 WAIT_SQL_RE = re.compile(r"pg_catalog\.pg_(try_advisory_xact_lock|advisory_xact_lock_shared)\(")
 APP_TAG = "chaos-app pid="
 

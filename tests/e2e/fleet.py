@@ -90,8 +90,12 @@ FAILURE_SETTLE = 8.0        # after a worker failed: wait this long for the mast
 #               waiting and found it at head (a leader had just finished):
 #                 database "d" is at 0003cccc (head); proceeding
 #   at_head     the database was at the target heads at the first look:
-#               no lock taken:
+#               no lock taken.  The gate did not act on the process, so at
+#               the default level it says nothing at all (the rule of
+#               silence); with MIGSHIM_LOG=debug:
 #                 database "d" is at head (0003cccc); proceeding
+#               gate_decisions() counts a worker that logged no line at
+#               info level or above as at_head.
 GATE_PATTERNS = [
     ("wait", re.compile(r"\bwaited\b")),
     ("lead", re.compile(r"\bleading\b")),
@@ -305,22 +309,36 @@ class FleetResult:
         return [(p, m) for p, k, m in self._classified() if k == kind]
 
     def gate_decisions(self) -> Dict[int, List[str]]:
-        """{pid: [kind, ...]} for every process that logged a decision."""
+        """{pid: [kind, ...]} for every process that logged a decision, and
+        ['at_head'] for every worker that logged no line at info level or
+        above: the gate found its database at head and, by the rule of
+        silence, said nothing."""
         out: Dict[int, List[str]] = {}
         for p, k, _ in self._classified():
             if k:
                 out.setdefault(p, []).append(k)
+        loud = {p for p, lv, _ in self.migshim_lines() if lv != "debug"}
+        for p in self.worker_pids:
+            if p not in loud and p not in out:
+                out[p] = ["at_head"]
         return out
+
+    def silent_pids(self) -> List[int]:
+        """Workers that printed no migshim line at info level or above."""
+        loud = {p for p, lv, _ in self.migshim_lines() if lv != "debug"}
+        return [p for p in self.worker_pids if p not in loud]
 
     def _classified(self):
         res = []
-        for p, _, msg in self.migshim_lines("info"):
+        for p, lv, msg in self.migshim_lines():
             kind = None
             for k, rx in GATE_PATTERNS:
-                if rx.search(msg):
+                # at head is a debug line (log = debug); the rest are info
+                if rx.search(msg) and (lv == "info" or (lv == "debug" and k == "at_head")):
                     kind = k
                     break
-            res.append((p, kind, msg))
+            if lv == "info" or kind:
+                res.append((p, kind, msg))
         return res
 
     def summary(self) -> str:

@@ -236,9 +236,11 @@ def test_shim_two_masters_same_db(make_db, migshim_lib):
 
 
 def test_shim_db_already_at_head(make_db, migshim_lib, pg):
-    """Database already at head: every worker logs that it is at head, no
-    process leads or waits, nothing is migrated, and (when the server log is
-    readable) no advisory lock function was called on this database."""
+    """Database already at head: the gate does not act on any worker, so at
+    the default level no process prints a migshim line at all (the rule of
+    silence); no process leads or waits, nothing is migrated, and (when the
+    server log is readable) no advisory lock function was called on this
+    database."""
     db = make_db()
     migrate("flask-alembic", db.dsn, "head")
     log = server_log_path(pg)
@@ -262,6 +264,7 @@ def test_shim_db_already_at_head(make_db, migshim_lib, pg):
     assert_db(r)
     ran = {p for pids in r.migration_pids.values() for p in pids}
     assert not ran & set(r.worker_pids), r.describe()
+    assert r.migshim_lines() == [], r.describe()
     decisions = r.gate_decisions()
     for pid in r.worker_pids:
         assert decisions.get(pid) == ["at_head"], \

@@ -135,6 +135,19 @@ bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset);
 
 /* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
  * since 12:00:01"), or "nobody". */
+/*
+ * Lapses.  A leader that never touches the version table gives the lock up
+ * after leader_grace (the server ends its idle lock session); the next
+ * waiter would lead and lapse the same way, N-1 times over a fleet.  A
+ * leader that does touch it marks its lock connection (application_name
+ * ends in LOCK_MIGRATING_MARK); waiters look at the holder now and then:
+ * how long its lock connection has been idle, and whether it is marked.
+ */
+#define LOCK_MIGRATING_MARK "migrating"
+bool lock_mark_migrating(const struct pq_api *pq, PGconn *own);
+bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+                       bool *migrating);
+
 void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf,
                           size_t n);
 

@@ -123,6 +123,16 @@ static enum cmp compare(const struct versions *v)
     return AT_TARGET;
 }
 
+static bool versions_equal(const struct versions *a, const struct versions *b)
+{
+    if (a->present != b->present || a->n != b->n || a->truncated != b->truncated)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]) != 0)
+            return false;
+    return true;
+}
+
 static struct gdb *find_db(const char *name, const char *cluster, bool add)
 {
     /* names are kept truncated to the slot: compare what fits (a longer
@@ -358,6 +368,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
     double start = now(), last_report = start;
     bool waited = false;
     unsigned spins = 0;
+    /* the holder as last seen (see lock.h, "Lapses") */
+    double seen_at = 0, holder_idle_since = 0;
+    bool holder_seen = false, holder_migrating = false;
+    struct versions v_seen;
     for (;;) {
         struct versions v;
         bool have_v;
@@ -450,6 +464,37 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             return OUT_DONE;
         }
         double t = now();
+        if (r == LOCK_FREED && holder_seen) {
+            /* Freed, still behind, nothing moved: did the holder lapse (its
+             * lock session ended by the server after leader_grace idle, the
+             * version table never touched)?  Then so would this process:
+             * never serialize a fleet on it. */
+            double idle_for = t - holder_idle_since;
+            holder_seen = false;
+            if (!holder_migrating && idle_for >= cfg->leader_grace - 0.5 &&
+                idle_for <= cfg->leader_grace + 3.0 && versions_equal(&v, &v_seen)) {
+                close_own(g);
+                NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it up "
+                         "after leader_grace (%g s) without touching the version table %s%s%s; the database is still "
+                         "at %s; proceeding without the gate, the race guard watching.  If the app "
+                         "migrates, set version_table (MIGSHIM_VERSION_TABLE) to the table it uses",
+                         g->name, cfg->leader_grace, cfg->version_table_schema,
+                         cfg->version_table_schema[0] ? "." : "", cfg->version_table, revs);
+                return OUT_UNGATED;
+            }
+        }
+        if (r == LOCK_BUSY && (!holder_seen || t - seen_at >= 1.0)) {
+            double idle;
+            bool migrating;
+            if (lock_holder_state(pq, own, g->key, &idle, &migrating)) {
+                if (!holder_seen)
+                    v_seen = v;
+                holder_seen = true;
+                holder_idle_since = t - idle;
+                holder_migrating = migrating;
+            }
+            seen_at = t;
+        }
         if (t - start >= cfg->wait_timeout) {
             char holder[256];
             lock_describe_holder(pq, own, g->key, holder, sizeof holder);
@@ -751,8 +796,10 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
     if (g->st == G_LEADING) {
         if (!g->saw_vt) {
             g->saw_vt = true;
-            if (g->own)
+            if (g->own) {
                 lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                lock_mark_migrating(&copy->api, ownconn_pg(g->own)); /* not a lapse */
+            }
         }
         mark_dirty(g, pg);
     } else if (g->st == G_UNGATED) {
@@ -855,8 +902,11 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         close_own(g);
         untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
-        NOTE(LOG_LVL_INFO, "lapsed", g->name, NULL, "database \"%s\": no version-table statement within leader_grace (%g s); gave the "
-                 "migration lock up", g->name, cfg->leader_grace);
+        NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on the version table %s%s%s within "
+                 "leader_grace (%g s); gave the migration lock up.  If this process migrates, set "
+                 "version_table (MIGSHIM_VERSION_TABLE) to the table its migrations use",
+                 g->name, cfg->version_table_schema, cfg->version_table_schema[0] ? "." : "",
+                 cfg->version_table, cfg->leader_grace);
     }
     refresh_pending();
     pthread_mutex_unlock(&mu);

@@ -580,20 +580,54 @@ bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, 
     return run_ok(pq, own, sql);
 }
 
-void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n)
+/* "SELECT <cols> FROM the holder of `key`'s backend" (simple protocol: see
+ * lock_read_versions). */
+static void holder_sql(int64_t key, const char *cols, char *sql, size_t n)
 {
     char hi[24], lo[24];
     snprintf(hi, sizeof hi, "%llu", (unsigned long long)(((uint64_t)key >> 32) & 0xffffffffu));
     snprintf(lo, sizeof lo, "%llu", (unsigned long long)((uint64_t)key & 0xffffffffu));
-    char sql[1024]; /* simple protocol: see lock_read_versions */
-    snprintf(sql, sizeof sql,
-             "SELECT a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
-             "       to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ') "
+    snprintf(sql, n,
+             "SELECT %s "
              "FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
              "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
              "  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
              "  AND l.classid = %s::pg_catalog.oid AND l.objid = %s::pg_catalog.oid AND l.objsubid = 1",
-             hi, lo);
+             cols, hi, lo);
+}
+
+bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+                       bool *migrating)
+{
+    char sql[1024];
+    holder_sql(key, "extract(epoch FROM now() - a.state_change)::float8, "
+                    "a.application_name LIKE '% " LOCK_MIGRATING_MARK "'",
+               sql, sizeof sql);
+    PGresult *r = pq->PQexec(c, sql);
+    bool ok = r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0 &&
+              !pq->PQgetisnull(r, 0, 0);
+    if (ok) {
+        *idle = strtod(pq->PQgetvalue(r, 0, 0), NULL);
+        *migrating = strcmp(pq->PQgetvalue(r, 0, 1), "t") == 0;
+    }
+    if (r)
+        pq->PQclear(r);
+    return ok;
+}
+
+bool lock_mark_migrating(const struct pq_api *pq, PGconn *own)
+{
+    return run_ok(pq, own, "SELECT pg_catalog.set_config('application_name', "
+                           "pg_catalog.current_setting('application_name') || ' " LOCK_MIGRATING_MARK
+                           "', false)");
+}
+
+void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n)
+{
+    char sql[1024];
+    holder_sql(key, "a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
+                    "to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ')",
+               sql, sizeof sql);
     PGresult *r = pq->PQexec(own, sql);
     if (r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0)
         snprintf(buf, n, "backend pid %s from %s, application_name '%s', since %s",

@@ -109,8 +109,15 @@ class Lines:
                             r"process got the lock; proceeding")
         self.released = (D + r": migrated to (?P<revs>\S+); migration lock released "
                          r"after " + S + " s")
-        self.gave_up = (D + r": no version-table statement within leader_grace "
-                        r"\((?P<g>[\d.]+) s\); gave the migration lock up")
+        self.gave_up = (D + r": no statement on the version table \S+ within leader_grace "
+                        r"\((?P<g>[\d.]+) s\); gave the migration lock up\.  If this process "
+                        r"migrates, set version_table \(MIGSHIM_VERSION_TABLE\) to the table its "
+                        r"migrations use")
+        self.peer_lapsed = (D + r": the process that held the migration lock gave it up after "
+                            r"leader_grace \((?P<g>[\d.]+) s\) without touching the version table "
+                            r"\S+; the database is still at (?P<revs>\S+); proceeding "
+                            r"without the gate, the race guard watching\.  If the app migrates, "
+                            r"set version_table \(MIGSHIM_VERSION_TABLE\) to the table it uses")
         self.unknown = (D + r": target heads unknown; the migration lock is taken at "
                         r"the first version-table statement")
         self.no_scripts = (r"no alembic\.ini, migrations/alembic\.ini or \[tool\.alembic\] "
@@ -449,7 +456,8 @@ class GateEnv:
         rows = wait_until(lambda: self.lock_backends(child), timeout,
                           "the lock connection of %s\n%s" % (child.name, child.describe()))
         assert len(rows) == 1, rows
-        assert rows[0][1] == "migshim lock pid=%d host=%s" % (child.pid, HOSTNAME), rows
+        assert rows[0][1] in ("migshim lock pid=%d host=%s" % (child.pid, HOSTNAME),
+                              "migshim lock pid=%d host=%s migrating" % (child.pid, HOSTNAME)), rows
         return rows[0]
 
     def waiting_backends(self, child: Child):
@@ -488,7 +496,9 @@ class GateEnv:
         assert len(locks) == 1, locks
         k, mode, granted, pid, app = locks[0]
         assert (k, mode, granted) == (key, "ExclusiveLock", True), locks
-        assert app == "migshim lock pid=%d host=%s" % (child.pid, HOSTNAME), locks
+        # " migrating" once the leader touched the version table (lock.h, "Lapses")
+        assert app in ("migshim lock pid=%d host=%s" % (child.pid, HOSTNAME),
+                       "migshim lock pid=%d host=%s migrating" % (child.pid, HOSTNAME)), locks
         return pid
 
     def sampler(self) -> Sampler:
@@ -952,7 +962,7 @@ def test_leader_grace_lapsed_leader_lets_a_peer_lead(gate, lock):
     assert a.finish() == 0, a.describe()
     assert a.one("rows", name="a")["rows"] == [[R1]]
     # (psycopg2's BEGIN, sent first, is the statement that notices the lapse)
-    (_, _, p) = match_lines(a.gate(), [("info", gate.L.lead), ("info", gate.L.gave_up),
+    (_, _, p) = match_lines(a.gate(), [("info", gate.L.lead), ("warn", gate.L.gave_up),
                                        ("info", gate.L.peer_before)])
     assert p.group("revs") == R1
     assert gate.versions() == [R1]
@@ -981,12 +991,12 @@ def test_leader_grace_lapsed_leader_takes_the_lock_again_for_a_late_migration(ga
 
     gate.touch("a_go")
     a.wait_mark("a_select")
-    (_, g) = match_lines(a.gate(), [("info", gate.L.lead), ("info", gate.L.gave_up)])
+    (_, g) = match_lines(a.gate(), [("info", gate.L.lead), ("warn", gate.L.gave_up)])
     assert g.group("g") == "1"
 
     gate.touch("a_go2")
     a.wait_mark("a_created")
-    (_, _, m2) = match_lines(a.gate(), [("info", gate.L.lead), ("info", gate.L.gave_up),
+    (_, _, m2) = match_lines(a.gate(), [("info", gate.L.lead), ("warn", gate.L.gave_up),
                                         ("info", gate.L.lead)])
     assert (int(m2.group("key")), m2.group("frm"), m2.group("to"), m2.group("again")) == \
         (key, "(none)", R1, " (again, for a late migration)")
@@ -995,12 +1005,38 @@ def test_leader_grace_lapsed_leader_takes_the_lock_again_for_a_late_migration(ga
 
     gate.touch("a_go3")
     a.wait_mark("a_committed")
-    match_lines(a.gate(), [("info", gate.L.lead), ("info", gate.L.gave_up),
+    match_lines(a.gate(), [("info", gate.L.lead), ("warn", gate.L.gave_up),
                            ("info", gate.L.lead), ("info", gate.L.released)])
     assert gate.advisory_locks() == []
     gate.wait_no_lock_backend(a, 1.0)
     assert a.finish() == 0, a.describe()
     assert gate.versions() == [R1]
+
+
+def test_a_lapse_never_serializes_the_fleet(gate):
+    """Three processes behind the target that never touch the version table
+    (the app does not migrate, or its table has another name): A leads and
+    lapses after leader_grace; B and C, waiting behind it, see the lock
+    freed after exactly that long with nothing changed and the holder never
+    marked as migrating -- they proceed at once with a warning, instead of
+    each leading and lapsing in turn (before: 3 x leader_grace)."""
+    grace = 2
+    env = {"MIGSHIM_HEADS": R1, "MIGSHIM_LEADER_GRACE": str(grace)}
+    steps = lambda n: [["connect", n], ["mark", "connected"], ["wait", n + "_go", 30],
+                       ["exec", n, "SELECT 1"], ["commit", n], ["close", n]]
+    a = gate.spawn(steps("a"), env=env, name="A")
+    ev_a = a.wait_mark("connected")
+    match_lines(a.gate(), [("info", gate.L.lead)])
+    b = gate.spawn(steps("b"), env=env, name="B")
+    c = gate.spawn(steps("c"), env=env, name="C")
+    ev_b, ev_c = b.wait_mark("connected", timeout=15), c.wait_mark("connected", timeout=15)
+    for w, ev in ((b, ev_b), (c, ev_c)):
+        (m,) = match_lines(w.gate(), [("warn", gate.L.peer_lapsed)])
+        assert ev["t"] - ev_a["t"] < grace + 3, w.describe()  # not serialized
+    assert gate.advisory_locks() == []
+    for n, w in (("a", a), ("b", b), ("c", c)):
+        gate.touch(n + "_go")
+        assert w.finish() == 0, w.describe()
 
 
 # ===========================================================================
@@ -1189,7 +1225,7 @@ def test_lapsed_leader_wait_timeout_fail_stops_the_statement(gate):
         assert errors and (errors[0]["op"], errors[0]["args"][1]) == ("exec", CREATE_VT), \
             a.describe()
         # (psycopg2's BEGIN notices the lapse first)
-        m = match_lines(a.gate(), [("info", gate.L.lead), ("info", gate.L.gave_up),
+        m = match_lines(a.gate(), [("info", gate.L.lead), ("warn", gate.L.gave_up),
                                    ("error", gate.L.timeout_fail)])
         assert int(m[2].group("hpid")) == holder.pid
     finally:

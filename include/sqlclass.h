@@ -42,6 +42,8 @@ enum sql_kind {
     SQL_OTHER = 0,
     SQL_VT_CREATE,     /* CREATE TABLE <vt> (version_num ...                          */
     SQL_VT_READ,       /* SELECT <vt>.version_num FROM <vt>                           */
+    SQL_VT_EXISTS,     /* SELECT ... pg_class ... '<vt>' ...: SQLAlchemy's has_table
+                          (a query of pg_class naming the table as a literal)     */
     SQL_VT_INSERT,     /* INSERT INTO <vt> (version_num) VALUES (v)
                           [RETURNING <vt>.version_num]                                 */
     SQL_VT_UPDATE,     /* UPDATE <vt> SET version_num=v WHERE <vt>.version_num = from  */

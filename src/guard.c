@@ -482,8 +482,18 @@ static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
 static void observe(const struct pq_api *pq, struct gconn *g, const struct sqlclass *k,
                     bool in_txn, const PGresult *r)
 {
-    if (!in_txn || k->kind != SQL_VT_READ || g->s0_known || !r ||
-        pq->PQresultStatus(r) != PGRES_TUPLES_OK || pq->PQnfields(r) != 1)
+    if (!in_txn || g->s0_known || !r || pq->PQresultStatus(r) != PGRES_TUPLES_OK)
+        return;
+    if (k->kind == SQL_VT_EXISTS) {
+        /* has_table found no table: the transaction starts from none (a
+         * table it finds says nothing of its rows: Alembic's read will) */
+        if (pq->PQntuples(r) == 0) {
+            memset(&g->s0, 0, sizeof g->s0);
+            g->s0_known = true;
+        }
+        return;
+    }
+    if (k->kind != SQL_VT_READ || pq->PQnfields(r) != 1)
         return;
     struct versions *v = &g->s0;
     memset(v, 0, sizeof *v);

@@ -75,8 +75,8 @@ bool sqlclass_mentions(const char *sql, const char *name)
 
 const char *sqlclass_kind_name(enum sql_kind kind)
 {
-    static const char *const names[] = {"other", "CREATE TABLE", "SELECT", "INSERT", "UPDATE",
-                                        "DELETE"};
+    static const char *const names[] = {"other", "CREATE TABLE", "SELECT", "SELECT", "INSERT",
+                                        "UPDATE", "DELETE"};
     return names[kind];
 }
 
@@ -374,10 +374,20 @@ static enum sql_kind alembic_shape(struct lexer *lx, struct token *t, const char
                    : SQL_OTHER;
     }
     if (eat(lx, t, "select")) {
-        return eat_vt_column(lx, t, schema, table) && eat(lx, t, "from") &&
-                       eat_vt(lx, t, schema, table) && at_end(lx, t)
-                   ? SQL_VT_READ
-                   : SQL_OTHER;
+        struct lexer save = *lx;
+        struct token first = *t;
+        if (eat_vt_column(lx, t, schema, table) && eat(lx, t, "from") &&
+            eat_vt(lx, t, schema, table) && at_end(lx, t))
+            return SQL_VT_READ;
+        /* has_table: pg_class, and the table's name as a literal */
+        *lx = save;
+        *t = first;
+        bool catalog = false, named = false;
+        for (; t->type != T_END && !is_punct(t, ';'); next(lx, t)) {
+            catalog |= is_word(t, "pg_class");
+            named |= t->type == T_STRING && !t->too_long && strcmp(t->text, table) == 0;
+        }
+        return catalog && named && at_end(lx, t) ? SQL_VT_EXISTS : SQL_OTHER;
     }
     if (eat(lx, t, "insert")) {
         if (!(eat(lx, t, "into") && eat_vt(lx, t, schema, table) && eat_punct(lx, t, '(') &&

@@ -49,8 +49,13 @@ Test(classify, alembic_statements)
     cr_assert_eq(c.kind, SQL_VT_READ);
     c = cls("select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
             "pg_catalog.pg_table_is_visible(c.oid) and relname='alembic_version'");
-    cr_assert_eq(c.kind, SQL_OTHER);
+    cr_assert_eq(c.kind, SQL_VT_EXISTS); /* SQLAlchemy 1.4's has_table */
     cr_assert_eq(c.nstatements, 1);
+    cr_assert_eq(cls("select relname from pg_class where relname='alembic_versions'").kind,
+                 SQL_OTHER);
+    cr_assert_eq(cls("select 'alembic_version' from pg_namespace").kind, SQL_OTHER);
+    cr_assert_eq(cls("select relname from pg_class where relname='alembic_version'; select 1")
+                     .kind, SQL_OTHER);
 }
 
 Test(classify, parameters_and_casts)

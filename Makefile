@@ -11,7 +11,18 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-CPPFLAGS += -Iinclude -I$(PG_INC)
+
+# The one source of truth for the version: `migshim --version`, the
+# library's first debug line, the man pages, the .deb and the tarball.
+VERSION := $(shell cat VERSION)
+
+# libconfig is dlopen'ed (src/libconfig_dl.c), by the soname of the library
+# whose header we compile against: config_t's layout is that version's.
+LIBCONFIG_SONAME := $(or $(shell objdump -p "$$($(CC) -print-file-name=libconfig.so)" 2>/dev/null \
+                      | awk '$$1 == "SONAME" { print $$2 }'),libconfig.so.9)
+
+CPPFLAGS += -Iinclude -I$(PG_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
+            -DMIGSHIM_LIBCONFIG_SONAME='"$(LIBCONFIG_SONAME)"'
 SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 # A sanitized library takes the sanitizer runtime from the process (preload
 # it first), so its symbols stay undefined at link time: no -z defs then.
@@ -20,16 +31,23 @@ ZDEFS := $(if $(SANITIZE),,-Wl,-z,defs)
 # A sanitized build never shares a directory with the normal one.
 B := $(if $(SANITIZE),build-san,build)
 
-# The preload library.  No -lpq: the app brings its own libpq, the shim
-# reaches it through resolve.c.  -z defs makes any direct call of a PQ*
-# name a link error; -Bsymbolic binds the shim's references to its own
-# wrappers (the dlsym table) inside the shim.
-LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c src/interpose.c
+# The preload library needs nothing but libc at load time: it is a drop-in
+# copied into images that have no libconfig and no libpq of their own.  No
+# -lpq: the app brings its own libpq, the shim reaches it through
+# resolve.c.  No -lconfig: libconfig is dlopen'ed when a configuration file
+# is present (libconfig_dl.c).  -z defs makes any direct call of a PQ* name
+# a link error; -Bsymbolic binds the shim's references to its own wrappers
+# (the dlsym table) inside the shim.  (-ldl -lpthread are empty stubs since
+# glibc 2.34, kept for older ones.)
+LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
+            src/shim.c src/heads.c src/sqlclass.c src/lock.c src/gate.c src/guard.c src/events.c \
+            src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
-LIB_LIBS := -lconfig -ldl -lpthread
+LIB_LIBS := -ldl -lpthread
 
-CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/lock.c src/timeline.c
+# The command links no libpq either: `status` loads one (libpq_dl.c).
+CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/heads.c \
+            src/lock.c src/timeline.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -41,24 +59,29 @@ all: $(B)/libmigshim.so $(B)/migshim
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
-# The command embeds LIBDIR: rebuild it when LIBDIR changes (make install PREFIX=...).
+# The command embeds LIBDIR, and LIBDIR relative to BINDIR (an installed
+# tree unpacked elsewhere finds its own library): rebuild it when they
+# change (make install PREFIX=...).
+LIBDIR_REL = $(shell realpath -m --relative-to='$(BINDIR)' '$(LIBDIR)')
 $(B)/libdir.stamp: FORCE | $(B)/cli
-	@echo '$(LIBDIR)' | cmp -s - $@ || echo '$(LIBDIR)' > $@
+	@echo '$(LIBDIR) $(LIBDIR_REL)' | cmp -s - $@ || echo '$(LIBDIR) $(LIBDIR_REL)' > $@
 .PHONY: FORCE
 FORCE:
 
 $(B)/cli/cli.o: $(B)/libdir.stamp
+$(B)/cli/cli.o $(B)/obj/shim.o: VERSION
 
 $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
-	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' -c -o $@ $<
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' \
+	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 $(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic -Wl,-soname,libmigshim.so \
-	    -Wl,--version-script=src/exports.map \
+	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=src/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 
 $(B)/migshim: $(CLI_OBJS)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -lconfig -lpq
+	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
 
 $(B)/obj $(B)/cli:
 	mkdir -p $@
@@ -142,15 +165,15 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := revision sqlclass redact config ini
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_revision := src/heads.c src/log.c src/config.c
+FUZZ_SRCS_revision := src/heads.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
-FUZZ_SRCS_config := src/config.c src/log.c
-FUZZ_SRCS_ini := src/heads.c src/log.c src/config.c
+FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
+FUZZ_SRCS_ini := src/heads.c src/log.c src/config.c src/libconfig_dl.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz
-	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -lconfig
+	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -ldl
 
 # libclang-rt-dev: the libFuzzer and sanitizer runtimes clang links
 fuzz-deps:

@@ -13,6 +13,10 @@
 #include "ownconn.h"
 #include "resolve.h"
 
+#ifndef MIGSHIM_VERSION
+#error "MIGSHIM_VERSION is set by the Makefile (from the file VERSION)"
+#endif
+
 extern char **environ;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -70,6 +74,8 @@ static void shim_init(void)
         return;
     }
     log_set_level(cfg.log);
+    log_debug("libmigshim.so %s: active in this process (configuration file: %s)", MIGSHIM_VERSION,
+              cfg.file[0] ? cfg.file : "none");
     if (cfg.log >= LOG_LVL_DEBUG)
         shim_hooks_add(1); /* for good: every first call is noted */
     active = true;

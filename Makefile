@@ -91,7 +91,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl dpkg-dev
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure
@@ -111,7 +111,7 @@ deps:
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
 
-check: deps all
+check: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
 # Every test against the library built with ASan and UBSan (gcc), in
@@ -193,6 +193,11 @@ fuzz: fuzz-deps $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 # --- install ----------------------------------------------------------------
 DOCDIR  ?= $(PREFIX)/share/doc/migshim
 
+# A man page gets VERSION in its .TH line ("migshim X.Y.Z").
+define install_man
+	sed 's/"migshim [0-9][^"]*"/"migshim $(VERSION)"/' $(1) > $(2).tmp && chmod 0644 $(2).tmp && mv $(2).tmp $(2)
+endef
+
 # The example configuration goes to the documentation, not to /etc: an
 # installed /etc/migshim.conf is read by every preloaded process.
 install: all
@@ -200,8 +205,8 @@ install: all
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
 	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
-	install -m 0644 man/migshim.1 $(DESTDIR)$(MANDIR)/man1/migshim.1
-	install -m 0644 man/migshim.conf.5 $(DESTDIR)$(MANDIR)/man5/migshim.conf.5
+	$(call install_man,man/migshim.1,$(DESTDIR)$(MANDIR)/man1/migshim.1)
+	$(call install_man,man/migshim.conf.5,$(DESTDIR)$(MANDIR)/man5/migshim.conf.5)
 	install -m 0644 examples/migshim.conf $(DESTDIR)$(DOCDIR)/migshim.conf.example
 
 uninstall:
@@ -210,8 +215,68 @@ uninstall:
 	    $(DESTDIR)$(DOCDIR)/migshim.conf.example
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
+# --- Debian package (make deb) and source tarball (make dist) ----------------
+# make deb        build-deb/migshim_$(VERSION)_<arch>.deb with dpkg-deb, built with
+#                 Debian's hardening flags, PREFIX=/usr, the library in the
+#                 multiarch directory (packaging/build-deb.sh)
+# make lintian    the package through lintian (installed by make deb-deps): no errors
+# make check-deb  tests/packaging/test_deb.py: build, lintian, install into a
+#                 throwaway root, a shimmed fleet with the installed library
+# make dist       migshim-$(VERSION).tar.gz from the files git tracks
+# make distcheck  unpack it, build and run make check from its own contents
+DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+DEB_B         ?= build-deb
+DEB_FILE      := $(DEB_B)/migshim_$(VERSION)_$(DEB_ARCH).deb
+DEB_FLAGS      = DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get
+DEB_BUILD_PACKAGES := gcc make binutils libc6-dev libpq-dev libconfig-dev dpkg-dev
+DEB_TOOL_PACKAGES := lintian
+
+.PHONY: deb deb-deps lintian check-deb dist distcheck
+deb:
+	$(call apt_ensure,deb,$(DEB_BUILD_PACKAGES))
+	rm -rf $(DEB_B)/root $(DEB_FILE)
+	$(MAKE) --no-print-directory B=$(DEB_B) SANITIZE= PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTIARCH) \
+	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
+	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" DESTDIR=$(abspath $(DEB_B))/root install >/dev/null
+	packaging/build-deb.sh $(DEB_B)/root $(VERSION) $(DEB_ARCH) $(DEB_FILE)
+
+deb-deps:
+	$(call apt_ensure,deb-deps,$(DEB_BUILD_PACKAGES) $(DEB_TOOL_PACKAGES))
+
+lintian: deb-deps deb
+	lintian --fail-on error,warning --info $(DEB_FILE)
+	@echo "lintian: $(DEB_FILE): no errors or warnings"
+
+check-deb: deps deb-deps all
+	@DEB_B=$(DEB_B) tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	    -rxXfE tests/packaging
+
+# The tarball's file list: what git tracks, or (in an unpacked tarball, no
+# git) its own MANIFEST, so a tarball can make the next one.
+DIST := migshim-$(VERSION)
+DIST_FILES = $(shell if [ -f MANIFEST ]; then cat MANIFEST; else git ls-files; fi)
+DIST_MTIME = $(shell if [ -f MANIFEST ]; then stat -c %Y MANIFEST; else git log -1 --format=%ct; fi)
+dist:
+	rm -rf $(B)/dist $(B)/$(DIST).tar.gz
+	mkdir -p $(B)/dist/$(DIST)
+	cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist/$(DIST)/
+	cd $(B)/dist/$(DIST) && find . -type f | sed 's|^\./||' | LC_ALL=C sort > MANIFEST
+	tar -C $(B)/dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_MTIME) \
+	    -cf - $(DIST) | gzip -9n > $(B)/$(DIST).tar.gz
+	rm -rf $(B)/dist
+	@echo "make dist: $(B)/$(DIST).tar.gz ($$(tar -tzf $(B)/$(DIST).tar.gz | grep -vc '/$$') files)"
+	@if [ ! -f MANIFEST ] && [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
+	    echo "make dist: note: uncommitted changes to tracked files are in the tarball" >&2; fi
+
+distcheck: dist
+	rm -rf $(B)/distcheck && mkdir -p $(B)/distcheck
+	tar -xzf $(B)/$(DIST).tar.gz -C $(B)/distcheck
+	$(MAKE) -C $(B)/distcheck/$(DIST) check
+	@echo "distcheck: $(DIST).tar.gz builds and passes make check from its own contents"
+
 clean:
-	rm -rf $(B) build-san
+	rm -rf $(B) build-san $(DEB_B)
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
@@ -224,5 +289,9 @@ help:
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
+	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"
+	@echo "make lintian     lintian on the package (make deb-deps installs it)"
+	@echo "make check-deb   build, lintian, install into a throwaway root, boot a fleet with it"
+	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

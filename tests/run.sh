@@ -81,7 +81,7 @@ if [ "${1:-}" = "--server" ]; then
   echo "== integration (C, real PostgreSQL on port $PGPORT)"
   run_criterion integration-c $(make -s B="$B" print-integration-c-tests)
   echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
-  run_pytest python tests/integration tests/e2e
+  run_pytest python tests/integration tests/e2e tests/packaging
   echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
   CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
   exit 0

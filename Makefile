@@ -260,7 +260,7 @@ DIST_MTIME = $(shell if [ -f MANIFEST ]; then stat -c %Y MANIFEST; else git log 
 dist:
 	rm -rf $(B)/dist $(B)/$(DIST).tar.gz
 	mkdir -p $(B)/dist/$(DIST)
-	cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist/$(DIST)/
+	@cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist/$(DIST)/
 	cd $(B)/dist/$(DIST) && find . -type f | sed 's|^\./||' | LC_ALL=C sort > MANIFEST
 	tar -C $(B)/dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_MTIME) \
 	    -cf - $(DIST) | gzip -9n > $(B)/$(DIST).tar.gz

@@ -272,7 +272,7 @@ dist:
 distcheck: dist
 	rm -rf $(B)/distcheck && mkdir -p $(B)/distcheck
 	tar -xzf $(B)/$(DIST).tar.gz -C $(B)/distcheck
-	$(MAKE) -C $(B)/distcheck/$(DIST) check
+	cd $(B)/distcheck/$(DIST) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(MAKE) check
 	@echo "distcheck: $(DIST).tar.gz builds and passes make check from its own contents"
 
 clean:

@@ -11,7 +11,18 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-CPPFLAGS += -Iinclude -I$(PG_INC)
+
+# The one source of truth for the version: `migshim --version`, the
+# library's first debug line, the man pages, the .deb and the tarball.
+VERSION := $(shell cat VERSION)
+
+# libconfig is dlopen'ed (src/libconfig_dl.c), by the soname of the library
+# whose header we compile against: config_t's layout is that version's.
+LIBCONFIG_SONAME := $(or $(shell objdump -p "$$($(CC) -print-file-name=libconfig.so)" 2>/dev/null \
+                      | awk '$$1 == "SONAME" { print $$2 }'),libconfig.so.9)
+
+CPPFLAGS += -Iinclude -I$(PG_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
+            -DMIGSHIM_LIBCONFIG_SONAME='"$(LIBCONFIG_SONAME)"'
 SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 # A sanitized library takes the sanitizer runtime from the process (preload
 # it first), so its symbols stay undefined at link time: no -z defs then.
@@ -20,17 +31,23 @@ ZDEFS := $(if $(SANITIZE),,-Wl,-z,defs)
 # A sanitized build never shares a directory with the normal one.
 B := $(if $(SANITIZE),build-san,build)
 
-# The preload library.  No -lpq: the app brings its own libpq, the shim
-# reaches it through resolve.c.  -z defs makes any direct call of a PQ*
-# name a link error; -Bsymbolic binds the shim's references to its own
-# wrappers (the dlsym table) inside the shim.
-LIB_SRCS := src/log.c src/config.c src/resolve.c src/conn.c src/ownconn.c src/shim.c \
-            src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/gate.c \
-            src/guard.c src/events.c src/interpose.c
+# The preload library needs nothing but libc at load time: it is a drop-in
+# copied into images that have no libconfig and no libpq of their own.  No
+# -lpq: the app brings its own libpq, the shim reaches it through
+# resolve.c.  No -lconfig: libconfig is dlopen'ed when a configuration file
+# is present (libconfig_dl.c).  -z defs makes any direct call of a PQ* name
+# a link error; -Bsymbolic binds the shim's references to its own wrappers
+# (the dlsym table) inside the shim.  (-ldl -lpthread are empty stubs since
+# glibc 2.34, kept for older ones.)
+LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
+            src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c \
+            src/gate.c src/guard.c src/events.c src/interpose.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
-LIB_LIBS := -lconfig -ldl -lpthread
+LIB_LIBS := -ldl -lpthread
 
-CLI_SRCS := src/cli.c src/log.c src/config.c src/heads.c src/envpy.c src/lock.c src/timeline.c
+# The command links no libpq either: `status` loads one (libpq_dl.c).
+CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/heads.c \
+            src/envpy.c src/lock.c src/timeline.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -42,24 +59,29 @@ all: $(B)/libmigshim.so $(B)/migshim
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
-# The command embeds LIBDIR: rebuild it when LIBDIR changes (make install PREFIX=...).
+# The command embeds LIBDIR, and LIBDIR relative to BINDIR (an installed
+# tree unpacked elsewhere finds its own library): rebuild it when they
+# change (make install PREFIX=...).
+LIBDIR_REL = $(shell realpath -m --relative-to='$(BINDIR)' '$(LIBDIR)')
 $(B)/libdir.stamp: FORCE | $(B)/cli
-	@echo '$(LIBDIR)' | cmp -s - $@ || echo '$(LIBDIR)' > $@
+	@echo '$(LIBDIR) $(LIBDIR_REL)' | cmp -s - $@ || echo '$(LIBDIR) $(LIBDIR_REL)' > $@
 .PHONY: FORCE
 FORCE:
 
 $(B)/cli/cli.o: $(B)/libdir.stamp
+$(B)/cli/cli.o $(B)/obj/shim.o: VERSION
 
 $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
-	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' -c -o $@ $<
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' \
+	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 $(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic -Wl,-soname,libmigshim.so \
-	    -Wl,--version-script=src/exports.map \
+	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=src/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 
 $(B)/migshim: $(CLI_OBJS)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -lconfig -lpq
+	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
 
 $(B)/obj $(B)/cli:
 	mkdir -p $@
@@ -69,7 +91,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure
@@ -89,7 +111,7 @@ deps:
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
 
-check: deps all
+check: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
 # Every test against the library built with ASan and UBSan (gcc), in
@@ -144,16 +166,16 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := revision sqlclass redact config ini envpy
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_revision := src/heads.c src/envpy.c src/log.c src/config.c
+FUZZ_SRCS_revision := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
-FUZZ_SRCS_config := src/config.c src/log.c
-FUZZ_SRCS_ini := src/heads.c src/envpy.c src/log.c src/config.c
-FUZZ_SRCS_envpy := src/envpy.c src/heads.c src/log.c src/config.c
+FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
+FUZZ_SRCS_ini := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_envpy := src/envpy.c src/heads.c src/log.c src/config.c src/libconfig_dl.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz
-	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -lconfig
+	$(FUZZ_CC) $(STD) $(CPPFLAGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) -ldl
 
 # libclang-rt-dev: the libFuzzer and sanitizer runtimes clang links
 fuzz-deps:
@@ -173,6 +195,11 @@ fuzz: fuzz-deps $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
 # --- install ----------------------------------------------------------------
 DOCDIR  ?= $(PREFIX)/share/doc/migshim
 
+# A man page gets VERSION in its .TH line ("migshim X.Y.Z").
+define install_man
+	sed 's/"migshim [0-9][^"]*"/"migshim $(VERSION)"/' $(1) > $(2).tmp && chmod 0644 $(2).tmp && mv $(2).tmp $(2)
+endef
+
 # The example configuration goes to the documentation, not to /etc: an
 # installed /etc/migshim.conf is read by every preloaded process.
 install: all
@@ -180,8 +207,8 @@ install: all
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
 	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
-	install -m 0644 man/migshim.1 $(DESTDIR)$(MANDIR)/man1/migshim.1
-	install -m 0644 man/migshim.conf.5 $(DESTDIR)$(MANDIR)/man5/migshim.conf.5
+	$(call install_man,man/migshim.1,$(DESTDIR)$(MANDIR)/man1/migshim.1)
+	$(call install_man,man/migshim.conf.5,$(DESTDIR)$(MANDIR)/man5/migshim.conf.5)
 	install -m 0644 examples/migshim.conf $(DESTDIR)$(DOCDIR)/migshim.conf.example
 
 uninstall:
@@ -190,8 +217,68 @@ uninstall:
 	    $(DESTDIR)$(DOCDIR)/migshim.conf.example
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
+# --- Debian package (make deb) and source tarball (make dist) ----------------
+# make deb        build-deb/migshim_$(VERSION)_<arch>.deb with dpkg-deb, built with
+#                 Debian's hardening flags, PREFIX=/usr, the library in the
+#                 multiarch directory (packaging/build-deb.sh)
+# make lintian    the package through lintian (installed by make deb-deps): no errors
+# make check-deb  tests/packaging/test_deb.py: build, lintian, install into a
+#                 throwaway root, a shimmed fleet with the installed library
+# make dist       migshim-$(VERSION).tar.gz from the files git tracks
+# make distcheck  unpack it, build and run make check from its own contents
+DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+DEB_B         ?= build-deb
+DEB_FILE      := $(DEB_B)/migshim_$(VERSION)_$(DEB_ARCH).deb
+DEB_FLAGS      = DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get
+DEB_BUILD_PACKAGES := gcc make binutils libc6-dev libpq-dev libconfig-dev dpkg-dev
+DEB_TOOL_PACKAGES := lintian
+
+.PHONY: deb deb-deps lintian check-deb dist distcheck
+deb:
+	$(call apt_ensure,deb,$(DEB_BUILD_PACKAGES))
+	rm -rf $(DEB_B)/root $(DEB_FILE)
+	$(MAKE) --no-print-directory B=$(DEB_B) SANITIZE= PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTIARCH) \
+	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
+	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" DESTDIR=$(abspath $(DEB_B))/root install >/dev/null
+	packaging/build-deb.sh $(DEB_B)/root $(VERSION) $(DEB_ARCH) $(DEB_FILE)
+
+deb-deps:
+	$(call apt_ensure,deb-deps,$(DEB_BUILD_PACKAGES) $(DEB_TOOL_PACKAGES))
+
+lintian: deb-deps deb
+	lintian --fail-on error,warning --info $(DEB_FILE)
+	@echo "lintian: $(DEB_FILE): no errors or warnings"
+
+check-deb: deps deb-deps all
+	@DEB_B=$(DEB_B) tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	    -rxXfE tests/packaging
+
+# The tarball's file list: what git tracks, or (in an unpacked tarball, no
+# git) its own MANIFEST, so a tarball can make the next one.
+DIST := migshim-$(VERSION)
+DIST_FILES = $(shell if [ -f MANIFEST ]; then cat MANIFEST; else git ls-files; fi)
+DIST_MTIME = $(shell if [ -f MANIFEST ]; then stat -c %Y MANIFEST; else git log -1 --format=%ct; fi)
+dist:
+	rm -rf $(B)/dist $(B)/$(DIST).tar.gz
+	mkdir -p $(B)/dist/$(DIST)
+	@cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist/$(DIST)/
+	cd $(B)/dist/$(DIST) && find . -type f | sed 's|^\./||' | LC_ALL=C sort > MANIFEST
+	tar -C $(B)/dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_MTIME) \
+	    -cf - $(DIST) | gzip -9n > $(B)/$(DIST).tar.gz
+	rm -rf $(B)/dist
+	@echo "make dist: $(B)/$(DIST).tar.gz ($$(tar -tzf $(B)/$(DIST).tar.gz | grep -vc '/$$') files)"
+	@if [ ! -f MANIFEST ] && [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
+	    echo "make dist: note: uncommitted changes to tracked files are in the tarball" >&2; fi
+
+distcheck: dist
+	rm -rf $(B)/distcheck && mkdir -p $(B)/distcheck
+	tar -xzf $(B)/$(DIST).tar.gz -C $(B)/distcheck
+	cd $(B)/distcheck/$(DIST) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(MAKE) check
+	@echo "distcheck: $(DIST).tar.gz builds and passes make check from its own contents"
+
 clean:
-	rm -rf $(B) build-san
+	rm -rf $(B) build-san $(DEB_B)
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
@@ -204,5 +291,9 @@ help:
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
+	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"
+	@echo "make lintian     lintian on the package (make deb-deps installs it)"
+	@echo "make check-deb   build, lintian, install into a throwaway root, boot a fleet with it"
+	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

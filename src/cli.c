@@ -10,12 +10,13 @@
  *   migshim status [CONNINFO|URL]  heads, the database's version, the lock holder,
  *                                  the effective configuration and its sources
  *
- * heads and status share the library's own config, heads and lock code; the
- * command (unlike the library) links libpq directly.
+ * heads and status share the library's own config, heads and lock code.
+ * Like the library, the command links nothing but libc: libconfig is loaded
+ * when there is a configuration file (src/libconfig_dl.c), libpq only by
+ * `status` (src/libpq_dl.c: the system's, or a psycopg wheel's copy).
  */
 #include <errno.h>
 #include <link.h>
-#include <libpq-fe.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "config.h"
 #include "envpy.h"
 #include "heads.h"
+#include "libpq_dl.h"
 #include "lock.h"
 #include "log.h"
 #include "timeline.h"
@@ -33,7 +35,15 @@
 #ifndef MIGSHIM_LIBDIR
 #define MIGSHIM_LIBDIR "/usr/local/lib"
 #endif
-#define MIGSHIM_VERSION "0.1.0"
+/* The library directory relative to the command's own (BINDIR -> LIBDIR,
+ * e.g. "../lib/x86_64-linux-gnu"): an installed tree that was moved (a
+ * package unpacked into another root) still finds its own library. */
+#ifndef MIGSHIM_LIBDIR_REL
+#define MIGSHIM_LIBDIR_REL "../lib"
+#endif
+#ifndef MIGSHIM_VERSION
+#error "MIGSHIM_VERSION is set by the Makefile (from the file VERSION)"
+#endif
 
 /* Exit codes (documented in README and --help). */
 enum {
@@ -50,7 +60,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
             "       migshim [--config FILE] heads\n"
-            "       migshim [--config FILE] status [CONNINFO|URL]\n"
+            "       migshim [--config FILE] [--libpq PATH] status [CONNINFO|URL]\n"
             "       migshim timeline EVENTS_FILE -o OUT.svg\n"
             "       migshim --help | --version\n"
             "\n"
@@ -64,6 +74,8 @@ static void usage(FILE *f)
             "\n"
             "  --config FILE  configuration file (sets MIGSHIM_CONFIG)\n"
             "  --log LEVEL    error, warn, info or debug (sets MIGSHIM_LOG)\n"
+            "  --libpq PATH   the libpq `status` loads (default: the system's libpq.so.5,\n"
+            "                 else the copy in a psycopg2/psycopg wheel on python3's path)\n"
             "\n"
             "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
             "heads/status: 0 known heads (status: database at head); 1 database behind or\n"
@@ -72,16 +84,25 @@ static void usage(FILE *f)
             "64 usage error.\n");
 }
 
-/* The library: next to this executable (a build tree), else the installed one. */
+/* The library: next to this executable (a build tree), else where the
+ * installed tree puts it relative to the executable, else LIBDIR. */
 static void library_path(char *out, size_t n)
 {
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (len > 0) {
         exe[len] = '\0';
-        snprintf(out, n, "%s/libmigshim.so", dirname(exe));
+        const char *dir = dirname(exe);
+        snprintf(out, n, "%s/libmigshim.so", dir);
         if (access(out, R_OK) == 0)
             return;
+        char rel[PATH_MAX + 64];
+        snprintf(rel, sizeof rel, "%s/%s/libmigshim.so", dir, MIGSHIM_LIBDIR_REL);
+        char real[PATH_MAX];
+        if (realpath(rel, real) && access(real, R_OK) == 0) {
+            snprintf(out, n, "%s", real);
+            return;
+        }
     }
     snprintf(out, n, "%s/libmigshim.so", MIGSHIM_LIBDIR);
 }
@@ -166,15 +187,7 @@ static int cmd_heads(void)
     return 0;
 }
 
-/* The command links libpq: its table is simply the linked functions. */
-static void linked_api(struct pq_api *api)
-{
-#define PQ_API_LINKED(name, needed) api->name = name;
-    PQ_API_LIST(PQ_API_LINKED)
-#undef PQ_API_LINKED
-}
-
-static int cmd_status(const char *conninfo)
+static int cmd_status(const char *conninfo, const char *libpq)
 {
     static const char *const sources[] = {"default", "file", "environment", "env.py"};
     struct config cfg;
@@ -201,8 +214,19 @@ static int cmd_status(const char *conninfo)
         snprintf(url, sizeof url, "%.*s%s", (int)(plus - conninfo), conninfo, scheme_end);
         conninfo = url;
     }
+    /* A libmigshim.so preloaded into this command (an image with ENV
+     * LD_PRELOAD) must not gate status's own connection: it would wait for
+     * the lock when the database is behind.  The shim reads its settings at
+     * the first libpq call, after this. */
+    setenv("MIGSHIM_DISABLE", "true", 1);
     struct pq_api api;
-    linked_api(&api);
+    char where[PATH_MAX + 128], why[4096];
+    if (!libpq_dl_load(libpq, &api, where, sizeof where, why, sizeof why)) {
+        printf("database:        cannot connect: %s\n", why);
+        heads_free(&h);
+        return EXIT_NOCONN;
+    }
+    printf("libpq:           %s\n", where);
     PGconn *c = api.PQconnectdb(conninfo ? conninfo : "");
     int rc = h.known ? 0 : EXIT_UNKNOWN;
     if (api.PQstatus(c) != CONNECTION_OK) {
@@ -269,6 +293,7 @@ static int cmd_status(const char *conninfo)
 
 int main(int argc, char **argv)
 {
+    const char *libpq = NULL;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -283,6 +308,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
             setenv("MIGSHIM_CONFIG", argv[++i], 1);
+        } else if (strcmp(a, "--libpq") == 0 && i + 1 < argc) {
+            libpq = argv[++i];
         } else if (strcmp(a, "--log") == 0 && i + 1 < argc) {
             enum log_level l;
             if (!log_level_parse(argv[++i], &l)) {
@@ -304,7 +331,7 @@ int main(int argc, char **argv)
             }
             return 0;
         } else if (strcmp(a, "status") == 0 && i + 2 >= argc) {
-            return cmd_status(i + 1 < argc ? argv[i + 1] : NULL);
+            return cmd_status(i + 1 < argc ? argv[i + 1] : NULL, libpq);
         } else {
             fprintf(stderr, "migshim: unexpected argument '%s' (try --help)\n", a);
             return EXIT_USAGE;

@@ -3,12 +3,14 @@
  * of truth: name, type, where the value lives in struct config, its range.
  * The file reader and the environment reader both go through set_value()
  * with a type-tagged value, so a key behaves the same in either place.
+ * libconfig itself is reached through libconfig_dl's table, loaded only
+ * when there is a file to read.
  */
 #include "config.h"
+#include "libconfig_dl.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <libconfig.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -308,10 +310,17 @@ static bool int_as_written(const char *path, int line, long long value)
 
 bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz)
 {
+    char why[512];
+    const struct libconfig_api *lib = libconfig_dl(why, sizeof why);
+    if (!lib) {
+        fail(err, errsz, "%s: cannot read the configuration file: %s; install libconfig9, "
+             "or remove the file and set MIGSHIM_* variables instead", path, why);
+        return false;
+    }
     config_t lc;
-    config_init(&lc);
+    lib->config_init(&lc);
     bool ok = true;
-    if (!config_read_file(&lc, path)) {
+    if (!lib->config_read_file(&lc, path)) {
         if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
             struct stat st;
             int e = errno;
@@ -325,7 +334,7 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
             fail(err, errsz, "%s:%d: %s", f ? f : path, config_error_line(&lc),
                  config_error_text(&lc));
         }
-        config_destroy(&lc);
+        lib->config_destroy(&lc);
         return false;
     }
     snprintf(cfg->file, sizeof cfg->file, "%s", path);
@@ -334,15 +343,14 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         log_warn("%s: the configuration file is world-writable: anyone on this machine can change "
                  "what migshim does inside every process that loads it", path);
     config_setting_t *root = config_root_setting(&lc);
-    int n = config_setting_length(root);
+    int n = lib->config_setting_length(root);
     for (int i = 0; i < n; i++) {
-        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        config_setting_t *s = lib->config_setting_get_elem(root, (unsigned)i);
         const char *name = config_setting_name(s);
         int line = (int)config_setting_source_line(s);
         const char *where = config_setting_source_file(s);
         const char *path_here = where ? where : path;
         const struct key *k = name ? key_find(name) : NULL;
-        char why[256];
         if (!k) {
             if (ok)
                 fail(err, errsz, "%s:%d: unknown key '%s'", path_here, line, name ? name : "?");
@@ -351,12 +359,12 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         }
         struct value v = {0};
         switch (config_setting_type(s)) {
-        case CONFIG_TYPE_STRING: v.kind = V_TEXT; v.text = config_setting_get_string(s); break;
-        case CONFIG_TYPE_BOOL: v.kind = V_BOOL; v.b = config_setting_get_bool(s); break;
+        case CONFIG_TYPE_STRING: v.kind = V_TEXT; v.text = lib->config_setting_get_string(s); break;
+        case CONFIG_TYPE_BOOL: v.kind = V_BOOL; v.b = lib->config_setting_get_bool(s); break;
         case CONFIG_TYPE_INT:
         case CONFIG_TYPE_INT64:
             v.kind = V_INT;
-            v.i = config_setting_get_int64(s);
+            v.i = lib->config_setting_get_int64(s);
             if (config_setting_type(s) == CONFIG_TYPE_INT && !int_as_written(path_here, line, v.i)) {
                 if (ok)
                     fail(err, errsz, "%s:%d: '%s' does not fit in 32 bits: write a 64-bit value "
@@ -365,7 +373,7 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
                 continue;
             }
             break;
-        case CONFIG_TYPE_FLOAT: v.kind = V_FLOAT; v.f = config_setting_get_float(s); break;
+        case CONFIG_TYPE_FLOAT: v.kind = V_FLOAT; v.f = lib->config_setting_get_float(s); break;
         default:
             if (ok)
                 fail(err, errsz, "%s:%d: '%s' must be a single value, not a group or list", path,
@@ -381,7 +389,7 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         }
         mark(cfg, k, CFG_FILE);
     }
-    config_destroy(&lc);
+    lib->config_destroy(&lc);
     return ok;
 }
 

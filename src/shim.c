@@ -17,6 +17,10 @@
 #include "ownconn.h"
 #include "resolve.h"
 
+#ifndef MIGSHIM_VERSION
+#error "MIGSHIM_VERSION is set by the Makefile (from the file VERSION)"
+#endif
+
 extern char **environ;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -80,6 +84,8 @@ static void shim_init(void)
         return;
     }
     log_set_level(cfg.log);
+    log_debug("libmigshim.so %s: active in this process (configuration file: %s)", MIGSHIM_VERSION,
+              cfg.file[0] ? cfg.file : "none");
     /* the version table the app's env.py names, where migshim's settings
      * are silent: before anything reads cfg, which is fixed from here on */
     struct envpy_vt vt;

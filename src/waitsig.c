@@ -22,7 +22,7 @@ static struct sigaction saved[NSIGS];  /* the app's, while installed          */
 static bool installed[NSIGS];
 static atomic_uint recorded;           /* bit i: sigs[i] arrived              */
 static atomic_int first;               /* the first one, for the log line     */
-static __thread unsigned to_redeliver; /* handed over by the last waitsig_end */
+static __thread unsigned to_redeliver __attribute__((tls_model("initial-exec"))); /* handed over by the last waitsig_end */
 
 static void record(int sig)
 {

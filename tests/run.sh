@@ -79,9 +79,9 @@ run_pytest() { # suite paths...
 
 if [ "${1:-}" = "--server" ]; then
   echo "== integration (C, real PostgreSQL on port $PGPORT)"
-  run_criterion integration-c $(make -s B="$B" print-integration-c-tests)
+  run_criterion integration-c $(make -s --no-print-directory B="$B" print-integration-c-tests)
   echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
-  run_pytest python tests/integration tests/e2e
+  run_pytest python tests/integration tests/e2e tests/packaging
   echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
   CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
   exit 0
@@ -101,7 +101,7 @@ record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' "$B"/build-ch
 
 echo "== unit (Criterion, no server)"
 make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
-run_criterion unit $(make -s B="$B" print-unit-tests)
+run_criterion unit $(make -s --no-print-directory B="$B" print-unit-tests)
 
 CHECK_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
 

@@ -35,7 +35,7 @@ $(TESTS_B)/unit $(TESTS_B)/integration:
 # The library's module objects without interpose.o (which defines the PQ*
 # wrappers and would clash with -lpq), as an archive: a test links what it
 # uses, plus whatever those modules need, and nothing else.
-TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o resolve.o conn.o ownconn.o shim.o)
+TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o libconfig_dl.o resolve.o conn.o ownconn.o shim.o)
 TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
 
 $(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
@@ -46,11 +46,11 @@ $(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
 
 $(TESTS_B)/unit/test_config: tests/unit/test_config.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lconfig -lm
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -ldl -lm
 
 $(TESTS_B)/unit/test_events: tests/unit/test_events.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lconfig -lpthread -ldl
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl
 
 $(TESTS_B)/unit/test_log: tests/unit/test_log.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                           | $(TESTS_B)/unit
@@ -105,15 +105,15 @@ $(TESTS_B)/secure_helper: tests/integration/c/secure_helper.c $(B)/libmigshim.so
 $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmigshim-core.a \
                                   $(TESTS_HDRS) | $(TESTS_B)/integration
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
-	    -lcriterion -lpq -lconfig -lpthread -ldl -lm
+	    -lcriterion -lpq -lpthread -ldl -lm
 
-HEADS_OBJS := $(B)/obj/heads.o $(B)/obj/envpy.o $(B)/obj/config.o $(B)/obj/log.o
+HEADS_OBJS := $(addprefix $(B)/obj/,heads.o envpy.o config.o libconfig_dl.o log.o)
 
 $(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -lconfig
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -ldl
 
 $(TESTS_B)/unit/test_envpy: tests/unit/test_envpy.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -lconfig
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -ldl
 
 $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion

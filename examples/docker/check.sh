@@ -17,22 +17,34 @@
 #                        the stage root, PREFIX unchanged (the run-time path)
 #   RUN apt-get ...      not run: each package is checked to be installed
 #                        here or known to apt
+#   RUN pip install ...  no PyPI here: each package must have its Debian
+#                        counterpart installed (flask -> python3-flask, ...),
+#                        except psycopg2-binary, which is laid out in the
+#                        stage's site-packages as its wheel installs it:
+#                        Debian's psycopg2 with a renamed libpq copy beside
+#                        it (tests/harness/wheel-like.py, as auditwheel does)
 #   ENV, WORKDIR, EXPOSE recorded;  CMD ["exec", "form"]  run at the end
 #
 # Any other instruction or RUN line is an error, so the Dockerfile cannot
-# drift away from what is checked.  Then, in the final stage:
+# drift away from what is checked.  A final stage FROM python:*-slim runs
+# in a private mount namespace where libconfig.so.9 and the system
+# libpq.so.5 cannot be loaded (tests/harness/slim-ns.sh; needs root), as in
+# that image; its python is this machine's /usr/bin/python3 with the
+# stage's site-packages on PYTHONPATH.  Then, in the final stage:
 #
-#   1. the file ENV LD_PRELOAD names exists there, is an ELF library with no
-#      libpq in DT_NEEDED that exports PQconnectdb;
-#   2. the staged `migshim` runs (--version; `migshim heads` in WORKDIR
-#      prints the app's heads);
+#   1. the file ENV LD_PRELOAD names exists there, is an ELF library whose
+#      DT_NEEDED is libc only and that exports PQconnectdb;
+#   2. the `migshim` command runs (the image's own, else the one the build
+#      stage made): --version, and `migshim heads` in WORKDIR prints the
+#      app's heads;
 #   3. the image's CMD runs in WORKDIR with only the image's ENV (env -i), as
 #      `docker run -e DATABASE_URL=... -e BIND=127.0.0.1:PORT` would, LD_PRELOAD
 #      pointing into the stage root, against a fresh database of the harness
 #      server: /ready answers 200, all WORKERS workers booted, exactly one
 #      process logged "leading", no migshim warning or error, no worker
 #      failed, alembic_version = heads, each revision ran once;
-#   4. the staged `migshim status CONNINFO` says "at head: yes" (exit 0).
+#   4. `migshim status CONNINFO` (with the image's PYTHONPATH) says "at
+#      head: yes" (exit 0); in a slim image it names the wheel's libpq.
 #
 # Environment: PGHOST, PGPORT (PGUSER default postgres); KEEP=1 keeps the
 # temp dir; CHECK_TIMEOUT seconds for the app to come up (default 60);
@@ -128,6 +140,9 @@ for n, line in lines:
                 pkgs = [a for a in argv[argv.index("install") + 1:]
                         if not a.startswith("-")]
                 out("do_apt_install", *pkgs)
+            elif argv[:2] in (["pip", "install"], ["pip3", "install"]):
+                pkgs = [a for a in argv[2:] if not a.startswith("-")]
+                out("do_pip_install", *pkgs)
             elif argv[0] == "apt-get" or argv[:2] == ["rm", "-rf"]:
                 out("do_skip", c)
             elif argv[0].endswith("/install.sh"):
@@ -174,6 +189,8 @@ declare -A stage_root=()
 nstages=0
 cur=           # current stage root
 cur_name=
+cur_image=     # its FROM image
+site=          # where pip installed into, inside the stage ("" = no pip)
 workdir=/
 env_keys=()
 declare -A env_val=()
@@ -189,6 +206,7 @@ do_from() { # image [name]
     stage_root[$((nstages - 1))]=$cur
     workdir=/
     env_keys=(); env_val=(); cmd=(); exposed=
+    cur_image=$1 site=
     say "FROM $1 ${2:+AS $2}  -> $cur"
 }
 
@@ -207,6 +225,32 @@ do_apt_install() {
     done
     [ ${#missing[@]} -eq 0 ] || die "apt-get install names unknown packages: ${missing[*]}"
     say "RUN apt-get install (not run here; all $# packages known): $*"
+}
+
+do_pip_install() {
+    local p name deb missing=() pyver
+    # python:3.12-slim keeps pip's packages in /usr/local/lib/python3.12/site-packages
+    pyver=$(sed -n 's/^python:\([0-9][0-9.]*\).*/\1/p' <<<"$cur_image")
+    site=/usr/local/lib/python${pyver:-3}/site-packages
+    mkdir -p "$cur$site"
+    for p in "$@"; do
+        name=$(sed 's/[][<>=!~;].*//' <<<"$p" | tr 'A-Z_' 'a-z-')
+        case "$name" in
+            psycopg2-binary)
+                "$PY" "$repo/tests/harness/wheel-like.py" "$cur$site" >"$T/wheel.out" ||
+                    die "pip install psycopg2-binary: tests/harness/wheel-like.py failed"
+                say "RUN pip install psycopg2-binary: Debian's psycopg2 laid out as its wheel," \
+                    "libpq copy $(basename "$(cat "$T/wheel.out")") beside it"
+                continue ;;
+            flask|sqlalchemy|alembic) deb=python3-$name ;;
+            gunicorn) deb=gunicorn ;;
+            *) die "pip install $p: check.sh knows no Debian counterpart of '$name'" ;;
+        esac
+        dpkg-query -W -f='${Status}\n' "$deb" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$deb")
+    done
+    [ ${#missing[@]} -eq 0 ] || die "pip install: the Debian counterparts are not installed: ${missing[*]}"
+    say "RUN pip install (the others from Debian's packages here): $*"
 }
 
 abs_in_stage() { # path -> absolute path inside the image (relative to WORKDIR)
@@ -259,6 +303,7 @@ do_cmd()     { cmd=("$@"); say "CMD $*"; }
 . "$T/plan.sh"
 
 root=$cur
+final_image=$cur_image
 [ ${#cmd[@]} -gt 0 ] || die "the final stage has no CMD"
 preload=${env_val[LD_PRELOAD]:-}
 [ -n "$preload" ] || die "the final stage sets no ENV LD_PRELOAD"
@@ -269,20 +314,35 @@ lib=$root$preload
 # (grep >/dev/null, not grep -q: with pipefail, grep -q leaving early can
 # kill readelf with SIGPIPE and fail the pipeline although the line is there)
 readelf -h "$lib" | grep 'Type:.*DYN' >/dev/null || die "$preload is not a shared library"
-if readelf -d "$lib" | grep 'NEEDED.*libpq' >/dev/null; then die "$preload links libpq"; fi
+needed=$(readelf -d "$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+[ "$needed" = "libc.so.6 " ] || die "$preload needs more than libc at load time: $needed"
 readelf --dyn-syms -W "$lib" | grep -w 'PQconnectdb' >/dev/null || die "$preload does not export PQconnectdb"
-say "ok: LD_PRELOAD=$preload is in the image, a shared library exporting the libpq wrappers"
+say "ok: LD_PRELOAD=$preload is in the image, a shared library needing libc only, exporting the libpq wrappers"
+
+# A slim Python image has neither libconfig9 nor libpq5: emulate it.
+wrap=()
+case "${final_image}" in
+    python:*-slim*)
+        wrap=("$repo/tests/harness/slim-ns.sh" --)
+        say "FROM $final_image: the CMD runs where libconfig.so.9 and libpq.so.5 cannot be loaded" ;;
+esac
+pypath=()
+[ -z "$site" ] || pypath=(PYTHONPATH="$root$site")
 
 # --- 2. the command -------------------------------------------------------------
 cli=
 for d in /usr/local/bin /usr/bin; do
     if [ -x "$root$d/migshim" ]; then cli=$root$d/migshim; break; fi
 done
-[ -n "$cli" ] || die "no migshim command in the image's /usr/local/bin or /usr/bin"
-"$cli" --version >/dev/null || die "${cli#"$root"} --version failed"
-heads=$(cd "$root$workdir" && env -i PATH=/usr/bin:/bin "$cli" heads) ||
+if [ -z "$cli" ]; then  # the image has the library only: the build stage's command
+    cli=$(find "$T/stages" -path "$root" -prune -o -type f -path '*/bin/migshim' -perm -u+x -print | head -n 1)
+    [ -n "$cli" ] || die "no migshim command in the image or in a build stage"
+    say "the image holds the library only: using the build stage's ${cli#"$T/stages/"}"
+fi
+"${wrap[@]}" "$cli" --version >/dev/null || die "migshim --version failed"
+heads=$(cd "$root$workdir" && "${wrap[@]}" env -i PATH=/usr/bin:/bin "$cli" heads) ||
     die "migshim heads in $workdir failed"
-say "ok: ${cli#"$root"} runs; migshim heads in $workdir: $heads"
+say "ok: migshim runs; migshim heads in $workdir: $heads"
 
 # --- 3. the CMD, against a fresh database -----------------------------------------
 psql -X -q -d postgres -c "CREATE DATABASE \"$db\"" >/dev/null || die "cannot create database $db"
@@ -303,7 +363,7 @@ run_env+=(DATABASE_URL="$database_url" BIND="127.0.0.1:$port")
 workers=${env_val[WORKERS]:-1}
 
 say "running CMD in $workdir: ${cmd[*]}  (-e DATABASE_URL=... -e BIND=127.0.0.1:$port)"
-( cd "$root$workdir" && exec env -i "${run_env[@]}" "${cmd[@]}" ) \
+( cd "$root$workdir" && exec "${wrap[@]}" env -i "${run_env[@]}" "${pypath[@]}" "${cmd[@]}" ) \
     </dev/null >"$T/app.out" 2>"$T/app.err" &
 app_pid=$!
 
@@ -357,10 +417,15 @@ say "ok: database at $version; migration_runs: $runs"
 
 # --- 4. migshim status from the image ------------------------------------------------
 status_rc=0
-status=$(cd "$root$workdir" && env -i PATH=/usr/bin:/bin "$cli" status "$conninfo") || status_rc=$?
+status=$(cd "$root$workdir" && "${wrap[@]}" env -i PATH=/usr/bin:/bin "${pypath[@]}" "$cli" status "$conninfo") ||
+    status_rc=$?
 printf '%s\n' "$status" | sed 's/^/    /'
 [ "$status_rc" -eq 0 ] && printf '%s\n' "$status" | grep -q '^at head: *yes' ||
     die "migshim status: exit $status_rc, not at head"
+if [ ${#wrap[@]} -gt 0 ]; then
+    printf '%s\n' "$status" | grep -q "^libpq: .*/psycopg2_binary.libs/libpq-.*(the psycopg2_binary wheel's copy)$" ||
+        die "migshim status in the slim image did not load the wheel's libpq"
+fi
 say "ok: migshim status: at head (exit 0)"
 
 # --- stop the app ----------------------------------------------------------------------

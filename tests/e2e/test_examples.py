@@ -271,12 +271,36 @@ def test_docker_check_sh(pg):
     assert res.returncode == 0, res.stdout[-6000:]
     assert "check.sh: all checks passed" in res.stdout, res.stdout[-6000:]
     for step in ("RUN /src/migshim/examples/docker/install.sh",
-                 "ok: LD_PRELOAD=/usr/local/lib/libmigshim.so is in the image",
+                 "RUN pip install psycopg2-binary: Debian's psycopg2 laid out as its wheel",
+                 "ok: LD_PRELOAD=/usr/local/lib/libmigshim.so is in the image, a shared "
+                 "library needing libc only",
+                 "FROM python:3.12-slim: the CMD runs where libconfig.so.9 and libpq.so.5 "
+                 "cannot be loaded",
                  "ok: GET /ready -> 200",
                  "one leader",
                  "migration_runs: 0001aaaa=1 0002bbbb=1 0003cccc=1",
+                 "(the psycopg2_binary wheel's copy)",
                  "ok: migshim status: at head"):
         assert step in res.stdout, f"missing {step!r}\n{res.stdout[-6000:]}"
+
+
+def test_docker_check_sh_slim_image_has_no_system_libpq(pg, tmp_path):
+    """The slim image check.sh emulates has teeth: without the wheel (pip
+    install minus psycopg2-binary) the app finds only Debian's psycopg2,
+    whose libpq.so.5 cannot be loaded there, and never comes up."""
+    src = (EXAMPLES / "docker" / "Dockerfile").read_text()
+    assert " psycopg2-binary\n" in src
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(src.replace(" psycopg2-binary\n", "\n"))
+    env = check_sh_env(pg)
+    env.update(DOCKERFILE=str(bad), CHECK_TIMEOUT="20")
+    res = subprocess.run(
+        ["bash", str(EXAMPLES / "docker" / "check.sh")], env=env,
+        cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=180)
+    assert res.returncode != 0, res.stdout[-4000:]
+    assert "the app exited before it was ready" in res.stdout, res.stdout[-4000:]
+    assert "libpq.so.5: file too short" in res.stdout, res.stdout[-4000:]
 
 
 def test_docker_check_sh_fails_on_a_wrong_ld_preload(pg, tmp_path):

@@ -169,14 +169,22 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
                      "opt/ms/share/doc/migshim/migshim.conf.example",
                      "opt/ms/share/man/man1/migshim.1", "opt/ms/share/man/man5/migshim.conf.5"]
     assert os.access(stage / "opt/ms/bin/migshim", os.X_OK)
-    # the installed command points LD_PRELOAD at the installed library
+    # the installed command points LD_PRELOAD at the library of its own
+    # tree (BINDIR/../lib, wherever the tree was unpacked), and at
+    # PREFIX/lib when it stands alone
     env = child_base_env()
     env.pop("LD_PRELOAD", None)
-    r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--", "/usr/bin/printenv",
-                        "LD_PRELOAD"], capture_output=True, text=True, env=env, timeout=30)
     # (behind the sanitizer runtimes when SANITIZE= made it: tests/shimbuild.py)
     rts = shimbuild.sanitizer_runtimes(stage / "opt/ms/lib/libmigshim.so")
-    assert r.stdout == ":".join(rts + ["/opt/ms/lib/libmigshim.so"]) + "\n"
+    solo = tmp_path / "solo" / "migshim"
+    solo.parent.mkdir()
+    solo.write_bytes((stage / "opt/ms/bin/migshim").read_bytes())
+    solo.chmod(0o755)
+    for cmd, lib in ((stage / "opt/ms/bin/migshim", stage / "opt/ms/lib/libmigshim.so"),
+                     (solo, "/opt/ms/lib/libmigshim.so")):
+        r = subprocess.run([str(cmd), "--", "/usr/bin/printenv", "LD_PRELOAD"],
+                           capture_output=True, text=True, env=env, timeout=30)
+        assert r.stdout == ":".join(rts + [str(lib)]) + "\n", (cmd, r.stderr)
     r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [p for p in stage.rglob("*") if p.is_file()] == []

@@ -114,4 +114,12 @@ enum sql_verb {
  */
 enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz);
 
+/*
+ * True when `sql` is exactly one statement that reads no table: SHOW,
+ * SET/RESET, or a SELECT with no FROM and no INTO anywhere in it
+ * ("SELECT pg_sleep(0.2)", "SELECT current_schema()").  Its answer does
+ * not depend on what the transaction wrote.
+ */
+bool sqlclass_tablefree(const char *sql);
+
 #endif

@@ -2,24 +2,24 @@
  * guard — see include/guard.h.
  *
  * Per-connection state lives in a short table (connections that sent a
- * statement while the guard was on).  A connection is in one of three
- * modes:
+ * statement while the guard was on).  A connection is in one of two modes:
  *
- *   WATCH   ordinary: gather what the app's transaction shows (an Alembic
- *           version-table statement; the version it started from; whether
- *           it set a savepoint) and judge the results that could be a race.
+ *   WATCH   ordinary: follow what the app's transaction shows -- an Alembic
+ *           version-table statement, the version it started from, the
+ *           version it has written since (its "view"), work of its own
+ *           before the migration began -- and judge the results that could
+ *           be a race.
  *   ABSORB  a race was mapped: the app's transaction is rolled back and a
  *           READ ONLY transaction stands in for it up to its COMMIT/ROLLBACK.
- *           Statements whose success is certain and carries no data (DDL,
- *           savepoints, a plain INSERT ... VALUES, Alembic's version writes)
- *           are answered by the shim;
- *           everything else runs for real in the read-only transaction,
- *           where nothing can be written: a failure there gives the app the
- *           original error after all.
- *   DOOMED  the original error was handed over without running the
- *           statement (COMMIT AND CHAIN, PREPARE TRANSACTION in ABSORB): the
- *           read-only transaction stands in for a failed one until the app
- *           ends it.
+ *           While the app's view is still short of the target, statements
+ *           whose success is certain and carries no data (DDL, savepoints,
+ *           a plain INSERT ... VALUES, Alembic's version writes) are
+ *           answered, and Alembic's read of the version table gets the
+ *           view.  Anything else -- a read of the app's tables, any
+ *           statement once the view is at the target (the app's own work
+ *           after its migration) -- is not answered: the stand-in
+ *           transaction is made to fail for real and the app gets the
+ *           original error, as without the shim.
  *
  * Made results are built with PQmakeEmptyPGresult on the app's own
  * connection (so its notice hooks and events carry over) with the command
@@ -29,11 +29,13 @@
  */
 #include "guard.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "events.h"
@@ -48,7 +50,7 @@
 #define TAG_MAX 64 /* libpq's CMDSTATUS_LEN */
 #define STANDIN "SELECT NULL WHERE false"
 
-enum mode { M_WATCH, M_ABSORB, M_DOOMED };
+enum mode { M_WATCH, M_ABSORB };
 
 struct gconn {
     const PGconn *pg;
@@ -57,13 +59,17 @@ struct gconn {
     /* what the app's current transaction showed (WATCH) */
     bool vt_txn;            /* it sent one of Alembic's version-table statements */
     bool s0_known;          /* the version table it started from is known:      */
-    struct versions s0;     /* ... from its CREATE (none) or its read            */
+    struct versions s0;     /* ... from its CREATE or has_table (none), its read */
+    struct versions view;   /* ... and as its own writes have left it since     */
+    bool view_done;         /* the view is at the target: the migration is over  */
+    bool own_work;          /* it wrote before its first version-table statement */
     PGresult *orig;         /* ABSORB: the error the mapping answered            */
     /* the asynchronous path */
     bool sent;              /* a statement to judge is in flight, and:           */
     struct sqlclass cls;    /* ... what it was                                   */
     char tag[TAG_MAX];      /* ... its DDL tag ("" if it is not DDL)             */
-    char value[64];         /* ... the version an INSERT writes                  */
+    char value[64];         /* ... the version an INSERT / UPDATE writes         */
+    char from[64];          /* ... the version an UPDATE / DELETE matches        */
     int result_format;      /* ... the result format it asked for                */
     bool in_txn;            /* ... sent inside a transaction block               */
     PGresult *pending;      /* a made result still to deliver                    */
@@ -120,9 +126,8 @@ static void set_mode(const struct pq_api *pq, struct gconn *g, enum mode m)
         pq->PQclear(g->orig);
         g->orig = NULL;
     }
-    if (m == M_WATCH) {
-        g->vt_txn = g->s0_known = false;
-    }
+    if (m == M_WATCH)
+        g->vt_txn = g->s0_known = g->view_done = g->own_work = false;
     update_busy(g);
 }
 
@@ -340,7 +345,8 @@ static PGresult *made_insert(const struct pq_api *pq, PGconn *pg, bool returning
 static bool candidate(const struct pq_api *pq, const struct gconn *g, const struct sqlclass *k,
                       const char *ddl, bool in_txn, const PGresult *res)
 {
-    if (!in_txn || !g->vt_txn || !g->s0_known || gate_at_target(&g->s0) || !res)
+    if (!in_txn || !g->vt_txn || !g->s0_known || gate_at_target(&g->s0) || g->own_work ||
+        g->view_done || !res)
         return false;
     ExecStatusType st = pq->PQresultStatus(res);
     if (st == PGRES_FATAL_ERROR) {
@@ -400,9 +406,12 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
 
 /* Judge a candidate (its command is complete: the connection is idle).
  * Returns what the app sees: `res` itself, or a made result. */
+static void apply_view(struct gconn *g, enum sql_kind kind, const char *value,
+                       const char *from);
+
 static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
                        const struct sqlclass *k, const char *ddl, const char *value,
-                       int result_format, PGresult *res)
+                       const char *vfrom, int result_format, PGresult *res)
 {
     const struct pq_api *pq = &c->api;
     char seen[512], from[512];
@@ -424,6 +433,7 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
             return res;
         }
         set_mode(pq, g, M_ABSORB);
+        apply_view(g, k->kind, value, vfrom); /* the answered write, in the app's eyes */
         if (failed)
             g->orig = res;
         else
@@ -446,158 +456,269 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
 
 /* --- watching a transaction ------------------------------------------------------------- */
 
+/* Statements that change nothing a rollback could lose: reads and
+ * transaction control.  Anything else before a transaction's first
+ * version-table statement is work of the app's own, which a mapping would
+ * roll back behind its back. */
+static bool harmless(const char *sql)
+{
+    static const char *const words[] = {"select", "show", "set", "reset", "values", "table",
+                                        "begin", "start", "savepoint", "release", "rollback",
+                                        "fetch", "close", "declare", "discard", NULL};
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
+        sql++;
+    for (const char *const *w = words; *w; w++) {
+        size_t n = strlen(*w);
+        if (strncasecmp(sql, *w, n) == 0 && !isalnum((unsigned char)sql[n]) && sql[n] != '_')
+            return strncasecmp(sql, "select", 6) != 0 || !sqlclass_mentions(sql, "into");
+    }
+    return false;
+}
+
+/* The app's view of the version table after one of Alembic's writes. */
+static void apply_view(struct gconn *g, enum sql_kind kind, const char *value, const char *from)
+{
+    struct versions *v = &g->view;
+    if (!g->s0_known)
+        return;
+    if ((kind == SQL_VT_UPDATE || kind == SQL_VT_DELETE) && from[0]) {
+        for (size_t i = 0; i < v->n; i++) {
+            if (strcmp(v->v[i], from) == 0) {
+                memmove(v->v[i], v->v[i + 1], (v->n - i - 1) * sizeof v->v[0]);
+                v->n--;
+                break;
+            }
+        }
+    }
+    if ((kind == SQL_VT_INSERT || kind == SQL_VT_UPDATE) && value[0] &&
+        v->n < sizeof v->v / sizeof v->v[0])
+        snprintf(v->v[v->n++], sizeof v->v[0], "%s", value);
+    if (kind == SQL_VT_CREATE || kind == SQL_VT_INSERT || kind == SQL_VT_UPDATE ||
+        kind == SQL_VT_DELETE)
+        v->present = true;
+    g->view_done = gate_at_target(v);
+}
+
+static void start_from(struct gconn *g, const struct versions *s0)
+{
+    g->s0 = *s0;
+    g->view = *s0;
+    g->s0_known = true;
+}
+
 /* Before sending, in WATCH mode: classify and gather what the statement
- * shows.  Fills `k`, `ddl` (the DDL tag, or ""), `value` and `in_txn`. */
+ * shows.  Fills `k`, `ddl` (the DDL tag, or ""), g->value / g->from (the
+ * versions a write names) and `in_txn`. */
 static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
-                    const struct pq_call *call, struct sqlclass *k, char *ddl, char *value,
-                    size_t valsz, bool *in_txn)
+                    const struct pq_call *call, struct sqlclass *k, char *ddl, bool *in_txn)
 {
     const struct config *cfg = shim_config();
     PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
     memset(k, 0, sizeof *k);
-    ddl[0] = value[0] = '\0';
-    if (ts == PQTRANS_IDLE)
-        g->vt_txn = g->s0_known = false; /* a new transaction */
+    ddl[0] = g->value[0] = g->from[0] = '\0';
+    if (ts == PQTRANS_IDLE) /* a new transaction */
+        g->vt_txn = g->s0_known = g->view_done = g->own_work = false;
     *in_txn = ts == PQTRANS_INTRANS;
-    if (!*in_txn || !call->sql)
+    if (!*in_txn)
         return;
+    if (!call->sql) { /* a prepared statement: what it does is unknown */
+        if (!g->vt_txn)
+            g->own_work = true;
+        return;
+    }
     if (call->mentions_vt) {
         sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, k);
-        if (k->kind == SQL_VT_INSERT && !value_of(&k->value, call, value, valsz))
-            k->kind = SQL_OTHER; /* cannot answer it: not Alembic's statement then */
-        if (k->kind != SQL_OTHER)
-            g->vt_txn = true;
-        if (k->kind == SQL_VT_CREATE && !g->s0_known) {
-            memset(&g->s0, 0, sizeof g->s0); /* Alembic creates it when it found none */
-            g->s0_known = true;
-        }
+        /* a write whose versions cannot be known is not Alembic's */
+        bool vals = value_of(&k->value, call, g->value, sizeof g->value) &&
+                    value_of(&k->from, call, g->from, sizeof g->from);
+        if ((k->kind == SQL_VT_INSERT || k->kind == SQL_VT_UPDATE || k->kind == SQL_VT_DELETE) &&
+            !vals)
+            k->kind = SQL_OTHER;
+    }
+    if (k->kind == SQL_OTHER && !g->vt_txn && !harmless(call->sql))
+        g->own_work = true;
+    if (k->kind != SQL_OTHER)
+        g->vt_txn = true;
+    if (k->kind == SQL_VT_CREATE && !g->s0_known) {
+        struct versions none = {0}; /* Alembic creates it when it found none */
+        start_from(g, &none);
     }
     char tag[TAG_MAX];
     if (sqlclass_verb(call->sql, tag, sizeof tag) == VERB_DDL)
         snprintf(ddl, TAG_MAX, "%s", tag);
 }
 
-/* After a successful result, in WATCH mode: Alembic's read of the version
- * table tells where the transaction started. */
+/* After a successful result, in WATCH mode: where the transaction
+ * started (has_table finding none, Alembic's read) and what its own
+ * version writes left. */
 static void observe(const struct pq_api *pq, struct gconn *g, const struct sqlclass *k,
                     bool in_txn, const PGresult *r)
 {
-    if (!in_txn || g->s0_known || !r || pq->PQresultStatus(r) != PGRES_TUPLES_OK)
+    if (!in_txn || !r)
+        return;
+    ExecStatusType st = pq->PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        return;
+    if (k->kind == SQL_VT_INSERT || k->kind == SQL_VT_UPDATE || k->kind == SQL_VT_DELETE) {
+        if (strcmp(pq->PQcmdTuples((PGresult *)r), "0") != 0)
+            apply_view(g, k->kind, g->value, g->from);
+        return;
+    }
+    if (g->s0_known || st != PGRES_TUPLES_OK)
         return;
     if (k->kind == SQL_VT_EXISTS) {
         /* has_table found no table: the transaction starts from none (a
          * table it finds says nothing of its rows: Alembic's read will) */
         if (pq->PQntuples(r) == 0) {
-            memset(&g->s0, 0, sizeof g->s0);
-            g->s0_known = true;
+            struct versions none = {0};
+            start_from(g, &none);
         }
         return;
     }
     if (k->kind != SQL_VT_READ || pq->PQnfields(r) != 1)
         return;
-    struct versions *v = &g->s0;
-    memset(v, 0, sizeof *v);
-    v->present = true;
+    struct versions v = {.present = true};
     int n = pq->PQntuples(r);
     for (int i = 0; i < n; i++) {
         const char *s = pq->PQgetvalue(r, i, 0);
-        if (v->n == sizeof v->v / sizeof v->v[0] || strlen(s) >= sizeof v->v[0]) {
-            v->truncated = true;
+        if (v.n == sizeof v.v / sizeof v.v[0] || strlen(s) >= sizeof v.v[0]) {
+            v.truncated = true;
             continue;
         }
-        snprintf(v->v[v->n++], sizeof v->v[0], "%s", s);
+        snprintf(v.v[v.n++], sizeof v.v[0], "%s", s);
     }
-    g->s0_known = true;
+    start_from(g, &v);
 }
 
 /* --- standing in for the rest of a transaction ------------------------------------------- */
 
-/* ABSORB / DOOMED: the shim's own answer to `call` (then `*real` is the
- * statement to run in its place: "ROLLBACK" to end the stand-in
- * transaction, NULL for nothing), or NULL: run the call for real. */
-static PGresult *stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g,
-                          const struct pq_call *call, const char **real)
+/* Alembic's read of the version table, answered from the app's view. */
+static PGresult *made_versions(const struct pq_api *pq, PGconn *pg, const struct versions *v,
+                               int result_format)
+{
+    PGresult *r = pq->PQmakeEmptyPGresult(pg, PGRES_TUPLES_OK);
+    PGresAttDesc attr = {.name = (char *)"version_num", .format = result_format ? 1 : 0,
+                         .typid = 1043 /* varchar */, .typlen = -1, .atttypmod = 36};
+    if (!r || !pq->PQsetResultAttrs(r, 1, &attr)) {
+        if (r)
+            pq->PQclear(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        if (!pq->PQsetvalue(r, (int)i, 0, (char *)v->v[i], (int)strlen(v->v[i]))) {
+            pq->PQclear(r);
+            return NULL;
+        }
+    }
+    snprintf(pq->PQcmdStatus(r), TAG_MAX, "SELECT %zu", v->n);
+    return r;
+}
+
+/* Make the stand-in transaction fail for real, so that from here on the
+ * server answers the app as it would have after the original error: every
+ * statement 25P02, COMMIT "ROLLBACK".  (One ERROR in the server log, as the
+ * app's own next statement would have made.) */
+#define FAIL_STANDIN                                                                             \
+    "DO $migshim$BEGIN RAISE EXCEPTION USING ERRCODE = '25P02', MESSAGE = 'migshim: the "        \
+    "transaction failed earlier with the error the app was given; it can only be rolled back'; " \
+    "END$migshim$"
+
+enum answer { ANSWERED, RUN_REAL, GIVE_UP };
+
+/* ABSORB: answer `call` in place of the rolled-back transaction (`*made`,
+ * with `*real` the statement to run instead: "ROLLBACK" to end the
+ * stand-in, or NULL), run it for real (a read of no table), or give up. */
+static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g,
+                            const struct pq_call *call, PGresult **made_r, const char **real)
 {
     const struct config *cfg = shim_config();
     char tag[TAG_MAX];
+    *made_r = NULL;
     *real = NULL;
-    if (call->kind == CALL_PREPARED || !call->sql || in_pipeline(pq, pg))
-        return NULL;
+    if (!call->sql || in_pipeline(pq, pg))
+        return GIVE_UP; /* a prepared statement, a pipeline: nothing can be answered */
     enum sql_verb verb = sqlclass_verb(call->sql, tag, sizeof tag);
-    if (g->mode == M_DOOMED) {
-        if (verb != VERB_COMMIT)
-            return NULL; /* ROLLBACK and the rest run for real */
-        *real = "ROLLBACK";
-        return made(pq, pg, "ROLLBACK"); /* what COMMIT of a failed transaction answers */
-    }
-    switch (verb) {
-    case VERB_COMMIT:
-    case VERB_ROLLBACK:
+    if (verb == VERB_COMMIT || verb == VERB_ROLLBACK) {
         *real = "ROLLBACK";
         log_info("guard: %s answered; this process's migration transaction was rolled back and "
                  "the peer's migration stands", tag);
-        return made(pq, pg, tag);
-    case VERB_TXN_OTHER:
-        /* AND CHAIN, PREPARE TRANSACTION: nothing to stand in for it */
-        if (g->orig) {
-            PGresult *r = g->orig;
-            g->orig = NULL;
-            log_warn("guard: %.40s cannot be answered for the rolled-back transaction; the "
-                     "original error passes through", call->sql);
-            set_mode(pq, g, M_DOOMED);
-            return r;
-        }
-        return NULL;
+        *made_r = made(pq, pg, tag);
+        return *made_r ? ANSWERED : GIVE_UP;
+    }
+    bool vt_read = false;
+    struct sqlclass k;
+    if (call->mentions_vt) {
+        sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, &k);
+        vt_read = k.kind == SQL_VT_READ;
+    }
+    if (vt_read) { /* exactly what the app's own writes left */
+        *made_r = made_versions(pq, pg, &g->view, call->result_format);
+        return *made_r ? ANSWERED : GIVE_UP;
+    }
+    if (sqlclass_tablefree(call->sql))
+        return RUN_REAL; /* pg_sleep(), SHOW, SET: the same answer either way */
+    if (g->view_done)
+        return GIVE_UP; /* the migration is over: this is the app's own work */
+    switch (verb) {
     case VERB_DDL:
     case VERB_INSERT:
     case VERB_SAVEPOINT:
     case VERB_RELEASE:
-    case VERB_ROLLBACK_TO: return made(pq, pg, tag);
+    case VERB_ROLLBACK_TO: *made_r = made(pq, pg, tag); return *made_r ? ANSWERED : GIVE_UP;
     default: break;
     }
     if (!call->mentions_vt)
-        return NULL;
-    struct sqlclass k;
-    char value[64];
-    sqlclass_classify(call->sql, cfg->version_table_schema, cfg->version_table, &k);
+        return GIVE_UP;
+    char value[64], from[64];
+    if (!value_of(&k.value, call, value, sizeof value) ||
+        !value_of(&k.from, call, from, sizeof from))
+        return GIVE_UP;
     switch (k.kind) {
     case SQL_VT_INSERT:
-        return value_of(&k.value, call, value, sizeof value)
-                   ? made_insert(pq, pg, k.returning, value, call->result_format)
-                   : NULL;
-    case SQL_VT_UPDATE: return made(pq, pg, "UPDATE 1");
-    case SQL_VT_DELETE: return made(pq, pg, "DELETE 1");
-    default: return NULL;
+        *made_r = made_insert(pq, pg, k.returning, value, call->result_format);
+        break;
+    case SQL_VT_UPDATE: *made_r = made(pq, pg, "UPDATE 1"); break;
+    case SQL_VT_DELETE: *made_r = made(pq, pg, "DELETE 1"); break;
+    default: return GIVE_UP;
     }
+    if (!*made_r)
+        return GIVE_UP;
+    apply_view(g, k.kind, value, from);
+    return ANSWERED;
 }
 
-/* A real result while standing in.  An error in ABSORB means the
- * statement could not be answered faithfully: the app gets the original
- * error instead, and its (now really failed) transaction is its own again. */
-static PGresult *real_result(const struct pq_api *pq, PGconn *pg, struct gconn *g, PGresult *r)
+static void log_give_up(const struct gconn *g, const struct pq_call *call)
 {
-    if (!r || pq->PQresultStatus(r) != PGRES_FATAL_ERROR)
+    log_warn("guard: \"%.50s\" cannot be answered in place of the rolled-back transaction%s; "
+             "%s", call->sql ? call->sql : "(a prepared statement)",
+             g->view_done ? " (its migration is over)" : "",
+             g->orig ? "the original error passes through"
+                     : "the transaction fails now (its UPDATE was answered, no error was kept)");
+}
+
+/* A real result while standing in: an error (the statement failed on its
+ * own) hands the app the original error instead; the failed stand-in is
+ * then the app's transaction again. */
+static PGresult *real_result(const struct pq_api *pq, struct gconn *g, PGresult *r)
+{
+    if (!r || pq->PQresultStatus(r) != PGRES_FATAL_ERROR || g->mode == M_WATCH)
         return r;
-    if (g->mode == M_ABSORB) {
-        log_warn("guard: a statement of the rolled-back transaction could not be answered "
-                 "without writing (%s); %s", sqlstate_of(pq, r),
-                 g->orig ? "the original error passes through" : "its error passes through");
-        if (g->orig) {
-            pq->PQclear(r);
-            r = g->orig;
-            g->orig = NULL;
-        }
+    log_warn("guard: a statement run in the stand-in transaction failed (%s); %s",
+             sqlstate_of(pq, r), g->orig ? "the original error passes through" : "its error passes through");
+    if (g->orig) {
+        pq->PQclear(r);
+        r = g->orig;
+        g->orig = NULL;
     }
-    set_mode(pq, g, M_WATCH); /* the real transaction has failed: the app's view */
-    (void)pg;
+    set_mode(pq, g, M_WATCH);
     return r;
 }
 
 /* After a command that ran for real while standing in completed. */
 static void real_done(const struct pq_api *pq, PGconn *pg, struct gconn *g)
 {
-    if (g->mode != M_WATCH && pq->PQtransactionStatus(pg) == PQTRANS_IDLE)
-        set_mode(pq, g, M_WATCH); /* the app's own statement ended the transaction */
+    if (g->mode != M_WATCH && pq->PQtransactionStatus(pg) != PQTRANS_INTRANS)
+        set_mode(pq, g, M_WATCH); /* ended, or failed: the app's own again */
 }
 
 static bool applies(const struct pq_copy *c, PGconn *pg)
@@ -622,31 +743,46 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
         return real_call(pq, pg, call);
     struct gconn *g = find(pg, false);
     if (g && g->mode != M_WATCH) {
+        PGresult *r;
         const char *real;
-        PGresult *r = stand_in(pq, pg, g, call, &real);
-        if (r) {
+        enum answer a = stand_in(pq, pg, g, call, &r, &real);
+        if (a == ANSWERED) {
             if (real)
                 run_ok(pq, pg, real);
             real_done(pq, pg, g);
             return r;
         }
-        r = real_result(pq, pg, g, real_call(pq, pg, call));
-        real_done(pq, pg, g);
-        return r;
+        if (a == RUN_REAL) {
+            r = real_result(pq, g, real_call(pq, pg, call));
+            real_done(pq, pg, g);
+            return r;
+        }
+        log_give_up(g, call);
+        int nb = blocking_begin(pq, pg);
+        PGresult *fail = pq->PQexec(pg, FAIL_STANDIN);
+        blocking_end(pq, pg, nb);
+        if (g->orig) {
+            if (fail)
+                pq->PQclear(fail);
+            fail = g->orig;
+            g->orig = NULL;
+        }
+        set_mode(pq, g, M_WATCH);
+        return fail;
     }
     if (!applies(c, pg) || in_pipeline(pq, pg))
         return real_call(pq, pg, call);
     if (!g && !(g = find(pg, true)))
         return real_call(pq, pg, call);
     struct sqlclass k;
-    char ddl[TAG_MAX], value[64];
+    char ddl[TAG_MAX];
     bool in_txn;
-    prepare(pq, pg, g, call, &k, ddl, value, sizeof value, &in_txn);
+    prepare(pq, pg, g, call, &k, ddl, &in_txn);
     PGresult *res = real_call(pq, pg, call);
     observe(pq, g, &k, in_txn, res);
     if (!candidate(pq, g, &k, ddl, in_txn, res))
         return res;
-    return judge(c, pg, g, &k, ddl, value, call->result_format, res);
+    return judge(c, pg, g, &k, ddl, g->value, g->from, call->result_format, res);
 }
 
 /* --- the asynchronous path ------------------------------------------------------------- */
@@ -658,16 +794,30 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
         return real_send(pq, pg, call);
     struct gconn *g = find(pg, false);
     if (g && g->mode != M_WATCH) {
+        PGresult *r;
         const char *real;
-        PGresult *r = stand_in(pq, pg, g, call, &real);
-        if (!r)
+        enum answer a = stand_in(pq, pg, g, call, &r, &real);
+        if (a == RUN_REAL)
             return real_send(pq, pg, call); /* its results: guard_get_result */
-        if (!pq->PQsendQuery(pg, real ? real : STANDIN)) {
-            pq->PQclear(r);
+        bool answered = a == ANSWERED;
+        if (!answered) {
+            log_give_up(g, call);
+            real = FAIL_STANDIN;
+            r = g->orig; /* NULL: the stand-in's own error reaches the app */
+            g->orig = NULL;
+        }
+        /* An async client waits for the socket: send a real statement in
+         * the place of the answered one (the extended protocol: pipeline
+         * mode refuses the simple one). */
+        if (!pq->PQsendQueryParams(pg, real ? real : STANDIN, 0, NULL, NULL, NULL, NULL, 0)) {
+            if (r)
+                pq->PQclear(r);
             return 0;
         }
         g->pending = r;
         g->standin = true;
+        if (!answered)
+            set_mode(pq, g, M_WATCH); /* the real transaction fails: the app's view */
         update_busy(g);
         return 1;
     }
@@ -675,7 +825,7 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
         return real_send(pq, pg, call);
     if (!g && !(g = find(pg, true)))
         return real_send(pq, pg, call);
-    prepare(pq, pg, g, call, &g->cls, g->tag, g->value, sizeof g->value, &g->in_txn);
+    prepare(pq, pg, g, call, &g->cls, g->tag, &g->in_txn);
     g->result_format = call->result_format;
     int ok = real_send(pq, pg, call);
     g->sent = ok && g->in_txn && (g->cls.kind != SQL_OTHER || g->tag[0]);
@@ -694,6 +844,8 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
     if (g->standin) { /* the stand-in's result becomes the made one */
         PGresult *real = pq->PQgetResult(pg);
         if (real) {
+            if (!g->pending)
+                return real; /* (a give-up without an original error) */
             pq->PQclear(real);
             PGresult *r = g->pending;
             g->pending = NULL;
@@ -711,10 +863,10 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
         return NULL;
     }
     PGresult *r = pq->PQgetResult(pg);
-    if (g->mode != M_WATCH) {
+    if (g->mode != M_WATCH) { /* run for real (or sent around the guard: PQsendPrepare) */
         if (!r)
             real_done(pq, pg, g);
-        return real_result(pq, pg, g, r);
+        return real_result(pq, g, r);
     }
     if (!g->sent)
         return r;
@@ -731,7 +883,7 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
         pq->PQclear(more);
     g->sent = false; /* (still busy: pending_null follows) */
     int nb = blocking_begin(pq, pg);
-    PGresult *out = judge(c, pg, g, &g->cls, g->tag, g->value, g->result_format, r);
+    PGresult *out = judge(c, pg, g, &g->cls, g->tag, g->value, g->from, g->result_format, r);
     blocking_end(pq, pg, nb);
     g->pending_null = true; /* the NULL that ends the command */
     update_busy(g);
@@ -740,11 +892,9 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
 
 PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg)
 {
-    PGTransactionStatusType real = c->api.PQtransactionStatus(pg);
-    if (!atomic_load_explicit(&guard_busy, memory_order_relaxed) || real != PQTRANS_INTRANS)
-        return real;
-    struct gconn *g = find(pg, false);
-    return g && g->mode == M_DOOMED ? PQTRANS_INERROR : real;
+    /* the stand-in is a real transaction, and a give-up makes it fail for
+     * real: what the server says is what the app must see */
+    return c->api.PQtransactionStatus(pg);
 }
 
 void guard_atfork_prepare(void) { pthread_mutex_lock(&mu); }

@@ -416,9 +416,16 @@ SLOW int PQsendQueryPrepared_slow(PGconn *conn, const char *stmtName, int nParam
                                const int *paramFormats, int resultFormat, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQueryPrepared);
-    return c ? REAL(c, PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
-                                            paramFormats, resultFormat)
-             : 0;
+    if (!c)
+        return 0;
+    if (watching() && conn && app_call(ra)) /* (psycopg 3 runs prepared statements so) */
+        return send_hooked(c, conn,
+                           &(struct pq_call){.kind = CALL_PREPARED, .stmt_name = stmtName,
+                                             .nparams = nParams, .values = paramValues,
+                                             .lengths = paramLengths, .formats = paramFormats,
+                                             .result_format = resultFormat});
+    return REAL(c, PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
+                                        paramFormats, resultFormat);
 }
 
 EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,

@@ -634,3 +634,23 @@ enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz)
         upper_tag(tag, tagsz, w, v == VERB_DDL && obj ? obj : NULL);
     return v;
 }
+
+bool sqlclass_tablefree(const char *sql)
+{
+    if (!sql)
+        return false;
+    struct lexer lx;
+    bool truncated;
+    lexer_init(&lx, sql, &truncated);
+    if (truncated)
+        return false;
+    struct token t;
+    next(&lx, &t);
+    bool select = is_word(&t, "select");
+    if (!select && !is_word(&t, "show") && !is_word(&t, "set") && !is_word(&t, "reset"))
+        return false;
+    for (; t.type != T_END && !is_punct(&t, ';'); next(&lx, &t))
+        if (select && (is_word(&t, "from") || is_word(&t, "into")))
+            return false;
+    return at_end(&lx, &t);
+}

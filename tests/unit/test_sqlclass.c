@@ -334,3 +334,19 @@ Test(names, kind_names)
     cr_assert_str_eq(sqlclass_kind_name(SQL_VT_READ), "SELECT");
     cr_assert_str_eq(sqlclass_kind_name(SQL_OTHER), "other");
 }
+
+Test(tablefree, reads_that_touch_no_table)
+{
+    cr_assert(sqlclass_tablefree("SELECT pg_sleep(0.2)"));
+    cr_assert(sqlclass_tablefree("select current_schema()"));
+    cr_assert(sqlclass_tablefree("SHOW transaction isolation level"));
+    cr_assert(sqlclass_tablefree("SET LOCAL lock_timeout = '1s';"));
+    cr_assert(sqlclass_tablefree("select 'from' as x"));          /* a literal */
+    cr_assert_not(sqlclass_tablefree("SELECT count(*) FROM users"));
+    cr_assert_not(sqlclass_tablefree("SELECT 1 INTO t"));
+    cr_assert_not(sqlclass_tablefree("SELECT (SELECT max(id) FROM users)"));
+    cr_assert_not(sqlclass_tablefree("SELECT 1; DELETE FROM users"));
+    cr_assert_not(sqlclass_tablefree("INSERT INTO t VALUES (1)"));
+    cr_assert_not(sqlclass_tablefree("WITH x AS (SELECT 1) SELECT * FROM x"));
+    cr_assert_not(sqlclass_tablefree(NULL));
+}

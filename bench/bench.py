@@ -303,20 +303,24 @@ def steady(admin: Admin) -> None:
     n1, n2 = P["cg_n"]
     ir = {}
     files = {}
+
+    def collect(mode, n, env):
+        """Instructions of selectloop's bench_loop for `n` calls."""
+        out = OUT / f"callgrind.{mode}.{n}.out"
+        res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   "--collect-atstart=no", "--toggle-collect=bench_loop",
+                   BIN / "selectloop", conninfo(db), n, 0], env)
+        m = re.search(r"Collected : (\d+)", res.stderr)
+        if not m:
+            raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
+        if mode == "shim":
+            quiet_at_head(res, "callgrind run")
+        ir[(mode, n)] = int(m.group(1))
+        files[(mode, n)] = out
+
     for mode in ("bare", "shim"):
         for n in (n1, n2):
-            out = OUT / f"callgrind.{mode}.{n}.out"
-            env = senv if mode == "shim" else base_env()
-            res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                       "--collect-atstart=no", "--toggle-collect=bench_loop",
-                       BIN / "selectloop", conninfo(db), n, 0], env)
-            m = re.search(r"Collected : (\d+)", res.stderr)
-            if not m:
-                raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
-            if mode == "shim":
-                quiet_at_head(res, "callgrind run")
-            ir[(mode, n)] = int(m.group(1))
-            files[(mode, n)] = out
+            collect(mode, n, senv if mode == "shim" else base_env())
     per = {m: (ir[(m, n2)] - ir[(m, n1)]) / (n2 - n1) for m in ("bare", "shim")}
     extra = per["shim"] - per["bare"]
     write_csv("callgrind.csv", ("mode", "iterations", "instructions"),
@@ -335,18 +339,9 @@ def steady(admin: Admin) -> None:
 
     # the same loop with the target unknown (no scripts, no heads): every
     # libpq program in an image with ENV LD_PRELOAD=... (psql, cron jobs)
-    uenv = shim_env()
-    uir = {}
     for n in (n1, n2):
-        out = OUT / f"callgrind.unknown.{n}.out"
-        res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                   "--collect-atstart=no", "--toggle-collect=bench_loop",
-                   BIN / "selectloop", conninfo(db), n, 0], uenv)
-        m = re.search(r"Collected : (\d+)", res.stderr)
-        if not m:
-            raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
-        uir[n] = int(m.group(1))
-    uextra = (uir[n2] - uir[n1]) / (n2 - n1) - per["bare"]
+        collect("unknown", n, shim_env())
+    uextra = (ir[("unknown", n2)] - ir[("unknown", n1)]) / (n2 - n1) - per["bare"]
     result("1u", "steady, target unknown: instructions per PQexec call (callgrind)",
            f"+{uextra:.0f} instr", "<= 100 extra", uextra <= 100, uextra,
            "no Alembic scripts and no heads: the gate watches for the first statement naming "

@@ -118,23 +118,33 @@ static inline bool names_vt(const char *sql)
 static __thread const char *clean_sql __attribute__((tls_model("initial-exec")));
 
 /* The same for the wrappers that carry SQL text: while only statement
- * texts are wanted (shim_hooks_sql), a statement that does not name the
- * version table still takes the fast path after one memchr scan. */
-#define FAST_PATH_SQL(type, fn, sql, ...)                                                      \
+ * texts are wanted (shim_hooks_sql), fn##_text looks at the statement out
+ * of line (so that the fast path stays a bare tail call). */
+#define FAST_PATH_SQL(fn, ...)                                                                 \
     do {                                                                                       \
         const struct pq_copy *fast_ = resolve_sole_copy();                                     \
         if (__builtin_expect(fast_ && !atomic_load_explicit(&shim_hooks, memory_order_relaxed), \
                              1)) {                                                             \
-            if (!atomic_load_explicit(&shim_hooks_sql, memory_order_relaxed) ||               \
-                (sql) == clean_sql)                                                            \
+            if (__builtin_expect(!atomic_load_explicit(&shim_hooks_sql, memory_order_relaxed), \
+                                 1))                                                           \
                 return fast_->api.fn(__VA_ARGS__);                                             \
-            if (!names_vt(sql)) {                                                              \
-                clean_sql = (sql);                                                             \
-                type r_ = fast_->api.fn(__VA_ARGS__);                                          \
-                clean_sql = NULL;                                                              \
-                return r_;                                                                     \
-            }                                                                                  \
+            return fn##_text(fast_, __VA_ARGS__, RA);                                          \
         }                                                                                      \
+    } while (0)
+
+/* fn##_text's body: a statement that does not name the version table runs
+ * at once (noted for libpq's nested call with the same text); one that
+ * does takes the slow path. */
+#define TEXT_ONLY(type, fn, sql, slow_call, ...)                                               \
+    do {                                                                                       \
+        if ((sql) == clean_sql)                                                                \
+            return c->api.fn(__VA_ARGS__);                                                     \
+        if (names_vt(sql))                                                                     \
+            return slow_call;                                                                  \
+        clean_sql = (sql);                                                                     \
+        type r_ = c->api.fn(__VA_ARGS__);                                                      \
+        clean_sql = NULL;                                                                      \
+        return r_;                                                                             \
     } while (0)
 #define SLOW static __attribute__((noinline))
 
@@ -300,9 +310,15 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
     return REAL(c, PQexec)(conn, query);
 }
 
+SLOW PGresult *PQexec_text(const struct pq_copy *c, PGconn *conn, const char *query,
+                           const void *ra)
+{
+    TEXT_ONLY(PGresult *, PQexec, query, PQexec_slow(conn, query, ra), conn, query);
+}
+
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
 {
-    FAST_PATH_SQL(PGresult *, PQexec, query, conn, query);
+    FAST_PATH_SQL(PQexec, conn, query);
     return PQexec_slow(conn, query, RA);
 }
 
@@ -323,11 +339,23 @@ SLOW PGresult *PQexecParams_slow(PGconn *conn, const char *command, int nParams,
                                  paramFormats, resultFormat);
 }
 
+SLOW PGresult *PQexecParams_text(const struct pq_copy *c, PGconn *conn, const char *command,
+                                 int nParams, const Oid *paramTypes,
+                                 const char *const *paramValues, const int *paramLengths,
+                                 const int *paramFormats, int resultFormat, const void *ra)
+{
+    TEXT_ONLY(PGresult *, PQexecParams, command,
+              PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths,
+                                paramFormats, resultFormat, ra),
+              conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
+              resultFormat);
+}
+
 EXPORT PGresult *PQexecParams(PGconn *conn, const char *command, int nParams,
                               const Oid *paramTypes, const char *const *paramValues,
                               const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    FAST_PATH_SQL(PGresult *, PQexecParams, command, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    FAST_PATH_SQL(PQexecParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
     return PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
 }
 
@@ -380,9 +408,15 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
     return REAL(c, PQsendQuery)(conn, query);
 }
 
+SLOW int PQsendQuery_text(const struct pq_copy *c, PGconn *conn, const char *query,
+                          const void *ra)
+{
+    TEXT_ONLY(int, PQsendQuery, query, PQsendQuery_slow(conn, query, ra), conn, query);
+}
+
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
 {
-    FAST_PATH_SQL(int, PQsendQuery, query, conn, query);
+    FAST_PATH_SQL(PQsendQuery, conn, query);
     return PQsendQuery_slow(conn, query, RA);
 }
 
@@ -403,11 +437,23 @@ SLOW int PQsendQueryParams_slow(PGconn *conn, const char *command, int nParams,
                                       paramLengths, paramFormats, resultFormat);
 }
 
+SLOW int PQsendQueryParams_text(const struct pq_copy *c, PGconn *conn, const char *command,
+                                int nParams, const Oid *paramTypes,
+                                const char *const *paramValues, const int *paramLengths,
+                                const int *paramFormats, int resultFormat, const void *ra)
+{
+    TEXT_ONLY(int, PQsendQueryParams, command,
+              PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues,
+                                     paramLengths, paramFormats, resultFormat, ra),
+              conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
+              resultFormat);
+}
+
 EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams,
                              const Oid *paramTypes, const char *const *paramValues,
                              const int *paramLengths, const int *paramFormats, int resultFormat)
 {
-    FAST_PATH_SQL(int, PQsendQueryParams, command, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
+    FAST_PATH_SQL(PQsendQueryParams, conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat);
     return PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat, RA);
 }
 

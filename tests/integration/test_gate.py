@@ -208,14 +208,16 @@ class Child:
 
     def gate(self):
         """[(level, message)] of the shim's lines from this process (with
-        MIGSHIM_LOG=debug, without the "(first call)" lines)."""
+        MIGSHIM_LOG=debug, without the "(first call)" lines and the version
+        line)."""
         out = []
         for ln in self.stderr().splitlines():
             m = LINE_RE.match(ln)
             if m:
                 assert int(m.group(1)) == self.pid, "%s: foreign pid in %r" % (self.name, ln)
-                if m.group(2) == "debug" and m.group(3).endswith(" (first call)"):
-                    continue
+                if m.group(2) == "debug" and (m.group(3).endswith(" (first call)") or
+                                              m.group(3).startswith("libmigshim.so ")):
+                    continue  # (the version line, at start-up, is not the gate's)
                 out.append((m.group(2), m.group(3)))
             else:
                 assert "migshim[" not in ln, "%s: malformed shim line %r" % (self.name, ln)

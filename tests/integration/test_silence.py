@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from conftest import child_base_env, require_migshim_lib, run_py
+from conftest import REPO_ROOT as REPO, child_base_env, require_migshim_lib, run_py
 import shimbuild
 
 NO_SCRIPTS = ("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; target heads "
@@ -39,6 +39,11 @@ def shim_env(db, **extra):
 def run(argv, env, cwd):
     return subprocess.run(argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=60)
+
+
+# The library's first debug line (src/shim.c): its version, from VERSION.
+VERSION_LINE = ("libmigshim.so " + (REPO / "VERSION").read_text().strip()
+                + ": active in this process (configuration file: %s)")
 
 
 def shim_lines(stderr):
@@ -77,6 +82,7 @@ def test_psql_without_scripts_at_debug_says_why_it_passes(db, tmp_path):
     q = run(["psql", "-X", "-At", "-c", "SELECT 1"], shim_env(db, MIGSHIM_LOG="debug"), tmp_path)
     assert q.returncode == 0 and q.stdout == "1\n", q
     assert shim_lines(q.stderr) == [
+        ("debug", VERSION_LINE % "none"),
         ("debug", NO_SCRIPTS),
         ("debug", 'database "%s": target heads unknown; the migration lock is taken at the first '
                   'version-table statement' % db.name)], q.stderr
@@ -118,4 +124,5 @@ def test_worker_at_head_prints_nothing_at_info(db, tmp_path, level):
         assert r.stderr == ""
     else:
         assert shim_lines(r.stderr) == [
+            ("debug", VERSION_LINE % "none"),
             ("debug", 'database "%s" is at head (0001aaaa); proceeding' % db.name)], r.stderr

@@ -89,7 +89,16 @@ def wait_file(path, timeout):
 # --------------------------------------------------------------------------
 # drivers
 
-class Psycopg2:
+class Driver:
+    """What both drivers do the same way (DB-API)."""
+
+    def executemany(self, sql, rows):
+        cur = self.conn.cursor()
+        cur.executemany(sql, rows)
+        return cur.statusmessage, cur.rowcount, None
+
+
+class Psycopg2(Driver):
     def __init__(self, autocommit, green=False, async_=False):
         if green:
             from psycogreen.gevent import patch_psycopg
@@ -144,11 +153,6 @@ class Psycopg2:
     def prepared(self, sql):
         return self.execute(sql)
 
-    def executemany(self, sql, rows):
-        cur = self.conn.cursor()
-        cur.executemany(sql, rows)
-        return cur.statusmessage, cur.rowcount, None
-
     def pipeline(self, stmts):
         out = None
         for s in stmts:
@@ -179,7 +183,7 @@ class Psycopg2:
                 "diag": {f: plain(getattr(e.diag, f, None)) for f in DIAG_FIELDS}}
 
 
-class Psycopg3:
+class Psycopg3(Driver):
     def __init__(self, autocommit):
         import psycopg
         assert psycopg.pq.__impl__ == "python", psycopg.pq.__impl__
@@ -207,11 +211,6 @@ class Psycopg3:
         if cur.description is not None:
             rows = [[plain(v) for v in r] for r in cur.fetchall()]
         return cur.statusmessage, cur.rowcount, rows
-
-    def executemany(self, sql, rows):
-        cur = self.conn.cursor()
-        cur.executemany(sql, rows)
-        return cur.statusmessage, cur.rowcount, None
 
     def pipeline(self, stmts):
         out = None

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""One process of the oracle: `alembic upgrade heads` on a connection of
+its own, then a later write on that same connection (Alembic's "sharing a
+connection" recipe, SQLAlchemy 2.0 style).
+
+    runner.py NAME [--target REV] [--no-audit] [--record FILE]
+
+Run in a directory holding the scenario's alembic.ini (made by
+tests/oracle/oracle.py: script_location is tests/oracle/project, the
+versions one migration family); the database URL is $DATABASE_URL
+(postgresql+psycopg2).
+
+1. opens a SQLAlchemy connection (future engine, NullPool), puts it in
+   config.attributes["connection"] and runs command.upgrade(cfg, TARGET)
+   (default "heads"); the project's env.py runs the migrations in a
+   transaction of Alembic's own on it, and commits;
+2. on the same connection: INSERT INTO oracle_audit (who) VALUES (NAME),
+   reads the version table, COMMIT -- the process's later write, which must
+   be in the database iff the process exits 0.
+
+Prints one JSON line: {"name", "ok", "versions", "error"}; exit 0 on
+success, 1 on an error the app saw (a database error, Alembic's
+CommandError), 3 on anything else.  --record FILE writes every statement
+the upgrade sent (SQLAlchemy's before_cursor_execute), with its parameters,
+whether it was an executemany, and the SQLSTATE it failed with, plus
+COMMIT/ROLLBACK, COPY and the revisions' points (oracle_hooks): the script
+tests/oracle/replay.py sends with psycopg 3.
+"""
+import json
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "project"))
+
+import oracle_hooks  # noqa: E402
+
+
+def error_of(e):
+    """What the app saw: SQLSTATE, class, constraint, first message line."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+    orig = getattr(e, "orig", None) if isinstance(e, DBAPIError) else None
+    if orig is not None:
+        diag = getattr(orig, "diag", None)
+        return {"class": type(orig).__name__, "sqlstate": getattr(orig, "pgcode", None),
+                "constraint": getattr(diag, "constraint_name", None) if diag else None,
+                "message": (str(orig).strip().splitlines() or [""])[0]}
+    kind = "CommandError" if isinstance(e, CommandError) else type(e).__name__
+    return {"class": kind, "sqlstate": None, "constraint": None,
+            "message": (str(e).strip().splitlines() or [""])[0]}
+
+
+def main():
+    args = sys.argv[1:]
+    name = args.pop(0)
+    target, audit, record = "heads", True, None
+    while args:
+        a = args.pop(0)
+        if a == "--target":
+            target = args.pop(0)
+        elif a == "--no-audit":
+            audit = False
+        elif a == "--record":
+            record = args.pop(0)
+        else:
+            raise SystemExit("runner.py: unknown argument %r" % a)
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, event, pool, text
+
+    engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool, future=True)
+    rec = []
+    if record:
+        @event.listens_for(engine, "before_cursor_execute")
+        def _sql(conn, cursor, statement, parameters, context, executemany):
+            if oracle_hooks.RECORD is not None:
+                params = list(parameters) if executemany else parameters
+                rec.append({"op": "sql", "sql": statement, "params": params or None,
+                            "many": bool(executemany)})
+
+        @event.listens_for(engine, "handle_error")
+        def _err(ctx):
+            if oracle_hooks.RECORD is not None and rec and rec[-1]["op"] == "sql":
+                rec[-1]["error"] = getattr(ctx.original_exception, "pgcode", None) or "?"
+
+        @event.listens_for(engine, "commit")
+        def _commit(conn):
+            if oracle_hooks.RECORD is not None:
+                rec.append({"op": "commit"})
+
+        @event.listens_for(engine, "rollback")
+        def _rollback(conn):
+            if oracle_hooks.RECORD is not None:
+                rec.append({"op": "rollback"})
+
+    out = {"name": name, "ok": False, "versions": None, "error": None}
+    code = 0
+    with engine.connect() as conn:
+        cfg = Config("alembic.ini")
+        cfg.attributes["connection"] = conn
+        try:
+            oracle_hooks.RECORD = rec if record else None
+            try:
+                command.upgrade(cfg, target)
+            finally:
+                oracle_hooks.RECORD = None
+            if audit:
+                conn.execute(text("INSERT INTO oracle_audit (who) VALUES (:w)"), {"w": name})
+            out["versions"] = sorted(conn.execute(
+                text("SELECT version_num FROM alembic_version")).scalars().all())
+            conn.commit()
+            out["ok"] = True
+        except Exception as e:  # what the app saw
+            out["error"] = error_of(e)
+            from alembic.util import CommandError
+            from sqlalchemy.exc import DBAPIError
+            code = 1 if isinstance(e, (DBAPIError, CommandError)) else 3
+            if code == 3:
+                traceback.print_exc()
+    if record:
+        with open(record, "w") as f:
+            json.dump(rec, f, indent=1, default=str)
+    print(json.dumps(out, sort_keys=True), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

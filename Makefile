@@ -127,13 +127,15 @@ soak: deps all
 
 # make soak-guard [N=100]     the race guard's differential oracle (tests/oracle/):
 #                            N drawn interleavings, each with and without the shim;
-#                            SEED=S replays a seed, ONLY=I only run I of it
+#                            SEED=S replays a seed, ONLY=I only run I of it;
+#                            KNOWN_BUGS=1 also draws what meets a known guard bug
 #                            (make check runs the short suite, tests/oracle/test_oracle.py)
 SOAK_GUARD_N = $(if $(filter command line environment,$(origin N)),$(N),100)
 .PHONY: soak-guard
 soak-guard: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 tests/oracle/oracle.py --runs $(SOAK_GUARD_N) \
-	    $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY)) --log $(abspath $(B))/soak-guard
+	    $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY)) $(if $(KNOWN_BUGS),--known-bugs) \
+	    --log $(abspath $(B))/soak-guard
 
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,

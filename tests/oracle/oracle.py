@@ -118,6 +118,7 @@ class Family:
     starts: List[Optional[str]]   # where a run may start (None: empty)
     genuine: bool = False         # the migration fails, every time
     doc: str = ""
+    known_bug: str = ""           # meets a known guard bug: drawn only with known_bugs
 
 
 FAMILIES: Dict[str, Family] = {
@@ -144,6 +145,9 @@ FAMILIES: Dict[str, Family] = {
     "datamig": Family(["CREATE TABLE accounts (name text PRIMARY KEY, balance int)",
                        "INSERT INTO accounts VALUES ('a', 10), ('b', 20)"], [None, "dm1"],
                       doc="a data migration that reads, then writes what it read"),
+    "validate": Family([], [None, "val1"],
+                       doc="a revision that checks what an earlier one left (a sanity check)",
+                       known_bug="test_a_read_in_the_stand_in_sees_what_the_app_wrote"),
     "branch": Family([], [None, "br0"], doc="a branch point: two heads"),
     "merge": Family([], [None, "mg0", "mga"], doc="two branches and their merge"),
 }
@@ -201,11 +205,14 @@ class Proc:
     driver: str                   # psycopg2 | psycopg3
     delay: float = 0.0            # start delay (random mode; forced: after p0)
     points: Dict[str, dict] = field(default_factory=dict)   # point -> {sleep, barrier}
+    recipe: str = "future"        # runner.py --recipe; "begin": replay.py --same-txn
 
     def label(self):
         pts = ",".join("%s%s" % (p, "|" if c.get("barrier") else "~%.2f" % c["sleep"])
                        for p, c in self.points.items())
-        return "%s:%s/%s%s" % (self.name, self.kind, self.driver, "[%s]" % pts if pts else "")
+        return "%s:%s/%s%s%s" % (self.name, self.kind, self.driver,
+                                 "+" + self.recipe if self.recipe != "future" else "",
+                                 "[%s]" % pts if pts else "")
 
 
 @dataclass
@@ -232,11 +239,21 @@ class Scenario:
         return None
 
 
-def draw(seed, i, points_of) -> Scenario:
+# How a process shares its connection (runner.py --recipe; replay.py
+# --same-txn for "begin").  A shimmed process with "begin" meets a known
+# guard bug (tests/oracle/test_oracle_bugs.py
+# test_a_later_write_in_the_migrations_own_transaction_is_never_answered):
+# drawn only with known_bugs.
+RECIPES = ("future", "legacy", "begin")
+KNOWN_BUG_RECIPES = ("begin",)
+
+
+def draw(seed, i, points_of, known_bugs=False) -> Scenario:
     """Interleaving i of seed `seed`.  points_of(family, start) -> the
-    points a clean run passes, in order."""
+    points a clean run passes, in order.  Without known_bugs a shimmed
+    process never gets a recipe in KNOWN_BUG_RECIPES (it gets "future")."""
     rng = random.Random("%s-%s" % (seed, i))
-    family = rng.choice(sorted(FAMILIES))
+    family = rng.choice(sorted(f for f in FAMILIES if known_bugs or not FAMILIES[f].known_bug))
     start = rng.choice(FAMILIES[family].starts)
     pts = points_of(family, start)
     mode = "forced" if rng.random() < 0.6 else "random"
@@ -252,6 +269,11 @@ def draw(seed, i, points_of) -> Scenario:
         procs[0].kind = "lead"     # someone to time out on
         if procs[0].driver == "psycopg2" and rng.random() < 0.3:
             procs[0].driver = "psycopg3"
+    for p in procs:
+        w = [60, 20, 20] if p.driver == "psycopg2" else [80, 0, 20]
+        p.recipe = rng.choices(RECIPES, weights=w)[0] if p.kind != "cli" else "future"
+        if p.recipe in KNOWN_BUG_RECIPES and p.kind in SHIMMED and not known_bugs:
+            p.recipe = "future"
     scn = Scenario(family, start, mode, procs, tag="%s-%s" % (seed, i))
     key = BARRIER_BASE
     if mode == "forced":
@@ -639,8 +661,9 @@ def proc_argv(p: Proc, ref: Reference):
     if p.kind == "cli":
         return [PYTHON, "-m", "alembic", "-c", "alembic.ini", "upgrade", "heads"]
     if p.driver == "psycopg3":
-        return [PYTHON, str(REPLAY), p.name, str(ref.recording)]
-    return [PYTHON, str(RUNNER), p.name]
+        return [PYTHON, str(REPLAY), p.name, str(ref.recording)] + (
+            ["--same-txn"] if p.recipe == "begin" else [])
+    return [PYTHON, str(RUNNER), p.name, "--recipe", p.recipe]
 
 
 def proc_env(p: Proc, shim: bool, server: Server, db: str):
@@ -1023,6 +1046,8 @@ def main(argv=None):
     ap.add_argument("--only", type=int, default=None)
     ap.add_argument("--latency", type=int, default=5, help="genuine-error latency runs")
     ap.add_argument("--log", default=str(REPO / "build" / "soak-guard"))
+    ap.add_argument("--known-bugs", action="store_true",
+                    help="also draw what meets a known guard bug (test_oracle_bugs.py)")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else str(random.SystemRandom().randrange(10 ** 6))
     print("soak-guard: seed %s (replay: make soak-guard SEED=%s [ONLY=I])" % (seed, seed),
@@ -1040,7 +1065,7 @@ def main(argv=None):
     try:
         which = [a.only] if a.only is not None else range(a.runs)
         for i in which:
-            scn = draw(seed, i, lib.points_of)
+            scn = draw(seed, i, lib.points_of, a.known_bugs)
             v = run_interleaving(server, lib, scn, logroot)
             tally.add(v)
             mark = "ok" if v.ok else "BREACH"

@@ -5,7 +5,7 @@ sent (recorded by runner.py --record from a clean run of the same
 migration family and start), then the process's later write on the same
 connection -- as runner.py does with psycopg2.
 
-    replay.py NAME RECORDING [--no-audit]
+    replay.py NAME RECORDING [--no-audit] [--same-txn]
 
 Debian bookworm's SQLAlchemy 1.4 has no psycopg 3 dialect, so Alembic
 itself cannot run on psycopg 3 here; this client covers psycopg 3's own
@@ -22,6 +22,9 @@ libpq paths (Debian's ctypes backend, through the shim's dlsym):
   * COPY ... FROM STDIN: cursor.copy();
   * the revisions' points (oracle_hooks.point_sql: pg_sleep, barriers) are
     sent as runner.py's revisions would send them for this process.
+
+With --same-txn the later write goes into the migration's own transaction,
+just before its COMMIT (as runner.py --recipe begin).
 
 Like Alembic, it first looks at the version table: if the database is
 already at the recording's target heads it sends nothing more (Alembic
@@ -75,6 +78,7 @@ def main():
     args = sys.argv[1:]
     name, recording = args[0], args[1]
     audit = "--no-audit" not in args[2:]
+    same_txn = "--same-txn" in args[2:]
     with open(recording) as f:
         meta = json.load(f)
     steps, target = meta["steps"], sorted(meta["target"])
@@ -132,6 +136,9 @@ def main():
                 with conn.cursor().copy(step["sql"]) as cp:
                     cp.write(step["data"])
             elif op == "commit":
+                if same_txn and audit and i == len(steps):
+                    conn.execute("INSERT INTO oracle_audit (who) VALUES (%s)", (name,))
+                    audit = False
                 conn.commit()
             elif op == "rollback":
                 conn.rollback()

@@ -4,6 +4,7 @@ its own, then a later write on that same connection (Alembic's "sharing a
 connection" recipe, SQLAlchemy 2.0 style).
 
     runner.py NAME [--target REV] [--no-audit] [--record FILE]
+              [--recipe future|begin|legacy]
 
 Run in a directory holding the scenario's alembic.ini (made by
 tests/oracle/oracle.py: script_location is tests/oracle/project, the
@@ -17,6 +18,18 @@ versions one migration family); the database URL is $DATABASE_URL
 2. on the same connection: INSERT INTO oracle_audit (who) VALUES (NAME),
    reads the version table, COMMIT -- the process's later write, which must
    be in the database iff the process exits 0.
+
+--recipe picks how the connection is shared (Alembic's cookbook):
+
+    future  (default) SQLAlchemy 2.0 style: engine.connect(); Alembic
+            commits the migration's own transaction; the later write is a
+            transaction of its own (conn.commit())
+    legacy  SQLAlchemy 1.4 engine.connect(): the same, the later INSERT
+            autocommits
+    begin   SQLAlchemy 1.4 `with engine.begin() as conn:` (the recipe as
+            Alembic's cookbook prints it): Alembic runs inside the app's
+            transaction, and the later write is in that same transaction,
+            committed with the migration when the block ends
 
 Prints one JSON line: {"name", "ok", "versions", "error"}; exit 0 on
 success, 1 on an error the app saw (a database error, Alembic's
@@ -42,6 +55,8 @@ def error_of(e):
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
     orig = getattr(e, "orig", None) if isinstance(e, DBAPIError) else None
+    if orig is None and hasattr(e, "pgcode"):
+        orig = e  # psycopg2's own (COPY goes through the raw DBAPI connection)
     if orig is not None:
         diag = getattr(orig, "diag", None)
         return {"class": type(orig).__name__, "sqlstate": getattr(orig, "pgcode", None),
@@ -55,7 +70,7 @@ def error_of(e):
 def main():
     args = sys.argv[1:]
     name = args.pop(0)
-    target, audit, record = "heads", True, None
+    target, audit, record, recipe = "heads", True, None, "future"
     while args:
         a = args.pop(0)
         if a == "--target":
@@ -64,6 +79,8 @@ def main():
             audit = False
         elif a == "--record":
             record = args.pop(0)
+        elif a == "--recipe":
+            recipe = args.pop(0)
         else:
             raise SystemExit("runner.py: unknown argument %r" % a)
 
@@ -71,7 +88,8 @@ def main():
     from alembic.config import Config
     from sqlalchemy import create_engine, event, pool, text
 
-    engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool, future=True)
+    engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool,
+                           future=recipe == "future")
     rec = []
     if record:
         @event.listens_for(engine, "before_cursor_execute")
@@ -98,28 +116,38 @@ def main():
 
     out = {"name": name, "ok": False, "versions": None, "error": None}
     code = 0
-    with engine.connect() as conn:
+    def upgrade(conn):
         cfg = Config("alembic.ini")
         cfg.attributes["connection"] = conn
+        oracle_hooks.RECORD = rec if record else None
         try:
-            oracle_hooks.RECORD = rec if record else None
-            try:
-                command.upgrade(cfg, target)
-            finally:
-                oracle_hooks.RECORD = None
-            if audit:
-                conn.execute(text("INSERT INTO oracle_audit (who) VALUES (:w)"), {"w": name})
-            out["versions"] = sorted(conn.execute(
-                text("SELECT version_num FROM alembic_version")).scalars().all())
-            conn.commit()
-            out["ok"] = True
-        except Exception as e:  # what the app saw
-            out["error"] = error_of(e)
-            from alembic.util import CommandError
-            from sqlalchemy.exc import DBAPIError
-            code = 1 if isinstance(e, (DBAPIError, CommandError)) else 3
-            if code == 3:
-                traceback.print_exc()
+            command.upgrade(cfg, target)
+        finally:
+            oracle_hooks.RECORD = None
+        if audit:
+            conn.execute(text("INSERT INTO oracle_audit (who) VALUES (:w)"), {"w": name})
+        return sorted(conn.execute(
+            text("SELECT version_num FROM alembic_version")).scalars().all())
+
+    try:
+        if recipe == "begin":
+            with engine.begin() as conn:  # commits at the end of the block
+                out["versions"] = upgrade(conn)
+        else:
+            with engine.connect() as conn:
+                out["versions"] = upgrade(conn)
+                if recipe == "future":
+                    conn.commit()
+        out["ok"] = True
+    except Exception as e:  # what the app saw
+        out["error"] = error_of(e)
+        out["versions"] = None
+        from alembic.util import CommandError
+        from sqlalchemy.exc import DBAPIError
+        import psycopg2
+        code = 1 if isinstance(e, (DBAPIError, CommandError, psycopg2.Error)) else 3
+        if code == 3:
+            traceback.print_exc()
     if record:
         with open(record, "w") as f:
             json.dump(rec, f, indent=1, default=str)

@@ -792,7 +792,7 @@ def run_world(server: Server, lib: Library, scn: Scenario, shim: bool, logdir: P
                 time.sleep(max(0.0, p.delay - (time.monotonic() - t0)))
                 start(p)
         deadline = time.monotonic() + PROC_TIMEOUT
-        while any(r.poll() is None for r in running):
+        while [r for r in running if r.poll() is None]:  # poll every one: exit times
             if time.monotonic() > deadline:
                 for r in running:
                     r.kill()

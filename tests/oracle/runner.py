@@ -33,7 +33,9 @@ versions one migration family); the database URL is $DATABASE_URL
 
 Prints one JSON line: {"name", "ok", "versions", "error"}; exit 0 on
 success, 1 on an error the app saw (a database error, Alembic's
-CommandError), 3 on anything else.  --record FILE writes every statement
+CommandError), 3 on anything else.  $ORACLE_LINGER=S keeps the process
+alive S seconds after printing (a web app goes on running after its
+start-up: its gate lock must not be held meanwhile).  --record FILE writes every statement
 the upgrade sent (SQLAlchemy's before_cursor_execute), with its parameters,
 whether it was an executemany, and the SQLSTATE it failed with, plus
 COMMIT/ROLLBACK, COPY and the revisions' points (oracle_hooks): the script
@@ -152,6 +154,9 @@ def main():
         with open(record, "w") as f:
             json.dump(rec, f, indent=1, default=str)
     print(json.dumps(out, sort_keys=True), flush=True)
+    if os.environ.get("ORACLE_LINGER"):  # a web app keeps running after its start-up
+        import time
+        time.sleep(float(os.environ["ORACLE_LINGER"]))
     return code
 
 

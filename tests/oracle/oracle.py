@@ -944,6 +944,10 @@ class Tally:
         standins = sum(o.guard_standins() for v in vs for o in v.shim.outcomes)
         saved = sum(1 for v in vs for a, b in zip(v.shim.outcomes, v.plain.outcomes)
                     if a.ok and not b.ok)
+        # the same process, the same barriers or delays: in a random
+        # interleaving another process may win the race in the other world
+        lost = [(v.scn.mode, a.error_text()) for v in vs
+                for a, b in zip(v.shim.outcomes, v.plain.outcomes) if b.ok and not a.ok]
         rows = [
             ("interleavings run", "%d (%d forced, %d random; %d processes per world)" % (
                 n, sum(v.scn.mode == "forced" for v in vs),
@@ -955,6 +959,9 @@ class Tally:
             ("genuine-error failure sets differing", sum(v.genuine_sets_differ for v in vs)),
             ("failures with shim / without", "%d / %d (of %d each)" % (fail_s, fail_p, procs)),
             ("  failed without, succeeded with", saved),
+            ("  succeeded without, failed with", "%d (%d forced, %d random)" % (
+                len(lost), sum(m == "forced" for m, _ in lost),
+                sum(m == "random" for m, _ in lost))),
             ("guard stand-ins (races answered)", standins),
             ("shimmed peers whose wait timed out", sum(o.timed_out() for v in vs
                                                         for o in v.shim.outcomes)),

@@ -2,9 +2,9 @@
 """The race guard's differential oracle (issue 11): outcomes, not log lines.
 
     tests/oracle/oracle.py [--runs N] [--seed S] [--only I] [--log DIR]
-                           [--latency K]
+                           [--latency K] [--known-bugs]
 
-(`make soak-guard [N=100] [SEED=S] [ONLY=I]` runs it inside
+(`make soak-guard [N=100] [SEED=S] [ONLY=I] [KNOWN_BUGS=1]` runs it inside
 tests/harness/with-pg.sh; the short suite in `make check` is
 tests/oracle/test_oracle.py, which uses this module.)
 
@@ -30,8 +30,16 @@ start, each one of
     timeout  shimmed, MIGSHIM_WAIT_TIMEOUT=0.5, on_timeout=proceed: gives
              up waiting for a leader and migrates anyway
 
-and either *forced* -- advisory-lock barriers at the revisions' points
-(oracle_hooks.point), held by the oracle and released one at a time, each
+A runner shares its connection by one of Alembic's recipes (runner.py
+--recipe: SQLAlchemy 2.0 style, 1.4's engine.connect(), or 1.4's
+engine.begin(), which puts the later write into the migration's own
+transaction).  Two things meet known guard bugs
+(tests/oracle/test_oracle_bugs.py) and are drawn only with --known-bugs:
+the engine.begin() recipe in a shimmed process, and the "validate" family.
+
+Each interleaving is either *forced* -- advisory-lock barriers at the
+revisions' points (oracle_hooks.point), held by the oracle and released
+one at a time, each
 only once every live process is provably stopped (exited, at its barrier,
 or waiting on a lock in pg_locks) -- or *random*: seeded start delays and
 pg_sleep at the points.  The shimmed processes read the scripts from the

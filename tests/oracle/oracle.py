@@ -938,9 +938,12 @@ class Tally:
         self.seed = seed
         self.verdicts: List[Verdict] = []
         self.latency: Optional[dict] = None
-        self.elapsed = 0.0
+        self.elapsed = 0.0            # main() sets it; else since the first verdict
+        self.t0 = None
 
     def add(self, v: Verdict):
+        if self.t0 is None:
+            self.t0 = time.monotonic()
         self.verdicts.append(v)
 
     def table(self) -> str:
@@ -986,7 +989,8 @@ class Tally:
                              "%.2f" % x for x in L["plain"]))))
         w = max(len(r[0]) for r in rows)
         out = ["guard oracle%s: %d interleavings, %.0f s" % (
-            " seed %s" % self.seed if self.seed is not None else "", n, self.elapsed)]
+            " seed %s" % self.seed if self.seed is not None else "", n,
+            self.elapsed or (time.monotonic() - self.t0 if self.t0 else 0.0))]
         out += ["  %-*s  %s" % (w, k, val) for k, val in rows]
         fams: Dict[str, list] = {}
         for v in vs:

@@ -112,7 +112,8 @@ import shimbuild  # noqa: E402
 RACE_STATES = {"23505", "42P07", "42701", "42710", "42P06", "42723"}
 APP_STATES = RACE_STATES | {"40P01"}
 WAIT_TIMEOUT = "0.5"           # the timeout kind's MIGSHIM_WAIT_TIMEOUT
-SETTLE_TIMEOUT = 15.0          # a step's processes must settle within this
+SETTLE_TIMEOUT = 30.0          # a step's connected processes must settle within this
+START_TIMEOUT = 90.0           # a process must connect within this (a loaded machine)
 PROC_TIMEOUT = 120.0           # and every process finish within this
 BARRIER_BASE = 700000
 
@@ -739,12 +740,18 @@ def settle(cur, running: List[Running], shim: bool) -> bool:
     """Until every live process is stopped: exited, at one of its own
     barriers, waiting on a lock behind another backend, or (not the
     timeout kind, whose wait must run out first) waiting for the gate's
-    lock.  Two polls in a row must agree.  False after SETTLE_TIMEOUT."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
+    lock.  Two polls in a row must agree.  False after SETTLE_TIMEOUT
+    (counted from when every live process has connected, at most
+    START_TIMEOUT after the call)."""
+    t0 = time.monotonic()
+    deadline = t0 + SETTLE_TIMEOUT
     agreed = 0
     while time.monotonic() < deadline:
         state = lock_state(cur)
         ok = True
+        starting = [r for r in running if r.poll() is None and r.p.name not in state]
+        if starting and time.monotonic() < t0 + START_TIMEOUT:
+            deadline = max(deadline, time.monotonic() + SETTLE_TIMEOUT)
         for r in running:
             if r.poll() is not None:
                 continue

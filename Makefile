@@ -149,6 +149,18 @@ soak: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 tests/chaos/soak.py --runs $(N) \
 	    $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_ONLY),--only $(SOAK_ONLY))
 
+# make soak-guard [N=100]     the race guard's differential oracle (tests/oracle/):
+#                            N drawn interleavings, each with and without the shim;
+#                            SEED=S replays a seed, ONLY=I only run I of it;
+#                            KNOWN_BUGS=1 also draws what meets a known guard bug
+#                            (make check runs the short suite, tests/oracle/test_oracle.py)
+SOAK_GUARD_N = $(if $(filter command line environment,$(origin N)),$(N),100)
+.PHONY: soak-guard
+soak-guard: deps all
+	@tests/harness/with-pg.sh /usr/bin/python3 tests/oracle/oracle.py --runs $(SOAK_GUARD_N) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY)) $(if $(KNOWN_BUGS),--known-bugs) \
+	    --log $(abspath $(B))/soak-guard
+
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
@@ -289,6 +301,7 @@ help:
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
+	@echo "make soak-guard  the race guard's differential oracle, N=100 interleavings (SEED=S to replay)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"

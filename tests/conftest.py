@@ -353,3 +353,17 @@ def migshim_lib():
     """Path of the shim. Prefer calling require_migshim_lib() in the test
     body: a missing library then shows as FAILED rather than ERROR."""
     return require_migshim_lib()
+
+
+# --------------------------------------------------------------------------
+# the race guard's oracle (tests/oracle/): its tally at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter):
+    import sys
+    oracle = sys.modules.get("oracle")
+    tally = getattr(oracle, "SESSION", None)
+    if tally is not None and (tally.verdicts or tally.latency):
+        terminalreporter.write_sep("=", "guard oracle")
+        for line in tally.table().splitlines():
+            terminalreporter.write_line(line)

@@ -82,6 +82,8 @@ if [ "${1:-}" = "--server" ]; then
   run_criterion integration-c $(make -s --no-print-directory B="$B" print-integration-c-tests)
   echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
   run_pytest python tests/integration tests/e2e tests/packaging
+  echo "== guard oracle, short (make soak-guard runs N=100 drawn interleavings)"
+  run_pytest oracle tests/oracle
   echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
   CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
   exit 0

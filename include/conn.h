@@ -23,6 +23,19 @@ const struct pq_copy *conn_copy(const PGconn *pg);
 /* Forget `pg` (it is being finished). */
 void conn_forget(const PGconn *pg);
 
+/*
+ * Prepared statements carry no text when they run (PQexecPrepared,
+ * PQsendQueryPrepared): while the gate or the guard watch, the wrappers
+ * note the text a statement was prepared with, per connection and name
+ * ("" is the unnamed one), so that it can be classified when it runs.  A
+ * bounded table: the oldest entries make room; an unknown name is NULL.
+ */
+void conn_note_prepared(const PGconn *pg, const char *name, const char *sql);
+
+/* The text `name` was prepared with on `pg`, malloc'ed (the caller frees
+ * it), or NULL. */
+char *conn_prepared_sql(const PGconn *pg, const char *name);
+
 void conn_atfork_prepare(void);
 void conn_atfork_parent(void);
 void conn_atfork_child(void);

@@ -7,6 +7,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "sqlclass.h"
 
 #define TOMBSTONE ((const PGconn *)(uintptr_t)1)
 
@@ -92,6 +95,8 @@ const struct pq_copy *conn_copy(const PGconn *pg)
     return c;
 }
 
+static void prepared_forget(const PGconn *pg);
+
 void conn_forget(const PGconn *pg)
 {
     pthread_mutex_lock(&mu);
@@ -100,7 +105,70 @@ void conn_forget(const PGconn *pg)
         if (slots[i].pg == pg)
             slots[i] = (struct slot){TOMBSTONE, NULL};
     }
+    prepared_forget(pg);
     pthread_mutex_unlock(&mu);
+}
+
+/* --- prepared statements ------------------------------------------------------- */
+
+#define MAX_PREPARED 128
+#define PREPARED_NAME_MAX 64
+
+static struct prepared {
+    const PGconn *pg;
+    char name[PREPARED_NAME_MAX];
+    char *sql;
+} prepared[MAX_PREPARED];
+static size_t prepared_next; /* round robin: the oldest entry makes room */
+
+static struct prepared *prepared_find(const PGconn *pg, const char *name)
+{
+    for (size_t i = 0; i < MAX_PREPARED; i++)
+        if (prepared[i].pg == pg && strcmp(prepared[i].name, name) == 0)
+            return &prepared[i];
+    return NULL;
+}
+
+void conn_note_prepared(const PGconn *pg, const char *name, const char *sql)
+{
+    if (!pg || !sql || strlen(name ? name : "") >= PREPARED_NAME_MAX)
+        return;
+    name = name ? name : "";
+    char *copy = strndup(sql, SQLCLASS_SCAN_MAX); /* as much as is ever classified */
+    if (!copy)
+        return;
+    pthread_mutex_lock(&mu);
+    struct prepared *p = prepared_find(pg, name);
+    if (!p) {
+        p = &prepared[prepared_next];
+        prepared_next = (prepared_next + 1) % MAX_PREPARED;
+    }
+    free(p->sql);
+    p->pg = pg;
+    strcpy(p->name, name);
+    p->sql = copy;
+    pthread_mutex_unlock(&mu);
+}
+
+char *conn_prepared_sql(const PGconn *pg, const char *name)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&mu);
+    struct prepared *p = prepared_find(pg, name ? name : "");
+    if (p)
+        out = strdup(p->sql);
+    pthread_mutex_unlock(&mu);
+    return out;
+}
+
+static void prepared_forget(const PGconn *pg)
+{
+    for (size_t i = 0; i < MAX_PREPARED; i++) {
+        if (prepared[i].pg == pg) {
+            free(prepared[i].sql);
+            memset(&prepared[i], 0, sizeof prepared[i]);
+        }
+    }
 }
 
 void conn_atfork_prepare(void) { pthread_mutex_lock(&mu); }

@@ -63,6 +63,10 @@ struct gconn {
     struct versions view;   /* ... and as its own writes have left it since     */
     bool view_done;         /* the view is at the target: the migration is over  */
     bool own_work;          /* it wrote before its first version-table statement */
+    int sp_depth;           /* ABSORB: answered savepoints still open            */
+    bool sp_failed;         /* ABSORB: a statement in one of them got the original
+                               error: as in PostgreSQL, only ROLLBACK TO (or the
+                               end of the transaction) goes on from here        */
     PGresult *orig;         /* ABSORB: the error the mapping answered            */
     /* the asynchronous path */
     bool sent;              /* a statement to judge is in flight, and:           */
@@ -127,7 +131,9 @@ static void set_mode(const struct pq_api *pq, struct gconn *g, enum mode m)
         g->orig = NULL;
     }
     if (m == M_WATCH)
-        g->vt_txn = g->s0_known = g->view_done = g->own_work = false;
+        g->vt_txn = g->s0_known = g->view_done = g->own_work = g->sp_failed = false;
+    if (m == M_WATCH)
+        g->sp_depth = 0;
     update_busy(g);
 }
 
@@ -622,6 +628,14 @@ static PGresult *made_versions(const struct pq_api *pq, PGconn *pg, const struct
     "DO $migshim$BEGIN RAISE EXCEPTION USING ERRCODE = '25P02', MESSAGE = 'migshim: the "        \
     "transaction failed earlier with the error the app was given; it can only be rolled back'; " \
     "END$migshim$"
+/* The same when there is no original error left to give (a version
+ * UPDATE that matched no row was answered, or the error was given inside
+ * a savepoint): this one, a serialization failure, as for any transaction
+ * that lost a race. */
+#define FAIL_STANDIN_RACE                                                                        \
+    "DO $migshim$BEGIN RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'migshim: this "       \
+    "transaction lost a race: a peer migrated the database while it ran; it was rolled back, "   \
+    "and this statement cannot be answered in its place'; END$migshim$"
 
 enum answer { ANSWERED, RUN_REAL, GIVE_UP };
 
@@ -642,8 +656,15 @@ static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g
         *real = "ROLLBACK";
         log_info("guard: %s answered; this process's migration transaction was rolled back and "
                  "the peer's migration stands", tag);
-        *made_r = made(pq, pg, tag);
+        /* COMMIT of a failed transaction answers ROLLBACK */
+        *made_r = made(pq, pg, g->sp_failed ? "ROLLBACK" : tag);
         return *made_r ? ANSWERED : GIVE_UP;
+    }
+    if (g->sp_failed) { /* only ROLLBACK TO SAVEPOINT goes on */
+        if (verb != VERB_ROLLBACK_TO || !(*made_r = made(pq, pg, tag)))
+            return GIVE_UP;
+        g->sp_failed = false;
+        return ANSWERED;
     }
     bool vt_read = false;
     struct sqlclass k;
@@ -659,6 +680,11 @@ static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g
         return RUN_REAL; /* pg_sleep(), SHOW, SET: the same answer either way */
     if (g->view_done)
         return GIVE_UP; /* the migration is over: this is the app's own work */
+    switch (verb) {
+    case VERB_SAVEPOINT: g->sp_depth++; break;
+    case VERB_RELEASE: g->sp_depth -= g->sp_depth > 0; break;
+    default: break;
+    }
     switch (verb) {
     case VERB_DDL:
     case VERB_INSERT:
@@ -687,13 +713,25 @@ static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g
     return ANSWERED;
 }
 
+/* Giving up inside an answered savepoint: the app may catch the error and
+ * roll back to it, as it could in PostgreSQL.  Then the original error is
+ * given without failing the stand-in, which only ROLLBACK TO (or the end)
+ * continues.  True when that is the way (the caller hands over g->orig). */
+static bool soft_give_up(struct gconn *g)
+{
+    if (g->sp_depth == 0 || !g->orig)
+        return false;
+    g->sp_failed = true;
+    return true;
+}
+
 static void log_give_up(const struct gconn *g, const struct pq_call *call)
 {
     log_warn("guard: \"%.50s\" cannot be answered in place of the rolled-back transaction%s; "
              "%s", call->sql ? call->sql : "(a prepared statement)",
              g->view_done ? " (its migration is over)" : "",
              g->orig ? "the original error passes through"
-                     : "the transaction fails now (its UPDATE was answered, no error was kept)");
+                     : "the transaction fails now (40001: no original error is left to give)");
 }
 
 /* A real result while standing in: an error (the statement failed on its
@@ -758,8 +796,13 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
             return r;
         }
         log_give_up(g, call);
+        if (soft_give_up(g)) { /* in a savepoint: the app may roll back to it */
+            r = g->orig;
+            g->orig = NULL;
+            return r;
+        }
         int nb = blocking_begin(pq, pg);
-        PGresult *fail = pq->PQexec(pg, FAIL_STANDIN);
+        PGresult *fail = pq->PQexec(pg, g->orig ? FAIL_STANDIN : FAIL_STANDIN_RACE);
         blocking_end(pq, pg, nb);
         if (g->orig) {
             if (fail)
@@ -799,10 +842,11 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
         enum answer a = stand_in(pq, pg, g, call, &r, &real);
         if (a == RUN_REAL)
             return real_send(pq, pg, call); /* its results: guard_get_result */
-        bool answered = a == ANSWERED;
+        bool answered = a == ANSWERED, soft = false;
         if (!answered) {
             log_give_up(g, call);
-            real = FAIL_STANDIN;
+            soft = soft_give_up(g);
+            real = soft ? NULL : g->orig ? FAIL_STANDIN : FAIL_STANDIN_RACE;
             r = g->orig; /* NULL: the stand-in's own error reaches the app */
             g->orig = NULL;
         }
@@ -816,7 +860,7 @@ int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
         }
         g->pending = r;
         g->standin = true;
-        if (!answered)
+        if (!answered && !soft)
             set_mode(pq, g, M_WATCH); /* the real transaction fails: the app's view */
         update_busy(g);
         return 1;

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conn.h"
@@ -366,12 +367,18 @@ SLOW PGresult *PQexecPrepared_slow(PGconn *conn, const char *stmtName, int nPara
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexecPrepared);
     if (!c)
         return NULL;
-    if (watching() && conn && app_call(ra))
-        return exec_hooked(c, conn,
-                           &(struct pq_call){.kind = CALL_PREPARED, .stmt_name = stmtName,
-                                             .nparams = nParams, .values = paramValues,
-                                             .lengths = paramLengths, .formats = paramFormats,
-                                             .result_format = resultFormat});
+    if (watching() && conn && app_call(ra)) {
+        char *sql = conn_prepared_sql(conn, stmtName); /* classified like any other */
+        PGresult *r = exec_hooked(c, conn,
+                                  &(struct pq_call){.kind = CALL_PREPARED, .sql = sql,
+                                                    .stmt_name = stmtName, .nparams = nParams,
+                                                    .values = paramValues,
+                                                    .lengths = paramLengths,
+                                                    .formats = paramFormats,
+                                                    .result_format = resultFormat});
+        free(sql);
+        return r;
+    }
     return REAL(c, PQexecPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
                                    paramFormats, resultFormat);
 }
@@ -388,7 +395,11 @@ SLOW PGresult *PQprepare_slow(PGconn *conn, const char *stmtName, const char *qu
                            const Oid *paramTypes, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQprepare);
-    return c ? REAL(c, PQprepare)(conn, stmtName, query, nParams, paramTypes) : NULL;
+    if (!c)
+        return NULL;
+    if (watching() && conn && app_call(ra))
+        conn_note_prepared(conn, stmtName, query);
+    return REAL(c, PQprepare)(conn, stmtName, query, nParams, paramTypes);
 }
 
 EXPORT PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
@@ -464,12 +475,17 @@ SLOW int PQsendQueryPrepared_slow(PGconn *conn, const char *stmtName, int nParam
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQueryPrepared);
     if (!c)
         return 0;
-    if (watching() && conn && app_call(ra)) /* (psycopg 3 runs prepared statements so) */
-        return send_hooked(c, conn,
-                           &(struct pq_call){.kind = CALL_PREPARED, .stmt_name = stmtName,
-                                             .nparams = nParams, .values = paramValues,
-                                             .lengths = paramLengths, .formats = paramFormats,
-                                             .result_format = resultFormat});
+    if (watching() && conn && app_call(ra)) { /* (psycopg 3 runs prepared statements so) */
+        char *sql = conn_prepared_sql(conn, stmtName);
+        int ok = send_hooked(c, conn,
+                             &(struct pq_call){.kind = CALL_PREPARED, .sql = sql,
+                                               .stmt_name = stmtName, .nparams = nParams,
+                                               .values = paramValues, .lengths = paramLengths,
+                                               .formats = paramFormats,
+                                               .result_format = resultFormat});
+        free(sql);
+        return ok;
+    }
     return REAL(c, PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
                                         paramFormats, resultFormat);
 }
@@ -486,7 +502,11 @@ SLOW int PQsendPrepare_slow(PGconn *conn, const char *stmtName, const char *quer
                          const Oid *paramTypes, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendPrepare);
-    return c ? REAL(c, PQsendPrepare)(conn, stmtName, query, nParams, paramTypes) : 0;
+    if (!c)
+        return 0;
+    if (watching() && conn && app_call(ra))
+        conn_note_prepared(conn, stmtName, query);
+    return REAL(c, PQsendPrepare)(conn, stmtName, query, nParams, paramTypes);
 }
 
 EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams,

@@ -1024,14 +1024,14 @@ def test_a_lapse_never_serializes_the_fleet(gate):
     each leading and lapsing in turn (before: 3 x leader_grace)."""
     grace = 2
     env = {"MIGSHIM_HEADS": R1, "MIGSHIM_LEADER_GRACE": str(grace)}
-    steps = lambda n: [["connect", n], ["mark", "connected"], ["wait", n + "_go", 30],
+    steps = lambda n: [["connect", n], ["mark", n + "_connected"], ["wait", n + "_go", 30],
                        ["exec", n, "SELECT 1"], ["commit", n], ["close", n]]
     a = gate.spawn(steps("a"), env=env, name="A")
-    ev_a = a.wait_mark("connected")
+    ev_a = a.wait_mark("a_connected")
     match_lines(a.gate(), [("info", gate.L.lead)])
     b = gate.spawn(steps("b"), env=env, name="B")
     c = gate.spawn(steps("c"), env=env, name="C")
-    ev_b, ev_c = b.wait_mark("connected", timeout=15), c.wait_mark("connected", timeout=15)
+    ev_b, ev_c = b.wait_mark("b_connected", timeout=15), c.wait_mark("c_connected", timeout=15)
     for w, ev in ((b, ev_b), (c, ev_c)):
         (m,) = match_lines(w.gate(), [("warn", gate.L.peer_lapsed)])
         assert ev["t"] - ev_a["t"] < grace + 3, w.describe()  # not serialized

@@ -6,16 +6,20 @@
  *
  * The rule (its proof is written above candidate() in src/guard.c): in a
  * transaction block that is one of Alembic's migrations (it sent Alembic's
- * own version-table statements and showed the version it started from,
- * behind this process's target), a DDL statement failing with a race
- * SQLSTATE (23505, 42P07, 42701, 42710, 42P06, 42723), Alembic's version
- * INSERT failing with 23505, or its version UPDATE matching 0 rows, when
- * the version table as committed now holds exactly the target heads: the
- * app's transaction is rolled back and a READ ONLY transaction stands in
- * for it up to COMMIT/ROLLBACK.  In it, DDL, savepoint commands, a plain
- * INSERT ... VALUES and Alembic's version writes get their usual tags; everything else runs for
- * real (reads work; a write fails, and then the app gets the original
- * error).  COMMIT is answered "COMMIT" and ends the stand-in.
+ * own version-table statements, showed the version it started from, behind
+ * this process's target, and wrote nothing of its own before), a DDL
+ * statement failing with a race SQLSTATE (23505, 42P07, 42701, 42710,
+ * 42P06, 42723), Alembic's version INSERT failing with 23505, or its
+ * version UPDATE matching 0 rows, when the version table as committed now
+ * holds exactly the target heads: the app's transaction is rolled back and
+ * a READ ONLY transaction stands in for it up to COMMIT/ROLLBACK.  While
+ * the app's view of the version table is short of the target, DDL,
+ * savepoint commands, a plain INSERT ... VALUES and Alembic's version
+ * writes get their usual tags, Alembic's read of the version table gets
+ * the view, and a statement that reads no table runs for real; anything
+ * else -- and everything once the view is at the target -- makes the
+ * stand-in fail for real, and the app gets the original error.  COMMIT is
+ * answered "COMMIT" and ends the stand-in.
  *
  * Everything else passes through unchanged: autocommit, the app's own data
  * statements, multi-statement strings, pipeline mode, a transaction that
@@ -36,7 +40,7 @@
 /* One statement call, as the app made it. */
 struct pq_call {
     enum { CALL_EXEC, CALL_PARAMS, CALL_PREPARED } kind;
-    const char *sql;        /* NULL for CALL_PREPARED */
+    const char *sql;        /* CALL_PREPARED: the text it was prepared with, or NULL */
     const char *stmt_name;  /* CALL_PREPARED          */
     int nparams;
     const Oid *types;
@@ -57,8 +61,8 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
 int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
 PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg);
 
-/* The transaction status the app must see: INERROR while a read-only
- * transaction stands in for the app's failed one. */
+/* The transaction status the app must see (the server's: the stand-in is
+ * a real transaction, and giving up makes it fail for real). */
 PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg);
 
 /* The connection is being finished. */

@@ -46,6 +46,8 @@ import psycopg2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "chaos"))
+from chaoslib import wait_until  # noqa: E402
 from fleet import Fleet  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -180,14 +182,8 @@ def host_fleet(net, srv, db, h, workers, sleep):
 
 
 def until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    """chaoslib's wait_until, at this file's pace."""
+    return wait_until(pred, timeout, what, interval=0.05)
 
 
 def start_and_cut(net, srv, fleets, db, cut):

@@ -67,6 +67,8 @@ import pytest
 
 from conftest import PYTHON, child_base_env, require_migshim_lib
 import shimbuild
+from conftest import ASAN_EXIT_HANG
+
 
 STEPS = Path(__file__).resolve().parent / "gate_workloads" / "steps.py"
 HOSTNAME = socket.gethostname()[:63]  # what the shim puts in application_name
@@ -821,6 +823,7 @@ def test_waiter_waits_in_short_slices_and_proceeds_when_peer_commits(gate, lock)
     assert [r for r in log if r[1] in ("ERROR", "FATAL", "PANIC", "WARNING")] == [], log
 
 
+@ASAN_EXIT_HANG
 @pytest.mark.parametrize("lock", ["xact", "session"])
 def test_32_waiters_leave_no_error_in_the_server_log(gate, lock):
     """32 processes (psql, the lightest libpq program) wait 2.5 s for a peer:

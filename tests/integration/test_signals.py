@@ -28,6 +28,8 @@ import pytest
 
 from conftest import PYTHON, child_base_env, require_migshim_lib
 import shimbuild
+from conftest import ASAN_EXIT_HANG
+
 
 R1 = "0001aaaa"
 LINE_RE = re.compile(r"^migshim\[(\d+)\]: (\w+): (.*)$")
@@ -112,6 +114,7 @@ def kill_all(p):
         p.wait()
 
 
+@ASAN_EXIT_HANG
 def test_sigterm_handler_runs_within_a_slice_dispositions_restored(db, tmp_path):
     k = key()
     h = Holder(db, k)
@@ -141,6 +144,7 @@ def test_sigterm_handler_runs_within_a_slice_dispositions_restored(db, tmp_path)
     print(f"\nSIGTERM -> app handler: {delay * 1000:.0f} ms")
 
 
+@ASAN_EXIT_HANG
 def test_sigint_ignored_by_the_app_does_not_end_the_wait(db, tmp_path):
     k = key()
     h = Holder(db, k)
@@ -183,6 +187,7 @@ def test_sigquit_default_action_kills_within_a_slice(db, tmp_path):
     assert "SIGQUIT after waiting" in line[1], err
 
 
+@ASAN_EXIT_HANG
 def test_leader_keeps_the_apps_dispositions(db, tmp_path):
     """Nobody holds the lock: the helper leads; its dispositions are its own
     from the start (the shim installs nothing outside a wait)."""

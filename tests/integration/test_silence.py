@@ -23,6 +23,8 @@ import pytest
 
 from conftest import REPO_ROOT as REPO, child_base_env, require_migshim_lib, run_py
 import shimbuild
+from conftest import ASAN_EXIT_HANG
+
 
 NO_SCRIPTS = ("no alembic.ini, migrations/alembic.ini or [tool.alembic] found; target heads "
               "unknown (the lock is taken at the first version-table statement)")
@@ -57,6 +59,7 @@ def shim_lines(stderr):
     return out
 
 
+@ASAN_EXIT_HANG
 def test_psql_and_pg_dump_without_scripts_print_nothing(db, tmp_path):
     env = shim_env(db)
     q = run(["psql", "-X", "-At", "-c", "SELECT 40 + 2"], env, tmp_path)
@@ -78,6 +81,7 @@ def test_psql_and_pg_dump_without_scripts_print_nothing(db, tmp_path):
     assert norm(d0.stdout) == norm(d.stdout)
 
 
+@ASAN_EXIT_HANG
 def test_psql_without_scripts_at_debug_says_why_it_passes(db, tmp_path):
     q = run(["psql", "-X", "-At", "-c", "SELECT 1"], shim_env(db, MIGSHIM_LOG="debug"), tmp_path)
     assert q.returncode == 0 and q.stdout == "1\n", q
@@ -88,6 +92,7 @@ def test_psql_without_scripts_at_debug_says_why_it_passes(db, tmp_path):
                   'version-table statement' % db.name)], q.stderr
 
 
+@ASAN_EXIT_HANG
 def test_psql_that_touches_the_version_table_logs_its_decision(db, tmp_path):
     """Not silent when it acts: a version-table statement takes the lock."""
     q = run(["psql", "-X", "-At", "-c", "CREATE TABLE alembic_version (version_num "

@@ -41,13 +41,13 @@ B := $(if $(SANITIZE),build-san,build)
 # glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c \
-            src/gate.c src/guard.c src/events.c src/interpose.c
+            src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
 CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/heads.c \
-            src/envpy.c src/lock.c src/timeline.c
+            src/envpy.c src/lock.c src/timeline.c src/django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -91,7 +91,8 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     patchelf postgresql postgresql-client procps iproute2 util-linux \
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
-    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev
+    python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev \
+    python3-django
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure

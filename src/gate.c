@@ -238,7 +238,7 @@ static void refresh_pending(void)
         hooks = full;
     }
     if (sql != hooks_sql) {
-        atomic_fetch_add(&shim_hooks_sql, sql ? 1 : -1);
+        shim_hooks_sql_add(sql ? 1 : -1);
         hooks_sql = sql;
     }
 }

@@ -28,6 +28,7 @@ void sqlclass_name_init(struct sqlclass_name *nm, const char *name)
     /* A '"' in the name is doubled inside a quoted identifier: too rare to
      * match exactly; over-matching is the safe side. */
     nm->quoted = strchr(nm->name, '"') != NULL;
+    nm->shortest = nm->quoted ? 0 : nm->n;
     /* Anchor on the name's first byte that is not a letter (the '_' of
      * alembic_version): case does not apply to it, so memchr finds its few
      * occurrences at memory speed, where a byte-by-byte case-folding scan
@@ -37,15 +38,16 @@ void sqlclass_name_init(struct sqlclass_name *nm, const char *name)
         nm->off++;
 }
 
-bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
+bool sqlclass_mentions_name_len(const char *sql, size_t len, const struct sqlclass_name *nm)
 {
     if (!sql || !nm->n)
         return false;
     if (nm->quoted)
         return true;
+    if (len < nm->n)
+        return false;
     const char *name = nm->name;
     size_t n = nm->n, off = nm->off;
-    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
     if (name[off]) {
         const char *end = sql + len;
         for (const char *p = sql + off; p < end; p++) {
@@ -62,6 +64,11 @@ bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
         if ((unsigned char)tolower((unsigned char)sql[i]) == first && word_at(sql, i, name, n))
             return true;
     return false;
+}
+
+bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
+{
+    return sql && sqlclass_mentions_name_len(sql, strnlen(sql, SQLCLASS_SCAN_MAX), nm);
 }
 
 bool sqlclass_mentions(const char *sql, const char *name)

@@ -92,6 +92,20 @@ struct sqlclass {
 void sqlclass_classify(const char *sql, const char *schema, const char *table,
                        struct sqlclass *out);
 
+/*
+ * Which version table does `sql` write or read, if it is exactly one of
+ * Alembic's version-table statements (CREATE TABLE, SELECT
+ * <vt>.version_num FROM, INSERT, UPDATE, DELETE; not SQLAlchemy's
+ * has_table) on any table?  True with its schema ("" when unqualified) and
+ * table in PostgreSQL's reading (unquoted names folded to lower case) and
+ * the classification in `out`; false for anything else.
+ *
+ *   sqlclass_vt_statement("INSERT INTO ops.my_version (version_num) VALUES ('a1')",
+ *                         s, sizeof s, t, sizeof t, &c) -> true, s "ops", t "my_version"
+ */
+bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *table, size_t tsz,
+                           struct sqlclass *out);
+
 /* "CREATE TABLE", "SELECT", "INSERT", "UPDATE", "DELETE" or "other". */
 const char *sqlclass_kind_name(enum sql_kind kind);
 

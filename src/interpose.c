@@ -220,9 +220,25 @@ static bool writes_vt(const struct pq_call *call)
            k.kind == SQL_VT_DELETE;
 }
 
+/* While a leader learns which version table its migration uses: show the
+ * gate the statements that mention version_num (a leader's slow path only). */
+static struct sqlclass_name vt_column;
+static pthread_once_t vt_column_once = PTHREAD_ONCE_INIT;
+static void vt_column_init(void) { sqlclass_name_init(&vt_column, "version_num"); }
+
+static void learn_vt(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
+{
+    if (!atomic_load_explicit(&gate_learning, memory_order_relaxed) || !call->sql)
+        return;
+    pthread_once(&vt_column_once, vt_column_init);
+    if (sqlclass_mentions_name(call->sql, &vt_column))
+        gate_learn(c, pg, call->sql);
+}
+
 /* A synchronous statement under the gate and the guard. */
 static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
+    learn_vt(c, pg, call);
     if (mentions_vt(call))
         gate_before(c, pg, writes_vt(call));
     PGresult *r = guard_exec(c, pg, call);
@@ -232,6 +248,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 
 static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
+    learn_vt(c, pg, call);
     if (mentions_vt(call))
         gate_before(c, pg, writes_vt(call));
     return guard_send(c, pg, call);

@@ -470,6 +470,76 @@ void sqlclass_classify(const char *sql, const char *schema, const char *table,
     }
 }
 
+/* --- which version table ----------------------------------------------------- */
+
+/* A name token, as PostgreSQL reads it, into out. */
+static bool take_name(const struct token *t, char *out, size_t n)
+{
+    if ((t->type != T_WORD && t->type != T_QIDENT) || t->too_long || !t->text[0] ||
+        strlen(t->text) >= n)
+        return false;
+    strcpy(out, t->text);
+    return true;
+}
+
+/* [schema.]table at the lexer: into schema ("" when unqualified) and table. */
+static bool take_qualified(struct lexer *lx, struct token *t, char *schema, size_t ssz,
+                           char *table, size_t tsz)
+{
+    char first[sizeof t->text];
+    if (!take_name(t, first, sizeof first))
+        return false;
+    next(lx, t);
+    if (!is_punct(t, '.')) {
+        schema[0] = '\0';
+        return strlen(first) < tsz && strcpy(table, first);
+    }
+    next(lx, t);
+    return strlen(first) < ssz && strcpy(schema, first) && take_name(t, table, tsz);
+}
+
+bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *table, size_t tsz,
+                           struct sqlclass *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!sql || !ssz || !tsz)
+        return false;
+    struct lexer lx;
+    bool truncated;
+    lexer_init(&lx, sql, &truncated);
+    struct token t;
+    next(&lx, &t);
+    bool found = false;
+    if (eat(&lx, &t, "create")) {
+        found = eat(&lx, &t, "table") &&
+                take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "insert")) {
+        found = eat(&lx, &t, "into") && take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "update")) {
+        found = take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "delete")) {
+        found = eat(&lx, &t, "from") && take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "select")) {
+        /* <vt>.version_num (or <schema>.<vt>.version_num) FROM [schema.]<vt> */
+        int names = 0;
+        while ((t.type == T_WORD || t.type == T_QIDENT) && names < 3) {
+            names++;
+            next(&lx, &t);
+            if (!is_punct(&t, '.'))
+                break;
+            next(&lx, &t);
+        }
+        found = names >= 2 && eat(&lx, &t, "from") &&
+                take_qualified(&lx, &t, schema, ssz, table, tsz);
+    }
+    if (!found)
+        return false;
+    /* the whole text, in Alembic's exact shape, on that table */
+    sqlclass_classify(sql, schema, table, out);
+    return out->kind == SQL_VT_CREATE || out->kind == SQL_VT_READ || out->kind == SQL_VT_INSERT ||
+           out->kind == SQL_VT_UPDATE || out->kind == SQL_VT_DELETE;
+}
+
 /* --- verbs ------------------------------------------------------------------- */
 
 static bool word_in(const struct token *t, const char *const *list)

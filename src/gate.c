@@ -382,8 +382,10 @@ static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
  * the app needs its connection to migrate.
  */
 /*
- * The "leading" line.  When the configured version table is absent, the
- * app may keep its versions elsewhere (a name migshim could not read): a
+ * The "leading" line.  When the configured version table is absent, not
+ * set in migshim's settings, and some other table has a version_num
+ * column, the app may keep its
+ * versions there (a name migshim could not read): a
  * process that takes the lock after the leader released it (it connected
  * late) would then "lead" only to find, in its migration's first read,
  * the real table at the target (gate_learn, gate_after).  So the line
@@ -391,6 +393,15 @@ static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
  * its release); a read of another table found at the target replaces it
  * with a "proceed" line.
  */
+/* version_table or version_table_schema set in migshim's own settings
+ * (file, environment): the table is known, nothing to learn. */
+static bool vt_set_by_migshim(const struct config *cfg)
+{
+    int t = config_key_index("version_table"), s = config_key_index("version_table_schema");
+    return (t >= 0 && (cfg->source[t] == CFG_FILE || cfg->source[t] == CFG_ENV)) ||
+           (s >= 0 && (cfg->source[s] == CFG_FILE || cfg->source[s] == CFG_ENV));
+}
+
 static void tell_lead(struct gdb *g)
 {
     if (!g->untold.pending)
@@ -532,7 +543,9 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
                      why ? " " : "", why ? why : "");
             snprintf(g->untold.revs, sizeof g->untold.revs, "%s", revs);
             g->untold.pending = true;
-            if (v.present) /* else: see tell_lead */
+            /* the configured table absent, another of its shape present:
+             * see tell_lead */
+            if (v.present || vt_set_by_migshim(cfg) || !lock_any_version_column(pq, own))
                 tell_lead(g);
             return OUT_LEADING;
         }

@@ -610,6 +610,29 @@ static void holder_sql(int64_t key, const char *cols, char *sql, size_t n)
              cols, hi, lo);
 }
 
+bool lock_any_version_column(const struct pq_api *pq, PGconn *c)
+{
+    /* in the lock transaction: in a savepoint rolled back at once, so that
+     * no catalog lock stays held (see lock_read_versions) */
+    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "%sSELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a "
+             "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+             "WHERE a.attname = 'version_num' AND NOT a.attisdropped AND c.relkind IN ('r', 'p'))%s",
+             in_txn ? "SAVEPOINT migshim_read; " : "",
+             in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
+    bool any = false;
+    if (pq->PQsendQuery(c, sql)) {
+        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL; pq->PQclear(x))
+            if (pq->PQresultStatus(x) == PGRES_TUPLES_OK && pq->PQntuples(x) == 1)
+                any = strcmp(pq->PQgetvalue(x, 0, 0), "t") == 0;
+    }
+    if (in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
+        run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
+    return any;
+}
+
 /* One part of the published name: plain when it is a lower-case
  * identifier, else "quoted" ("" doubled).  False when it does not fit or
  * holds a byte application_name would not keep (non-ASCII, control). */

@@ -29,6 +29,7 @@ enum config_source { CFG_DEFAULT = 0, CFG_FILE, CFG_ENV, CFG_ENV_PY /* the app's
 
 enum lock_mode { LOCK_XACT = 0, LOCK_SESSION, LOCK_OFF };
 enum on_timeout { ON_TIMEOUT_PROCEED = 0, ON_TIMEOUT_FAIL };
+enum tool { TOOL_AUTO = 0, TOOL_ALEMBIC, TOOL_DJANGO };
 
 #define CONFIG_NAME_MAX 128 /* identifiers, database names */
 
@@ -56,6 +57,12 @@ struct config {
     double race_wait;                 /* seconds to wait for a peer in flight */
 
     char events[PATH_MAX];            /* JSON-lines event file; "" = none   */
+
+    /* which migration tool (include/tool.h) */
+    enum tool tool;                   /* auto: Alembic's ini, else Django's settings */
+    char django_target[PATH_MAX];     /* "" = .migshim-django.target in the project */
+    double django_settle;             /* seconds idle before an in-process leader releases */
+    char django_python[PATH_MAX];     /* "" = the process's own Python, else python3 */
 
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */

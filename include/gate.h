@@ -11,6 +11,14 @@
  *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
  *
+ * Django (tool = django): the state read is "which migrations of the app's
+ * graph are not recorded in django_migrations" (django.h), the leader
+ * keeps the lock to the end of its run -- process exit, or every node
+ * recorded and the process idle for django_settle -- since post_migrate
+ * races too, and the guard stays out (no UNGATED: DONE; a holder that
+ * lapsed sends its waiters on as LAPSED, each taking the lock at its own
+ * first statement on django_migrations).
+ *
  * Other threads' first connections wait for DECIDING to end; connections
  * of a leading process never wait on their own process.  A forked child
  * of a LEADING/LAPSED process starts again from NEW (the lock connection
@@ -65,6 +73,10 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions
 
 /* True when `v` is exactly this process's target heads. */
 bool gate_at_target(const struct versions *v);
+
+/* The table whose statements the hooks watch: the configured version
+ * table, or django_migrations when the tool is Django. */
+const char *gate_version_table(void);
 
 /* fork(): the mutex is held across it (src/shim.c), so a child never
  * inherits it locked by a thread it does not have. */

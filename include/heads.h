@@ -88,6 +88,10 @@ struct envpy_vt;
  */
 bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *path, size_t pathsz);
 
+/* True when this process has an Alembic configuration: the heads key, or
+ * an ini/pyproject found as above (silent). */
+bool heads_alembic_found(const struct config *cfg);
+
 /* True when `rev` is one of h->revs (only meaningful when h->graph). */
 bool heads_has_rev(const struct heads *h, const char *rev);
 

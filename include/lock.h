@@ -46,6 +46,20 @@ struct server_id {
 
 /* The key: lock_key if set, else a hash of database, schema, table. */
 int64_t lock_key_for(const struct config *cfg, const char *dbname);
+/* The same for a table other than the configured one (Django's). */
+int64_t lock_key_for_table(const struct config *cfg, const char *dbname, const char *schema,
+                           const char *table);
+
+/*
+ * Another tool's state in place of Alembic's version table (Django's: which
+ * migrations are not recorded): an SQL expression of one text column, NULL
+ * when there is nothing yet, else query_to_xml output whose <version_num>
+ * elements become struct versions' rows.  Every read below (the idle read,
+ * the wait slice's, the one inside the lock transaction) then evaluates it.
+ * Set once, before the first read; the string must outlive the process's
+ * reads.
+ */
+void lock_set_read_expr(const char *expr);
 
 /*
  * Read the version table on `c` in one round trip, leaving no trace: no

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "django.h"
 #include "envpy.h"
 #include "heads.h"
 #include "libpq_dl.h"
@@ -59,7 +60,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
-            "       migshim [--config FILE] heads\n"
+            "       migshim [--config FILE] heads [--django [-o FILE]]\n"
             "       migshim [--config FILE] [--libpq PATH] status [CONNINFO|URL]\n"
             "       migshim timeline EVENTS_FILE -o OUT.svg\n"
             "       migshim --help | --version\n"
@@ -67,7 +68,10 @@ static void usage(FILE *f)
             "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every libpq\n"
             "connection of the process and its children goes through the start-up gate.\n"
             "`heads` prints the target heads computed from the Alembic scripts found from\n"
-            "the current directory; `status` also shows the database's version table, who\n"
+            "the current directory; `heads --django` (or `heads` in a Django project) asks\n"
+            "the project's own Python for its migration graph and writes the target file\n"
+            "the shim reads at start-up (django_target, default ./.migshim-django.target,\n"
+            "or FILE); `status` also shows the database's version table, who\n"
             "holds the migration lock, and the effective configuration (default CONNINFO:\n"
             "$DATABASE_URL, else the PG* variables).  `timeline` draws the events written\n"
             "with MIGSHIM_EVENTS=path as an SVG: one lane per process.\n"
@@ -168,12 +172,47 @@ static void print_list(char (*revs)[HEADS_REV_MAX], size_t n)
         printf("%s%s", i ? ", " : "", revs[i]);
 }
 
-static int cmd_heads(void)
+/* `heads --django`: ask the project's Python, write the target file. */
+static int cmd_heads_django(const struct config *cfg, const char *out)
+{
+    char project[PATH_MAX], path[PATH_MAX], err[1024];
+    django_project_dir(project, sizeof project);
+    if (out)
+        snprintf(path, sizeof path, "%s", out);
+    else
+        django_target_path(cfg, project, path, sizeof path);
+    char *text = django_compute(cfg->django_python, project, err, sizeof err);
+    if (!text) {
+        fprintf(stderr, "migshim: Django target unknown: %s\n", err);
+        return EXIT_UNKNOWN;
+    }
+    struct django_target t;
+    int r = django_parse_target(text, false, &t, err, sizeof err);
+    if (r != 1) {
+        fprintf(stderr, "migshim: Django target unknown: malformed migration list (%s)\n", err);
+        free(text);
+        return EXIT_UNKNOWN;
+    }
+    bool ok = path[0] && django_write_target(path, text, err, sizeof err);
+    free(text);
+    if (!ok) {
+        fprintf(stderr, "migshim: cannot write the Django target: %s\n", path[0] ? err : "path too long");
+        django_target_free(&t);
+        return EXIT_NOCONN;
+    }
+    printf("%zu Django migrations; target written to %s\n", t.n, path);
+    django_target_free(&t);
+    return 0;
+}
+
+static int cmd_heads(bool django, const char *out)
 {
     struct config cfg;
     if (!load_config(&cfg))
         return CONFIG_EXIT_STRICT;
     log_set_level(LOG_LVL_WARN); /* file warnings, not the info lines */
+    if (django || django_tool(&cfg, true))
+        return cmd_heads_django(&cfg, out);
     struct heads h;
     heads_load(&cfg, &h);
     if (!h.known) {
@@ -195,13 +234,30 @@ static int cmd_status(const char *conninfo, const char *libpq)
         return CONFIG_EXIT_STRICT;
     log_set_level(LOG_LVL_WARN);
     struct heads h;
-    heads_load(&cfg, &h);
-    printf("target heads:    ");
-    if (h.known)
-        print_list(h.heads, h.nheads);
-    else
-        printf("unknown");
-    printf("%s%s%s\n", h.known ? "  (from " : "", h.known ? h.where : "", h.known ? ")" : "");
+    struct django_target dj = {0};
+    char *dj_expr = NULL;
+    bool django = django_tool(&cfg, true);
+    memset(&h, 0, sizeof h);
+    printf("tool:            %s\n", django ? "django" : "alembic");
+    if (django) {
+        django_load(&cfg, &dj);
+        dj_expr = dj.known ? django_read_expr(&dj) : NULL;
+        if (dj_expr) {
+            lock_set_read_expr(dj_expr); /* the reads below: which are not recorded */
+            h.known = true;
+            printf("target:          %zu Django migrations  (from %s)\n", dj.n, dj.path);
+        } else {
+            printf("target:          unknown\n");
+        }
+    } else {
+        heads_load(&cfg, &h);
+        printf("target heads:    ");
+        if (h.known)
+            print_list(h.heads, h.nheads);
+        else
+            printf("unknown");
+        printf("%s%s%s\n", h.known ? "  (from " : "", h.known ? h.where : "", h.known ? ")" : "");
+    }
 
     if (!conninfo)
         conninfo = getenv("DATABASE_URL");
@@ -241,9 +297,25 @@ static int cmd_status(const char *conninfo, const char *libpq)
     printf("database:        \"%s\"\n", api.PQdb(c));
     struct versions v;
     char err[256];
-    if (!lock_read_versions(&api, c, &cfg, &v, err, sizeof err)) {
+    if (django && !dj_expr) {
+        /* nothing to compare with */
+    } else if (!lock_read_versions(&api, c, &cfg, &v, err, sizeof err)) {
         printf("version table:   cannot read: %s\n", err);
         rc = EXIT_NOCONN;
+    } else if (django) {
+        printf("django_migrations: ");
+        if (!v.present)
+            printf("absent");
+        else if (v.n == 0)
+            printf("all %zu recorded", dj.n);
+        else {
+            printf("not recorded: ");
+            print_list(v.v, v.n);
+            printf("%s", v.truncated ? ", ..." : "");
+        }
+        printf("\nat head:         %s\n", v.present && v.n == 0 ? "yes" : "no");
+        if (!(v.present && v.n == 0))
+            rc = EXIT_BEHIND;
     } else {
         printf("version table:   %s%s%s: ", cfg.version_table_schema, cfg.version_table_schema[0] ? "." : "",
                cfg.version_table);
@@ -273,7 +345,8 @@ static int cmd_status(const char *conninfo, const char *libpq)
         snprintf(dbname, sizeof dbname, "%s", api.PQgetvalue(dr, 0, 0));
     if (dr)
         api.PQclear(dr);
-    int64_t key = lock_key_for(&cfg, dbname);
+    int64_t key = django ? lock_key_for_table(&cfg, dbname, "", "django_migrations")
+                         : lock_key_for(&cfg, dbname);
     char holder[256];
     lock_describe_holder(&api, c, key, holder, sizeof holder);
     if (strncmp(holder, "nobody", 6) == 0)
@@ -281,6 +354,8 @@ static int cmd_status(const char *conninfo, const char *libpq)
     printf("migration lock:  key %lld: %s\n", (long long)key, holder);
     api.PQfinish(c);
     heads_free(&h);
+    django_target_free(&dj);
+    free(dj_expr);
 
     printf("configuration:   %s\n", cfg.file[0] ? cfg.file : "(no file)");
     for (size_t i = 0; i < config_key_count(); i++) {
@@ -318,7 +393,10 @@ int main(int argc, char **argv)
             }
             setenv("MIGSHIM_LOG", argv[i], 1);
         } else if (strcmp(a, "heads") == 0 && i + 1 == argc) {
-            return cmd_heads();
+            return cmd_heads(false, NULL);
+        } else if (strcmp(a, "heads") == 0 && strcmp(argv[i + 1], "--django") == 0 &&
+                   (i + 2 == argc || (i + 4 == argc && strcmp(argv[i + 2], "-o") == 0))) {
+            return cmd_heads(true, i + 4 == argc ? argv[i + 3] : NULL);
         } else if (strcmp(a, "timeline") == 0) {
             if (!(i + 4 == argc && strcmp(argv[i + 2], "-o") == 0)) {
                 fprintf(stderr, "migshim: usage: migshim timeline EVENTS_FILE -o OUT.svg\n");

@@ -33,6 +33,7 @@ struct key {
 
 static const char *const lock_choices[] = {"xact", "session", "off", NULL};
 static const char *const on_timeout_choices[] = {"proceed", "fail", NULL};
+static const char *const tool_choices[] = {"auto", "alembic", "django", NULL};
 
 #define F(name) offsetof(struct config, name), sizeof(((struct config *)0)->name)
 static const struct key keys[] = {
@@ -53,6 +54,10 @@ static const struct key keys[] = {
     {"guard", K_BOOL, F(guard), 0, 0, NULL, 0},
     {"race_wait", K_SECONDS, F(race_wait), 0, 3600, NULL, 0},
     {"events", K_STRING, F(events), 0, 0, NULL, 0},
+    {"tool", K_ENUM, F(tool), 0, 0, tool_choices, 0},
+    {"django_target", K_STRING, F(django_target), 0, 0, NULL, 0},
+    {"django_settle", K_SECONDS, F(django_settle), 0, 3600, NULL, 0},
+    {"django_python", K_STRING, F(django_python), 0, 0, NULL, 0},
 };
 #undef F
 
@@ -84,6 +89,8 @@ void config_defaults(struct config *cfg)
     cfg->on_timeout = ON_TIMEOUT_PROCEED;
     cfg->guard = true;
     cfg->race_wait = 30;
+    cfg->tool = TOOL_AUTO;
+    cfg->django_settle = 1;
 }
 
 static void fail(char *err, size_t errsz, const char *fmt, ...)

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "django.h"
 #include "events.h"
 #include "guard.h"
 #include "heads.h"
@@ -54,6 +56,7 @@ struct gdb {
     double since;            /* when the lock was taken                     */
     double grace_deadline;
     bool saw_vt;             /* the leader sent a version-table statement   */
+    double next_settle;      /* Django: the settler's next read             */
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     bool holder_wrote;       /* ... and its transaction wrote the version table */
@@ -73,6 +76,15 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
 static struct heads target;
 
+/* Django (tool = django, or auto without an Alembic configuration and with
+ * DJANGO_SETTINGS_MODULE set): `target.known` says whether the graph is
+ * known, `dj` holds it, and every read of the state is "which nodes are
+ * not recorded" (django_read_expr).  The lock is held for the leader's
+ * whole run (see settler), and the guard stays out. */
+static bool django_mode;
+static struct django_target dj;
+static char *dj_expr;
+
 /* One decision: one log line and, with `events` set, one event. */
 #define NOTE(level, event, db, versions, ...)                                                     \
     do {                                                                                      \
@@ -87,9 +99,32 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void load_heads(void) { heads_load(shim_config(), &target); }
+static void load_heads(void)
+{
+    const struct config *cfg = shim_config();
+    if (!django_tool(cfg, false)) {
+        heads_load(cfg, &target);
+        return;
+    }
+    django_mode = true;
+    django_load(cfg, &dj);
+    if (dj.known && (dj_expr = django_read_expr(&dj)) != NULL) {
+        lock_set_read_expr(dj_expr);
+        target.known = true;
+        snprintf(target.where, sizeof target.where, "%s", dj.path);
+        log_debug("tool: Django; target: %zu migrations (%s)", dj.n, dj.path);
+    }
+}
 
-static void list_revs(char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t sz)
+static int64_t key_of(const struct gdb *g)
+{
+    const struct config *cfg = shim_config();
+    return django_mode ? lock_key_for_table(cfg, g->name, "", "django_migrations")
+                       : lock_key_for(cfg, g->name);
+}
+
+
+static void list_revs(const char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t sz)
 {
     size_t o = 0;
     buf[0] = '\0';
@@ -103,10 +138,44 @@ static void list_revs(char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t s
 
 enum cmp { AT_TARGET, BEHIND, AHEAD };
 
+/* The state read, for the log: Alembic's revisions, or Django's nodes not
+ * recorded. */
+static void describe(const struct versions *v, char *buf, size_t sz)
+{
+    if (!django_mode) {
+        list_revs(v->v, v->n, buf, sz);
+        return;
+    }
+    if (!target.known) {
+        snprintf(buf, sz, "(Django target unknown)");
+    } else if (!v->present) {
+        snprintf(buf, sz, "no django_migrations table");
+    } else if (v->n == 0) {
+        snprintf(buf, sz, "all %zu migrations recorded", dj.n);
+    } else {
+        size_t o = (size_t)snprintf(buf, sz, "not recorded: ");
+        for (size_t i = 0; i < v->n && i < 8 && o < sz; i++)
+            o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? ", " : "", v->v[i]);
+        if (v->truncated && o < sz)
+            snprintf(buf + o, sz - o, ", ...");
+    }
+}
+
+/* The target, for the log. */
+static void describe_target(char *buf, size_t sz)
+{
+    if (django_mode)
+        snprintf(buf, sz, "all %zu Django migrations recorded", dj.n);
+    else
+        list_revs(target.heads, target.nheads, buf, sz);
+}
+
 /* Compare the version table with the target: AHEAD when it holds a
  * revision the local scripts do not know (a newer deploy migrated). */
 static enum cmp compare(const struct versions *v)
 {
+    if (django_mode) /* v: the nodes not recorded */
+        return target.known && v->present && v->n == 0 && !v->truncated ? AT_TARGET : BEHIND;
     if (target.graph)
         for (size_t i = 0; i < v->n; i++)
             if (!heads_has_rev(&target, v->v[i]))
@@ -227,7 +296,8 @@ static void refresh_pending(void)
         const struct gdb *g = &dbs[i];
         if (g->pid != getpid())
             continue;
-        any |= g->holder || g->ndirty || (g->st == G_LEADING && !g->saw_vt);
+        /* (a Django leader: every statement is activity for the settler) */
+        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
         full |= guarded(g->st);
         sql |= g->st == G_UNKNOWN;
     }
@@ -324,10 +394,139 @@ static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
         copy->api.PQclear(r);
 }
 
+/*
+ * Django's leader holds the lock for its whole run: post_migrate (content
+ * types, permissions) follows the last record and races just like the
+ * migrations.  It ends with the process (the server drops the lock with
+ * the connection; at_exit says so), or, for a process that lives on (an
+ * in-process call_command), here: a thread of the shim's own looks every
+ * SETTLE_TICK whether every node is recorded and the app's connections
+ * have been idle for django_settle; hold_timeout (enforced by the server)
+ * is the hard stop.  Activity: any statement of the process, noted by the
+ * hooks while a Django leader is pending (refresh_pending).
+ */
+#define SETTLE_TICK_NS 100000000L
+static _Atomic long long activity_us;
+static bool settler_running; /* mutex */
+static const struct pq_copy *settle_copy;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+static void note_activity(void)
+{
+    atomic_store_explicit(&activity_us, (long long)(now() * 1e6), memory_order_relaxed);
+}
+
+/* The lead is over (mutex held): release, close, and say why. */
+static void end_django_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
+{
+    const struct config *cfg = shim_config();
+    PGconn *own = ownconn_pg(g->own);
+    if (own)
+        lock_release(&copy->api, own, cfg->lock, g->key);
+    close_own(g);
+    untune_all(copy, g, NULL);
+    set_state(g, G_DONE);
+    refresh_pending();
+    NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": %s; migration lock released after %.3f s",
+         g->name, why, now() - g->since);
+}
+
+static void *settler(void *arg)
+{
+    (void)arg;
+    const struct config *cfg = shim_config();
+    for (;;) {
+        struct timespec ts = {0, SETTLE_TICK_NS};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&mu);
+        bool any = false;
+        double t = now();
+        double idle = t - (double)atomic_load_explicit(&activity_us, memory_order_relaxed) / 1e6;
+        for (size_t i = 0; i < ndbs; i++) {
+            struct gdb *g = &dbs[i];
+            if (g->pid != getpid() || g->st != G_LEADING)
+                continue;
+            any = true;
+            PGconn *own = ownconn_pg(g->own);
+            if (!own || !g->saw_vt || idle < cfg->django_settle || t < g->next_settle)
+                continue;
+            g->next_settle = t + (cfg->django_settle > 0.5 ? cfg->django_settle : 0.5);
+            struct versions v;
+            char err[256], what[512];
+            if (!lock_read_versions(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
+                log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
+                         "releasing the migration lock, the waiters check for themselves",
+                         g->name, err);
+                end_django_lead(settle_copy, g, "lock connection failed");
+            } else if (compare(&v) == AT_TARGET) {
+                describe(&v, what, sizeof what);
+                char why[600];
+                snprintf(why, sizeof why, "%s and the process idle for %g s (django_settle)", what,
+                         cfg->django_settle);
+                end_django_lead(settle_copy, g, why);
+            }
+        }
+        if (!any)
+            settler_running = false;
+        pthread_cond_broadcast(&cv);
+        pthread_mutex_unlock(&mu);
+        if (!any)
+            return NULL;
+    }
+}
+
+/* At exit (the `manage.py migrate` entrypoint): say what the lock was
+ * held for; closing the lock connection releases it at once. */
+static void at_exit(void)
+{
+    if (pthread_mutex_trylock(&mu) != 0)
+        return; /* another thread is inside the gate: the kernel closes the socket */
+    for (size_t i = 0; i < ndbs; i++) {
+        struct gdb *g = &dbs[i];
+        if (g->pid != getpid() || g->st != G_LEADING || !settle_copy)
+            continue;
+        struct versions v;
+        char err[256], what[512] = "django_migrations unreadable";
+        PGconn *own = ownconn_pg(g->own);
+        if (own && lock_read_versions(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
+            describe(&v, what, sizeof what);
+        char why[600];
+        snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
+        end_django_lead(settle_copy, g, why);
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+static void register_exit(void) { atexit(at_exit); }
+
+/* A Django lead began (mutex held): make sure the settler runs. */
+static void start_settler(const struct pq_copy *copy)
+{
+    pthread_once(&exit_once, register_exit);
+    note_activity();
+    settle_copy = copy;
+    if (!settler_running) {
+        /* the app's signals are not ours to receive */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_t th;
+        settler_running = pthread_create(&th, &at, settler, NULL) == 0;
+        pthread_attr_destroy(&at);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!settler_running)
+            log_warn("cannot start the settle thread; the migration lock is held until this process exits");
+    }
+}
+
 /* The first time a process has to wait: the timeline's "waiting" starts. */
 static void first_wait(void *db) { events_emit("waiting", db, NULL, NULL); }
 
 enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceeding without the lock */,
+               OUT_LAPSED /* the holder lapsed: proceed, take the lock at the first version-table statement */,
                OUT_INTERRUPTED /* SIGTERM & co. while waiting: fail, let the app's handler run */ };
 
 /* Open the lock connection (made like `app`) unless open: false (and a
@@ -361,7 +560,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
     char err[256], revs[512];
-    g->key = lock_key_for(cfg, g->name);
+    g->key = key_of(g);
     if (!on_app && !open_own(copy, app, g))
         return OUT_UNGATED;
     PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
@@ -424,7 +623,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             return OUT_UNGATED;
         }
         enum cmp c = target.known ? compare(&v) : BEHIND;
-        list_revs(v.v, v.n, revs, sizeof revs);
+        describe(&v, revs, sizeof revs);
         if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
             if (!target.known) {
                 g->since = now();
@@ -449,15 +648,17 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             lock_tune_conn(pq, own, cfg->lock == LOCK_XACT, false);
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
-            list_revs(target.heads, target.nheads, want, sizeof want);
+            describe_target(want, sizeof want);
             NOTE(LOG_LVL_INFO, "leading", g->name, revs, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
-                     "and migrates from %s to %s%s%s",
-                     g->name, (long long)g->key, waited ? " after waiting" : "", revs, want,
-                     why ? " " : "", why ? why : "");
+                     "and migrates %sfrom %s to %s%s%s",
+                     g->name, (long long)g->key, waited ? " after waiting" : "",
+                     django_mode ? "Django " : "", revs, want, why ? " " : "", why ? why : "");
             return OUT_LEADING;
         }
         waited = true;
-        if (c != BEHIND) {
+        /* Django: the leader's run goes on after the last record
+         * (post_migrate): wait for the lock itself, not the records */
+        if (c != BEHIND && !(django_mode && r == LOCK_BUSY)) {
             close_own(g);
             NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
                      g->name, now() - start, revs);
@@ -474,6 +675,13 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             if (!holder_migrating && idle_for >= cfg->leader_grace - 0.5 &&
                 idle_for <= cfg->leader_grace + 3.0 && versions_equal(&v, &v_seen)) {
                 close_own(g);
+                if (django_mode) {
+                    NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it "
+                             "up after leader_grace (%g s) without touching django_migrations (%s); proceeding: "
+                             "this process takes the lock at its own first statement on django_migrations",
+                             g->name, cfg->leader_grace, revs);
+                    return OUT_LAPSED;
+                }
                 NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it up "
                          "after leader_grace (%g s) without touching the version table %s%s%s; the database is still "
                          "at %s; proceeding without the gate, the race guard watching.  If the app "
@@ -628,7 +836,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     int nb = copy->api.PQisnonblocking(pg);
     if (nb)
         copy->api.PQsetnonblocking(pg, 0);
-    if (target.known) {
+    if (target.known || django_mode) {
         read = lock_read_versions_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
@@ -663,7 +871,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 
     enum gstate next = G_DONE;
     bool ok = true;
-    if (!target.known) {
+    if (!target.known && !django_mode) {
         if (cfg->lock != LOCK_OFF) {
             NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
@@ -676,20 +884,23 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                  db, err);
     } else {
         enum cmp c = compare(&v);
-        list_revs(v.v, v.n, revs, sizeof revs);
+        describe(&v, revs, sizeof revs);
         if (c == AT_TARGET) {
             NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
         } else if (c == AHEAD) {
             NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
                      "deploy migrated it; proceeding", db, revs);
         } else if (cfg->lock == LOCK_OFF) {
-            NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding, the "
-                     "race guard watches", db, revs);
-            next = G_UNGATED;
+            NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
+                     db, revs, django_mode ? "" : ", the race guard watches");
+            next = django_mode ? G_DONE : G_UNGATED;
         } else {
             enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT);
-            if (o == OUT_UNGATED) {
-                next = cfg->guard ? G_UNGATED : G_DONE;
+            if (o == OUT_UNGATED || o == OUT_LAPSED) {
+                if (django_mode)
+                    next = o == OUT_LAPSED ? G_LAPSED : G_DONE;
+                else
+                    next = cfg->guard ? G_UNGATED : G_DONE;
             } else if (o == OUT_LEADING) {
                 next = G_LEADING;
                 g->grace_deadline = now() + cfg->leader_grace;
@@ -707,6 +918,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
+    if (django_mode && next == G_LEADING)
+        start_settler(copy);
     refresh_pending();
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
@@ -759,6 +972,8 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
 void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
 {
     const struct config *cfg = shim_config();
+    if (django_mode)
+        note_activity();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid()) {
@@ -776,7 +991,10 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
         enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
         if (o == OUT_LEADING) {
             set_state(g, G_LEADING);
+            g->grace_deadline = now() + cfg->leader_grace;
             tune_app(copy, g, pg);
+            if (django_mode)
+                start_settler(copy);
         } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
             set_state(g, G_NEW);
@@ -785,7 +1003,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
             waitsig_redeliver();
             return;
         } else {
-            set_state(g, o == OUT_UNGATED && cfg->guard ? G_UNGATED : G_DONE);
+            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && !django_mode
+                             ? G_UNGATED : G_DONE);
             if (g->st == G_UNGATED)
                 mark_dirty(g, pg);
             refresh_pending();
@@ -801,7 +1020,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
                 lock_mark_migrating(&copy->api, ownconn_pg(g->own)); /* not a lapse */
             }
         }
-        mark_dirty(g, pg);
+        if (!django_mode) /* Django: held to the end of the run (settler) */
+            mark_dirty(g, pg);
     } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
     } else if (g->st == G_UNKNOWN) {
@@ -831,6 +1051,8 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     const struct config *cfg = shim_config();
     if (!atomic_load_explicit(&gate_pending, memory_order_relaxed))
         return; /* the common case: one load */
+    if (django_mode)
+        note_activity();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st == G_DECIDING) {
@@ -878,7 +1100,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             g->ndirty = 0;
             set_state(g, cfg->guard ? G_UNGATED : G_DONE);
         } else if (read && compare(&v) != BEHIND) {
-            list_revs(v.v, v.n, revs, sizeof revs);
+            describe(&v, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
             untune_all(copy, g, pg);
@@ -893,7 +1115,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         char err[256], revs[512];
         if (lock_read_versions_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
-            list_revs(v.v, v.n, revs, sizeof revs);
+            describe(&v, revs, sizeof revs);
             g->ndirty = 0;
             set_state(g, G_DONE);
             NOTE(LOG_LVL_INFO, "at_target", g->name, revs, "database \"%s\": now at %s; the race guard stops watching", g->name, revs);
@@ -914,7 +1136,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
 
 bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 {
-    if (!target.known)
+    if (!target.known || django_mode) /* the guard knows Alembic's statements only */
         return false;
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
@@ -935,7 +1157,22 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions
     return ok;
 }
 
-bool gate_at_target(const struct versions *v) { return target.known && compare(v) == AT_TARGET; }
+bool gate_at_target(const struct versions *v)
+{
+    return target.known && !django_mode && compare(v) == AT_TARGET;
+}
+
+const char *gate_version_table(void)
+{
+    pthread_once(&heads_once, load_heads);
+    return django_mode ? "django_migrations" : shim_config()->version_table;
+}
+
+void gate_activity(void)
+{
+    if (django_mode && atomic_load_explicit(&gate_pending, memory_order_relaxed))
+        note_activity();
+}
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
@@ -965,4 +1202,8 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 
 void gate_atfork_prepare(void) { pthread_mutex_lock(&mu); }
 void gate_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void gate_atfork_child(void) { pthread_mutex_unlock(&mu); }
+void gate_atfork_child(void)
+{
+    settler_running = false; /* the parent's thread */
+    pthread_mutex_unlock(&mu);
+}

@@ -733,6 +733,16 @@ bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *pat
     return found;
 }
 
+bool heads_alembic_found(const struct config *cfg)
+{
+    if (cfg->heads[0])
+        return true;
+    struct location l;
+    bool found = locate(cfg, &l, true);
+    location_free(&l);
+    return found;
+}
+
 void heads_load(const struct config *cfg, struct heads *out)
 {
     memset(out, 0, sizeof *out);

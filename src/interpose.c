@@ -105,7 +105,7 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
 /* The version table's name, prepared once for sqlclass_mentions_name. */
 static struct sqlclass_name vt_name;
 static pthread_once_t vt_name_once = PTHREAD_ONCE_INIT;
-static void vt_name_init(void) { sqlclass_name_init(&vt_name, shim_config()->version_table); }
+static void vt_name_init(void) { sqlclass_name_init(&vt_name, gate_version_table()); }
 
 static inline bool names_vt(const char *sql)
 {

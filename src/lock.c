@@ -29,6 +29,11 @@ static void quote_ident(const char *name, char *out, size_t n)
     out[o] = '\0';
 }
 
+/* The read of another tool (lock_set_read_expr), or NULL: Alembic's. */
+static const char *read_expr;
+
+void lock_set_read_expr(const char *expr) { read_expr = expr; }
+
 /* The version table's name as SQL: "schema"."table" or "table". */
 static void table_sql(const struct config *cfg, char *out, size_t n)
 {
@@ -44,11 +49,16 @@ static void table_sql(const struct config *cfg, char *out, size_t n)
 
 int64_t lock_key_for(const struct config *cfg, const char *dbname)
 {
+    return lock_key_for_table(cfg, dbname, cfg->version_table_schema, cfg->version_table);
+}
+
+int64_t lock_key_for_table(const struct config *cfg, const char *dbname, const char *schema,
+                           const char *table)
+{
     if (cfg->lock_key_set)
         return cfg->lock_key;
     uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    const char *parts[] = {"migshim", dbname ? dbname : "", cfg->version_table_schema,
-                           cfg->version_table};
+    const char *parts[] = {"migshim", dbname ? dbname : "", schema, table};
     for (size_t i = 0; i < 4; i++) {
         for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++) {
             h ^= *p;
@@ -204,9 +214,14 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
     return true;
 }
 
+static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
+                               char *err, size_t errsz);
+
 bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                         struct versions *out, char *err, size_t errsz)
 {
+    if (read_expr)
+        return read_versions_expr(pq, c, out, err, errsz);
     char table[4 * CONFIG_NAME_MAX + 8], select[4 * CONFIG_NAME_MAX + 64];
     table_sql(cfg, table, sizeof table);
     snprintf(select, sizeof select, "SELECT version_num AS v FROM %s", table);
@@ -247,19 +262,31 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
     return ok;
 }
 
-/* "SELECT table_to_xml(...)" of the version table: exact outside a
- * transaction block, NULL (no error) when it is absent. */
-static void read_idle_sql(const struct config *cfg, bool with_id, char *sql, size_t n)
+#define ID_COLS ", pg_catalog.current_database(), pg_catalog.pg_postmaster_start_time()::text, " \
+                "pg_catalog.pg_is_in_recovery()"
+
+/* "SELECT table_to_xml(...)" of the version table (malloc'ed): exact
+ * outside a transaction block, NULL (no error) when it is absent. */
+static char *read_idle_sql(const struct config *cfg, bool with_id)
 {
+    const char *id = with_id ? ID_COLS : "";
+    if (read_expr) {
+        size_t n = strlen(read_expr) + strlen(id) + 16;
+        char *sql = malloc(n);
+        if (sql)
+            snprintf(sql, n, "SELECT %s%s", read_expr, id);
+        return sql;
+    }
     char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24];
     table_sql(cfg, table, sizeof table);
     quote_literal(table, lt, sizeof lt);
-    snprintf(sql, n,
-             "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s",
-             lt, with_id ? ", pg_catalog.current_database(), "
-                           "pg_catalog.pg_postmaster_start_time()::text, "
-                           "pg_catalog.pg_is_in_recovery()"
-                         : "");
+    size_t n = 16 * CONFIG_NAME_MAX + 320;
+    char *sql = malloc(n);
+    if (sql)
+        snprintf(sql, n,
+                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s",
+                 lt, id);
+    return sql;
 }
 
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
@@ -271,9 +298,37 @@ bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct co
      * error) for an absent table; table_to_xml is strict.  On a brand-new
      * backend this costs about half of the pg_class join plus query_to_xml
      * above: fewer catalogs to load and no query text to parse and plan. */
-    char sql[16 * CONFIG_NAME_MAX + 320];
-    read_idle_sql(cfg, id != NULL, sql, sizeof sql);
-    return read_xml(pq, c, sql, "version_num", out, id, NULL, err, errsz);
+    char *sql = read_idle_sql(cfg, id != NULL);
+    if (!sql) {
+        memset(out, 0, sizeof *out);
+        snprintf(err, errsz, "out of memory");
+        return false;
+    }
+    bool ok = read_xml(pq, c, sql, "version_num", out, id, NULL, err, errsz);
+    free(sql);
+    return ok;
+}
+
+/* lock_read_versions for another tool's read: the same savepoint
+ * discipline inside the lock transaction. */
+static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
+                               char *err, size_t errsz)
+{
+    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    size_t n = strlen(read_expr) + 160;
+    char *sql = malloc(n);
+    if (!sql) {
+        memset(out, 0, sizeof *out);
+        snprintf(err, errsz, "out of memory");
+        return false;
+    }
+    snprintf(sql, n, "%sSELECT %s%s", in_txn ? "SAVEPOINT migshim_read; " : "", read_expr,
+             in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
+    bool ok = read_xml(pq, c, sql, "version_num", out, NULL, NULL, err, errsz);
+    free(sql);
+    if (!ok && in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
+        run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
+    return ok;
 }
 
 /* Run `sql`; return the result if its status is `want`, else NULL with the
@@ -333,22 +388,25 @@ static _Atomic bool no_plpgsql;
  * No statement lasts longer than the slice, so a CREATE INDEX
  * CONCURRENTLY never waits more than that for a waiter's snapshot.
  */
-static void slice_sql(const struct config *cfg, int64_t key, bool plpgsql, char *sql, size_t n)
+static char *slice_sql(const struct config *cfg, int64_t key, bool plpgsql)
 {
-    char read[16 * CONFIG_NAME_MAX + 160];
-    read_idle_sql(cfg, false, read, sizeof read);
-    if (plpgsql)
+    char *read = read_idle_sql(cfg, false);
+    size_t n = (read ? strlen(read) : 0) + 512;
+    char *sql = read ? malloc(n) : NULL;
+    if (sql && plpgsql)
         snprintf(sql, n,
                  "SET LOCAL lock_timeout = '%dms'; "
                  "DO $migshim$BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(%lld); "
                  "EXCEPTION WHEN lock_not_available THEN NULL; END$migshim$; "
                  "SELECT pg_catalog.pg_try_advisory_xact_lock_shared(%lld); COMMIT; %s",
                  LOCK_WAIT_SLICE_MS, (long long)key, (long long)key, read);
-    else
+    else if (sql)
         snprintf(sql, n,
                  "SET LOCAL lock_timeout = '%dms'; "
                  "SELECT pg_catalog.pg_advisory_xact_lock_shared(%lld); COMMIT; %s",
                  LOCK_WAIT_SLICE_MS, (long long)key, read);
+    free(read);
+    return sql;
 }
 
 /* Send `sql` (one message of several statements) and collect its results:
@@ -433,12 +491,18 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
         return LOCK_ERROR;
     }
     bool plpgsql = !atomic_load_explicit(&no_plpgsql, memory_order_relaxed);
-    slice_sql(cfg, key, plpgsql, sql, sizeof sql);
+    char *slice = slice_sql(cfg, key, plpgsql);
+    if (!slice) {
+        run_ok(pq, c, "ROLLBACK");
+        snprintf(err, errsz, "out of memory");
+        return LOCK_ERROR;
+    }
     /* results: 0 SET, 1 DO, 2 try_shared, 3 COMMIT, 4 read (without
      * PL/pgSQL: 0 SET, 1 the wait, 2 COMMIT, 3 read) */
     int nok, i_got = plpgsql ? 2 : -1, i_read = plpgsql ? 4 : 3;
     PGresult *got, *rd;
-    bool ok = run_many(pq, c, sql, i_got, i_read, &got, &rd, &nok, state, err, errsz);
+    bool ok = run_many(pq, c, slice, i_got, i_read, &got, &rd, &nok, state, err, errsz);
+    free(slice);
     if (ok) {
         bool fresh = !plpgsql || one_value(pq, got, "t");
         /* the read's one row: the table as XML, or NULL when absent */

@@ -1184,3 +1184,37 @@ Test(config, env_junk_in_every_variable_gives_one_clear_line)
     expect_env_error("MIGSHIM_NO\nSUCH=1",
                      "MIGSHIM_NO?SUCH: unknown variable (see 'man migshim.conf' for the keys)");
 }
+
+Test(config, tool_keys)
+{
+    struct config cfg;
+    config_defaults(&cfg);
+    cr_assert_eq(cfg.tool, TOOL_AUTO);
+    ASSERT_STR(value_of(&cfg, "tool"), "auto");
+    ASSERT_STR(value_of(&cfg, "django_settle"), "1");
+    ASSERT_STR(cfg.django_target, "");
+    ASSERT_STR(cfg.django_python, "");
+
+    char **env = envv("MIGSHIM_TOOL=Django", "MIGSHIM_DJANGO_SETTLE=0.5",
+                      "MIGSHIM_DJANGO_TARGET=/srv/app/.t", "MIGSHIM_DJANGO_PYTHON=/venv/bin/python",
+                      NULL);
+    char err[512];
+    fresh(&cfg, err, sizeof err);
+    cr_assert(config_apply_env(&cfg, env, err, sizeof err), "%s", err);
+    cr_assert_eq(cfg.tool, TOOL_DJANGO);
+    cr_assert_eq(cfg.django_settle, 0.5);
+    ASSERT_STR(cfg.django_target, "/srv/app/.t");
+    ASSERT_STR(cfg.django_python, "/venv/bin/python");
+    cr_assert_eq(src_of(&cfg, "tool"), CFG_ENV);
+
+    const char *path = write_conf("tool = \"alembic\";\ndjango_settle = 2;\n");
+    fresh(&cfg, err, sizeof err);
+    cr_assert(config_apply_file(&cfg, path, err, sizeof err), "%s", err);
+    cr_assert_eq(cfg.tool, TOOL_ALEMBIC);
+    cr_assert_eq(cfg.django_settle, 2.0);
+
+    env = envv("MIGSHIM_TOOL=flask", NULL);
+    fresh(&cfg, err, sizeof err);
+    cr_assert_not(config_apply_env(&cfg, env, err, sizeof err));
+    cr_assert(strstr(err, "MIGSHIM_TOOL") && strstr(err, "auto, alembic, django"), "%s", err);
+}

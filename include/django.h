@@ -1,0 +1,107 @@
+/*
+ * django — the target for Django: every node of the app's migration graph,
+ * exactly as Django's own MigrationLoader lists it (INSTALLED_APPS
+ * conditionals, MIGRATION_MODULES, apps in site-packages and squashes
+ * included: C cannot know those, so the app's own Python is asked).
+ *
+ * The list lives in a target file: `migshim heads --django` writes it (a
+ * Dockerfile RUN step), or the shim computes it at the process's first
+ * connection (~0.3 s) and caches it.  The file carries a key, the mtime of
+ * every migration folder and file and of the settings module; a file whose
+ * key no longer matches the disk is computed again, never trusted.
+ *
+ * File format (text, one record per line):
+ *
+ *   migshim-django-target 1
+ *   dir <mtime_ns> <path>
+ *   file <mtime_ns> <size> <path>
+ *   node <app_label> <migration_name>
+ *   end <number of nodes>
+ *
+ * "Every node recorded" is then one read of django_migrations (lock.h's
+ * read, with the expression django_read_expr builds).
+ */
+#ifndef MIGSHIM_DJANGO_H
+#define MIGSHIM_DJANGO_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+#define DJANGO_NAME_MAX 128 /* an app label or a migration name */
+
+struct django_node {
+    char app[DJANGO_NAME_MAX];
+    char name[DJANGO_NAME_MAX];
+};
+
+struct django_target {
+    bool known;
+    struct django_node *nodes; /* malloc'ed */
+    size_t n;
+    char path[PATH_MAX]; /* the target file it came from (or was cached in) */
+};
+
+/*
+ * Is the tool Django?  `tool` when set; auto: no Alembic configuration
+ * (heads.h) and DJANGO_SETTINGS_MODULE set (manage.py sets it before its
+ * first connection), or, with `manage_py`, a ./manage.py (the command
+ * line's `migshim heads`, run in the project folder).
+ */
+bool django_tool(const struct config *cfg, bool manage_py);
+
+/*
+ * Parse the text of a target file.  With `check_key`, every dir/file line
+ * must still match the disk (mtime, size).  Returns 1 with `out` filled,
+ * 0 when the key is stale (err says which path), -1 when the text is
+ * malformed (err names the line).
+ */
+int django_parse_target(const char *text, bool check_key, struct django_target *out, char *err,
+                        size_t errsz);
+
+/* The project directory: the folder of `manage.py` when the process runs
+ * it (its command line), else the current directory. */
+void django_project_dir(char *out, size_t n);
+
+/* The target file's path for `project`: django_target if set, else
+ * <project>/.migshim-django.target. */
+void django_target_path(const struct config *cfg, const char *project, char *out, size_t n);
+
+/* The per-user fallback cache file for `project` (the project folder is
+ * not writable at run time in many images): /tmp/migshim-<uid>/django-<hash>.target. */
+void django_cache_path(const char *project, char *out, size_t n);
+
+/*
+ * Run the app's Python (`python`; "" = this process's own interpreter when
+ * it is one, else python3 from PATH) to list the graph, with `project` on
+ * sys.path, the shim removed from LD_PRELOAD and a timeout.  Returns the
+ * target file's text (malloc'ed) or NULL with a one-line reason in err
+ * (the last line of Python's error output).
+ */
+char *django_compute(const char *python, const char *project, char *err, size_t errsz);
+
+/* Write `text` to `path` atomically (a temporary file, then rename).
+ * False with err set. */
+bool django_write_target(const char *path, const char *text, char *err, size_t errsz);
+
+/*
+ * The whole load for the shim: a valid target file (django_target, or the
+ * project's, or the cache), else computed and cached.  Logs what it did
+ * and why the target is unknown when it is.  Never fails: out->known says.
+ */
+void django_load(const struct config *cfg, struct django_target *out);
+
+/*
+ * The SQL expression of one text column (malloc'ed) that lock.h's reads
+ * evaluate: NULL when there is no django_migrations table in the
+ * search_path, else query_to_xml output whose <version_num> elements are
+ * the first nodes ("app.name") not recorded, at most 9.  No error in the
+ * server log when the table is absent.
+ */
+char *django_read_expr(const struct django_target *t);
+
+void django_target_free(struct django_target *t);
+
+#endif

@@ -42,7 +42,7 @@ export DATABASE_URL="postgresql://${PGUSER:-postgres}@/$db?host=$PGHOST&port=${P
 export PYTHONDONTWRITEBYTECODE=1
 
 echo "== migshim heads --django"
-out=$(DJANGO_SETTINGS_MODULE=djexample.settings "$migshim" heads --django) || fail "heads: $out"
+out=$(DJANGO_SETTINGS_MODULE=djexample.settings MIGSHIM_DJANGO_PYTHON=$PY "$migshim" heads --django 2>&1) || fail "heads: $out"
 echo "$out"
 [[ $out == *" Django migrations; target written to "*".migshim-django.target" ]] || fail "heads said: $out"
 

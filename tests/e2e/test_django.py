@@ -124,8 +124,11 @@ def assert_fleet_ok(proj, r, d, serial, scenario, release_re):
     for p in waiters:
         ev = by_pid[p]
         assert "leading" not in ev and "proceed" in ev[ev.index("waiting"):], f"{p}: {ev}"
-    rv = [x for x in r.rendezvous() if x[1] == "pre_migrate"]
+    # the leader went on only once the N-1 others were blocked on its lock (the others
+    # pass the rendezvous afterwards: every process is there by then)
+    rv = [x for x in r.rendezvous() if x[1] == "pre_migrate" and x[0] == leader]
     assert rv == [(leader, "pre_migrate", True, 1, r.n - 1, 0)], f"{r.rendezvous()}\n{desc}"
+    assert all(x[2] for x in r.rendezvous()), f"{r.rendezvous()}\n{desc}"
 
     # the RunPython data that ran in this fleet was written by the leader alone
     ran = {"empty": list(DATA_MIGRATIONS.values()),
@@ -214,12 +217,18 @@ def test_without_shim_the_fleet_races(proj, make_db, serial):
 # ---------------------------------------------------------------------------
 # migshim heads --django, and the target file
 
+def heads_env(**extra):
+    """For `migshim heads --django`: the Python that has Django is /usr/bin/python3,
+    whatever python3 comes first on this machine's PATH."""
+    return dict(clean_env(), MIGSHIM_DJANGO_PYTHON=PYTHON, **extra)
+
+
 def target_nodes(path: Path):
     return set(NODE_RE.findall(path.read_text()))
 
 
 def test_heads_django_writes_the_target(proj, tmp_path):
-    env = dict(clean_env(), DJANGO_SETTINGS_MODULE="djexample.settings")
+    env = heads_env(DJANGO_SETTINGS_MODULE="djexample.settings")
     res = cli("heads", "--django", cwd=proj.path, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout == f"{NODE_COUNT} Django migrations; target written to " \
@@ -235,14 +244,14 @@ def test_heads_django_writes_the_target(proj, tmp_path):
     # manage.py is there: no DJANGO_SETTINGS_MODULE needed; MIGSHIM_DJANGO_TARGET moves it
     other = tmp_path / "elsewhere.target"
     res = cli("heads", "--django", cwd=proj.path,
-              env=dict(clean_env(), MIGSHIM_DJANGO_TARGET=str(other)))
+              env=heads_env(MIGSHIM_DJANGO_TARGET=str(other)))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout == f"{NODE_COUNT} Django migrations; target written to {other}\n"
     assert target_nodes(other) == nodes
 
 
 def test_heads_django_outside_a_project_says_why(tmp_path):
-    res = cli("heads", "--django", cwd=tmp_path, env=clean_env())
+    res = cli("heads", "--django", cwd=tmp_path, env=heads_env())
     assert res.returncode != 0
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "DJANGO_SETTINGS_MODULE" in res.stderr or "manage.py" in res.stderr, res.stderr
@@ -265,7 +274,7 @@ def test_target_key_invalidated_by_a_new_migration(proj, make_db):
     need_shim()
     d = make_db()
     proj.manage(d.dsn, "migrate", "--noinput")
-    env = dict(clean_env(), DJANGO_SETTINGS_MODULE="djexample.settings")
+    env = heads_env(DJANGO_SETTINGS_MODULE="djexample.settings")
     assert cli("heads", "--django", cwd=proj.path, env=env).returncode == 0
     stale = proj.target.read_text()
     add_migration(proj)
@@ -281,7 +290,7 @@ def test_target_key_invalidated_by_a_new_migration(proj, make_db):
 def test_target_key_invalidated_by_an_edited_migration(proj, make_db):
     need_shim()
     d = make_db()
-    env = dict(clean_env(), DJANGO_SETTINGS_MODULE="djexample.settings")
+    env = heads_env(DJANGO_SETTINGS_MODULE="djexample.settings")
     assert cli("heads", "--django", cwd=proj.path, env=env).returncode == 0
     first = proj.target.read_text()
     mig = proj.path / "billing" / "migrations" / "0003_invoice_note.py"
@@ -315,26 +324,54 @@ def test_target_computed_at_run_time_and_cached(proj, make_db):
     assert not r.migshim_problems(), r.describe()
 
 
-def test_target_falls_back_to_the_user_cache(proj, make_db, tmp_path):
-    """The project directory's target cannot be written (a directory is in the way):
-    the cache goes under $XDG_CACHE_HOME, and the process still leads correctly."""
+CACHED_RE = re.compile(r"migshim\[\d+\]: info: Django target: (\d+) migrations, listed by "
+                       r"Django in \d+ ms; cached in (\S+)$", re.M)
+
+
+def migrate_readonly(proj, dsn, events, extra=None):
+    """One `manage.py migrate` with the shim, the project directory mounted read-only (a
+    mount namespace of its own: root only)."""
+    script = ('mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && cd "$0" '
+              f'&& exec {PYTHON} manage.py migrate --noinput')
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                           str(proj.path)], env=proj.env(dsn, True, {"MIGSHIM_EVENTS": str(events)},
+                                                        extra),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root")
+def test_target_falls_back_to_the_user_cache(proj, make_db, serial, tmp_path):
+    """The project directory is read-only at run time (as in many images): the list goes
+    to the per-user cache ($XDG_CACHE_HOME, or /tmp/migshim-<uid>/), the process leads and
+    migrates correctly, and the next process reuses that cache."""
     need_shim()
-    proj.target.mkdir()
     cache = tmp_path / "cache"
     d = make_db()
-    r = run_containers(proj, d.dsn, 1, shim=True, rendezvous=False,
-                       extra_env={"XDG_CACHE_HOME": str(cache)})
-    assert r.rcs == [0] and len(r.leaders()) == 1, r.describe()
-    cached = [p for p in cache.rglob("*") if p.is_file()]
-    assert len(cached) == 1, cached
-    assert target_nodes(cached[0]) == graph_nodes(proj)
-    assert check(oracle(d.dsn), oracle_of_serial(proj, make_db)) == []
-
-
-def oracle_of_serial(p, make_db):
-    d = make_db()
-    p.manage(d.dsn, "migrate", "--noinput")
-    return oracle(d.dsn)
+    events = tmp_path / "events.jsonl"
+    res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache)})
+    out = res.stdout + res.stderr
+    cached = CACHED_RE.findall(out)
+    try:
+        assert res.returncode == 0, out
+        assert not proj.target.exists()
+        assert len(cached) == 1 and cached[0][0] == str(NODE_COUNT), out
+        path = Path(cached[0][1])
+        assert path.is_file() and proj.path not in path.parents, path
+        assert str(path).startswith((str(cache) + "/", f"/tmp/migshim-{os.getuid()}/")), path
+        assert target_nodes(path) == graph_nodes(proj)
+        assert check(oracle(d.dsn), serial[0]) == []
+        assert [e["event"] for e in read_events(events)] == ["connect", "leading", "migrated"]
+        assert not re.search(r"migshim\[\d+\]: (warn|error)", out), out
+        # the next process finds it there: nothing listed again, at head
+        events.unlink()
+        res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache)})
+        out = res.stdout + res.stderr
+        assert res.returncode == 0 and not CACHED_RE.search(out), out
+        assert [e["event"] for e in read_events(events)] == ["connect", "at_head"], out
+    finally:
+        for _, p in cached:
+            if not str(p).startswith(str(tmp_path)):
+                Path(p).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------
@@ -426,10 +463,11 @@ def test_a_process_that_never_migrates_does_not_hold_the_fleet(proj, make_db, tm
     by = {}
     for e in read_events(events):
         by.setdefault(e["pid"], []).append(e["event"])
-    assert by[idle.pid][:1] == ["connect"] and "leading" in by[idle.pid] \
-        and "lapsed" in by[idle.pid], by
+    # the idle process led; the migrate waited, saw the lock given up, and led
+    assert by[idle.pid] == ["connect", "leading"], by
     others = [p for p in by if p != idle.pid]
-    assert len(others) == 1 and "leading" in by[others[0]], by
+    assert len(others) == 1, by
+    assert by[others[0]] == ["connect", "waiting", "lapsed", "leading", "migrated"], by
     st = oracle(d.dsn)
     assert st.seeded["catalog_product"] == 3 and st.seeded_pids["catalog_product"] == others
     assert not st.duplicate_migrations

@@ -15,7 +15,7 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 root=$(cd "$here/../.." && pwd -P)
 preload=${1:-$root/build/libmigshim.so}
-migshim=$(dirname "${preload##* }")/migshim
+migshim=$(dirname "${preload##*:}")/migshim
 [ -x "$migshim" ] || migshim=$root/build/migshim
 PY=/usr/bin/python3
 N=4
@@ -25,7 +25,7 @@ unset MIGSHIM_BUILD_DIR MIGSHIM_LIB MIGSHIM_CONFIG
 for v in $(env | sed -n 's/^\(MIGSHIM_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
 fail() { echo "check.sh: FAILED: $*"; exit 1; }
-[ -f "${preload##* }" ] || fail "no shim at ${preload##* } (run make)"
+[ -f "${preload##*:}" ] || fail "no shim at ${preload##*:} (run make)"
 
 tmp=$(mktemp -d /tmp/migshim-djcheck.XXXXXX)
 db=migshim_djcheck_$$
@@ -46,7 +46,7 @@ out=$(DJANGO_SETTINGS_MODULE=djexample.settings MIGSHIM_DJANGO_PYTHON=$PY "$migs
 echo "$out"
 [[ $out == *" Django migrations; target written to "*".migshim-django.target" ]] || fail "heads said: $out"
 
-echo "== $N x manage.py migrate, together, LD_PRELOAD=${preload##* }"
+echo "== $N x manage.py migrate, together, LD_PRELOAD=${preload##*:}"
 pids=()
 for i in $(seq $N); do
   LD_PRELOAD=$preload MIGSHIM_LOG=info MIGSHIM_EVENTS=$tmp/events.jsonl \

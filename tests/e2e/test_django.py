@@ -516,8 +516,16 @@ def test_example_check_sh(pg):
     env = {k: v for k, v in os.environ.items()
            if k != "LD_PRELOAD" and not k.startswith(("MIGSHIM_", "PYTEST_"))}
     env.update(pg.env)
-    res = subprocess.run(["bash", str(djfleet.EXAMPLE / "check.sh"), shimbuild.preload(shim_path())], env=env,
+    res = subprocess.run(["bash", str(djfleet.EXAMPLE / "check.sh"),
+                          shimbuild.preload(shim_path())], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-6000:]
-    assert "check.sh: all checks passed" in res.stdout, res.stdout[-6000:]
+    for line in (f"{NODE_COUNT} Django migrations; target written to ",
+                 "ok: all 4 exited 0", "ok: one leader",
+                 "ok: django_migrations has no duplicate (app, name)",
+                 "ok: each data migration's rows exist once",
+                 "ok: a following migrate has nothing to do",
+                 "check.sh: all checks passed"):
+        assert line in res.stdout, f"missing {line!r}\n{res.stdout[-6000:]}"
+    assert len(LEAD_LOG_RE.findall(res.stdout)) == 1, res.stdout

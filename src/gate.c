@@ -1124,11 +1124,16 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         close_own(g);
         untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
-        NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on the version table %s%s%s within "
-                 "leader_grace (%g s); gave the migration lock up.  If this process migrates, set "
-                 "version_table (MIGSHIM_VERSION_TABLE) to the table its migrations use",
-                 g->name, cfg->version_table_schema, cfg->version_table_schema[0] ? "." : "",
-                 cfg->version_table, cfg->leader_grace);
+        if (django_mode)
+            NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on django_migrations within "
+                     "leader_grace (%g s); gave the migration lock up (this process does not migrate; "
+                     "it takes the lock again if it does)", g->name, cfg->leader_grace);
+        else
+            NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on the version table %s%s%s within "
+                     "leader_grace (%g s); gave the migration lock up.  If this process migrates, set "
+                     "version_table (MIGSHIM_VERSION_TABLE) to the table its migrations use",
+                     g->name, cfg->version_table_schema, cfg->version_table_schema[0] ? "." : "",
+                     cfg->version_table, cfg->leader_grace);
     }
     refresh_pending();
     pthread_mutex_unlock(&mu);

@@ -119,8 +119,9 @@ class Project:
         return res
 
 
-def prepare(proj: Project, dsn: str, scenario: str) -> None:
-    """Bring an empty database to the scenario's starting state, without the shim:
+def prepare(proj: Project, dsn: str, scenario: str, extra=None) -> None:
+    """Bring an empty database to the scenario's starting state, without the shim
+    (`extra`: more environment for the project, e.g. another DATABASE_URL):
       empty        nothing
       behind       all migrated but billing.0003_invoice_note (a schema migration, a leaf)
       data_behind  all migrated but catalog.0004_seed_products (a RunPython, a leaf)
@@ -130,7 +131,7 @@ def prepare(proj: Project, dsn: str, scenario: str) -> None:
     if scenario == "empty":
         return
     if scenario == "squash":
-        proj.manage(dsn, "migrate", "--noinput")
+        proj.manage(dsn, "migrate", "--noinput", extra=extra)
         _exec(dsn, "DELETE FROM django_migrations WHERE app = %s AND name = %s", SQUASH)
         return
     stop = {"behind": ("billing", "0002_seed_currencies"),
@@ -147,7 +148,7 @@ def prepare(proj: Project, dsn: str, scenario: str) -> None:
         "    if app != stop[0]:\n"
         "        call_command('migrate', app, name, interactive=False, verbosity=0)\n"
         "call_command('migrate', stop[0], stop[1], interactive=False, verbosity=0)\n")
-    res = subprocess.run([PYTHON, "-c", code], cwd=str(proj.path), env=proj.env(dsn),
+    res = subprocess.run([PYTHON, "-c", code], cwd=str(proj.path), env=proj.env(dsn, extra=extra),
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         raise RuntimeError(f"prepare {scenario} failed:\n{res.stdout}\n{res.stderr}")

@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,75 @@ def test_target_falls_back_to_the_user_cache(proj, make_db, serial, tmp_path):
         for _, p in cached:
             if not str(p).startswith(str(tmp_path)):
                 Path(p).unlink(missing_ok=True)
+
+
+UNKNOWN_RE = re.compile(r"migshim\[(\d+)\]: warn: Django target unknown: (.*)$", re.M)
+
+
+def test_target_unknown_every_process_migrates_in_turn(proj, make_db, serial):
+    """When the graph cannot be listed (here: the interpreter named is not Python), each
+    process says so in one warn line and the fleet falls back to taking the lock in turn,
+    each holding it to its exit: slower, never wrong.  Forced as the fleets above: the
+    first leader holds in pre_migrate until the 3 others are blocked on its lock."""
+    need_shim()
+    d = make_db()
+    prepare(proj, d.dsn, "data_behind")
+    r = run_containers(proj, d.dsn, 4, shim=True,
+                       shim_env={"MIGSHIM_DJANGO_PYTHON": "/bin/false"})
+    desc = r.describe()
+    assert r.rcs == [0, 0, 0, 0], desc
+    unknown = UNKNOWN_RE.findall(r.text)
+    assert len({p for p, _ in unknown}) == 4, desc
+    assert all("/bin/false" in why for _, why in unknown), unknown
+    assert check(oracle(d.dsn), serial[0]) == [], desc
+    assert schema_dump(d.dsn) == serial[1]
+    st = oracle(d.dsn)
+    first = [x for x in r.rendezvous() if x[1] == "pre_migrate" and x[4] == 3]
+    assert len(first) == 1 and first[0][3] == 1, r.rendezvous()
+    assert st.seeded_pids["catalog_product"] == [first[0][0]], desc
+    assert djfleet.nothing_to_do(proj, d.dsn)
+    assert not proj.target.exists()
+    # in turn: each one held the lock to its exit ("migrated"), three of them after a wait
+    by_pid = r.events_by_pid()
+    assert len(by_pid) == 4 and all(ev[-1] == "migrated" for ev in by_pid.values()), by_pid
+    assert sum("waiting" in ev for ev in by_pid.values()) == 3, by_pid
+
+
+def schema_url(d, schema):
+    """The database's URL with options=-csearch_path=SCHEMA (and the schema created)."""
+    djfleet._exec(d.dsn, f'CREATE SCHEMA "{schema}"')
+    return djfleet.database_url(d.dsn) + "&options=" + \
+        urllib.parse.quote(f"-csearch_path={schema}", safe="")
+
+
+@pytest.mark.parametrize("how", ["url", "set_search_path"])
+def test_django_migrations_in_another_schema(proj, make_db, how):
+    """django_migrations in schema "tenant": named in the URL's options, the shim sees it
+    (one leader, as above); chosen by a SET search_path the app runs on each new
+    connection (a connection_created handler), the shim cannot see it and every process
+    leads in turn, each finding nothing left to do -- slower, never wrong (README, Limits)."""
+    need_shim()
+    d = make_db()
+    if how == "url":
+        extra = {"DATABASE_URL": schema_url(d, "tenant")}
+    else:
+        djfleet._exec(d.dsn, 'CREATE SCHEMA "tenant"')
+        extra = {"DJANGO_SEARCH_PATH": "tenant"}
+    prepare(proj, d.dsn, "data_behind", extra=extra)
+    r = run_containers(proj, d.dsn, 4, shim=True, extra_env=extra)
+    desc = r.describe()
+    assert r.rcs == [0, 0, 0, 0], desc
+    assert not r.migshim_problems(), desc
+    assert all(x[2] for x in r.rendezvous()), desc
+    st = oracle(d.dsn + " options=-csearch_path=tenant")
+    assert st.seeded == SEEDED and not st.duplicate_migrations, desc
+    assert djfleet._exec(d.dsn, "SELECT to_regclass('public.django_migrations')") == [(None,)]
+    applied = [x[0] for x in r.rendezvous() if x[1] == "catalog.0004_seed_products"]
+    assert len(applied) == 1 and st.seeded_pids["catalog_product"] == applied, desc
+    if how == "url":
+        assert len(r.leaders()) == 1 and r.leaders() == applied, desc
+    else:
+        assert len(r.leaders()) == 4, desc
 
 
 # ---------------------------------------------------------------------------

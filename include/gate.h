@@ -41,6 +41,23 @@ extern _Atomic int gate_watching;
  * UNGATED): without it the guard has nothing to do (a load). */
 extern _Atomic int gate_guarding;
 
+/* Non-zero while a leader of this process must show the gate its
+ * version-table statements on any table (gate_learn): before its first
+ * one, and after it learned a table other than the configured one.  The
+ * wrappers are on their slow path then anyway (LEADING). */
+extern _Atomic int gate_learning;
+
+/*
+ * The app is about to send `sql` on `pg` (gate_learning != 0, and `sql`
+ * mentions version_num).  When it is one of Alembic's version-table
+ * statements in its exact shape on a table other than the configured one,
+ * a leader follows that table: it re-reads it at each commit and releases
+ * the lock once it holds exactly the target; it publishes the name for
+ * the waiters (lock.h, lock_mark_migrating_vt) and warns once, naming the
+ * settings to add.
+ */
+void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
+
 /*
  * The app's connection `pg` just reached CONNECTION_OK.  May block for the
  * wait-for-version loop.  Returns false when the connection was failed on

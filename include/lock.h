@@ -78,6 +78,13 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
  * With `id`, the same round trip also says which server and database it
  * reached.
  */
+/* The same for the version table `schema`.`table` ("" schema: the
+ * search_path's): the table a leader learned from its migration's
+ * statements, or one a leader published. */
+bool lock_read_versions_in(const struct pq_api *pq, PGconn *c, const char *schema,
+                           const char *table, struct versions *out, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                              struct versions *out, struct server_id *id, char *err,
                              size_t errsz)
@@ -159,8 +166,36 @@ bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset);
  */
 #define LOCK_MIGRATING_MARK "migrating"
 bool lock_mark_migrating(const struct pq_api *pq, PGconn *own);
+
+/*
+ * A leader whose migration writes a version table other than the
+ * configured one (gate.c: learned from its statements) publishes it for
+ * the waiters: application_name becomes
+ * `migshim lock pid=N migrating vt=<name>`, <name> being `table` or
+ * `schema.table`, each part plain when it is a lower-case identifier and
+ * "quoted" ("" doubled) otherwise.  application_name keeps only 63 bytes
+ * of printable ASCII: a name that does not fit is not published (only the
+ * mark is).  Waiters read the holder's name with lock_holder_state.
+ */
+#define LOCK_VT_MARK "vt="
+struct lock_vt {
+    bool known;
+    char schema[CONFIG_NAME_MAX];
+    char table[CONFIG_NAME_MAX];
+};
+/* Does any table in the database have a version_num column (a version
+ * table of Alembic's shape under some name)?  A hint only: false on error. */
+bool lock_any_version_column(const struct pq_api *pq, PGconn *c);
+bool lock_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
+                            const char *table);
+bool lock_vt_format(const char *schema, const char *table, char *out, size_t n);
+bool lock_vt_parse(const char *text, char *schema, size_t ssz, char *table, size_t tsz);
+
+/* The holder of `key`: how long its lock connection has been idle, whether
+ * it is marked migrating, and (`vt` not NULL) the version table it
+ * published.  False when nobody holds it or the query failed. */
 bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
-                       bool *migrating);
+                       bool *migrating, struct lock_vt *vt);
 
 void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf,
                           size_t n);

@@ -99,7 +99,8 @@ bool resolve_is_internal(const void *ra);
 
 /* The copy when the process has exactly one (the common case, lock-free),
  * else NULL: the caller must then find the copy some other way. */
-extern _Atomic(const struct pq_copy *) resolve_sole;
+/* (hidden: the fast path loads it directly, not through the GOT) */
+extern __attribute__((visibility("hidden"))) _Atomic(const struct pq_copy *) resolve_sole;
 static inline const struct pq_copy *resolve_sole_copy(void)
 {
     return atomic_load_explicit(&resolve_sole, memory_order_acquire);

@@ -25,23 +25,31 @@ bool shim_active(void);
 const struct config *shim_config(void);
 
 /*
- * Non-zero while some per-call hook must run: a database the gate watches,
- * a connection the guard is busy with, or debug logging (the first-call
- * notes).  Zero is the steady state after start-up: the wrappers then test
- * only this word and the sole libpq copy, and tail-call the real function.
- * Each reason adds 1 while it holds and takes it back after.
+ * The per-call hooks, one word (one load for every wrapper).
+ *
+ * Low 16 bits (SHIM_HOOKS_ALL): non-zero while some per-call hook must
+ * run: a database the gate watches, a connection the guard is busy with,
+ * or debug logging (the first-call notes).  Zero is the steady state after
+ * start-up: the wrappers then test only this word and the sole libpq copy,
+ * and tail-call the real function.  Each reason adds 1 while it holds and
+ * takes it back after (shim_hooks_add).
+ *
+ * High bits (SHIM_HOOKS_SQL each): non-zero while only the app's
+ * statement texts must be seen (the gate watches a database whose target
+ * is unknown, for the first statement naming the version table): the
+ * wrappers that carry SQL text (PQexec, PQexecParams, PQsendQuery,
+ * PQsendQueryParams) look at the text, all the others stay on the fast
+ * path (shim_hooks_sql_add).
  */
-extern _Atomic int shim_hooks;
+extern __attribute__((visibility("hidden"))) _Atomic int shim_hooks; /* (a direct load) */
+
+#define SHIM_HOOKS_ALL 0xffff
+#define SHIM_HOOKS_SQL 0x10000
 
 static inline void shim_hooks_add(int delta) { atomic_fetch_add(&shim_hooks, delta); }
-
-/*
- * Non-zero while only the app's statement texts must be seen (the gate
- * watches a database whose target is unknown, for the first statement
- * naming the version table): the wrappers that carry SQL text (PQexec,
- * PQexecParams, PQsendQuery, PQsendQueryParams) take their slow path, all
- * the others stay on the fast one.
- */
-extern _Atomic int shim_hooks_sql;
+static inline void shim_hooks_sql_add(int delta)
+{
+    atomic_fetch_add(&shim_hooks, delta * SHIM_HOOKS_SQL);
+}
 
 #endif

@@ -31,9 +31,19 @@ struct sqlclass_name {
     size_t n;        /* strlen(name)                                        */
     size_t off;      /* the first byte that is not a letter, or n if none   */
     bool quoted;     /* the name holds a '"': every statement over-matches  */
+    size_t shortest; /* a text shorter than this cannot name it (0: quoted) */
 };
 void sqlclass_name_init(struct sqlclass_name *nm, const char *name);
 bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm);
+
+/* The same, `len` being strnlen(sql, SQLCLASS_SCAN_MAX).  A text shorter
+ * than the name (BEGIN, COMMIT, SELECT 1) cannot name it: the caller that
+ * has the length decides those without a call. */
+bool sqlclass_mentions_name_len(const char *sql, size_t len, const struct sqlclass_name *nm);
+static inline bool sqlclass_too_short(size_t len, const struct sqlclass_name *nm)
+{
+    return len < nm->shortest;
+}
 
 /* A statement of Alembic's own on the version table <vt>, in exactly the
  * shape Alembic sends it (../shared/alembic-statements.md); anything else
@@ -81,6 +91,20 @@ struct sqlclass {
  */
 void sqlclass_classify(const char *sql, const char *schema, const char *table,
                        struct sqlclass *out);
+
+/*
+ * Which version table does `sql` write or read, if it is exactly one of
+ * Alembic's version-table statements (CREATE TABLE, SELECT
+ * <vt>.version_num FROM, INSERT, UPDATE, DELETE; not SQLAlchemy's
+ * has_table) on any table?  True with its schema ("" when unqualified) and
+ * table in PostgreSQL's reading (unquoted names folded to lower case) and
+ * the classification in `out`; false for anything else.
+ *
+ *   sqlclass_vt_statement("INSERT INTO ops.my_version (version_num) VALUES ('a1')",
+ *                         s, sizeof s, t, sizeof t, &c) -> true, s "ops", t "my_version"
+ */
+bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *table, size_t tsz,
+                           struct sqlclass *out);
 
 /* "CREATE TABLE", "SELECT", "INSERT", "UPDATE", "DELETE" or "other". */
 const char *sqlclass_kind_name(enum sql_kind kind);

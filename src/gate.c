@@ -32,6 +32,7 @@
 
 _Atomic int gate_watching;
 _Atomic int gate_guarding;
+_Atomic int gate_learning;
 
 /* Non-zero while gate_after has something to look at: a connection whose
  * version-table transaction holds the lock (UNKNOWN) or must be checked at
@@ -57,6 +58,20 @@ struct gdb {
     double grace_deadline;
     bool saw_vt;             /* the leader sent a version-table statement   */
     double next_settle;      /* Django: the settler's next read             */
+    struct {                 /* LEADING: which version table its migration uses */
+        bool known;          /* an Alembic statement on it was seen          */
+        bool learned;        /* ... and it is not the configured one: below  */
+        bool warned;         /* the warning naming the settings was given    */
+        char schema[CONFIG_NAME_MAX];
+        char table[CONFIG_NAME_MAX];
+    } vt;
+    struct {                 /* LEADING with the configured table absent: the
+                                "leading" line waits for the first version-table
+                                statement (tell_lead) */
+        bool pending;
+        char revs[512];
+        char text[2048];
+    } untold;
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     bool holder_wrote;       /* ... and its transaction wrote the version table */
@@ -134,6 +149,15 @@ static void list_revs(const char (*revs)[HEADS_REV_MAX], size_t n, char *buf, si
     }
     for (size_t i = 0; i < n && o < sz; i++)
         o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? "," : "", revs[i]);
+}
+
+/* "schema"."table" or "table", for messages. */
+static void vt_text(const char *schema, const char *table, char *out, size_t n)
+{
+    if (schema[0])
+        snprintf(out, n, "\"%s\".\"%s\"", schema, table);
+    else
+        snprintf(out, n, "\"%s\"", table);
 }
 
 enum cmp { AT_TARGET, BEHIND, AHEAD };
@@ -291,7 +315,7 @@ static void refresh_pending(void)
      * or a database in the guard's window), or only the statement texts
      * (target unknown, nothing pending) */
     static int hooks, hooks_sql;
-    int any = 0, full = 0, sql = 0;
+    int any = 0, full = 0, sql = 0, learn = 0;
     for (size_t i = 0; i < ndbs; i++) {
         const struct gdb *g = &dbs[i];
         if (g->pid != getpid())
@@ -300,15 +324,17 @@ static void refresh_pending(void)
         any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
         full |= guarded(g->st);
         sql |= g->st == G_UNKNOWN;
+        learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
     }
     full |= any;
     atomic_store_explicit(&gate_pending, any, memory_order_relaxed);
+    atomic_store_explicit(&gate_learning, learn, memory_order_relaxed);
     if (full != hooks) {
         shim_hooks_add(full ? 1 : -1);
         hooks = full;
     }
     if (sql != hooks_sql) {
-        atomic_fetch_add(&shim_hooks_sql, sql ? 1 : -1);
+        shim_hooks_sql_add(sql ? 1 : -1);
         hooks_sql = sql;
     }
 }
@@ -554,6 +580,63 @@ static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
  * go at once and takes it again on a lock connection of its own, since
  * the app needs its connection to migrate.
  */
+/*
+ * The "leading" line.  When the configured version table is absent, not
+ * set in migshim's settings, and some other table has a version_num
+ * column, the app may keep its
+ * versions there (a name migshim could not read): a
+ * process that takes the lock after the leader released it (it connected
+ * late) would then "lead" only to find, in its migration's first read,
+ * the real table at the target (gate_learn, gate_after).  So the line
+ * waits for the leader's first write of a version table (or its lapse, or
+ * its release); a read of another table found at the target replaces it
+ * with a "proceed" line.
+ */
+/* version_table or version_table_schema set in migshim's own settings
+ * (file, environment): the table is known, nothing to learn. */
+static bool vt_set_by_migshim(const struct config *cfg)
+{
+    int t = config_key_index("version_table"), s = config_key_index("version_table_schema");
+    return (t >= 0 && (cfg->source[t] == CFG_FILE || cfg->source[t] == CFG_ENV)) ||
+           (s >= 0 && (cfg->source[s] == CFG_FILE || cfg->source[s] == CFG_ENV));
+}
+
+static void tell_lead(struct gdb *g)
+{
+    if (!g->untold.pending)
+        return;
+    g->untold.pending = false;
+    NOTE(LOG_LVL_INFO, "leading", g->name, g->untold.revs, "%s", g->untold.text);
+}
+
+/*
+ * A waiter whose configured version table is still behind after the lock
+ * came free (or was taken) reads the table the holder published (the one
+ * its migration wrote, lock_mark_migrating_vt) on `c`.  Exactly the
+ * target heads there: the leader's migration committed; release the lock
+ * if `locked` and proceed.  Anything else (absent, behind, unknown
+ * revisions, a failed read): false, and the waiter goes on as before.
+ */
+static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *g,
+                                const struct lock_vt *pub, double start, bool locked)
+{
+    const struct config *cfg = shim_config();
+    struct versions v;
+    char err[256], revs[512], name[2 * CONFIG_NAME_MAX + 8];
+    if (!lock_read_versions_in(pq, c, pub->schema, pub->table, &v, err, sizeof err) ||
+        compare(&v) != AT_TARGET)
+        return false;
+    if (locked)
+        lock_release(pq, c, cfg->lock, g->key);
+    close_own(g);
+    list_revs(v.v, v.n, revs, sizeof revs);
+    vt_text(pub->schema, pub->table, name, sizeof name);
+    NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s in "
+         "%s, the version table the leader's migration wrote; proceeding", g->name,
+         now() - start, revs, name);
+    return true;
+}
+
 static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
                                const char *why, bool on_app)
 {
@@ -571,6 +654,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
     double seen_at = 0, holder_idle_since = 0;
     bool holder_seen = false, holder_migrating = false;
     struct versions v_seen;
+    struct lock_vt pub = {0}; /* the version table a holder published */
     for (;;) {
         struct versions v;
         bool have_v;
@@ -624,6 +708,9 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         enum cmp c = target.known ? compare(&v) : BEHIND;
         describe(&v, revs, sizeof revs);
+        if (!django_mode && c == BEHIND && r != LOCK_BUSY && pub.known && target.known &&
+            published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
+            return OUT_DONE;
         if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
             if (!target.known) {
                 g->since = now();
@@ -649,10 +736,16 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             describe_target(want, sizeof want);
-            NOTE(LOG_LVL_INFO, "leading", g->name, revs, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
+            snprintf(g->untold.text, sizeof g->untold.text, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
                      "and migrates %sfrom %s to %s%s%s",
                      g->name, (long long)g->key, waited ? " after waiting" : "",
                      django_mode ? "Django " : "", revs, want, why ? " " : "", why ? why : "");
+            snprintf(g->untold.revs, sizeof g->untold.revs, "%s", revs);
+            g->untold.pending = true;
+            /* the configured table absent, another of its shape present:
+             * see tell_lead (Django: nothing to learn) */
+            if (django_mode || v.present || vt_set_by_migshim(cfg) || !lock_any_version_column(pq, own))
+                tell_lead(g);
             return OUT_LEADING;
         }
         waited = true;
@@ -691,10 +784,16 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
                 return OUT_UNGATED;
             }
         }
-        if (r == LOCK_BUSY && (!holder_seen || t - seen_at >= 1.0)) {
+        /* every slice until the holder is seen migrating (it may publish
+         * its version table then: see lock_mark_migrating_vt), then once
+         * a second */
+        if (r == LOCK_BUSY && (!holder_seen || !holder_migrating || t - seen_at >= 1.0)) {
             double idle;
             bool migrating;
-            if (lock_holder_state(pq, own, g->key, &idle, &migrating)) {
+            struct lock_vt vt;
+            if (lock_holder_state(pq, own, g->key, &idle, &migrating, &vt)) {
+                if (vt.known)
+                    pub = vt;
                 if (!holder_seen)
                     v_seen = v;
                 holder_seen = true;
@@ -905,6 +1004,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                 next = G_LEADING;
                 g->grace_deadline = now() + cfg->leader_grace;
                 g->saw_vt = false;
+                memset(&g->vt, 0, sizeof g->vt);
                 tune_app(copy, g, pg);
             } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
                 fail_app_conn(copy, pg);
@@ -983,6 +1083,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
     while (g->st == G_DECIDING)
         pthread_cond_wait(&cv, &mu);
     if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
+        tell_lead(g);
         close_own(g); /* the server ended its idle session */
         untune_all(copy, g, NULL);
         set_state(g, G_LAPSED);
@@ -1013,6 +1114,8 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
         }
     }
     if (g->st == G_LEADING) {
+        if (writes)
+            tell_lead(g);
         if (!g->saw_vt) {
             g->saw_vt = true;
             if (g->own) {
@@ -1044,6 +1147,85 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
     refresh_pending();
     pthread_mutex_unlock(&mu);
     waitsig_redeliver();
+}
+
+/* The version table a leader's re-read looks at: the one its migration
+ * was seen to use (gate_learn), else the configured one. */
+static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
+                            struct versions *v, char *err, size_t errsz)
+{
+    const struct config *cfg = shim_config();
+    if (!g->vt.learned)
+        return lock_read_versions(&copy->api, own, cfg, v, err, errsz);
+    return lock_read_versions_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
+}
+
+/*
+ * Learning the version table from the leader's own statements.  While
+ * LEADING and before any of Alembic's statements on the configured table,
+ * a statement in Alembic's exact shape on another table (a name or schema
+ * set where migshim could not read it: computed in env.py) means the
+ * migration keeps its versions there: the leader follows it (re-reads it
+ * at each commit and releases the lock when it holds exactly the target),
+ * publishes it for the waiters (lock_mark_migrating_vt) and warns once,
+ * naming the settings to add.  A learned table never counts as "ahead":
+ * only exactly the target heads release the lock.
+ */
+void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
+{
+    if (django_mode) /* Alembic's table only */
+        return;
+    char schema[CONFIG_NAME_MAX], table[CONFIG_NAME_MAX];
+    struct sqlclass k;
+    if (!sqlclass_vt_statement(sql, schema, sizeof schema, table, sizeof table, &k))
+        return;
+    const struct config *cfg = shim_config();
+    pthread_mutex_lock(&mu);
+    struct gdb *g = db_of(copy, pg);
+    if (!g || g->pid != getpid() || g->st != G_LEADING) {
+        pthread_mutex_unlock(&mu);
+        return;
+    }
+    bool writes = k.kind != SQL_VT_READ;
+    if (g->vt.learned) { /* the learned table's statements end in a re-read */
+        if (strcmp(schema, g->vt.schema) == 0 && strcmp(table, g->vt.table) == 0) {
+            mark_dirty(g, pg);
+            if (writes)
+                tell_lead(g);
+        }
+    } else if (!g->vt.known) {
+        g->vt.known = true;
+        if (writes)
+            tell_lead(g);
+        if (strcmp(schema, cfg->version_table_schema) != 0 ||
+            strcmp(table, cfg->version_table) != 0) {
+            g->vt.learned = true;
+            snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+            snprintf(g->vt.table, sizeof g->vt.table, "%s", table);
+            g->saw_vt = true; /* no lapse: this leader migrates */
+            if (g->own) {
+                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                lock_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table);
+            }
+            mark_dirty(g, pg);
+        }
+    }
+    /* one warning, from the process that writes it: a late process that
+     * only reads it, found at the target, says so at info level */
+    if (g->vt.learned && writes && !g->vt.warned) {
+        g->vt.warned = true;
+        char seen[2 * CONFIG_NAME_MAX + 8], conf[2 * CONFIG_NAME_MAX + 8];
+        vt_text(g->vt.schema, g->vt.table, seen, sizeof seen);
+        vt_text(cfg->version_table_schema, cfg->version_table, conf, sizeof conf);
+        NOTE(LOG_LVL_WARN, "learned", g->name, NULL,
+             "database \"%s\": the migration writes the version table %s, not %s; following it "
+             "(the migration lock is released when it holds the target).  Set "
+             "version_table = \"%s\" (MIGSHIM_VERSION_TABLE) and version_table_schema = "
+             "\"%s\" (MIGSHIM_VERSION_TABLE_SCHEMA) so that every process knows it",
+             g->name, seen, conf, g->vt.table, g->vt.schema);
+    }
+    refresh_pending();
+    pthread_mutex_unlock(&mu);
 }
 
 void gate_after(const struct pq_copy *copy, PGconn *pg)
@@ -1085,8 +1267,8 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         struct versions v;
         char err[256], revs[512];
         PGconn *own = ownconn_pg(g->own);
-        bool read = own && (lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err) ||
-                            lock_read_versions(&copy->api, own, cfg, &v, err, sizeof err));
+        bool read = own && (read_lead_table(copy, g, own, &v, err, sizeof err) ||
+                            read_lead_table(copy, g, own, &v, err, sizeof err));
         if (own && !read) {
             /* Never hold the fleet on a failed read: release, and let the
              * waiters read the version themselves (one of them leads again
@@ -1099,15 +1281,24 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             untune_all(copy, g, pg);
             g->ndirty = 0;
             set_state(g, cfg->guard ? G_UNGATED : G_DONE);
-        } else if (read && compare(&v) != BEHIND) {
+        } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
             set_state(g, G_DONE);
-            NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
+            if (g->untold.pending && g->vt.learned) { /* it only read: see tell_lead */
+                char name[2 * CONFIG_NAME_MAX + 8];
+                g->untold.pending = false;
+                vt_text(g->vt.schema, g->vt.table, name, sizeof name);
+                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": a peer migrated it to %s (in %s, the version table "
+                     "its migration reads) before this process got the lock; proceeding", g->name, revs, name);
+            } else {
+                tell_lead(g);
+                NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
                      revs, now() - g->since);
+            }
         }
     } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);
@@ -1121,6 +1312,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             NOTE(LOG_LVL_INFO, "at_target", g->name, revs, "database \"%s\": now at %s; the race guard stops watching", g->name, revs);
         }
     } else if (g->st == G_LEADING && !g->saw_vt && now() > g->grace_deadline) {
+        tell_lead(g);
         close_own(g);
         untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);

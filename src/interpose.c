@@ -98,54 +98,81 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
 #define FAST_PATH(fn, ...)                                                                     \
     do {                                                                                       \
         const struct pq_copy *fast_ = resolve_sole_copy();                                     \
-        if (__builtin_expect(fast_ && !atomic_load_explicit(&shim_hooks, memory_order_relaxed), \
+        if (__builtin_expect(fast_ && !(atomic_load_explicit(&shim_hooks, memory_order_relaxed) & \
+                                        SHIM_HOOKS_ALL),                                       \
                              1))                                                               \
             return fast_->api.fn(__VA_ARGS__);                                                 \
     } while (0)
-/* The version table's name, prepared once for sqlclass_mentions_name. */
+/* The version table's name, prepared once for sqlclass_mentions_name
+ * (the flag spares every statement a call of pthread_once). */
 static struct sqlclass_name vt_name;
 static pthread_once_t vt_name_once = PTHREAD_ONCE_INIT;
-static void vt_name_init(void) { sqlclass_name_init(&vt_name, gate_version_table()); }
+static _Atomic bool vt_name_ready;
+static void vt_name_init(void)
+{
+    sqlclass_name_init(&vt_name, gate_version_table());
+    atomic_store_explicit(&vt_name_ready, true, memory_order_release);
+}
 
 static inline bool names_vt(const char *sql)
 {
-    pthread_once(&vt_name_once, vt_name_init);
+    if (__builtin_expect(!atomic_load_explicit(&vt_name_ready, memory_order_acquire), 0))
+        pthread_once(&vt_name_once, vt_name_init);
     return sqlclass_mentions_name(sql, &vt_name);
 }
 
-/* The statement text this thread found clean and is running through
- * libpq now: libpq's own nested call (PQexec -> PQsendQuery) with the same
- * text is not scanned again.  Set only around the real call. */
-static __thread const char *clean_sql __attribute__((tls_model("initial-exec")));
+/* The text-only hook's question, cheapest first: can the app's statement
+ * `sql` not name the version table?  A text shorter than the name
+ * (BEGIN, COMMIT, SELECT 1) is answered by its length alone. */
+static inline bool text_clean(const char *sql)
+{
+    if (__builtin_expect(!atomic_load_explicit(&vt_name_ready, memory_order_acquire), 0))
+        pthread_once(&vt_name_once, vt_name_init);
+    if (__builtin_expect(!sql, 0))
+        return true;
+    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
+    return sqlclass_too_short(len, &vt_name) || !sqlclass_mentions_name_len(sql, len, &vt_name);
+}
+
+/* A call made by libpq itself (PQexec -> PQsendQuery, PQexecFinish ->
+ * PQgetResult): its return address lies inside copy `c`.  Its text was
+ * the app's, already looked at (or it is libpq's own). */
+static inline bool from_copy(const struct pq_copy *c, const void *ra)
+{
+    return (uintptr_t)ra >= c->lo && (uintptr_t)ra < c->hi;
+}
 
 /* The same for the wrappers that carry SQL text: while only statement
- * texts are wanted (shim_hooks_sql), fn##_text looks at the statement out
- * of line (so that the fast path stays a bare tail call). */
+ * texts are wanted (SHIM_HOOKS_SQL), fn##_text looks at the app's
+ * statement out of line (so that the fast path stays a bare tail call);
+ * libpq's own nested call with that text passes straight through. */
 #define FAST_PATH_SQL(fn, ...)                                                                 \
     do {                                                                                       \
         const struct pq_copy *fast_ = resolve_sole_copy();                                     \
-        if (__builtin_expect(fast_ && !atomic_load_explicit(&shim_hooks, memory_order_relaxed), \
-                             1)) {                                                             \
-            if (__builtin_expect(!atomic_load_explicit(&shim_hooks_sql, memory_order_relaxed), \
-                                 1))                                                           \
+        if (__builtin_expect(fast_ != NULL, 1)) {                                              \
+            /* acquire: what the gate set up before it asked for the texts */                  \
+            int hooks_ = atomic_load_explicit(&shim_hooks, memory_order_acquire);              \
+            if (__builtin_expect(!hooks_, 1))                                                  \
                 return fast_->api.fn(__VA_ARGS__);                                             \
-            return fn##_text(fast_, __VA_ARGS__, RA);                                          \
+            if (!(hooks_ & SHIM_HOOKS_ALL)) {                                                  \
+                if (from_copy(fast_, RA))                                                      \
+                    return fast_->api.fn(__VA_ARGS__);                                         \
+                return fn##_text(__VA_ARGS__, RA);                                             \
+            }                                                                                  \
         }                                                                                      \
     } while (0)
 
 /* fn##_text's body: a statement that does not name the version table runs
- * at once (noted for libpq's nested call with the same text); one that
- * does takes the slow path. */
-#define TEXT_ONLY(type, fn, sql, slow_call, ...)                                               \
+ * at once (a tail call); one that does takes the slow path, and so does a
+ * call that finds no sole copy any more (a second libpq was loaded). */
+#define TEXT_ONLY(fn, sql, slow_call, ...)                                                     \
     do {                                                                                       \
-        if ((sql) == clean_sql)                                                                \
-            return c->api.fn(__VA_ARGS__);                                                     \
-        if (names_vt(sql))                                                                     \
-            return slow_call;                                                                  \
-        clean_sql = (sql);                                                                     \
-        type r_ = c->api.fn(__VA_ARGS__);                                                      \
-        clean_sql = NULL;                                                                      \
-        return r_;                                                                             \
+        if (__builtin_expect(text_clean(sql), 1)) {                                            \
+            const struct pq_copy *c_ = resolve_sole_copy();                                    \
+            if (__builtin_expect(c_ != NULL, 1))                                               \
+                return c_->api.fn(__VA_ARGS__);                                                \
+        }                                                                                      \
+        return slow_call;                                                                      \
     } while (0)
 #define SLOW static __attribute__((noinline))
 
@@ -193,9 +220,25 @@ static bool writes_vt(const struct pq_call *call)
            k.kind == SQL_VT_DELETE;
 }
 
+/* While a leader learns which version table its migration uses: show the
+ * gate the statements that mention version_num (a leader's slow path only). */
+static struct sqlclass_name vt_column;
+static pthread_once_t vt_column_once = PTHREAD_ONCE_INIT;
+static void vt_column_init(void) { sqlclass_name_init(&vt_column, "version_num"); }
+
+static void learn_vt(const struct pq_copy *c, PGconn *pg, const struct pq_call *call)
+{
+    if (!atomic_load_explicit(&gate_learning, memory_order_relaxed) || !call->sql)
+        return;
+    pthread_once(&vt_column_once, vt_column_init);
+    if (sqlclass_mentions_name(call->sql, &vt_column))
+        gate_learn(c, pg, call->sql);
+}
+
 /* A synchronous statement under the gate and the guard. */
 static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
+    learn_vt(c, pg, call);
     if (mentions_vt(call))
         gate_before(c, pg, writes_vt(call));
     PGresult *r = guard_exec(c, pg, call);
@@ -205,6 +248,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 
 static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call)
 {
+    learn_vt(c, pg, call);
     if (mentions_vt(call))
         gate_before(c, pg, writes_vt(call));
     return guard_send(c, pg, call);
@@ -311,10 +355,9 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
     return REAL(c, PQexec)(conn, query);
 }
 
-SLOW PGresult *PQexec_text(const struct pq_copy *c, PGconn *conn, const char *query,
-                           const void *ra)
+SLOW PGresult *PQexec_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(PGresult *, PQexec, query, PQexec_slow(conn, query, ra), conn, query);
+    TEXT_ONLY(PQexec, query, PQexec_slow(conn, query, ra), conn, query);
 }
 
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
@@ -340,12 +383,12 @@ SLOW PGresult *PQexecParams_slow(PGconn *conn, const char *command, int nParams,
                                  paramFormats, resultFormat);
 }
 
-SLOW PGresult *PQexecParams_text(const struct pq_copy *c, PGconn *conn, const char *command,
+SLOW PGresult *PQexecParams_text(PGconn *conn, const char *command,
                                  int nParams, const Oid *paramTypes,
                                  const char *const *paramValues, const int *paramLengths,
                                  const int *paramFormats, int resultFormat, const void *ra)
 {
-    TEXT_ONLY(PGresult *, PQexecParams, command,
+    TEXT_ONLY(PQexecParams, command,
               PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths,
                                 paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
@@ -419,10 +462,9 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
     return REAL(c, PQsendQuery)(conn, query);
 }
 
-SLOW int PQsendQuery_text(const struct pq_copy *c, PGconn *conn, const char *query,
-                          const void *ra)
+SLOW int PQsendQuery_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(int, PQsendQuery, query, PQsendQuery_slow(conn, query, ra), conn, query);
+    TEXT_ONLY(PQsendQuery, query, PQsendQuery_slow(conn, query, ra), conn, query);
 }
 
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
@@ -448,12 +490,12 @@ SLOW int PQsendQueryParams_slow(PGconn *conn, const char *command, int nParams,
                                       paramLengths, paramFormats, resultFormat);
 }
 
-SLOW int PQsendQueryParams_text(const struct pq_copy *c, PGconn *conn, const char *command,
+SLOW int PQsendQueryParams_text(PGconn *conn, const char *command,
                                 int nParams, const Oid *paramTypes,
                                 const char *const *paramValues, const int *paramLengths,
                                 const int *paramFormats, int resultFormat, const void *ra)
 {
-    TEXT_ONLY(int, PQsendQueryParams, command,
+    TEXT_ONLY(PQsendQueryParams, command,
               PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues,
                                      paramLengths, paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,

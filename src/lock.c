@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* "name" with embedded quotes doubled, as PostgreSQL's quote_ident. */
 static void quote_ident(const char *name, char *out, size_t n)
@@ -34,17 +35,23 @@ static const char *read_expr;
 
 void lock_set_read_expr(const char *expr) { read_expr = expr; }
 
-/* The version table's name as SQL: "schema"."table" or "table". */
-static void table_sql(const struct config *cfg, char *out, size_t n)
+/* A version table's name as SQL: "schema"."table" or "table". */
+static void table_sql_of(const char *schema, const char *table, char *out, size_t n)
 {
     char t[2 * CONFIG_NAME_MAX + 3], s[2 * CONFIG_NAME_MAX + 3];
-    quote_ident(cfg->version_table, t, sizeof t);
-    if (cfg->version_table_schema[0]) {
-        quote_ident(cfg->version_table_schema, s, sizeof s);
+    quote_ident(table, t, sizeof t);
+    if (schema[0]) {
+        quote_ident(schema, s, sizeof s);
         snprintf(out, n, "%s.%s", s, t);
     } else {
         snprintf(out, n, "%s", t);
     }
+}
+
+/* The configured version table's name as SQL. */
+static void table_sql(const struct config *cfg, char *out, size_t n)
+{
+    table_sql_of(cfg->version_table_schema, cfg->version_table, out, n);
 }
 
 int64_t lock_key_for(const struct config *cfg, const char *dbname)
@@ -222,12 +229,19 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
 {
     if (read_expr)
         return read_versions_expr(pq, c, out, err, errsz);
+    return lock_read_versions_in(pq, c, cfg->version_table_schema, cfg->version_table, out, err,
+                                 errsz);
+}
+
+bool lock_read_versions_in(const struct pq_api *pq, PGconn *c, const char *schema,
+                           const char *vtable, struct versions *out, char *err, size_t errsz)
+{
     char table[4 * CONFIG_NAME_MAX + 8], select[4 * CONFIG_NAME_MAX + 64];
-    table_sql(cfg, table, sizeof table);
+    table_sql_of(schema, vtable, table, sizeof table);
     snprintf(select, sizeof select, "SELECT version_num AS v FROM %s", table);
     char lt[2 * CONFIG_NAME_MAX + 8], ls[2 * CONFIG_NAME_MAX + 8], lq[2 * sizeof select + 8];
-    quote_literal(cfg->version_table, lt, sizeof lt);
-    quote_literal(cfg->version_table_schema, ls, sizeof ls);
+    quote_literal(vtable, lt, sizeof lt);
+    quote_literal(schema, ls, sizeof ls);
     quote_literal(select, lq, sizeof lq);
     /* query_to_xml runs only when the table exists (CASE is lazy for a
      * volatile function), so an absent table costs no server error.  The
@@ -660,19 +674,146 @@ static void holder_sql(int64_t key, const char *cols, char *sql, size_t n)
              cols, hi, lo);
 }
 
+bool lock_any_version_column(const struct pq_api *pq, PGconn *c)
+{
+    /* in the lock transaction: in a savepoint rolled back at once, so that
+     * no catalog lock stays held (see lock_read_versions) */
+    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "%sSELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a "
+             "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+             "WHERE a.attname = 'version_num' AND NOT a.attisdropped AND c.relkind IN ('r', 'p'))%s",
+             in_txn ? "SAVEPOINT migshim_read; " : "",
+             in_txn ? "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read" : "");
+    bool any = false;
+    if (pq->PQsendQuery(c, sql)) {
+        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL; pq->PQclear(x))
+            if (pq->PQresultStatus(x) == PGRES_TUPLES_OK && pq->PQntuples(x) == 1)
+                any = strcmp(pq->PQgetvalue(x, 0, 0), "t") == 0;
+    }
+    if (in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
+        run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
+    return any;
+}
+
+/* One part of the published name: plain when it is a lower-case
+ * identifier, else "quoted" ("" doubled).  False when it does not fit or
+ * holds a byte application_name would not keep (non-ASCII, control). */
+static bool put_part(const char *name, char *out, size_t n, size_t *o)
+{
+    bool plain = (name[0] >= 'a' && name[0] <= 'z') || name[0] == '_';
+    for (const char *p = name; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch < 0x20 || ch > 0x7e)
+            return false;
+        plain &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+    }
+    size_t need = strlen(name) + (plain ? 0 : 2);
+    for (const char *p = name; !plain && *p; p++)
+        need += *p == '"';
+    if (*o + need >= n)
+        return false;
+    if (!plain)
+        out[(*o)++] = '"';
+    for (const char *p = name; *p; p++) {
+        if (!plain && *p == '"')
+            out[(*o)++] = '"';
+        out[(*o)++] = *p;
+    }
+    if (!plain)
+        out[(*o)++] = '"';
+    out[*o] = '\0';
+    return true;
+}
+
+bool lock_vt_format(const char *schema, const char *table, char *out, size_t n)
+{
+    size_t o = 0;
+    if (!n || !table[0])
+        return false;
+    out[0] = '\0';
+    if (schema[0]) {
+        if (!put_part(schema, out, n, &o) || o + 1 >= n)
+            return false;
+        out[o++] = '.';
+        out[o] = '\0';
+    }
+    return put_part(table, out, n, &o);
+}
+
+/* Read one part at *p (see put_part) into out; false when malformed. */
+static bool get_part(const char **p, char *out, size_t n)
+{
+    size_t o = 0;
+    const char *s = *p;
+    if (*s == '"') {
+        for (s++;; s++) {
+            if (!*s)
+                return false;
+            if (*s == '"') {
+                if (s[1] != '"')
+                    break;
+                s++;
+            }
+            if (o + 1 >= n)
+                return false;
+            out[o++] = *s;
+        }
+        s++;
+    } else {
+        while ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_') {
+            if (o + 1 >= n)
+                return false;
+            out[o++] = *s++;
+        }
+    }
+    out[o] = '\0';
+    *p = s;
+    return o > 0;
+}
+
+bool lock_vt_parse(const char *text, char *schema, size_t ssz, char *table, size_t tsz)
+{
+    const char *p = text;
+    char first[CONFIG_NAME_MAX];
+    if (!get_part(&p, first, sizeof first))
+        return false;
+    if (*p == '.') {
+        p++;
+        if (!get_part(&p, table, tsz) || (*p && *p != ' ') || strlen(first) >= ssz)
+            return false;
+        snprintf(schema, ssz, "%s", first);
+        return true;
+    }
+    if ((*p && *p != ' ') || strlen(first) >= tsz || !ssz)
+        return false;
+    schema[0] = '\0';
+    snprintf(table, tsz, "%s", first);
+    return true;
+}
+
 bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
-                       bool *migrating)
+                       bool *migrating, struct lock_vt *vt)
 {
     char sql[1024];
-    holder_sql(key, "extract(epoch FROM now() - a.state_change)::float8, "
-                    "a.application_name LIKE '% " LOCK_MIGRATING_MARK "'",
+    holder_sql(key, "extract(epoch FROM now() - a.state_change)::float8, a.application_name",
                sql, sizeof sql);
     PGresult *r = pq->PQexec(c, sql);
     bool ok = r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0 &&
               !pq->PQgetisnull(r, 0, 0);
+    if (vt)
+        vt->known = false;
     if (ok) {
         *idle = strtod(pq->PQgetvalue(r, 0, 0), NULL);
-        *migrating = strcmp(pq->PQgetvalue(r, 0, 1), "t") == 0;
+        const char *app = pq->PQgetvalue(r, 0, 1);
+        const char *m = strstr(app, " " LOCK_MIGRATING_MARK);
+        size_t ml = strlen(" " LOCK_MIGRATING_MARK);
+        *migrating = m && (m[ml] == '\0' || m[ml] == ' ');
+        const char *v = *migrating ? strstr(m + ml, " " LOCK_VT_MARK) : NULL;
+        if (vt && v)
+            vt->known = lock_vt_parse(v + strlen(" " LOCK_VT_MARK), vt->schema,
+                                      sizeof vt->schema, vt->table, sizeof vt->table);
     }
     if (r)
         pq->PQclear(r);
@@ -684,6 +825,24 @@ bool lock_mark_migrating(const struct pq_api *pq, PGconn *own)
     return run_ok(pq, own, "SELECT pg_catalog.set_config('application_name', "
                            "pg_catalog.current_setting('application_name') || ' " LOCK_MIGRATING_MARK
                            "', false)");
+}
+
+bool lock_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
+                            const char *table)
+{
+    /* application_name keeps 63 bytes of printable ASCII: the host is
+     * left out to make room; a name that still does not fit is not
+     * published (waiters then find out by leading briefly themselves) */
+    char name[64], app[64], lit[2 * sizeof app + 8], sql[sizeof lit + 96];
+    int n = -1;
+    if (lock_vt_format(schema, table, name, sizeof name))
+        n = snprintf(app, sizeof app, "migshim lock pid=%ld " LOCK_MIGRATING_MARK " " LOCK_VT_MARK "%s",
+                     (long)getpid(), name);
+    if (n < 0 || (size_t)n >= sizeof app)
+        return lock_mark_migrating(pq, own);
+    quote_literal(app, lit, sizeof lit);
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.set_config('application_name', %s, false)", lit);
+    return run_ok(pq, own, sql);
 }
 
 void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n)

@@ -107,4 +107,3 @@ bool shim_active(void)
 const struct config *shim_config(void) { return &cfg; }
 
 _Atomic int shim_hooks;
-_Atomic int shim_hooks_sql;

@@ -28,6 +28,7 @@ void sqlclass_name_init(struct sqlclass_name *nm, const char *name)
     /* A '"' in the name is doubled inside a quoted identifier: too rare to
      * match exactly; over-matching is the safe side. */
     nm->quoted = strchr(nm->name, '"') != NULL;
+    nm->shortest = nm->quoted ? 0 : nm->n;
     /* Anchor on the name's first byte that is not a letter (the '_' of
      * alembic_version): case does not apply to it, so memchr finds its few
      * occurrences at memory speed, where a byte-by-byte case-folding scan
@@ -37,15 +38,16 @@ void sqlclass_name_init(struct sqlclass_name *nm, const char *name)
         nm->off++;
 }
 
-bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
+bool sqlclass_mentions_name_len(const char *sql, size_t len, const struct sqlclass_name *nm)
 {
     if (!sql || !nm->n)
         return false;
     if (nm->quoted)
         return true;
+    if (len < nm->n)
+        return false;
     const char *name = nm->name;
     size_t n = nm->n, off = nm->off;
-    size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
     if (name[off]) {
         const char *end = sql + len;
         for (const char *p = sql + off; p < end; p++) {
@@ -62,6 +64,11 @@ bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
         if ((unsigned char)tolower((unsigned char)sql[i]) == first && word_at(sql, i, name, n))
             return true;
     return false;
+}
+
+bool sqlclass_mentions_name(const char *sql, const struct sqlclass_name *nm)
+{
+    return sql && sqlclass_mentions_name_len(sql, strnlen(sql, SQLCLASS_SCAN_MAX), nm);
 }
 
 bool sqlclass_mentions(const char *sql, const char *name)
@@ -461,6 +468,76 @@ void sqlclass_classify(const char *sql, const char *schema, const char *table,
         out->value = first.value;
         out->from = first.from;
     }
+}
+
+/* --- which version table ----------------------------------------------------- */
+
+/* A name token, as PostgreSQL reads it, into out. */
+static bool take_name(const struct token *t, char *out, size_t n)
+{
+    if ((t->type != T_WORD && t->type != T_QIDENT) || t->too_long || !t->text[0] ||
+        strlen(t->text) >= n)
+        return false;
+    strcpy(out, t->text);
+    return true;
+}
+
+/* [schema.]table at the lexer: into schema ("" when unqualified) and table. */
+static bool take_qualified(struct lexer *lx, struct token *t, char *schema, size_t ssz,
+                           char *table, size_t tsz)
+{
+    char first[sizeof t->text];
+    if (!take_name(t, first, sizeof first))
+        return false;
+    next(lx, t);
+    if (!is_punct(t, '.')) {
+        schema[0] = '\0';
+        return strlen(first) < tsz && strcpy(table, first);
+    }
+    next(lx, t);
+    return strlen(first) < ssz && strcpy(schema, first) && take_name(t, table, tsz);
+}
+
+bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *table, size_t tsz,
+                           struct sqlclass *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!sql || !ssz || !tsz)
+        return false;
+    struct lexer lx;
+    bool truncated;
+    lexer_init(&lx, sql, &truncated);
+    struct token t;
+    next(&lx, &t);
+    bool found = false;
+    if (eat(&lx, &t, "create")) {
+        found = eat(&lx, &t, "table") &&
+                take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "insert")) {
+        found = eat(&lx, &t, "into") && take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "update")) {
+        found = take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "delete")) {
+        found = eat(&lx, &t, "from") && take_qualified(&lx, &t, schema, ssz, table, tsz);
+    } else if (eat(&lx, &t, "select")) {
+        /* <vt>.version_num (or <schema>.<vt>.version_num) FROM [schema.]<vt> */
+        int names = 0;
+        while ((t.type == T_WORD || t.type == T_QIDENT) && names < 3) {
+            names++;
+            next(&lx, &t);
+            if (!is_punct(&t, '.'))
+                break;
+            next(&lx, &t);
+        }
+        found = names >= 2 && eat(&lx, &t, "from") &&
+                take_qualified(&lx, &t, schema, ssz, table, tsz);
+    }
+    if (!found)
+        return false;
+    /* the whole text, in Alembic's exact shape, on that table */
+    sqlclass_classify(sql, schema, table, out);
+    return out->kind == SQL_VT_CREATE || out->kind == SQL_VT_READ || out->kind == SQL_VT_INSERT ||
+           out->kind == SQL_VT_UPDATE || out->kind == SQL_VT_DELETE;
 }
 
 /* --- verbs ------------------------------------------------------------------- */

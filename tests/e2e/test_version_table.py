@@ -109,3 +109,109 @@ def test_fleet_with_the_version_table_only_in_env_py(make_db, migshim_lib, tmp_p
         r.describe()
     print("\n%s, %d workers: all ready in %.2f s (Alembic's defaults: %.2f s, x%.2f)"
           % (variant, workers, r.elapsed, ref.elapsed, r.elapsed / ref.elapsed))
+
+
+# ---------------------------------------------------------------------------
+# The version table set where the env.py reader cannot see it: the leader
+# learns it from its migration's own statements (gate_learn), follows it,
+# publishes it for the waiters (lock_mark_migrating_vt) and warns once.
+
+HIDDEN = {
+    # name: (module-level text, kwargs text, the qualified name, env, the
+    #        warnings expected besides the leader's one)
+    # a function call the reader does not follow: no keyword to see at all
+    "name-from-a-call": (
+        'def version_settings():\n    return {"version_table": "my_" + "version"}\n',
+        ", **version_settings()", "my_version", {}, False),
+    "schema-from-a-call": (
+        'def version_settings():\n    return {"version_table_schema": "o" + "ps"}\n',
+        ", **version_settings()", "ops.alembic_version", {}, False),
+    "both-from-a-call": (
+        'def version_settings():\n'
+        '    return dict(version_table="app_versions", version_table_schema="ops")\n',
+        ", **version_settings()", "ops.app_versions", {}, False),
+    # read from the environment: the reader sees the keyword and warns in
+    # each process (envpy) naming MIGSHIM_VERSION_TABLE; the leader learns
+    "name-from-environ": (
+        "import os\n", ', version_table=os.environ["APP_VT"]', "my_version",
+        {"APP_VT": "my_version"}, True),
+}
+
+
+def hidden_app(tmp_path: Path, variant: str) -> Path:
+    module, kwargs, qualified, _, _ = HIDDEN[variant]
+    d = tmp_path / ("app-" + variant)
+    shutil.copytree(EXAMPLES_DIR / "flask-alembic", d,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = d / "migrations" / "env.py"
+    text = env.read_text()
+    assert ONLINE_CONFIGURE in text, "the example's env.py changed: update this test"
+    text = text.replace(ONLINE_CONFIGURE, (
+        "        context.configure(\n"
+        "            connection=connection, target_metadata=target_metadata" + kwargs + "\n"
+        "        )\n"))
+    text = text.replace("target_metadata = None\n", "target_metadata = None\n" + module)
+    env.write_text(text)
+    app = d / "app.py"
+    text = app.read_text()
+    app.write_text(text.replace("FROM alembic_version", "FROM " + qualified))
+    return d
+
+
+LEARNED_RE = r"the migration writes the version table (\S+), not \"alembic_version\""
+
+
+@pytest.mark.parametrize("variant", sorted(HIDDEN))
+def test_fleet_learns_the_version_table_from_the_migration(make_db, migshim_lib, tmp_path,
+                                                           variant):
+    import re
+    workers = 8
+    module, kwargs, qualified, env, reader_warns = HIDDEN[variant]
+    app = hidden_app(tmp_path, variant)
+    db = make_db()
+    import psycopg2
+    conn = psycopg2.connect(db.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA ops")
+    conn.close()
+    ref_db = make_db()
+    ref = run_fleet("flask-alembic", ref_db.dsn, workers=workers, shim=True,
+                    label="defaults %dx" % workers)
+    assert_booted(ref, workers)
+    r = run_fleet("flask-alembic", db.dsn, workers=workers, shim=True, app_dir=app,
+                  env_extra=env, label="%s %dx" % (variant, workers))
+    assert r.booted and r.master_alive_at_end and r.workers_failed == 0, r.describe()
+    assert set(r.worker_pids) <= set(r.ready_pids), r.describe()
+    assert not r.race_errors(), r.describe()
+    leader = assert_one_leader([r], r.worker_pids)
+    assert r.migration_runs == {rev: 1 for rev in REVISIONS}, r.describe()
+    rows, has_default = table_state(db.dsn, qualified)
+    assert rows == ["0003cccc"], r.describe()
+    assert not has_default, r.describe()
+    # the warnings: the leader's one, naming both settings; with the
+    # name from os.environ also the reader's, one per process, naming
+    # MIGSHIM_VERSION_TABLE; nothing else (no lapse, no guard line)
+    problems = [(p, m) for p, lv, m in r.migshim_lines() if lv in ("warn", "warning", "error")]
+    learned = [(p, m) for p, m in problems if re.search(LEARNED_RE, m)]
+    assert len(learned) == 1 and learned[0][0] == leader, r.describe()
+    msg = learned[0][1]
+    schema, _, table = qualified.rpartition(".")
+    assert "version_table = \"%s\" (MIGSHIM_VERSION_TABLE)" % table in msg, msg
+    assert "version_table_schema = \"%s\" (MIGSHIM_VERSION_TABLE_SCHEMA)" % schema in msg, msg
+    rest = [(p, m) for p, m in problems if (p, m) not in learned]
+    if reader_warns:
+        assert sorted(p for p, _ in rest) == sorted(set(r.worker_pids)), r.describe()
+        assert all("set MIGSHIM_VERSION_TABLE " in m for _, m in rest), rest
+    else:
+        assert rest == [], r.describe()
+    # the others: waited (some reading the published table), or took the
+    # lock after the leader was done and found the learned table at the
+    # target in their migration's first read (assert_one_leader: none led)
+    kinds = [k for p, ks in r.gate_decisions().items() if p != leader for k in ks]
+    waited = [m for _, m in r.gate_lines("wait")]
+    print("\n%s, %d workers: all ready in %.2f s (Alembic's defaults: %.2f s, x%.2f); "
+          "others: %d waited (%d on the published table), %d found it at the target"
+          % (variant, workers, r.elapsed, ref.elapsed, r.elapsed / ref.elapsed,
+             kinds.count("wait"), len([m for m in waited if "the leader's migration wrote" in m]),
+             kinds.count("found_head")))

@@ -350,3 +350,75 @@ Test(tablefree, reads_that_touch_no_table)
     cr_assert_not(sqlclass_tablefree("WITH x AS (SELECT 1) SELECT * FROM x"));
     cr_assert_not(sqlclass_tablefree(NULL));
 }
+
+/* The length shortcut of the wrappers' text-only hook (target unknown). */
+Test(mentions, length_first)
+{
+    struct sqlclass_name nm;
+    sqlclass_name_init(&nm, "alembic_version");
+    cr_assert(sqlclass_too_short(strlen("SELECT 1"), &nm));
+    cr_assert(sqlclass_too_short(14, &nm));
+    cr_assert_not(sqlclass_too_short(15, &nm));
+    cr_assert(sqlclass_mentions_name_len("alembic_version", 15, &nm));
+    cr_assert_not(sqlclass_mentions_name_len("alembic_versio", 14, &nm));
+    sqlclass_name_init(&nm, "a\"b");          /* a quoted name: never "too short" */
+    cr_assert_not(sqlclass_too_short(0, &nm));
+    cr_assert(sqlclass_mentions_name_len("x", 1, &nm));
+}
+
+/* Which table an Alembic version-table statement names (issue 12: a
+ * leader learns the table its migration really uses). */
+#define VT_IS(sql, want_schema, want_table, want_kind)                                        \
+    do {                                                                                      \
+        char s_[128] = "?", t_[128] = "?";                                                    \
+        struct sqlclass c_;                                                                   \
+        cr_assert(sqlclass_vt_statement(sql, s_, sizeof s_, t_, sizeof t_, &c_), "%s", sql);  \
+        cr_assert_str_eq(s_, want_schema, "%s", sql);                                         \
+        cr_assert_str_eq(t_, want_table, "%s", sql);                                          \
+        cr_assert_eq(c_.kind, want_kind, "%s: kind %d", sql, c_.kind);                        \
+    } while (0)
+#define VT_NOT(sql)                                                                           \
+    do {                                                                                      \
+        char s_[128], t_[128];                                                                \
+        struct sqlclass c_;                                                                   \
+        cr_assert_not(sqlclass_vt_statement(sql, s_, sizeof s_, t_, sizeof t_, &c_), "%s", sql); \
+    } while (0)
+
+Test(vt_statement, alembic_shapes_on_any_table)
+{
+    VT_IS("CREATE TABLE my_version (\n    version_num VARCHAR(32) NOT NULL,\n"
+          "    CONSTRAINT my_version_pkc PRIMARY KEY (version_num)\n)",
+          "", "my_version", SQL_VT_CREATE);
+    VT_IS("CREATE TABLE ops.app_versions (version_num VARCHAR(32) NOT NULL, "
+          "CONSTRAINT app_versions_pkc PRIMARY KEY (version_num))",
+          "ops", "app_versions", SQL_VT_CREATE);
+    VT_IS("INSERT INTO my_version (version_num) VALUES ('0001aaaa') RETURNING my_version.version_num",
+          "", "my_version", SQL_VT_INSERT);
+    VT_IS("INSERT INTO ops.alembic_version (version_num) VALUES ($1)", "ops", "alembic_version",
+          SQL_VT_INSERT);
+    VT_IS("UPDATE ops.v SET version_num='0002bbbb' WHERE v.version_num = '0001aaaa'", "ops", "v",
+          SQL_VT_UPDATE);
+    VT_IS("UPDATE \"Ops\".\"My Version\" SET version_num=$1 WHERE \"My Version\".version_num = $2",
+          "Ops", "My Version", SQL_VT_UPDATE);
+    VT_IS("SELECT my_version.version_num \nFROM my_version", "", "my_version", SQL_VT_READ);
+    VT_IS("SELECT ops.my_version.version_num FROM ops.my_version", "ops", "my_version",
+          SQL_VT_READ);
+    VT_IS("DELETE FROM My_Version WHERE my_version.version_num = '0001aaaa'", "", "my_version",
+          SQL_VT_DELETE);
+}
+
+Test(vt_statement, anything_else_is_not_learned)
+{
+    VT_NOT("CREATE TABLE users (id serial, version_num text)");      /* not its first column */
+    VT_NOT("CREATE TABLE v (version_num VARCHAR(32)); DROP TABLE x"); /* two statements */
+    VT_NOT("INSERT INTO v (version_num, x) VALUES ('a', 1)");
+    VT_NOT("INSERT INTO v (version_num) SELECT version_num FROM w");
+    VT_NOT("UPDATE v SET version_num = version_num || 'x'");
+    VT_NOT("SELECT version_num FROM v");                               /* not Alembic's */
+    VT_NOT("SELECT v.version_num FROM w");                             /* another table */
+    VT_NOT("SELECT v.version_num FROM v WHERE true");
+    VT_NOT("select relname from pg_class where relname='version_num'"); /* has_table */
+    VT_NOT("-- version_num\nSELECT 1");
+    VT_NOT("");
+    VT_NOT(NULL);
+}

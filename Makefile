@@ -162,6 +162,19 @@ soak-guard: deps all
 	    $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY)) $(if $(KNOWN_BUGS),--known-bugs) \
 	    --log $(abspath $(B))/soak-guard
 
+# make soak-django [K=10] [N=8] [MODE=containers|workers] [NATURAL=1]
+#                            the Django example's fleets, K runs per scenario (empty,
+#                            behind, data_behind, squash) with and without the shim: a table
+#                            of failed processes, duplicate rows, duplicate django_migrations
+#                            rows, fleet vs serial time (tests/e2e/django_race.py)
+K ?= 10
+SOAK_DJANGO_N = $(if $(filter command line environment,$(origin N)),$(N),8)
+MODE ?= containers
+.PHONY: soak-django
+soak-django: deps all
+	@tests/harness/with-pg.sh /usr/bin/python3 tests/e2e/django_race.py -k $(K) -n $(SOAK_DJANGO_N) \
+	    --mode $(MODE) $(if $(NATURAL),--natural)
+
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
@@ -303,6 +316,7 @@ help:
 	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make soak-guard  the race guard's differential oracle, N=100 interleavings (SEED=S to replay)"
+	@echo "make soak-django the Django example's fleets with and without the shim, K=10 runs each (N=8)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"

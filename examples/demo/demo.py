@@ -3,10 +3,13 @@
 Against the PostgreSQL server named by PGHOST/PGPORT/PGUSER (run.sh starts a
 throw-away one), runs the flask-alembic example under Gunicorn twice, each
 time on a fresh empty database: without the shim, then with
-LD_PRELOAD=build/libmigshim.so.  Prints what happened side by side.
+LD_PRELOAD=build/libmigshim.so.  Prints what happened side by side.  Then the
+same for Django (examples/django, --no-django to skip): 8 containers each
+running `manage.py migrate` on a database one data migration behind.
 
-Exit status: 0 when the run with the shim booted cleanly (every worker up,
-the database at head, every revision applied exactly once), else 1.
+Exit status: 0 when the runs with the shim were clean (every worker up,
+the database at head, every revision applied exactly once; for Django, every
+process exited 0, one led, nothing recorded or seeded twice), else 1.
 """
 
 import argparse
@@ -20,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import fleet  # noqa: E402
+import djfleet  # noqa: E402
 
 REVISIONS = ["0001aaaa", "0002bbbb", "0003cccc"]
 
@@ -143,6 +147,66 @@ def clean(r):
             and not r.race_errors())
 
 
+def django_run(label, shim, proj, n):
+    """n `manage.py migrate` started together (left to chance: no rendezvous) on a
+    database one data migration behind (catalog.0004_seed_products)."""
+    name = fresh_db("dj_shim" if shim else "dj_noshim")
+    try:
+        dsn = server_dsn(name)
+        djfleet.prepare(proj, dsn, "data_behind")
+        print(f"demo: django, {label}: {n} x manage.py migrate, database {name} one data "
+              f"migration behind ...", flush=True)
+        r = djfleet.run_containers(proj, dsn, n, shim=shim, rendezvous=False, label=label)
+        return r, djfleet.oracle(dsn)
+    finally:
+        drop_db(name)
+
+
+def django_cells(r, st):
+    dup = st.duplicate_migrations
+    leaders = r.leaders()
+    return [
+        ("processes exited 0", f"{r.n - r.failed}/{r.n}"),
+        ("products seeded (want 3)", str(st.seeded.get("catalog_product", 0))),
+        ("0004 rows in django_migrations",
+         str(st.migrations.get(("catalog", "0004_seed_products"), 0))),
+        ("duplicate django_migrations", str(sum(v - 1 for v in dup.values()))),
+        ("processes that led", str(len(leaders)) if r.shim else "-"),
+        ("time to all done", f"{r.elapsed:.2f} s"),
+    ]
+
+
+def django_demo(n):
+    import tempfile
+    import shutil
+    tmp = tempfile.mkdtemp(prefix="migshim-demo-django.")
+    try:
+        proj = djfleet.Project.copy(tmp)
+        a, sa = django_run("without shim", False, proj, n)
+        b, sb = django_run("with migshim", True, proj, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ca, cb = django_cells(a, sa), django_cells(b, sb)
+    w0 = max(len(k) for k, _ in ca)
+    w1 = max([len("without shim")] + [len(v) for _, v in ca])
+    w2 = max([len("with migshim")] + [len(v) for _, v in cb])
+    line = f"+-{'-' * w0}-+-{'-' * w1}-+-{'-' * w2}-+"
+    out = [line, f"| {'':{w0}} | {'without shim':{w1}} | {'with migshim':{w2}} |", line]
+    for (k, va), (_, vb) in zip(ca, cb):
+        out.append(f"| {k:{w0}} | {va:{w1}} | {vb:{w2}} |")
+    out.append(line)
+    print()
+    print("\n".join(out))
+    lead = djfleet.RunResult.migshim_lines(b, "info")
+    lead = [(p, m) for p, _, m in lead if "leading" in m]
+    if lead:
+        print("\nwith migshim, the one process that migrated said:")
+        print(f"    migshim[{lead[0][0]}]: info: {lead[0][1][:160]}")
+    ok = (b.failed == 0 and len(b.leaders()) == 1 and not sb.duplicate_migrations
+          and sb.seeded == djfleet.SEEDED)
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser(description="migshim demo")
     ap.add_argument("--workers", "-w", type=int, default=16)
@@ -150,6 +214,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--verbose", "-v", action="store_true",
                     help="print the runs' migshim lines")
+    ap.add_argument("--no-django", action="store_true",
+                    help="skip the Django half (examples/django)")
+    ap.add_argument("--django-processes", type=int, default=8)
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -183,12 +250,23 @@ def main():
             for p, lv, m in r.migshim_lines():
                 print(f"migshim[{p}]: {lv}: {m}")
     ok = clean(with_)
-    print(f"\ndemo: {'OK' if ok else 'FAILED'}: the run with migshim "
-          f"{'booted cleanly' if ok else 'did not boot cleanly'} "
-          f"({time.monotonic() - t0:.0f} s in all)")
     if not ok:
         print(with_.describe(), file=sys.stderr)
-    return 0 if ok else 1
+    dj_ok = True
+    if not args.no_django:
+        print(f"\n== Django: `manage.py migrate` in each of {args.django_processes} containers, "
+              "one data migration behind")
+        try:
+            dj_ok = django_demo(args.django_processes)
+        except KeyboardInterrupt:
+            print("\ndemo: interrupted; processes stopped", file=sys.stderr)
+            return 130
+    print(f"\ndemo: {'OK' if ok and dj_ok else 'FAILED'}: the run with migshim "
+          f"{'booted cleanly' if ok else 'did not boot cleanly'}"
+          + ("" if args.no_django else
+             f"; the Django fleet with migshim {'was clean' if dj_ok else 'was NOT clean'}")
+          + f" ({time.monotonic() - t0:.0f} s in all)")
+    return 0 if ok and dj_ok else 1
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 # make demo: a fleet of 16 Gunicorn sync workers, each running
 # `alembic upgrade head` at start-up on an empty database -- once without and
 # once with LD_PRELOAD=build/libmigshim.so -- on a throw-away PostgreSQL,
-# then a side-by-side summary.  Everything it starts is stopped and removed
-# on exit, Ctrl-C included.  Exit status 0 when the run with the shim booted
-# cleanly.
+# then a side-by-side summary; then the same for 8 Django `manage.py migrate`
+# processes on a database one data migration behind (examples/django).
+# Everything it starts is stopped and removed on exit, Ctrl-C included.  Exit
+# status 0 when the runs with the shim were clean.
 #
-#   examples/demo/run.sh [--workers N] [--worker-class sync|gevent]
+#   examples/demo/run.sh [--workers N] [--worker-class sync|gevent] [--no-django]
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 

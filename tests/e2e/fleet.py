@@ -379,7 +379,8 @@ class Fleet:
     wrapper: a command the master runs under (its workers are forks of
     it), e.g. ["valgrind", "--tool=memcheck", ...]; stop_grace: seconds
     between SIGTERM and SIGKILL at stop() (raise it for a slow wrapper);
-    extra_args: more Gunicorn options, after the fleet's own (they win)."""
+    extra_args: more Gunicorn options, after the fleet's own (they win);
+    wsgi_app: what Gunicorn serves (default app:app, examples/<example>/app.py)."""
 
     def __init__(self, example: str, dsn: str, workers: int = 16,
                  worker_class: str = "sync", preload: bool = False,
@@ -389,12 +390,14 @@ class Fleet:
                  gunicorn_timeout: Optional[float] = None,
                  label: Optional[str] = None, app_dir=None,
                  wrapper: Sequence[str] = (), stop_grace: float = STOP_GRACE,
-                 extra_args: Sequence[str] = ()):
+                 extra_args: Sequence[str] = (), wsgi_app: str = "app:app"):
         self.example = example
         self.cwd = Path(app_dir) if app_dir is not None \
             else EXAMPLES_DIR / example
-        if not (self.cwd / "app.py").is_file():
-            raise FileNotFoundError(f"no example app at {self.cwd}")
+        self.wsgi_app = wsgi_app        # MODULE:CALLABLE, imported in cwd
+        module = self.cwd / (wsgi_app.split(":")[0].replace(".", "/") + ".py")
+        if not module.is_file():
+            raise FileNotFoundError(f"no example app at {module}")
         self.dsn = dsn
         self.workers = workers
         self.worker_class = worker_class
@@ -452,7 +455,7 @@ class Fleet:
         if self.preload:
             a.append("--preload")
         a += self.extra_args
-        a.append("app:app")
+        a.append(self.wsgi_app)
         return a
 
     def start(self) -> "Fleet":

@@ -603,9 +603,12 @@ void django_load(const struct config *cfg, struct django_target *out)
             where = NULL;
     }
     snprintf(out->path, sizeof out->path, "%s", where ? where : "(not cached)");
-    log_info("Django target: %zu migrations, listed by Django in %.0f ms%s%s%s%s", out->n,
-             mono_ms() - t0, note[0] ? "; " : "", note, where ? "; cached in " : "; not cached: ",
-             where ? where : werr);
+    /* silent when cached (the shim speaks when it acts); otherwise every
+     * process pays the listing again: say so once per process */
+    log_msg(where ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+            "Django target: %zu migrations, listed by Django in %.0f ms%s%s%s%s", out->n,
+            mono_ms() - t0, note[0] ? "; " : "", note, where ? "; cached in " : "; not cached: ",
+            where ? where : werr);
     free(text);
 }
 

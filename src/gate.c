@@ -714,6 +714,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
             if (!target.known) {
                 g->since = now();
+                if (django_mode) /* the fallback: each process in turn, to its exit */
+                    NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": leading: this process holds the migration lock "
+                             "(key %lld)%s; the Django target is unknown, so it keeps the lock until it exits",
+                             g->name, (long long)g->key, waited ? " after waiting" : "");
                 return OUT_LEADING;
             }
             lock_release(pq, own, cfg->lock, g->key);

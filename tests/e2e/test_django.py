@@ -325,7 +325,8 @@ def test_target_computed_at_run_time_and_cached(proj, make_db):
     assert not r.migshim_problems(), r.describe()
 
 
-CACHED_RE = re.compile(r"migshim\[\d+\]: info: Django target: (\d+) migrations, listed by "
+# a debug line: listing and caching the target is not an act on the database
+CACHED_RE = re.compile(r"migshim\[\d+\]: debug: Django target: (\d+) migrations, listed by "
                        r"Django in \d+ ms; cached in (\S+)$", re.M)
 
 
@@ -349,7 +350,8 @@ def test_target_falls_back_to_the_user_cache(proj, make_db, serial, tmp_path):
     cache = tmp_path / "cache"
     d = make_db()
     events = tmp_path / "events.jsonl"
-    res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache)})
+    res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache),
+                                                 "MIGSHIM_LOG": "debug"})
     out = res.stdout + res.stderr
     cached = CACHED_RE.findall(out)
     try:
@@ -365,7 +367,8 @@ def test_target_falls_back_to_the_user_cache(proj, make_db, serial, tmp_path):
         assert not re.search(r"migshim\[\d+\]: (warn|error)", out), out
         # the next process finds it there: nothing listed again, at head
         events.unlink()
-        res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache)})
+        res = migrate_readonly(proj, d.dsn, events, {"XDG_CACHE_HOME": str(cache),
+                                                     "MIGSHIM_LOG": "debug"})
         out = res.stdout + res.stderr
         assert res.returncode == 0 and not CACHED_RE.search(out), out
         assert [e["event"] for e in read_events(events)] == ["connect", "at_head"], out
@@ -401,9 +404,10 @@ def test_target_unknown_every_process_migrates_in_turn(proj, make_db, serial):
     assert st.seeded_pids["catalog_product"] == [first[0][0]], desc
     assert djfleet.nothing_to_do(proj, d.dsn)
     assert not proj.target.exists()
-    # in turn: each one held the lock to its exit ("migrated"), three of them after a wait
+    # in turn: each one led, holding the lock to its exit ("migrated"), three of them after a wait
     by_pid = r.events_by_pid()
-    assert len(by_pid) == 4 and all(ev[-1] == "migrated" for ev in by_pid.values()), by_pid
+    assert len(by_pid) == 4 and all(ev[-2:] == ["leading", "migrated"] for ev in by_pid.values()), by_pid
+    assert len(re.findall(r"the Django target is unknown, so it keeps the lock until it exits", r.text)) == 4, desc
     assert sum("waiting" in ev for ev in by_pid.values()) == 3, by_pid
 
 

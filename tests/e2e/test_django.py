@@ -537,11 +537,16 @@ def test_a_process_that_never_migrates_does_not_hold_the_fleet(proj, make_db, tm
     by = {}
     for e in read_events(events):
         by.setdefault(e["pid"], []).append(e["event"])
-    # the idle process led; the migrate waited, saw the lock given up, and led
+    # the idle process led; the migrate waited and then led.  Two paths, both right, and
+    # which one is timing: the server ends the idle leader's lock session during one of
+    # the waiter's slices (the waiter sees the holder lapse, goes on, and takes the lock
+    # at its first statement on django_migrations: "lapsed" first), or between two slices
+    # (its next exclusive try simply succeeds).  Either way it leads exactly once.
     assert by[idle.pid] == ["connect", "leading"], by
     others = [p for p in by if p != idle.pid]
     assert len(others) == 1, by
-    assert by[others[0]] == ["connect", "waiting", "lapsed", "leading", "migrated"], by
+    assert by[others[0]] in (["connect", "waiting", "lapsed", "leading", "migrated"],
+                             ["connect", "waiting", "leading", "migrated"]), by
     st = oracle(d.dsn)
     assert st.seeded["catalog_product"] == 3 and st.seeded_pids["catalog_product"] == others
     assert not st.duplicate_migrations

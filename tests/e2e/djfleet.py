@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import (Fleet, GUNICORN_CONF, MIGSHIM_LINE_RE, PYTHON,  # noqa: E402
+from fleet import (Fleet, GUNICORN_CONF, PYTHON, migshim_lines_in, migshim_problems_in,  # noqa: E402
                    clean_env, database_url, free_port, parse_dsn, shim_path)
 import shimbuild  # noqa: E402
 
@@ -264,16 +264,10 @@ class RunResult:
         return sorted({int(e["pid"]) for e in self.events if e["event"] == "leading"})
 
     def migshim_lines(self, level: Optional[str] = None):
-        out = []
-        for ln in self.text.splitlines():
-            m = MIGSHIM_LINE_RE.search(ln)
-            if m and (level is None or m.group(2) == level):
-                out.append((int(m.group(1)), m.group(2), m.group(3)))
-        return out
+        return migshim_lines_in(self.text, level)
 
     def migshim_problems(self) -> List[str]:
-        return [f"migshim[{p}]: {lv}: {m}" for p, lv, m in self.migshim_lines()
-                if lv in ("error", "warn", "warning")]
+        return migshim_problems_in(self.text)
 
     def rendezvous(self) -> List[tuple]:
         """[(pid, point, complete, inside, waiting, gone)]"""

@@ -106,6 +106,22 @@ GATE_KINDS = tuple(k for k, _ in GATE_PATTERNS)
 
 MIGSHIM_LINE_RE = re.compile(r"migshim\[(\d+)\]: (\w+): (.*)$")
 
+
+def migshim_lines_in(text: str, level: Optional[str] = None):
+    """[(pid, level, message)] of every migshim line of `text` (of `level` only, if given)."""
+    out = []
+    for ln in text.splitlines():
+        m = MIGSHIM_LINE_RE.search(ln)
+        if m and (level is None or m.group(2) == level):
+            out.append((int(m.group(1)), m.group(2), m.group(3)))
+    return out
+
+
+def migshim_problems_in(text: str) -> List[str]:
+    """The migshim error and warning lines of `text`, as printed."""
+    return [f"migshim[{p}]: {lv}: {msg}" for p, lv, msg in migshim_lines_in(text)
+            if lv in ("error", "warn", "warning")]
+
 # The shapes the unguarded race takes (see ../shared/alembic-statements.md).
 RACE_ERROR_RE = re.compile(
     r"UniqueViolation|DuplicateTable|DuplicateObject|DuplicateColumn"
@@ -292,17 +308,10 @@ class FleetResult:
 
     def migshim_lines(self, level: Optional[str] = None):
         """[(pid, level, message)] of every migshim line."""
-        out = []
-        for ln in self.stderr.splitlines():
-            m = MIGSHIM_LINE_RE.search(ln)
-            if m and (level is None or m.group(2) == level):
-                out.append((int(m.group(1)), m.group(2), m.group(3)))
-        return out
+        return migshim_lines_in(self.stderr, level)
 
     def migshim_problems(self) -> List[str]:
-        return [f"migshim[{p}]: {lv}: {msg}"
-                for p, lv, msg in self.migshim_lines()
-                if lv in ("error", "warn", "warning")]
+        return migshim_problems_in(self.stderr)
 
     def gate_lines(self, kind: str):
         """[(pid, message)] of the info lines classified as `kind`."""

@@ -43,8 +43,9 @@ VARIANTS = {
 }
 
 
-def patched_app(tmp_path: Path, variant: str) -> Path:
-    kwargs, module, ini, _ = VARIANTS[variant]
+def copy_app(tmp_path: Path, variant: str, kwargs: str, module: str, qualified: str) -> Path:
+    """examples/flask-alembic copied, its env.py's context.configure() given `kwargs` (and
+    `module` at module level), its /ready reading the version table `qualified`."""
     d = tmp_path / ("app-" + variant)
     shutil.copytree(EXAMPLES_DIR / "flask-alembic", d,
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -60,7 +61,30 @@ def patched_app(tmp_path: Path, variant: str) -> Path:
     app = d / "app.py"  # its /ready reads the version table
     text = app.read_text()
     assert "FROM alembic_version" in text
-    app.write_text(text.replace("FROM alembic_version", "FROM " + VARIANTS[variant][3]))
+    app.write_text(text.replace("FROM alembic_version", "FROM " + qualified))
+    return d
+
+
+def db_and_reference(make_db, workers: int):
+    """A database with schema "ops" (Alembic does not create schemas), and the same fleet
+    with Alembic's defaults run on a database of its own first: the boot-time reference."""
+    db = make_db()
+    import psycopg2
+    conn = psycopg2.connect(db.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA ops")
+    conn.close()
+    ref_db = make_db()
+    ref = run_fleet("flask-alembic", ref_db.dsn, workers=workers, shim=True,
+                    label="defaults %dx" % workers)
+    assert_booted(ref, workers)
+    return db, ref
+
+
+def patched_app(tmp_path: Path, variant: str) -> Path:
+    kwargs, module, ini, qualified = VARIANTS[variant]
+    d = copy_app(tmp_path, variant, kwargs, module, qualified)
     if ini:
         p = d / "alembic.ini"
         p.write_text(p.read_text().replace("[alembic]\n", "[alembic]\n" + ini, 1))
@@ -87,17 +111,7 @@ def table_state(dsn, qualified):
 def test_fleet_with_the_version_table_only_in_env_py(make_db, migshim_lib, tmp_path,
                                                      variant, workers):
     app = patched_app(tmp_path, variant)
-    db = make_db()
-    import psycopg2
-    conn = psycopg2.connect(db.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("CREATE SCHEMA ops")  # Alembic does not create schemas
-    conn.close()
-    ref_db = make_db()
-    ref = run_fleet("flask-alembic", ref_db.dsn, workers=workers, shim=True,
-                    label="defaults %dx" % workers)
-    assert_booted(ref, workers)
+    db, ref = db_and_reference(make_db, workers)
     r = run_fleet("flask-alembic", db.dsn, workers=workers, shim=True, app_dir=app,
                   label="%s %dx" % (variant, workers))
     assert_booted(r, workers)           # no warning: no lapse, no guard line
@@ -140,22 +154,7 @@ HIDDEN = {
 
 def hidden_app(tmp_path: Path, variant: str) -> Path:
     module, kwargs, qualified, _, _ = HIDDEN[variant]
-    d = tmp_path / ("app-" + variant)
-    shutil.copytree(EXAMPLES_DIR / "flask-alembic", d,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = d / "migrations" / "env.py"
-    text = env.read_text()
-    assert ONLINE_CONFIGURE in text, "the example's env.py changed: update this test"
-    text = text.replace(ONLINE_CONFIGURE, (
-        "        context.configure(\n"
-        "            connection=connection, target_metadata=target_metadata" + kwargs + "\n"
-        "        )\n"))
-    text = text.replace("target_metadata = None\n", "target_metadata = None\n" + module)
-    env.write_text(text)
-    app = d / "app.py"
-    text = app.read_text()
-    app.write_text(text.replace("FROM alembic_version", "FROM " + qualified))
-    return d
+    return copy_app(tmp_path, variant, kwargs, module, qualified)
 
 
 LEARNED_RE = r"the migration writes the version table (\S+), not \"alembic_version\""
@@ -168,17 +167,7 @@ def test_fleet_learns_the_version_table_from_the_migration(make_db, migshim_lib,
     workers = 8
     module, kwargs, qualified, env, reader_warns = HIDDEN[variant]
     app = hidden_app(tmp_path, variant)
-    db = make_db()
-    import psycopg2
-    conn = psycopg2.connect(db.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("CREATE SCHEMA ops")
-    conn.close()
-    ref_db = make_db()
-    ref = run_fleet("flask-alembic", ref_db.dsn, workers=workers, shim=True,
-                    label="defaults %dx" % workers)
-    assert_booted(ref, workers)
+    db, ref = db_and_reference(make_db, workers)
     r = run_fleet("flask-alembic", db.dsn, workers=workers, shim=True, app_dir=app,
                   env_extra=env, label="%s %dx" % (variant, workers))
     assert r.booted and r.master_alive_at_end and r.workers_failed == 0, r.describe()

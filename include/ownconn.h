@@ -29,6 +29,17 @@ struct ownconn; /* opaque */
 struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char *purpose,
                              char *err, size_t errsz) __attribute__((warn_unused_result));
 
+/*
+ * True when `err`, ownconn_open's reason, says the server had no
+ * connection slot for it: "too many clients already" (max_connections),
+ * "too many connections for role/database" (a CONNECTION LIMIT), or
+ * "remaining connection slots are reserved".  Such a refusal ends when
+ * someone else disconnects, so it is worth waiting for; any other
+ * failure is not.  Matches the server's English messages only: under a
+ * translated lc_messages the refusal reads as any other failure.
+ */
+bool ownconn_no_slot(const char *err);
+
 /* The libpq connection, or NULL when it was inherited across fork() and
  * must not be touched by this process. */
 PGconn *ownconn_pg(const struct ownconn *oc);

@@ -555,17 +555,81 @@ enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceed
                OUT_LAPSED /* the holder lapsed: proceed, take the lock at the first version-table statement */,
                OUT_INTERRUPTED /* SIGTERM & co. while waiting: fail, let the app's handler run */ };
 
-/* Open the lock connection (made like `app`) unless open: false (and a
- * note) when it cannot be. */
-static bool open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g)
+enum own_open { OWN_OPEN, OWN_NONE /* cannot: noted, proceed ungated */,
+                OWN_DONE /* a peer finished meanwhile: noted */, OWN_SIGNAL };
+
+/*
+ * Open the lock connection (made like `app`) unless open.  A server with
+ * no connection slot free (ownconn_no_slot) is waited for, up to
+ * wait_timeout from `start`, pausing 50 ms to 1 s between tries: a
+ * process that went on without the gate would race, and its race guard
+ * needs a slot of its own too.  Meanwhile, when `fresh` (the app's
+ * connection is outside any transaction and this process holds no lock),
+ * the version table is read there at each try: a peer that finished
+ * ends the wait without a lock connection (OWN_DONE; not in Django mode,
+ * where waiters wait for the lock itself).  SIGTERM & co. end it too
+ * (OWN_SIGNAL, for the caller to note).
+ */
+static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g, bool fresh,
+                              double start)
 {
+    const struct config *cfg = shim_config();
     char err[256];
-    if (!g->own)
+    bool told = false;
+    long pause_ms = 50;
+    while (!g->own) {
         g->own = ownconn_open(copy, app, "lock", err, sizeof err);
-    if (!g->own)
-        NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding without the gate",
-                 g->name, err);
-    return g->own != NULL;
+        if (g->own)
+            break;
+        double t = now();
+        if (!ownconn_no_slot(err) || t - start >= cfg->wait_timeout) {
+            if (told)
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": waited %.1f s (wait_timeout) for a connection slot "
+                     "for the lock connection (%s); proceeding without the gate", g->name, t - start, err);
+            else
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding "
+                     "without the gate", g->name, err);
+            return OWN_NONE;
+        }
+        if (!told) {
+            told = true;
+            NOTE(LOG_LVL_WARN, "waiting", g->name, NULL, "database \"%s\": no connection slot for the lock connection (%s); "
+                 "waiting for one, up to wait_timeout (%g s)", g->name, err, cfg->wait_timeout);
+        }
+        if (waitsig_pending())
+            return OWN_SIGNAL;
+        struct versions v;
+        char rerr[256];
+        bool have_v = fresh && !django_mode && target.known &&
+                      lock_read_versions(&copy->api, app, cfg, &v, rerr, sizeof rerr);
+        if (fresh && !django_mode && target.known && !have_v)
+            log_debug("database \"%s\": waiting for a slot: cannot read the version table (%s)", g->name, rerr);
+        if (have_v && compare(&v) != BEHIND) {
+            char revs[512];
+            describe(&v, revs, sizeof revs);
+            NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for a connection slot; a peer "
+                 "migrated it to %s; proceeding", g->name, now() - start, revs);
+            return OWN_DONE;
+        }
+        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
+    }
+    if (told)
+        log_info("database \"%s\": a connection slot came free after %.3f s; the lock connection is open",
+                 g->name, now() - start);
+    return OWN_OPEN;
+}
+
+/* A signal while waiting for a slot: the same note as one while waiting
+ * for the lock. */
+static enum outcome slot_interrupted(struct gdb *g, double start)
+{
+    int sig = waitsig_pending();
+    NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
+         "failing the connection so the app's own handler runs", g->name, waitsig_name(sig),
+         now() - start);
+    return OUT_INTERRUPTED;
 }
 
 /*
@@ -638,16 +702,22 @@ static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *
 }
 
 static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
-                               const char *why, bool on_app)
+                               const char *why, bool on_app, bool fresh)
 {
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
     char err[256], revs[512];
     g->key = key_of(g);
-    if (!on_app && !open_own(copy, app, g))
-        return OUT_UNGATED;
-    PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
     double start = now(), last_report = start;
+    if (!on_app) {
+        switch (open_own(copy, app, g, fresh, start)) {
+        case OWN_OPEN: break;
+        case OWN_NONE: return OUT_UNGATED;
+        case OWN_DONE: return OUT_DONE;
+        case OWN_SIGNAL: return slot_interrupted(g, start);
+        }
+    }
+    PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
     bool waited = false;
     unsigned spins = 0;
     /* the holder as last seen (see lock.h, "Lapses") */
@@ -681,9 +751,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         if (r == LOCK_TAKEN && wc == app) {
             /* Lead from a connection of our own: the app needs this one. */
-            if (!open_own(copy, app, g)) {
+            enum own_open oo = open_own(copy, app, g, false, start);
+            if (oo != OWN_OPEN) {
                 lock_release(pq, app, cfg->lock, g->key);
-                return OUT_UNGATED;
+                return oo == OWN_SIGNAL ? slot_interrupted(g, start) : OUT_UNGATED;
             }
             wc = ownconn_pg(g->own);
             r = lock_hand_over(pq, app, wc, g->key, err, sizeof err);
@@ -843,10 +914,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
  * process that leads is past this loop: the shim never interrupts it.
  */
 static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
-                              const char *why, bool on_app)
+                              const char *why, bool on_app, bool fresh)
 {
     waitsig_begin();
-    enum outcome o = wait_steps(copy, app, g, why, on_app);
+    enum outcome o = wait_steps(copy, app, g, why, on_app, fresh);
     waitsig_end();
     return o;
 }
@@ -998,7 +1069,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                      db, revs, django_mode ? "" : ", the race guard watches");
             next = django_mode ? G_DONE : G_UNGATED;
         } else {
-            enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT);
+            enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
             if (o == OUT_UNGATED || o == OUT_LAPSED) {
                 if (django_mode)
                     next = o == OUT_LAPSED ? G_LAPSED : G_DONE;
@@ -1066,7 +1137,7 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     enum gstate was = g->st;
     set_state(g, G_DECIDING);
     pthread_mutex_unlock(&mu);
-    enum outcome o = wait_loop(copy, pg, g, why, false); /* pg may be mid-transaction */
+    enum outcome o = wait_loop(copy, pg, g, why, false, false); /* pg may be mid-transaction */
     pthread_mutex_lock(&mu);
     set_state(g, was); /* from DECIDING: restores the watch count */
     pthread_cond_broadcast(&cv);

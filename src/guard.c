@@ -379,14 +379,29 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
         describe_versions(&v, seen, seensz);
         return gate_at_target(&v);
     }
-    struct ownconn *oc = ownconn_open(c, pg, "guard", err, sizeof err);
+    /* No connection slot free: someone's disconnect ends that, so the
+     * slot is waited for within race_wait, like a peer in flight. */
+    double start = now();
+    long pause_ms = 50;
+    struct ownconn *oc;
+    while (!(oc = ownconn_open(c, pg, "guard", err, sizeof err)) && ownconn_no_slot(err) &&
+           now() - start < cfg->race_wait) {
+        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
+    }
     if (!oc) {
         snprintf(seen, seensz, "unknown");
-        log_warn("guard: cannot open a connection to verify the race (%s); the error passes through", err);
+        if (ownconn_no_slot(err))
+            log_warn("guard: no connection slot to verify the race within race_wait (%g s): %s; the "
+                     "error passes through", cfg->race_wait, err);
+        else
+            log_warn("guard: cannot open a connection to verify the race (%s); the error passes through", err);
         return false;
     }
+    if (pause_ms > 50)
+        log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
-    double start = now();
     for (;;) {
         if (!lock_read_versions(&c->api, ownconn_pg(oc), cfg, &v, err, sizeof err)) {
             snprintf(seen, seensz, "unreadable: %s", err);

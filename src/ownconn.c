@@ -32,6 +32,13 @@ static void first_line(const char *msg, char *err, size_t errsz)
     snprintf(err, errsz, "%.*s", (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
 }
 
+bool ownconn_no_slot(const char *err)
+{
+    return err && (strstr(err, "too many clients already") ||
+                   strstr(err, "too many connections for ") ||
+                   strstr(err, "remaining connection slots are reserved"));
+}
+
 struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char *purpose,
                              char *err, size_t errsz)
 {

@@ -81,7 +81,8 @@ from chaoslib import (CONN_LOST_RE, HEADS, LEAD_LINE_RE, ONCE_EACH,
                       lock_conn_of, other_lead_re, pg_ctl, random_key,
                       copy_example, migrate, run_with_faults, tagged_app,
                       waiting_pids, wait_until)
-from fleet import RACE_ERROR_RE, free_port
+from fleet import (EXAMPLES_DIR, PYTHON, RACE_ERROR_RE, clean_env, database_url,
+                   db_state, free_port, migshim_lines_in)
 
 WORKERS = 4
 RESTART_BOUND = 15.0
@@ -390,6 +391,30 @@ class PeakSampler(threading.Thread):
         self.join(5)
 
 
+def limit_connections(own_pg):
+    """max_connections = MAXCONN, restarting the server."""
+    adm = own_pg.connect()
+    with adm.cursor() as cur:
+        cur.execute("ALTER SYSTEM SET max_connections = %s", (MAXCONN,))
+    adm.close()
+    pg_ctl(own_pg.pgdir, "-m", "fast", "restart")
+
+
+def fill_slots(own_pg, free, fillers):
+    """Append idle connections to `fillers` until exactly `free` slots are
+    left (every connection here is a superuser's: all MAXCONN count)."""
+    import psycopg2
+    c = own_pg.connect()
+    with c.cursor() as cur:
+        cur.execute("SHOW max_connections")
+        assert cur.fetchone()[0] == str(MAXCONN)
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+        used = cur.fetchone()[0]
+    c.close()
+    for _ in range(MAXCONN - (used - 1) - free):
+        fillers.append(psycopg2.connect(own_pg.dsn()))
+
+
 @pytest.mark.parametrize("lock,free", [("xact", WORKERS + 1), ("xact", WORKERS),
                                        ("session", WORKERS + 2)])
 def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib, lock, free):
@@ -409,26 +434,14 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib, lock, fre
     logged -- within a bound, never hanging, never a revision applied
     twice."""
     import psycopg2
-    adm = own_pg.connect()
-    with adm.cursor() as cur:
-        cur.execute("ALTER SYSTEM SET max_connections = %s", (MAXCONN,))
-    adm.close()
-    pg_ctl(own_pg.pgdir, "-m", "fast", "restart")
+    limit_connections(own_pg)
     db = own_db()
     fillers = []
     sampler = None
     try:
         sc = psycopg2.connect(own_pg.dsn())
         sc.autocommit = True
-        c = own_pg.connect()
-        with c.cursor() as cur:
-            cur.execute("SHOW max_connections")
-            assert cur.fetchone()[0] == str(MAXCONN)
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
-            used = cur.fetchone()[0]
-        c.close()
-        for _ in range(MAXCONN - (used - 1) - free):
-            fillers.append(psycopg2.connect(own_pg.dsn()))
+        fill_slots(own_pg, free, fillers)
         sampler = PeakSampler(sc, db.name)
         sampler.start()
         fl = Fleet("flask-alembic", db.dsn, workers=WORKERS, shim=True,
@@ -490,6 +503,225 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib, lock, fre
     print(f"\nlock = {lock}: {len(fillers)} idle connections held, {free} slots free: "
           f"{outcome}; {peaks} of the fleet's database; "
           f"shim said: {[m[:100] for m in r.migshim_problems()][:4]}")
+
+
+# ---------------------------------------------------------------------------
+# 5b. no connection slot for the shim's own connections, one process
+#
+# A refused slot ("too many clients") ends when someone disconnects, so the
+# shim waits for one instead of going on without the gate: the lock
+# connection up to wait_timeout (ending early if a peer migrated the
+# database meanwhile), the race guard's verifying connection up to
+# race_wait.  Each test leaves exactly one slot, which the process's own
+# connection takes, and frees another (or not) at a forced point.
+
+class Upgrade:
+    """`alembic upgrade head` of examples/flask-alembic under the shim
+    (log = info), its output read as it comes."""
+
+    def __init__(self, db, lib, env_extra):
+        import shimbuild
+        env = clean_env()
+        env.update({"DATABASE_URL": database_url(db.dsn), "MIGRATION_SLEEP": "0",
+                    "LD_PRELOAD": shimbuild.preload(lib), "MIGSHIM_LOG": "info"})
+        env.update(env_extra)
+        self.p = subprocess.Popen([PYTHON, "-m", "alembic", "-c", "alembic.ini", "upgrade", "head"],
+                                  cwd=str(EXAMPLES_DIR / "flask-alembic"), env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for ln in self.p.stdout:
+            self.lines.append(ln.rstrip("\n"))
+
+    def text(self):
+        return "\n".join(self.lines)
+
+    def wait_line(self, rx, timeout=30.0):
+        wait_until(lambda: re.search(rx, self.text(), re.M), timeout,
+                   f"a line matching {rx!r} in:\n{self.text()}")
+
+    def finish(self, timeout=60.0):
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+            raise AssertionError(f"still running after {timeout} s:\n{self.text()}")
+        self.reader.join(5)
+        return rc
+
+    def shim(self, level=None):
+        """[(level, message)] of its migshim lines."""
+        return [(lv, m) for p, lv, m in migshim_lines_in(self.text(), level) if p == self.p.pid]
+
+
+def offline_sql(db):
+    """(the SQL of `alembic upgrade head --sql`, the generating pid)."""
+    env = clean_env()
+    env.update({"DATABASE_URL": database_url(db.dsn), "MIGRATION_SLEEP": "0"})
+    p = subprocess.Popen([PYTHON, "-m", "alembic", "-c", "alembic.ini", "upgrade", "head", "--sql"],
+                         cwd=str(EXAMPLES_DIR / "flask-alembic"), env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and "CREATE TABLE alembic_version" in out, out
+    return out, p.pid
+
+
+LEADING = re.compile(r"leading: this process holds the migration lock")
+NO_SLOT = (r"no connection slot for the lock connection \(.*too many clients already\); "
+           r"waiting for one, up to wait_timeout \(%s s\)$")
+
+
+def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
+    """lock = session, one slot (the app's): the process waits for a slot
+    for its lock connection; a filler closes 0.6 s after the shim said so;
+    the process then leads and migrates, never ungated."""
+    limit_connections(own_pg)
+    db = own_db()
+    fillers = []
+    try:
+        fill_slots(own_pg, 1, fillers)
+        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session"})
+        u.wait_line(NO_SLOT % 300)
+        time.sleep(0.6)
+        fillers.pop().close()
+        rc = u.finish()
+    finally:
+        for f in fillers:
+            f.close()
+    out = u.text()
+    assert rc == 0, out
+    lines = u.shim()
+    assert [lv for lv, m in lines if re.search(NO_SLOT % 300, m)] == ["warn"], out
+    came = [float(m.group(1)) for lv, t in lines
+            for m in [re.search(r"a connection slot came free after (\d+\.\d+) s; "
+                                r"the lock connection is open$", t)] if m]
+    assert len(came) == 1 and came[0] >= 0.6, out
+    assert [lv for lv, t in lines if LEADING.search(t)] == ["info"], out
+    assert any(re.search(r"migrated to 0003cccc; migration lock released", t) for _, t in lines), out
+    assert not [t for _, t in lines if "without the gate" in t], out
+    version, runs, pids = db_state(db.dsn)
+    assert version == HEADS and runs == ONCE_EACH, out
+    assert all(p == [u.p.pid] for p in pids.values()), (pids, out)
+
+
+def test_slot_wait_ends_when_a_peer_migrated(own_pg, own_db, migshim_lib):
+    """lock = session, one slot: while the process waits for a slot, a peer
+    (one of the fillers) runs the whole migration (Alembic's own offline
+    SQL).  The process, rereading on its own connection, proceeds without
+    ever opening a lock connection, and runs no revision."""
+    import psycopg2
+    limit_connections(own_pg)
+    db = own_db()
+    sql, gen = offline_sql(db)
+    fillers = []
+    try:
+        peer = psycopg2.connect(db.dsn)
+        fillers.append(peer)
+        peer.autocommit = True
+        fill_slots(own_pg, 1, fillers)
+        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session"})
+        u.wait_line(NO_SLOT % 300)
+        with peer.cursor() as cur:
+            cur.execute(sql)
+        rc = u.finish()
+    finally:
+        for f in fillers:
+            f.close()
+    out = u.text()
+    assert rc == 0, out
+    lines = u.shim()
+    assert [lv for lv, t in lines if re.search(
+        r"waited \d+\.\d{3} s for a connection slot; a peer migrated it to 0003cccc; proceeding$", t)] == ["info"], out
+    assert not [t for _, t in lines if LEADING.search(t) or "without the gate" in t], out
+    assert "Running upgrade" not in out, out
+    version, runs, pids = db_state(db.dsn)
+    assert version == HEADS and runs == ONCE_EACH, out
+    assert all(p == [gen] for p in pids.values()), (pids, gen, out)
+
+
+def test_slot_wait_bounded_by_wait_timeout(own_pg, own_db, migshim_lib):
+    """lock = session, one slot, none freed, wait_timeout = 1.5: after it
+    the process proceeds without the gate (saying so) and, alone, migrates."""
+    limit_connections(own_pg)
+    db = own_db()
+    fillers = []
+    try:
+        fill_slots(own_pg, 1, fillers)
+        t = time.monotonic()
+        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session", "MIGSHIM_WAIT_TIMEOUT": "1.5"})
+        rc = u.finish()
+        took = time.monotonic() - t
+    finally:
+        for f in fillers:
+            f.close()
+    out = u.text()
+    assert rc == 0 and took >= 1.5, (took, out)
+    lines = u.shim()
+    assert [lv for lv, t in lines if re.search(NO_SLOT % 1.5, t)] == ["warn"], out
+    assert [lv for lv, t in lines if re.search(
+        r"waited 1\.\d s \(wait_timeout\) for a connection slot for the lock connection "
+        r"\(.*too many clients already\); proceeding without the gate$", t)] == ["warn"], out
+    version, runs, pids = db_state(db.dsn)
+    assert version == HEADS and runs == ONCE_EACH, out
+    assert all(p == [u.p.pid] for p in pids.values()), (pids, out)
+
+
+def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
+    """The CI failure of 2026-11-25 forced: one slot, wait_timeout = 0, so
+    the process goes on without the gate at once.  A peer (a filler) runs
+    the whole migration in one transaction, left open; the process's
+    CREATE TABLE alembic_version is seen blocked behind it; the peer
+    commits, and the process gets 23505.  The race guard finds no slot to
+    verify; 0.8 s later the peer disconnects.  The guard then verifies the
+    database at the target and answers: the process exits 0, having
+    applied nothing (without the wait, the app got its UniqueViolation)."""
+    import psycopg2
+    limit_connections(own_pg)
+    db = own_db()
+    sql, gen = offline_sql(db)
+    assert sql.count("COMMIT;") == 1, sql      # transactional DDL: one transaction
+    fillers = []
+    try:
+        peer = psycopg2.connect(db.dsn)
+        fill_slots(own_pg, 1, fillers)
+        with peer.cursor() as cur:               # psycopg2 opens the transaction
+            cur.execute(sql.replace("BEGIN;", "", 1).replace("COMMIT;", ""))
+        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session", "MIGSHIM_WAIT_TIMEOUT": "0"})
+
+        def blocked():
+            with peer.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+                return cur.fetchone()[0] == 1
+        wait_until(blocked, 30, "the process blocked behind the peer's transaction")
+        peer.commit()
+        time.sleep(0.8)
+        peer.close()
+        rc = u.finish()
+    finally:
+        peer.close()
+        for f in fillers:
+            f.close()
+    out = u.text()
+    assert rc == 0, out
+    lines = u.shim()
+    assert [lv for lv, t in lines if re.search(r"cannot open the lock connection \(.*too many clients already\); "
+                                               r"proceeding without the gate$", t)] == ["warn"], out
+    waited = [float(m.group(1)) for _, t in lines
+              for m in [re.search(r"^guard: waited (\d+\.\d+) s for a connection slot to verify the race$", t)] if m]
+    assert len(waited) == 1 and waited[0] >= 0.7, out
+    assert [lv for lv, t in lines if re.search(r"^guard: 23505 on CREATE TABLE in a migration transaction that "
+                                               r"started at \(no table\); verified the database at the target "
+                                               r"\(0003cccc\)", t)] == ["warn"], out
+    assert "Running upgrade" not in out or "UniqueViolation" not in out, out
+    version, runs, pids = db_state(db.dsn)
+    assert version == HEADS and runs == ONCE_EACH, out
+    assert all(p == [gen] for p in pids.values()), (pids, gen, out)
 
 
 # ---------------------------------------------------------------------------

@@ -558,6 +558,19 @@ class Upgrade:
         """[(level, message)] of its migshim lines."""
         return [(lv, m) for p, lv, m in migshim_lines_in(self.text(), level) if p == self.p.pid]
 
+    def exited_ok(self, rc):
+        """(its output, its migshim lines), asserting it exited 0."""
+        out = self.text()
+        assert rc == 0, out
+        return out, self.shim()
+
+
+def assert_once_by(db, pid, out):
+    """The database at head, each revision applied once, all by `pid`."""
+    version, runs, pids = db_state(db.dsn)
+    assert version == HEADS and runs == ONCE_EACH, out
+    assert all(p == [pid] for p in pids.values()), (pids, pid, out)
+
 
 def offline_sql(db):
     """(the SQL of `alembic upgrade head --sql`, the generating pid)."""
@@ -594,9 +607,7 @@ def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
     finally:
         for f in fillers:
             f.close()
-    out = u.text()
-    assert rc == 0, out
-    lines = u.shim()
+    out, lines = u.exited_ok(rc)
     assert [lv for lv, m in lines if re.search(NO_SLOT % 300, m)] == ["warn"], out
     came = [float(m.group(1)) for lv, t in lines
             for m in [re.search(r"a connection slot came free after (\d+\.\d+) s; "
@@ -605,9 +616,7 @@ def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
     assert [lv for lv, t in lines if LEADING.search(t)] == ["info"], out
     assert any(re.search(r"migrated to 0003cccc; migration lock released", t) for _, t in lines), out
     assert not [t for _, t in lines if "without the gate" in t], out
-    version, runs, pids = db_state(db.dsn)
-    assert version == HEADS and runs == ONCE_EACH, out
-    assert all(p == [u.p.pid] for p in pids.values()), (pids, out)
+    assert_once_by(db, u.p.pid, out)
 
 
 def test_slot_wait_ends_when_a_peer_migrated(own_pg, own_db, migshim_lib):
@@ -633,16 +642,12 @@ def test_slot_wait_ends_when_a_peer_migrated(own_pg, own_db, migshim_lib):
     finally:
         for f in fillers:
             f.close()
-    out = u.text()
-    assert rc == 0, out
-    lines = u.shim()
+    out, lines = u.exited_ok(rc)
     assert [lv for lv, t in lines if re.search(
         r"waited \d+\.\d{3} s for a connection slot; a peer migrated it to 0003cccc; proceeding$", t)] == ["info"], out
     assert not [t for _, t in lines if LEADING.search(t) or "without the gate" in t], out
     assert "Running upgrade" not in out, out
-    version, runs, pids = db_state(db.dsn)
-    assert version == HEADS and runs == ONCE_EACH, out
-    assert all(p == [gen] for p in pids.values()), (pids, gen, out)
+    assert_once_by(db, gen, out)
 
 
 def test_slot_wait_bounded_by_wait_timeout(own_pg, own_db, migshim_lib):
@@ -660,21 +665,18 @@ def test_slot_wait_bounded_by_wait_timeout(own_pg, own_db, migshim_lib):
     finally:
         for f in fillers:
             f.close()
-    out = u.text()
-    assert rc == 0 and took >= 1.5, (took, out)
-    lines = u.shim()
+    out, lines = u.exited_ok(rc)
+    assert took >= 1.5, (took, out)
     assert [lv for lv, t in lines if re.search(NO_SLOT % 1.5, t)] == ["warn"], out
     assert [lv for lv, t in lines if re.search(
         r"waited 1\.\d s \(wait_timeout\) for a connection slot for the lock connection "
         r"\(.*too many clients already\); proceeding without the gate$", t)] == ["warn"], out
-    version, runs, pids = db_state(db.dsn)
-    assert version == HEADS and runs == ONCE_EACH, out
-    assert all(p == [u.p.pid] for p in pids.values()), (pids, out)
+    assert_once_by(db, u.p.pid, out)
 
 
 def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
     """The CI failure of 2026-11-25 forced: one slot, wait_timeout = 0, so
-    the process goes on without the gate at once.  A peer (a filler) runs
+    the process goes on without the gate at once.  A peer (connected first) runs
     the whole migration in one transaction, left open; the process's
     CREATE TABLE alembic_version is seen blocked behind it; the peer
     commits, and the process gets 23505.  The race guard finds no slot to
@@ -707,9 +709,7 @@ def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
         peer.close()
         for f in fillers:
             f.close()
-    out = u.text()
-    assert rc == 0, out
-    lines = u.shim()
+    out, lines = u.exited_ok(rc)
     assert [lv for lv, t in lines if re.search(r"cannot open the lock connection \(.*too many clients already\); "
                                                r"proceeding without the gate$", t)] == ["warn"], out
     waited = [float(m.group(1)) for _, t in lines
@@ -718,10 +718,8 @@ def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
     assert [lv for lv, t in lines if re.search(r"^guard: 23505 on CREATE TABLE in a migration transaction that "
                                                r"started at \(no table\); verified the database at the target "
                                                r"\(0003cccc\)", t)] == ["warn"], out
-    assert "Running upgrade" not in out or "UniqueViolation" not in out, out
-    version, runs, pids = db_state(db.dsn)
-    assert version == HEADS and runs == ONCE_EACH, out
-    assert all(p == [gen] for p in pids.values()), (pids, gen, out)
+    assert "Traceback" not in out and "UniqueViolation" not in out, out
+    assert_once_by(db, gen, out)
 
 
 # ---------------------------------------------------------------------------

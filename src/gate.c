@@ -558,22 +558,35 @@ enum outcome { OUT_DONE, OUT_LEADING, OUT_FAILED, OUT_UNGATED /* behind, proceed
 enum own_open { OWN_OPEN, OWN_NONE /* cannot: noted, proceed ungated */,
                 OWN_DONE /* a peer finished meanwhile: noted */, OWN_SIGNAL };
 
+/* How long a process short of a slot looks for a holder of the lock to
+ * wait for before it gives up (fleet members start within this). */
+#define SLOT_HOLDER_GRACE 1.0
+
 /*
- * Open the lock connection (made like `app`) unless open.  A server with
- * no connection slot free (ownconn_no_slot) is waited for, up to
- * wait_timeout from `start`, pausing 50 ms to 1 s between tries: a
- * process that went on without the gate would race, and its race guard
- * needs a slot of its own too.  Meanwhile, when `fresh` (the app's
- * connection is outside any transaction and this process holds no lock),
- * the version table is read there at each try: a peer that finished
- * ends the wait without a lock connection (OWN_DONE; not in Django mode,
- * where waiters wait for the lock itself).  SIGTERM & co. end it too
- * (OWN_SIGNAL, for the caller to note).
+ * Open the lock connection (made like `app`) unless open.
+ *
+ * With `patient` (a waiter at its first connection, `app` outside any
+ * transaction, this process holding no lock), a server with no connection
+ * slot free (ownconn_no_slot) is waited for while another process holds
+ * the migration lock: that holder's migration ends, its lock connection
+ * closes, and either a slot comes free or the database is found at the
+ * target on the app's connection (OWN_DONE; not in Django mode, where
+ * waiters wait for the lock itself).  Going on without the gate instead
+ * would race, and the race guard needs a slot of its own too.  Bounded by
+ * wait_timeout from `start`; tries again after 50 ms, doubling to 1 s.
+ * Nobody holding the lock (after SLOT_HOLDER_GRACE) means the slots are
+ * held by processes that wait for nothing this one could end, this
+ * fleet's own among them: waiting would only stall it, so the process
+ * proceeds without the gate, as it does at once on any other failure and
+ * whenever it is not `patient` (it holds the lock on the app's
+ * connection, or the app's connection is mid-transaction).  SIGTERM & co.
+ * end the wait (OWN_SIGNAL, for the caller to note).
  */
-static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g, bool fresh,
+static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g, bool patient,
                               double start)
 {
     const struct config *cfg = shim_config();
+    const struct pq_api *pq = &copy->api;
     char err[256];
     bool told = false;
     long pause_ms = 50;
@@ -581,36 +594,40 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         g->own = ownconn_open(copy, app, "lock", err, sizeof err);
         if (g->own)
             break;
-        double t = now();
-        if (!ownconn_no_slot(err) || t - start >= cfg->wait_timeout) {
-            if (told)
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": waited %.1f s (wait_timeout) for a connection slot "
-                     "for the lock connection (%s); proceeding without the gate", g->name, t - start, err);
-            else
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding "
-                     "without the gate", g->name, err);
-            return OWN_NONE;
-        }
-        if (!told) {
-            told = true;
-            NOTE(LOG_LVL_WARN, "waiting", g->name, NULL, "database \"%s\": no connection slot for the lock connection (%s); "
-                 "waiting for one, up to wait_timeout (%g s)", g->name, err, cfg->wait_timeout);
-        }
-        if (waitsig_pending())
-            return OWN_SIGNAL;
+        bool no_slot = patient && ownconn_no_slot(err);
         struct versions v;
         char rerr[256];
-        bool have_v = fresh && !django_mode && target.known &&
-                      lock_read_versions(&copy->api, app, cfg, &v, rerr, sizeof rerr);
-        if (fresh && !django_mode && target.known && !have_v)
-            log_debug("database \"%s\": waiting for a slot: cannot read the version table (%s)", g->name, rerr);
-        if (have_v && compare(&v) != BEHIND) {
+        if (no_slot && !django_mode && target.known &&
+            lock_read_versions(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
             NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for a connection slot; a peer "
                  "migrated it to %s; proceeding", g->name, now() - start, revs);
             return OWN_DONE;
         }
+        double idle, t = now();
+        bool migrating, held = no_slot && lock_holder_state(pq, app, g->key, &idle, &migrating, NULL);
+        if (!no_slot || (!held && t - start >= SLOT_HOLDER_GRACE) || t - start >= cfg->wait_timeout) {
+            if (told && held)
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": waited %.1f s (wait_timeout) for a connection "
+                     "slot for the lock connection (%s); proceeding without the gate", g->name, t - start, err);
+            else if (told)
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": no connection slot for the lock connection "
+                     "after %.3f s (%s), and nobody holds the migration lock now; proceeding without the gate",
+                     g->name, t - start, err);
+            else
+                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding "
+                     "without the gate", g->name, err);
+            return OWN_NONE;
+        }
+        if (!told && held) {
+            told = true;
+            NOTE(LOG_LVL_WARN, "waiting", g->name, NULL, "database \"%s\": no connection slot for the lock connection (%s); "
+                 "waiting for one while another process holds the migration lock, up to wait_timeout (%g s)",
+                 g->name, err, cfg->wait_timeout);
+        }
+        if (waitsig_pending())
+            return OWN_SIGNAL;
         struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;

@@ -63,6 +63,7 @@ Regression tests for two shim bugs the chaos work found (fixed on main in
     itself (the server went away) does not have.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -508,12 +509,16 @@ def test_max_connections_nearly_exhausted(own_pg, own_db, migshim_lib, lock, fre
 # ---------------------------------------------------------------------------
 # 5b. no connection slot for the shim's own connections, one process
 #
-# A refused slot ("too many clients") ends when someone disconnects, so the
-# shim waits for one instead of going on without the gate: the lock
-# connection up to wait_timeout (ending early if a peer migrated the
-# database meanwhile), the race guard's verifying connection up to
-# race_wait.  Each test leaves exactly one slot, which the process's own
-# connection takes, and frees another (or not) at a forced point.
+# A refused slot ("too many clients") ends when someone disconnects.  A
+# waiter short of a slot for its lock connection waits for one while
+# another process holds the migration lock (up to wait_timeout, ending
+# early if the database reaches the target meanwhile); with nobody holding
+# it, waiting could only stall a fleet whose own connections fill the
+# server, so it proceeds without the gate.  The race guard waits for a
+# slot to verify on, up to race_wait.  Each test leaves exactly one slot,
+# which the process's own connection takes; the test's `peer` (connected
+# to the fleet's database) holds the migration lock, migrates, or frees a
+# slot at forced points.
 
 class Upgrade:
     """`alembic upgrade head` of examples/flask-alembic under the shim
@@ -587,26 +592,54 @@ def offline_sql(db):
 
 LEADING = re.compile(r"leading: this process holds the migration lock")
 NO_SLOT = (r"no connection slot for the lock connection \(.*too many clients already\); "
-           r"waiting for one, up to wait_timeout \(%s s\)$")
+           r"waiting for one while another process holds the migration lock, "
+           r"up to wait_timeout \(%s s\)$")
 
 
-def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
-    """lock = session, one slot (the app's): the process waits for a slot
-    for its lock connection; a filler closes 0.6 s after the shim said so;
-    the process then leads and migrates, never ungated."""
-    limit_connections(own_pg)
-    db = own_db()
+def hold_lock(db, fillers):
+    """A connection to the fleet's database (one of `fillers`) holding the
+    migration lock under a fresh key; (it, {MIGSHIM_LOCK_KEY: key})."""
+    import psycopg2
+    key = random_key()
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    fillers.append(peer)
+    with peer.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+    return peer, {"MIGSHIM_LOCK": "session", "MIGSHIM_LOCK_KEY": str(key)}
+
+
+@contextlib.contextmanager
+def one_slot_lock_held(own_pg, db):
+    """max_connections = MAXCONN with one slot left, the migration lock
+    held by a connection of the test's (hold_lock): yields (fillers, the
+    holder, the process's environment); closes them all at the end."""
     fillers = []
     try:
+        peer, env = hold_lock(db, fillers)
         fill_slots(own_pg, 1, fillers)
-        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session"})
-        u.wait_line(NO_SLOT % 300)
-        time.sleep(0.6)
-        fillers.pop().close()
-        rc = u.finish()
+        yield fillers, peer, env
     finally:
         for f in fillers:
             f.close()
+
+
+def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
+    """One slot, the lock held by the test: the process waits for a slot
+    for its lock connection; 0.6 s after it said so a filler closes; the
+    process opens its lock connection, waits for the lock, and when the
+    test lets it go, leads and migrates -- never ungated."""
+    limit_connections(own_pg)
+    db = own_db()
+    with one_slot_lock_held(own_pg, db) as (fillers, peer, env):
+        u = Upgrade(db, migshim_lib, env)
+        u.wait_line(NO_SLOT % 300)
+        time.sleep(0.6)
+        fillers.pop().close()
+        u.wait_line(r"a connection slot came free after \d+\.\d+ s; the lock connection is open$")
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
+        rc = u.finish()
     out, lines = u.exited_ok(rc)
     assert [lv for lv, m in lines if re.search(NO_SLOT % 300, m)] == ["warn"], out
     came = [float(m.group(1)) for lv, t in lines
@@ -620,28 +653,19 @@ def test_lock_connection_waits_for_a_slot(own_pg, own_db, migshim_lib):
 
 
 def test_slot_wait_ends_when_a_peer_migrated(own_pg, own_db, migshim_lib):
-    """lock = session, one slot: while the process waits for a slot, a peer
-    (one of the fillers) runs the whole migration (Alembic's own offline
-    SQL).  The process, rereading on its own connection, proceeds without
-    ever opening a lock connection, and runs no revision."""
-    import psycopg2
+    """One slot: while the process waits for a slot, the peer holding the
+    lock runs the whole migration (Alembic's own offline SQL).  The
+    process, rereading on its own connection, proceeds without ever opening
+    a lock connection, and runs no revision."""
     limit_connections(own_pg)
     db = own_db()
     sql, gen = offline_sql(db)
-    fillers = []
-    try:
-        peer = psycopg2.connect(db.dsn)
-        fillers.append(peer)
-        peer.autocommit = True
-        fill_slots(own_pg, 1, fillers)
-        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session"})
+    with one_slot_lock_held(own_pg, db) as (fillers, peer, env):
+        u = Upgrade(db, migshim_lib, env)
         u.wait_line(NO_SLOT % 300)
         with peer.cursor() as cur:
             cur.execute(sql)
         rc = u.finish()
-    finally:
-        for f in fillers:
-            f.close()
     out, lines = u.exited_ok(rc)
     assert [lv for lv, t in lines if re.search(
         r"waited \d+\.\d{3} s for a connection slot; a peer migrated it to 0003cccc; proceeding$", t)] == ["info"], out
@@ -651,20 +675,16 @@ def test_slot_wait_ends_when_a_peer_migrated(own_pg, own_db, migshim_lib):
 
 
 def test_slot_wait_bounded_by_wait_timeout(own_pg, own_db, migshim_lib):
-    """lock = session, one slot, none freed, wait_timeout = 1.5: after it
-    the process proceeds without the gate (saying so) and, alone, migrates."""
+    """One slot, none freed, the lock held by the test throughout,
+    wait_timeout = 1.5: after it the process proceeds without the gate
+    (saying so) and, alone, migrates."""
     limit_connections(own_pg)
     db = own_db()
-    fillers = []
-    try:
-        fill_slots(own_pg, 1, fillers)
+    with one_slot_lock_held(own_pg, db) as (fillers, peer, env):
         t = time.monotonic()
-        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session", "MIGSHIM_WAIT_TIMEOUT": "1.5"})
+        u = Upgrade(db, migshim_lib, {**env, "MIGSHIM_WAIT_TIMEOUT": "1.5"})
         rc = u.finish()
         took = time.monotonic() - t
-    finally:
-        for f in fillers:
-            f.close()
     out, lines = u.exited_ok(rc)
     assert took >= 1.5, (took, out)
     assert [lv for lv, t in lines if re.search(NO_SLOT % 1.5, t)] == ["warn"], out
@@ -675,8 +695,9 @@ def test_slot_wait_bounded_by_wait_timeout(own_pg, own_db, migshim_lib):
 
 
 def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
-    """The CI failure of 2026-11-25 forced: one slot, wait_timeout = 0, so
-    the process goes on without the gate at once.  A peer (connected first) runs
+    """The CI failure of 2026-11-25 forced: one slot and nobody holding the
+    migration lock, so the process goes on without the gate (after looking
+    for a holder for a second).  A peer (connected first) runs
     the whole migration in one transaction, left open; the process's
     CREATE TABLE alembic_version is seen blocked behind it; the peer
     commits, and the process gets 23505.  The race guard finds no slot to
@@ -694,7 +715,7 @@ def test_guard_waits_for_a_slot_to_verify(own_pg, own_db, migshim_lib):
         fill_slots(own_pg, 1, fillers)
         with peer.cursor() as cur:               # psycopg2 opens the transaction
             cur.execute(sql.replace("BEGIN;", "", 1).replace("COMMIT;", ""))
-        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session", "MIGSHIM_WAIT_TIMEOUT": "0"})
+        u = Upgrade(db, migshim_lib, {"MIGSHIM_LOCK": "session"})
 
         def blocked():
             with peer.cursor() as cur:

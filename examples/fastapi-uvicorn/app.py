@@ -43,8 +43,10 @@ def run_migrations() -> None:
         # One line of our own: Uvicorn 0.17's parent does not notice a worker
         # that dies while importing the app (it keeps serving with fewer
         # workers), so this line may be the only trace of it.
-        print(f"fastapi-uvicorn[{os.getpid()}]: migration failed: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        # one line in one write: the workers share stderr
+        msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+        sys.stderr.write(f"fastapi-uvicorn[{os.getpid()}]: migration failed: {msg}\n")
+        sys.stderr.flush()
         traceback.print_exc()
         raise
 

@@ -45,8 +45,10 @@ def run_migrations() -> None:
     except Exception as exc:
         # Say it here too: Gunicorn's own "Exception in worker process" is
         # easy to lose when the logging configuration gets replaced.
-        print(f"flask-alembic[{os.getpid()}]: migration failed: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        # one line in one write: the workers share stderr
+        msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+        sys.stderr.write(f"flask-alembic[{os.getpid()}]: migration failed: {msg}\n")
+        sys.stderr.flush()
         traceback.print_exc()
         raise
 

@@ -55,8 +55,10 @@ def run_migrations() -> None:
         try:
             flask_migrate.upgrade()
         except Exception as exc:
-            print(f"flask-migrate[{os.getpid()}]: migration failed: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            # one line in one write: the workers share stderr
+            msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+            sys.stderr.write(f"flask-migrate[{os.getpid()}]: migration failed: {msg}\n")
+            sys.stderr.flush()
             traceback.print_exc()
             raise
 

@@ -91,5 +91,7 @@ def pre_migrate(sender, using, **kwargs):
 
 
 def note(msg):
-    """A line on stderr, flushed, whatever the logging configuration."""
-    print(f"django-example[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+    """A line on stderr, flushed, whatever the logging configuration; in one
+    write, so the lines of several processes never run together."""
+    sys.stderr.write(f"django-example[{os.getpid()}]: {msg}\n")
+    sys.stderr.flush()

@@ -22,7 +22,9 @@ if os.environ.get("DJANGO_MIGRATE_ON_STARTUP", "").lower() == "true":
             os.environ.get("DJANGO_MIGRATE_VERBOSITY", "1")))
     except Exception as exc:
         # Said here too: Gunicorn's "Exception in worker process" is easy to lose.
-        print(f"django-example[{os.getpid()}]: migration failed: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        # one line in one write: the workers share stderr
+        msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+        sys.stderr.write(f"django-example[{os.getpid()}]: migration failed: {msg}\n")
+        sys.stderr.flush()
         traceback.print_exc()
         raise

@@ -10,6 +10,43 @@
  *                                │                      └──one that only read──▶ DONE
  *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
+ *                                └──no version table on its search_path, one in other schemas──▶ SCHEMA
+ *                                      SCHEMA ──Alembic statement, its schema behind: lock taken──▶ LEADING
+ *                                      LEADING (per schema) ──that schema's table at target──▶ SCHEMA
+ *
+ * Per-schema version tables (Alembic's multi-tenant recipe: env.py sets
+ * search_path in the migration's transaction, one alembic_version per
+ * tenant schema; or options=-csearch_path=... in the conninfo).  The
+ * first connection's read looks where that connection's search_path
+ * finds the table (options included: the lock connection is made with
+ * the same parameters, so it reads the same table).  When it finds none,
+ * version_table_schema is not set (a schema set by the user is always
+ * authoritative: none of this applies), and
+ *  - some schema has a table of that name with a version_num column: the
+ *    database is SCHEMA.  No lock at the first connection; each of
+ *    Alembic's own statements on the table (its migration reads or creates
+ *    it before anything else in the transaction) first reads the table
+ *    where that statement finds it: the qualified schema, else the first
+ *    schema of the app session's search_path holding it, else its
+ *    current_schema() (where Alembic creates it), on the app's own
+ *    connection, one round trip, in a savepoint when in a transaction.  At
+ *    the target: on, no lock (a restart at head never takes the lock).
+ *    Behind: the database's one migration lock (same key as ever) is taken
+ *    or waited for, every read of the wait and of the lead being of that
+ *    schema's table; the leader holds it until that table holds exactly
+ *    the target at a commit, then the database is SCHEMA again.  Every
+ *    schema is so migrated by one process at a time, by a process that
+ *    read it behind under the lock; a waiter goes on only when it reads it
+ *    at the target.  The app's other statements on the table (a /ready
+ *    read) cost nothing.
+ *  - no schema has one (a fresh deploy): lead or wait as always.  A
+ *    leader's first unqualified Alembic statement on the table is resolved
+ *    the same way; in a schema other than the first connection's, the lead
+ *    follows that schema's table, the database becomes SCHEMA after it,
+ *    and a leader finding that table already at the target (it got the
+ *    lock after a peer's lead) releases at once.  So a fresh multi-tenant
+ *    deploy has one leading process per tenant schema (not per fleet).
+ * Waits stay bounded by wait_timeout, each with its "waiting" line.
  *
  * Django (tool = django): the state read is "which migrations of the app's
  * graph are not recorded in django_migrations" (django.h), the leader
@@ -65,11 +102,12 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
  */
 bool gate_connected(const struct pq_copy *copy, PGconn *pg);
 
-/* The app is about to send a statement that mentions the version table on
- * `pg` (gate_watching != 0); `writes`: one of Alembic's writes of it.  May
- * block to take the lock first.  (Target unknown: the lock is held to the
- * end of the transaction; a transaction that only read ends the watch.) */
-void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes);
+/* The app is about to send `sql`, a statement that mentions the version
+ * table, on `pg` (gate_watching != 0); `writes`: one of Alembic's writes of
+ * it.  May block to take the lock first.  (Target unknown: the lock is held
+ * to the end of the transaction; a transaction that only read ends the
+ * watch.  Per-schema version tables: see "Per-schema" above.) */
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes);
 
 /* A command on `pg` delivered its last result (gate_watching != 0). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);

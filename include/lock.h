@@ -90,6 +90,32 @@ bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct co
                              size_t errsz)
     __attribute__((warn_unused_result));
 
+/*
+ * Where the app's session puts the version table `table` (per-schema
+ * version tables: Alembic's multi-tenant recipe sets search_path in env.py,
+ * after the connection's first read).  On `c` (the app's connection, idle
+ * or in a transaction in good order), in one round trip: `schema` the
+ * first schema of the search_path holding a table of that name, else
+ * current_schema() (where Alembic's CREATE TABLE puts it), "" when the
+ * search_path names no existing schema; `out` its rows (present false
+ * when it does not exist).  Inside a transaction the read runs in a
+ * savepoint rolled back at once: it leaves no error, lock or session
+ * change in the app's transaction.  False on failure, reason in err.
+ */
+bool lock_resolve_versions(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+                           size_t ssz, struct versions *out, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
+/*
+ * For a connection whose search_path has no table `table`: `home`, its
+ * current_schema() ("" when none), and `elsewhere`: whether some schema
+ * of the database holds a table of that name with a version_num column
+ * (per-schema version tables).  One round trip.  False on failure.
+ */
+bool lock_vt_home(const struct pq_api *pq, PGconn *c, const char *table, char *home,
+                  size_t hsz, bool *elsewhere, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
 enum lock_result {
     LOCK_TAKEN,   /* exclusive lock held: lead                     */
     LOCK_FREED,   /* it was held by another and is now free        */

@@ -40,7 +40,8 @@ _Atomic int gate_learning;
  * by refresh_pending() under the mutex; read without it. */
 static _Atomic int gate_pending;
 
-enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED };
+enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED,
+              G_SCHEMA /* decided per version-table statement, in its schema: see schema_decide */ };
 
 #define MAX_DBS 8
 #define MAX_DIRTY 16
@@ -72,6 +73,13 @@ struct gdb {
         char revs[512];
         char text[2048];
     } untold;
+    struct {                 /* per-schema version tables (see schema_decide)   */
+        bool on;             /* decide per statement (G_SCHEMA between leads)   */
+        bool home_known;     /* the first connection's read found no table      */
+        bool checked;        /* LEADING: its first statement was resolved       */
+        char home[CONFIG_NAME_MAX];   /* ... and its current_schema()           */
+        char schema[CONFIG_NAME_MAX]; /* the schema a wait or lead is about, "" */
+    } sp;
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     bool holder_wrote;       /* ... and its transaction wrote the version table */
@@ -86,6 +94,9 @@ struct gdb {
 
 static struct gdb dbs[MAX_DBS];
 static size_t ndbs;
+/* The configuration with version_table_schema set to a database's
+ * sp.schema, for the wait loop's reads while that is set (cfg_of). */
+static struct config sp_cfg[MAX_DBS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
@@ -288,7 +299,27 @@ static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
 
 static bool watched(enum gstate s)
 {
-    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED;
+    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED || s == G_SCHEMA;
+}
+
+/* The settings a wait or a lead of `g` reads the version table with: the
+ * configured ones, or (per-schema, sp.schema set) the same with
+ * version_table_schema = sp.schema.  The lock key stays the database's
+ * (key_of): one migration at a time per database, whichever schema. */
+static const struct config *cfg_of(const struct gdb *g)
+{
+    return g->sp.schema[0] ? &sp_cfg[g - dbs] : shim_config();
+}
+
+/* Make `schema` ("" for none) the one g's waits and lead read. */
+static void sp_use(struct gdb *g, const char *schema)
+{
+    snprintf(g->sp.schema, sizeof g->sp.schema, "%s", schema);
+    if (schema[0]) {
+        sp_cfg[g - dbs] = *shim_config();
+        snprintf(sp_cfg[g - dbs].version_table_schema,
+                 sizeof sp_cfg[g - dbs].version_table_schema, "%s", schema);
+    }
 }
 
 /* Change state, keeping gate_watching equal to the number of watched dbs. */
@@ -323,7 +354,7 @@ static void refresh_pending(void)
         /* (a Django leader: every statement is activity for the settler) */
         any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
         full |= guarded(g->st);
-        sql |= g->st == G_UNKNOWN;
+        sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
         learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
     }
     full |= any;
@@ -721,7 +752,7 @@ static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *
 static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
                                const char *why, bool on_app, bool fresh)
 {
-    const struct config *cfg = shim_config();
+    const struct config *cfg = cfg_of(g); /* per-schema: that schema's table */
     const struct pq_api *pq = &copy->api;
     char err[256], revs[512];
     g->key = key_of(g);
@@ -797,6 +828,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         enum cmp c = target.known ? compare(&v) : BEHIND;
         describe(&v, revs, sizeof revs);
         if (!django_mode && c == BEHIND && r != LOCK_BUSY && pub.known && target.known &&
+            !g->sp.schema[0] &&
             published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
         if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
@@ -984,6 +1016,43 @@ static bool decided(struct gdb *g, const PGconn *pg)
     return g->st != G_NEW;
 }
 
+/*
+ * Per-schema version tables.  The first connection's read looks for the
+ * version table where that connection's search_path finds it; an app that
+ * sets search_path later (Alembic's multi-tenant recipe: SET search_path in
+ * env.py, one version table per tenant schema) keeps it elsewhere.  When
+ * that read finds no table, version_table_schema is not set, and some
+ * schema of the database has a table of that name with a version_num
+ * column, the database is decided per statement (G_SCHEMA, schema_decide);
+ * when no schema has one (a fresh deploy), the process leads or waits as
+ * usual, and a leader's first version-table statement says which schema
+ * its migration is about (lead_resolve).
+ */
+static bool schema_mode(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
+                        const struct versions *v)
+{
+    const struct config *cfg = shim_config();
+    char err[256];
+    bool elsewhere;
+    if (django_mode || v->present || cfg->version_table_schema[0])
+        return false;
+    if (!lock_vt_home(&copy->api, pg, cfg->version_table, g->sp.home, sizeof g->sp.home,
+                      &elsewhere, err, sizeof err)) {
+        log_warn("database \"%s\": cannot look for the version table \"%s\" in other schemas "
+                 "(%s); gating as if there were none", g->name, cfg->version_table, err);
+        return false;
+    }
+    g->sp.home_known = true;
+    if (!elsewhere)
+        return false;
+    g->sp.on = true;
+    log_debug("database \"%s\": no \"%s\" on this connection's search_path (schema \"%s\"), but "
+              "other schemas have one: deciding at each of the app's version-table statements, "
+              "in the schema its session resolves the table to",
+              g->name, cfg->version_table, g->sp.home);
+    return true;
+}
+
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
@@ -1057,6 +1126,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         goto out_nb;
     }
     g->st = G_DECIDING; /* this thread decides */
+    memset(&g->sp, 0, sizeof g->sp);
     pthread_mutex_unlock(&mu);
     events_emit("connect", db, NULL, NULL);
 
@@ -1085,6 +1155,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
             NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
                      db, revs, django_mode ? "" : ", the race guard watches");
             next = django_mode ? G_DONE : G_UNGATED;
+        } else if (schema_mode(copy, pg, g, &v)) {
+            next = G_SCHEMA;
         } else {
             enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
             if (o == OUT_UNGATED || o == OUT_LAPSED) {
@@ -1161,7 +1233,194 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     return o;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
+/* Is `sql` where a per-schema decision is made: one of Alembic's
+ * version-table statements on the configured table (`qual` its schema
+ * qualifier, "" when unqualified), or SQLAlchemy's has_table query of it,
+ * the first thing Alembic's migration asks (`qual` the schema it names, ""
+ * for the search_path's)?  Anything else (the app's own reads) is not. */
+static bool alembic_vt_schema(const char *sql, char *qual, size_t n)
+{
+    const struct config *cfg = shim_config();
+    char table[CONFIG_NAME_MAX];
+    struct sqlclass k;
+    if (!sql)
+        return false;
+    if (sqlclass_vt_statement(sql, qual, n, table, sizeof table, &k))
+        return strcmp(table, cfg->version_table) == 0;
+    sqlclass_classify(sql, "", cfg->version_table, &k);
+    return k.kind == SQL_VT_EXISTS && sqlclass_has_table_schema(sql, qual, n);
+}
+
+/* Read the configured version table as the app's statement on `pg` will
+ * find it: in `qual` when the statement names a schema, else where the
+ * session's search_path resolves it (lock_resolve_versions); `schema`
+ * says which.  On the app's connection, blocking for the one round trip;
+ * false (err set) when the connection cannot take a statement now. */
+static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
+                        size_t ssz, struct versions *v, char *err, size_t errsz)
+{
+    const struct pq_api *pq = &copy->api;
+    const char *table = shim_config()->version_table;
+    PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
+    if (ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS) {
+        snprintf(err, errsz, "the connection is %s",
+                 ts == PQTRANS_INERROR ? "in a failed transaction" : "busy");
+        return false;
+    }
+    if (pq->PQpipelineStatus && pq->PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
+        snprintf(err, errsz, "the connection is in pipeline mode");
+        return false;
+    }
+    int nb = pq->PQisnonblocking(pg);
+    if (nb)
+        pq->PQsetnonblocking(pg, 0);
+    bool ok;
+    if (qual[0]) {
+        snprintf(schema, ssz, "%s", qual);
+        ok = lock_read_versions_in(pq, pg, qual, table, v, err, errsz);
+    } else {
+        ok = lock_resolve_versions(pq, pg, table, schema, ssz, v, err, errsz);
+    }
+    if (nb)
+        pq->PQsetnonblocking(pg, 1);
+    return ok;
+}
+
+/*
+ * G_SCHEMA: the app is about to send `sql` on `pg` (mutex held).  Only
+ * Alembic's own version-table statements decide (its migration reads or
+ * creates the table before anything else in the transaction, so nothing
+ * of a migration runs before the decision; the app's other reads of the
+ * table cost nothing).  The table is read where the statement finds it
+ * (read_as_app): at the target or ahead, the statement goes on with no
+ * lock; behind, the process takes the database's migration lock or waits
+ * for the holder, reading that schema's table (sp.schema, cfg_of), and
+ * either leads that schema's migration (LEADING following that table,
+ * back to G_SCHEMA when it holds the target) or goes on once a peer
+ * brought it to the target.
+ */
+static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *sql)
+{
+    const struct config *cfg = shim_config();
+    char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
+    char name[2 * CONFIG_NAME_MAX + 8], why[2 * CONFIG_NAME_MAX + 96];
+    struct versions v;
+    if (!alembic_vt_schema(sql, qual, sizeof qual))
+        return;
+    pthread_mutex_unlock(&mu); /* a round trip on the app's own connection */
+    bool read = read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err);
+    pthread_mutex_lock(&mu);
+    while (g->st == G_DECIDING)
+        pthread_cond_wait(&cv, &mu);
+    if (!read) {
+        log_warn("database \"%s\": cannot read the version table \"%s\" as this connection "
+                 "resolves it (%s); this statement goes on without the gate",
+                 g->name, cfg->version_table, err);
+        return;
+    }
+    if (g->st != G_SCHEMA) /* another thread of this process leads meanwhile */
+        return;
+    if (!schema[0]) {
+        log_debug("database \"%s\": this connection's search_path names no existing schema; "
+                  "nothing to gate", g->name);
+        return;
+    }
+    vt_text(schema, cfg->version_table, name, sizeof name);
+    describe(&v, revs, sizeof revs);
+    enum cmp c = compare(&v);
+    if (c == AT_TARGET) {
+        log_debug("database \"%s\": %s is at head (%s); proceeding", g->name, name, revs);
+        events_emit("at_head", g->name, revs, name);
+        return;
+    }
+    if (c == AHEAD) {
+        log_warn("database \"%s\": %s holds revisions the local scripts do not know (%s): a "
+                 "newer deploy migrated it; proceeding", g->name, name, revs);
+        events_emit("ahead", g->name, revs, name);
+        return;
+    }
+    snprintf(why, sizeof why, "in %s, %s", name,
+             qual[0] ? "the table its statement names" : "where its search_path puts the table");
+    sp_use(g, schema);
+    enum outcome o = reacquire(copy, pg, g, why);
+    if (o == OUT_LEADING) {
+        set_state(g, G_LEADING);
+        g->grace_deadline = now() + cfg->leader_grace;
+        g->saw_vt = false; /* gate_before's LEADING branch: hold_timeout, the mark */
+        memset(&g->vt, 0, sizeof g->vt);
+        g->vt.known = g->vt.learned = true; /* the lead follows this table (gate_after) */
+        g->vt.warned = true;                /* the user's settings are right: no advice */
+        snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+        snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+        g->sp.checked = true;
+        return;
+    }
+    sp_use(g, "");
+    if (o == OUT_FAILED || o == OUT_INTERRUPTED)
+        fail_app_conn(copy, pg); /* the statement fails; the app's handler runs */
+}
+
+/*
+ * A leader whose first connection found no version table (sp.home_known)
+ * is about to send its first Alembic statement on the configured table,
+ * unqualified (a qualified one is gate_learn's): where does the session
+ * resolve it?  In the first connection's schema (sp.home): as the lock
+ * connection, made like it, reads it; nothing to do.  Elsewhere (search_path
+ * set since): the lead follows that schema's table and the database is
+ * decided per statement from then on (sp.on); if that table is already at
+ * the target, a peer migrated it before this process got the lock: release
+ * and go on (true: the lead ended here).  Mutex held.
+ */
+static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *sql)
+{
+    const struct config *cfg = shim_config();
+    char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
+    char name[2 * CONFIG_NAME_MAX + 8];
+    struct versions v;
+    if (!alembic_vt_schema(sql, qual, sizeof qual) || qual[0])
+        return false;
+    g->sp.checked = true;
+    if (!read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err)) {
+        log_warn("database \"%s\": cannot read the version table \"%s\" as the migration's "
+                 "connection resolves it (%s); the lead follows the configured one",
+                 g->name, cfg->version_table, err);
+        return false;
+    }
+    if (!schema[0] || strcmp(schema, g->sp.home) == 0)
+        return false;
+    g->sp.on = true;
+    memset(&g->vt, 0, sizeof g->vt);
+    g->vt.known = g->vt.learned = g->vt.warned = true;
+    snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+    snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+    vt_text(schema, cfg->version_table, name, sizeof name);
+    describe(&v, revs, sizeof revs);
+    if (compare(&v) == BEHIND) {
+        size_t l = strlen(g->untold.text);
+        if (g->untold.pending)
+            snprintf(g->untold.text + l, sizeof g->untold.text - l, " in %s, where its "
+                     "search_path puts the table", name);
+        else
+            log_info("database \"%s\": the migration's version table is %s (its search_path); "
+                     "the lead follows it", g->name, name);
+        return false;
+    }
+    PGconn *own = ownconn_pg(g->own);
+    if (own)
+        lock_release(&copy->api, own, cfg->lock, g->key);
+    close_own(g);
+    untune_all(copy, g, NULL);
+    g->ndirty = 0;
+    set_state(g, G_SCHEMA);
+    bool told = !g->untold.pending;
+    g->untold.pending = false;
+    NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": %s is at %s: a peer migrated "
+         "it before this process got the lock%s; proceeding", g->name, name, revs,
+         told ? " (released it)" : "");
+    return true;
+}
+
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes)
 {
     const struct config *cfg = shim_config();
     if (django_mode)
@@ -1204,6 +1463,14 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
             pthread_mutex_unlock(&mu);
             return;
         }
+    }
+    if (g->st == G_SCHEMA)
+        schema_decide(copy, pg, g, sql);
+    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && !django_mode &&
+        lead_resolve(copy, pg, g, sql)) {
+        refresh_pending();
+        pthread_mutex_unlock(&mu);
+        return;
     }
     if (g->st == G_LEADING) {
         if (writes)
@@ -1372,14 +1639,16 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
-            set_state(g, cfg->guard ? G_UNGATED : G_DONE);
+            set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
+            sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
-            set_state(g, G_DONE);
+            set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
+            sp_use(g, "");
             if (g->untold.pending && g->vt.learned) { /* it only read: see tell_lead */
                 char name[2 * CONFIG_NAME_MAX + 8];
                 g->untold.pending = false;

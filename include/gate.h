@@ -23,10 +23,11 @@
  * version_table_schema is not set (a schema set by the user is always
  * authoritative: none of this applies), and
  *  - some schema has a table of that name with a version_num column: the
- *    database is SCHEMA.  No lock at the first connection; each of
- *    Alembic's own statements on the table (its migration reads or creates
- *    it before anything else in the transaction) first reads the table
- *    where that statement finds it: the qualified schema, else the first
+ *    database is SCHEMA.  No lock at the first connection; SQLAlchemy's
+ *    has_table query of the table (the first thing Alembic's migration
+ *    sends on it, before anything else in the transaction) and each of
+ *    Alembic's own statements on it first read the table where that
+ *    statement finds it: the schema it names, else the first
  *    schema of the app session's search_path holding it, else its
  *    current_schema() (where Alembic creates it), on the app's own
  *    connection, one round trip, in a savepoint when in a transaction.  At
@@ -47,6 +48,16 @@
  *    lock after a peer's lead) releases at once.  So a fresh multi-tenant
  *    deploy has one leading process per tenant schema (not per fleet).
  * Waits stay bounded by wait_timeout, each with its "waiting" line.
+ * Limits: the lead and the waits read that schema's table, but the race
+ * guard still classifies statements against the configured (unqualified)
+ * name and proves a race against the configured table (gate_read_committed
+ * is unchanged on purpose), which a per-schema database does not have on
+ * that search_path: it proves nothing there, errors pass through, and a
+ * learned schema never makes it map a statement.  Under server-side binding (psycopg 3 with SQLAlchemy 2)
+ * the has_table query names no literal: the decision falls to Alembic's
+ * CREATE TABLE, and a waiter whose schema's table a peer created during
+ * its wait gets the DuplicateTable error (nothing runs twice: the CREATE
+ * fails first).
  *
  * Django (tool = django): the state read is "which migrations of the app's
  * graph are not recorded in django_migrations" (django.h), the leader

@@ -1288,10 +1288,12 @@ static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual
 
 /*
  * G_SCHEMA: the app is about to send `sql` on `pg` (mutex held).  Only
- * Alembic's own version-table statements decide (its migration reads or
- * creates the table before anything else in the transaction, so nothing
- * of a migration runs before the decision; the app's other reads of the
- * table cost nothing).  The table is read where the statement finds it
+ * the decision points of alembic_vt_schema decide: SQLAlchemy's has_table
+ * query, the first thing Alembic's migration sends on the table, before
+ * anything else of the migration (deciding later would let a waiter go on
+ * from a transaction that already saw no table), and Alembic's own
+ * version-table statements.  The app's other reads of the table (a
+ * /ready) cost nothing.  The table is read where the statement finds it
  * (read_as_app): at the target or ahead, the statement goes on with no
  * lock; behind, the process takes the database's migration lock or waits
  * for the holder, reading that schema's table (sp.schema, cfg_of), and

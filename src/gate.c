@@ -1343,6 +1343,9 @@ static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
     }
     snprintf(why, sizeof why, "in %s, %s", name,
              qual[0] ? "the table its statement names" : "where its search_path puts the table");
+    log_info("database \"%s\": %s is at %s, behind the target: taking the migration lock, or "
+             "waiting for its holder up to wait_timeout (%g s)", g->name, name, revs,
+             cfg->wait_timeout);
     sp_use(g, schema);
     enum outcome o = reacquire(copy, pg, g, why);
     if (o == OUT_LEADING) {

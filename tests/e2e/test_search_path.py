@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (EXAMPLES_DIR, PYTHON, clean_env, database_url,  # noqa: E402
                    run_fleet)
@@ -47,11 +49,20 @@ UPGRADE = '        command.upgrade(alembic_config(), "head")\n'
 READY = 'sa.text("SELECT version_num FROM alembic_version")'
 
 
-def tenant_app(tmp_path: Path, tenants) -> Path:
+SET_STYLES = {
+    # the recipe's statement
+    "set": "            connection.execute(text('SET search_path TO \"%s\"' % tenant))\n",
+    # the same through set_config(), the value bound
+    "set_config": ("            connection.execute(text(\"SELECT set_config('search_path', "
+                   ":t, false)\"), {\"t\": tenant})\n"),
+}
+
+
+def tenant_app(tmp_path: Path, tenants, style: str = "set") -> Path:
     """examples/flask-alembic copied: env.py sets search_path to
     config.attributes["tenant"] in the migration's transaction (the
-    multi-tenant recipe), app.py upgrades each of $TENANTS in turn and its
-    /ready wants every tenant's table at the heads."""
+    multi-tenant recipe; `style`: SET_STYLES), app.py upgrades each of
+    $TENANTS in turn and its /ready wants every tenant's table at the heads."""
     d = tmp_path / "app-tenants"
     shutil.copytree(EXAMPLES_DIR / "flask-alembic", d,
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -64,7 +75,7 @@ def tenant_app(tmp_path: Path, tenants) -> Path:
         "    with connectable.connect() as connection:\n"
         "        tenant = config.attributes.get(\"tenant\")\n"
         "        if tenant:\n"
-        "            connection.execute(text('SET search_path TO \"%s\"' % tenant))\n"
+        + SET_STYLES[style] +
         "            connection.dialect.default_schema_name = tenant\n"
         "        context.configure(\n"))
     env.write_text(text)
@@ -215,8 +226,9 @@ def assert_no_lock(r, rows, seen, tenants):
         r.describe()
 
 
-def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path):
-    app = tenant_app(tmp_path, TENANTS)
+@pytest.mark.parametrize("style", sorted(SET_STYLES))
+def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path, style):
+    app = tenant_app(tmp_path, TENANTS, style)
     db, ref = two_dbs(make_db, TENANTS)
     for d in (db, ref):
         migrate_tenants(d.dsn, app, TENANTS)
@@ -231,8 +243,9 @@ def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path):
     assert r.elapsed < max(2.0 * plain.elapsed, plain.elapsed + 3.0), (r.elapsed, plain.elapsed)
 
 
-def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path):
-    app = tenant_app(tmp_path, TENANTS)
+@pytest.mark.parametrize("style", sorted(SET_STYLES))
+def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style):
+    app = tenant_app(tmp_path, TENANTS, style)
     db, ref = two_dbs(make_db, TENANTS)
     env = {"TENANTS": ",".join(TENANTS), "MIGRATION_SLEEP": "0.4"}
     r, plain, rows, _ = run_both("from empty", db.dsn, ref.dsn, app, env)

@@ -77,6 +77,7 @@ struct gdb {
         bool on;             /* decide per statement (G_SCHEMA between leads)   */
         bool home_known;     /* the first connection's read found no table      */
         bool checked;        /* LEADING: its first statement was resolved       */
+        bool wrote;          /* ... a per-schema lead wrote its table           */
         char home[CONFIG_NAME_MAX];   /* ... and its current_schema()           */
         char schema[CONFIG_NAME_MAX]; /* the schema a wait or lead is about, "" */
     } sp;
@@ -1358,6 +1359,7 @@ static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
         snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
         snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
         g->sp.checked = true;
+        g->sp.wrote = false;
         return;
     }
     sp_use(g, "");
@@ -1394,6 +1396,7 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     if (!schema[0] || strcmp(schema, g->sp.home) == 0)
         return false;
     g->sp.on = true;
+    g->sp.wrote = false;
     memset(&g->vt, 0, sizeof g->vt);
     g->vt.known = g->vt.learned = g->vt.warned = true;
     snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
@@ -1478,6 +1481,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
         return;
     }
     if (g->st == G_LEADING) {
+        g->sp.wrote |= writes;
         if (writes)
             tell_lead(g);
         if (!g->saw_vt) {
@@ -1665,6 +1669,23 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
                 NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
                      revs, now() - g->since);
             }
+        } else if (read && g->sp.on && !g->sp.wrote) {
+            /* A per-schema lead whose transaction only read its table
+             * (a schema with none, looked at without migrating: `alembic
+             * current`, a check): nothing migrates here, and holding the
+             * fleet's lock until hold_timeout would stall every other
+             * schema.  Alembic reads and writes in one transaction. */
+            describe(&v, revs, sizeof revs);
+            lock_release(&copy->api, own, cfg->lock, g->key);
+            close_own(g);
+            untune_all(copy, g, pg);
+            g->ndirty = 0;
+            g->untold.pending = false;
+            set_state(g, G_SCHEMA);
+            NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": the transaction on \"%s\".\"%s\" "
+                 "(%s) only read it; migration lock released after %.3f s", g->name, g->vt.schema,
+                 g->vt.table, revs, now() - g->since);
+            sp_use(g, "");
         }
     } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);

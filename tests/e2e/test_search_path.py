@@ -179,7 +179,6 @@ def run_both(label, dsn_shim, dsn_plain, app, env, shim_env=None, watch=False):
 
 
 def booted(r):
-    Path("/tmp/sp-last-stderr.txt").write_text(r.stderr)
     assert r.booted and r.master_alive_at_end and r.workers_failed == 0, r.describe()
     assert set(r.worker_pids) <= set(r.ready_pids), r.describe()
     assert not r.race_errors(), r.describe()
@@ -343,3 +342,48 @@ def test_options_search_path_in_the_url(make_db, migshim_lib, tmp_path):
     assert not w.seen, w.seen
     assert r.elapsed < max(2.0 * plain.elapsed, plain.elapsed + 3.0), (r.elapsed, plain.elapsed)
     print("options restart at head: with %.2f s, without %.2f s" % (r.elapsed, plain.elapsed))
+
+
+READ_ONLY_SCRIPT = r"""
+import os, sys, time
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+e = sa.create_engine(os.environ["DATABASE_URL"], poolclass=sa.pool.NullPool)
+with e.connect() as c:
+    with c.begin():
+        c.execute(sa.text('SET search_path TO "%s"' % sys.argv[1]))
+        rev = MigrationContext.configure(c).get_current_revision()
+    print("rev", rev, flush=True)
+    sys.stdin.readline()   # idle, connection open, until the test has looked
+"""
+
+
+def test_a_read_of_a_schema_without_a_table_releases(make_db, migshim_lib, tmp_path):
+    """A per-schema lead whose transaction only read (`alembic current` in a
+    schema with no version table) releases the lock at its end, instead of
+    holding the fleet's lock until hold_timeout."""
+    import subprocess
+    from fleet import shimbuild
+    app = tenant_app(tmp_path, TENANTS[:1])
+    db = make_db()
+    sql(db.dsn, 'CREATE SCHEMA "%s"' % TENANTS[0], "CREATE SCHEMA empty_one")
+    migrate_tenants(db.dsn, app, TENANTS[:1])
+    env = clean_env()
+    env.update({"DATABASE_URL": database_url(db.dsn), "LD_PRELOAD": shimbuild.preload(migshim_lib),
+                "MIGSHIM_LOG": "info"})
+    p = subprocess.Popen([PYTHON, "-c", READ_ONLY_SCRIPT, "empty_one"], cwd=str(app), env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "rev None"
+        locks = sql(db.dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0]
+        p.stdin.write("\n")
+        p.stdin.flush()
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert locks == 0, err
+    assert 'the transaction on "empty_one"."alembic_version" ((none)) only read it; ' \
+           'migration lock released' in err, err

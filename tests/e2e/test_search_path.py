@@ -54,8 +54,18 @@ SET_STYLES = {
     "set": "            connection.execute(text('SET search_path TO \"%s\"' % tenant))\n",
     # the same through set_config(), the value bound
     "set_config": ("            connection.execute(text(\"SELECT set_config('search_path', "
-                   ":t, false)\"), {\"t\": tenant})\n"),
+                   ":t, false)\"), {\"t\": '\"%s\"' % tenant.replace('\"', '\"\"')})\n"),
 }
+
+
+# set_config() binds the name: one tenant's name needs quoting everywhere
+# (the shim never puts a learned name into SQL unquoted)
+TENANTS_FOR = {"set": TENANTS, "set_config": ["tenant_a", 'Tenant "Q"', "tenant_c"]}
+
+
+def qi(name):
+    """A schema name as an SQL identifier."""
+    return '"%s"' % name.replace('"', '""')
 
 
 def tenant_app(tmp_path: Path, tenants, style: str = "set") -> Path:
@@ -87,7 +97,7 @@ def tenant_app(tmp_path: Path, tenants, style: str = "set") -> Path:
         "            cfg = alembic_config()\n"
         "            cfg.attributes['tenant'] = tenant\n"
         "            command.upgrade(cfg, 'head')\n"))
-    union = " UNION ".join('SELECT version_num FROM "%s".alembic_version' % t
+    union = " UNION ".join('SELECT version_num FROM %s.alembic_version' % qi(t)
                            for t in tenants)
     text = text.replace(READY, "sa.text(%r)" % ("SELECT DISTINCT version_num FROM (%s) v"
                                                  % union))
@@ -112,14 +122,15 @@ def sql(dsn, *stmts):
 
 def tenant_state(dsn, tenant):
     """(version rows or None, {revision: [pid, ...]}) of one tenant schema."""
-    has_v, has_r = sql(dsn, "SELECT to_regclass('\"%s\".alembic_version'), "
-                            "to_regclass('\"%s\".migration_runs')" % (tenant, tenant))[0]
+    lit = qi(tenant).replace("'", "''")
+    has_v, has_r = sql(dsn, "SELECT to_regclass('%s.alembic_version'), "
+                            "to_regclass('%s.migration_runs')" % (lit, lit))[0]
     version = sorted(r[0] for r in sql(
-        dsn, 'SELECT version_num FROM "%s".alembic_version' % tenant)) if has_v else None
+        dsn, 'SELECT version_num FROM %s.alembic_version' % qi(tenant))) if has_v else None
     runs = {}
     if has_r:
-        for rev, pid in sql(dsn, 'SELECT revision, pid FROM "%s".migration_runs '
-                                 'ORDER BY at' % tenant):
+        for rev, pid in sql(dsn, 'SELECT revision, pid FROM %s.migration_runs '
+                                 'ORDER BY at' % qi(tenant)):
             runs.setdefault(rev, []).append(pid)
     return version, runs
 
@@ -189,7 +200,7 @@ def two_dbs(make_db, schemas):
     dbs = [make_db(), make_db()]
     for db in dbs:
         for s in schemas:
-            sql(db.dsn, 'CREATE SCHEMA "%s"' % s)
+            sql(db.dsn, 'CREATE SCHEMA %s' % qi(s))
     return dbs
 
 
@@ -227,16 +238,17 @@ def assert_no_lock(r, rows, seen, tenants):
 
 @pytest.mark.parametrize("style", sorted(SET_STYLES))
 def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path, style):
-    app = tenant_app(tmp_path, TENANTS, style)
-    db, ref = two_dbs(make_db, TENANTS)
+    tenants = TENANTS_FOR[style]
+    app = tenant_app(tmp_path, tenants, style)
+    db, ref = two_dbs(make_db, tenants)
     for d in (db, ref):
-        migrate_tenants(d.dsn, app, TENANTS)
-    r, plain, rows, seen = run_both("restart at head", db.dsn, ref.dsn, app,
-                                    {"TENANTS": ",".join(TENANTS)})
+        migrate_tenants(d.dsn, app, tenants)
+    r, plain, rows, seen = run_both("restart at head " + style, db.dsn, ref.dsn, app,
+                                    {"TENANTS": ",".join(tenants)})
     booted(r)
     assert plain.booted, plain.describe()
-    assert_no_lock(r, rows, seen, TENANTS)
-    for t in TENANTS:
+    assert_no_lock(r, rows, seen, tenants)
+    for t in tenants:
         v, runs = tenant_state(db.dsn, t)
         assert v == HEAD and all(len(p) == 1 for p in runs.values()), (t, runs)
     assert r.elapsed < max(2.0 * plain.elapsed, plain.elapsed + 3.0), (r.elapsed, plain.elapsed)
@@ -244,13 +256,14 @@ def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path, style):
 
 @pytest.mark.parametrize("style", sorted(SET_STYLES))
 def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style):
-    app = tenant_app(tmp_path, TENANTS, style)
-    db, ref = two_dbs(make_db, TENANTS)
-    env = {"TENANTS": ",".join(TENANTS), "MIGRATION_SLEEP": "0.4"}
-    r, plain, rows, _ = run_both("from empty", db.dsn, ref.dsn, app, env)
+    tenants = TENANTS_FOR[style]
+    app = tenant_app(tmp_path, tenants, style)
+    db, ref = two_dbs(make_db, tenants)
+    env = {"TENANTS": ",".join(tenants), "MIGRATION_SLEEP": "0.4"}
+    r, plain, rows, _ = run_both("from empty " + style, db.dsn, ref.dsn, app, env)
     booted(r)
     leaders = set()
-    for t in TENANTS:
+    for t in tenants:
         v, runs = tenant_state(db.dsn, t)
         assert v == HEAD, (t, v, r.describe())
         assert sorted(runs) == sorted(REVISIONS), (t, runs)
@@ -261,10 +274,10 @@ def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style):
     # exactly one leading line per tenant schema, each by a process that
     # migrated one: the design guarantees one leader per tenant, not per fleet
     lines = lead_lines(r)
-    assert len(lines) == len(TENANTS), (lines, r.describe())
+    assert len(lines) == len(tenants), (lines, r.describe())
     assert {p for p, _ in lines} == leaders, (lines, leaders)
-    assert len([e for e in rows if e["event"] == "leading"]) == len(TENANTS), rows
-    plain_runs = {t: tenant_state(ref.dsn, t)[1] for t in TENANTS}
+    assert len([e for e in rows if e["event"] == "leading"]) == len(tenants), rows
+    plain_runs = {t: tenant_state(ref.dsn, t)[1] for t in tenants}
     print("without the shim: booted=%s race errors=%d runs=%s"
           % (plain.booted, len(plain.race_errors()),
              {t: {k: len(v) for k, v in runs.items()} for t, runs in plain_runs.items()}))

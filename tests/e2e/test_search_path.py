@@ -254,14 +254,20 @@ def test_restart_at_head_takes_no_lock(make_db, migshim_lib, tmp_path, style):
     assert r.elapsed < max(2.0 * plain.elapsed, plain.elapsed + 3.0), (r.elapsed, plain.elapsed)
 
 
-@pytest.mark.parametrize("style", sorted(SET_STYLES))
-def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style):
+@pytest.mark.parametrize("style,lock", [("set", "xact"), ("set_config", "xact"),
+                                        ("set", "session")])
+def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style, lock):
     tenants = TENANTS_FOR[style]
     app = tenant_app(tmp_path, tenants, style)
     db, ref = two_dbs(make_db, tenants)
+    # each revision sleeps 0.4 s in its transaction: the 4 processes
+    # reach each tenant while a peer migrates it
     env = {"TENANTS": ",".join(tenants), "MIGRATION_SLEEP": "0.4"}
-    r, plain, rows, _ = run_both("from empty " + style, db.dsn, ref.dsn, app, env)
+    r, plain, rows, _ = run_both("from empty %s %s" % (style, lock), db.dsn, ref.dsn, app, env,
+                                 shim_env={"MIGSHIM_LOCK": lock})
     booted(r)
+    # the interleaving happened: some process waited for a peer's tenant
+    assert r.gate_lines("wait"), r.describe()
     leaders = set()
     for t in tenants:
         v, runs = tenant_state(db.dsn, t)

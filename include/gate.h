@@ -10,7 +10,7 @@
  *                                │                      └──one that only read──▶ DONE
  *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
- *                                └──no version table on its search_path, one in other schemas──▶ SCHEMA
+ *                                └──a version table in another schema than the one read──▶ SCHEMA
  *                                      SCHEMA ──Alembic statement, its schema behind: lock taken──▶ LEADING
  *                                      LEADING (per schema) ──that schema's table at target──▶ SCHEMA
  *
@@ -19,11 +19,13 @@
  * tenant schema; or options=-csearch_path=... in the conninfo).  The
  * first connection's read looks where that connection's search_path
  * finds the table (options included: the lock connection is made with
- * the same parameters, so it reads the same table).  When it finds none,
- * version_table_schema is not set (a schema set by the user is always
- * authoritative: none of this applies), and
- *  - some schema has a table of that name with a version_num column: the
- *    database is SCHEMA.  No lock at the first connection; SQLAlchemy's
+ * the same parameters, so it reads the same table).  With
+ * version_table_schema not set (a schema set by the user is always
+ * authoritative: none of this applies),
+ *  - when some other schema than the one read has a table of that name
+ *    with a version_num column (the same round trip says so), whether the
+ *    table read is absent, behind or at the target: the database is
+ *    SCHEMA.  No lock at the first connection; SQLAlchemy's
  *    has_table query of the table (the first thing Alembic's migration
  *    sends on it, before anything else in the transaction) and each of
  *    Alembic's own statements on it first read the table where that
@@ -40,7 +42,7 @@
  *    read it behind under the lock; a waiter goes on only when it reads it
  *    at the target.  The app's other statements on the table (a /ready
  *    read) cost nothing.
- *  - no schema has one (a fresh deploy): lead or wait as always.  A
+ *  - else, the table read absent (a fresh deploy): lead or wait as always.  A
  *    leader's first unqualified Alembic statement on the table is resolved
  *    the same way; in a schema other than the first connection's, the lead
  *    follows that schema's table, the database becomes SCHEMA after it,

@@ -42,6 +42,11 @@ struct server_id {
     char db[CONFIG_NAME_MAX];   /* current_database()                       */
     char cluster[48];           /* pg_postmaster_start_time(): one per server */
     bool standby;               /* pg_is_in_recovery()                      */
+    char home[CONFIG_NAME_MAX]; /* current_schema() ("" when none)          */
+    bool vt_elsewhere;          /* another schema than the one read has a
+                                   table of the version table's name with a
+                                   version_num column (always false for
+                                   another tool's read)                     */
 };
 
 /* The key: lock_key if set, else a hash of database, schema, table. */
@@ -76,7 +81,9 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
  * long transaction it can keep answering "absent" after a peer created the
  * table).  The gate's one added round trip on the app's new connection.
  * With `id`, the same round trip also says which server and database it
- * reached.
+ * reached, the session's current_schema(), and whether a schema other
+ * than the one read has a table of the version table's name with a
+ * version_num column (per-schema version tables: gate.h).
  */
 /* The same for the version table `schema`.`table` ("" schema: the
  * search_path's): the table a leader learned from its migration's
@@ -104,16 +111,6 @@ bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct co
  */
 bool lock_resolve_versions(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
                            size_t ssz, struct versions *out, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
-
-/*
- * For a connection whose search_path has no table `table`: `home`, its
- * current_schema() ("" when none), and `elsewhere`: whether some schema
- * of the database holds a table of that name with a version_num column
- * (per-schema version tables).  One round trip.  False on failure.
- */
-bool lock_vt_home(const struct pq_api *pq, PGconn *c, const char *table, char *home,
-                  size_t hsz, bool *elsewhere, char *err, size_t errsz)
     __attribute__((warn_unused_result));
 
 enum lock_result {

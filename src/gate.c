@@ -1021,36 +1021,31 @@ static bool decided(struct gdb *g, const PGconn *pg)
  * Per-schema version tables.  The first connection's read looks for the
  * version table where that connection's search_path finds it; an app that
  * sets search_path later (Alembic's multi-tenant recipe: SET search_path in
- * env.py, one version table per tenant schema) keeps it elsewhere.  When
- * that read finds no table, version_table_schema is not set, and some
- * schema of the database has a table of that name with a version_num
- * column, the database is decided per statement (G_SCHEMA, schema_decide);
- * when no schema has one (a fresh deploy), the process leads or waits as
- * usual, and a leader's first version-table statement says which schema
- * its migration is about (lead_resolve).
+ * env.py, one version table per tenant schema) keeps its tables elsewhere.
+ * With version_table_schema not set, when the same round trip says that
+ * another schema has a table of that name with a version_num column
+ * (id->vt_elsewhere), the database is decided per statement (G_SCHEMA,
+ * schema_decide), whether the table read is absent, behind or at the
+ * target (a new tenant next to an at-head shared one is still serialized).
+ * When no other schema has one (a fresh deploy), the process leads or
+ * waits as usual; with the table absent, the leader's first statement on
+ * it says which schema its migration is about (lead_resolve, sp.home).
  */
-static bool schema_mode(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
-                        const struct versions *v)
+static bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id *id)
 {
     const struct config *cfg = shim_config();
-    char err[256];
-    bool elsewhere;
-    if (django_mode || v->present || cfg->version_table_schema[0])
+    if (django_mode || cfg->version_table_schema[0])
         return false;
-    if (!lock_vt_home(&copy->api, pg, cfg->version_table, g->sp.home, sizeof g->sp.home,
-                      &elsewhere, err, sizeof err)) {
-        log_warn("database \"%s\": cannot look for the version table \"%s\" in other schemas "
-                 "(%s); gating as if there were none", g->name, cfg->version_table, err);
-        return false;
+    if (!v->present) {
+        g->sp.home_known = true;
+        snprintf(g->sp.home, sizeof g->sp.home, "%s", id->home);
     }
-    g->sp.home_known = true;
-    if (!elsewhere)
+    if (!id->vt_elsewhere)
         return false;
     g->sp.on = true;
-    log_debug("database \"%s\": no \"%s\" on this connection's search_path (schema \"%s\"), but "
-              "other schemas have one: deciding at each of the app's version-table statements, "
-              "in the schema its session resolves the table to",
-              g->name, cfg->version_table, g->sp.home);
+    log_debug("database \"%s\": other schemas than this connection's (\"%s\") have a \"%s\" "
+              "table: deciding at each of the migration's statements on it, in the schema its "
+              "session resolves the table to", g->name, id->home, cfg->version_table);
     return true;
 }
 
@@ -1147,7 +1142,9 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     } else {
         enum cmp c = compare(&v);
         describe(&v, revs, sizeof revs);
-        if (c == AT_TARGET) {
+        if (c != AHEAD && cfg->lock != LOCK_OFF && schema_mode(g, &v, &id)) {
+            next = G_SCHEMA;
+        } else if (c == AT_TARGET) {
             NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
         } else if (c == AHEAD) {
             NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
@@ -1156,8 +1153,6 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
             NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
                      db, revs, django_mode ? "" : ", the race guard watches");
             next = django_mode ? G_DONE : G_UNGATED;
-        } else if (schema_mode(copy, pg, g, &v)) {
-            next = G_SCHEMA;
         } else {
             enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
             if (o == OUT_UNGATED || o == OUT_LAPSED) {

@@ -197,7 +197,7 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
             }
         }
     }
-    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 4 : 1)) {
+    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 6 : 1)) {
         if (sqlstate) {
             const char *st = bad ? pq->PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
             snprintf(sqlstate, 6, "%s", st ? st : "");
@@ -216,6 +216,9 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
         snprintf(id->db, sizeof id->db, "%s", pq->PQgetvalue(r, 0, 1));
         snprintf(id->cluster, sizeof id->cluster, "%s", pq->PQgetvalue(r, 0, 2));
         id->standby = strcmp(pq->PQgetvalue(r, 0, 3), "t") == 0;
+        snprintf(id->home, sizeof id->home, "%s",
+                 pq->PQgetisnull(r, 0, 4) ? "" : pq->PQgetvalue(r, 0, 4));
+        id->vt_elsewhere = strcmp(pq->PQgetvalue(r, 0, 5), "t") == 0;
     }
     pq->PQclear(r);
     return true;
@@ -285,21 +288,34 @@ static char *read_idle_sql(const struct config *cfg, bool with_id)
 {
     const char *id = with_id ? ID_COLS : "";
     if (read_expr) {
-        size_t n = strlen(read_expr) + strlen(id) + 16;
+        size_t n = strlen(read_expr) + strlen(id) + 64;
         char *sql = malloc(n);
         if (sql)
-            snprintf(sql, n, "SELECT %s%s", read_expr, id);
+            snprintf(sql, n, "SELECT %s%s%s", read_expr, id,
+                     with_id ? ", pg_catalog.current_schema(), false" : "");
         return sql;
     }
-    char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24];
+    char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24], ln[2 * CONFIG_NAME_MAX + 8];
     table_sql(cfg, table, sizeof table);
     quote_literal(table, lt, sizeof lt);
-    size_t n = 16 * CONFIG_NAME_MAX + 320;
+    quote_literal(cfg->version_table, ln, sizeof ln);
+    /* with the server's identity, the session's current_schema() and
+     * whether a table of that name with a version_num column exists in a
+     * schema other than the one read (per-schema version tables, gate.h) */
+    char where[sizeof lt + sizeof ln + 320] = "";
+    if (with_id)
+        snprintf(where, sizeof where,
+                 ", pg_catalog.current_schema(), EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+                 "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = %s AND "
+                 "c.relkind IN ('r', 'p') AND a.attname = 'version_num' AND NOT a.attisdropped "
+                 "AND c.oid IS DISTINCT FROM pg_catalog.to_regclass(%s))",
+                 ln, lt);
+    size_t n = sizeof lt + sizeof where + 320;
     char *sql = malloc(n);
     if (sql)
         snprintf(sql, n,
-                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s",
-                 lt, id);
+                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s%s",
+                 lt, id, where);
     return sql;
 }
 
@@ -898,30 +914,6 @@ static PGresult *one_row(const struct pq_api *pq, PGconn *c, const char *sql, in
     if (in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
         run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
     return NULL;
-}
-
-bool lock_vt_home(const struct pq_api *pq, PGconn *c, const char *table, char *home,
-                  size_t hsz, bool *elsewhere, char *err, size_t errsz)
-{
-    char lt[2 * CONFIG_NAME_MAX + 8];
-    quote_literal(table, lt, sizeof lt);
-    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
-    char sql[sizeof lt + 512];
-    snprintf(sql, sizeof sql,
-             "%sSELECT pg_catalog.current_schema(), EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
-             "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = %s "
-             "AND c.relkind IN ('r', 'p') AND a.attname = 'version_num' AND NOT a.attisdropped)%s",
-             in_txn ? SP_OPEN : "", lt, in_txn ? SP_CLOSE : "");
-    home[0] = '\0';
-    *elsewhere = false;
-    PGresult *r = one_row(pq, c, sql, 2, in_txn, err, errsz);
-    if (!r)
-        return false;
-    if (!pq->PQgetisnull(r, 0, 0))
-        snprintf(home, hsz, "%s", pq->PQgetvalue(r, 0, 0));
-    *elsewhere = strcmp(pq->PQgetvalue(r, 0, 1), "t") == 0;
-    pq->PQclear(r);
-    return true;
 }
 
 bool lock_resolve_versions(const struct pq_api *pq, PGconn *c, const char *table, char *schema,

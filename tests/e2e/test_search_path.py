@@ -289,26 +289,32 @@ def test_from_empty_each_tenant_once(make_db, migshim_lib, tmp_path, style, lock
              {t: {k: len(v) for k, v in runs.items()} for t, runs in plain_runs.items()}))
 
 
-def test_new_tenant_in_at_head_database(make_db, migshim_lib, tmp_path):
-    app = tenant_app(tmp_path, TENANTS)
+@pytest.mark.parametrize("shared", [False, True], ids=["tenants-only", "shared-public"])
+def test_new_tenant_in_at_head_database(make_db, migshim_lib, tmp_path, shared):
+    # shared-public: "public" is migrated like a tenant too, so the first
+    # connection's read (search_path: public) finds a table at head there
+    tenants = (["public"] if shared else []) + TENANTS
+    old, new = tenants[:-1], tenants[-1]
+    app = tenant_app(tmp_path, tenants)
     db, ref = two_dbs(make_db, TENANTS)
     for d in (db, ref):
-        migrate_tenants(d.dsn, app, TENANTS[:2])
-    before = {t: tenant_state(db.dsn, t)[1] for t in TENANTS[:2]}
-    env = {"TENANTS": ",".join(TENANTS), "MIGRATION_SLEEP": "0.4"}
-    r, plain, rows, _ = run_both("new tenant", db.dsn, ref.dsn, app, env)
+        migrate_tenants(d.dsn, app, old)
+    before = {t: tenant_state(db.dsn, t)[1] for t in old}
+    env = {"TENANTS": ",".join(tenants), "MIGRATION_SLEEP": "0.4"}
+    r, plain, rows, _ = run_both("new tenant" + (" shared" if shared else ""), db.dsn, ref.dsn,
+                                 app, env)
     booted(r)
-    for t in TENANTS[:2]:
+    for t in old:
         assert tenant_state(db.dsn, t) == (HEAD, before[t]), t
-    v, runs = tenant_state(db.dsn, TENANTS[2])
+    v, runs = tenant_state(db.dsn, new)
     assert v == HEAD and sorted(runs) == sorted(REVISIONS), (v, runs)
     assert all(len(p) == 1 for p in runs.values()), (runs, r.describe())
     lines = lead_lines(r)
-    assert len(lines) == 1 and '"%s"' % TENANTS[2] in lines[0][1], (lines, r.describe())
+    assert len(lines) == 1 and '"%s"' % new in lines[0][1], (lines, r.describe())
     assert {p for p in runs.values() for p in p} == {lines[0][0]}, (runs, lines)
     # nobody waited on the at-head tenants: one at_head event per process for each
     at_head = sorted({(e["pid"], e["detail"]) for e in rows if e["event"] == "at_head"})
-    for t in TENANTS[:2]:
+    for t in old:
         assert sorted(p for p, d in at_head if d == '"%s"."alembic_version"' % t) \
             == sorted(r.worker_pids), (t, at_head)
 

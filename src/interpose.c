@@ -185,22 +185,13 @@ static inline bool from_copy(const struct pq_copy *c, const void *ra)
         }                                                                                      \
     } while (0)
 
-/* fn##_text's body: a statement that does not name the version table runs
- * at once (a tail call); one that does takes the slow path, and so does a
+/* fn##_text's body: a statement that does not name the version table
+ * (`clean`: text_clean, or params_clean for one with parameters) runs at
+ * once (a tail call); one that does takes the slow path, and so does a
  * call that finds no sole copy any more (a second libpq was loaded). */
-#define TEXT_ONLY(fn, sql, slow_call, ...)                                                     \
+#define CLEAN_ONLY(fn, clean, slow_call, ...)                                                  \
     do {                                                                                       \
-        if (__builtin_expect(text_clean(sql), 1)) {                                            \
-            const struct pq_copy *c_ = resolve_sole_copy();                                    \
-            if (__builtin_expect(c_ != NULL, 1))                                               \
-                return c_->api.fn(__VA_ARGS__);                                                \
-        }                                                                                      \
-        return slow_call;                                                                      \
-    } while (0)
-/* The same for a statement with parameters (params_clean). */
-#define PARAMS_ONLY(fn, sql, np, vals, fmts, slow_call, ...)                                   \
-    do {                                                                                       \
-        if (__builtin_expect(params_clean(sql, np, vals, fmts), 1)) {                          \
+        if (__builtin_expect(clean, 1)) {                                                      \
             const struct pq_copy *c_ = resolve_sole_copy();                                    \
             if (__builtin_expect(c_ != NULL, 1))                                               \
                 return c_->api.fn(__VA_ARGS__);                                                \
@@ -391,7 +382,7 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
 
 SLOW PGresult *PQexec_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(PQexec, query, PQexec_slow(conn, query, ra), conn, query);
+    CLEAN_ONLY(PQexec, text_clean(query), PQexec_slow(conn, query, ra), conn, query);
 }
 
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
@@ -422,7 +413,7 @@ SLOW PGresult *PQexecParams_text(PGconn *conn, const char *command,
                                  const char *const *paramValues, const int *paramLengths,
                                  const int *paramFormats, int resultFormat, const void *ra)
 {
-    PARAMS_ONLY(PQexecParams, command, nParams, paramValues, paramFormats,
+    CLEAN_ONLY(PQexecParams, params_clean(command, nParams, paramValues, paramFormats),
               PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths,
                                 paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
@@ -498,7 +489,7 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
 
 SLOW int PQsendQuery_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(PQsendQuery, query, PQsendQuery_slow(conn, query, ra), conn, query);
+    CLEAN_ONLY(PQsendQuery, text_clean(query), PQsendQuery_slow(conn, query, ra), conn, query);
 }
 
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
@@ -529,7 +520,7 @@ SLOW int PQsendQueryParams_text(PGconn *conn, const char *command,
                                 const char *const *paramValues, const int *paramLengths,
                                 const int *paramFormats, int resultFormat, const void *ra)
 {
-    PARAMS_ONLY(PQsendQueryParams, command, nParams, paramValues, paramFormats,
+    CLEAN_ONLY(PQsendQueryParams, params_clean(command, nParams, paramValues, paramFormats),
               PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues,
                                      paramLengths, paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,

@@ -427,17 +427,26 @@ static bool pg3_savepoint(const struct token *t)
 
 static void lexer_init(struct lexer *lx, const char *sql, bool *truncated);
 
-bool sqlclass_probe(const char *sql)
+/* Start lexing `sql` as a whole (NULL, or longer than the scan limit:
+ * false, nothing is guessed), the lexer at its first token. */
+static bool lex_whole(const char *sql, struct lexer *lx, struct token *t)
 {
+    bool truncated;
     if (!sql)
         return false;
-    struct lexer lx;
-    bool truncated;
-    lexer_init(&lx, sql, &truncated);
+    lexer_init(lx, sql, &truncated);
     if (truncated)
         return false;
+    next(lx, t);
+    return true;
+}
+
+bool sqlclass_probe(const char *sql)
+{
+    struct lexer lx;
     struct token t;
-    next(&lx, &t);
+    if (!lex_whole(sql, &lx, &t))
+        return false;
     if (eat(&lx, &t, "show")) { /* SHOW reads one setting: nothing else */
         if (t.type != T_WORD)
             return false;
@@ -445,14 +454,7 @@ bool sqlclass_probe(const char *sql)
             ;
         return at_end(&lx, &t);
     }
-    if (eat(&lx, &t, "savepoint")) {
-        if (!pg3_savepoint(&t))
-            return false;
-        next(&lx, &t);
-        return at_end(&lx, &t);
-    }
-    if (eat(&lx, &t, "release")) {
-        eat(&lx, &t, "savepoint");
+    if (eat(&lx, &t, "savepoint") || (eat(&lx, &t, "release") && (eat(&lx, &t, "savepoint"), true))) {
         if (!pg3_savepoint(&t))
             return false;
         next(&lx, &t);
@@ -468,15 +470,10 @@ bool sqlclass_probe(const char *sql)
 
 bool sqlclass_begin(const char *sql)
 {
-    if (!sql)
-        return false;
     struct lexer lx;
-    bool truncated;
-    lexer_init(&lx, sql, &truncated);
-    if (truncated)
-        return false;
     struct token t;
-    next(&lx, &t);
+    if (!lex_whole(sql, &lx, &t))
+        return false;
     if (eat(&lx, &t, "start")) {
         if (!eat(&lx, &t, "transaction"))
             return false;
@@ -860,15 +857,10 @@ enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz)
 
 bool sqlclass_tablefree(const char *sql)
 {
-    if (!sql)
-        return false;
     struct lexer lx;
-    bool truncated;
-    lexer_init(&lx, sql, &truncated);
-    if (truncated)
-        return false;
     struct token t;
-    next(&lx, &t);
+    if (!lex_whole(sql, &lx, &t))
+        return false;
     bool select = is_word(&t, "select");
     if (!select && !is_word(&t, "show") && !is_word(&t, "set") && !is_word(&t, "reset"))
         return false;

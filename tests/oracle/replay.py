@@ -99,7 +99,7 @@ def main():
     from runner import BEFORE, BEFORE_CHECK
 
     def pg3(q):  # runner.py's :w for psycopg 3
-        return q.replace(":w", "%(w)s").replace(":b", "%(b)s")
+        return re.sub(r"(?<![:\w]):([wb])\b", r"%(\1)s", q)
 
     def check_before():
         """Once, just before the migration's transaction commits."""

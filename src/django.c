@@ -3,6 +3,7 @@
  */
 #include "django.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "heads.h"
 #include "log.h"
@@ -347,25 +349,195 @@ static bool cache_dir_ok(const char *file)
 
 /* --- asking Python ----------------------------------------------------------------------- */
 
-/* The interpreter: the configured one, else this process's own when it is
- * a Python, else python3 from PATH. */
-static void pick_python(const char *python, char *out, size_t n)
+/* Does `path` resolve (symlinks followed) to the file `exe`? */
+static bool resolves_to(const char *path, const char *exe)
 {
-    if (python && python[0]) {
-        snprintf(out, n, "%s", python);
+    char real[PATH_MAX];
+    return exe && exe[0] && realpath(path, real) && strcmp(real, exe) == 0;
+}
+
+/* The venv around an interpreter path: pyvenv.cfg beside it or one folder
+ * up (as Python looks), written into `cfg`; false when there is none. */
+static bool venv_of(const char *py, char *cfg, size_t n)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", py);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return false;
+        *slash = '\0';
+        int w = snprintf(cfg, n, "%s/pyvenv.cfg", dir[0] ? dir : "");
+        if (w > 0 && (size_t)w < n && access(cfg, R_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* argv[0] as Python makes it its executable: with a slash, against `cwd`;
+ * without, the first executable PATH entry.  False when there is none. */
+static bool argv0_path(const struct django_python_facts *f, char *out, size_t n)
+{
+    const char *a = f->argv0;
+    if (!a || !a[0])
+        return false;
+    if (strchr(a, '/')) {
+        int w = a[0] == '/' || !f->cwd ? snprintf(out, n, "%s", a)
+                                       : snprintf(out, n, "%s/%s", f->cwd, a);
+        return w > 0 && (size_t)w < n;
+    }
+    const char *p = f->path && f->path[0] ? f->path : "/usr/local/bin:/usr/bin:/bin";
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        int w = len ? snprintf(out, n, "%.*s/%s", (int)len, p, a)
+                    : (f->cwd ? snprintf(out, n, "%s/%s", f->cwd, a) : -1);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
+            return true;
+        p += len + (colon ? 1 : 0);
+    }
+    return false;
+}
+
+/* <dir>/bin/python3, else <dir>/bin/python: the first that is executable
+ * and, with `exe`, resolves to it. */
+static bool bin_python(const char *dir, const char *exe, char *out, size_t n)
+{
+    static const char *const names[] = {"python3", "python"};
+    if (!dir || !dir[0])
+        return false;
+    for (size_t i = 0; i < 2; i++) {
+        int w = snprintf(out, n, "%s/bin/%s", dir, names[i]);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0 && (!exe || resolves_to(out, exe)))
+            return true;
+    }
+    return false;
+}
+
+static bool is_python_name(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return strncmp(base ? base + 1 : path, "python", 6) == 0;
+}
+
+void django_choose_python(const struct django_python_facts *f, char *out, size_t n, char *why,
+                          size_t whysz)
+{
+    char cand[PATH_MAX], cfg[PATH_MAX + 16];
+    if (f->configured && f->configured[0]) {
+        snprintf(out, n, "%s", f->configured);
+        snprintf(why, whysz, "django_python");
         return;
     }
-    char exe[PATH_MAX];
-    ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (r > 0) {
-        exe[r] = '\0';
-        const char *base = strrchr(exe, '/');
-        if (strncmp(base ? base + 1 : exe, "python", 6) == 0) {
-            snprintf(out, n, "%s", exe);
-            return;
-        }
+    bool python = f->exe && f->exe[0] == '/' && is_python_name(f->exe);
+    const char *how = NULL;
+    if (python && argv0_path(f, cand, sizeof cand) && resolves_to(cand, f->exe))
+        how = "argv[0] as invoked";
+    else if (python && bin_python(f->sys_prefix, f->exe, cand, sizeof cand))
+        how = "sys.prefix";
+    else if (python && bin_python(f->virtual_env, f->exe, cand, sizeof cand))
+        how = "VIRTUAL_ENV";
+    if (how) {
+        snprintf(out, n, "%s", cand);
+        if (venv_of(cand, cfg, sizeof cfg))
+            snprintf(why, whysz, "%s; a virtualenv: %s", how, cfg);
+        else
+            snprintf(why, whysz, "%s; no virtualenv", how);
+        return;
+    }
+    if (python) {
+        snprintf(out, n, "%s", f->exe);
+        snprintf(why, whysz, "this process's interpreter (argv[0] %s is not it)",
+                 f->argv0 && f->argv0[0] ? f->argv0 : "empty");
+        return;
+    }
+    if (bin_python(f->virtual_env, NULL, cand, sizeof cand))
+        how = "VIRTUAL_ENV; this process is no Python";
+    else if (bin_python(f->sys_prefix, NULL, cand, sizeof cand))
+        how = "sys.prefix; this process is no Python";
+    if (how) {
+        snprintf(out, n, "%s", cand);
+        snprintf(why, whysz, "%s", how);
+        return;
     }
     snprintf(out, n, "python3");
+    snprintf(why, whysz, "python3 from PATH; this process is no Python");
+}
+
+/* wchar_t (Python's path strings) to bytes: UTF-8, with Python's
+ * surrogateescape (U+DC80..U+DCFF stand for the bytes 0x80..0xFF).  False
+ * when it does not fit. */
+static bool wide_to_bytes(const wchar_t *w, char *out, size_t n)
+{
+    size_t o = 0;
+    for (; *w; w++) {
+        unsigned long c = (unsigned long)*w;
+        unsigned char b[4];
+        size_t k;
+        if (c >= 0xDC80 && c <= 0xDCFF) {
+            b[0] = (unsigned char)(c - 0xDC00), k = 1;
+        } else if (c < 0x80) {
+            b[0] = (unsigned char)c, k = 1;
+        } else if (c < 0x800) {
+            b[0] = (unsigned char)(0xC0 | (c >> 6)), b[1] = (unsigned char)(0x80 | (c & 0x3F)), k = 2;
+        } else if (c < 0x10000) {
+            b[0] = (unsigned char)(0xE0 | (c >> 12));
+            b[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[2] = (unsigned char)(0x80 | (c & 0x3F)), k = 3;
+        } else if (c < 0x110000) {
+            b[0] = (unsigned char)(0xF0 | (c >> 18));
+            b[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+            b[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[3] = (unsigned char)(0x80 | (c & 0x3F)), k = 4;
+        } else {
+            return false;
+        }
+        if (o + k >= n)
+            return false;
+        memcpy(out + o, b, k);
+        o += k;
+    }
+    out[o] = '\0';
+    return o > 0;
+}
+
+/* The running Python's sys.prefix (a venv's folder in a venv), from its
+ * C API: Py_GetPrefix() only returns a string set at start-up (no GIL
+ * needed); it is absent from Pythons that dropped it (3.15), and from a
+ * process that is no Python. */
+static bool self_sys_prefix(char *out, size_t n)
+{
+    typedef wchar_t *get_prefix_fn(void);
+    get_prefix_fn *get = NULL;
+    void *sym = dlsym(RTLD_DEFAULT, "Py_GetPrefix");
+    memcpy(&get, &sym, sizeof get);
+    const wchar_t *w = get ? get() : NULL;
+    return w && wide_to_bytes(w, out, n);
+}
+
+/* The facts for this process, and the pick. */
+static void pick_python(const char *python, char *out, size_t n, char *why, size_t whysz)
+{
+    char exe[PATH_MAX] = "", args[PATH_MAX] = "", cwd[PATH_MAX], prefix[PATH_MAX];
+    ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[r > 0 ? r : 0] = '\0';
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t got = read(fd, args, sizeof args - 1);
+        args[got > 0 ? got : 0] = '\0'; /* argv[0]: up to its NUL */
+        close(fd);
+    }
+    struct django_python_facts f = {
+        .configured = python,
+        .argv0 = args,
+        .path = getenv("PATH"),
+        .cwd = getcwd(cwd, sizeof cwd) ? cwd : NULL,
+        .exe = exe,
+        .virtual_env = getenv("VIRTUAL_ENV"),
+        .sys_prefix = (!python || !python[0]) && self_sys_prefix(prefix, sizeof prefix) ? prefix
+                                                                                     : NULL,
+    };
+    django_choose_python(&f, out, n, why, whysz);
 }
 
 /* environ without the shim: LD_PRELOAD keeps every other library. */
@@ -422,8 +594,9 @@ static void last_line(const char *s, char *out, size_t n)
 
 char *django_compute(const char *python, const char *project, char *err, size_t errsz)
 {
-    char py[PATH_MAX], preload[8192];
-    pick_python(python, py, sizeof py);
+    char py[PATH_MAX], preload[8192], why[PATH_MAX + 64];
+    pick_python(python, py, sizeof py, why, sizeof why);
+    log_debug("Django target: listing the migrations with %s (%s)", py, why);
     int out[2], errp[2];
     if (pipe2(out, O_CLOEXEC) != 0) {
         snprintf(err, errsz, "pipe: %s", strerror(errno));
@@ -461,7 +634,7 @@ char *django_compute(const char *python, const char *project, char *err, size_t 
     close(out[1]);
     close(errp[1]);
     if (rc != 0) {
-        snprintf(err, errsz, "cannot run %s: %s", py, strerror(rc));
+        snprintf(err, errsz, "cannot run %s (%s): %s", py, why, strerror(rc));
         close(out[0]);
         close(errp[0]);
         return NULL;
@@ -529,10 +702,10 @@ char *django_compute(const char *python, const char *project, char *err, size_t 
         snprintf(err, errsz, oom ? "%s printed more than %d bytes" : "%s ran longer than %d s; killed", py,
                  oom ? TARGET_MAX : COMPUTE_TIMEOUT_MS / 1000);
     } else if (!h) {
-        char why[256];
-        last_line(buf[1] ? buf[1] : "", why, sizeof why);
-        snprintf(err, errsz, "%s could not list the migrations: %s", py,
-                 why[0] ? why : "no output");
+        char last[256];
+        last_line(buf[1] ? buf[1] : "", last, sizeof last);
+        snprintf(err, errsz, "%s (%s) could not list the migrations: %s", py, why,
+                 last[0] ? last : "no output");
     } else {
         text = strdup(h);
         if (!text)

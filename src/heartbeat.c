@@ -274,7 +274,11 @@ static void start(const char *what)
                  "applies while the shim waits or leads", f, strerror(errno));
         return;
     }
-    if (!touch(fd) || !start_ticker()) {
+    bool ok = touch(fd);
+    if (!ok)
+        log_warn("cannot touch Gunicorn's worker heartbeat file (%s): %s; Gunicorn's --timeout "
+                 "applies while the shim waits or leads", why, strerror(errno));
+    if (!ok || !start_ticker()) { /* (start_ticker logs its own failure) */
         close(fd);
         fd = -1;
         return;

@@ -81,7 +81,7 @@ struct django_python_facts {
     const char *cwd;         /* for an argv[0] with a slash that is relative    */
     const char *exe;         /* the binary running (/proc/self/exe, resolved)   */
     const char *virtual_env; /* VIRTUAL_ENV                                     */
-    const char *sys_prefix;  /* the running Python's sys.prefix, when known     */
+    const char *execfn;      /* the path execve() ran (getauxval(AT_EXECFN))    */
 };
 
 /*
@@ -94,13 +94,20 @@ struct django_python_facts {
  *   1. `configured`, as it is;
  *   2. argv[0] made absolute (against cwd, or searched in PATH when it has
  *      no slash, as Python does), when it resolves to `exe`;
- *   3. <sys_prefix>/bin/python3 (or python), when it resolves to `exe`
- *      (argv[0] rewritten, e.g. by setproctitle);
+ *   3. argv[0] rewritten (setproctitle: Gunicorn's "gunicorn: worker [app]"
+ *      when python3-setproctitle is installed): the path execve() ran, which
+ *      setproctitle leaves alone -- the interpreter itself, or a script
+ *      (bin/gunicorn) with python3 (or python) beside it -- when it resolves
+ *      to `exe`;
  *   4. <VIRTUAL_ENV>/bin/python3 (or python), when it resolves to `exe`;
  *   5. `exe` itself, when its name starts with "python";
  *   6. this process is no Python (the command line, an embedding server):
- *      <VIRTUAL_ENV>/bin/python3, else <sys_prefix>/bin/python3, when
- *      executable, else "python3" (searched in PATH by the spawn).
+ *      <VIRTUAL_ENV>/bin/python3 when executable, else "python3" (searched
+ *      in PATH by the spawn).
+ *
+ * (Not the running Python's Py_GetPrefix(): inside a venv it is the base
+ * interpreter's prefix -- site.py sets sys.prefix later, in Python -- and
+ * reading sys.prefix itself would need the GIL inside a libpq call.)
  *
  * Writes the path into `out` and one phrase saying why into `why` ("argv[0]
  * as invoked; a virtualenv: /v/pyvenv.cfg").  Reads the file system only

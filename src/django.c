@@ -3,7 +3,6 @@
  */
 #include "django.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -14,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <wchar.h>
 
 #include "heads.h"
 #include "log.h"
@@ -414,6 +413,33 @@ static bool bin_python(const char *dir, const char *exe, char *out, size_t n)
     return false;
 }
 
+/* The path execve() ran, when it is the interpreter, or a script with the
+ * interpreter beside it (a venv's bin/gunicorn): resolving to `exe`. */
+static bool execfn_python(const struct django_python_facts *f, char *out, size_t n)
+{
+    const char *x = f->execfn;
+    if (!x || !x[0])
+        return false;
+    char path[PATH_MAX];
+    int w = x[0] == '/' || !f->cwd ? snprintf(path, sizeof path, "%s", x)
+                                   : snprintf(path, sizeof path, "%s/%s", f->cwd, x);
+    if (w <= 0 || (size_t)w >= sizeof path)
+        return false;
+    if (resolves_to(path, f->exe)) {
+        snprintf(out, n, "%s", path);
+        return true;
+    }
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return false;
+    *slash = '\0';
+    char *bin = strrchr(path, '/'); /* <dir>/bin: bin_python takes <dir> */
+    if (!bin || strcmp(bin, "/bin") != 0)
+        return false;
+    *bin = '\0';
+    return bin_python(path[0] ? path : "/", f->exe, out, n);
+}
+
 static bool is_python_name(const char *path)
 {
     const char *base = strrchr(path, '/');
@@ -433,8 +459,8 @@ void django_choose_python(const struct django_python_facts *f, char *out, size_t
     const char *how = NULL;
     if (python && argv0_path(f, cand, sizeof cand) && resolves_to(cand, f->exe))
         how = "argv[0] as invoked";
-    else if (python && bin_python(f->sys_prefix, f->exe, cand, sizeof cand))
-        how = "sys.prefix";
+    else if (python && execfn_python(f, cand, sizeof cand))
+        how = "the path execve ran (AT_EXECFN)";
     else if (python && bin_python(f->virtual_env, f->exe, cand, sizeof cand))
         how = "VIRTUAL_ENV";
     if (how) {
@@ -453,8 +479,6 @@ void django_choose_python(const struct django_python_facts *f, char *out, size_t
     }
     if (bin_python(f->virtual_env, NULL, cand, sizeof cand))
         how = "VIRTUAL_ENV; this process is no Python";
-    else if (bin_python(f->sys_prefix, NULL, cand, sizeof cand))
-        how = "sys.prefix; this process is no Python";
     if (how) {
         snprintf(out, n, "%s", cand);
         snprintf(why, whysz, "%s", how);
@@ -464,61 +488,10 @@ void django_choose_python(const struct django_python_facts *f, char *out, size_t
     snprintf(why, whysz, "python3 from PATH; this process is no Python");
 }
 
-/* wchar_t (Python's path strings) to bytes: UTF-8, with Python's
- * surrogateescape (U+DC80..U+DCFF stand for the bytes 0x80..0xFF).  False
- * when it does not fit. */
-static bool wide_to_bytes(const wchar_t *w, char *out, size_t n)
-{
-    size_t o = 0;
-    for (; *w; w++) {
-        unsigned long c = (unsigned long)*w;
-        unsigned char b[4];
-        size_t k;
-        if (c >= 0xDC80 && c <= 0xDCFF) {
-            b[0] = (unsigned char)(c - 0xDC00), k = 1;
-        } else if (c < 0x80) {
-            b[0] = (unsigned char)c, k = 1;
-        } else if (c < 0x800) {
-            b[0] = (unsigned char)(0xC0 | (c >> 6)), b[1] = (unsigned char)(0x80 | (c & 0x3F)), k = 2;
-        } else if (c < 0x10000) {
-            b[0] = (unsigned char)(0xE0 | (c >> 12));
-            b[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            b[2] = (unsigned char)(0x80 | (c & 0x3F)), k = 3;
-        } else if (c < 0x110000) {
-            b[0] = (unsigned char)(0xF0 | (c >> 18));
-            b[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-            b[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            b[3] = (unsigned char)(0x80 | (c & 0x3F)), k = 4;
-        } else {
-            return false;
-        }
-        if (o + k >= n)
-            return false;
-        memcpy(out + o, b, k);
-        o += k;
-    }
-    out[o] = '\0';
-    return o > 0;
-}
-
-/* The running Python's sys.prefix (a venv's folder in a venv), from its
- * C API: Py_GetPrefix() only returns a string set at start-up (no GIL
- * needed); it is absent from Pythons that dropped it (3.15), and from a
- * process that is no Python. */
-static bool self_sys_prefix(char *out, size_t n)
-{
-    typedef wchar_t *get_prefix_fn(void);
-    get_prefix_fn *get = NULL;
-    void *sym = dlsym(RTLD_DEFAULT, "Py_GetPrefix");
-    memcpy(&get, &sym, sizeof get);
-    const wchar_t *w = get ? get() : NULL;
-    return w && wide_to_bytes(w, out, n);
-}
-
 /* The facts for this process, and the pick. */
 static void pick_python(const char *python, char *out, size_t n, char *why, size_t whysz)
 {
-    char exe[PATH_MAX] = "", args[PATH_MAX] = "", cwd[PATH_MAX], prefix[PATH_MAX];
+    char exe[PATH_MAX] = "", args[PATH_MAX] = "", cwd[PATH_MAX];
     ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[r > 0 ? r : 0] = '\0';
     int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
@@ -534,8 +507,7 @@ static void pick_python(const char *python, char *out, size_t n, char *why, size
         .cwd = getcwd(cwd, sizeof cwd) ? cwd : NULL,
         .exe = exe,
         .virtual_env = getenv("VIRTUAL_ENV"),
-        .sys_prefix = (!python || !python[0]) && self_sys_prefix(prefix, sizeof prefix) ? prefix
-                                                                                     : NULL,
+        .execfn = (const char *)getauxval(AT_EXECFN),
     };
     django_choose_python(&f, out, n, why, whysz);
 }

@@ -305,29 +305,42 @@ Test(django, the_base_interpreter_as_invoked_has_no_virtualenv)
     cr_assert_str_eq(why, "argv[0] as invoked; no virtualenv");
 }
 
-Test(django, a_rewritten_argv0_falls_back_to_sys_prefix_then_virtual_env)
+Test(django, a_rewritten_argv0_falls_back_to_the_path_execve_ran_then_virtual_env)
 {
     struct pyfix x;
     pyfix(&x);
-    char out[PATH_MAX], why[1024], want[1200];
-    /* setproctitle: "gunicorn: worker [app]" is not a path */
+    char out[PATH_MAX], why[1024], want[1200], script[700];
+    /* setproctitle: "gunicorn: worker [app]" is not a path; execve ran the
+     * venv's bin/gunicorn (#!<venv>/bin/python): its python3 beside it */
+    snprintf(script, sizeof script, "%s/bin/gunicorn", x.venv);
+    make_exec(script);
     struct django_python_facts f = {.argv0 = "gunicorn: worker [app]", .exe = x.exe,
-                                    .sys_prefix = x.venv, .virtual_env = x.other};
+                                    .execfn = script, .virtual_env = x.other};
     choose(&f, out, why);
     cr_assert_str_eq(out, x.vpy3);
-    snprintf(want, sizeof want, "sys.prefix; a virtualenv: %s", x.vcfg);
+    snprintf(want, sizeof want, "the path execve ran (AT_EXECFN); a virtualenv: %s", x.vcfg);
     cr_assert_str_eq(why, want);
 
+    /* execve ran the interpreter itself, by a relative path */
     f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
-                                     .virtual_env = x.venv};
+                                     .execfn = "venv/bin/python", .cwd = dir};
+    choose(&f, out, why);
+    snprintf(want, sizeof want, "%s/venv/bin/python", dir);
+    cr_assert_str_eq(out, want);
+
+    /* nothing of that: VIRTUAL_ENV, when it is this interpreter's */
+    f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
+                                     .execfn = "/usr/bin/env", .virtual_env = x.venv};
     choose(&f, out, why);
     cr_assert_str_eq(out, x.vpy3);
     snprintf(want, sizeof want, "VIRTUAL_ENV; a virtualenv: %s", x.vcfg);
     cr_assert_str_eq(why, want);
 
-    /* a VIRTUAL_ENV (or prefix) of another interpreter is not this process's */
+    /* a VIRTUAL_ENV (or a script's folder) of another interpreter is not this process's */
+    char other_script[700];
+    snprintf(other_script, sizeof other_script, "%s/bin/gunicorn", x.other);
     f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
-                                     .virtual_env = x.other, .sys_prefix = x.other};
+                                     .virtual_env = x.other, .execfn = other_script};
     choose(&f, out, why);
     cr_assert_str_eq(out, x.exe);
     cr_assert_str_eq(why, "this process's interpreter (argv[0] gunicorn: worker [app] is not it)");

@@ -62,7 +62,10 @@ struct config {
     enum tool tool;                   /* auto: Alembic's ini, else Django's settings */
     char django_target[PATH_MAX];     /* "" = .migshim-django.target in the project */
     double django_settle;             /* seconds idle before an in-process leader releases */
-    char django_python[PATH_MAX];     /* "" = the process's own Python, else python3 */
+    char django_python[PATH_MAX];     /* "" = the app's Python as invoked (django.h) */
+
+    /* a Gunicorn worker that waits or leads keeps its heartbeat (heartbeat.h) */
+    bool gunicorn_heartbeat;
 
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */

@@ -73,12 +73,56 @@ void django_target_path(const struct config *cfg, const char *project, char *out
  * not writable at run time in many images): /tmp/migshim-<uid>/django-<hash>.target. */
 void django_cache_path(const char *project, char *out, size_t n);
 
+/* What django_choose_python looks at; any field may be NULL or "". */
+struct django_python_facts {
+    const char *configured;  /* django_python                                   */
+    const char *argv0;       /* this process's argv[0], as invoked              */
+    const char *path;        /* PATH, to search an argv[0] without a slash      */
+    const char *cwd;         /* for an argv[0] with a slash that is relative    */
+    const char *exe;         /* the binary running (/proc/self/exe, resolved)   */
+    const char *virtual_env; /* VIRTUAL_ENV                                     */
+    const char *execfn;      /* the path execve() ran (getauxval(AT_EXECFN))    */
+};
+
 /*
- * Run the app's Python (`python`; "" = this process's own interpreter when
- * it is one, else python3 from PATH) to list the graph, with `project` on
- * sys.path, the shim removed from LD_PRELOAD and a timeout.  Returns the
- * target file's text (malloc'ed) or NULL with a one-line reason in err
- * (the last line of Python's error output).
+ * The interpreter that lists the graph: the one the app runs, with its
+ * virtualenv.  A venv's bin/python is a symlink (venv, virtualenv, uv,
+ * Poetry), so /proc/self/exe names the base interpreter, which lacks the
+ * venv's packages; Python finds its venv from the path it was invoked as
+ * (pyvenv.cfg beside it or one folder up), so that path is the answer:
+ *
+ *   1. `configured`, as it is;
+ *   2. argv[0] made absolute (against cwd, or searched in PATH when it has
+ *      no slash, as Python does), when it resolves to `exe`;
+ *   3. argv[0] rewritten (setproctitle: Gunicorn's "gunicorn: worker [app]"
+ *      when python3-setproctitle is installed): the path execve() ran, which
+ *      setproctitle leaves alone -- the interpreter itself, or a script
+ *      (bin/gunicorn) with python3 (or python) beside it -- when it resolves
+ *      to `exe`;
+ *   4. <VIRTUAL_ENV>/bin/python3 (or python), when it resolves to `exe`;
+ *   5. `exe` itself, when its name starts with "python";
+ *   6. this process is no Python (the command line, an embedding server):
+ *      <VIRTUAL_ENV>/bin/python3 when executable, else "python3" (searched
+ *      in PATH by the spawn).
+ *
+ * (Not the running Python's Py_GetPrefix(): inside a venv it is the base
+ * interpreter's prefix -- site.py sets sys.prefix later, in Python -- and
+ * reading sys.prefix itself would need the GIL inside a libpq call.)
+ *
+ * Writes the path into `out` and one phrase saying why into `why` ("argv[0]
+ * as invoked; a virtualenv: /v/pyvenv.cfg").  Reads the file system only
+ * (realpath, access): no process state.
+ */
+void django_choose_python(const struct django_python_facts *f, char *out, size_t n, char *why,
+                          size_t whysz);
+
+/*
+ * Run the app's Python (`python`; "" = django_choose_python's pick for
+ * this process, logged in one debug line) to list the graph, with
+ * `project` on sys.path, the shim removed from LD_PRELOAD and a timeout.
+ * Returns the target file's text (malloc'ed) or NULL with a one-line
+ * reason in err (the last line of Python's error output, and how the
+ * interpreter was chosen).
  */
 char *django_compute(const char *python, const char *project, char *err, size_t errsz);
 

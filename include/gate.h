@@ -55,24 +55,12 @@
  * name and proves a race against the configured table (gate_read_committed
  * is unchanged on purpose), which a per-schema database does not have on
  * that search_path: it proves nothing there, errors pass through, and a
- * learned schema never makes it map a statement.  Under server-side binding (psycopg 3 with SQLAlchemy 2)
- * the has_table query names no literal: the decision falls to Alembic's
- * CREATE TABLE, and a waiter whose schema's table a peer created during
- * its wait gets the DuplicateTable error (nothing runs twice: the CREATE
- * fails first).
- *
- * Django (tool = django): the state read is "which migrations of the app's
- * graph are not recorded in django_migrations" (django.h), the leader
- * keeps the lock to the end of its run -- process exit, or every node
- * recorded and the process idle for django_settle -- since post_migrate
- * races too, and the guard stays out (no UNGATED: DONE; a holder that
- * lapsed sends its waiters on as LAPSED, each taking the lock at its own
- * first statement on django_migrations).
- *
- * Other threads' first connections wait for DECIDING to end; connections
- * of a leading process never wait on their own process.  A forked child
- * of a LEADING/LAPSED process starts again from NEW (the lock connection
- * belongs to the parent).
+ * learned schema never makes it map a statement.  A has_table query whose
+ * schema is a bind parameter (psycopg 3's server-side binding with a
+ * schema; without one, pg_table_is_visible() says "the search_path's") is
+ * no decision point: the decision falls to Alembic's CREATE TABLE, and a
+ * waiter whose schema's table a peer created during its wait gets the
+ * DuplicateTable error (nothing runs twice: the CREATE fails first).
  */
 #ifndef MIGSHIM_GATE_H
 #define MIGSHIM_GATE_H

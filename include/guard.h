@@ -7,7 +7,10 @@
  * The rule (its proof is written above candidate() in src/guard.c): in a
  * transaction block that is one of Alembic's migrations (it sent Alembic's
  * own version-table statements, showed the version it started from, behind
- * this process's target, and wrote nothing of its own before), a DDL
+ * this process's target, and sent nothing before them but the read-only
+ * probes of SQLAlchemy and its drivers (sqlclass_probe: an allowlist of
+ * exact words; anything else first is the app's own work, which a
+ * rollback would destroy)), a DDL
  * statement failing with a race SQLSTATE (23505, 42P07, 42701, 42710,
  * 42P06, 42723), Alembic's version INSERT failing with 23505, or its
  * version UPDATE matching 0 rows, when the version table as committed now

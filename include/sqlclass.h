@@ -52,8 +52,10 @@ enum sql_kind {
     SQL_OTHER = 0,
     SQL_VT_CREATE,     /* CREATE TABLE <vt> (version_num ...                          */
     SQL_VT_READ,       /* SELECT <vt>.version_num FROM <vt>                           */
-    SQL_VT_EXISTS,     /* SELECT ... pg_class ... '<vt>' ...: SQLAlchemy's has_table
-                          (a query of pg_class naming the table as a literal)     */
+    SQL_VT_EXISTS,     /* SELECT ... pg_class ... '<vt>' ...: SQLAlchemy's has_table,
+                          a probe (sqlclass_probe) of pg_class naming the table as a
+                          literal, or comparing relname to a parameter $n (then
+                          value.param is n: the caller checks its value)          */
     SQL_VT_INSERT,     /* INSERT INTO <vt> (version_num) VALUES (v)
                           [RETURNING <vt>.version_num]                                 */
     SQL_VT_UPDATE,     /* UPDATE <vt> SET version_num=v WHERE <vt>.version_num = from  */
@@ -118,6 +120,30 @@ bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *tabl
  *                             s, sizeof s) -> true, s "t1"
  */
 bool sqlclass_has_table_schema(const char *sql, char *schema, size_t ssz);
+
+/*
+ * True when `sql` is exactly one read-only probe of the kind SQLAlchemy
+ * (1.4, 2.x) and its drivers send around a migration: the dialect's
+ * initialisation (select pg_catalog.version(), select current_schema(),
+ * SELECT CAST('test plain returns' AS VARCHAR(60)) AS anon_1, SHOW ...),
+ * has_table on pg_class (literal or parameter), psycopg2's hstore and
+ * psycopg 3's TypeInfo lookups with psycopg 3's own SAVEPOINT/RELEASE
+ * "_pg3_<n>" around them, a pool's "SELECT 1".  An allowlist of words
+ * (src/sqlclass.c, probe_words): any function, table or clause outside it
+ * -- "SELECT record_boot(1)", SELECT ... INTO, FOR UPDATE -- is not a probe.
+ * A probe leaves nothing behind that a rollback could lose.
+ *
+ *   sqlclass_probe("select current_schema()")  -> true
+ *   sqlclass_probe("SELECT record_boot(42)")    -> false
+ */
+bool sqlclass_probe(const char *sql);
+
+/*
+ * True when `sql` is exactly one BEGIN [WORK|TRANSACTION] or START
+ * TRANSACTION, with transaction modes only: it opens a transaction and
+ * does nothing in it.
+ */
+bool sqlclass_begin(const char *sql);
 
 /* "CREATE TABLE", "SELECT", "INSERT", "UPDATE", "DELETE" or "other". */
 const char *sqlclass_kind_name(enum sql_kind kind);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -347,25 +348,168 @@ static bool cache_dir_ok(const char *file)
 
 /* --- asking Python ----------------------------------------------------------------------- */
 
-/* The interpreter: the configured one, else this process's own when it is
- * a Python, else python3 from PATH. */
-static void pick_python(const char *python, char *out, size_t n)
+/* Does `path` resolve (symlinks followed) to the file `exe`? */
+static bool resolves_to(const char *path, const char *exe)
 {
-    if (python && python[0]) {
-        snprintf(out, n, "%s", python);
+    char real[PATH_MAX];
+    return exe && exe[0] && realpath(path, real) && strcmp(real, exe) == 0;
+}
+
+/* The venv around an interpreter path: pyvenv.cfg beside it or one folder
+ * up (as Python looks), written into `cfg`; false when there is none. */
+static bool venv_of(const char *py, char *cfg, size_t n)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", py);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return false;
+        *slash = '\0';
+        int w = snprintf(cfg, n, "%s/pyvenv.cfg", dir[0] ? dir : "");
+        if (w > 0 && (size_t)w < n && access(cfg, R_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* argv[0] as Python makes it its executable: with a slash, against `cwd`;
+ * without, the first executable PATH entry.  False when there is none. */
+static bool argv0_path(const struct django_python_facts *f, char *out, size_t n)
+{
+    const char *a = f->argv0;
+    if (!a || !a[0])
+        return false;
+    if (strchr(a, '/')) {
+        int w = a[0] == '/' || !f->cwd ? snprintf(out, n, "%s", a)
+                                       : snprintf(out, n, "%s/%s", f->cwd, a);
+        return w > 0 && (size_t)w < n;
+    }
+    const char *p = f->path && f->path[0] ? f->path : "/usr/local/bin:/usr/bin:/bin";
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        int w = len ? snprintf(out, n, "%.*s/%s", (int)len, p, a)
+                    : (f->cwd ? snprintf(out, n, "%s/%s", f->cwd, a) : -1);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
+            return true;
+        p += len + (colon ? 1 : 0);
+    }
+    return false;
+}
+
+/* <dir>/bin/python3, else <dir>/bin/python: the first that is executable
+ * and, with `exe`, resolves to it. */
+static bool bin_python(const char *dir, const char *exe, char *out, size_t n)
+{
+    static const char *const names[] = {"python3", "python"};
+    if (!dir || !dir[0])
+        return false;
+    for (size_t i = 0; i < 2; i++) {
+        int w = snprintf(out, n, "%s/bin/%s", dir, names[i]);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0 && (!exe || resolves_to(out, exe)))
+            return true;
+    }
+    return false;
+}
+
+/* The path execve() ran, when it is the interpreter, or a script with the
+ * interpreter beside it (a venv's bin/gunicorn): resolving to `exe`. */
+static bool execfn_python(const struct django_python_facts *f, char *out, size_t n)
+{
+    const char *x = f->execfn;
+    if (!x || !x[0])
+        return false;
+    char path[PATH_MAX];
+    int w = x[0] == '/' || !f->cwd ? snprintf(path, sizeof path, "%s", x)
+                                   : snprintf(path, sizeof path, "%s/%s", f->cwd, x);
+    if (w <= 0 || (size_t)w >= sizeof path)
+        return false;
+    if (resolves_to(path, f->exe)) {
+        snprintf(out, n, "%s", path);
+        return true;
+    }
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return false;
+    *slash = '\0';
+    char *bin = strrchr(path, '/'); /* <dir>/bin: bin_python takes <dir> */
+    if (!bin || strcmp(bin, "/bin") != 0)
+        return false;
+    *bin = '\0';
+    return bin_python(path[0] ? path : "/", f->exe, out, n);
+}
+
+static bool is_python_name(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return strncmp(base ? base + 1 : path, "python", 6) == 0;
+}
+
+void django_choose_python(const struct django_python_facts *f, char *out, size_t n, char *why,
+                          size_t whysz)
+{
+    char cand[PATH_MAX], cfg[PATH_MAX + 16];
+    if (f->configured && f->configured[0]) {
+        snprintf(out, n, "%s", f->configured);
+        snprintf(why, whysz, "django_python");
         return;
     }
-    char exe[PATH_MAX];
-    ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (r > 0) {
-        exe[r] = '\0';
-        const char *base = strrchr(exe, '/');
-        if (strncmp(base ? base + 1 : exe, "python", 6) == 0) {
-            snprintf(out, n, "%s", exe);
-            return;
-        }
+    bool python = f->exe && f->exe[0] == '/' && is_python_name(f->exe);
+    const char *how = NULL;
+    if (python && argv0_path(f, cand, sizeof cand) && resolves_to(cand, f->exe))
+        how = "argv[0] as invoked";
+    else if (python && execfn_python(f, cand, sizeof cand))
+        how = "the path execve ran (AT_EXECFN)";
+    else if (python && bin_python(f->virtual_env, f->exe, cand, sizeof cand))
+        how = "VIRTUAL_ENV";
+    if (how) {
+        snprintf(out, n, "%s", cand);
+        if (venv_of(cand, cfg, sizeof cfg))
+            snprintf(why, whysz, "%s; a virtualenv: %s", how, cfg);
+        else
+            snprintf(why, whysz, "%s; no virtualenv", how);
+        return;
+    }
+    if (python) {
+        snprintf(out, n, "%s", f->exe);
+        snprintf(why, whysz, "this process's interpreter (argv[0] %s is not it)",
+                 f->argv0 && f->argv0[0] ? f->argv0 : "empty");
+        return;
+    }
+    if (bin_python(f->virtual_env, NULL, cand, sizeof cand))
+        how = "VIRTUAL_ENV; this process is no Python";
+    if (how) {
+        snprintf(out, n, "%s", cand);
+        snprintf(why, whysz, "%s", how);
+        return;
     }
     snprintf(out, n, "python3");
+    snprintf(why, whysz, "python3 from PATH; this process is no Python");
+}
+
+/* The facts for this process, and the pick. */
+static void pick_python(const char *python, char *out, size_t n, char *why, size_t whysz)
+{
+    char exe[PATH_MAX] = "", args[PATH_MAX] = "", cwd[PATH_MAX];
+    ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[r > 0 ? r : 0] = '\0';
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t got = read(fd, args, sizeof args - 1);
+        args[got > 0 ? got : 0] = '\0'; /* argv[0]: up to its NUL */
+        close(fd);
+    }
+    struct django_python_facts f = {
+        .configured = python,
+        .argv0 = args,
+        .path = getenv("PATH"),
+        .cwd = getcwd(cwd, sizeof cwd) ? cwd : NULL,
+        .exe = exe,
+        .virtual_env = getenv("VIRTUAL_ENV"),
+        .execfn = (const char *)getauxval(AT_EXECFN),
+    };
+    django_choose_python(&f, out, n, why, whysz);
 }
 
 /* environ without the shim: LD_PRELOAD keeps every other library. */
@@ -422,8 +566,9 @@ static void last_line(const char *s, char *out, size_t n)
 
 char *django_compute(const char *python, const char *project, char *err, size_t errsz)
 {
-    char py[PATH_MAX], preload[8192];
-    pick_python(python, py, sizeof py);
+    char py[PATH_MAX], preload[8192], why[PATH_MAX + 64];
+    pick_python(python, py, sizeof py, why, sizeof why);
+    log_debug("Django target: listing the migrations with %s (%s)", py, why);
     int out[2], errp[2];
     if (pipe2(out, O_CLOEXEC) != 0) {
         snprintf(err, errsz, "pipe: %s", strerror(errno));
@@ -461,7 +606,7 @@ char *django_compute(const char *python, const char *project, char *err, size_t 
     close(out[1]);
     close(errp[1]);
     if (rc != 0) {
-        snprintf(err, errsz, "cannot run %s: %s", py, strerror(rc));
+        snprintf(err, errsz, "cannot run %s (%s): %s", py, why, strerror(rc));
         close(out[0]);
         close(errp[0]);
         return NULL;
@@ -529,10 +674,10 @@ char *django_compute(const char *python, const char *project, char *err, size_t 
         snprintf(err, errsz, oom ? "%s printed more than %d bytes" : "%s ran longer than %d s; killed", py,
                  oom ? TARGET_MAX : COMPUTE_TIMEOUT_MS / 1000);
     } else if (!h) {
-        char why[256];
-        last_line(buf[1] ? buf[1] : "", why, sizeof why);
-        snprintf(err, errsz, "%s could not list the migrations: %s", py,
-                 why[0] ? why : "no output");
+        char last[256];
+        last_line(buf[1] ? buf[1] : "", last, sizeof last);
+        snprintf(err, errsz, "%s (%s) could not list the migrations: %s", py, why,
+                 last[0] ? last : "no output");
     } else {
         text = strdup(h);
         if (!text)

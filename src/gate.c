@@ -21,6 +21,7 @@
 #include "django.h"
 #include "events.h"
 #include "guard.h"
+#include "heartbeat.h"
 #include "heads.h"
 #include "lock.h"
 #include "log.h"
@@ -336,6 +337,9 @@ static void set_state(struct gdb *g, enum gstate s)
         atomic_fetch_add(&gate_guarding, guarded(s) ? 1 : -1);
     if (watched(g->st) != watched(s))
         atomic_fetch_add(&gate_watching, watched(s) ? 1 : -1);
+    if ((g->st == G_LEADING) != (s == G_LEADING)) /* Gunicorn's worker timeout: heartbeat.h */
+        s == G_LEADING ? heartbeat_begin("leading the migration", shim_config()->hold_timeout)
+                       : heartbeat_end();
     g->st = s;
 }
 
@@ -967,7 +971,9 @@ static enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gd
                               const char *why, bool on_app, bool fresh)
 {
     waitsig_begin();
+    heartbeat_begin("waiting for the migration", 0); /* the wait ends by wait_timeout */
     enum outcome o = wait_steps(copy, app, g, why, on_app, fresh);
+    heartbeat_end();
     waitsig_end();
     return o;
 }

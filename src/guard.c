@@ -29,7 +29,6 @@
  */
 #include "guard.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -323,7 +322,10 @@ static PGresult *made_insert(const struct pq_api *pq, PGconn *pg, bool returning
  *   (b) that transaction is an Alembic migration: it sent one of Alembic's
  *       own version-table statements, and showed the version it started
  *       from (its CREATE TABLE of the version table: none; or its read of
- *       it), and that version is behind this process's target;
+ *       it), and that version is behind this process's target; and before
+ *       that first statement it sent only read-only probes (allowed_before:
+ *       an allowlist of exact words), so the rollback destroys nothing but
+ *       the migration's own work, which the peer's commit stands for;
  *   (c) the failing statement is DDL (CREATE/ALTER) with a race SQLSTATE,
  *       Alembic's version INSERT with 23505, or its version UPDATE matching
  *       0 rows -- never the app's own data statements;
@@ -477,24 +479,15 @@ static PGresult *judge(const struct pq_copy *c, PGconn *pg, struct gconn *g,
 
 /* --- watching a transaction ------------------------------------------------------------- */
 
-/* Statements that change nothing a rollback could lose: reads and
- * transaction control.  Anything else before a transaction's first
- * version-table statement is work of the app's own, which a mapping would
- * roll back behind its back. */
-static bool harmless(const char *sql)
-{
-    static const char *const words[] = {"select", "show", "set", "reset", "values", "table",
-                                        "begin", "start", "savepoint", "release", "rollback",
-                                        "fetch", "close", "declare", "discard", NULL};
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
-        sql++;
-    for (const char *const *w = words; *w; w++) {
-        size_t n = strlen(*w);
-        if (strncasecmp(sql, *w, n) == 0 && !isalnum((unsigned char)sql[n]) && sql[n] != '_')
-            return strncasecmp(sql, "select", 6) != 0 || !sqlclass_mentions(sql, "into");
-    }
-    return false;
-}
+/* The allowlist of what a transaction may have sent before its first
+ * version-table statement for a race in it to be answered (rule (b)):
+ * SQLAlchemy's and its drivers' read-only probes (sqlclass_probe), in
+ * their exact words.  Anything else -- a function call that writes, a
+ * setting, an advisory lock, a temporary table, NOTIFY, a prepared
+ * statement whose text is unknown -- is state the rollback would destroy
+ * behind the app's back: a SELECT can write, so no list of "harmless"
+ * statements could be complete. */
+static bool allowed_before(const struct pq_call *call) { return sqlclass_probe(call->sql); }
 
 /* The app's view of the version table after one of Alembic's writes. */
 static void apply_view(struct gconn *g, enum sql_kind kind, const char *value, const char *from)
@@ -537,8 +530,14 @@ static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
     PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
     memset(k, 0, sizeof *k);
     ddl[0] = g->value[0] = g->from[0] = '\0';
-    if (ts == PQTRANS_IDLE) /* a new transaction */
-        g->vt_txn = g->s0_known = g->view_done = g->own_work = false;
+    if (ts == PQTRANS_IDLE) { /* a new transaction */
+        g->vt_txn = g->s0_known = g->view_done = false;
+        /* A text that opens a transaction and works in it at once ("BEGIN;
+         * SELECT record_boot(1)" as one string) is the app's own work too:
+         * only a bare BEGIN (or a probe, which leaves none open) carries
+         * nothing into the transaction. */
+        g->own_work = !sqlclass_begin(call->sql) && !allowed_before(call);
+    }
     *in_txn = ts == PQTRANS_INTRANS;
     if (!*in_txn)
         return;
@@ -556,7 +555,13 @@ static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
             !vals)
             k->kind = SQL_OTHER;
     }
-    if (k->kind == SQL_OTHER && !g->vt_txn && !harmless(call->sql))
+    if (k->kind == SQL_VT_EXISTS && k->value.param) {
+        /* has_table with the name as a parameter: only the version table's */
+        char name[64];
+        if (!value_of(&k->value, call, name, sizeof name) || strcmp(name, cfg->version_table) != 0)
+            k->kind = SQL_OTHER;
+    }
+    if (k->kind == SQL_OTHER && !g->vt_txn && !allowed_before(call))
         g->own_work = true;
     if (k->kind != SQL_OTHER)
         g->vt_txn = true;

@@ -134,6 +134,29 @@ static inline bool text_clean(const char *sql)
     return sqlclass_too_short(len, &vt_name) || !sqlclass_mentions_name_len(sql, len, &vt_name);
 }
 
+/* Does a text parameter name the version table exactly?  SQLAlchemy 2.x's
+ * has_table through psycopg 3 sends "... relname = $1::VARCHAR ..." with
+ * the table's name as $1: a text that does not name the table may still
+ * ask for it.  Only an exact value counts (a parameter is a value, not
+ * SQL), so a long one costs one length-bounded compare. */
+static inline bool params_name_vt(int nparams, const char *const *values, const int *formats)
+{
+    if (nparams <= 0 || !values)
+        return false;
+    const char *vt = vt_name.name; /* (ready: text_clean or names_vt came first) */
+    for (int i = 0; i < nparams; i++)
+        if (values[i] && !(formats && formats[i]) && strcmp(values[i], vt) == 0)
+            return true;
+    return false;
+}
+
+/* As text_clean, for a statement with parameters. */
+static inline bool params_clean(const char *sql, int nparams, const char *const *values,
+                                const int *formats)
+{
+    return text_clean(sql) && !params_name_vt(nparams, values, formats);
+}
+
 /* A call made by libpq itself (PQexec -> PQsendQuery, PQexecFinish ->
  * PQgetResult): its return address lies inside copy `c`.  Its text was
  * the app's, already looked at (or it is libpq's own). */
@@ -162,12 +185,13 @@ static inline bool from_copy(const struct pq_copy *c, const void *ra)
         }                                                                                      \
     } while (0)
 
-/* fn##_text's body: a statement that does not name the version table runs
- * at once (a tail call); one that does takes the slow path, and so does a
+/* fn##_text's body: a statement that does not name the version table
+ * (`clean`: text_clean, or params_clean for one with parameters) runs at
+ * once (a tail call); one that does takes the slow path, and so does a
  * call that finds no sole copy any more (a second libpq was loaded). */
-#define TEXT_ONLY(fn, sql, slow_call, ...)                                                     \
+#define CLEAN_ONLY(fn, clean, slow_call, ...)                                                  \
     do {                                                                                       \
-        if (__builtin_expect(text_clean(sql), 1)) {                                            \
+        if (__builtin_expect(clean, 1)) {                                                      \
             const struct pq_copy *c_ = resolve_sole_copy();                                    \
             if (__builtin_expect(c_ != NULL, 1))                                               \
                 return c_->api.fn(__VA_ARGS__);                                                \
@@ -205,7 +229,8 @@ static inline bool watching(void)
  * once, by memchr). */
 static bool mentions_vt(struct pq_call *call)
 {
-    call->mentions_vt = call->sql && names_vt(call->sql);
+    call->mentions_vt = call->sql && (names_vt(call->sql) ||
+                                      params_name_vt(call->nparams, call->values, call->formats));
     return call->mentions_vt;
 }
 
@@ -357,7 +382,7 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
 
 SLOW PGresult *PQexec_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(PQexec, query, PQexec_slow(conn, query, ra), conn, query);
+    CLEAN_ONLY(PQexec, text_clean(query), PQexec_slow(conn, query, ra), conn, query);
 }
 
 EXPORT PGresult *PQexec(PGconn *conn, const char *query)
@@ -388,7 +413,7 @@ SLOW PGresult *PQexecParams_text(PGconn *conn, const char *command,
                                  const char *const *paramValues, const int *paramLengths,
                                  const int *paramFormats, int resultFormat, const void *ra)
 {
-    TEXT_ONLY(PQexecParams, command,
+    CLEAN_ONLY(PQexecParams, params_clean(command, nParams, paramValues, paramFormats),
               PQexecParams_slow(conn, command, nParams, paramTypes, paramValues, paramLengths,
                                 paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,
@@ -464,7 +489,7 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
 
 SLOW int PQsendQuery_text(PGconn *conn, const char *query, const void *ra)
 {
-    TEXT_ONLY(PQsendQuery, query, PQsendQuery_slow(conn, query, ra), conn, query);
+    CLEAN_ONLY(PQsendQuery, text_clean(query), PQsendQuery_slow(conn, query, ra), conn, query);
 }
 
 EXPORT int PQsendQuery(PGconn *conn, const char *query)
@@ -495,7 +520,7 @@ SLOW int PQsendQueryParams_text(PGconn *conn, const char *command,
                                 const char *const *paramValues, const int *paramLengths,
                                 const int *paramFormats, int resultFormat, const void *ra)
 {
-    TEXT_ONLY(PQsendQueryParams, command,
+    CLEAN_ONLY(PQsendQueryParams, params_clean(command, nParams, paramValues, paramFormats),
               PQsendQueryParams_slow(conn, command, nParams, paramTypes, paramValues,
                                      paramLengths, paramFormats, resultFormat, ra),
               conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats,

@@ -13,6 +13,7 @@
 #include "gate.h"
 #include "guard.h"
 #include "heads.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "ownconn.h"
 #include "resolve.h"
@@ -36,9 +37,11 @@ static void atfork_prepare(void)
     resolve_atfork_prepare();
     conn_atfork_prepare();
     ownconn_atfork_prepare();
+    heartbeat_atfork_prepare(); /* innermost: the gate calls in with its mutex held */
 }
 static void atfork_parent(void)
 {
+    heartbeat_atfork_parent();
     ownconn_atfork_parent();
     conn_atfork_parent();
     resolve_atfork_parent();
@@ -47,6 +50,7 @@ static void atfork_parent(void)
 }
 static void atfork_child(void)
 {
+    heartbeat_atfork_child();
     ownconn_atfork_child();
     conn_atfork_child();
     resolve_atfork_child();
@@ -84,6 +88,7 @@ static void shim_init(void)
         return;
     }
     log_set_level(cfg.log);
+    heartbeat_configure(cfg.gunicorn_heartbeat);
     log_debug("libmigshim.so %s: active in this process (configuration file: %s)", MIGSHIM_VERSION,
               cfg.file[0] ? cfg.file : "none");
     /* the version table the app's env.py names, where migshim's settings

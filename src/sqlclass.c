@@ -368,6 +368,137 @@ static bool eat_value(struct lexer *lx, struct token *t, struct sqlval *v)
     return true;
 }
 
+/* --- probes --------------------------------------------------------------------
+ *
+ * The words a read-only probe may use: what SQLAlchemy 1.4 and 2.x send
+ * to initialise a dialect and for has_table (through psycopg2, with
+ * literals, and psycopg 3, with parameters), psycopg2's hstore lookup,
+ * psycopg 3's TypeInfo fetch, and a pool's ping ("SELECT 1").  It is an
+ * allowlist: keywords that cannot write, the catalog tables and columns
+ * those statements read, and the built-in functions they call, each of
+ * which only reads.  A statement made of these words, literals,
+ * parameters and punctuation reads catalogs and nothing else; any other
+ * word (a function of the app's, a table of its own, INTO, FOR UPDATE, a
+ * quoted name) makes it something else.
+ */
+static const char *const probe_words[] = {
+    /* keywords */
+    "select", "from", "join", "inner", "left", "outer", "on", "where", "and", "or", "not", "as",
+    "cast", "any", "array", "is", "null", "in", "order", "by", "asc", "desc", "limit", "true",
+    "false", "distinct", "character", "varying",
+    /* catalogs, their columns, the aliases SQLAlchemy and the drivers give them */
+    "pg_catalog", "pg_class", "pg_namespace", "pg_type", "relname", "relnamespace", "relkind",
+    "oid", "nspname", "typname", "typnamespace", "typarray", "typdelim", "c", "n", "t", "ns",
+    "anon_1", "name", "array_oid", "delimiter",
+    /* types of casts */
+    "varchar", "text", "regtype", "integer", "int", "int4", "bool", "boolean",
+    /* built-in functions that only read */
+    "version", "current_schema", "pg_table_is_visible", "to_regtype", NULL};
+
+static bool probe_token(const struct token *t)
+{
+    switch (t->type) {
+    case T_STRING:
+    case T_PARAM: return true;
+    case T_PUNCT: /* digits, casts, comparisons, lists; never ';' inside */
+        return strchr("0123456789.,()[]=<>!:*", t->text[0]) != NULL;
+    case T_WORD:
+        if (t->too_long)
+            return false;
+        for (const char *const *w = probe_words; *w; w++)
+            if (strcmp(t->text, *w) == 0)
+                return true;
+        return false;
+    default: return false;
+    }
+}
+
+/* psycopg 3 wraps its own start-up lookups in SAVEPOINT "_pg3_<n>" and
+ * RELEASE "_pg3_<n>": a savepoint of that name, quoted as psycopg quotes it. */
+static bool pg3_savepoint(const struct token *t)
+{
+    if (t->type != T_QIDENT || t->too_long || strncmp(t->text, "_pg3_", 5) != 0 || !t->text[5])
+        return false;
+    for (const char *p = t->text + 5; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return false;
+    return true;
+}
+
+static void lexer_init(struct lexer *lx, const char *sql, bool *truncated);
+
+/* Start lexing `sql` as a whole (NULL, or longer than the scan limit:
+ * false, nothing is guessed), the lexer at its first token. */
+static bool lex_whole(const char *sql, struct lexer *lx, struct token *t)
+{
+    bool truncated;
+    if (!sql)
+        return false;
+    lexer_init(lx, sql, &truncated);
+    if (truncated)
+        return false;
+    next(lx, t);
+    return true;
+}
+
+bool sqlclass_probe(const char *sql)
+{
+    struct lexer lx;
+    struct token t;
+    if (!lex_whole(sql, &lx, &t))
+        return false;
+    if (eat(&lx, &t, "show")) { /* SHOW reads one setting: nothing else */
+        if (t.type != T_WORD)
+            return false;
+        for (; t.type == T_WORD; next(&lx, &t))
+            ;
+        return at_end(&lx, &t);
+    }
+    if (eat(&lx, &t, "savepoint") || (eat(&lx, &t, "release") && (eat(&lx, &t, "savepoint"), true))) {
+        if (!pg3_savepoint(&t))
+            return false;
+        next(&lx, &t);
+        return at_end(&lx, &t);
+    }
+    if (!eat(&lx, &t, "select"))
+        return false;
+    for (; t.type != T_END && !is_punct(&t, ';'); next(&lx, &t))
+        if (!probe_token(&t))
+            return false;
+    return at_end(&lx, &t);
+}
+
+bool sqlclass_begin(const char *sql)
+{
+    struct lexer lx;
+    struct token t;
+    if (!lex_whole(sql, &lx, &t))
+        return false;
+    if (eat(&lx, &t, "start")) {
+        if (!eat(&lx, &t, "transaction"))
+            return false;
+    } else if (eat(&lx, &t, "begin")) {
+        if (!eat(&lx, &t, "work"))
+            eat(&lx, &t, "transaction");
+    } else {
+        return false;
+    }
+    /* transaction modes: ISOLATION LEVEL ..., READ WRITE|ONLY, [NOT] DEFERRABLE */
+    static const char *const modes[] = {"isolation", "level",     "serializable", "repeatable",
+                                        "read",      "committed", "uncommitted",  "write",
+                                        "only",      "not",       "deferrable",   NULL};
+    for (; t.type != T_END && !is_punct(&t, ';'); next(&lx, &t)) {
+        if (is_punct(&t, ','))
+            continue;
+        bool ok = false;
+        for (const char *const *m = modes; *m && !ok; m++)
+            ok = is_word(&t, *m);
+        if (!ok)
+            return false;
+    }
+    return at_end(&lx, &t);
+}
+
 /* One statement in Alembic's shape (see enum sql_kind), the lexer at its
  * first token; on a match the statement must also end the text. */
 static enum sql_kind alembic_shape(struct lexer *lx, struct token *t, const char *schema,
@@ -386,13 +517,25 @@ static enum sql_kind alembic_shape(struct lexer *lx, struct token *t, const char
         if (eat_vt_column(lx, t, schema, table) && eat(lx, t, "from") &&
             eat_vt(lx, t, schema, table) && at_end(lx, t))
             return SQL_VT_READ;
-        /* has_table: pg_class, and the table's name as a literal */
+        /* has_table: a probe (only catalog words) of pg_class naming the
+         * table as a literal, or comparing relname to a parameter (its
+         * value, which the caller checks, in c->value) */
         *lx = save;
         *t = first;
         bool catalog = false, named = false;
+        struct token prev2 = {0}, prev = {0};
         for (; t->type != T_END && !is_punct(t, ';'); next(lx, t)) {
+            if (!probe_token(t))
+                return SQL_OTHER;
             catalog |= is_word(t, "pg_class");
             named |= t->type == T_STRING && !t->too_long && strcmp(t->text, table) == 0;
+            if (t->type == T_PARAM && t->param > 0 && is_punct(&prev, '=') &&
+                is_word(&prev2, "relname") && !c->value.param) {
+                c->value.param = t->param;
+                named = true;
+            }
+            prev2 = prev;
+            prev = *t;
         }
         return catalog && named && at_end(lx, t) ? SQL_VT_EXISTS : SQL_OTHER;
     }
@@ -714,15 +857,10 @@ enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz)
 
 bool sqlclass_tablefree(const char *sql)
 {
-    if (!sql)
-        return false;
     struct lexer lx;
-    bool truncated;
-    lexer_init(&lx, sql, &truncated);
-    if (truncated)
-        return false;
     struct token t;
-    next(&lx, &t);
+    if (!lex_whole(sql, &lx, &t))
+        return false;
     bool select = is_word(&t, "select");
     if (!select && !is_word(&t, "show") && !is_word(&t, "set") && !is_word(&t, "reset"))
         return false;

@@ -327,11 +327,12 @@ def _kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
 def run_containers(proj: Project, dsn: str, n: int, shim: bool, gunicorn: bool = False,
                    serial: bool = False, shim_env=None, extra_env=None,
                    rendezvous: bool = True, rendezvous_timeout: float = 30.0,
-                   timeout: float = 120.0, label: str = "") -> RunResult:
+                   timeout: float = 120.0, label: str = "", python: str = PYTHON) -> RunResult:
     """N containers started together (serial=True: one after another, each to its end),
     each `python3 manage.py migrate --noinput`, followed with gunicorn=True by
     `exec python3 -m gunicorn` (one sync worker, its own port) that must answer GET /ready
-    200; then it is stopped with SIGTERM.  A container's rc: that of the shell (0: migrate
+    200; then it is stopped with SIGTERM (`python`: the interpreter both run with, as the
+    shell finds it: a path, or a bare name searched in PATH).  A container's rc: that of the shell (0: migrate
     succeeded and, with gunicorn, Gunicorn booted and stopped cleanly)."""
     tmp = tempfile.mkdtemp(prefix="migshim-djfleet.")
     rdir = os.path.join(tmp, "rendezvous")
@@ -350,9 +351,9 @@ def run_containers(proj: Project, dsn: str, n: int, shim: bool, gunicorn: bool =
 
     def start(i):
         port = free_port()
-        cmd = f"{PYTHON} manage.py migrate --noinput"
+        cmd = f"{python} manage.py migrate --noinput"
         if gunicorn:
-            cmd += (f" && exec {PYTHON} -m gunicorn -c {GUNICORN_CONF} --bind 127.0.0.1:{port}"
+            cmd += (f" && exec {python} -m gunicorn -c {GUNICORN_CONF} --bind 127.0.0.1:{port}"
                     f" --workers 1 --graceful-timeout 5 djexample.wsgi:application")
         log = os.path.join(tmp, f"out.{i}")
         with open(log, "ab") as out:

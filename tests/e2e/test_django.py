@@ -411,6 +411,95 @@ def test_target_unknown_every_process_migrates_in_turn(proj, make_db, serial):
     assert sum("waiting" in ev for ev in by_pid.values()) == 3, by_pid
 
 
+# ---------------------------------------------------------------------------
+# the app's interpreter is a virtualenv's (issue 19 section 3)
+
+PYENV_311 = sorted(Path("/root/.pyenv/versions").glob("3.11.*/bin/python3.11"))
+DEBIAN_SITE = "/usr/lib/python3/dist-packages"
+CHOSEN_RE = re.compile(r"migshim\[(\d+)\]: debug: Django target: listing the migrations with "
+                       r"(\S+) \((.*)\)$", re.M)
+
+
+# What setproctitle does (Gunicorn's "gunicorn: worker [app]" when python3-setproctitle is
+# installed), once Python has found its venv: the argv area overwritten in place, so that
+# /proc/self/cmdline no longer names the interpreter.  Installed in the venv as a module that a
+# .pth imports at start-up; it acts only with RETITLE_PROCESS set (a MIGSHIM_* name would be
+# refused by the shim as an unknown setting).
+RETITLE_PY = """\
+import os
+title = os.environ.get("RETITLE_PROCESS")
+if title:
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])      # arg_start, arg_end (proc(5))
+    data = title.encode()[:end - start - 1]
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(start)
+        mem.write(data + bytes(end - start - len(data)))
+"""
+
+
+def django_venv(tmp_path) -> Path:
+    """A venv made from pyenv's Python 3.11, which has no Django, given Debian's Django and
+    psycopg2 by a .pth file: its bin/python is a symlink to the base interpreter, as in every
+    venv (venv, virtualenv, uv, Poetry).  RETITLE_PROCESS=TITLE: each process rewrites its
+    command line at start-up, as setproctitle does."""
+    if not PYENV_311:
+        pytest.skip("no pyenv Python 3.11 (/root/.pyenv/versions/3.11.*/bin/python3.11) to make "
+                    "a virtualenv from an interpreter without Django")
+    base = str(PYENV_311[-1])
+    no_django = subprocess.run([base, "-c", "import django"], capture_output=True,
+                               env=clean_env(), timeout=60)
+    assert no_django.returncode != 0, f"{base} has Django: it cannot show the bug"
+    venv = tmp_path / "venv"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   env=clean_env(), timeout=120)
+    py = venv / "bin" / "python"
+    assert py.is_symlink() and (venv / "pyvenv.cfg").is_file()
+    sites = list(venv.glob("lib/python3.11/site-packages"))
+    assert len(sites) == 1, sites
+    (sites[0] / "debian-dist-packages.pth").write_text(DEBIAN_SITE + "\n")
+    (sites[0] / "retitle_process.py").write_text(RETITLE_PY)
+    (sites[0] / "retitle_process.pth").write_text("import retitle_process\n")
+    check_env = dict(clean_env(), PYTHONNOUSERSITE="1")
+    ok = subprocess.run([str(py), "-c", "import django, psycopg2, sys; print(sys.prefix)"],
+                        capture_output=True, text=True, env=check_env, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == str(venv), ok.stdout + ok.stderr
+    return venv
+
+
+@pytest.mark.parametrize("invoked", ["path", "bare-name", "setproctitle"])
+def test_django_in_a_virtualenv_knows_its_target(proj, make_db, serial, tmp_path, invoked):
+    """`manage.py migrate` run by a venv's bin/python (a symlink to an interpreter without
+    Django): the shim lists the graph with that venv's python -- the path as invoked, a
+    bare `python` found in PATH, or, once the command line was rewritten (setproctitle), the
+    path execve ran -- so the target is known (no "target unknown" warning), one process
+    leads, the three others wait and find nothing to do, and the oracle holds.  Before the
+    fix /proc/self/exe named the base interpreter: every process warned and led in turn."""
+    need_shim()
+    venv = django_venv(tmp_path)
+    d = make_db()
+    prepare(proj, d.dsn, "data_behind")
+    if invoked == "path":
+        python, extra = str(venv / "bin" / "python"), {}
+    elif invoked == "setproctitle":
+        python, extra = str(venv / "bin" / "python"), {"RETITLE_PROCESS": "gunicorn: worker [x]"}
+    else:
+        python, extra = "python", {"PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}"}
+    r = run_containers(proj, d.dsn, 4, shim=True, python=python,
+                       shim_env={"MIGSHIM_LOG": "debug"}, extra_env=extra)
+    desc = r.describe()
+    assert not UNKNOWN_RE.findall(r.text), desc
+    chosen = CHOSEN_RE.findall(r.text)
+    assert chosen, desc
+    how = "the path execve ran (AT_EXECFN)" if invoked == "setproctitle" else "argv[0] as invoked"
+    for _, path, why in chosen:
+        assert path == str(venv / "bin" / "python"), chosen
+        assert why == f"{how}; a virtualenv: {venv / 'pyvenv.cfg'}", chosen
+    assert target_nodes(proj.target) == graph_nodes(proj)
+    assert_fleet_ok(proj, r, d, serial, "data_behind", RELEASED_AT_EXIT)
+
+
 def schema_url(d, schema):
     """The database's URL with options=-csearch_path=SCHEMA (and the schema created)."""
     djfleet._exec(d.dsn, f'CREATE SCHEMA "{schema}"')

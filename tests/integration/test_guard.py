@@ -1322,3 +1322,127 @@ def test_guard_off_passes_every_race_through(guard, driver, scenario):
         assert (e["error"]["pgcode"], e["sql"][:28]) == ("23505", "CREATE TABLE alembic_version")
     else:
         ok(sql_steps(shim)[1], "UPDATE 0", 0)
+
+
+# ---------------------------------------------------------------------------
+# The allowlist: before its first version-table statement, a transaction
+# the guard may roll back sent only the probes SQLAlchemy and its drivers
+# send (sqlclass_probe).  The app's own work first -- a function that
+# writes, a setting, a lock, a temporary table, NOTIFY, a sequence, a
+# prepared statement -- is state a rollback destroys: the race reaches the
+# app unchanged, exactly as without the shim (issue 19, section 1).
+
+BOOTS = ["CREATE TABLE boots (pid integer NOT NULL)",
+         "CREATE SEQUENCE boot_seq",
+         "CREATE FUNCTION record_boot(p integer) RETURNS integer LANGUAGE sql "
+         "AS $$ INSERT INTO boots VALUES (p) RETURNING p $$"]
+
+APP_WORK = {
+    "writing-function": ["sql", "SELECT record_boot(7)"],
+    "writing-function-param": ["sqlp", "SELECT record_boot(%s)", [8]],
+    "writing-function-prepared": ["prepared", "SELECT record_boot(9)"],
+    "advisory-lock": ["sql", "SELECT pg_advisory_xact_lock(4242)"],
+    "setting": ["sql", "SET statement_timeout = '5min'"],
+    "set-config": ["sql", "SELECT set_config('statement_timeout', '5min', false)"],
+    "temporary-table": ["sql", "CREATE TEMP TABLE scratch (a integer)"],
+    "notify": ["sql", "NOTIFY boot"],
+    "sequence": ["sql", "SELECT nextval('boot_seq')"],
+}
+
+
+def upgrade_after(work):
+    """The app's `work` in the transaction, then Alembic's upgrade from empty
+    (the sharing-a-connection recipe), then COMMIT."""
+    return ([["begin"], work] + sql(HAS_VT, HAS_VT, CREATE_VT, *REV1, *REV2, *REV3, READ_VT)
+            + [["status"], ["commit"], ["status"]])
+
+
+@pytest.mark.parametrize("driver", DRIVERS + ["psycopg3-prepared"])
+def test_the_apps_write_before_its_migration_is_never_rolled_back(guard, driver):
+    """The issue's case: SELECT record_boot(pid) -- a SQL function that
+    inserts a row -- then `alembic upgrade head` in the same transaction;
+    an unshimmed peer commits the same migration first.  Before the
+    allowlist the guard rolled the transaction back and answered COMMIT:
+    the process reported OK and its boots row was gone.  Now the 23505
+    reaches the app as without the shim, and nothing is lost that the app
+    was not told about."""
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R3, setup=BOOTS, peer=[CREATE_VT, *REV1, *REV2, *REV3],
+        steps=upgrade_after(APP_WORK["writing-function"]),
+        blocked_on="CREATE TABLE alembic_version")
+    e = first_error(shim)
+    assert (e["sql"][:28], e["error"]["pgcode"]) == ("CREATE TABLE alembic_version", "23505")
+    assert sql_steps(shim)[-1]["tx"] == "INERROR", shim.describe()
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3-prepared"])
+@pytest.mark.parametrize("work", sorted(APP_WORK))
+def test_any_work_of_the_apps_own_first_passes_the_race_through(guard, driver, work):
+    """Every kind of state a rollback would destroy, first in the
+    transaction: the race passes through unchanged, byte for byte."""
+    compare_with_baseline(guard, driver, heads=R3, setup=BOOTS,
+                          peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                          steps=upgrade_after(APP_WORK[work]),
+                          blocked_on="CREATE TABLE alembic_version")
+
+
+@pytest.mark.parametrize("driver,autocommit", [("psycopg2", True), ("psycopg2-async", True)])
+def test_begin_and_work_in_one_string_is_the_apps_own(guard, driver, autocommit):
+    """"BEGIN; SELECT record_boot(7)" sent as one string outside a
+    transaction opens it with the app's work already in it."""
+    steps = (sql("BEGIN; SELECT record_boot(7)", HAS_VT, CREATE_VT, *REV1, READ_VT)
+             + [["sql", "COMMIT"], ["status"]])
+    shim, _ = compare_with_baseline(guard, driver, heads=R1, setup=BOOTS,
+                                    peer=[CREATE_VT, *REV1], steps=steps,
+                                    blocked_on="CREATE TABLE alembic_version",
+                                    autocommit=autocommit)
+    assert first_error(shim)["error"]["pgcode"] == "23505"
+
+
+PROBES = ["SELECT 1", "select pg_catalog.version()", "select current_schema()",
+          "show transaction isolation level", "show standard_conforming_strings",
+          "SELECT CAST('test plain returns' AS VARCHAR(60)) AS anon_1"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3", "psycopg3-prepared"])
+def test_sqlalchemys_probes_first_still_map_the_race(guard, driver):
+    """What the allowlist admits: a pool's ping and SQLAlchemy's dialect
+    probes before Alembic's statements.  The race is mapped as before."""
+    steps = ([["begin"]] + sql(*PROBES, HAS_VT, HAS_VT, CREATE_VT, *REV1, *REV2, *REV3, READ_VT)
+             + [["commit"], ["status"]])
+    shim, plain = differential(guard, driver, heads=R3, steps=steps,
+                               peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                               blocked_on="CREATE TABLE alembic_version")
+    assert_no_problems_but(shim, [line_map("23505", "CREATE TABLE", "(no table)", R3), LINE_END])
+    assert shim.after == shim.peer_snapshot
+    assert [s["ok"] for s in sql_steps(shim)] == [True] * len(sql_steps(shim)), shim.describe()
+
+
+HAS_TABLE_20 = (
+    "SELECT pg_catalog.pg_class.relname \nFROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace "
+    "ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace \nWHERE "
+    "pg_catalog.pg_class.relname = %s::VARCHAR AND pg_catalog.pg_class.relkind = ANY "
+    "(ARRAY[%s::VARCHAR, %s::VARCHAR, %s::VARCHAR, %s::VARCHAR, %s::VARCHAR]) AND "
+    "pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND "
+    "pg_catalog.pg_namespace.nspname != %s::VARCHAR")
+HAS_TABLE_20_PARAMS = ["alembic_version", "r", "p", "f", "v", "m", "pg_catalog"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3", "psycopg3-prepared"])
+def test_sqlalchemy_20_has_table_with_the_name_as_a_parameter(guard, driver):
+    """SQLAlchemy 2.x's has_table: through psycopg 3 the table's name is
+    $1 (../shared/todays-releases.md).  It finds no table; the peer's whole
+    upgrade commits; the first revision's CREATE TABLE fails with 42P07.
+    The empty answer is where the transaction started: mapped, as with
+    the literal form."""
+    has = ["sqlp", HAS_TABLE_20, HAS_TABLE_20_PARAMS]
+    steps = ([["begin"], has, ["wait_file"]]
+             + sql(*REV1, *REV2, *REV3, READ_VT) + [["commit"], ["status"]])
+    shim, plain = differential(guard, driver, heads=R3, steps=steps,
+                               peer=[CREATE_VT, *REV1, *REV2, *REV3], barrier_after=2)
+    q = [s for s in shim.steps() if s["op"] in ("sql", "sqlp")]
+    ok(q[0], "SELECT 0", 0, [])
+    ok(q[1], "CREATE TABLE", -1)             # 42P07: mapped
+    assert_no_problems_but(shim, [line_map("42P07", "CREATE TABLE", "(no table)", R3), LINE_END])
+    assert shim.after == shim.peer_snapshot
+    assert first_error(plain)["error"]["pgcode"] == "42P07"

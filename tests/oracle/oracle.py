@@ -165,7 +165,16 @@ FAMILIES: Dict[str, Family] = {
 }
 
 AUDIT_TABLE = "oracle_audit"
-COMMON_SETUP = ["CREATE TABLE oracle_audit (who text NOT NULL)"]
+COMMON_SETUP = ["CREATE TABLE oracle_audit (who text NOT NULL)",
+                # the app's own writing function, for runner.py --before function
+                "CREATE FUNCTION oracle_record(w text) RETURNS text LANGUAGE sql "
+                "AS $$ INSERT INTO oracle_audit (who) VALUES (w) RETURNING who $$"]
+
+# The app's own work in the shared transaction before its migration
+# (runner.py / replay.py --before; issue 19): all but "probe" are state a
+# rollback destroys, so the guard must never map a race after them.
+BEFORE_KINDS = ("function", "setting", "advisory", "temp", "probe")
+BEFORE_RECIPES = ("future", "begin")   # the recipes whose migration joins that transaction
 
 INI = """\
 # made by tests/oracle/oracle.py for the migration family {family}
@@ -218,13 +227,15 @@ class Proc:
     delay: float = 0.0            # start delay (random mode; forced: after p0)
     points: Dict[str, dict] = field(default_factory=dict)   # point -> {sleep, barrier}
     recipe: str = "future"        # runner.py --recipe; "begin": replay.py --same-txn
+    before: str = ""              # runner.py / replay.py --before (BEFORE_KINDS)
 
     def label(self):
         pts = ",".join("%s%s" % (p, "|" if c.get("barrier") else "~%.2f" % c["sleep"])
                        for p, c in self.points.items())
-        return "%s:%s/%s%s%s" % (self.name, self.kind, self.driver,
-                                 "+" + self.recipe if self.recipe != "future" else "",
-                                 "[%s]" % pts if pts else "")
+        return "%s:%s/%s%s%s%s" % (self.name, self.kind, self.driver,
+                                   "+" + self.recipe if self.recipe != "future" else "",
+                                   "<" + self.before + ">" if self.before else "",
+                                   "[%s]" % pts if pts else "")
 
 
 @dataclass
@@ -286,6 +297,12 @@ def draw(seed, i, points_of, known_bugs=False) -> Scenario:
         p.recipe = rng.choices(RECIPES, weights=w)[0] if p.kind != "cli" else "future"
         if p.recipe in KNOWN_BUG_RECIPES and p.kind in SHIMMED and not known_bugs:
             p.recipe = "future"
+    # the app's own work first (issue 19): drawn from a stream of its own,
+    # so that a seed's processes, recipes and barriers stay what they were
+    rb = random.Random("%s-%s-before" % (seed, i))
+    for p in procs:
+        if p.kind != "cli" and p.recipe in BEFORE_RECIPES and rb.random() < 0.4:
+            p.before = rb.choice(BEFORE_KINDS)
     scn = Scenario(family, start, mode, procs, tag="%s-%s" % (seed, i))
     key = BARRIER_BASE
     if mode == "forced":
@@ -327,6 +344,10 @@ def curated(points_of) -> List[Scenario]:
         release = [keys[k] for k in order] if order else keys
         return Scenario(family, start, "forced", procs, release, tag=tag)
 
+    def before(scn, kind):  # p1 does `kind` of its own work first
+        scn.procs[1].before = kind
+        return scn
+
     P2, P3 = "psycopg2", "psycopg3"
     return [
         # issue 11 case 1: an unshimmed upgrade commits first, the shimmed one blocked behind it
@@ -354,6 +375,16 @@ def curated(points_of) -> List[Scenario]:
                                          ("lead", P2, None)]),
         forced("timeout", "seed", None, [("lead", P3, -1), ("timeout", P2, None),
                                          ("timeout", P3, None)]),
+        # issue 19: the app's own work first in the shared transaction; the race is
+        # never answered (rolling back would destroy it), a probe first still is
+        before(forced("before-write", "seed", None, [("plain", P2, -1), ("off", P2, None)]),
+               "function"),
+        before(forced("before-write-pg3", "seed", None, [("plain", P2, -1), ("off", P3, None)]),
+               "function"),
+        before(forced("before-setting-lead", "seed", None, [("plain", P2, -1),
+                                                            ("lead", P2, None)]), "setting"),
+        before(forced("before-probe", "seed", None, [("plain", P2, -1), ("off", P2, None)]),
+               "probe"),
     ]
 
 
@@ -601,6 +632,7 @@ class Outcome:
     stderr: str
     hung: bool = False
     audit: bool = False           # its audit row is in the database
+    before_row: bool = False      # its --before function's row ("NAME:before") is there
 
     @property
     def ok(self):
@@ -623,6 +655,15 @@ class Outcome:
     def timed_out(self):
         """The gate's wait ran out (wait_timeout) and it proceeded."""
         return any("(wait_timeout)" in ln for ln in self.stderr.splitlines())
+
+    def before_kept(self) -> bool:
+        """The work it did before its migration is still there, as the
+        process itself saw it (or, for a write, as the database holds it)."""
+        if self.proc.before == "function":
+            return self.before_row
+        if self.proc.before in ("setting", "advisory", "temp"):
+            return bool((self.result or {}).get("before_ok"))
+        return True
 
     def guard_standins(self):
         return sum(1 for ln in self.stderr.splitlines()
@@ -672,10 +713,11 @@ def cli_result(rc, stderr):
 def proc_argv(p: Proc, ref: Reference):
     if p.kind == "cli":
         return [PYTHON, "-m", "alembic", "-c", "alembic.ini", "upgrade", "heads"]
+    before = ["--before", p.before] if p.before else []
     if p.driver == "psycopg3":
         return [PYTHON, str(REPLAY), p.name, str(ref.recording)] + (
-            ["--same-txn"] if p.recipe == "begin" else [])
-    return [PYTHON, str(RUNNER), p.name, "--recipe", p.recipe]
+            ["--same-txn"] if p.recipe == "begin" else []) + before
+    return [PYTHON, str(RUNNER), p.name, "--recipe", p.recipe] + before
 
 
 def proc_env(p: Proc, shim: bool, server: Server, db: str):
@@ -840,7 +882,8 @@ def run_world(server: Server, lib: Library, scn: Scenario, shim: bool, logdir: P
         o = Outcome(r.p, shim and r.p.kind in SHIMMED, None if r.hung else r.proc.returncode,
                     result, (r.t1 or time.monotonic()) - r.t0,
                     r.err.read_text("utf-8", "replace"), hung=r.hung,
-                    audit=audit.count(r.p.name) > 0)
+                    audit=audit.count(r.p.name) > 0,
+                    before_row=audit.count(r.p.name + ":before") > 0)
         if audit.count(r.p.name) > 1:
             o.stderr += "\noracle: audit row %d times\n" % audit.count(r.p.name)
         outcomes.append(o)
@@ -878,6 +921,7 @@ class Verdict:
     false_successes: int = 0
     dump_mismatch: int = 0
     lost_writes: int = 0
+    lost_before: int = 0
     shim_errors: int = 0
     genuine_sets_differ: int = 0
     notes: List[str] = field(default_factory=list)
@@ -919,11 +963,24 @@ def judge(scn: Scenario, ref: Reference, shim: World, plain: World) -> Verdict:
             if o.writes and not o.audit:
                 v.lost_writes += 1
                 v.problems.append("%s exited 0 but its later write is not in the database" % who)
+            if not o.before_kept():
+                v.lost_before += 1
+                v.problems.append("%s exited 0 but the work it did before its migration (%s) "
+                                  "is gone" % (who, o.proc.before))
         else:
             if o.writes and o.audit:
                 v.lost_writes += 1
                 v.problems.append("%s failed but its later write is in the database" % who)
-            if not app_error(o):
+            if o.before_row:
+                v.lost_before += 1
+                v.problems.append("%s failed but its earlier write is in the database" % who)
+            twin = next((q for q in plain.outcomes if q.proc.name == o.proc.name), None)
+            if not app_error(o) and twin and not twin.ok and twin.error_text() == o.error_text():
+                # not shim-made: the same process fails the same way without the shim
+                # (a random interleaving of the "validate" family can do this)
+                v.notes.append("%s failed with %s, as it does without the shim"
+                               % (who, o.error_text()))
+            elif not app_error(o):
                 v.shim_errors += 1
                 v.problems.append("%s failed with an error the app does not make in a race: %s"
                                   % (who, o.error_text()))
@@ -976,6 +1033,13 @@ class Tally:
             ("false successes", sum(v.false_successes for v in vs)),
             ("dump mismatches", sum(v.dump_mismatch for v in vs)),
             ("lost later writes", sum(v.lost_writes for v in vs)),
+            ("lost earlier work (app's own, before its migration)",
+             "%d (%d processes did some: %s)" % (
+                 sum(v.lost_before for v in vs),
+                 sum(1 for v in vs for o in v.shim.outcomes if o.proc.before),
+                 ", ".join("%s %d" % (k, sum(1 for v in vs for o in v.shim.outcomes
+                                             if o.proc.before == k))
+                           for k in BEFORE_KINDS))),
             ("shim-made errors", sum(v.shim_errors for v in vs)),
             ("genuine-error failure sets differing", sum(v.genuine_sets_differ for v in vs)),
             ("failures with shim / without", "%d / %d (of %d each)" % (fail_s, fail_p, procs)),

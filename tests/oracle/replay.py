@@ -5,7 +5,11 @@ sent (recorded by runner.py --record from a clean run of the same
 migration family and start), then the process's later write on the same
 connection -- as runner.py does with psycopg2.
 
-    replay.py NAME RECORDING [--no-audit] [--same-txn]
+    replay.py NAME RECORDING [--no-audit] [--same-txn] [--before KIND]
+
+--before KIND: the app's own work first, in the migration's transaction,
+as runner.py --before (the same kinds; "before_ok" checked just before
+the transaction's COMMIT).
 
 Debian bookworm's SQLAlchemy 1.4 has no psycopg 3 dialect, so Alembic
 itself cannot run on psycopg 3 here; this client covers psycopg 3's own
@@ -79,6 +83,7 @@ def main():
     name, recording = args[0], args[1]
     audit = "--no-audit" not in args[2:]
     same_txn = "--same-txn" in args[2:]
+    before = args[args.index("--before") + 1] if "--before" in args[2:] else None
     with open(recording) as f:
         meta = json.load(f)
     steps, target = meta["steps"], sorted(meta["target"])
@@ -91,6 +96,16 @@ def main():
     code = 0
     conn = psycopg.connect("", autocommit=False)
     stack = []  # psycopg 3 nested transactions standing for SQLAlchemy's savepoints
+    from runner import BEFORE, BEFORE_CHECK
+
+    def pg3(q):  # runner.py's :w for psycopg 3
+        return re.sub(r"(?<![:\w]):([wb])\b", r"%(\1)s", q)
+
+    def check_before():
+        """Once, just before the migration's transaction commits."""
+        if before in BEFORE_CHECK and "before_ok" not in out:
+            q, want = BEFORE_CHECK[before]
+            out["before_ok"] = conn.execute(pg3(q), {"w": name}).fetchone()[0] == want
 
     def versions_now(read_sql):
         cur = conn.execute(read_sql)
@@ -123,6 +138,8 @@ def main():
     read_sql = next((s["sql"] for s in steps if s["op"] == "sql" and READ_VT.match(s["sql"])),
                     "SELECT alembic_version.version_num \nFROM alembic_version")
     try:
+        if before:
+            conn.execute(pg3(BEFORE[before]), {"w": name, "b": name + ":before"})
         i = 0
         at_target = False
         while i < len(steps):
@@ -136,6 +153,7 @@ def main():
                 with conn.cursor().copy(step["sql"]) as cp:
                     cp.write(step["data"])
             elif op == "commit":
+                check_before()
                 if same_txn and audit and i == len(steps):
                     conn.execute("INSERT INTO oracle_audit (who) VALUES (%s)", (name,))
                     audit = False
@@ -181,10 +199,12 @@ def main():
                         continue  # the revision catches this one (its savepoint is rolled back)
                     raise
         if at_target:
+            check_before()
             conn.commit()  # Alembic's transaction of reads ends
         if audit:
             conn.execute("INSERT INTO oracle_audit (who) VALUES (%s)", (name,))
         out["versions"] = versions_now("SELECT version_num FROM alembic_version")
+        check_before()
         conn.commit()
         out["ok"] = True
         out["noop"] = at_target

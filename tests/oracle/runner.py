@@ -4,7 +4,7 @@ its own, then a later write on that same connection (Alembic's "sharing a
 connection" recipe, SQLAlchemy 2.0 style).
 
     runner.py NAME [--target REV] [--no-audit] [--record FILE]
-              [--recipe future|begin|legacy]
+              [--recipe future|begin|legacy] [--before KIND]
 
 Run in a directory holding the scenario's alembic.ini (made by
 tests/oracle/oracle.py: script_location is tests/oracle/project, the
@@ -31,6 +31,15 @@ versions one migration family); the database URL is $DATABASE_URL
             transaction, and the later write is in that same transaction,
             committed with the migration when the block ends
 
+--before KIND runs the app's own statement on the connection first, in the
+transaction the migration then joins (future and begin recipes): a SQL
+function that writes ("function": its row is "NAME:before" in
+oracle_audit), a setting, an advisory transaction lock, a temporary
+table, or a pool's "SELECT 1" ("probe").  After the upgrade, still in that
+transaction, the process looks whether its setting, lock or table is
+still there ("before_ok" in its JSON line); with the future recipe it then
+commits that transaction, and its later write is a transaction of its own.
+
 Prints one JSON line: {"name", "ok", "versions", "error"}; exit 0 on
 success, 1 on an error the app saw (a database error, Alembic's
 CommandError), 3 on anything else.  $ORACLE_LINGER=S keeps the process
@@ -50,6 +59,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "project"))
 
 import oracle_hooks  # noqa: E402
+
+# --before KIND: the app's own work in the shared transaction before the
+# migration (issue 19): the statement, and how the process sees afterwards,
+# on the same connection, that it is still there.  A write's row is looked
+# for by the oracle itself (oracle_audit, "NAME:before").
+BEFORE = {
+    "function": "SELECT oracle_record(:b)",   # a SQL function that inserts NAME:before
+    "setting": "SET statement_timeout = '10min'",
+    "advisory": "SELECT pg_advisory_xact_lock(hashtext(:w))",
+    "temp": "CREATE TEMP TABLE oracle_scratch (a integer)",
+    "probe": "SELECT 1",                                    # a pool's ping: admitted
+}
+BEFORE_CHECK = {
+    "setting": ("SHOW statement_timeout", "10min"),
+    "advisory": ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                 "AND pid = pg_backend_pid() AND objsubid = 1 AND objid::bigint = "
+                 "(hashtext(:w)::bigint & 4294967295)", 1),
+    "temp": ("SELECT to_regclass('pg_temp.oracle_scratch') IS NOT NULL", True),
+}
 
 
 def error_of(e):
@@ -72,7 +100,7 @@ def error_of(e):
 def main():
     args = sys.argv[1:]
     name = args.pop(0)
-    target, audit, record, recipe = "heads", True, None, "future"
+    target, audit, record, recipe, before = "heads", True, None, "future", None
     while args:
         a = args.pop(0)
         if a == "--target":
@@ -83,6 +111,10 @@ def main():
             record = args.pop(0)
         elif a == "--recipe":
             recipe = args.pop(0)
+        elif a == "--before":
+            before = args.pop(0)
+            if before not in BEFORE:
+                raise SystemExit("runner.py: unknown --before %r" % before)
         else:
             raise SystemExit("runner.py: unknown argument %r" % a)
 
@@ -121,11 +153,20 @@ def main():
     def upgrade(conn):
         cfg = Config("alembic.ini")
         cfg.attributes["connection"] = conn
+        if before:  # the app's own work, in the transaction the migration joins
+            conn.execute(text(BEFORE[before]), {"w": name, "b": name + ":before"})
         oracle_hooks.RECORD = rec if record else None
         try:
             command.upgrade(cfg, target)
         finally:
             oracle_hooks.RECORD = None
+        if before in BEFORE_CHECK:  # still the same transaction: still there?
+            q, want = BEFORE_CHECK[before]
+            out["before_ok"] = conn.execute(text(q), {"w": name}).scalar() == want
+        if before and recipe == "future":
+            # the app commits its work and the migration together, and
+            # writes later in a transaction of its own
+            conn.commit()
         if audit:
             conn.execute(text("INSERT INTO oracle_audit (who) VALUES (:w)"), {"w": name})
         return sorted(conn.execute(

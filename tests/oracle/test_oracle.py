@@ -29,10 +29,13 @@ SEED = os.environ.get("ORACLE_SEED", "check")
 RUNS = int(os.environ.get("ORACLE_RUNS", "6"))
 CURATED = ["case1", "case1-pg3", "case2", "case3", "counter", "counter-empty", "seq",
            "savepoint", "savepoint-pg3", "multi", "cte", "returning", "copy", "datamig",
-           "branch", "merge", "timeout"]
+           "branch", "merge", "timeout", "before-write", "before-write-pg3",
+           "before-setting-lead", "before-probe"]
 # p1 loses a race the guard can answer: its transaction is rolled back and
 # stood in for, and it succeeds (it fails without the shim)
-ANSWERED = ("case1", "case1-pg3", "case3", "counter", "savepoint", "datamig", "cte")
+ANSWERED = ("case1", "case1-pg3", "case3", "counter", "savepoint", "datamig", "cte",
+            # a pool's ping first in the migration's transaction: admitted (issue 19)
+            "before-probe")
 # p1 loses a race whose stood-in transaction then needs a statement that
 # cannot be answered (a data UPDATE, a prepared INSERT, pipeline mode, COPY,
 # setval, SELECT ... INTO): the app gets the original error, as without
@@ -42,8 +45,9 @@ GAVE_UP = ("counter-empty", "seq", "copy")
 # PostgreSQL); a later statement that cannot be answered then fails the
 # transaction with 40001 (no original error is left to give)
 GAVE_UP_IN_SAVEPOINT = ("savepoint-pg3",)
-# never answered: a multi-statement string; an app table's own 23505
-PASSED = ("multi", "returning")
+# never answered: a multi-statement string; an app table's own 23505; the
+# app's own work first in the migration's transaction (issue 19)
+PASSED = ("multi", "returning", "before-write", "before-write-pg3", "before-setting-lead")
 
 
 @pytest.fixture(scope="module")

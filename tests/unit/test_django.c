@@ -180,14 +180,14 @@ Test(django, a_python_that_cannot_list_says_why_in_one_line)
     char err[512];
     char *t = django_compute("/nonexistent/python3", dir, err, sizeof err);
     cr_assert_null(t);
-    cr_assert(strstr(err, "cannot run /nonexistent/python3"), "%s", err);
+    cr_assert(strstr(err, "cannot run /nonexistent/python3 (django_python)"), "%s", err);
 
     /* a real Python without DJANGO_SETTINGS_MODULE nor manage.py: Django's
      * own error, its last line */
     unsetenv("DJANGO_SETTINGS_MODULE");
     t = django_compute("/usr/bin/python3", dir, err, sizeof err);
     cr_assert_null(t);
-    cr_assert(strstr(err, "/usr/bin/python3 could not list the migrations: "), "%s", err);
+    cr_assert(strstr(err, "/usr/bin/python3 (django_python) could not list the migrations: "), "%s", err);
     cr_assert_null(strchr(err, '\n'));
 }
 
@@ -209,4 +209,162 @@ Test(django, the_project_dir_is_the_cwd_outside_manage_py)
     django_cache_path("/app", cache, sizeof cache);
     snprintf(want_prefix, sizeof want_prefix, "/tmp/migshim-%ld/django-", (long)getuid());
     cr_assert_eq(strncmp(cache, want_prefix, strlen(want_prefix)), 0, "%s", cache);
+}
+
+/* --- which interpreter lists the graph --------------------------------------------- */
+
+static void make_exec(const char *path)
+{
+    write_file(path, "#!/bin/sh\nexit 1\n");
+    cr_assert_eq(chmod(path, 0755), 0);
+}
+
+static void mkdirs(const char *sub)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, sub);
+    cr_assert_eq(mkdir(p, 0755), 0, "%s", p);
+}
+
+/* A base interpreter (no Django), a venv whose bin/python and bin/python3
+ * are symlinks to it (as venv, virtualenv, uv and Poetry make them), and a
+ * second venv of another interpreter. */
+struct pyfix {
+    char base[512], exe[PATH_MAX], venv[512], vpy[600], vpy3[600], vcfg[600], other[512];
+};
+
+static void pyfix(struct pyfix *x)
+{
+    char p[600];
+    mkdirs("base");
+    mkdirs("base/bin");
+    snprintf(x->base, sizeof x->base, "%s/base/bin/python3.11", dir);
+    make_exec(x->base);
+    cr_assert(realpath(x->base, x->exe));
+    mkdirs("venv");
+    mkdirs("venv/bin");
+    snprintf(x->venv, sizeof x->venv, "%s/venv", dir);
+    snprintf(x->vcfg, sizeof x->vcfg, "%s/pyvenv.cfg", x->venv);
+    snprintf(p, sizeof p, "home = %s/base/bin\n", dir);
+    write_file(x->vcfg, p);
+    snprintf(x->vpy, sizeof x->vpy, "%s/bin/python", x->venv);
+    snprintf(x->vpy3, sizeof x->vpy3, "%s/bin/python3", x->venv);
+    cr_assert_eq(symlink("python3", x->vpy), 0); /* a chain, as uv makes it */
+    cr_assert_eq(symlink(x->base, x->vpy3), 0);
+    /* another venv, of another interpreter */
+    mkdirs("other");
+    mkdirs("other/bin");
+    snprintf(x->other, sizeof x->other, "%s/other", dir);
+    snprintf(p, sizeof p, "%s/other/bin/python3", dir);
+    make_exec(p);
+    snprintf(p, sizeof p, "%s/other/pyvenv.cfg", dir);
+    write_file(p, "home = /elsewhere\n");
+}
+
+static void choose(const struct django_python_facts *f, char *out, char *why)
+{
+    django_choose_python(f, out, PATH_MAX, why, 1024);
+}
+
+Test(django, a_venv_python_as_invoked_is_chosen_not_the_base_it_links_to)
+{
+    struct pyfix x;
+    pyfix(&x);
+    char out[PATH_MAX], why[1024], want[1200];
+    snprintf(want, sizeof want, "argv[0] as invoked; a virtualenv: %s", x.vcfg);
+
+    /* an absolute argv[0] */
+    struct django_python_facts f = {.argv0 = x.vpy, .exe = x.exe, .path = "/usr/bin"};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.vpy);
+    cr_assert_str_eq(why, want);
+
+    /* no slash: searched in PATH, an empty entry and a missing folder skipped */
+    char path[1200];
+    snprintf(path, sizeof path, "/nonexistent:%s/bin:/usr/bin", x.venv);
+    f = (struct django_python_facts){.argv0 = "python", .exe = x.exe, .path = path};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.vpy);
+    cr_assert_str_eq(why, want);
+
+    /* relative, with a slash: against the current directory */
+    f = (struct django_python_facts){.argv0 = "bin/python3", .exe = x.exe, .cwd = x.venv};
+    choose(&f, out, why);
+    snprintf(want, sizeof want, "%s/bin/python3", x.venv);
+    cr_assert_str_eq(out, want);
+}
+
+Test(django, the_base_interpreter_as_invoked_has_no_virtualenv)
+{
+    struct pyfix x;
+    pyfix(&x);
+    char out[PATH_MAX], why[1024];
+    struct django_python_facts f = {.argv0 = x.base, .exe = x.exe, .virtual_env = x.other};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.base);
+    cr_assert_str_eq(why, "argv[0] as invoked; no virtualenv");
+}
+
+Test(django, a_rewritten_argv0_falls_back_to_the_path_execve_ran_then_virtual_env)
+{
+    struct pyfix x;
+    pyfix(&x);
+    char out[PATH_MAX], why[1024], want[1200], script[700];
+    /* setproctitle: "gunicorn: worker [app]" is not a path; execve ran the
+     * venv's bin/gunicorn (#!<venv>/bin/python): its python3 beside it */
+    snprintf(script, sizeof script, "%s/bin/gunicorn", x.venv);
+    make_exec(script);
+    struct django_python_facts f = {.argv0 = "gunicorn: worker [app]", .exe = x.exe,
+                                    .execfn = script, .virtual_env = x.other};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.vpy3);
+    snprintf(want, sizeof want, "the path execve ran (AT_EXECFN); a virtualenv: %s", x.vcfg);
+    cr_assert_str_eq(why, want);
+
+    /* execve ran the interpreter itself, by a relative path */
+    f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
+                                     .execfn = "venv/bin/python", .cwd = dir};
+    choose(&f, out, why);
+    snprintf(want, sizeof want, "%s/venv/bin/python", dir);
+    cr_assert_str_eq(out, want);
+
+    /* nothing of that: VIRTUAL_ENV, when it is this interpreter's */
+    f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
+                                     .execfn = "/usr/bin/env", .virtual_env = x.venv};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.vpy3);
+    snprintf(want, sizeof want, "VIRTUAL_ENV; a virtualenv: %s", x.vcfg);
+    cr_assert_str_eq(why, want);
+
+    /* a VIRTUAL_ENV (or a script's folder) of another interpreter is not this process's */
+    char other_script[700];
+    snprintf(other_script, sizeof other_script, "%s/bin/gunicorn", x.other);
+    f = (struct django_python_facts){.argv0 = "gunicorn: worker [app]", .exe = x.exe,
+                                     .virtual_env = x.other, .execfn = other_script};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.exe);
+    cr_assert_str_eq(why, "this process's interpreter (argv[0] gunicorn: worker [app] is not it)");
+}
+
+Test(django, the_configured_python_wins_and_a_non_python_process_asks_the_environment)
+{
+    struct pyfix x;
+    pyfix(&x);
+    char out[PATH_MAX], why[1024];
+    struct django_python_facts f = {.configured = "/opt/py/bin/python", .argv0 = x.vpy,
+                                    .exe = x.exe};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, "/opt/py/bin/python");
+    cr_assert_str_eq(why, "django_python");
+
+    /* the command line (`migshim heads --django`): an activated venv, else python3 */
+    f = (struct django_python_facts){.argv0 = "migshim", .exe = "/usr/bin/migshim",
+                                     .virtual_env = x.venv};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, x.vpy3);
+    cr_assert_str_eq(why, "VIRTUAL_ENV; this process is no Python");
+    f = (struct django_python_facts){.argv0 = "migshim", .exe = "/usr/bin/migshim"};
+    choose(&f, out, why);
+    cr_assert_str_eq(out, "python3");
+    cr_assert_str_eq(why, "python3 from PATH; this process is no Python");
 }

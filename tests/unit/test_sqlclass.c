@@ -465,3 +465,109 @@ Test(has_table_schema, nothing_to_read)
     cr_assert_not(sqlclass_has_table_schema("select 1 where nspname = 'open", s, sizeof s));
     cr_assert_not(sqlclass_has_table_schema(NULL, s, sizeof s));
 }
+
+/* SQLAlchemy 2.x's has_table, as it reaches the server through psycopg2
+ * (literals) and psycopg 3 (parameters) (../shared/todays-releases.md). */
+#define HAS_TABLE_20(NAME, KINDS, NSP)                                                           \
+    "SELECT pg_catalog.pg_class.relname \nFROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace " \
+    "ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace \nWHERE "                 \
+    "pg_catalog.pg_class.relname = " NAME " AND pg_catalog.pg_class.relkind = ANY (ARRAY[" KINDS \
+    "]) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND "                        \
+    "pg_catalog.pg_namespace.nspname != " NSP
+
+Test(classify, has_table_20_literal_and_parameter)
+{
+    struct sqlclass c = cls(HAS_TABLE_20("'alembic_version'::VARCHAR",
+                                         "'r'::VARCHAR, 'p'::VARCHAR, 'f'::VARCHAR, 'v'::VARCHAR, "
+                                         "'m'::VARCHAR",
+                                         "'pg_catalog'::VARCHAR"));
+    cr_assert_eq(c.kind, SQL_VT_EXISTS);
+    cr_assert_eq(c.value.param, 0);
+    c = cls(HAS_TABLE_20("$1::VARCHAR", "$2::VARCHAR, $3::VARCHAR, $4::VARCHAR, $5::VARCHAR, "
+                                        "$6::VARCHAR",
+                         "$7::VARCHAR"));
+    cr_assert_eq(c.kind, SQL_VT_EXISTS); /* the caller checks $1's value */
+    cr_assert_eq(c.value.param, 1);
+    /* a word outside the probe's vocabulary: not has_table, whatever it names */
+    cr_assert_eq(cls("select relname from pg_class where relname='alembic_version' and "
+                     "record_boot(1) is not null").kind,
+                 SQL_OTHER);
+    cr_assert_eq(cls("select relname into x from pg_class where relname='alembic_version'").kind,
+                 SQL_OTHER);
+}
+
+Test(probe, sqlalchemy_and_driver_probes_are_probes)
+{
+    static const char *const yes[] = {
+        "select pg_catalog.version()",
+        "select current_schema()",
+        "show transaction isolation level",
+        "show standard_conforming_strings",
+        "SHOW default_transaction_read_only",
+        "SELECT CAST('test plain returns' AS VARCHAR(60)) AS anon_1",
+        "SELECT CAST('test unicode returns' AS VARCHAR(60)) AS anon_1",
+        "SELECT 1",
+        "select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
+        "pg_catalog.pg_table_is_visible(c.oid) and relname='alembic_version'",
+        "select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
+        "n.nspname='ops' and relname='alembic_version'",
+        HAS_TABLE_20("$1::VARCHAR", "$2::VARCHAR, $3::VARCHAR", "$4::VARCHAR"),
+        HAS_TABLE_20("'users'::VARCHAR", "'r'::VARCHAR", "'pg_catalog'::VARCHAR"),
+        "SELECT t.oid, typarray\nFROM pg_type t JOIN pg_namespace ns\n    ON typnamespace = ns.oid\n"
+        "WHERE typname = 'hstore';\n",
+        "SELECT\n    typname AS name, oid, typarray AS array_oid,\n    oid::regtype::text AS regtype, "
+        "typdelim AS delimiter\nFROM pg_type t\nWHERE t.oid = to_regtype($1)\nORDER BY t.oid\n",
+        "SAVEPOINT \"_pg3_1\"",
+        "RELEASE \"_pg3_12\"",
+        "RELEASE SAVEPOINT \"_pg3_2\"",
+    };
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_expect(sqlclass_probe(yes[i]), "%s", yes[i]);
+}
+
+Test(probe, the_apps_own_work_is_not)
+{
+    /* the class: state a rollback destroys, SELECT that writes among it */
+    static const char *const no[] = {
+        "SELECT record_boot(42)",
+        "select record_boot($1)",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT set_config('search_path', 'x', false)",
+        "SELECT nextval('s')",
+        "SELECT pg_notify('c', 'x')",
+        "SELECT lo_create(0)",
+        "SELECT * FROM users FOR UPDATE",
+        "SELECT 1 INTO t",
+        "SELECT relname FROM pg_class FOR UPDATE",
+        "WITH x AS (INSERT INTO t VALUES (1) RETURNING 1) SELECT 1",
+        "SET search_path TO tenant_a",
+        "SET LOCAL statement_timeout = 0",
+        "NOTIFY boot",
+        "LISTEN boot",
+        "CREATE TEMP TABLE t (a int)",
+        "PREPARE p AS SELECT 1",
+        "DECLARE c CURSOR FOR SELECT 1",
+        "SAVEPOINT sp1",
+        "SAVEPOINT \"_pg3_\"",
+        "SELECT 1; SELECT record_boot(1)",
+        "select \"version\"()",
+        "SELECT public.version()",
+        "",
+        NULL,
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_expect_not(sqlclass_probe(no[i]), "%s", no[i] ? no[i] : "(null)");
+}
+
+Test(probe, bare_begin_only)
+{
+    cr_assert(sqlclass_begin("BEGIN"));
+    cr_assert(sqlclass_begin("begin transaction isolation level repeatable read, read only"));
+    cr_assert(sqlclass_begin("START TRANSACTION READ WRITE;"));
+    cr_assert(sqlclass_begin("BEGIN WORK NOT DEFERRABLE"));
+    cr_assert_not(sqlclass_begin("BEGIN; SELECT record_boot(1)"));
+    cr_assert_not(sqlclass_begin("BEGIN; INSERT INTO t VALUES (1)"));
+    cr_assert_not(sqlclass_begin("SELECT 1"));
+    cr_assert_not(sqlclass_begin(NULL));
+}

@@ -9,6 +9,8 @@ first element is the operation:
                        "application_name": "...", "expect_error": false}]
     ["exec", NAME, SQL]             run SQL (no parameters), discard rows
     ["query", NAME, SQL]            run SQL, emit its rows
+    ["queryp", NAME, SQL, PARAMS]   the same with %s parameters (psycopg 3
+                                    sends them as $n)
     ["commit", NAME] / ["rollback", NAME] / ["close", NAME]
     ["status", NAME]                emit backend pid + transaction status
     ["mark", BARRIER]               create file $GATE_BARRIERS/BARRIER
@@ -183,6 +185,9 @@ def run_program(program):
                 run_sql(args[0], args[1])
             elif op == "query":
                 emit("rows", name=args[0], rows=run_sql(args[0], args[1], fetch=True))
+            elif op == "queryp":
+                emit("rows", name=args[0],
+                     rows=run_sql(args[0], args[1], args[2], fetch=True))
             elif op == "commit":
                 _conns[args[0]].commit()
             elif op == "rollback":

@@ -11,10 +11,15 @@ DRIVER picks the libpq path the statements take:
                     COMMIT are sent as statements): PQsendQuery + PQgetResult
     psycopg3        psycopg 3, Debian's pure-Python (ctypes) libpq wrapper:
                     PQsendQuery(Params) + PQgetResult, through dlsym
+    psycopg3-prepared
+                    the same with prepare_threshold=0: every statement
+                    prepared (PQsendPrepare + PQsendQueryPrepared)
 
 The program is {"autocommit": bool, "steps": [STEP, ...]}; a step is
 
     ["sql", SQL]      run SQL; emit what the app sees
+    ["sqlp", SQL, [params]]
+                      run SQL with %s parameters (psycopg 3 sends them as $n)
     ["begin"]         start a transaction: a no-op for the drivers that open
                       one implicitly, "BEGIN" for psycopg2-async
     ["commit"] / ["rollback"]
@@ -140,9 +145,9 @@ class Psycopg2(Driver):
     def tx(self):
         return self.tx_names[self.conn.info.transaction_status]
 
-    def execute(self, sql):
+    def execute(self, sql, params=None):
         cur = self.conn.cursor()
-        cur.execute(sql)
+        cur.execute(sql, params)
         if self.async_:
             self.wait()     # an error is raised by poll()
         rows = None
@@ -184,11 +189,12 @@ class Psycopg2(Driver):
 
 
 class Psycopg3(Driver):
-    def __init__(self, autocommit):
+    def __init__(self, autocommit, prepare_threshold=5):
         import psycopg
         assert psycopg.pq.__impl__ == "python", psycopg.pq.__impl__
         self.errors = (psycopg.Error,)
-        self.conn = psycopg.connect(DSN, autocommit=autocommit)
+        self.conn = psycopg.connect(DSN, autocommit=autocommit,
+                                    prepare_threshold=prepare_threshold)
 
     def backend_pid(self):
         return self.conn.info.backend_pid
@@ -196,9 +202,9 @@ class Psycopg3(Driver):
     def tx(self):
         return self.conn.info.transaction_status.name
 
-    def execute(self, sql):
+    def execute(self, sql, params=None):
         cur = self.conn.cursor()
-        cur.execute(sql)
+        cur.execute(sql, params)
         rows = None
         if cur.description is not None:
             rows = [[plain(v) for v in r] for r in cur.fetchall()]
@@ -248,6 +254,8 @@ def make_driver(name, autocommit):
         return Psycopg2(True, async_=True)
     if name == "psycopg3":
         return Psycopg3(autocommit)
+    if name == "psycopg3-prepared":
+        return Psycopg3(autocommit, prepare_threshold=0)
     raise SystemExit("unknown driver %r" % name)
 
 
@@ -265,6 +273,9 @@ def main():
         try:
             if op == "sql":
                 out = d.execute(step[1])
+            elif op == "sqlp":
+                rec["sql"] = " ".join(step[1].split())[:60]
+                out = d.execute(step[1], step[2])
             elif op == "prepared":
                 rec["sql"] = " ".join(step[1].split())[:60]
                 out = d.prepared(step[1])

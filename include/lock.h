@@ -202,7 +202,8 @@ bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *
  * ends").  A leader whose version-table transaction ended short of the
  * target holds the lock for lead_settle more, publishing how the run
  * ended: application_name becomes
- * `migshim lock pid=N migrating run=ended|failed[ vt=<name>| host=H]`
+ * `migshim lock pid=N host=H migrating run=ended|failed`, or with a
+ * published version table `migshim lock pid=N migrating run=... vt=<name>`
  * (`failed`: the transaction ended in an error).  A waiter that sees
  * `run=failed` and then the lock freed with the database still behind
  * counts one failed run (lead_failures).  LOCK_RUN_GOING puts the plain

@@ -852,10 +852,15 @@ bool lock_mark_run(const struct pq_api *pq, PGconn *own, enum lock_run run, cons
             n = snprintf(app, sizeof app, "migshim lock pid=%ld " LOCK_MIGRATING_MARK " " LOCK_VT_MARK "%s",
                          (long)getpid(), name);
     } else {
+        /* as ownconn_open names it, plus the marks; a host name too long
+         * for both is cut short (the marks first) */
         gethostname(host, sizeof host - 1);
-        n = snprintf(app, sizeof app, "migshim lock pid=%ld " LOCK_MIGRATING_MARK "%s host=%s",
-                     (long)getpid(), token[run], host); /* the host may be cut short */
-        n = n < 0 ? n : (int)strlen(app);
+        char mark[32];
+        snprintf(mark, sizeof mark, " " LOCK_MIGRATING_MARK "%s", token[run]);
+        int room = (int)(sizeof app) - 1 - (int)strlen(mark) -
+                   snprintf(NULL, 0, "migshim lock pid=%ld host=", (long)getpid());
+        n = snprintf(app, sizeof app, "migshim lock pid=%ld host=%.*s%s", (long)getpid(),
+                     room > 0 ? room : 0, host, mark);
     }
     if (n < 0 || (size_t)n >= sizeof app) {
         log_warn("cannot publish the migration run's state on the lock connection (name too long)");

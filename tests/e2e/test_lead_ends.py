@@ -295,7 +295,9 @@ def run_failing(tmp_path, make_db, procs, shim: bool, failures: int, stagger: bo
     project = make_project(tmp_path / f"{'shim' if shim else 'plain'}-{failures}-{stagger}",
                            FAILING)
     db = make_db()
-    env = {"MIGSHIM_LEAD_FAILURES": str(failures)}
+    # the default is left unset (the same test then runs against a build
+    # that does not know the key: it shows the stall)
+    env = {} if failures == 1 else {"MIGSHIM_LEAD_FAILURES": str(failures)}
     Proc(project, db.dsn, "0001base", False, "setup", stay=0).p.wait(60)
     holder = psycopg2.connect(db.dsn)   # the lock the migration trips on
     cur = holder.cursor()

@@ -203,6 +203,12 @@ def kinds(p: Proc):
     return out
 
 
+def assert_no_lapse(ps):
+    lapses = [m for p in ps for _, m in p.lines() if "lapse" in m or "gave the migration lock up" in m
+              or "gave it up" in m]
+    assert not lapses, describe(ps)
+
+
 @pytest.fixture
 def procs():
     started = []
@@ -269,6 +275,7 @@ def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, proc
             "migrated to 0003bbbb,0002aaaa" in m], describe([leader])
     assert not [m for p in fleet for lv, m in p.lines() if lv in ("warn", "error")], \
         describe(fleet)
+    assert_no_lapse(everyone)
 
     lead_line = [m for _, m in leader.lines() if "leading" in m][0]
     lead_run = (float(re.search(r"^READY \d+ ([\d.]+)", leader.text(), re.M).group(1))
@@ -355,6 +362,9 @@ def test_failed_leader_that_lives_on_releases_and_retries_are_bounded(
         assert f"(lead_failures = {failures})" in m and "at 0001base" in m, m
     for p in led:
         assert [m for _, m in p.lines() if "the migration run failed" in m], describe([p])
+    # the lock came free with the database unchanged, but the holder had been
+    # seen migrating: no waiter took it for a lapse
+    assert_no_lapse(everyone)
     bound = t_plain + failures * (LOCK_TIMEOUT + SETTLE) + SLACK
     print(f"\nfailed leader, 3 replicas (lead_failures = {failures}): all ready in {t_shim:.2f} s "
           f"with the shim, {t_plain:.2f} s without (bound {bound:.1f} s)")

@@ -525,9 +525,9 @@ static bool run_quiet(const struct gdb *g)
     return !g->run.pg || settle_copy->api.PQtransactionStatus(g->run.pg) == PQTRANS_IDLE;
 }
 
-/* The settle is over (mutex held, Alembic, LEADING): re-read the version
- * table, release, and say how the run ended. */
-static void end_run_lead(const struct pq_copy *copy, struct gdb *g, const char *when)
+/* The settle is over, or the process exits (mutex held, Alembic, LEADING):
+ * re-read the version table, release, and say how the run ended. */
+static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting)
 {
     const struct config *cfg = shim_config();
     PGconn *own = ownconn_pg(g->own);
@@ -558,12 +558,18 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, const char *
         /* a later migration of this process races like any ungated one */
         set_state(g, cfg->guard ? G_UNGATED : G_DONE);
         describe_target(want, sizeof want);
+        char then[96];
+        if (exiting)
+            snprintf(then, sizeof then, "; the process is exiting");
+        else
+            snprintf(then, sizeof then, ", then no version-table statement for lead_settle = %g s",
+                     cfg->lead_settle);
         NOTE(failed ? LOG_LVL_WARN : LOG_LVL_INFO, "released", g->name, revs,
-             "database \"%s\": the migration run %s at %s, short of the target %s (%s, then no "
-             "version-table statement for lead_settle = %g s%s); migration lock released after "
-             "%.3f s", g->name, failed ? "failed" : "ended", revs, want,
-             failed ? "its transaction ended in an error" : "its last version-table transaction committed",
-             cfg->lead_settle, when, held);
+             "database \"%s\": the migration run %s at %s, short of the target %s (%s%s); "
+             "migration lock released after %.3f s", g->name, failed ? "failed" : "ended", revs,
+             want, failed ? "its transaction ended in an error"
+                          : "its last version-table transaction committed",
+             then, held);
     }
     refresh_pending();
 }
@@ -587,7 +593,7 @@ static void *settler(void *arg)
             if (!django_mode) {
                 if (g->run.ended > 0 && t - g->run.ended >= cfg->lead_settle && g->ndirty == 0 &&
                     run_quiet(g))
-                    end_run_lead(settle_copy, g, "");
+                    end_run_lead(settle_copy, g, false);
                 continue;
             }
             PGconn *own = ownconn_pg(g->own);
@@ -630,7 +636,7 @@ static void at_exit(void)
             continue;
         if (!django_mode) { /* the server releases it with the connection anyway */
             if (g->run.ended > 0)
-                end_run_lead(settle_copy, g, "; the process is exiting");
+                end_run_lead(settle_copy, g, true);
             continue;
         }
         struct versions v;

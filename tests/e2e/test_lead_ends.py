@@ -228,24 +228,27 @@ TWO_HEADS = [
 ]
 
 
-def run_partial(tmp_path, make_db, procs, shim: bool):
+def run_partial(tmp_path, make_db, procs, shim: bool, lock: str = "xact"):
     project = make_project(tmp_path / ("shim" if shim else "plain"), TWO_HEADS)
     db = make_db()
-    first = Proc(project, db.dsn, "a@head", shim, "partial")
+    env = {"MIGSHIM_LOCK": lock} if lock != "xact" else {}
+    first = Proc(project, db.dsn, "a@head", shim, "partial", env=env)
     procs.append(first)
     # the four start while the partial run is in its slow revision
     first.wait_for(r"^ATTEMPT 0002aaaa", 60)
-    fleet = [Proc(project, db.dsn, "heads", shim, f"w{i}") for i in range(4)]
+    fleet = [Proc(project, db.dsn, "heads", shim, f"w{i}", env=env) for i in range(4)]
     procs.extend(fleet)
     elapsed = wait_ready(fleet, 60)
     first.wait_for(r"^READY", 30)
     return db, first, fleet, elapsed
 
 
-def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, procs, migshim_lib):
+@pytest.mark.parametrize("lock", ["xact", "session"])
+def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, procs, migshim_lib,
+                                                         lock):
     _, _, plain, t_plain = run_partial(tmp_path, make_db, procs, shim=False)
     assert t_plain is not None, describe(plain)
-    db, first, fleet, t_shim = run_partial(tmp_path, make_db, procs, shim=True)
+    db, first, fleet, t_shim = run_partial(tmp_path, make_db, procs, shim=True, lock=lock)
     everyone = [first] + fleet
     assert t_shim is not None, "not all ready:\n" + describe(everyone)
     assert not any(p.failed() for p in everyone), describe(everyone)
@@ -281,7 +284,7 @@ def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, proc
     lead_run = (float(re.search(r"^READY \d+ ([\d.]+)", leader.text(), re.M).group(1))
                 - leader.t0)
     bound = t_plain + lead_run + SETTLE + SLACK
-    print(f"\npartial upgrade, then 4 x upgrade heads: all ready in {t_shim:.2f} s with the "
+    print(f"\npartial upgrade (lock = {lock}), then 4 x upgrade heads: all ready in {t_shim:.2f} s with the "
           f"shim, {t_plain:.2f} s without (bound {bound:.1f} s); leader: {lead_line}")
     assert t_shim <= bound, describe(everyone)
 

@@ -203,6 +203,18 @@ def kinds(p: Proc):
     return out
 
 
+def wait_for_lock_waiters(cur, n: int, timeout: float, what: str):
+    """Until n backends wait for an advisory lock (the gate's wait slices)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cur.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted")
+        if cur.fetchone()[0] >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{n} waiters not seen waiting within {timeout} s:\n{what}")
+
+
 def assert_no_lapse(ps):
     lapses = [m for p in ps for _, m in p.lines() if "lapse" in m or "gave the migration lock up" in m
               or "gave it up" in m]
@@ -293,7 +305,7 @@ def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, proc
 # ---------------------------------------------------------------------------
 # 2. a leader that fails on its own lock_timeout and lives on
 
-LOCK_TIMEOUT = 2.0
+LOCK_TIMEOUT = 3.0
 FAILING = [
     ("0001base", None, None, RUNS_TABLE),
     ("0002fail", "0001base", None,
@@ -326,6 +338,8 @@ def run_failing(tmp_path, make_db, procs, shim: bool, failures: int, stagger: bo
             replicas[0].wait_for(r"\bleading\b", 60)
         replicas += [Proc(project, db.dsn, "head", shim, f"r{i}", env=env) for i in (1, 2)]
         procs.extend(replicas)
+        if stagger:   # the interleaving this test is about: both wait on r0's lead
+            wait_for_lock_waiters(cur, 2, LOCK_TIMEOUT, describe(replicas))
         elapsed = wait_ready(replicas, 120)
     finally:
         holder.rollback()

@@ -945,10 +945,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
                     log_warn("database \"%s\": releasing the migration lock failed; closing the "
                              "lock connection releases it", g->name);
                 close_own(g);
-                NOTE(LOG_LVL_WARN, "ungated", g->name, revs, "database \"%s\": waited %.3f s; the "
-                     "migration failed in %u leader%s in turn (lead_failures = %d) and the "
-                     "database is still at %s; proceeding without the gate, the race guard "
-                     "watching", g->name, now() - start, failed_runs, failed_runs == 1 ? "" : "s",
+                NOTE(LOG_LVL_WARN, "ungated", g->name, revs, "database \"%s\": waited %.3f s; %u "
+                     "leader%s in turn failed to migrate it (lead_failures = %d), the database "
+                     "still at %s; proceeding without the gate, the race guard watching",
+                     g->name, now() - start, failed_runs, failed_runs == 1 ? "" : "s",
                      cfg->lead_failures, revs);
                 return OUT_UNGATED;
             }
@@ -1587,6 +1587,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
+            memset(&g->run, 0, sizeof g->run);
             set_state(g, cfg->guard ? G_UNGATED : G_DONE);
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);

@@ -376,8 +376,8 @@ def test_failed_leader_that_lives_on_releases_and_retries_are_bounded(
     assert len(led) == failures and len(gave_up) == 3 - failures, describe(replicas)
     for p in gave_up:
         (m,) = [m for _, m in p.lines() if "lead_failures" in m and "without the gate" in m]
-        assert f"the migration failed in {failures} leader" in m, m
-        assert f"(lead_failures = {failures})" in m and "at 0001base" in m, m
+        assert f"; {failures} leader{'s' if failures > 1 else ''} in turn failed to migrate it" in m, m
+        assert f"(lead_failures = {failures})" in m and "still at 0001base" in m, m
     for p in led:
         assert [m for _, m in p.lines() if "the migration run failed" in m], describe([p])
     # the lock came free with the database unchanged, but the holder had been

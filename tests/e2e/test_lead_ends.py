@@ -240,14 +240,15 @@ TWO_HEADS = [
 ]
 
 
-def run_partial(tmp_path, make_db, procs, shim: bool, lock: str = "xact"):
+def run_partial(tmp_path, make_db, procs, shim: bool, lock: str = "xact", when: str = "during"):
     project = make_project(tmp_path / ("shim" if shim else "plain"), TWO_HEADS)
     db = make_db()
     env = {"MIGSHIM_LOCK": lock} if lock != "xact" else {}
     first = Proc(project, db.dsn, "a@head", shim, "partial", env=env)
     procs.append(first)
-    # the four start while the partial run is in its slow revision
-    first.wait_for(r"^ATTEMPT 0002aaaa", 60)
+    # the four start while the partial run is in its slow revision, or once
+    # it is over (then, with the shim, inside its lead_settle)
+    first.wait_for(r"^ATTEMPT 0002aaaa" if when == "during" else r"^READY", 60)
     fleet = [Proc(project, db.dsn, "heads", shim, f"w{i}", env=env) for i in range(4)]
     procs.extend(fleet)
     elapsed = wait_ready(fleet, 60)
@@ -255,12 +256,14 @@ def run_partial(tmp_path, make_db, procs, shim: bool, lock: str = "xact"):
     return db, first, fleet, elapsed
 
 
-@pytest.mark.parametrize("lock", ["xact", "session"])
+@pytest.mark.parametrize("lock,when", [("xact", "during"), ("session", "during"),
+                                       ("xact", "after")])
 def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, procs, migshim_lib,
-                                                         lock):
-    _, _, plain, t_plain = run_partial(tmp_path, make_db, procs, shim=False)
+                                                         lock, when):
+    _, _, plain, t_plain = run_partial(tmp_path, make_db, procs, shim=False, when=when)
     assert t_plain is not None, describe(plain)
-    db, first, fleet, t_shim = run_partial(tmp_path, make_db, procs, shim=True, lock=lock)
+    db, first, fleet, t_shim = run_partial(tmp_path, make_db, procs, shim=True, lock=lock,
+                                           when=when)
     everyone = [first] + fleet
     assert t_shim is not None, "not all ready:\n" + describe(everyone)
     assert not any(p.failed() for p in everyone), describe(everyone)
@@ -296,7 +299,7 @@ def test_partial_upgrade_that_lives_on_releases_the_lock(tmp_path, make_db, proc
     lead_run = (float(re.search(r"^READY \d+ ([\d.]+)", leader.text(), re.M).group(1))
                 - leader.t0)
     bound = t_plain + lead_run + SETTLE + SLACK
-    print(f"\npartial upgrade (lock = {lock}), then 4 x upgrade heads: all ready in {t_shim:.2f} s with the "
+    print(f"\npartial upgrade (lock = {lock}), 4 x upgrade heads {when} it: all ready in {t_shim:.2f} s with the "
           f"shim, {t_plain:.2f} s without ({sum(p.failed() for p in plain)} of 4 failed; bound "
           f"{bound:.1f} s); leader: {lead_line}")
     assert t_shim <= bound, describe(everyone)

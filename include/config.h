@@ -50,6 +50,10 @@ struct config {
     double wait_timeout;              /* seconds                            */
     double hold_timeout;              /* seconds; 0 = until target or exit  */
     double leader_grace;              /* seconds                            */
+    double lead_settle;               /* seconds with no version-table activity after a
+                                         leader's run ended short of the target     */
+    int lead_failures;                /* failed runs a waiter sees before it proceeds
+                                         without the gate; 0 = never               */
     enum on_timeout on_timeout;
 
     /* the race guard */

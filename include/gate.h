@@ -4,11 +4,17 @@
  *
  *   NEW ──first connection──▶ DECIDING ──at target / ahead──▶ DONE
  *                                │  └──behind: lock taken──▶ LEADING ──commit at target──▶ DONE
- *                                │                             └──no version-table statement
- *                                │                                 within leader_grace──▶ LAPSED
+ *                                │                             ├──no version-table statement
+ *                                │                             │   within leader_grace──▶ LAPSED
+ *                                │                             └──run ended short of the target
+ *                                │                                 (a version-table transaction that
+ *                                │                                 wrote or failed ended), then
+ *                                │                                 lead_settle quiet──▶ UNGATED
+ *                                │                                 (DONE with guard = false)
  *                                ├──target unknown──▶ UNKNOWN (lock per version-table transaction)
  *                                │                      └──one that only read──▶ DONE
- *                                └──behind, no lock (lock = off, timeout, lock error)──▶ UNGATED
+ *                                └──behind, no lock (lock = off, timeout, lock error,
+ *                                      lead_failures failed runs seen)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
  *                                └──a version table in another schema than the one read──▶ SCHEMA
  *                                      SCHEMA ──Alembic statement, its schema behind: lock taken──▶ LEADING
@@ -110,7 +116,12 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg);
  * watch.  Per-schema version tables: see "Per-schema" above.) */
 void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes);
 
-/* A command on `pg` delivered its last result (gate_watching != 0). */
+/* A command on `pg` delivered its last result (gate_watching != 0).  A
+ * leader's version-table transaction ending at the target releases the
+ * lock; ending short of it, having written the version table or failed,
+ * ends the run: the lock is released lead_settle later by the gate's own
+ * thread, unless the run goes on (another version-table statement, or a
+ * transaction open on that connection then). */
 void gate_after(const struct pq_copy *copy, PGconn *pg);
 
 /* `pg` is being finished: forget it (and end a lock its transaction held). */

@@ -220,6 +220,30 @@ bool lock_vt_parse(const char *text, char *schema, size_t ssz, char *table, size
 bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
                        bool *migrating, struct lock_vt *vt);
 
+/*
+ * The end of a leader's migration run (gate.c, "A lead ends when the run
+ * ends").  A leader whose version-table transaction ended short of the
+ * target holds the lock for lead_settle more, publishing how the run
+ * ended: application_name becomes
+ * `migshim lock pid=N host=H migrating run=ended|failed`, or with a
+ * published version table `migshim lock pid=N migrating run=... vt=<name>`
+ * (`failed`: the transaction ended in an error).  A waiter that sees
+ * `run=failed` and then the lock freed with the database still behind
+ * counts one failed run (lead_failures).  LOCK_RUN_GOING puts the plain
+ * mark back (the run went on).  The vt name is kept if it was published;
+ * when both do not fit in 63 bytes the run token is left out (a waiter
+ * then counts no failure: it leads, as before).
+ */
+#define LOCK_RUN_MARK "run="
+enum lock_run { LOCK_RUN_GOING, LOCK_RUN_ENDED, LOCK_RUN_FAILED };
+bool lock_mark_run(const struct pq_api *pq, PGconn *own, enum lock_run run, const char *schema,
+                   const char *table) __attribute__((warn_unused_result));
+
+/* lock_holder_state, and (`run` not NULL) how the holder's run stands as
+ * it published it (LOCK_RUN_GOING when it published nothing). */
+bool lock_holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+                           bool *migrating, struct lock_vt *vt, enum lock_run *run);
+
 void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf,
                           size_t n);
 

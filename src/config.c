@@ -20,13 +20,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum key_type { K_BOOL, K_LOGLEVEL, K_STRING, K_NAME, K_SECONDS, K_INT64, K_ENUM };
+enum key_type { K_BOOL, K_LOGLEVEL, K_STRING, K_NAME, K_SECONDS, K_INT64, K_ENUM,
+                K_COUNT /* an int between min and max */ };
 
 struct key {
     const char *name;
     enum key_type type;
     size_t offset, size;       /* the field; size for strings            */
-    double min, max;           /* K_SECONDS                              */
+    double min, max;           /* K_SECONDS, K_COUNT                     */
     const char *const *choices; /* K_ENUM: index = stored int value      */
     size_t set_offset;         /* K_INT64: the bool saying it was set    */
 };
@@ -50,6 +51,8 @@ static const struct key keys[] = {
     {"wait_timeout", K_SECONDS, F(wait_timeout), 0, 86400 * 7, NULL, 0},
     {"hold_timeout", K_SECONDS, F(hold_timeout), 0, 86400 * 7, NULL, 0},
     {"leader_grace", K_SECONDS, F(leader_grace), 0.01, 86400, NULL, 0},
+    {"lead_settle", K_SECONDS, F(lead_settle), 0.5, 3600, NULL, 0},
+    {"lead_failures", K_COUNT, F(lead_failures), 0, 1000, NULL, 0},
     {"on_timeout", K_ENUM, F(on_timeout), 0, 0, on_timeout_choices, 0},
     {"guard", K_BOOL, F(guard), 0, 0, NULL, 0},
     {"race_wait", K_SECONDS, F(race_wait), 0, 3600, NULL, 0},
@@ -87,6 +90,8 @@ void config_defaults(struct config *cfg)
     cfg->wait_timeout = 300;
     cfg->hold_timeout = 3600;
     cfg->leader_grace = 10;
+    cfg->lead_settle = 1;
+    cfg->lead_failures = 1;
     cfg->on_timeout = ON_TIMEOUT_PROCEED;
     cfg->guard = true;
     cfg->race_wait = 30;
@@ -257,6 +262,30 @@ static bool set_value(struct config *cfg, const struct key *k, const struct valu
         }
         *(long long *)field = i;
         *(bool *)((char *)cfg + k->set_offset) = true;
+        return true;
+    }
+    case K_COUNT: {
+        long long i;
+        if (v->kind == V_INT) {
+            i = v->i;
+        } else if (v->kind == V_TEXT) {
+            char *end;
+            errno = 0;
+            i = strtoll(v->text, &end, 10);
+            if (end == v->text || *end || errno) {
+                fail(err, errsz, "'%s' must be a whole number, got '%s'", k->name, v->text);
+                return false;
+            }
+        } else {
+            fail(err, errsz, "'%s' must be a whole number, got %s", k->name, value_kind_name(v));
+            return false;
+        }
+        if (i < (long long)k->min || i > (long long)k->max) {
+            fail(err, errsz, "'%s' must be between %g and %g, got %lld", k->name, k->min, k->max,
+                 i);
+            return false;
+        }
+        *(int *)field = (int)i;
         return true;
     }
     case K_ENUM: {
@@ -502,6 +531,7 @@ char *config_key_value(const struct config *cfg, size_t i, char *buf, size_t n)
             snprintf(buf, n, "(derived)");
         break;
     case K_ENUM: snprintf(buf, n, "%s", keys[i].choices[*(const int *)field]); break;
+    case K_COUNT: snprintf(buf, n, "%d", *(const int *)field); break;
     }
     return buf;
 }

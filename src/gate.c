@@ -86,7 +86,16 @@ struct gdb {
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     bool holder_wrote;       /* ... and its transaction wrote the version table */
     PGconn *dirty[MAX_DIRTY];/* connections with an uncommitted version-table write */
+    bool dirty_wrote[MAX_DIRTY];  /* ... whose transaction wrote it (LEADING)      */
+    bool dirty_failed[MAX_DIRTY]; /* ... whose transaction saw an error (LEADING)  */
     size_t ndirty;
+    struct {                 /* LEADING: the end of the run (see run_ended)  */
+        double ended;        /* when its last version-table transaction ended
+                                short of the target; 0 = the run goes on     */
+        PGconn *pg;          /* that transaction's connection (NULL: closed) */
+        bool failed;         /* ... ended in an error, or a later one on pg did */
+        enum lock_run told;  /* what the lock connection publishes           */
+    } run;
     struct {                 /* LEADING: the app's connections tuned for a dead peer */
         PGconn *pg;
         struct peer_saved sock;
@@ -358,6 +367,7 @@ static void refresh_pending(void)
             continue;
         /* (a Django leader: every statement is activity for the settler) */
         any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
+        any |= g->st == G_LEADING && g->run.ended > 0; /* see run_ended */
         full |= guarded(g->st);
         sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
         learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
@@ -385,6 +395,7 @@ static void adopt_after_fork(struct gdb *g)
     g->own = NULL;
     g->holder = NULL;
     g->ndirty = 0;
+    memset(&g->run, 0, sizeof g->run);
     g->ntuned = 0; /* the parent's connections */
     if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
         set_state(g, G_NEW);
@@ -493,6 +504,114 @@ static void end_django_lead(const struct pq_copy *copy, struct gdb *g, const cha
          g->name, why, now() - g->since);
 }
 
+static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
+                            struct versions *v, char *err, size_t errsz);
+static void tell_lead(struct gdb *g);
+
+/*
+ * A lead ends when the leader's run ends (Alembic).  The run's end: the
+ * commit or rollback of a version-table transaction of the leader that
+ * wrote the version table or ended in an error, short of the target
+ * (gate_after: run_ended), then lead_settle with no further
+ * version-table statement of the process (lead_activity: run_goes_on)
+ * and no transaction open on that transaction's connection (a
+ * transaction_per_migration run is inside its next revision's
+ * transaction, which touches the version table only at its end).  The
+ * settler thread checks every SETTLE_TICK, so the lock is released even
+ * if the app never calls libpq again.  A transaction that only read and
+ * committed is not an end (an app may read the version before it
+ * migrates in another transaction).  Meanwhile the lock connection
+ * publishes how the run ended (lock_mark_run): waiters count the failed
+ * ones (wait_steps, lead_failures).
+ */
+static void run_tell(const struct pq_copy *copy, struct gdb *g, enum lock_run run)
+{
+    PGconn *own = ownconn_pg(g->own);
+    if (!own || g->run.told == run)
+        return;
+    if (!lock_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
+                       g->vt.learned ? g->vt.table : ""))
+        log_warn("database \"%s\": cannot publish the end of the migration run on the lock "
+                 "connection; waiters count no failed run", g->name);
+    g->run.told = run;
+}
+
+static void start_settler(const struct pq_copy *copy);
+
+/* The leader's version-table transaction on `pg` (NULL: closed) ended
+ * short of the target (mutex held): the settle begins. */
+static void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool failed)
+{
+    g->run.ended = now();
+    g->run.pg = pg;
+    g->run.failed = failed;
+    run_tell(copy, g, failed ? LOCK_RUN_FAILED : LOCK_RUN_ENDED);
+    start_settler(copy);
+    log_debug("database \"%s\": the migration's version-table transaction ended%s short of the "
+              "target; the migration lock is released after lead_settle (%g s) without another",
+              g->name, failed ? " in an error" : "", shim_config()->lead_settle);
+}
+
+/* The run's connection is outside any transaction, no command in flight
+ * (mutex held).  Read from the settler's thread while the app may be using
+ * it: PQtransactionStatus only loads three enum fields of the PGconn, and
+ * gate_forget clears run.pg (under the mutex) before the PGconn is freed. */
+static bool run_quiet(const struct gdb *g)
+{
+    return !g->run.pg || settle_copy->api.PQtransactionStatus(g->run.pg) == PQTRANS_IDLE;
+}
+
+/* The settle is over, or the process exits (mutex held, Alembic, LEADING):
+ * re-read the version table, release, and say how the run ended. */
+static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting)
+{
+    const struct config *cfg = shim_config();
+    PGconn *own = ownconn_pg(g->own);
+    struct versions v;
+    char err[256] = "no lock connection", revs[512] = "(unreadable)", want[512];
+    bool read = own && read_lead_table(copy, g, own, &v, err, sizeof err);
+    if (read)
+        describe(&v, revs, sizeof revs);
+    else
+        log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
+                 g->name, err);
+    bool done = read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND);
+    if (own && !lock_release(&copy->api, own, cfg->lock, g->key))
+        log_warn("database \"%s\": releasing the migration lock failed; closing the lock "
+                 "connection releases it", g->name);
+    close_own(g);
+    untune_all(copy, g, NULL);
+    g->ndirty = 0;
+    bool failed = g->run.failed;
+    memset(&g->run, 0, sizeof g->run);
+    sp_use(g, "");
+    tell_lead(g);
+    double held = now() - g->since;
+    if (done) {
+        set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
+        NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration "
+             "lock released after %.3f s", g->name, revs, held);
+    } else {
+        /* a later migration of this process races like any ungated one
+         * (per-schema: each later statement decides again) */
+        set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
+        describe_target(want, sizeof want);
+        char then[96];
+        if (exiting)
+            snprintf(then, sizeof then, "; the process is exiting");
+        else
+            snprintf(then, sizeof then, ", then no version-table statement for lead_settle = %g s",
+                     cfg->lead_settle);
+        NOTE(failed ? LOG_LVL_WARN : LOG_LVL_INFO, "released", g->name, revs,
+             "database \"%s\": the migration run %s at %s, short of the target %s (%s%s); "
+             "migration lock released after %.3f s", g->name, failed ? "failed" : "ended", revs,
+             want, failed ? "its transaction ended in an error"
+                          : "its last version-table transaction committed",
+             then, held);
+    }
+    refresh_pending();
+}
+
 static void *settler(void *arg)
 {
     (void)arg;
@@ -509,6 +628,12 @@ static void *settler(void *arg)
             if (g->pid != getpid() || g->st != G_LEADING)
                 continue;
             any = true;
+            if (!django_mode) {
+                if (g->run.ended > 0 && t - g->run.ended >= cfg->lead_settle && g->ndirty == 0 &&
+                    run_quiet(g))
+                    end_run_lead(settle_copy, g, false);
+                continue;
+            }
             PGconn *own = ownconn_pg(g->own);
             if (!own || !g->saw_vt || idle < cfg->django_settle || t < g->next_settle)
                 continue;
@@ -547,6 +672,11 @@ static void at_exit(void)
         struct gdb *g = &dbs[i];
         if (g->pid != getpid() || g->st != G_LEADING || !settle_copy)
             continue;
+        if (!django_mode) { /* the server releases it with the connection anyway */
+            if (g->run.ended > 0)
+                end_run_lead(settle_copy, g, true);
+            continue;
+        }
         struct versions v;
         char err[256], what[512] = "django_migrations unreadable";
         PGconn *own = ownconn_pg(g->own);
@@ -776,6 +906,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
     /* the holder as last seen (see lock.h, "Lapses") */
     double seen_at = 0, holder_idle_since = 0;
     bool holder_seen = false, holder_migrating = false;
+    enum lock_run holder_run = LOCK_RUN_GOING; /* how its run stood, as it published */
+    unsigned failed_runs = 0; /* holders whose run failed, the database still behind */
+    /* a holder whose run ended is looked at at least twice in its lead_settle */
+    double look_every = cfg->lead_settle / 2 < 1.0 ? cfg->lead_settle / 2 : 1.0;
     struct versions v_seen;
     struct lock_vt pub = {0}; /* the version table a holder published */
     for (;;) {
@@ -836,6 +970,31 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             !g->sp.schema[0] &&
             published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
+        if (!django_mode && target.known && c == BEHIND && r != LOCK_BUSY && holder_seen &&
+            holder_run == LOCK_RUN_FAILED) {
+            /* The holder's migration failed and it let the lock go (it
+             * lives on); the database is still behind.  Another leader
+             * would most likely fail the same way: after lead_failures
+             * such runs, stop serializing the fleet on it. */
+            holder_seen = false;
+            holder_run = LOCK_RUN_GOING;
+            failed_runs++;
+            if (cfg->lead_failures > 0 && failed_runs >= (unsigned)cfg->lead_failures) {
+                if (r == LOCK_TAKEN && !lock_release(pq, own, cfg->lock, g->key))
+                    log_warn("database \"%s\": releasing the migration lock failed; closing the "
+                             "lock connection releases it", g->name);
+                close_own(g);
+                NOTE(LOG_LVL_WARN, "ungated", g->name, revs, "database \"%s\": waited %.3f s; %u "
+                     "leader%s in turn failed to migrate it (lead_failures = %d), the database "
+                     "still at %s; proceeding without the gate, the race guard watching",
+                     g->name, now() - start, failed_runs, failed_runs == 1 ? "" : "s",
+                     cfg->lead_failures, revs);
+                return OUT_UNGATED;
+            }
+            log_info("database \"%s\": the migration run of the process that held the lock failed "
+                     "(%u of lead_failures = %d); the database is still at %s: one waiter leads "
+                     "the next attempt", g->name, failed_runs, cfg->lead_failures, revs);
+        }
         if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
             if (!target.known) {
                 g->since = now();
@@ -915,12 +1074,15 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         /* every slice until the holder is seen migrating (it may publish
          * its version table then: see lock_mark_migrating_vt), then once
-         * a second */
-        if (r == LOCK_BUSY && (!holder_seen || !holder_migrating || t - seen_at >= 1.0)) {
+         * a second, or twice in lead_settle (how its run ended: see
+         * lock_mark_run) */
+        if (r == LOCK_BUSY && (!holder_seen || !holder_migrating || t - seen_at >= look_every)) {
             double idle;
             bool migrating;
             struct lock_vt vt;
-            if (lock_holder_state(pq, own, g->key, &idle, &migrating, &vt)) {
+            enum lock_run run;
+            if (lock_holder_state_run(pq, own, g->key, &idle, &migrating, &vt, &run)) {
+                holder_run = run;
                 if (vt.known)
                     pub = vt;
                 if (!holder_seen)
@@ -1207,18 +1369,58 @@ static bool is_dirty(const struct gdb *g, const PGconn *pg)
 
 static void mark_dirty(struct gdb *g, PGconn *pg)
 {
-    if (!is_dirty(g, pg) && g->ndirty < MAX_DIRTY)
+    if (!is_dirty(g, pg) && g->ndirty < MAX_DIRTY) {
+        g->dirty_wrote[g->ndirty] = false;
+        g->dirty_failed[g->ndirty] = false;
         g->dirty[g->ndirty++] = pg;
+    }
+}
+
+/* The slot of a dirty connection, or -1. */
+static int dirty_slot(const struct gdb *g, const PGconn *pg)
+{
+    for (size_t i = 0; i < g->ndirty; i++)
+        if (g->dirty[i] == pg)
+            return (int)i;
+    return -1;
 }
 
 static void clear_dirty(struct gdb *g, const PGconn *pg)
 {
-    for (size_t i = 0; i < g->ndirty; i++) {
-        if (g->dirty[i] == pg) {
-            g->dirty[i] = g->dirty[--g->ndirty];
-            return;
-        }
-    }
+    int i = dirty_slot(g, pg);
+    if (i < 0)
+        return;
+    g->ndirty--;
+    g->dirty[i] = g->dirty[g->ndirty];
+    g->dirty_wrote[i] = g->dirty_wrote[g->ndirty];
+    g->dirty_failed[i] = g->dirty_failed[g->ndirty];
+}
+
+/* The leader's run goes on (mutex held): a version-table statement, or a
+ * transaction on the run's connection (see run_ended).  The settle is off
+ * and the lock connection shows the plain mark again. */
+static void run_goes_on(const struct pq_copy *copy, struct gdb *g)
+{
+    g->run.ended = 0;
+    PGconn *own = ownconn_pg(g->own);
+    if (g->run.told == LOCK_RUN_GOING || !own)
+        return;
+    if (!lock_mark_run(&copy->api, own, LOCK_RUN_GOING, g->vt.learned ? g->vt.schema : "",
+                       g->vt.learned ? g->vt.table : ""))
+        log_warn("database \"%s\": cannot mark the lock connection; waiters may count this "
+                 "run as ended", g->name);
+    g->run.told = LOCK_RUN_GOING;
+}
+
+/* A version-table statement of the leader on `pg` (mutex held). */
+static void lead_activity(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool writes)
+{
+    mark_dirty(g, pg);
+    int i = dirty_slot(g, pg);
+    if (i >= 0 && writes)
+        g->dirty_wrote[i] = true;
+    if (g->run.ended)
+        run_goes_on(copy, g);
 }
 
 /* Take the lock again (LAPSED, or UNKNOWN) with the mutex released. */
@@ -1493,7 +1695,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             }
         }
         if (!django_mode) /* Django: held to the end of the run (settler) */
-            mark_dirty(g, pg);
+            lead_activity(copy, g, pg, writes);
     } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
     } else if (g->st == G_UNKNOWN) {
@@ -1558,7 +1760,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
     bool writes = k.kind != SQL_VT_READ;
     if (g->vt.learned) { /* the learned table's statements end in a re-read */
         if (strcmp(schema, g->vt.schema) == 0 && strcmp(table, g->vt.table) == 0) {
-            mark_dirty(g, pg);
+            lead_activity(copy, g, pg, writes);
             if (writes)
                 tell_lead(g);
         }
@@ -1576,7 +1778,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
                 lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
                 lock_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table);
             }
-            mark_dirty(g, pg);
+            lead_activity(copy, g, pg, writes);
         }
     }
     /* one warning, from the process that writes it: a late process that
@@ -1611,7 +1813,20 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         return;
     }
     /* as the app sees it (the guard may stand in for a failed transaction) */
-    bool idle = guard_transaction_status(copy, pg) == PQTRANS_IDLE;
+    PGTransactionStatusType ts = guard_transaction_status(copy, pg);
+    bool idle = ts == PQTRANS_IDLE;
+    if (g->st == G_LEADING && ts == PQTRANS_INERROR) {
+        /* the migration failed: its transaction's end is the run's end */
+        int slot = dirty_slot(g, pg);
+        if (slot >= 0)
+            g->dirty_failed[slot] = true;
+        if (g->run.ended > 0 && pg == g->run.pg && !g->run.failed) {
+            /* a transaction_per_migration run's next revision */
+            g->run.failed = true;
+            g->run.ended = now(); /* waiters get lead_settle to see it */
+            run_tell(copy, g, LOCK_RUN_FAILED);
+        }
+    }
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         bool locked = g->holder_locked;
         if (locked && g->own)
@@ -1632,6 +1847,8 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
                       "stops watching", g->name);
         }
     } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
+        int slot = dirty_slot(g, pg);
+        bool wrote = g->dirty_wrote[slot], failed = g->dirty_failed[slot];
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
@@ -1649,6 +1866,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
+            memset(&g->run, 0, sizeof g->run);
             set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
             sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
@@ -1670,6 +1888,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
                 NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
                      revs, now() - g->since);
             }
+            memset(&g->run, 0, sizeof g->run);
         } else if (read && g->sp.on && !g->sp.wrote) {
             /* A per-schema lead whose transaction only read its table
              * (a schema with none, looked at without migrating: `alembic
@@ -1682,11 +1901,14 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             untune_all(copy, g, pg);
             g->ndirty = 0;
             g->untold.pending = false;
+            memset(&g->run, 0, sizeof g->run);
             set_state(g, G_SCHEMA);
             NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": the transaction on \"%s\".\"%s\" "
                  "(%s) only read it; migration lock released after %.3f s", g->name, g->vt.schema,
                  g->vt.table, revs, now() - g->since);
             sp_use(g, "");
+        } else if (read && (wrote || failed)) {
+            run_ended(copy, g, pg, failed); /* short of the target: the settle begins */
         }
     } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
         clear_dirty(g, pg);
@@ -1771,8 +1993,14 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
         struct gdb *g = &dbs[i];
         if (g->pid != getpid())
             continue;
+        int slot = dirty_slot(g, pg);
+        bool cut = g->st == G_LEADING && slot >= 0 && (g->dirty_wrote[slot] || g->dirty_failed[slot]);
         clear_dirty(g, pg);
         forget_tuned(g, pg);
+        if (g->st == G_LEADING && g->run.pg == pg)
+            g->run.pg = NULL;
+        if (cut) /* closed inside its version-table transaction: rolled back */
+            run_ended(copy, g, NULL, true);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
                 lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);

@@ -4,6 +4,7 @@
  * (quote_ident below) and passed as parameters where SQL allows.
  */
 #include "lock.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -812,6 +813,12 @@ bool lock_vt_parse(const char *text, char *schema, size_t ssz, char *table, size
 bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
                        bool *migrating, struct lock_vt *vt)
 {
+    return lock_holder_state_run(pq, c, key, idle, migrating, vt, NULL);
+}
+
+bool lock_holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+                           bool *migrating, struct lock_vt *vt, enum lock_run *run)
+{
     char sql[1024];
     holder_sql(key, "extract(epoch FROM now() - a.state_change)::float8, a.application_name",
                sql, sizeof sql);
@@ -820,6 +827,8 @@ bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *
               !pq->PQgetisnull(r, 0, 0);
     if (vt)
         vt->known = false;
+    if (run)
+        *run = LOCK_RUN_GOING;
     if (ok) {
         *idle = strtod(pq->PQgetvalue(r, 0, 0), NULL);
         const char *app = pq->PQgetvalue(r, 0, 1);
@@ -830,10 +839,56 @@ bool lock_holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *
         if (vt && v)
             vt->known = lock_vt_parse(v + strlen(" " LOCK_VT_MARK), vt->schema,
                                       sizeof vt->schema, vt->table, sizeof vt->table);
+        /* the token follows the mark directly (lock_mark_run) */
+        const char *t = *migrating ? m + ml : NULL;
+        size_t tl = strlen(" " LOCK_RUN_MARK);
+        if (run && t && strncmp(t, " " LOCK_RUN_MARK, tl) == 0) {
+            if (strncmp(t + tl, "failed", 6) == 0 && (t[tl + 6] == '\0' || t[tl + 6] == ' '))
+                *run = LOCK_RUN_FAILED;
+            else if (strncmp(t + tl, "ended", 5) == 0 && (t[tl + 5] == '\0' || t[tl + 5] == ' '))
+                *run = LOCK_RUN_ENDED;
+        }
     }
     if (r)
         pq->PQclear(r);
     return ok;
+}
+
+bool lock_mark_run(const struct pq_api *pq, PGconn *own, enum lock_run run, const char *schema,
+                   const char *table)
+{
+    static const char *const token[] = {"", " " LOCK_RUN_MARK "ended", " " LOCK_RUN_MARK "failed"};
+    char name[64] = "", host[64] = "", app[64], lit[2 * sizeof app + 8], sql[sizeof lit + 96];
+    bool vt = table && table[0] && lock_vt_format(schema ? schema : "", table, name, sizeof name);
+    int n = -1;
+    if (vt) {
+        n = snprintf(app, sizeof app, "migshim lock pid=%ld " LOCK_MIGRATING_MARK "%s " LOCK_VT_MARK "%s",
+                     (long)getpid(), token[run], name);
+        if (n < 0 || (size_t)n >= sizeof app) /* the name first: see lock.h */
+            n = snprintf(app, sizeof app, "migshim lock pid=%ld " LOCK_MIGRATING_MARK " " LOCK_VT_MARK "%s",
+                         (long)getpid(), name);
+    } else {
+        /* as ownconn_open names it, plus the marks; a host name too long
+         * for both is cut short (the marks first) */
+        gethostname(host, sizeof host - 1);
+        char mark[32];
+        snprintf(mark, sizeof mark, " " LOCK_MIGRATING_MARK "%s", token[run]);
+        int room = (int)(sizeof app) - 1 - (int)strlen(mark) -
+                   snprintf(NULL, 0, "migshim lock pid=%ld host=", (long)getpid());
+        n = snprintf(app, sizeof app, "migshim lock pid=%ld host=%.*s%s", (long)getpid(),
+                     room > 0 ? room : 0, host, mark);
+    }
+    if (n < 0 || (size_t)n >= sizeof app) {
+        log_warn("cannot publish the migration run's state on the lock connection (name too long)");
+        return false;
+    }
+    quote_literal(app, lit, sizeof lit);
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.set_config('application_name', %s, false)", lit);
+    if (run_ok(pq, own, sql))
+        return true;
+    log_warn("cannot publish the migration run's state on the lock connection: %s",
+             pq->PQerrorMessage(own));
+    return false;
 }
 
 bool lock_mark_migrating(const struct pq_api *pq, PGconn *own)

@@ -127,6 +127,10 @@ class Lines:
                            r"version-table statement\)")
         self.took = D + r": took the migration lock for this version-table transaction"
         self.xact_released = D + r": version-table transaction ended; migration lock released"
+        self.run_failed = (D + r": the migration run failed at (?P<at>\S+), short of the target "
+                           r"(?P<to>\S+) \(its transaction ended in an error, then no "
+                           r"version-table statement for lead_settle = 1 s\); migration lock "
+                           r"released after " + S + " s")
         self.ahead = (D + r" holds revisions the local scripts do not know "
                       r"\((?P<revs>[^)]*)\): a newer deploy migrated it; proceeding")
         holder = (r"backend pid (?P<hpid>\d+) from (?P<hhost>\S+), application_name "
@@ -500,9 +504,13 @@ class GateEnv:
         assert len(locks) == 1, locks
         k, mode, granted, pid, app = locks[0]
         assert (k, mode, granted) == (key, "ExclusiveLock", True), locks
-        # " migrating" once the leader touched the version table (lock.h, "Lapses")
+        # " migrating" once the leader touched the version table (lock.h, "Lapses"),
+        # " run=ended" once a version-table transaction committed short of the
+        # target (lock.h, lock_mark_run)
         assert app in ("migshim lock pid=%d host=%s" % (child.pid, HOSTNAME),
-                       "migshim lock pid=%d host=%s migrating" % (child.pid, HOSTNAME)), locks
+                       "migshim lock pid=%d host=%s migrating" % (child.pid, HOSTNAME),
+                       "migshim lock pid=%d host=%s migrating run=ended" % (child.pid, HOSTNAME)), \
+            locks
         return pid
 
     def sampler(self) -> Sampler:
@@ -729,7 +737,9 @@ def test_behind_alone_leads_and_releases_at_target_commit(gate, lock):
         ["commit", "c1"],
         ["mark", "committed2"], ["wait", "go5", 20],
         ["exec", "c1", "SELECT 1"], ["commit", "c1"], ["close", "c1"],
-    ], env={"MIGSHIM_HEADS": R2, "MIGSHIM_LOCK": lock})
+        # the commit at 0001 ends the run unless the next revision follows
+        # within lead_settle: this test holds the gap open as long as it likes
+    ], env={"MIGSHIM_HEADS": R2, "MIGSHIM_LOCK": lock, "MIGSHIM_LEAD_SETTLE": "120"})
     c.wait_mark("connected")
     (m,) = match_lines(c.gate(), [("info", gate.L.lead)])
     assert (m.group("frm"), m.group("to"), m.group("after"), m.group("again")) == \
@@ -1558,3 +1568,45 @@ def test_configured_version_table_in_a_schema_needing_quotes(gate):
     # the gate's reads named the table exactly, quoted
     reads = [r[2] for r in log if "version_num AS v" in r[2]]
     assert reads and all('FROM "we""ird;schema"."app_version"' in r for r in reads), reads
+
+
+# ===========================================================================
+# 12. a lead ends when the leader's migration run ends (lead_settle)
+
+@pytest.mark.parametrize("lock", ["xact", "session"])
+def test_run_end_a_read_is_none_a_write_cut_short_is(gate, lock):
+    """A version-table transaction that only read and committed does not end
+    the leader's run (the app may read the version, then migrate in another
+    transaction): the lock stays held past lead_settle.  One that wrote and
+    was cut short (the connection closed inside it: the server rolls it
+    back) does: the lock is released lead_settle later, with one line, and
+    nobody has to call libpq for it."""
+    gate.write_versions([R1])
+    c = gate.spawn([
+        ["connect", "c1"], ["mark", "connected"],
+        ["query", "c1", "SELECT alembic_version.version_num FROM alembic_version"],
+        ["commit", "c1"], ["mark", "read"], ["wait", "go", 20],
+        ["exec", "c1", "UPDATE alembic_version SET version_num='%s' "
+                       "WHERE alembic_version.version_num = '%s'" % (R2, R1)],
+        ["close", "c1"], ["mark", "cut"],
+        ["sleep", 4],   # the app lives on and never calls libpq again
+    ], env={"MIGSHIM_HEADS": R3, "MIGSHIM_LOCK": lock}, name="leader")
+    c.wait_mark("connected")
+    (m,) = match_lines(c.gate(), [("info", gate.L.lead)])
+    key = int(m.group("key"))
+    c.wait_mark("read")
+    time.sleep(1.6)   # > lead_settle (1 s)
+    gate.assert_lock_held_by(c, key)
+    assert len(c.gate()) == 1, c.gate()
+    gate.touch("go")
+    ev = c.wait_mark("cut")
+    wait_until(lambda: gate.advisory_locks() == [], 5.0, "the lock released")
+    released_after = time.time() - ev["t"]
+    assert 0.9 < released_after < 3.5, released_after
+    wait_until(lambda: len(c.gate()) == 2, 2.0, "the release line")  # logged just after
+    (_, r) = match_lines(c.gate(), [
+        ("info", gate.L.lead),
+        ("warn", gate.L.run_failed)])
+    assert (r.group("at"), r.group("to")) == (R1, R3)
+    assert c.finish() == 0, c.describe()
+    assert gate.versions() == [R1]

@@ -1218,3 +1218,30 @@ Test(config, tool_keys)
     cr_assert_not(config_apply_env(&cfg, env, err, sizeof err));
     cr_assert(strstr(err, "MIGSHIM_TOOL") && strstr(err, "auto, alembic, django"), "%s", err);
 }
+
+Test(config, lead_end_keys)
+{
+    struct config cfg;
+    char err[512];
+    fresh(&cfg, err, sizeof err);
+    cr_assert_eq(cfg.lead_settle, 1.0);
+    cr_assert_eq(cfg.lead_failures, 1);
+    ASSERT_STR(value_of(&cfg, "lead_failures"), "1");
+    char **env = envv("MIGSHIM_LEAD_SETTLE=2.5", "MIGSHIM_LEAD_FAILURES=0", NULL);
+    cr_assert(config_apply_env(&cfg, env, err, sizeof err), "%s", err);
+    cr_assert_eq(cfg.lead_settle, 2.5);
+    cr_assert_eq(cfg.lead_failures, 0);
+    ASSERT_STR(value_of(&cfg, "lead_failures"), "0");
+    cr_assert_eq(src_of(&cfg, "lead_failures"), CFG_ENV);
+    expect_env_error("MIGSHIM_LEAD_SETTLE=0.1",
+                     "MIGSHIM_LEAD_SETTLE: 'lead_settle' must be between 0.5 and 3600 seconds, "
+                     "got 0.1");
+    expect_env_error("MIGSHIM_LEAD_FAILURES=-1",
+                     "MIGSHIM_LEAD_FAILURES: 'lead_failures' must be between 0 and 1000, got -1");
+    expect_env_error("MIGSHIM_LEAD_FAILURES=two",
+                     "MIGSHIM_LEAD_FAILURES: 'lead_failures' must be a whole number, got 'two'");
+    expect_file_error("lead_failures = 1001;\n",
+                      ":1: 'lead_failures' must be between 0 and 1000, got 1001");
+    expect_file_error("lead_failures = 1.5;\n",
+                      ":1: 'lead_failures' must be a whole number, got a number");
+}

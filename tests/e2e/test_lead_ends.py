@@ -194,7 +194,9 @@ def kinds(p: Proc):
     """The gate's decisions in p's output."""
     out = []
     for lv, m in p.lines():
-        if re.search(r"\bleading\b", m):
+        if lv == "debug":  # (the heartbeat's debug lines say "while leading")
+            continue
+        if re.search(r": leading: ", m):
             out.append("lead")
         elif "waited" in m and "proceeding" in m and "without the gate" not in m:
             out.append("wait")

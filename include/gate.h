@@ -16,19 +16,57 @@
  *                                └──behind, no lock (lock = off, timeout, lock error,
  *                                      lead_failures failed runs seen)──▶ UNGATED
  *                                      (the guard watches; DONE at the commit that reaches the target)
+ *                                └──a version table in another schema than the one read──▶ SCHEMA
+ *                                      SCHEMA ──Alembic statement, its schema behind: lock taken──▶ LEADING
+ *                                      LEADING (per schema) ──that schema's table at target──▶ SCHEMA
  *
- * Django (tool = django): the state read is "which migrations of the app's
- * graph are not recorded in django_migrations" (django.h), the leader
- * keeps the lock to the end of its run -- process exit, or every node
- * recorded and the process idle for django_settle -- since post_migrate
- * races too, and the guard stays out (no UNGATED: DONE; a holder that
- * lapsed sends its waiters on as LAPSED, each taking the lock at its own
- * first statement on django_migrations).
- *
- * Other threads' first connections wait for DECIDING to end; connections
- * of a leading process never wait on their own process.  A forked child
- * of a LEADING/LAPSED process starts again from NEW (the lock connection
- * belongs to the parent).
+ * Per-schema version tables (Alembic's multi-tenant recipe: env.py sets
+ * search_path in the migration's transaction, one alembic_version per
+ * tenant schema; or options=-csearch_path=... in the conninfo).  The
+ * first connection's read looks where that connection's search_path
+ * finds the table (options included: the lock connection is made with
+ * the same parameters, so it reads the same table).  With
+ * version_table_schema not set (a schema set by the user is always
+ * authoritative: none of this applies),
+ *  - when some other schema than the one read has a table of that name
+ *    with a version_num column (the same round trip says so), whether the
+ *    table read is absent, behind or at the target: the database is
+ *    SCHEMA.  No lock at the first connection; SQLAlchemy's
+ *    has_table query of the table (the first thing Alembic's migration
+ *    sends on it, before anything else in the transaction) and each of
+ *    Alembic's own statements on it first read the table where that
+ *    statement finds it: the schema it names, else the first
+ *    schema of the app session's search_path holding it, else its
+ *    current_schema() (where Alembic creates it), on the app's own
+ *    connection, one round trip, in a savepoint when in a transaction.  At
+ *    the target: on, no lock (a restart at head never takes the lock).
+ *    Behind: the database's one migration lock (same key as ever) is taken
+ *    or waited for, every read of the wait and of the lead being of that
+ *    schema's table; the leader holds it until that table holds exactly
+ *    the target at a commit, then the database is SCHEMA again.  Every
+ *    schema is so migrated by one process at a time, by a process that
+ *    read it behind under the lock; a waiter goes on only when it reads it
+ *    at the target.  The app's other statements on the table (a /ready
+ *    read) cost nothing.
+ *  - else, the table read absent (a fresh deploy): lead or wait as always.  A
+ *    leader's first unqualified Alembic statement on the table is resolved
+ *    the same way; in a schema other than the first connection's, the lead
+ *    follows that schema's table, the database becomes SCHEMA after it,
+ *    and a leader finding that table already at the target (it got the
+ *    lock after a peer's lead) releases at once.  So a fresh multi-tenant
+ *    deploy has one leading process per tenant schema (not per fleet).
+ * Waits stay bounded by wait_timeout, each with its "waiting" line.
+ * Limits: the lead and the waits read that schema's table, but the race
+ * guard still classifies statements against the configured (unqualified)
+ * name and proves a race against the configured table (gate_read_committed
+ * is unchanged on purpose), which a per-schema database does not have on
+ * that search_path: it proves nothing there, errors pass through, and a
+ * learned schema never makes it map a statement.  A has_table query whose
+ * schema is a bind parameter (psycopg 3's server-side binding with a
+ * schema; without one, pg_table_is_visible() says "the search_path's") is
+ * no decision point: the decision falls to Alembic's CREATE TABLE, and a
+ * waiter whose schema's table a peer created during its wait gets the
+ * DuplicateTable error (nothing runs twice: the CREATE fails first).
  */
 #ifndef MIGSHIM_GATE_H
 #define MIGSHIM_GATE_H
@@ -71,11 +109,12 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
  */
 bool gate_connected(const struct pq_copy *copy, PGconn *pg);
 
-/* The app is about to send a statement that mentions the version table on
- * `pg` (gate_watching != 0); `writes`: one of Alembic's writes of it.  May
- * block to take the lock first.  (Target unknown: the lock is held to the
- * end of the transaction; a transaction that only read ends the watch.) */
-void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes);
+/* The app is about to send `sql`, a statement that mentions the version
+ * table, on `pg` (gate_watching != 0); `writes`: one of Alembic's writes of
+ * it.  May block to take the lock first.  (Target unknown: the lock is held
+ * to the end of the transaction; a transaction that only read ends the
+ * watch.  Per-schema version tables: see "Per-schema" above.) */
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes);
 
 /* A command on `pg` delivered its last result (gate_watching != 0).  A
  * leader's version-table transaction ending at the target releases the

@@ -42,6 +42,11 @@ struct server_id {
     char db[CONFIG_NAME_MAX];   /* current_database()                       */
     char cluster[48];           /* pg_postmaster_start_time(): one per server */
     bool standby;               /* pg_is_in_recovery()                      */
+    char home[CONFIG_NAME_MAX]; /* current_schema() ("" when none)          */
+    bool vt_elsewhere;          /* another schema than the one read has a
+                                   table of the version table's name with a
+                                   version_num column (always false for
+                                   another tool's read)                     */
 };
 
 /* The key: lock_key if set, else a hash of database, schema, table. */
@@ -76,7 +81,9 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
  * long transaction it can keep answering "absent" after a peer created the
  * table).  The gate's one added round trip on the app's new connection.
  * With `id`, the same round trip also says which server and database it
- * reached.
+ * reached, the session's current_schema(), and whether a schema other
+ * than the one read has a table of the version table's name with a
+ * version_num column (per-schema version tables: gate.h).
  */
 /* The same for the version table `schema`.`table` ("" schema: the
  * search_path's): the table a leader learned from its migration's
@@ -88,6 +95,22 @@ bool lock_read_versions_in(const struct pq_api *pq, PGconn *c, const char *schem
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                              struct versions *out, struct server_id *id, char *err,
                              size_t errsz)
+    __attribute__((warn_unused_result));
+
+/*
+ * Where the app's session puts the version table `table` (per-schema
+ * version tables: Alembic's multi-tenant recipe sets search_path in env.py,
+ * after the connection's first read).  On `c` (the app's connection, idle
+ * or in a transaction in good order), in one round trip: `schema` the
+ * first schema of the search_path holding a table of that name, else
+ * current_schema() (where Alembic's CREATE TABLE puts it), "" when the
+ * search_path names no existing schema; `out` its rows (present false
+ * when it does not exist).  Inside a transaction the read runs in a
+ * savepoint rolled back at once: it leaves no error, lock or session
+ * change in the app's transaction.  False on failure, reason in err.
+ */
+bool lock_resolve_versions(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+                           size_t ssz, struct versions *out, char *err, size_t errsz)
     __attribute__((warn_unused_result));
 
 enum lock_result {

@@ -109,6 +109,19 @@ bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *tabl
                            struct sqlclass *out);
 
 /*
+ * For SQLAlchemy's has_table query (SQL_VT_EXISTS), which schema it asks
+ * about, as psycopg2 sends it (literals inlined): true with `schema` the
+ * literal of its `nspname = '...'` test (SQLAlchemy 1.4 and 2 with a
+ * schema), or "" when it asks pg_table_is_visible() instead (no schema:
+ * the search_path's).  False when neither shows (a bind parameter, an
+ * escape it would not send, a literal longer than ssz - 1).
+ *
+ *   sqlclass_has_table_schema("... where n.nspname='t1' and relname='alembic_version'",
+ *                             s, sizeof s) -> true, s "t1"
+ */
+bool sqlclass_has_table_schema(const char *sql, char *schema, size_t ssz);
+
+/*
  * True when `sql` is exactly one read-only probe of the kind SQLAlchemy
  * (1.4, 2.x) and its drivers send around a migration: the dialect's
  * initialisation (select pg_catalog.version(), select current_schema(),

@@ -41,7 +41,8 @@ _Atomic int gate_learning;
  * by refresh_pending() under the mutex; read without it. */
 static _Atomic int gate_pending;
 
-enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED };
+enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED,
+              G_SCHEMA /* decided per version-table statement, in its schema: see schema_decide */ };
 
 #define MAX_DBS 8
 #define MAX_DIRTY 16
@@ -73,6 +74,14 @@ struct gdb {
         char revs[512];
         char text[2048];
     } untold;
+    struct {                 /* per-schema version tables (see schema_decide)   */
+        bool on;             /* decide per statement (G_SCHEMA between leads)   */
+        bool home_known;     /* the first connection's read found no table      */
+        bool checked;        /* LEADING: its first statement was resolved       */
+        bool wrote;          /* ... a per-schema lead wrote its table           */
+        char home[CONFIG_NAME_MAX];   /* ... and its current_schema()           */
+        char schema[CONFIG_NAME_MAX]; /* the schema a wait or lead is about, "" */
+    } sp;
     PGconn *holder;          /* UNKNOWN: the connection whose transaction holds it */
     bool holder_locked;      /* ... and holds it for real (not after a timeout) */
     bool holder_wrote;       /* ... and its transaction wrote the version table */
@@ -96,6 +105,9 @@ struct gdb {
 
 static struct gdb dbs[MAX_DBS];
 static size_t ndbs;
+/* The configuration with version_table_schema set to a database's
+ * sp.schema, for the wait loop's reads while that is set (cfg_of). */
+static struct config sp_cfg[MAX_DBS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
@@ -298,7 +310,27 @@ static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
 
 static bool watched(enum gstate s)
 {
-    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED;
+    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED || s == G_SCHEMA;
+}
+
+/* The settings a wait or a lead of `g` reads the version table with: the
+ * configured ones, or (per-schema, sp.schema set) the same with
+ * version_table_schema = sp.schema.  The lock key stays the database's
+ * (key_of): one migration at a time per database, whichever schema. */
+static const struct config *cfg_of(const struct gdb *g)
+{
+    return g->sp.schema[0] ? &sp_cfg[g - dbs] : shim_config();
+}
+
+/* Make `schema` ("" for none) the one g's waits and lead read. */
+static void sp_use(struct gdb *g, const char *schema)
+{
+    snprintf(g->sp.schema, sizeof g->sp.schema, "%s", schema);
+    if (schema[0]) {
+        sp_cfg[g - dbs] = *shim_config();
+        snprintf(sp_cfg[g - dbs].version_table_schema,
+                 sizeof sp_cfg[g - dbs].version_table_schema, "%s", schema);
+    }
 }
 
 /* Change state, keeping gate_watching equal to the number of watched dbs. */
@@ -337,7 +369,7 @@ static void refresh_pending(void)
         any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
         any |= g->st == G_LEADING && g->run.ended > 0; /* see run_ended */
         full |= guarded(g->st);
-        sql |= g->st == G_UNKNOWN;
+        sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
         learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
     }
     full |= any;
@@ -552,15 +584,17 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting
     g->ndirty = 0;
     bool failed = g->run.failed;
     memset(&g->run, 0, sizeof g->run);
+    sp_use(g, "");
     tell_lead(g);
     double held = now() - g->since;
     if (done) {
-        set_state(g, G_DONE);
+        set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
         NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration "
              "lock released after %.3f s", g->name, revs, held);
     } else {
-        /* a later migration of this process races like any ungated one */
-        set_state(g, cfg->guard ? G_UNGATED : G_DONE);
+        /* a later migration of this process races like any ungated one
+         * (per-schema: each later statement decides again) */
+        set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
         describe_target(want, sizeof want);
         char then[96];
         if (exiting)
@@ -853,7 +887,7 @@ static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *
 static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
                                const char *why, bool on_app, bool fresh)
 {
-    const struct config *cfg = shim_config();
+    const struct config *cfg = cfg_of(g); /* per-schema: that schema's table */
     const struct pq_api *pq = &copy->api;
     char err[256], revs[512];
     g->key = key_of(g);
@@ -933,6 +967,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         enum cmp c = target.known ? compare(&v) : BEHIND;
         describe(&v, revs, sizeof revs);
         if (!django_mode && c == BEHIND && r != LOCK_BUSY && pub.known && target.known &&
+            !g->sp.schema[0] &&
             published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
         if (!django_mode && target.known && c == BEHIND && r != LOCK_BUSY && holder_seen &&
@@ -1150,6 +1185,38 @@ static bool decided(struct gdb *g, const PGconn *pg)
     return g->st != G_NEW;
 }
 
+/*
+ * Per-schema version tables.  The first connection's read looks for the
+ * version table where that connection's search_path finds it; an app that
+ * sets search_path later (Alembic's multi-tenant recipe: SET search_path in
+ * env.py, one version table per tenant schema) keeps its tables elsewhere.
+ * With version_table_schema not set, when the same round trip says that
+ * another schema has a table of that name with a version_num column
+ * (id->vt_elsewhere), the database is decided per statement (G_SCHEMA,
+ * schema_decide), whether the table read is absent, behind or at the
+ * target (a new tenant next to an at-head shared one is still serialized).
+ * When no other schema has one (a fresh deploy), the process leads or
+ * waits as usual; with the table absent, the leader's first statement on
+ * it says which schema its migration is about (lead_resolve, sp.home).
+ */
+static bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id *id)
+{
+    const struct config *cfg = shim_config();
+    if (django_mode || cfg->version_table_schema[0])
+        return false;
+    if (!v->present) {
+        g->sp.home_known = true;
+        snprintf(g->sp.home, sizeof g->sp.home, "%s", id->home);
+    }
+    if (!id->vt_elsewhere)
+        return false;
+    g->sp.on = true;
+    log_debug("database \"%s\": other schemas than this connection's (\"%s\") have a \"%s\" "
+              "table: deciding at each of the migration's statements on it, in the schema its "
+              "session resolves the table to", g->name, id->home, cfg->version_table);
+    return true;
+}
+
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
@@ -1223,6 +1290,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         goto out_nb;
     }
     g->st = G_DECIDING; /* this thread decides */
+    memset(&g->sp, 0, sizeof g->sp);
     pthread_mutex_unlock(&mu);
     events_emit("connect", db, NULL, NULL);
 
@@ -1242,7 +1310,9 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     } else {
         enum cmp c = compare(&v);
         describe(&v, revs, sizeof revs);
-        if (c == AT_TARGET) {
+        if (c != AHEAD && cfg->lock != LOCK_OFF && schema_mode(g, &v, &id)) {
+            next = G_SCHEMA;
+        } else if (c == AT_TARGET) {
             NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
         } else if (c == AHEAD) {
             NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
@@ -1367,7 +1437,201 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     return o;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
+/* Is `sql` where a per-schema decision is made: one of Alembic's
+ * version-table statements on the configured table (`qual` its schema
+ * qualifier, "" when unqualified), or SQLAlchemy's has_table query of it,
+ * the first thing Alembic's migration asks (`qual` the schema it names, ""
+ * for the search_path's)?  Anything else (the app's own reads) is not. */
+static bool alembic_vt_schema(const char *sql, char *qual, size_t n)
+{
+    const struct config *cfg = shim_config();
+    char table[CONFIG_NAME_MAX];
+    struct sqlclass k;
+    if (!sql)
+        return false;
+    if (sqlclass_vt_statement(sql, qual, n, table, sizeof table, &k))
+        return strcmp(table, cfg->version_table) == 0;
+    sqlclass_classify(sql, "", cfg->version_table, &k);
+    return k.kind == SQL_VT_EXISTS && sqlclass_has_table_schema(sql, qual, n);
+}
+
+/* Read the configured version table as the app's statement on `pg` will
+ * find it: in `qual` when the statement names a schema, else where the
+ * session's search_path resolves it (lock_resolve_versions); `schema`
+ * says which.  On the app's connection, blocking for the one round trip;
+ * false (err set) when the connection cannot take a statement now. */
+static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
+                        size_t ssz, struct versions *v, char *err, size_t errsz)
+{
+    const struct pq_api *pq = &copy->api;
+    const char *table = shim_config()->version_table;
+    PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
+    if (ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS) {
+        snprintf(err, errsz, "the connection is %s",
+                 ts == PQTRANS_INERROR ? "in a failed transaction" : "busy");
+        return false;
+    }
+    if (pq->PQpipelineStatus && pq->PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
+        snprintf(err, errsz, "the connection is in pipeline mode");
+        return false;
+    }
+    int nb = pq->PQisnonblocking(pg);
+    if (nb)
+        pq->PQsetnonblocking(pg, 0);
+    bool ok;
+    if (qual[0]) {
+        snprintf(schema, ssz, "%s", qual);
+        ok = lock_read_versions_in(pq, pg, qual, table, v, err, errsz);
+    } else {
+        ok = lock_resolve_versions(pq, pg, table, schema, ssz, v, err, errsz);
+    }
+    if (nb)
+        pq->PQsetnonblocking(pg, 1);
+    return ok;
+}
+
+/*
+ * G_SCHEMA: the app is about to send `sql` on `pg` (mutex held).  Only
+ * the decision points of alembic_vt_schema decide: SQLAlchemy's has_table
+ * query, the first thing Alembic's migration sends on the table, before
+ * anything else of the migration (deciding later would let a waiter go on
+ * from a transaction that already saw no table), and Alembic's own
+ * version-table statements.  The app's other reads of the table (a
+ * /ready) cost nothing.  The table is read where the statement finds it
+ * (read_as_app): at the target or ahead, the statement goes on with no
+ * lock; behind, the process takes the database's migration lock or waits
+ * for the holder, reading that schema's table (sp.schema, cfg_of), and
+ * either leads that schema's migration (LEADING following that table,
+ * back to G_SCHEMA when it holds the target) or goes on once a peer
+ * brought it to the target.
+ */
+static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *sql)
+{
+    const struct config *cfg = shim_config();
+    char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
+    char name[2 * CONFIG_NAME_MAX + 8], why[2 * CONFIG_NAME_MAX + 96];
+    struct versions v;
+    if (!alembic_vt_schema(sql, qual, sizeof qual))
+        return;
+    pthread_mutex_unlock(&mu); /* a round trip on the app's own connection */
+    bool read = read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err);
+    pthread_mutex_lock(&mu);
+    while (g->st == G_DECIDING)
+        pthread_cond_wait(&cv, &mu);
+    if (!read) {
+        log_warn("database \"%s\": cannot read the version table \"%s\" as this connection "
+                 "resolves it (%s); this statement goes on without the gate",
+                 g->name, cfg->version_table, err);
+        return;
+    }
+    if (g->st != G_SCHEMA) /* another thread of this process leads meanwhile */
+        return;
+    if (!schema[0]) {
+        log_debug("database \"%s\": this connection's search_path names no existing schema; "
+                  "nothing to gate", g->name);
+        return;
+    }
+    vt_text(schema, cfg->version_table, name, sizeof name);
+    describe(&v, revs, sizeof revs);
+    enum cmp c = compare(&v);
+    if (c == AT_TARGET) {
+        log_debug("database \"%s\": %s is at head (%s); proceeding", g->name, name, revs);
+        events_emit("at_head", g->name, revs, name);
+        return;
+    }
+    if (c == AHEAD) {
+        log_warn("database \"%s\": %s holds revisions the local scripts do not know (%s): a "
+                 "newer deploy migrated it; proceeding", g->name, name, revs);
+        events_emit("ahead", g->name, revs, name);
+        return;
+    }
+    snprintf(why, sizeof why, "in %s, %s", name,
+             qual[0] ? "the table its statement names" : "where its search_path puts the table");
+    log_info("database \"%s\": %s is at %s, behind the target: taking the migration lock, or "
+             "waiting for its holder up to wait_timeout (%g s)", g->name, name, revs,
+             cfg->wait_timeout);
+    sp_use(g, schema);
+    enum outcome o = reacquire(copy, pg, g, why);
+    if (o == OUT_LEADING) {
+        set_state(g, G_LEADING);
+        g->grace_deadline = now() + cfg->leader_grace;
+        g->saw_vt = false; /* gate_before's LEADING branch: hold_timeout, the mark */
+        memset(&g->vt, 0, sizeof g->vt);
+        g->vt.known = g->vt.learned = true; /* the lead follows this table (gate_after) */
+        g->vt.warned = true;                /* the user's settings are right: no advice */
+        snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+        snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+        g->sp.checked = true;
+        g->sp.wrote = false;
+        return;
+    }
+    sp_use(g, "");
+    if (o == OUT_FAILED || o == OUT_INTERRUPTED)
+        fail_app_conn(copy, pg); /* the statement fails; the app's handler runs */
+}
+
+/*
+ * A leader whose first connection found no version table (sp.home_known)
+ * is about to send its first Alembic statement on the configured table,
+ * unqualified (a qualified one is gate_learn's): where does the session
+ * resolve it?  In the first connection's schema (sp.home): as the lock
+ * connection, made like it, reads it; nothing to do.  Elsewhere (search_path
+ * set since): the lead follows that schema's table and the database is
+ * decided per statement from then on (sp.on); if that table is already at
+ * the target, a peer migrated it before this process got the lock: release
+ * and go on (true: the lead ended here).  Mutex held.
+ */
+static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *sql)
+{
+    const struct config *cfg = shim_config();
+    char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
+    char name[2 * CONFIG_NAME_MAX + 8];
+    struct versions v;
+    if (!alembic_vt_schema(sql, qual, sizeof qual) || qual[0])
+        return false;
+    g->sp.checked = true;
+    if (!read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err)) {
+        log_warn("database \"%s\": cannot read the version table \"%s\" as the migration's "
+                 "connection resolves it (%s); the lead follows the configured one",
+                 g->name, cfg->version_table, err);
+        return false;
+    }
+    if (!schema[0] || strcmp(schema, g->sp.home) == 0)
+        return false;
+    g->sp.on = true;
+    g->sp.wrote = false;
+    memset(&g->vt, 0, sizeof g->vt);
+    g->vt.known = g->vt.learned = g->vt.warned = true;
+    snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+    snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+    vt_text(schema, cfg->version_table, name, sizeof name);
+    describe(&v, revs, sizeof revs);
+    if (compare(&v) == BEHIND) {
+        size_t l = strlen(g->untold.text);
+        if (g->untold.pending)
+            snprintf(g->untold.text + l, sizeof g->untold.text - l, " in %s, where its "
+                     "search_path puts the table", name);
+        else
+            log_info("database \"%s\": the migration's version table is %s (its search_path); "
+                     "the lead follows it", g->name, name);
+        return false;
+    }
+    PGconn *own = ownconn_pg(g->own);
+    if (own)
+        lock_release(&copy->api, own, cfg->lock, g->key);
+    close_own(g);
+    untune_all(copy, g, NULL);
+    g->ndirty = 0;
+    set_state(g, G_SCHEMA);
+    bool told = !g->untold.pending;
+    g->untold.pending = false;
+    NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": %s is at %s: a peer migrated "
+         "it before this process got the lock%s; proceeding", g->name, name, revs,
+         told ? " (released it)" : "");
+    return true;
+}
+
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes)
 {
     const struct config *cfg = shim_config();
     if (django_mode)
@@ -1411,7 +1675,16 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, bool writes)
             return;
         }
     }
+    if (g->st == G_SCHEMA)
+        schema_decide(copy, pg, g, sql);
+    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && !django_mode &&
+        lead_resolve(copy, pg, g, sql)) {
+        refresh_pending();
+        pthread_mutex_unlock(&mu);
+        return;
+    }
     if (g->st == G_LEADING) {
+        g->sp.wrote |= writes;
         if (writes)
             tell_lead(g);
         if (!g->saw_vt) {
@@ -1594,14 +1867,16 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             untune_all(copy, g, pg);
             g->ndirty = 0;
             memset(&g->run, 0, sizeof g->run);
-            set_state(g, cfg->guard ? G_UNGATED : G_DONE);
+            set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
+            sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
             lock_release(&copy->api, own, cfg->lock, g->key);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
-            set_state(g, G_DONE);
+            set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
+            sp_use(g, "");
             if (g->untold.pending && g->vt.learned) { /* it only read: see tell_lead */
                 char name[2 * CONFIG_NAME_MAX + 8];
                 g->untold.pending = false;
@@ -1614,6 +1889,24 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
                      revs, now() - g->since);
             }
             memset(&g->run, 0, sizeof g->run);
+        } else if (read && g->sp.on && !g->sp.wrote) {
+            /* A per-schema lead whose transaction only read its table
+             * (a schema with none, looked at without migrating: `alembic
+             * current`, a check): nothing migrates here, and holding the
+             * fleet's lock until hold_timeout would stall every other
+             * schema.  Alembic reads and writes in one transaction. */
+            describe(&v, revs, sizeof revs);
+            lock_release(&copy->api, own, cfg->lock, g->key);
+            close_own(g);
+            untune_all(copy, g, pg);
+            g->ndirty = 0;
+            g->untold.pending = false;
+            memset(&g->run, 0, sizeof g->run);
+            set_state(g, G_SCHEMA);
+            NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": the transaction on \"%s\".\"%s\" "
+                 "(%s) only read it; migration lock released after %.3f s", g->name, g->vt.schema,
+                 g->vt.table, revs, now() - g->since);
+            sp_use(g, "");
         } else if (read && (wrote || failed)) {
             run_ended(copy, g, pg, failed); /* short of the target: the settle begins */
         }

@@ -265,7 +265,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, writes_vt(call));
+        gate_before(c, pg, call->sql, writes_vt(call));
     PGresult *r = guard_exec(c, pg, call);
     gate_after(c, pg);
     return r;
@@ -275,7 +275,7 @@ static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, writes_vt(call));
+        gate_before(c, pg, call->sql, writes_vt(call));
     return guard_send(c, pg, call);
 }
 

@@ -198,7 +198,7 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
             }
         }
     }
-    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 4 : 1)) {
+    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 6 : 1)) {
         if (sqlstate) {
             const char *st = bad ? pq->PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
             snprintf(sqlstate, 6, "%s", st ? st : "");
@@ -217,6 +217,9 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
         snprintf(id->db, sizeof id->db, "%s", pq->PQgetvalue(r, 0, 1));
         snprintf(id->cluster, sizeof id->cluster, "%s", pq->PQgetvalue(r, 0, 2));
         id->standby = strcmp(pq->PQgetvalue(r, 0, 3), "t") == 0;
+        snprintf(id->home, sizeof id->home, "%s",
+                 pq->PQgetisnull(r, 0, 4) ? "" : pq->PQgetvalue(r, 0, 4));
+        id->vt_elsewhere = strcmp(pq->PQgetvalue(r, 0, 5), "t") == 0;
     }
     pq->PQclear(r);
     return true;
@@ -286,21 +289,34 @@ static char *read_idle_sql(const struct config *cfg, bool with_id)
 {
     const char *id = with_id ? ID_COLS : "";
     if (read_expr) {
-        size_t n = strlen(read_expr) + strlen(id) + 16;
+        size_t n = strlen(read_expr) + strlen(id) + 64;
         char *sql = malloc(n);
         if (sql)
-            snprintf(sql, n, "SELECT %s%s", read_expr, id);
+            snprintf(sql, n, "SELECT %s%s%s", read_expr, id,
+                     with_id ? ", pg_catalog.current_schema(), false" : "");
         return sql;
     }
-    char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24];
+    char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24], ln[2 * CONFIG_NAME_MAX + 8];
     table_sql(cfg, table, sizeof table);
     quote_literal(table, lt, sizeof lt);
-    size_t n = 16 * CONFIG_NAME_MAX + 320;
+    quote_literal(cfg->version_table, ln, sizeof ln);
+    /* with the server's identity, the session's current_schema() and
+     * whether a table of that name with a version_num column exists in a
+     * schema other than the one read (per-schema version tables, gate.h) */
+    char where[sizeof lt + sizeof ln + 320] = "";
+    if (with_id)
+        snprintf(where, sizeof where,
+                 ", pg_catalog.current_schema(), EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+                 "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = %s AND "
+                 "c.relkind IN ('r', 'p') AND a.attname = 'version_num' AND NOT a.attisdropped "
+                 "AND c.oid IS DISTINCT FROM pg_catalog.to_regclass(%s))",
+                 ln, lt);
+    size_t n = sizeof lt + sizeof where + 320;
     char *sql = malloc(n);
     if (sql)
         snprintf(sql, n,
-                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s",
-                 lt, id);
+                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s%s",
+                 lt, id, where);
     return sql;
 }
 
@@ -915,4 +931,81 @@ void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, cha
         snprintf(buf, n, "nobody (it was just released)");
     if (r)
         pq->PQclear(r);
+}
+
+/* The savepoint around a read inside the app's (or the lock's) transaction:
+ * an error in it must not abort that transaction. */
+#define SP_OPEN "SAVEPOINT migshim_read; "
+#define SP_CLOSE "; ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read"
+
+/* Send `sql` on `c` and keep the last row set when it has one row of
+ * `ncols` columns; false (err set, the savepoint undone when `in_txn`)
+ * on any error or another shape. */
+static PGresult *one_row(const struct pq_api *pq, PGconn *c, const char *sql, int ncols,
+                         bool in_txn, char *err, size_t errsz)
+{
+    PGresult *r = NULL, *bad = NULL;
+    if (pq->PQsendQuery(c, sql)) {
+        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
+            ExecStatusType st = pq->PQresultStatus(x);
+            if (st == PGRES_TUPLES_OK && !bad) {
+                if (r)
+                    pq->PQclear(r);
+                r = x;
+            } else if (st != PGRES_COMMAND_OK && !bad) {
+                bad = x;
+            } else {
+                pq->PQclear(x);
+            }
+        }
+    }
+    if (!bad && r && pq->PQntuples(r) == 1 && pq->PQnfields(r) == ncols)
+        return r;
+    error_text(pq, c, bad, err, errsz);
+    if (r)
+        pq->PQclear(r);
+    if (bad)
+        pq->PQclear(bad);
+    if (in_txn && pq->PQtransactionStatus(c) == PQTRANS_INERROR)
+        run_ok(pq, c, "ROLLBACK TO SAVEPOINT migshim_read; RELEASE SAVEPOINT migshim_read");
+    return NULL;
+}
+
+bool lock_resolve_versions(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+                           size_t ssz, struct versions *out, char *err, size_t errsz)
+{
+    char lt[2 * CONFIG_NAME_MAX + 8];
+    quote_literal(table, lt, sizeof lt);
+    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    /* The schema: the first of the search_path's (current_schemas(false):
+     * existing schemas only, pg_temp and pg_catalog left out) that has a
+     * table of that name, else current_schema(), where a CREATE TABLE of
+     * the unqualified name puts it.  pg_class is read with the statement's
+     * snapshot (not to_regclass(): see lock_read_versions_in).  The rows
+     * are read only when the table exists (CASE is lazy for a volatile
+     * function: no error for an absent one), the name quoted by format's
+     * %I on the server.  In a transaction: inside a savepoint rolled back
+     * at once, so that neither an error nor a lock stays in it. */
+    char sql[2 * sizeof lt + 1200];
+    snprintf(sql, sizeof sql,
+             "%sSELECT CASE WHEN s.found THEN pg_catalog.query_to_xml(pg_catalog.format("
+             "'SELECT version_num AS v FROM %%I.%%I', s.nsp, %s), false, false, '')::text END, "
+             "s.nsp FROM (SELECT COALESCE(f.nspname, pg_catalog.current_schema()) AS nsp, "
+             "f.nspname IS NOT NULL AS found FROM (SELECT 1) AS one LEFT JOIN LATERAL ("
+             "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+             "ON n.oid = c.relnamespace WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
+             "AND n.nspname = ANY (pg_catalog.current_schemas(false)) ORDER BY "
+             "pg_catalog.array_position(pg_catalog.current_schemas(false), n.nspname) LIMIT 1) "
+             "AS f ON true) AS s%s",
+             in_txn ? SP_OPEN : "", lt, lt, in_txn ? SP_CLOSE : "");
+    memset(out, 0, sizeof *out);
+    schema[0] = '\0';
+    PGresult *r = one_row(pq, c, sql, 2, in_txn, err, errsz);
+    if (!r)
+        return false;
+    read_xml_result(pq, r, "v", out);
+    if (!pq->PQgetisnull(r, 0, 1))
+        snprintf(schema, ssz, "%s", pq->PQgetvalue(r, 0, 1));
+    pq->PQclear(r);
+    return true;
 }

@@ -869,3 +869,52 @@ bool sqlclass_tablefree(const char *sql)
             return false;
     return at_end(&lx, &t);
 }
+
+/* Case-insensitive search for `needle` (lower case) in the first
+ * SQLCLASS_SCAN_MAX bytes of `s`. */
+static const char *find_ci(const char *s, const char *needle)
+{
+    size_t n = strlen(needle), len = strnlen(s, SQLCLASS_SCAN_MAX);
+    for (size_t i = 0; i + n <= len; i++)
+        if (strncasecmp(s + i, needle, n) == 0)
+            return s + i;
+    return NULL;
+}
+
+bool sqlclass_has_table_schema(const char *sql, char *schema, size_t ssz)
+{
+    if (ssz)
+        schema[0] = '\0';
+    if (!sql || ssz == 0)
+        return false;
+    for (const char *p = find_ci(sql, "nspname"); p; p = find_ci(p + 7, "nspname")) {
+        const char *q = p + 7;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+            q++;
+        if (*q != '=')
+            continue; /* != 'pg_catalog' (SQLAlchemy 2's visible-table form), <> */
+        q++;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+            q++;
+        if (*q != '\'')
+            continue; /* a bind parameter: no literal to read */
+        size_t o = 0;
+        for (q++; *q; q++) {
+            if (*q == '\'') {
+                if (q[1] != '\'')
+                    break;
+                q++;
+            }
+            if (*q == '\\')
+                return false; /* an E'' escape: not a shape SQLAlchemy sends */
+            if (o + 1 >= ssz)
+                return false;
+            schema[o++] = *q;
+        }
+        if (*q != '\'')
+            return false;
+        schema[o] = '\0';
+        return true;
+    }
+    return find_ci(sql, "pg_table_is_visible") != NULL;
+}

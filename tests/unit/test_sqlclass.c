@@ -423,6 +423,49 @@ Test(vt_statement, anything_else_is_not_learned)
     VT_NOT(NULL);
 }
 
+/* Which schema SQLAlchemy's has_table asks about (per-schema version
+ * tables, gate.c): psycopg2 inlines the literals. */
+Test(has_table_schema, sqlalchemy_shapes)
+{
+    char s[64];
+    /* 1.4, no schema: the search_path's */
+    cr_assert(sqlclass_has_table_schema(
+        "select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
+        "pg_catalog.pg_table_is_visible(c.oid) and relname='alembic_version'", s, sizeof s));
+    cr_assert_str_eq(s, "");
+    /* 1.4 with a schema */
+    cr_assert(sqlclass_has_table_schema(
+        "select relname from pg_class c join pg_namespace n on n.oid=c.relnamespace where "
+        "n.nspname='tenant_b' and relname='alembic_version'", s, sizeof s));
+    cr_assert_str_eq(s, "tenant_b");
+    /* 2.0: "!=" is the visible-table form's exclusion, not the schema */
+    cr_assert(sqlclass_has_table_schema(
+        "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace "
+        "ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace WHERE "
+        "pg_catalog.pg_class.relname = 'alembic_version' AND "
+        "pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND "
+        "pg_catalog.pg_namespace.nspname != 'pg_catalog'", s, sizeof s));
+    cr_assert_str_eq(s, "");
+    cr_assert(sqlclass_has_table_schema(
+        "SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class JOIN pg_catalog.pg_namespace "
+        "ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace WHERE "
+        "pg_catalog.pg_class.relname = 'alembic_version' AND "
+        "pg_catalog.pg_namespace.nspname = 'We''ird'", s, sizeof s));
+    cr_assert_str_eq(s, "We'ird");
+}
+
+Test(has_table_schema, nothing_to_read)
+{
+    char s[8];
+    cr_assert_not(sqlclass_has_table_schema("select 1 from pg_class where relname = 'x'", s,
+                                            sizeof s));
+    cr_assert_not(sqlclass_has_table_schema("select 1 where n.nspname = $1", s, sizeof s));
+    cr_assert_not(sqlclass_has_table_schema("select 1 where nspname = 'much_too_long'", s,
+                                            sizeof s));
+    cr_assert_not(sqlclass_has_table_schema("select 1 where nspname = 'open", s, sizeof s));
+    cr_assert_not(sqlclass_has_table_schema(NULL, s, sizeof s));
+}
+
 /* SQLAlchemy 2.x's has_table, as it reaches the server through psycopg2
  * (literals) and psycopg 3 (parameters) (../shared/todays-releases.md). */
 #define HAS_TABLE_20(NAME, KINDS, NSP)                                                           \

@@ -130,13 +130,17 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg);
 struct versions;
 
 /* True when `pg`'s database may still be migrated by this process with a
- * known target: the guard's window. */
+ * known target: the guard's window.  Never for a database decided per
+ * schema (its version tables are the tenants', which the guard's proof
+ * does not read): there the app's errors pass through unchanged. */
 bool gate_guards(const struct pq_copy *copy, PGconn *pg);
 
 /* When this process holds the migration lock for `pg`'s database, read the
- * version table as committed on the lock connection into `v` (one round
- * trip) and return true; false otherwise, or when that read fails. */
-bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions *v);
+ * version table -- in `schema` when given, else the configured one -- as
+ * committed on the lock connection into `v` (one round trip) and return
+ * true; false otherwise, or when that read fails. */
+bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *schema,
+                         struct versions *v);
 
 /* True when `v` is exactly this process's target heads. */
 bool gate_at_target(const struct versions *v);

@@ -209,6 +209,7 @@ struct lock_vt {
 /* Does any table in the database have a version_num column (a version
  * table of Alembic's shape under some name)?  A hint only: false on error. */
 bool lock_any_version_column(const struct pq_api *pq, PGconn *c);
+
 bool lock_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
                             const char *table);
 bool lock_vt_format(const char *schema, const char *table, char *out, size_t n);

@@ -1947,19 +1947,28 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg)
         return false;
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
-    bool on = g && g->pid == getpid() &&
+    /* Per-schema version tables (g->sp.on): the guard classifies and proves
+     * against the configured table as the home search_path finds it, which
+     * is not the tenant's table the app migrates -- a shared table at the
+     * target there would "prove" a tenant's race.  It stays out: the app's
+     * errors pass through unchanged. */
+    bool on = g && g->pid == getpid() && !g->sp.on &&
               (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_UNGATED);
     pthread_mutex_unlock(&mu);
     return on;
 }
 
-bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, struct versions *v)
+bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *schema,
+                         struct versions *v)
 {
     char err[256];
+    const struct config *cfg = shim_config();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
-    bool ok = g && g->pid == getpid() && g->st == G_LEADING && ownconn_pg(g->own) &&
-              lock_read_versions(&copy->api, ownconn_pg(g->own), shim_config(), v, err, sizeof err);
+    PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
+    bool ok = own && (schema ? lock_read_versions_in(&copy->api, own, schema, cfg->version_table,
+                                                     v, err, sizeof err)
+                             : lock_read_versions(&copy->api, own, cfg, v, err, sizeof err));
     pthread_mutex_unlock(&mu);
     return ok;
 }

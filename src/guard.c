@@ -62,6 +62,14 @@ struct gconn {
     struct versions view;   /* ... and as its own writes have left it since     */
     bool view_done;         /* the view is at the target: the migration is over  */
     bool own_work;          /* it wrote before its first version-table statement */
+    bool schema_known;      /* where its version table is, as the app's session
+                               resolved it at its first version-table statement: */
+    char schema[CONFIG_NAME_MAX]; /* ... the schema the proof reads (resolve_schema) */
+    bool path_set;          /* the connection's search_path may have been set (a
+                               statement naming search_path, or one whose text is
+                               unknown, was seen on it): for the life of the
+                               connection, an unqualified version table may be
+                               another than the one the guard's proof reads */
     int sp_depth;           /* ABSORB: answered savepoints still open            */
     bool sp_failed;         /* ABSORB: a statement in one of them got the original
                                error: as in PostgreSQL, only ROLLBACK TO (or the
@@ -130,7 +138,8 @@ static void set_mode(const struct pq_api *pq, struct gconn *g, enum mode m)
         g->orig = NULL;
     }
     if (m == M_WATCH)
-        g->vt_txn = g->s0_known = g->view_done = g->own_work = g->sp_failed = false;
+        g->vt_txn = g->s0_known = g->view_done = g->own_work = g->sp_failed = g->schema_known =
+            false;
     if (m == M_WATCH)
         g->sp_depth = 0;
     update_busy(g);
@@ -330,7 +339,12 @@ static PGresult *made_insert(const struct pq_api *pq, PGconn *pg, bool returning
  *       Alembic's version INSERT with 23505, or its version UPDATE matching
  *       0 rows -- never the app's own data statements;
  *   (d) the version table as committed, read on another connection after
- *       the failure, holds exactly the target heads.
+ *       the failure, holds exactly the target heads -- the same table the
+ *       app's statements name: in the schema the statement names, or
+ *       the app's session resolved at the transaction's first version-
+ *       table statement (resolve_schema), and the session did not set its
+ *       search_path since (a statement naming search_path, or one of
+ *       unknown text, on the connection).
  *
  * (b) and (d) together prove that someone else migrated this database from
  * where this transaction started to the target while it ran (this process
@@ -356,6 +370,12 @@ static bool candidate(const struct pq_api *pq, const struct gconn *g, const stru
     if (!in_txn || !g->vt_txn || !g->s0_known || gate_at_target(&g->s0) || g->own_work ||
         g->view_done || !res)
         return false;
+    /* (d) reads the version table on another connection, in its own
+     * search_path: only the same table when the app's session kept the
+     * one it connected with (the lock connection is made with the same
+     * options), or when the table is qualified by version_table_schema */
+    if (!g->schema_known || (g->path_set && !shim_config()->version_table_schema[0]))
+        return false;
     ExecStatusType st = pq->PQresultStatus(res);
     if (st == PGRES_FATAL_ERROR) {
         const char *state = sqlstate_of(pq, res);
@@ -377,7 +397,7 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
     struct versions v;
     char err[256];
     *waited = 0;
-    if (gate_read_committed(c, pg, &v)) { /* this process holds the lock */
+    if (gate_read_committed(c, pg, g->schema, &v)) { /* this process holds the lock */
         describe_versions(&v, seen, seensz);
         return gate_at_target(&v);
     }
@@ -405,7 +425,8 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
         log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
     for (;;) {
-        if (!lock_read_versions(&c->api, ownconn_pg(oc), cfg, &v, err, sizeof err)) {
+        if (!lock_read_versions_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
+                                   err, sizeof err)) {
             snprintf(seen, seensz, "unreadable: %s", err);
             break;
         }
@@ -520,6 +541,50 @@ static void start_from(struct gconn *g, const struct versions *s0)
     g->s0_known = true;
 }
 
+/* Where the transaction's version table is, as the app's session resolves
+ * it, at its first version-table statement (rule (d) reads that table, on
+ * another connection whose search_path may differ: a tenant's, set in a
+ * connect hook or by a function).  The schema the statement names, or
+ * version_table_schema; else one round trip on the app's connection, in
+ * its transaction, in a savepoint rolled back at once (lock_resolve_versions:
+ * nothing of it can fail or change the app's transaction).  Unknown (a
+ * has_table whose schema is a parameter, a failed read): no race in this
+ * transaction is mapped. */
+static void resolve_schema(const struct pq_api *pq, PGconn *pg, struct gconn *g,
+                           const struct pq_call *call, const struct sqlclass *k)
+{
+    const struct config *cfg = shim_config();
+    char table[CONFIG_NAME_MAX], err[256];
+    struct sqlclass named;
+    struct versions v;
+    g->schema[0] = '\0';
+    g->schema_known = false;
+    if (cfg->version_table_schema[0]) {
+        snprintf(g->schema, sizeof g->schema, "%s", cfg->version_table_schema);
+        g->schema_known = true;
+        return;
+    }
+    if (k->kind == SQL_VT_EXISTS ? !sqlclass_has_table_schema(call->sql, g->schema, sizeof g->schema)
+                                 : !sqlclass_vt_statement(call->sql, g->schema, sizeof g->schema,
+                                                          table, sizeof table, &named)) {
+        log_debug("guard: the schema of this transaction's version table is not shown; a race "
+                  "in it passes through");
+        return;
+    }
+    if (g->schema[0]) { /* named by the statement */
+        g->schema_known = true;
+        return;
+    }
+    int nb = blocking_begin(pq, pg);
+    bool ok = lock_resolve_versions(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
+                                    err, sizeof err);
+    blocking_end(pq, pg, nb);
+    g->schema_known = ok && g->schema[0];
+    if (!g->schema_known)
+        log_debug("guard: cannot tell where this transaction's version table is (%s); a race in "
+                  "it passes through", ok ? "the search_path names no schema" : err);
+}
+
 /* Before sending, in WATCH mode: classify and gather what the statement
  * shows.  Fills `k`, `ddl` (the DDL tag, or ""), g->value / g->from (the
  * versions a write names) and `in_txn`. */
@@ -530,8 +595,10 @@ static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
     PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
     memset(k, 0, sizeof *k);
     ddl[0] = g->value[0] = g->from[0] = '\0';
+    if (!call->sql || sqlclass_mentions(call->sql, "search_path"))
+        g->path_set = true;
     if (ts == PQTRANS_IDLE) { /* a new transaction */
-        g->vt_txn = g->s0_known = g->view_done = false;
+        g->vt_txn = g->s0_known = g->view_done = g->schema_known = false;
         /* A text that opens a transaction and works in it at once ("BEGIN;
          * SELECT record_boot(1)" as one string) is the app's own work too:
          * only a bare BEGIN (or a probe, which leaves none open) carries
@@ -563,6 +630,8 @@ static void prepare(const struct pq_api *pq, PGconn *pg, struct gconn *g,
     }
     if (k->kind == SQL_OTHER && !g->vt_txn && !allowed_before(call))
         g->own_work = true;
+    if (k->kind != SQL_OTHER && !g->vt_txn)
+        resolve_schema(pq, pg, g, call, k);
     if (k->kind != SQL_OTHER)
         g->vt_txn = true;
     if (k->kind == SQL_VT_CREATE && !g->s0_known) {

@@ -4,13 +4,14 @@
  * (quote_ident below) and passed as parameters where SQL allows.
  */
 #include "lock.h"
-#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /* "name" with embedded quotes doubled, as PostgreSQL's quote_ident. */
 static void quote_ident(const char *name, char *out, size_t n)

@@ -1446,3 +1446,39 @@ def test_sqlalchemy_20_has_table_with_the_name_as_a_parameter(guard, driver):
     assert_no_problems_but(shim, [line_map("42P07", "CREATE TABLE", "(no table)", R3), LINE_END])
     assert shim.after == shim.peer_snapshot
     assert first_error(plain)["error"]["pgcode"] == "42P07"
+
+
+# ---------------------------------------------------------------------------
+# The proof reads the app's own version table (issue 19: search_path).  A
+# tenant's session resolves `alembic_version` in its schema; the guard's
+# verifying connection, in its own search_path, may find another one.
+
+TENANT_SETUP = ["CREATE SCHEMA t1", "CREATE TABLE t1.people (name text)",
+                "INSERT INTO t1.people VALUES ('x'), ('x')",
+                "CREATE FUNCTION set_tenant() RETURNS text LANGUAGE sql "
+                "AS $$ SELECT set_config('search_path', 't1', false) $$"]
+GENUINE = "CREATE UNIQUE INDEX people_name ON people (name)"
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
+@pytest.mark.parametrize("how", ["SET search_path TO t1", "SELECT set_tenant()"])
+def test_a_tenants_genuine_error_is_never_proven_by_another_schemas_table(guard, driver, how):
+    """The session's search_path is the tenant's (set in an earlier
+    transaction: a connect hook, or a function that calls set_config).
+    Its migration of t1 fails on its own in revision 2 (a unique index
+    over duplicate data: 23505 on DDL) while public.alembic_version -- another app's, or
+    the shared one -- is committed at the target.  Read on the guard's
+    connection, the "version table" is at the target; but it is not the
+    one this transaction migrates.  Before the guard resolved the table
+    where the app's session does, this was answered: the app was told its
+    migration succeeded, and t1 was never migrated.  Now the error passes
+    through, as without the shim."""
+    steps = ([["sql", how], ["commit"], ["begin"]]
+             + sql(HAS_VT, CREATE_VT, insert_vt(R1)) + [["wait_file"]]
+             + sql(GENUINE, update_vt(R1, R2), READ_VT) + [["rollback"], ["status"]])
+    shim, plain = compare_with_baseline(
+        guard, driver, heads=R2, setup=TENANT_SETUP,
+        peer=[CREATE_VT, "INSERT INTO alembic_version (version_num) VALUES ('%s')" % R2],
+        steps=steps, blocked_on=None, barrier_after=6)
+    e = first_error(shim)
+    assert (e["sql"][:26], e["error"]["pgcode"]) == ("CREATE UNIQUE INDEX people", "23505"), e

@@ -531,8 +531,8 @@ static void run_tell(const struct pq_copy *copy, struct gdb *g, enum lock_run ru
         return;
     if (!lock_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
                        g->vt.learned ? g->vt.table : ""))
-        log_warn("database \"%s\": cannot publish the end of the migration run on the lock "
-                 "connection; waiters count no failed run", g->name);
+        log_warn("database \"%s\": cannot publish how the migration run stands on the lock "
+                 "connection; waiters may count a failed run wrongly", g->name);
     g->run.told = run;
 }
 
@@ -1402,14 +1402,7 @@ static void clear_dirty(struct gdb *g, const PGconn *pg)
 static void run_goes_on(const struct pq_copy *copy, struct gdb *g)
 {
     g->run.ended = 0;
-    PGconn *own = ownconn_pg(g->own);
-    if (g->run.told == LOCK_RUN_GOING || !own)
-        return;
-    if (!lock_mark_run(&copy->api, own, LOCK_RUN_GOING, g->vt.learned ? g->vt.schema : "",
-                       g->vt.learned ? g->vt.table : ""))
-        log_warn("database \"%s\": cannot mark the lock connection; waiters may count this "
-                 "run as ended", g->name);
-    g->run.told = LOCK_RUN_GOING;
+    run_tell(copy, g, LOCK_RUN_GOING);
 }
 
 /* A version-table statement of the leader on `pg` (mutex held). */

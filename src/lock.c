@@ -173,10 +173,33 @@ static bool read_xml_result(const struct pq_api *pq, const PGresult *r, const ch
     return true;
 }
 
-/* Run the one-row, one-column XML query `sql` and collect its <tag>
- * elements: NULL means the table is absent. */
 static bool run_ok(const struct pq_api *pq, PGconn *c, const char *sql);
 
+/* Send `sql` (maybe several statements) on `c` and collect its answer:
+ * `*r` the last row set, `*bad` the first error (either NULL; the caller
+ * clears both). */
+static void last_rows(const struct pq_api *pq, PGconn *c, const char *sql, PGresult **r,
+                      PGresult **bad)
+{
+    *r = *bad = NULL;
+    if (!pq->PQsendQuery(c, sql))
+        return;
+    for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
+        ExecStatusType st = pq->PQresultStatus(x);
+        if (st == PGRES_TUPLES_OK && !*bad) {
+            if (*r)
+                pq->PQclear(*r);
+            *r = x;
+        } else if (st != PGRES_COMMAND_OK && !*bad) {
+            *bad = x;
+        } else {
+            pq->PQclear(x);
+        }
+    }
+}
+
+/* Run the one-row, one-column XML query `sql` and collect its <tag>
+ * elements: NULL means the table is absent. */
 static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const char *tag,
                      struct versions *out, struct server_id *id, char sqlstate[6], char *err,
                      size_t errsz)
@@ -185,20 +208,7 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
      * and any error fails the whole read. */
     memset(out, 0, sizeof *out);
     PGresult *r = NULL, *bad = NULL;
-    if (pq->PQsendQuery(c, sql)) {
-        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
-            ExecStatusType st = pq->PQresultStatus(x);
-            if (st == PGRES_TUPLES_OK && !bad) {
-                if (r)
-                    pq->PQclear(r);
-                r = x;
-            } else if (st != PGRES_COMMAND_OK && !bad) {
-                bad = x;
-            } else {
-                pq->PQclear(x);
-            }
-        }
-    }
+    last_rows(pq, c, sql, &r, &bad);
     if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 6 : 1)) {
         if (sqlstate) {
             const char *st = bad ? pq->PQresultErrorField(bad, PG_DIAG_SQLSTATE) : NULL;
@@ -946,20 +956,7 @@ static PGresult *one_row(const struct pq_api *pq, PGconn *c, const char *sql, in
                          bool in_txn, char *err, size_t errsz)
 {
     PGresult *r = NULL, *bad = NULL;
-    if (pq->PQsendQuery(c, sql)) {
-        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
-            ExecStatusType st = pq->PQresultStatus(x);
-            if (st == PGRES_TUPLES_OK && !bad) {
-                if (r)
-                    pq->PQclear(r);
-                r = x;
-            } else if (st != PGRES_COMMAND_OK && !bad) {
-                bad = x;
-            } else {
-                pq->PQclear(x);
-            }
-        }
-    }
+    last_rows(pq, c, sql, &r, &bad);
     if (!bad && r && pq->PQntuples(r) == 1 && pq->PQnfields(r) == ncols)
         return r;
     error_text(pq, c, bad, err, errsz);

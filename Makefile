@@ -175,6 +175,20 @@ soak-django: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 tests/e2e/django_race.py -k $(K) -n $(SOAK_DJANGO_N) \
 	    --mode $(MODE) $(if $(NATURAL),--natural)
 
+# make soak-fleets [K=10]    issue 19's differential fleets (a partial or failed leader, per-schema
+#                            version tables, Gunicorn's worker timeout), K rounds: each round runs
+#                            tests/e2e/test_lead_ends.py, test_search_path.py and
+#                            test_heartbeat_fleet.py once (with and without the shim, timed);
+#                            prints each round's pass/fail and the fleets' time lines
+SOAK_FLEETS = tests/e2e/test_lead_ends.py tests/e2e/test_search_path.py tests/e2e/test_heartbeat_fleet.py
+.PHONY: soak-fleets
+soak-fleets: deps all
+	@tests/harness/with-pg.sh /bin/bash -c 'fail=0; for i in $$(seq $(K)); do \
+	    out=$$(/usr/bin/python3 -m pytest -q -s -p no:cacheprovider $(SOAK_FLEETS) 2>&1); rc=$$?; \
+	    printf "%s\n" "$$out" | grep -E "ready in|with the shim|without the shim" | sed "s/^/  round $$i: /"; \
+	    echo "round $$i: $$(printf "%s\n" "$$out" | tail -n 1)"; [ $$rc = 0 ] || fail=$$((fail + 1)); \
+	  done; echo "soak-fleets: $(K) rounds, $$fail failed"; [ $$fail = 0 ]'
+
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
@@ -317,6 +331,7 @@ help:
 	@echo "make soak        N=$(N) randomized fleets (SOAK_SEED=S to replay)"
 	@echo "make soak-guard  the race guard's differential oracle, N=100 interleavings (SEED=S to replay)"
 	@echo "make soak-django the Django example's fleets with and without the shim, K=10 runs each (N=8)"
+	@echo "make soak-fleets issue 19's fleets (partial/failed leader, per-schema tables, worker timeout), K=10 rounds"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"

@@ -282,11 +282,11 @@ def commit_holder_sql(key):
     ]
 
 
-def waits_for_advisory(w, backend, key):
-    return w.rows(
-        "SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory'"
-        " AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = %s",
-        (backend, key))
+def waits_for_advisory(w, key):
+    """The backends waiting for the advisory lock `key`."""
+    return [r[0] for r in w.rows(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory'"
+        " AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = %s", (key,))]
 
 
 def proc_state(pid):
@@ -320,10 +320,13 @@ def test_d_killed_after_commit_before_release(make_db, migshim_lib, mode, i):
 
     def body(f):
         leader = int(f.wait_for_line(LEAD_LINE_RE, timeout=30).group(1))
-        mig = w.wait_migration_state(leader)[0][0]
+        w.wait_migration_state(leader)
         own = lock_conn_of(w, leader)
-        wait_until(lambda: waits_for_advisory(w, mig, hold_key), 15,
-                   "the leader's migration never reached its COMMIT")
+        # only the leader's migration can wait for hold_key (its COMMIT runs
+        # the trigger): that backend is the migration's, whatever else a
+        # waiter's connection showed when the migration state was sampled
+        [mig] = wait_until(lambda: waits_for_advisory(w, hold_key), 15,
+                           "the leader's migration never reached its COMMIT")
         f.kill_worker(leader, signal.SIGSTOP)
         wait_until(lambda: proc_state(leader) == "T", 5, f"{leader} not stopped")
         w.rows("SELECT pg_advisory_unlock(%s)", (hold_key,))

@@ -373,6 +373,14 @@ static bool venv_of(const char *py, char *cfg, size_t n)
     return false;
 }
 
+/* `p` (with a slash) as a path: itself when absolute or when `cwd` is
+ * unknown, else against `cwd`.  False when it does not fit in `out`. */
+static bool path_from(const char *cwd, const char *p, char *out, size_t n)
+{
+    int w = p[0] == '/' || !cwd ? snprintf(out, n, "%s", p) : snprintf(out, n, "%s/%s", cwd, p);
+    return w > 0 && (size_t)w < n;
+}
+
 /* argv[0] as Python makes it its executable: with a slash, against `cwd`;
  * without, the first executable PATH entry.  False when there is none. */
 static bool argv0_path(const struct django_python_facts *f, char *out, size_t n)
@@ -380,11 +388,8 @@ static bool argv0_path(const struct django_python_facts *f, char *out, size_t n)
     const char *a = f->argv0;
     if (!a || !a[0])
         return false;
-    if (strchr(a, '/')) {
-        int w = a[0] == '/' || !f->cwd ? snprintf(out, n, "%s", a)
-                                       : snprintf(out, n, "%s/%s", f->cwd, a);
-        return w > 0 && (size_t)w < n;
-    }
+    if (strchr(a, '/'))
+        return path_from(f->cwd, a, out, n);
     const char *p = f->path && f->path[0] ? f->path : "/usr/local/bin:/usr/bin:/bin";
     while (*p) {
         const char *colon = strchr(p, ':');
@@ -421,9 +426,7 @@ static bool execfn_python(const struct django_python_facts *f, char *out, size_t
     if (!x || !x[0])
         return false;
     char path[PATH_MAX];
-    int w = x[0] == '/' || !f->cwd ? snprintf(path, sizeof path, "%s", x)
-                                   : snprintf(path, sizeof path, "%s/%s", f->cwd, x);
-    if (w <= 0 || (size_t)w >= sizeof path)
+    if (!path_from(f->cwd, x, path, sizeof path))
         return false;
     if (resolves_to(path, f->exe)) {
         snprintf(out, n, "%s", path);

@@ -18,6 +18,10 @@
   configuration page (the one place the keys are documented) has an entry
   for exactly the keys `migshim status` shows (the code's table),
   examples/migshim.conf lists every one, and holds each at its default.
+* the docs: every relative link of README.md, CONTRIBUTING.md, SECURITY.md,
+  docs/*.md and the examples' READMEs resolves (file and heading); the
+  README stays a guide (about 300 lines, `make demo` and `make check`, no
+  configuration table).
 
 Run: tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q tests/e2e/test_examples.py
 """
@@ -531,6 +535,47 @@ def test_example_config_sets_every_key_to_its_default(db):
             f"{key}: {with_file[key][0]} in the example, default {base[key][0]}"
         want = "default" if key == "lock_key" else "file"
         assert with_file[key][1] == want, f"{key}: from {with_file[key][1]}\n{res.stdout}"
+
+
+DOCS = ["README.md", "CONTRIBUTING.md", "SECURITY.md", "docs/design.md", "docs/django.md",
+        "docs/performance.md"]
+
+
+def md_anchors(path):
+    """GitHub's anchors for the headings of a Markdown file (code blocks skipped)."""
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.*)$", text)}
+
+
+def test_docs_links_resolve():
+    """Every relative link of the docs (and the examples' READMEs) names a file
+    that exists and, with a #fragment, a heading of that file."""
+    files = [REPO / d for d in DOCS] + sorted(REPO.glob("examples/*/README.md"))
+    bad = []
+    for f in files:
+        text = re.sub(r"(?ms)^```.*?^```", "", f.read_text())
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, frag = target.partition("#")
+            dest = (f.parent / path).resolve() if path else f
+            if not dest.exists():
+                bad.append(f"{f.relative_to(REPO)}: {target}: no such file")
+            elif frag and (dest.suffix != ".md" or frag not in md_anchors(dest)):
+                bad.append(f"{f.relative_to(REPO)}: {target}: no such heading")
+    assert not bad, "\n".join(bad)
+
+
+def test_readme_stays_a_guide():
+    """Issue 20: the README is a guide of at most about 300 lines, keeps its
+    two commands, and leaves the configuration to the man page."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 320, f"README.md has {len(text.splitlines())} lines"
+    for command in ("make demo", "make check"):
+        assert re.search(rf"^{command}\b", text, re.M), f"README.md lost `{command}`"
+    table_rows = re.findall(r"^\| `\w+` \| `MIGSHIM_\w+` \|", text, re.M)
+    assert not table_rows, "a configuration table in README.md: keys live in man/migshim.conf.5"
 
 
 def test_lock_key_in_a_file_without_L_suffix_is_not_silently_truncated(db, tmp_path):

@@ -10,7 +10,7 @@ DESTDIR ?=
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 
 # The one source of truth for the version: `migshim --version`, the
 # library's first debug line, the man pages, the .deb and the tarball.

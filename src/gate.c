@@ -1977,12 +1977,6 @@ const char *gate_version_table(void)
     return django_mode ? "django_migrations" : shim_config()->version_table;
 }
 
-void gate_activity(void)
-{
-    if (django_mode && atomic_load_explicit(&gate_pending, memory_order_relaxed))
-        note_activity();
-}
-
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
     pthread_mutex_lock(&mu);

@@ -333,13 +333,15 @@ static void sp_use(struct gdb *g, const char *schema)
     }
 }
 
-/* Change state, keeping gate_watching equal to the number of watched dbs. */
+/* The states of the guard's window (gate_guarding counts the dbs in them). */
 static bool guarded(enum gstate s)
 {
     return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
 }
 
-/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
+/* Change state, keeping gate_watching equal to the number of watched dbs
+ * and gate_guarding to the number of guarded ones, and the heartbeat kept
+ * while leading.  (shim_hooks / shim_hooks_sql: see refresh_pending) */
 static void set_state(struct gdb *g, enum gstate s)
 {
     if (guarded(g->st) != guarded(s))

@@ -115,6 +115,21 @@ deps:
 check: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
+# Parts of make check (tests/run.sh --only), each with its own summary:
+# check-build   tests/build-checks.sh (clang build, DT_NEEDED, exports, PQ* references)
+# check-unit    the Criterion unit tests (no server)
+# check-integration  the server suites (C integration, Python integration
+#               and end-to-end, the guard oracle, reduced chaos) against a
+#               throwaway PostgreSQL
+check-build: deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only build
+
+check-unit: deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only unit
+
+check-integration: deps deb-deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only server
+
 # Every test against the library built with ASan and UBSan (gcc), in
 # build-san/: see "Sanitizers" in CONTRIBUTING.md.
 SAN_CHECK := address,undefined
@@ -325,6 +340,9 @@ help:
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
+	@echo "make check-build / check-unit / check-integration"
+	@echo "                 one part of make check: the build checks, the unit tests (no server),"
+	@echo "                 the server suites (starts its own PostgreSQL)"
 	@echo "make valgrind    memcheck over a shimmed Gunicorn fleet (WORKERS=3)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"

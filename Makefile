@@ -75,9 +75,26 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' \
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
-$(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
+# The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
+# the one list of the intercepted functions) and dlsym (the ctypes path,
+# src/interpose.c).  The linker's version script and the build check's
+# expected exports (tests/build-checks.sh) are made from it.
+$(B)/exports.list: include/resolve.h | $(B)/obj
+	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
+	echo dlsym >> $@.tmp
+	test "$$(grep -c . $@.tmp)" -gt 1
+	mv $@.tmp $@
+
+$(B)/exports.map: $(B)/exports.list
+	{ echo '/* Generated from $(B)/exports.list (make): the only names libmigshim.so exports. */'; \
+	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
+	mv $@.tmp $@
+
+$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
-	    -Wl,-soname,libmigshim.so -Wl,--version-script=src/exports.map \
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(B)/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 
 $(B)/migshim: $(CLI_OBJS)

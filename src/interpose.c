@@ -620,17 +620,15 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
 
 /* --- the ctypes path: dlsym --------------------------------------------------- */
 
-/* The names dlsym hands out wrappers for: exactly the functions above. */
+/* The names dlsym hands out wrappers for: exactly the functions above,
+ * PQ_WRAPPED_LIST (include/resolve.h).  A listed name without a wrapper
+ * here is an undefined reference: the link fails (-z defs). */
 static const struct {
     const char *name;
     void (*wrapper)(void);
 } wrappers[] = {
-#define W(fn) {#fn, (void (*)(void))fn}
-    W(PQconnectdb),    W(PQconnectdbParams), W(PQsetdbLogin),        W(PQconnectStart),
-    W(PQconnectStartParams), W(PQconnectPoll), W(PQreset),           W(PQresetStart),
-    W(PQresetPoll),    W(PQfinish),          W(PQexec),              W(PQexecParams),
-    W(PQexecPrepared), W(PQprepare),         W(PQsendQuery),         W(PQsendQueryParams),
-    W(PQsendQueryPrepared), W(PQsendPrepare), W(PQgetResult),        W(PQtransactionStatus),
+#define W(fn, needed) {#fn, (void (*)(void))fn},
+    PQ_WRAPPED_LIST(W)
 #undef W
 };
 

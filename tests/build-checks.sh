@@ -31,13 +31,27 @@ for f in "$LIB" "$B/migshim"; do
   fi
 done
 
-expected="PQconnectPoll PQconnectStart PQconnectStartParams PQconnectdb PQconnectdbParams PQexec PQexecParams PQexecPrepared PQfinish PQgetResult PQprepare PQreset PQresetPoll PQresetStart PQsendPrepare PQsendQuery PQsendQueryParams PQsendQueryPrepared PQsetdbLogin PQtransactionStatus dlsym"
-exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
-want=$(tr ' ' '\n' <<<"$expected" | sort | tr '\n' ' ' | sed 's/ $//')
-if [ "$exported" = "$want" ]; then
-  ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+# The expected exports: $B/exports.list, which make generates from
+# PQ_WRAPPED_LIST (include/resolve.h) and links the version script from.
+if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ]; then
+  want=$(sort "$B/exports.list" | tr '\n' ' ' | sed 's/ $//')
+  exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  if [ "$exported" = "$want" ]; then
+    ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+  else
+    bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
+  fi
+  # ... and every PQ* function interpose.o defines is on the list: a
+  # wrapper left off it would silently not be exported.
+  defined=$(nm -g --defined-only "$B/obj/interpose.o" | awk '$3 ~ /^PQ/ {print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  want_pq=$(grep '^PQ' "$B/exports.list" | sort | tr '\n' ' ' | sed 's/ $//')
+  if [ "$defined" = "$want_pq" ]; then
+    ok "interpose.o defines exactly the listed PQ* wrappers ($(wc -w <<<"$defined"))"
+  else
+    bad "interpose.o defines exactly the listed PQ* wrappers" "defined: $defined" "listed:  $want_pq"
+  fi
 else
-  bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
+  bad "exports exactly the intercepted names and dlsym" "make $B/exports.list failed"
 fi
 
 relocs=$(readelf -rW "$LIB" | grep -E ' PQ[A-Za-z]+' || true)

@@ -35,10 +35,16 @@ B := $(if $(SANITIZE),build-san,build)
 # copied into images that have no libconfig and no libpq of their own.  No
 # -lpq: the app brings its own libpq, the shim reaches it through
 # resolve.c.  No -lconfig: libconfig is dlopen'ed when a configuration file
-# is present (libconfig_dl.c).  -z defs makes any direct call of a PQ* name
-# a link error; -Bsymbolic binds the shim's references to its own wrappers
-# (the dlsym table) inside the shim.  (-ldl -lpthread are empty stubs since
-# glibc 2.34, kept for older ones.)
+# is present (libconfig_dl.c).  -z defs: no symbol is left undefined at
+# link time but libc's.  -Bsymbolic binds the shim's references to its own
+# wrappers (the dlsym table) inside the shim.  Neither stops a module from
+# calling a PQ* name directly: the shim defines every intercepted name
+# itself, so such a call links -- to the shim's own wrapper, re-entering
+# the hooks -- instead of failing.  Only src/interpose.c may name them:
+# before the link, no other object may hold an undefined PQ* reference
+# (nm -u; tests/build-checks.sh checks the same).  Modules reach libpq
+# through struct pq_api (resolve.h).  (-ldl -lpthread are empty stubs
+# since glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/heartbeat.c \
             src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
@@ -92,7 +98,14 @@ $(B)/exports.map: $(B)/exports.list
 	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
 	mv $@.tmp $@
 
+# No object but interpose.o may reference a PQ* name (see above).
+PQ_REFS_OBJS = $(filter-out $(B)/obj/interpose.o,$(LIB_OBJS))
+
 $(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
+	@refs=$$(for o in $(PQ_REFS_OBJS); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
+	if [ -n "$$refs" ]; then \
+	  echo "a PQ* name called directly outside src/interpose.c (use the copy's struct pq_api):" >&2; \
+	  echo "$$refs" >&2; exit 1; fi
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
 	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(B)/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build-level guarantees of the preload library, checked on the built file:
 # clean under clang too, nothing but libc in DT_NEEDED, only the intercepted names
-# exported, no call of a PQ* name from inside the shim.
+# exported, no call of a PQ* name from inside the shim (no object but
+# interpose.o references one, and no relocation names one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-build}
@@ -52,6 +53,22 @@ if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ];
   fi
 else
   bad "exports exactly the intercepted names and dlsym" "make $B/exports.list failed"
+fi
+
+# No module but interpose.o calls a PQ* name directly: under -Bsymbolic
+# such a call would bind to the shim's own wrapper, with no relocation
+# and no link error (the Makefile checks the same before each link).
+refs=""; nobj=0
+for o in "$B"/obj/*.o; do
+  [ "$(basename "$o")" = interpose.o ] && continue
+  nobj=$((nobj + 1))
+  r=$(nm -u "$o" | awk '$NF ~ /^PQ/ { print $NF }' | tr '\n' ' ')
+  [ -n "$r" ] && refs="$refs $(basename "$o"): $r"
+done
+if [ "$nobj" -gt 0 ] && [ -z "$refs" ]; then
+  ok "no PQ* reference in any object but interpose.o ($nobj objects, nm -u)"
+else
+  bad "no PQ* reference in any object but interpose.o" "${refs:-no objects in $B/obj}"
 fi
 
 relocs=$(readelf -rW "$LIB" | grep -E ' PQ[A-Za-z]+' || true)

@@ -64,10 +64,6 @@ PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *
 int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
 PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg);
 
-/* The transaction status the app must see (the server's: the stand-in is
- * a real transaction, and giving up makes it fail for real). */
-PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg);
-
 /* The connection is being finished. */
 void guard_forget(const struct pq_copy *c, const PGconn *pg);
 

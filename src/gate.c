@@ -20,7 +20,6 @@
 
 #include "django.h"
 #include "events.h"
-#include "guard.h"
 #include "heartbeat.h"
 #include "heads.h"
 #include "lock.h"
@@ -1807,8 +1806,9 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         pthread_mutex_unlock(&mu);
         return;
     }
-    /* as the app sees it (the guard may stand in for a failed transaction) */
-    PGTransactionStatusType ts = guard_transaction_status(copy, pg);
+    /* as the app sees it: the server's (a guard's stand-in for a failed
+     * transaction is a real transaction, and giving up fails it for real) */
+    PGTransactionStatusType ts = copy->api.PQtransactionStatus(pg);
     bool idle = ts == PQTRANS_IDLE;
     if (g->st == G_LEADING && ts == PQTRANS_INERROR) {
         /* the migration failed: its transaction's end is the run's end */

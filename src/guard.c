@@ -1023,13 +1023,6 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
     return out;
 }
 
-PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg)
-{
-    /* the stand-in is a real transaction, and a give-up makes it fail for
-     * real: what the server says is what the app must see */
-    return c->api.PQtransactionStatus(pg);
-}
-
 void guard_atfork_prepare(void) { pthread_mutex_lock(&mu); }
 void guard_atfork_parent(void) { pthread_mutex_unlock(&mu); }
 void guard_atfork_child(void) { pthread_mutex_unlock(&mu); }

@@ -602,13 +602,14 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     return PQgetResult_slow(conn, RA);
 }
 
+/* The server's status is what the app must see, also while the guard
+ * stands in for its transaction: the stand-in is a real transaction, and
+ * giving up makes it fail for real. */
 SLOW PGTransactionStatusType PQtransactionStatus_slow(const PGconn *conn, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQtransactionStatus);
     if (!c)
         return PQTRANS_UNKNOWN;
-    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(ra))
-        return guard_transaction_status(c, conn);
     return REAL(c, PQtransactionStatus)(conn);
 }
 

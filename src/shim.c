@@ -10,6 +10,7 @@
 
 #include "conn.h"
 #include "envpy.h"
+#include "events.h"
 #include "gate.h"
 #include "guard.h"
 #include "heads.h"
@@ -97,6 +98,7 @@ static void shim_init(void)
     char envpy_path[PATH_MAX + 8];
     if (heads_read_env_py(&cfg, &vt, envpy_path, sizeof envpy_path))
         envpy_apply(&cfg, &vt, envpy_path);
+    events_init(&cfg);
     if (cfg.log >= LOG_LVL_DEBUG)
         shim_hooks_add(1); /* for good: every first call is noted */
     active = true;

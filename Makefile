@@ -46,13 +46,13 @@ B := $(if $(SANITIZE),build-san,build)
 # through struct pq_api (resolve.h).  (-ldl -lpthread are empty stubs
 # since glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
-            src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/heartbeat.c \
+            src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/heartbeat.c \
             src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
-CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/heads.c \
+CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
             src/envpy.c src/lock.c src/timeline.c src/django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
@@ -251,12 +251,12 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := revision sqlclass redact config ini envpy
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_revision := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_revision := src/heads.c src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
-FUZZ_SRCS_ini := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
-FUZZ_SRCS_envpy := src/envpy.c src/heads.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_ini := src/ini.c src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_envpy := src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz

@@ -74,10 +74,4 @@ extern _Atomic int guard_busy;
 /* True when `sqlstate` is one of the race codes. */
 bool guard_is_race_sqlstate(const char *sqlstate);
 
-/* fork(): the mutex is held across it (src/shim.c), so a child never
- * inherits it locked by a thread it does not have. */
-void guard_atfork_prepare(void);
-void guard_atfork_parent(void);
-void guard_atfork_child(void);
-
 #endif

@@ -129,9 +129,18 @@ bool resolve_note_dlsym(const void *real);
 /* Address range of the shim itself (to prove no slot points back into it). */
 bool resolve_in_shim(const void *addr);
 
-/* Lock/unlock around fork() so a child never inherits a held mutex. */
-void resolve_atfork_prepare(void);
-void resolve_atfork_parent(void);
-void resolve_atfork_child(void);
+/*
+ * fork(): register the module's fork handlers (pthread_atfork), once; a
+ * no-op after the first call.  resolve_mu is held across fork(), so a child
+ * never inherits it locked by a thread it does not have.  The module calls
+ * this itself before it first takes the mutex.  A module that calls into
+ * this one with its own mutex held (the gate) calls it before registering
+ * its own handlers: prepare handlers run last-registered first, so fork()
+ * then takes the outer mutex before this one, in the order the threads take
+ * them.  Never call it with a mutex of the shim held (pthread_atfork waits
+ * for a fork in progress, whose prepare handlers may wait for that
+ * mutex).  A failure to register is logged.
+ */
+void resolve_fork_init(void);
 
 #endif

@@ -18,7 +18,7 @@
  *   node <app_label> <migration_name>
  *   end <number of nodes>
  *
- * "Every node recorded" is then one read of django_migrations (lock.h's
+ * "Every node recorded" is then one read of django_migrations (versions.h's
  * read, with the expression django_read_expr builds).
  */
 #ifndef MIGSHIM_DJANGO_H
@@ -138,7 +138,7 @@ bool django_write_target(const char *path, const char *text, char *err, size_t e
 void django_load(const struct config *cfg, struct django_target *out);
 
 /*
- * The SQL expression of one text column (malloc'ed) that lock.h's reads
+ * The SQL expression of one text column (malloc'ed) that versions.h's reads
  * evaluate: NULL when there is no django_migrations table in the
  * search_path, else query_to_xml output whose <version_num> elements are
  * the first nodes ("app.name") not recorded, at most 9.  No error in the

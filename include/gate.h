@@ -97,7 +97,7 @@ extern _Atomic int gate_learning;
  * statements in its exact shape on a table other than the configured one,
  * a leader follows that table: it re-reads it at each commit and releases
  * the lock once it holds exactly the target; it publishes the name for
- * the waiters (lock.h, lock_mark_migrating_vt) and warns once, naming the
+ * the waiters (holder.h, holder_mark_migrating_vt) and warns once, naming the
  * settings to add.
  */
 void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);

@@ -6,12 +6,12 @@
  * leader published: holder.h), or, with lock_set_read_expr, another
  * tool's state in its place (Django's: which migrations are not recorded).
  * Every read is one round trip on a connection of the caller's (the shim's
- * lock connection or an app's), leaves no trace (no error, not even in the
- * server log, when the table is absent; no open transaction; no session
- * change; inside a transaction, nothing held: see versions_read_in) and
- * travels in the simple protocol (an extended-protocol portal would keep a
- * snapshot open that a CREATE INDEX CONCURRENTLY of the leader's own
- * migration would wait for).
+ * lock connection or an app's) and leaves no trace: no error, not even in
+ * the server log, when the table is absent; no transaction opened or
+ * ended; no session change; inside a transaction, nothing held (see
+ * versions_read_in).  Each travels in the simple protocol: an
+ * extended-protocol portal would keep a snapshot open that a CREATE INDEX
+ * CONCURRENTLY of the leader's own migration would wait for.
  *
  * Every identifier is quoted (pgsql.h) and every name from the
  * configuration passed as a literal.  A read fills a `struct versions` of
@@ -54,11 +54,13 @@ struct server_id {
  * Another tool's state in place of Alembic's version table (Django's: which
  * migrations are not recorded): `expr` an SQL expression of one text
  * column, NULL when there is nothing yet, else query_to_xml output whose
- * <version_num> elements become struct versions' rows.  Every read below
- * but versions_read_in and versions_resolve (the idle read, the wait
- * slice's, the one inside the lock transaction) then evaluates it.  Set
- * once, before the first read; the caller keeps `expr` alive for as long
- * as the process reads (it is not copied).  NULL puts Alembic's back.
+ * <version_num> elements become struct versions' rows.  versions_read,
+ * versions_read_idle and versions_idle_sql (the idle read, the wait
+ * slice's, the one inside the lock transaction) then evaluate it; the
+ * reads of a named table (versions_read_in, versions_resolve,
+ * versions_any_column) do not.  Set once, before the first read; the
+ * caller keeps `expr` alive for as long as the process reads (it is not
+ * copied).  NULL puts Alembic's back.
  *
  * (It keeps its old name, from when it lived in lock.c, until the
  * migration-tool interface replaces it.)

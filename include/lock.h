@@ -94,13 +94,20 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
 enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *to, int64_t key,
                                 char *err, size_t errsz) MUSTCHECK;
 
-/* Release the exclusive lock taken by lock_step (ends the transaction in
- * xact mode).  False when the connection failed. */
+/* Release the exclusive lock on `key` that `own` took with lock_step or
+ * lock_hand_over, in `mode` (LOCK_XACT: ends the lock transaction, a
+ * ROLLBACK; LOCK_SESSION: pg_advisory_unlock).  True when the server
+ * answered; false when the connection failed (the server then drops the
+ * lock with the session).  Silent: the caller logs. */
 bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key);
 
-/* Ask the server to end the holder's session if it stays idle for
- * `seconds` (0 = never): the server enforces leader_grace and hold_timeout
- * even if this process hangs or sleeps. */
+/* Ask the server to end the holder's session on `own` if it stays idle
+ * for `seconds` (0, or more than the setting's range: never), in `mode`
+ * (LOCK_XACT: idle_in_transaction_session_timeout for the lock
+ * transaction; LOCK_SESSION: idle_session_timeout, PostgreSQL 14+): the
+ * server enforces leader_grace and hold_timeout even if this process
+ * hangs or sleeps.  False when the statement failed (an older server
+ * refuses idle_session_timeout).  Silent: the caller logs. */
 bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
 
 #endif

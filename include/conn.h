@@ -12,6 +12,7 @@
 
 #include <libpq-fe.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 /* Remember that `pg` was made by `copy` (no-op for NULL). */
@@ -34,7 +35,7 @@ void conn_note_prepared(const PGconn *pg, const char *name, const char *sql);
 
 /* The text `name` was prepared with on `pg`, malloc'ed (the caller frees
  * it), or NULL. */
-char *conn_prepared_sql(const PGconn *pg, const char *name);
+char *conn_prepared_sql(const PGconn *pg, const char *name) MUSTCHECK;
 
 /*
  * fork(): register the module's fork handlers (pthread_atfork), once; a

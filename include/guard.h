@@ -38,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 /* One statement call, as the app made it. */
@@ -57,12 +58,12 @@ struct pq_call {
 };
 
 /* The synchronous path: run `call` on `pg` under the guard's rules. */
-PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
+PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call) MUSTCHECK;
 
 /* The asynchronous path: send `call` (returns what PQsend* returns), and
  * deliver its results. */
-int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
-PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg);
+int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call) MUSTCHECK;
+PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg) MUSTCHECK;
 
 /* The connection is being finished. */
 void guard_forget(const struct pq_copy *c, const PGconn *pg);

@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "compiler.h"
+
 #define HEARTBEAT_TICK_MS 500
 
 /* gunicorn_heartbeat: false makes every begin a count only (src/shim.c
@@ -75,7 +77,7 @@ unsigned heartbeat_count(void);
  * app's own) or -1 when there is none; `why` says what was found or why
  * none (one phrase, for the debug line).  Reads /proc only.
  */
-int heartbeat_find(pid_t ppid, char *why, size_t whysz);
+int heartbeat_find(pid_t ppid, char *why, size_t whysz) MUSTCHECK;
 
 /*
  * fork(): register the module's fork handlers (pthread_atfork), once; a

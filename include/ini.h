@@ -10,6 +10,8 @@
 #ifndef MIGSHIM_INI_H
 #define MIGSHIM_INI_H
 
+#include "compiler.h"
+
 /*
  * The value of `key` in [section] of the ini text `text` (NUL-terminated),
  * white space around it trimmed, continuation lines joined with '\n'; the
@@ -19,6 +21,6 @@
  *   ini_get("[alembic]\nscript_location = migrations\n", "alembic",
  *           "script_location")  -> "migrations"
  */
-char *ini_get(const char *text, const char *section, const char *key);
+char *ini_get(const char *text, const char *section, const char *key) MUSTCHECK;
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 struct ownconn; /* opaque */
@@ -27,7 +28,7 @@ struct ownconn; /* opaque */
  * Returns NULL on failure with the reason (password-free) in err.
  */
 struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char *purpose,
-                             char *err, size_t errsz) __attribute__((warn_unused_result));
+                             char *err, size_t errsz) MUSTCHECK;
 
 /*
  * True when `err`, ownconn_open's reason, says the server had no

@@ -23,6 +23,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "compiler.h"
+
 /* X(name, needed_by_shim): needed_by_shim = 1 when the gate/guard need the
  * function for their own work; a copy lacking one is passed through only. */
 
@@ -102,7 +104,7 @@ struct pq_copy {
  *   way): the copy last handed out through dlsym(), else the first copy.
  * Returns NULL only when no libpq is loaded at all.
  */
-const struct pq_copy *resolve_for_caller(const void *ra);
+const struct pq_copy *resolve_for_caller(const void *ra) MUSTCHECK;
 
 /* True when `ra` lies inside a libpq copy: the call is libpq's own nested
  * call (PQconnectdb -> PQconnectStart, PQexec -> PQgetResult, PQping ->

@@ -28,10 +28,12 @@
 #include "django.h"
 #include "envpy.h"
 #include "heads.h"
+#include "holder.h"
 #include "libpq_dl.h"
 #include "lock.h"
 #include "log.h"
 #include "timeline.h"
+#include "versions.h"
 
 #ifndef MIGSHIM_LIBDIR
 #define MIGSHIM_LIBDIR "/usr/local/lib"
@@ -299,7 +301,7 @@ static int cmd_status(const char *conninfo, const char *libpq)
     char err[256];
     if (django && !dj_expr) {
         /* nothing to compare with */
-    } else if (!lock_read_versions(&api, c, &cfg, &v, err, sizeof err)) {
+    } else if (!versions_read(&api, c, &cfg, &v, err, sizeof err)) {
         printf("version table:   cannot read: %s\n", err);
         rc = EXIT_NOCONN;
     } else if (django) {
@@ -348,7 +350,7 @@ static int cmd_status(const char *conninfo, const char *libpq)
     int64_t key = django ? lock_key_for_table(&cfg, dbname, "", "django_migrations")
                          : lock_key_for(&cfg, dbname);
     char holder[256];
-    lock_describe_holder(&api, c, key, holder, sizeof holder);
+    holder_describe(&api, c, key, holder, sizeof holder);
     if (strncmp(holder, "nobody", 6) == 0)
         snprintf(holder, sizeof holder, "free");
     printf("migration lock:  key %lld: %s\n", (long long)key, holder);

@@ -23,12 +23,14 @@
 #include "events.h"
 #include "heartbeat.h"
 #include "heads.h"
+#include "holder.h"
 #include "lock.h"
 #include "log.h"
 #include "ownconn.h"
 #include "peer.h"
 #include "shim.h"
 #include "sqlclass.h"
+#include "versions.h"
 #include "waitsig.h"
 
 _Atomic int gate_watching;
@@ -94,7 +96,7 @@ struct gdb {
                                 short of the target; 0 = the run goes on     */
         PGconn *pg;          /* that transaction's connection (NULL: closed) */
         bool failed;         /* ... ended in an error, or a later one on pg did */
-        enum lock_run told;  /* what the lock connection publishes           */
+        enum holder_run told;  /* what the lock connection publishes           */
     } run;
     struct {                 /* LEADING: the app's connections tuned for a dead peer */
         PGconn *pg;
@@ -420,10 +422,12 @@ static void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
             return;
     if (g->ntuned == MAX_DIRTY || copy->api.PQtransactionStatus(pg) != PQTRANS_IDLE)
         return;
-    if (!lock_tune_conn(&copy->api, pg, false, false))
+    if (!peer_tune_session(&copy->api, pg, false, false))
         return;
     g->tuned[g->ntuned].pg = pg;
-    peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock);
+    if (!peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock))
+        log_debug("database \"%s\": the app connection's socket is not TCP: its options left as they are",
+                  g->name);
     g->ntuned++;
 }
 
@@ -437,7 +441,9 @@ static void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
     for (size_t i = 0; i < g->ntuned; i++) {
         peer_restore_socket(&g->tuned[i].sock);
         if (g->tuned[i].pg == idle && copy->api.PQtransactionStatus(idle) == PQTRANS_IDLE)
-            (void)lock_tune_conn(&copy->api, idle, false, true);
+            if (!peer_tune_session(&copy->api, idle, false, true))
+                log_debug("database \"%s\": cannot put back the app connection's keepalive settings: %s",
+                          g->name, copy->api.PQerrorMessage(idle));
     }
     g->ntuned = 0;
 }
@@ -524,16 +530,16 @@ static void tell_lead(struct gdb *g);
  * if the app never calls libpq again.  A transaction that only read and
  * committed is not an end (an app may read the version before it
  * migrates in another transaction).  Meanwhile the lock connection
- * publishes how the run ended (lock_mark_run): waiters count the failed
+ * publishes how the run ended (holder_mark_run): waiters count the failed
  * ones (wait_steps, lead_failures).
  */
-static void run_tell(const struct pq_copy *copy, struct gdb *g, enum lock_run run)
+static void run_tell(const struct pq_copy *copy, struct gdb *g, enum holder_run run)
 {
     PGconn *own = ownconn_pg(g->own);
     if (!own || g->run.told == run)
         return;
-    if (!lock_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
-                       g->vt.learned ? g->vt.table : ""))
+    if (!holder_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
+                         g->vt.learned ? g->vt.table : ""))
         log_warn("database \"%s\": cannot publish how the migration run stands on the lock "
                  "connection; waiters may count a failed run wrongly", g->name);
     g->run.told = run;
@@ -548,7 +554,7 @@ static void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, boo
     g->run.ended = now();
     g->run.pg = pg;
     g->run.failed = failed;
-    run_tell(copy, g, failed ? LOCK_RUN_FAILED : LOCK_RUN_ENDED);
+    run_tell(copy, g, failed ? HOLDER_RUN_FAILED : HOLDER_RUN_ENDED);
     start_settler(copy);
     log_debug("database \"%s\": the migration's version-table transaction ended%s short of the "
               "target; the migration lock is released after lead_settle (%g s) without another",
@@ -643,7 +649,7 @@ static void *settler(void *arg)
             g->next_settle = t + (cfg->django_settle > 0.5 ? cfg->django_settle : 0.5);
             struct versions v;
             char err[256], what[512];
-            if (!lock_read_versions(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
+            if (!versions_read(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
                 log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
                          "releasing the migration lock, the waiters check for themselves",
                          g->name, err);
@@ -683,7 +689,7 @@ static void at_exit(void)
         struct versions v;
         char err[256], what[512] = "django_migrations unreadable";
         PGconn *own = ownconn_pg(g->own);
-        if (own && lock_read_versions(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
+        if (own && versions_read(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
             describe(&v, what, sizeof what);
         char why[600];
         snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
@@ -767,7 +773,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         struct versions v;
         char rerr[256];
         if (no_slot && !django_mode && target.known &&
-            lock_read_versions(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
+            versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
             NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for a connection slot; a peer "
@@ -775,7 +781,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
             return OWN_DONE;
         }
         double idle, t = now();
-        bool migrating, held = no_slot && lock_holder_state(pq, app, g->key, &idle, &migrating, NULL);
+        bool migrating, held = no_slot && holder_state(pq, app, g->key, &idle, &migrating, NULL);
         if (!no_slot || (!held && t - start >= SLOT_HOLDER_GRACE) || t - start >= cfg->wait_timeout) {
             if (told && held)
                 NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": waited %.1f s (wait_timeout) for a connection "
@@ -862,18 +868,18 @@ static void tell_lead(struct gdb *g)
 /*
  * A waiter whose configured version table is still behind after the lock
  * came free (or was taken) reads the table the holder published (the one
- * its migration wrote, lock_mark_migrating_vt) on `c`.  Exactly the
+ * its migration wrote, holder_mark_migrating_vt) on `c`.  Exactly the
  * target heads there: the leader's migration committed; release the lock
  * if `locked` and proceed.  Anything else (absent, behind, unknown
  * revisions, a failed read): false, and the waiter goes on as before.
  */
 static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *g,
-                                const struct lock_vt *pub, double start, bool locked)
+                                const struct holder_vt *pub, double start, bool locked)
 {
     const struct config *cfg = shim_config();
     struct versions v;
     char err[256], revs[512], name[2 * CONFIG_NAME_MAX + 8];
-    if (!lock_read_versions_in(pq, c, pub->schema, pub->table, &v, err, sizeof err) ||
+    if (!versions_read_in(pq, c, pub->schema, pub->table, &v, err, sizeof err) ||
         compare(&v) != AT_TARGET)
         return false;
     if (locked)
@@ -906,15 +912,15 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
     PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
     bool waited = false;
     unsigned spins = 0;
-    /* the holder as last seen (see lock.h, "Lapses") */
+    /* the holder as last seen (see holder.h, "Lapses") */
     double seen_at = 0, holder_idle_since = 0;
     bool holder_seen = false, holder_migrating = false;
-    enum lock_run holder_run = LOCK_RUN_GOING; /* how its run stood, as it published */
+    enum holder_run holder_run = HOLDER_RUN_GOING; /* how its run stood, as it published */
     unsigned failed_runs = 0; /* holders whose run failed, the database still behind */
     /* a holder whose run ended is looked at at least twice in its lead_settle */
     double look_every = cfg->lead_settle / 2 < 1.0 ? cfg->lead_settle / 2 : 1.0;
     struct versions v_seen;
-    struct lock_vt pub = {0}; /* the version table a holder published */
+    struct holder_vt pub = {0}; /* the version table a holder published */
     for (;;) {
         struct versions v;
         bool have_v;
@@ -959,7 +965,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             have_v = false;
         }
         PGconn *own = wc;
-        if (!have_v && !lock_read_versions(pq, wc, cfg, &v, err, sizeof err)) {
+        if (!have_v && !versions_read(pq, wc, cfg, &v, err, sizeof err)) {
             NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      g->name, err);
             if (r == LOCK_TAKEN)
@@ -974,13 +980,13 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
         if (!django_mode && target.known && c == BEHIND && r != LOCK_BUSY && holder_seen &&
-            holder_run == LOCK_RUN_FAILED) {
+            holder_run == HOLDER_RUN_FAILED) {
             /* The holder's migration failed and it let the lock go (it
              * lives on); the database is still behind.  Another leader
              * would most likely fail the same way: after lead_failures
              * such runs, stop serializing the fleet on it. */
             holder_seen = false;
-            holder_run = LOCK_RUN_GOING;
+            holder_run = HOLDER_RUN_GOING;
             failed_runs++;
             if (cfg->lead_failures > 0 && failed_runs >= (unsigned)cfg->lead_failures) {
                 if (r == LOCK_TAKEN && !lock_release(pq, own, cfg->lock, g->key))
@@ -1023,7 +1029,9 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         if (r == LOCK_TAKEN) {
             g->since = now();
             /* the server drops the lock within seconds if this host vanishes */
-            lock_tune_conn(pq, own, cfg->lock == LOCK_XACT, false);
+            if (!peer_tune_session(pq, own, cfg->lock == LOCK_XACT, false))
+                log_warn("database \"%s\": cannot set the lock connection's keepalive settings: %s",
+                         g->name, pq->PQerrorMessage(own));
             lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
             char want[512];
             describe_target(want, sizeof want);
@@ -1035,7 +1043,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             g->untold.pending = true;
             /* the configured table absent, another of its shape present:
              * see tell_lead (Django: nothing to learn) */
-            if (django_mode || v.present || vt_set_by_migshim(cfg) || !lock_any_version_column(pq, own))
+            if (django_mode || v.present || vt_set_by_migshim(cfg) || !versions_any_column(pq, own))
                 tell_lead(g);
             return OUT_LEADING;
         }
@@ -1076,15 +1084,15 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             }
         }
         /* every slice until the holder is seen migrating (it may publish
-         * its version table then: see lock_mark_migrating_vt), then once
+         * its version table then: see holder_mark_migrating_vt), then once
          * a second, or twice in lead_settle (how its run ended: see
-         * lock_mark_run) */
+         * holder_mark_run) */
         if (r == LOCK_BUSY && (!holder_seen || !holder_migrating || t - seen_at >= look_every)) {
             double idle;
             bool migrating;
-            struct lock_vt vt;
-            enum lock_run run;
-            if (lock_holder_state_run(pq, own, g->key, &idle, &migrating, &vt, &run)) {
+            struct holder_vt vt;
+            enum holder_run run;
+            if (holder_state_run(pq, own, g->key, &idle, &migrating, &vt, &run)) {
                 holder_run = run;
                 if (vt.known)
                     pub = vt;
@@ -1098,7 +1106,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         if (t - start >= cfg->wait_timeout) {
             char holder[256];
-            lock_describe_holder(pq, own, g->key, holder, sizeof holder);
+            holder_describe(pq, own, g->key, holder, sizeof holder);
             close_own(g);
             if (cfg->on_timeout == ON_TIMEOUT_FAIL) {
                 NOTE(LOG_LVL_ERROR, "timeout", g->name, revs, "database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
@@ -1111,7 +1119,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         }
         if (t - last_report >= REPORT_EVERY) {
             char holder[256];
-            lock_describe_holder(pq, own, g->key, holder, sizeof holder);
+            holder_describe(pq, own, g->key, holder, sizeof holder);
             NOTE(LOG_LVL_INFO, "waiting", g->name, revs, "database \"%s\": waiting %.0f s so far for the migration lock held by %s",
                      g->name, t - start, holder);
             last_report = t;
@@ -1265,7 +1273,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     if (nb)
         copy->api.PQsetnonblocking(pg, 0);
     if (target.known || django_mode) {
-        read = lock_read_versions_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
+        read = versions_read_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
             goto out_nb;
@@ -1406,7 +1414,7 @@ static void clear_dirty(struct gdb *g, const PGconn *pg)
 static void run_goes_on(const struct pq_copy *copy, struct gdb *g)
 {
     g->run.ended = 0;
-    run_tell(copy, g, LOCK_RUN_GOING);
+    run_tell(copy, g, HOLDER_RUN_GOING);
 }
 
 /* A version-table statement of the leader on `pg` (mutex held). */
@@ -1454,7 +1462,7 @@ static bool alembic_vt_schema(const char *sql, char *qual, size_t n)
 
 /* Read the configured version table as the app's statement on `pg` will
  * find it: in `qual` when the statement names a schema, else where the
- * session's search_path resolves it (lock_resolve_versions); `schema`
+ * session's search_path resolves it (versions_resolve); `schema`
  * says which.  On the app's connection, blocking for the one round trip;
  * false (err set) when the connection cannot take a statement now. */
 static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
@@ -1478,9 +1486,9 @@ static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual
     bool ok;
     if (qual[0]) {
         snprintf(schema, ssz, "%s", qual);
-        ok = lock_read_versions_in(pq, pg, qual, table, v, err, errsz);
+        ok = versions_read_in(pq, pg, qual, table, v, err, errsz);
     } else {
-        ok = lock_resolve_versions(pq, pg, table, schema, ssz, v, err, errsz);
+        ok = versions_resolve(pq, pg, table, schema, ssz, v, err, errsz);
     }
     if (nb)
         pq->PQsetnonblocking(pg, 1);
@@ -1689,7 +1697,10 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             g->saw_vt = true;
             if (g->own) {
                 lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
-                lock_mark_migrating(&copy->api, ownconn_pg(g->own)); /* not a lapse */
+                if (!holder_mark_migrating(&copy->api, ownconn_pg(g->own))) /* not a lapse */
+                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
+                             "take this lead for a lapse): %s",
+                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
             }
         }
         if (!django_mode) /* Django: held to the end of the run (settler) */
@@ -1725,8 +1736,8 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
 {
     const struct config *cfg = shim_config();
     if (!g->vt.learned)
-        return lock_read_versions(&copy->api, own, cfg, v, err, errsz);
-    return lock_read_versions_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
+        return versions_read(&copy->api, own, cfg, v, err, errsz);
+    return versions_read_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
 }
 
 /*
@@ -1736,7 +1747,7 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
  * set where migshim could not read it: computed in env.py) means the
  * migration keeps its versions there: the leader follows it (re-reads it
  * at each commit and releases the lock when it holds exactly the target),
- * publishes it for the waiters (lock_mark_migrating_vt) and warns once,
+ * publishes it for the waiters (holder_mark_migrating_vt) and warns once,
  * naming the settings to add.  A learned table never counts as "ahead":
  * only exactly the target heads release the lock.
  */
@@ -1775,7 +1786,10 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
             g->saw_vt = true; /* no lapse: this leader migrates */
             if (g->own) {
                 lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
-                lock_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table);
+                if (!holder_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table))
+                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
+                             "take this lead for a lapse): %s",
+                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
             }
             lead_activity(copy, g, pg, writes);
         }
@@ -1825,7 +1839,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             /* a transaction_per_migration run's next revision */
             g->run.failed = true;
             g->run.ended = now(); /* waiters get lead_settle to see it */
-            run_tell(copy, g, LOCK_RUN_FAILED);
+            run_tell(copy, g, HOLDER_RUN_FAILED);
         }
     }
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
@@ -1915,7 +1929,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (lock_read_versions_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
+        if (versions_read_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
             describe(&v, revs, sizeof revs);
             g->ndirty = 0;
@@ -1969,9 +1983,9 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
-    bool ok = own && (schema ? lock_read_versions_in(&copy->api, own, schema, cfg->version_table,
-                                                     v, err, sizeof err)
-                             : lock_read_versions(&copy->api, own, cfg, v, err, sizeof err));
+    bool ok = own && (schema ? versions_read_in(&copy->api, own, schema, cfg->version_table,
+                                                v, err, sizeof err)
+                             : versions_read(&copy->api, own, cfg, v, err, sizeof err));
     pthread_mutex_unlock(&mu);
     return ok;
 }

@@ -39,11 +39,11 @@
 
 #include "events.h"
 #include "gate.h"
-#include "lock.h"
 #include "log.h"
 #include "ownconn.h"
 #include "shim.h"
 #include "sqlclass.h"
+#include "versions.h"
 
 #define MAX_GUARDED 64
 #define TAG_MAX 64 /* libpq's CMDSTATUS_LEN */
@@ -448,8 +448,8 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
         log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
     for (;;) {
-        if (!lock_read_versions_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
-                                   err, sizeof err)) {
+        if (!versions_read_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
+                              err, sizeof err)) {
             snprintf(seen, seensz, "unreadable: %s", err);
             break;
         }
@@ -569,7 +569,7 @@ static void start_from(struct gconn *g, const struct versions *s0)
  * another connection whose search_path may differ: a tenant's, set in a
  * connect hook or by a function).  The schema the statement names, or
  * version_table_schema; else one round trip on the app's connection, in
- * its transaction, in a savepoint rolled back at once (lock_resolve_versions:
+ * its transaction, in a savepoint rolled back at once (versions_resolve:
  * nothing of it can fail or change the app's transaction).  Unknown (a
  * has_table whose schema is a parameter, a failed read): no race in this
  * transaction is mapped. */
@@ -599,8 +599,8 @@ static void resolve_schema(const struct pq_api *pq, PGconn *pg, struct gconn *g,
         return;
     }
     int nb = blocking_begin(pq, pg);
-    bool ok = lock_resolve_versions(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
-                                    err, sizeof err);
+    bool ok = versions_resolve(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
+                               err, sizeof err);
     blocking_end(pq, pg, nb);
     g->schema_known = ok && g->schema[0];
     if (!g->schema_known)

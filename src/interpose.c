@@ -211,8 +211,8 @@ static inline bool app_call(const void *ra) { return !resolve_is_internal(ra) &&
 static PGconn *connected(PGconn *pg, const struct pq_copy *c, const void *ra)
 {
     conn_register(pg, c);
-    if (pg && app_call(ra) && c->api.PQstatus(pg) == CONNECTION_OK)
-        gate_connected(c, pg);
+    if (pg && app_call(ra) && c->api.PQstatus(pg) == CONNECTION_OK && !gate_connected(c, pg))
+        log_debug("the gate failed the new connection on purpose (its reason logged above)");
     return pg;
 }
 

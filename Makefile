@@ -118,7 +118,7 @@ check: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
 # Every test against the library built with ASan and UBSan (gcc), in
-# build-san/: see "Sanitizers" in README.md.
+# build-san/: see "Sanitizers" in CONTRIBUTING.md.
 SAN_CHECK := address,undefined
 check-san:
 	@$(MAKE) --no-print-directory check SANITIZE=$(SAN_CHECK) B=build-san

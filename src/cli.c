@@ -47,7 +47,7 @@
 #error "MIGSHIM_VERSION is set by the Makefile (from the file VERSION)"
 #endif
 
-/* Exit codes (documented in README and --help). */
+/* Exit codes (documented in migshim(1) and --help). */
 enum {
     EXIT_BEHIND = 1,     /* status: the database is not at the target      */
     EXIT_UNKNOWN = 2,    /* heads/status: the target heads are unknown      */
@@ -83,8 +83,8 @@ static void usage(FILE *f)
             "                 else the copy in a psycopg2/psycopg wheel on python3's path)\n"
             "\n"
             "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
-            "heads/status: 0 known heads (status: database at head); 1 database behind or\n"
-            "ahead; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
+            "heads/status: 0 known heads (status: database at head, or ahead: a newer\n"
+            "deploy migrated it); 1 database behind; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
             "or write a file); 78 bad configuration.\n"
             "64 usage error.\n");
 }

@@ -148,10 +148,4 @@ bool gate_at_target(const struct versions *v);
  * table, or django_migrations when the tool is Django. */
 const char *gate_version_table(void);
 
-/* fork(): the mutex is held across it (src/shim.c), so a child never
- * inherits it locked by a thread it does not have. */
-void gate_atfork_prepare(void);
-void gate_atfork_parent(void);
-void gate_atfork_child(void);
-
 #endif

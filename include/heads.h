@@ -63,19 +63,15 @@ bool heads_compute(const struct revfile *files, size_t n, struct heads *out, cha
 void heads_load(const struct config *cfg, struct heads *out);
 
 /*
- * The configuration readers heads_load() uses, exposed for the unit tests
- * and the fuzzer (tests/fuzz/fuzz_ini.c).  Each returns a malloc'ed string
- * or NULL.
+ * The configuration readers heads_load() uses besides include/ini.h's,
+ * exposed for the unit tests and the fuzzer (tests/fuzz/fuzz_ini.c).  Each
+ * returns a malloc'ed string or NULL.
  *
- * heads_ini_get: the value of `key` in [section] of an ini text
- * (configparser rules: `=` or `:`, comments on their own line, indented
- * continuation lines belong to the key above them).
  * heads_pyproject_script_location: `script_location = "..."` of
  * [tool.alembic] in a pyproject.toml text.
- * heads_interpolate: `v` with %(here)s replaced by `here` and %% by %;
- * NULL with `err` set for any other interpolation.
+ * heads_interpolate: `v` (a value ini_get read) with %(here)s replaced by
+ * `here` and %% by %; NULL with `err` set for any other interpolation.
  */
-char *heads_ini_get(const char *text, const char *section, const char *key);
 char *heads_pyproject_script_location(const char *text);
 char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz);
 

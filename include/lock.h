@@ -75,8 +75,15 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
                         struct versions *out, char *err, size_t errsz)
     __attribute__((warn_unused_result));
 
+/* The same for the version table `schema`.`table` ("" schema: the
+ * search_path's): the table a leader learned from its migration's
+ * statements, or one a leader published. */
+bool lock_read_versions_in(const struct pq_api *pq, PGconn *c, const char *schema,
+                           const char *table, struct versions *out, char *err, size_t errsz)
+    __attribute__((warn_unused_result));
+
 /*
- * The same read, cheaper on a fresh backend, for a connection that is
+ * lock_read_versions, cheaper on a fresh backend, for a connection that is
  * outside any transaction block (where to_regclass() is current: inside a
  * long transaction it can keep answering "absent" after a peer created the
  * table).  The gate's one added round trip on the app's new connection.
@@ -85,13 +92,6 @@ bool lock_read_versions(const struct pq_api *pq, PGconn *c, const struct config 
  * than the one read has a table of the version table's name with a
  * version_num column (per-schema version tables: gate.h).
  */
-/* The same for the version table `schema`.`table` ("" schema: the
- * search_path's): the table a leader learned from its migration's
- * statements, or one a leader published. */
-bool lock_read_versions_in(const struct pq_api *pq, PGconn *c, const char *schema,
-                           const char *table, struct versions *out, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
-
 bool lock_read_versions_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
                              struct versions *out, struct server_id *id, char *err,
                              size_t errsz)
@@ -177,8 +177,6 @@ bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, 
  */
 bool lock_tune_conn(const struct pq_api *pq, PGconn *c, bool local, bool reset);
 
-/* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
- * since 12:00:01"), or "nobody". */
 /*
  * Lapses.  A leader that never touches the version table gives the lock up
  * after leader_grace (the server ends its idle lock session); the next
@@ -206,14 +204,14 @@ struct lock_vt {
     char schema[CONFIG_NAME_MAX];
     char table[CONFIG_NAME_MAX];
 };
-/* Does any table in the database have a version_num column (a version
- * table of Alembic's shape under some name)?  A hint only: false on error. */
-bool lock_any_version_column(const struct pq_api *pq, PGconn *c);
-
 bool lock_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
                             const char *table);
 bool lock_vt_format(const char *schema, const char *table, char *out, size_t n);
 bool lock_vt_parse(const char *text, char *schema, size_t ssz, char *table, size_t tsz);
+
+/* Does any table in the database have a version_num column (a version
+ * table of Alembic's shape under some name)?  A hint only: false on error. */
+bool lock_any_version_column(const struct pq_api *pq, PGconn *c);
 
 /* The holder of `key`: how long its lock connection has been idle, whether
  * it is marked migrating, and (`vt` not NULL) the version table it
@@ -245,6 +243,8 @@ bool lock_mark_run(const struct pq_api *pq, PGconn *own, enum lock_run run, cons
 bool lock_holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
                            bool *migrating, struct lock_vt *vt, enum lock_run *run);
 
+/* Describe who holds the exclusive lock ("pid 123 host 10.0.0.5 app 'x'
+ * since 12:00:01"), or "nobody". */
 void lock_describe_holder(const struct pq_api *pq, PGconn *own, int64_t key, char *buf,
                           size_t n);
 

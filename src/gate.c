@@ -18,8 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "events.h"
-#include "guard.h"
 #include "heartbeat.h"
 #include "lock.h"
 #include "log.h"
@@ -107,6 +107,7 @@ static size_t ndbs;
  * sp.schema, for the wait loop's reads while that is set (cfg_of). */
 static struct config sp_cfg[MAX_DBS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static void fork_init(void); /* before the mutex is first taken (see the end) */
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
 
@@ -257,13 +258,15 @@ static void sp_use(struct gdb *g, const char *schema)
     }
 }
 
-/* Change state, keeping gate_watching equal to the number of watched dbs. */
+/* The states of the guard's window (gate_guarding counts the dbs in them). */
 static bool guarded(enum gstate s)
 {
     return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
 }
 
-/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
+/* Change state, keeping gate_watching equal to the number of watched dbs
+ * and gate_guarding to the number of guarded ones, and the heartbeat kept
+ * while leading.  (shim_hooks / shim_hooks_sql: see refresh_pending) */
 static void set_state(struct gdb *g, enum gstate s)
 {
     if (guarded(g->st) != guarded(s))
@@ -1156,6 +1159,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         return true;
     char key[sizeof aliases[0].key];
     alias_key(copy, pg, key, sizeof key);
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = find_alias(key);
     if (g && decided(g, pg)) { /* nothing to ask the server */
@@ -1537,6 +1541,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
     bool writes = tool->writes(cfg, sql); /* one of the tool's writes of its table */
     if (ends_idle())
         note_activity();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid()) {
@@ -1651,6 +1656,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
                                                    &writes))
         return;
     const struct config *cfg = shim_config();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st != G_LEADING) {
@@ -1705,14 +1711,16 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         return; /* the common case: one load */
     if (ends_idle())
         note_activity();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st == G_DECIDING) {
         pthread_mutex_unlock(&mu);
         return;
     }
-    /* as the app sees it (the guard may stand in for a failed transaction) */
-    PGTransactionStatusType ts = guard_transaction_status(copy, pg);
+    /* as the app sees it: the server's (a guard's stand-in for a failed
+     * transaction is a real transaction, and giving up fails it for real) */
+    PGTransactionStatusType ts = copy->api.PQtransactionStatus(pg);
     bool idle = ts == PQTRANS_IDLE;
     if (g->st == G_LEADING && ts == PQTRANS_INERROR) {
         /* the migration failed: its transaction's end is the run's end */
@@ -1844,6 +1852,7 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 {
     if (!tool->guards()) /* the guard knows Alembic's statements only */
         return false;
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     /* Per-schema version tables (g->sp.on): the guard classifies and proves
@@ -1862,6 +1871,7 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
 {
     char err[256];
     const struct config *cfg = shim_config();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
@@ -1885,6 +1895,7 @@ const char *gate_version_table(void)
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
+    fork_init();
     pthread_mutex_lock(&mu);
     unmap_conn(pg);
     if (!atomic_load_explicit(&gate_watching, memory_order_relaxed)) {
@@ -1915,10 +1926,34 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
     pthread_mutex_unlock(&mu);
 }
 
-void gate_atfork_prepare(void) { pthread_mutex_lock(&mu); }
-void gate_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void gate_atfork_child(void)
+/* --- fork --------------------------------------------------------------------
+ * The mutex is held across fork(), so a child never inherits it locked by
+ * a thread it does not have.  Every function above that takes it first
+ * calls fork_init(), which registers the modules the gate calls with the
+ * mutex held -- resolve and conn (libpq's nested calls through the
+ * wrappers), ownconn, heartbeat -- and then the gate itself: prepare
+ * handlers run last-registered first, so fork() takes the gate's mutex
+ * before theirs, in the order the gate's threads take them.  No mutex of
+ * the shim is held here (pthread_atfork waits for a fork in progress). */
+
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void)
 {
     settler_running = false; /* the parent's thread */
     pthread_mutex_unlock(&mu);
 }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    resolve_fork_init();
+    conn_fork_init();
+    ownconn_fork_init();
+    heartbeat_fork_init();
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("gate: cannot register the fork handlers: %s", strerror(rc));
+}
+
+static void fork_init(void) { pthread_once(&fork_once, fork_register); }

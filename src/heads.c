@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "envpy.h"
+#include "ini.h"
 #include "log.h"
 
 #define FILE_MAX (1 << 20) /* a revision file larger than 1 MiB is refused */
@@ -363,56 +364,6 @@ void heads_free(struct heads *h)
 
 /* --- finding the scripts ---------------------------------------------------------- */
 
-char *heads_ini_get(const char *text, const char *section, const char *key)
-{
-    bool in = false;
-    bool cont = false; /* indented lines continue the value of `key` */
-    char *val = NULL;
-    for (const char *p = text; *p;) {
-        const char *eol = p + strcspn(p, "\n");
-        size_t len = (size_t)(eol - p);
-        const char *s = p;
-        while (s < eol && (*s == ' ' || *s == '\t'))
-            s++;
-        bool indented = s > p;
-        if (s < eol && *s == '[') {
-            const char *c = memchr(s, ']', (size_t)(eol - s));
-            in = c && (size_t)(c - s - 1) == strlen(section) && strncmp(s + 1, section, strlen(section)) == 0;
-            cont = false;
-        } else if (in && cont && val && indented && s < eol && *s != '#' && *s != ';') {
-            size_t old = strlen(val), add = (size_t)(eol - s);
-            char *nv = realloc(val, old + add + 2);
-            if (nv) {
-                val = nv;
-                val[old] = '\n';
-                memcpy(val + old + 1, s, add);
-                val[old + 1 + add] = '\0';
-            }
-        } else if (in && !indented && s < eol && *s != '#' && *s != ';') {
-            size_t klen = strcspn(s, "=:\n");
-            const char *ke = s + klen;
-            while (ke > s && (ke[-1] == ' ' || ke[-1] == '\t'))
-                ke--;
-            if (s + klen < eol && (size_t)(ke - s) == strlen(key) && strncmp(s, key, strlen(key)) == 0) {
-                const char *v = s + klen + 1;
-                while (v < eol && (*v == ' ' || *v == '\t'))
-                    v++;
-                const char *ve = eol;
-                while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
-                    ve--;
-                free(val);
-                val = strndup(v, (size_t)(ve - v));
-                cont = true;
-            } else {
-                cont = false; /* a different key: its continuation lines are its own */
-            }
-        }
-        (void)len;
-        p = *eol ? eol + 1 : eol;
-    }
-    return val;
-}
-
 char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz)
 {
     /* the exact size: every %(here)s becomes `here`, nothing else grows */
@@ -625,10 +576,10 @@ static bool locate(const struct config *cfg, struct location *l, bool quiet)
         char tmp[PATH_MAX];
         snprintf(tmp, sizeof tmp, "%s", l->ini);
         snprintf(here, sizeof here, "%s", dirname(tmp));
-        char *raw = heads_ini_get(text, "alembic", "script_location");
-        char *rawv = heads_ini_get(text, "alembic", "version_locations");
-        l->sep = heads_ini_get(text, "alembic", "version_path_separator");
-        l->recursive = heads_ini_get(text, "alembic", "recursive_version_locations");
+        char *raw = ini_get(text, "alembic", "script_location");
+        char *rawv = ini_get(text, "alembic", "version_locations");
+        l->sep = ini_get(text, "alembic", "version_path_separator");
+        l->recursive = ini_get(text, "alembic", "recursive_version_locations");
         free(text);
         if (raw) {
             l->script_location = heads_interpolate(raw, here, err, sizeof err);

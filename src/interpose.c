@@ -591,13 +591,14 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     return PQgetResult_slow(conn, RA);
 }
 
+/* The server's status is what the app must see, also while the guard
+ * stands in for its transaction: the stand-in is a real transaction, and
+ * giving up makes it fail for real. */
 SLOW PGTransactionStatusType PQtransactionStatus_slow(const PGconn *conn, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQtransactionStatus);
     if (!c)
         return PQTRANS_UNKNOWN;
-    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(ra))
-        return guard_transaction_status(c, conn);
     return REAL(c, PQtransactionStatus)(conn);
 }
 
@@ -609,17 +610,15 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
 
 /* --- the ctypes path: dlsym --------------------------------------------------- */
 
-/* The names dlsym hands out wrappers for: exactly the functions above. */
+/* The names dlsym hands out wrappers for: exactly the functions above,
+ * PQ_WRAPPED_LIST (include/resolve.h).  A listed name without a wrapper
+ * here is an undefined reference: the link fails (-z defs). */
 static const struct {
     const char *name;
     void (*wrapper)(void);
 } wrappers[] = {
-#define W(fn) {#fn, (void (*)(void))fn}
-    W(PQconnectdb),    W(PQconnectdbParams), W(PQsetdbLogin),        W(PQconnectStart),
-    W(PQconnectStartParams), W(PQconnectPoll), W(PQreset),           W(PQresetStart),
-    W(PQresetPoll),    W(PQfinish),          W(PQexec),              W(PQexecParams),
-    W(PQexecPrepared), W(PQprepare),         W(PQsendQuery),         W(PQsendQueryParams),
-    W(PQsendQueryPrepared), W(PQsendPrepare), W(PQgetResult),        W(PQtransactionStatus),
+#define W(fn, needed) {#fn, (void (*)(void))fn},
+    PQ_WRAPPED_LIST(W)
 #undef W
 };
 

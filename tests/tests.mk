@@ -108,7 +108,7 @@ $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmi
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
 	    -lcriterion -lpq -lpthread -ldl -lm
 
-HEADS_OBJS := $(addprefix $(B)/obj/,heads.o envpy.o config.o libconfig_dl.o log.o)
+HEADS_OBJS := $(addprefix $(B)/obj/,heads.o envpy.o ini.o config.o libconfig_dl.o log.o)
 
 $(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -ldl

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "heads.h"
+#include "ini.h"
 
 static struct revfile parse_ok(const char *src)
 {
@@ -421,22 +422,22 @@ Test(readers, ini_continuation_belongs_to_its_own_key)
 {
     const char *ini = "[alembic]\nscript_location = mig\nversion_locations =\n    a\n    b\n"
                       "other =\n    not-ours\nrecursive_version_locations = true\n";
-    char *v = heads_ini_get(ini, "alembic", "script_location");
+    char *v = ini_get(ini, "alembic", "script_location");
     cr_assert_str_eq(v, "mig");
     free(v);
-    v = heads_ini_get(ini, "alembic", "version_locations");
+    v = ini_get(ini, "alembic", "version_locations");
     cr_assert_str_eq(v, "\na\nb");
     free(v);
     /* a continuation of another key after ours is not appended to ours */
-    v = heads_ini_get("[alembic]\nscript_location = mig\nother =\n    junk\n", "alembic",
+    v = ini_get("[alembic]\nscript_location = mig\nother =\n    junk\n", "alembic",
                       "script_location");
     cr_assert_str_eq(v, "mig");
     free(v);
-    v = heads_ini_get("[other]\nscript_location = no\n[alembic]\nscript_location : yes\n",
+    v = ini_get("[other]\nscript_location = no\n[alembic]\nscript_location : yes\n",
                       "alembic", "script_location");
     cr_assert_str_eq(v, "yes");
     free(v);
-    cr_assert_null(heads_ini_get("[alembic]\n# script_location = x\n", "alembic",
+    cr_assert_null(ini_get("[alembic]\n# script_location = x\n", "alembic",
                                  "script_location"));
 }
 

@@ -111,11 +111,10 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
 bool gate_connected(const struct pq_copy *copy, PGconn *pg) MUSTCHECK;
 
 /* The app is about to send `sql`, a statement that mentions the version
- * table, on `pg` (gate_watching != 0); `writes`: one of Alembic's writes of
- * it.  May block to take the lock first.  (Target unknown: the lock is held
+ * table, on `pg` (gate_watching != 0).  May block to take the lock first.  (Target unknown: the lock is held
  * to the end of the transaction; a transaction that only read ends the
  * watch.  Per-schema version tables: see "Per-schema" above.) */
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes);
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
 
 /* A command on `pg` delivered its last result (gate_watching != 0).  A
  * leader's version-table transaction ending at the target releases the

@@ -19,17 +19,15 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "django.h"
 #include "events.h"
 #include "heartbeat.h"
-#include "heads.h"
 #include "holder.h"
 #include "lock.h"
 #include "log.h"
+#include "migtool.h"
 #include "ownconn.h"
 #include "peer.h"
 #include "shim.h"
-#include "sqlclass.h"
 #include "versions.h"
 #include "waitsig.h"
 
@@ -113,17 +111,12 @@ static struct config sp_cfg[MAX_DBS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static void fork_init(void); /* before the mutex is first taken (see the end) */
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
-static struct heads target;
+static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
 
-/* Django (tool = django, or auto without an Alembic configuration and with
- * DJANGO_SETTINGS_MODULE set): `target.known` says whether the graph is
- * known, `dj` holds it, and every read of the state is "which nodes are
- * not recorded" (django_read_expr).  The lock is held for the leader's
- * whole run (see settler), and the guard stays out. */
-static bool django_mode;
-static struct django_target dj;
-static char *dj_expr;
+/* The migration tool (migtool.h): everything tool-specific is asked of it.
+ * Chosen and loaded once per process (load_tool); Alembic's table until
+ * then, whose target is unknown. */
+static const struct migtool *tool = &migtool_alembic;
 
 /* One decision: one log line and, with `events` set, one event. */
 #define NOTE(level, event, db, versions, ...)                                                     \
@@ -139,42 +132,19 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void load_heads(void)
+static void load_tool(void)
 {
     const struct config *cfg = shim_config();
-    if (!django_tool(cfg, false)) {
-        heads_load(cfg, &target);
-        return;
-    }
-    django_mode = true;
-    django_load(cfg, &dj);
-    if (dj.known && (dj_expr = django_read_expr(&dj)) != NULL) {
-        lock_set_read_expr(dj_expr);
-        target.known = true;
-        snprintf(target.where, sizeof target.where, "%s", dj.path);
-        log_debug("tool: Django; target: %zu migrations (%s)", dj.n, dj.path);
-    }
+    const struct migtool *t = migtool_pick(cfg, false);
+    t->load(cfg);
+    tool = t;
 }
 
-static int64_t key_of(const struct gdb *g)
-{
-    const struct config *cfg = shim_config();
-    return django_mode ? lock_key_for_table(cfg, g->name, "", "django_migrations")
-                       : lock_key_for(cfg, g->name);
-}
+/* The lead ends when the process goes idle or exits (Django's rule): every
+ * statement of the process is activity, the settler ends the lead. */
+static bool ends_idle(void) { return tool->lead_end == MIGTOOL_END_IDLE; }
 
-
-static void list_revs(const char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t sz)
-{
-    size_t o = 0;
-    buf[0] = '\0';
-    if (n == 0) {
-        snprintf(buf, sz, "(none)");
-        return;
-    }
-    for (size_t i = 0; i < n && o < sz; i++)
-        o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? "," : "", revs[i]);
-}
+static int64_t key_of(const struct gdb *g) { return tool->key(shim_config(), g->name); }
 
 /* "schema"."table" or "table", for messages. */
 static void vt_text(const char *schema, const char *table, char *out, size_t n)
@@ -185,61 +155,15 @@ static void vt_text(const char *schema, const char *table, char *out, size_t n)
         snprintf(out, n, "\"%s\"", table);
 }
 
-enum cmp { AT_TARGET, BEHIND, AHEAD };
+enum cmp { AT_TARGET = MIGTOOL_AT_TARGET, BEHIND = MIGTOOL_BEHIND, AHEAD = MIGTOOL_AHEAD };
 
-/* The state read, for the log: Alembic's revisions, or Django's nodes not
- * recorded. */
-static void describe(const struct versions *v, char *buf, size_t sz)
-{
-    if (!django_mode) {
-        list_revs(v->v, v->n, buf, sz);
-        return;
-    }
-    if (!target.known) {
-        snprintf(buf, sz, "(Django target unknown)");
-    } else if (!v->present) {
-        snprintf(buf, sz, "no django_migrations table");
-    } else if (v->n == 0) {
-        snprintf(buf, sz, "all %zu migrations recorded", dj.n);
-    } else {
-        size_t o = (size_t)snprintf(buf, sz, "not recorded: ");
-        for (size_t i = 0; i < v->n && i < 8 && o < sz; i++)
-            o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? ", " : "", v->v[i]);
-        if (v->truncated && o < sz)
-            snprintf(buf + o, sz - o, ", ...");
-    }
-}
+/* The state read, and the target, for the log (the tool's words). */
+static void describe(const struct versions *v, char *buf, size_t sz) { tool->describe(v, buf, sz); }
+static void describe_target(char *buf, size_t sz) { tool->describe_target(buf, sz); }
 
-/* The target, for the log. */
-static void describe_target(char *buf, size_t sz)
-{
-    if (django_mode)
-        snprintf(buf, sz, "all %zu Django migrations recorded", dj.n);
-    else
-        list_revs(target.heads, target.nheads, buf, sz);
-}
-
-/* Compare the version table with the target: AHEAD when it holds a
- * revision the local scripts do not know (a newer deploy migrated). */
-static enum cmp compare(const struct versions *v)
-{
-    if (django_mode) /* v: the nodes not recorded */
-        return target.known && v->present && v->n == 0 && !v->truncated ? AT_TARGET : BEHIND;
-    if (target.graph)
-        for (size_t i = 0; i < v->n; i++)
-            if (!heads_has_rev(&target, v->v[i]))
-                return AHEAD;
-    if (!v->present || v->n != target.nheads || v->truncated)
-        return BEHIND;
-    for (size_t i = 0; i < target.nheads; i++) {
-        bool found = false;
-        for (size_t j = 0; j < v->n && !found; j++)
-            found = strcmp(target.heads[i], v->v[j]) == 0;
-        if (!found)
-            return BEHIND;
-    }
-    return AT_TARGET;
-}
+/* The state read against the target (known): AHEAD when a newer deploy
+ * migrated it. */
+static enum cmp compare(const struct versions *v) { return (enum cmp)tool->compare(v); }
 
 static bool versions_equal(const struct versions *a, const struct versions *b)
 {
@@ -371,11 +295,11 @@ static void refresh_pending(void)
         if (g->pid != getpid())
             continue;
         /* (a Django leader: every statement is activity for the settler) */
-        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
+        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || ends_idle()));
         any |= g->st == G_LEADING && g->run.ended > 0; /* see run_ended */
         full |= guarded(g->st);
         sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
-        learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
+        learn |= tool->vt_statement && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
     }
     full |= any;
     atomic_store_explicit(&gate_pending, any, memory_order_relaxed);
@@ -499,7 +423,7 @@ static void note_activity(void)
 }
 
 /* The lead is over (mutex held): release, close, and say why. */
-static void end_django_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
+static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
     const struct config *cfg = shim_config();
     PGconn *own = ownconn_pg(g->own);
@@ -637,7 +561,7 @@ static void *settler(void *arg)
             if (g->pid != getpid() || g->st != G_LEADING)
                 continue;
             any = true;
-            if (!django_mode) {
+            if (tool->lead_end == MIGTOOL_END_RUN) {
                 if (g->run.ended > 0 && t - g->run.ended >= cfg->lead_settle && g->ndirty == 0 &&
                     run_quiet(g))
                     end_run_lead(settle_copy, g, false);
@@ -653,13 +577,13 @@ static void *settler(void *arg)
                 log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
                          "releasing the migration lock, the waiters check for themselves",
                          g->name, err);
-                end_django_lead(settle_copy, g, "lock connection failed");
+                end_idle_lead(settle_copy, g, "lock connection failed");
             } else if (compare(&v) == AT_TARGET) {
                 describe(&v, what, sizeof what);
                 char why[600];
                 snprintf(why, sizeof why, "%s and the process idle for %g s (django_settle)", what,
                          cfg->django_settle);
-                end_django_lead(settle_copy, g, why);
+                end_idle_lead(settle_copy, g, why);
             }
         }
         if (!any)
@@ -681,7 +605,7 @@ static void at_exit(void)
         struct gdb *g = &dbs[i];
         if (g->pid != getpid() || g->st != G_LEADING || !settle_copy)
             continue;
-        if (!django_mode) { /* the server releases it with the connection anyway */
+        if (tool->lead_end == MIGTOOL_END_RUN) { /* the server releases it with the connection anyway */
             if (g->run.ended > 0)
                 end_run_lead(settle_copy, g, true);
             continue;
@@ -693,7 +617,7 @@ static void at_exit(void)
             describe(&v, what, sizeof what);
         char why[600];
         snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
-        end_django_lead(settle_copy, g, why);
+        end_idle_lead(settle_copy, g, why);
     }
     pthread_mutex_unlock(&mu);
 }
@@ -772,7 +696,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         bool no_slot = patient && ownconn_no_slot(err);
         struct versions v;
         char rerr[256];
-        if (no_slot && !django_mode && target.known &&
+        if (no_slot && !ends_idle() && tool->known() &&
             versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
@@ -885,7 +809,7 @@ static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *
     if (locked)
         lock_release(pq, c, cfg->lock, g->key);
     close_own(g);
-    list_revs(v.v, v.n, revs, sizeof revs);
+    describe(&v, revs, sizeof revs);
     vt_text(pub->schema, pub->table, name, sizeof name);
     NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s in "
          "%s, the version table the leader's migration wrote; proceeding", g->name,
@@ -973,13 +897,14 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             close_own(g);
             return OUT_UNGATED;
         }
-        enum cmp c = target.known ? compare(&v) : BEHIND;
+        enum cmp c = tool->known() ? compare(&v) : BEHIND;
         describe(&v, revs, sizeof revs);
-        if (!django_mode && c == BEHIND && r != LOCK_BUSY && pub.known && target.known &&
+        if (tool->vt_statement && c == BEHIND && r != LOCK_BUSY && pub.known && tool->known() &&
             !g->sp.schema[0] &&
             published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
-        if (!django_mode && target.known && c == BEHIND && r != LOCK_BUSY && holder_seen &&
+        if (tool->lead_end == MIGTOOL_END_RUN && tool->known() && c == BEHIND && r != LOCK_BUSY &&
+            holder_seen &&
             holder_run == HOLDER_RUN_FAILED) {
             /* The holder's migration failed and it let the lock go (it
              * lives on); the database is still behind.  Another leader
@@ -1004,10 +929,10 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
                      "(%u of lead_failures = %d); the database is still at %s: one waiter leads "
                      "the next attempt", g->name, failed_runs, cfg->lead_failures, revs);
         }
-        if (r == LOCK_TAKEN && (c != BEHIND || !target.known)) {
-            if (!target.known) {
+        if (r == LOCK_TAKEN && (c != BEHIND || !tool->known())) {
+            if (!tool->known()) {
                 g->since = now();
-                if (django_mode) /* the fallback: each process in turn, to its exit */
+                if (tool->unknown_leads_to_exit) /* each process in turn, to its exit */
                     NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": leading: this process holds the migration lock "
                              "(key %lld)%s; the Django target is unknown, so it keeps the lock until it exits",
                              g->name, (long long)g->key, waited ? " after waiting" : "");
@@ -1038,19 +963,19 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             snprintf(g->untold.text, sizeof g->untold.text, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
                      "and migrates %sfrom %s to %s%s%s",
                      g->name, (long long)g->key, waited ? " after waiting" : "",
-                     django_mode ? "Django " : "", revs, want, why ? " " : "", why ? why : "");
+                     tool->run_label, revs, want, why ? " " : "", why ? why : "");
             snprintf(g->untold.revs, sizeof g->untold.revs, "%s", revs);
             g->untold.pending = true;
             /* the configured table absent, another of its shape present:
              * see tell_lead (Django: nothing to learn) */
-            if (django_mode || v.present || vt_set_by_migshim(cfg) || !versions_any_column(pq, own))
+            if (!tool->vt_statement || v.present || vt_set_by_migshim(cfg) || !versions_any_column(pq, own))
                 tell_lead(g);
             return OUT_LEADING;
         }
         waited = true;
         /* Django: the leader's run goes on after the last record
          * (post_migrate): wait for the lock itself, not the records */
-        if (c != BEHIND && !(django_mode && r == LOCK_BUSY)) {
+        if (c != BEHIND && !(ends_idle() && r == LOCK_BUSY)) {
             close_own(g);
             NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
                      g->name, now() - start, revs);
@@ -1067,7 +992,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             if (!holder_migrating && idle_for >= cfg->leader_grace - 0.5 &&
                 idle_for <= cfg->leader_grace + 3.0 && versions_equal(&v, &v_seen)) {
                 close_own(g);
-                if (django_mode) {
+                if (tool->relock_after_lapse) {
                     NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it "
                              "up after leader_grace (%g s) without touching django_migrations (%s); proceeding: "
                              "this process takes the lock at its own first statement on django_migrations",
@@ -1213,7 +1138,7 @@ static bool decided(struct gdb *g, const PGconn *pg)
 static bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id *id)
 {
     const struct config *cfg = shim_config();
-    if (django_mode || cfg->version_table_schema[0])
+    if (!tool->decision_point || cfg->version_table_schema[0])
         return false;
     if (!v->present) {
         g->sp.home_known = true;
@@ -1260,7 +1185,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     }
     pthread_mutex_unlock(&mu);
 
-    pthread_once(&heads_once, load_heads);
+    pthread_once(&tool_once, load_tool);
     char db[CONFIG_NAME_MAX], err[256] = "", revs[512];
     snprintf(db, sizeof db, "%s", cdb);
     const char *cluster = "";
@@ -1272,7 +1197,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     int nb = copy->api.PQisnonblocking(pg);
     if (nb)
         copy->api.PQsetnonblocking(pg, 0);
-    if (target.known || django_mode) {
+    if (tool->known() || tool->unknown_leads_to_exit) {
         read = versions_read_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
@@ -1308,7 +1233,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 
     enum gstate next = G_DONE;
     bool ok = true;
-    if (!target.known && !django_mode) {
+    if (!tool->known() && !tool->unknown_leads_to_exit) {
         if (cfg->lock != LOCK_OFF) {
             NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
@@ -1331,15 +1256,15 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                      "deploy migrated it; proceeding", db, revs);
         } else if (cfg->lock == LOCK_OFF) {
             NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
-                     db, revs, django_mode ? "" : ", the race guard watches");
-            next = django_mode ? G_DONE : G_UNGATED;
+                     db, revs, tool->guards() ? ", the race guard watches" : "");
+            next = tool->guards() ? G_UNGATED : G_DONE;
         } else {
             enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
             if (o == OUT_UNGATED || o == OUT_LAPSED) {
-                if (django_mode)
-                    next = o == OUT_LAPSED ? G_LAPSED : G_DONE;
+                if (o == OUT_LAPSED && tool->relock_after_lapse)
+                    next = G_LAPSED; /* the lock again at its first statement on the table */
                 else
-                    next = cfg->guard ? G_UNGATED : G_DONE;
+                    next = cfg->guard && tool->guards() ? G_UNGATED : G_DONE;
             } else if (o == OUT_LEADING) {
                 next = G_LEADING;
                 g->grace_deadline = now() + cfg->leader_grace;
@@ -1358,7 +1283,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
-    if (django_mode && next == G_LEADING)
+    if (ends_idle() && next == G_LEADING)
         start_settler(copy);
     refresh_pending();
     pthread_cond_broadcast(&cv);
@@ -1442,24 +1367,6 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     return o;
 }
 
-/* Is `sql` where a per-schema decision is made: one of Alembic's
- * version-table statements on the configured table (`qual` its schema
- * qualifier, "" when unqualified), or SQLAlchemy's has_table query of it,
- * the first thing Alembic's migration asks (`qual` the schema it names, ""
- * for the search_path's)?  Anything else (the app's own reads) is not. */
-static bool alembic_vt_schema(const char *sql, char *qual, size_t n)
-{
-    const struct config *cfg = shim_config();
-    char table[CONFIG_NAME_MAX];
-    struct sqlclass k;
-    if (!sql)
-        return false;
-    if (sqlclass_vt_statement(sql, qual, n, table, sizeof table, &k))
-        return strcmp(table, cfg->version_table) == 0;
-    sqlclass_classify(sql, "", cfg->version_table, &k);
-    return k.kind == SQL_VT_EXISTS && sqlclass_has_table_schema(sql, qual, n);
-}
-
 /* Read the configured version table as the app's statement on `pg` will
  * find it: in `qual` when the statement names a schema, else where the
  * session's search_path resolves it (versions_resolve); `schema`
@@ -1516,7 +1423,7 @@ static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8], why[2 * CONFIG_NAME_MAX + 96];
     struct versions v;
-    if (!alembic_vt_schema(sql, qual, sizeof qual))
+    if (!tool->decision_point(cfg, sql, qual, sizeof qual))
         return;
     pthread_mutex_unlock(&mu); /* a round trip on the app's own connection */
     bool read = read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err);
@@ -1592,7 +1499,7 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8];
     struct versions v;
-    if (!alembic_vt_schema(sql, qual, sizeof qual) || qual[0])
+    if (!tool->decision_point(cfg, sql, qual, sizeof qual) || qual[0])
         return false;
     g->sp.checked = true;
     if (!read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err)) {
@@ -1636,10 +1543,11 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     return true;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes)
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
 {
     const struct config *cfg = shim_config();
-    if (django_mode)
+    bool writes = tool->writes(cfg, sql); /* one of the tool's writes of its table */
+    if (ends_idle())
         note_activity();
     fork_init();
     pthread_mutex_lock(&mu);
@@ -1662,7 +1570,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             set_state(g, G_LEADING);
             g->grace_deadline = now() + cfg->leader_grace;
             tune_app(copy, g, pg);
-            if (django_mode)
+            if (ends_idle())
                 start_settler(copy);
         } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
@@ -1672,7 +1580,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             waitsig_redeliver();
             return;
         } else {
-            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && !django_mode
+            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && tool->guards()
                              ? G_UNGATED : G_DONE);
             if (g->st == G_UNGATED)
                 mark_dirty(g, pg);
@@ -1683,7 +1591,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
     }
     if (g->st == G_SCHEMA)
         schema_decide(copy, pg, g, sql);
-    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && !django_mode &&
+    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && tool->decision_point &&
         lead_resolve(copy, pg, g, sql)) {
         refresh_pending();
         pthread_mutex_unlock(&mu);
@@ -1703,7 +1611,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
                              g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
             }
         }
-        if (!django_mode) /* Django: held to the end of the run (settler) */
+        if (tool->lead_end == MIGTOOL_END_RUN) /* else: held until idle (settler) */
             lead_activity(copy, g, pg, writes);
     } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
@@ -1753,11 +1661,10 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
  */
 void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
 {
-    if (django_mode) /* Alembic's table only */
-        return;
     char schema[CONFIG_NAME_MAX], table[CONFIG_NAME_MAX];
-    struct sqlclass k;
-    if (!sqlclass_vt_statement(sql, schema, sizeof schema, table, sizeof table, &k))
+    bool writes;
+    if (!tool->vt_statement || !tool->vt_statement(sql, schema, sizeof schema, table, sizeof table,
+                                                   &writes))
         return;
     const struct config *cfg = shim_config();
     fork_init();
@@ -1767,7 +1674,6 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
         pthread_mutex_unlock(&mu);
         return;
     }
-    bool writes = k.kind != SQL_VT_READ;
     if (g->vt.learned) { /* the learned table's statements end in a re-read */
         if (strcmp(schema, g->vt.schema) == 0 && strcmp(table, g->vt.table) == 0) {
             lead_activity(copy, g, pg, writes);
@@ -1817,7 +1723,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     const struct config *cfg = shim_config();
     if (!atomic_load_explicit(&gate_pending, memory_order_relaxed))
         return; /* the common case: one load */
-    if (django_mode)
+    if (ends_idle())
         note_activity();
     fork_init();
     pthread_mutex_lock(&mu);
@@ -1941,7 +1847,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         close_own(g);
         untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
-        if (django_mode)
+        if (tool->relock_after_lapse)
             NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on django_migrations within "
                      "leader_grace (%g s); gave the migration lock up (this process does not migrate; "
                      "it takes the lock again if it does)", g->name, cfg->leader_grace);
@@ -1958,7 +1864,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
 
 bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 {
-    if (!target.known || django_mode) /* the guard knows Alembic's statements only */
+    if (!tool->guards()) /* the guard knows Alembic's statements only */
         return false;
     fork_init();
     pthread_mutex_lock(&mu);
@@ -1992,13 +1898,13 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
 
 bool gate_at_target(const struct versions *v)
 {
-    return target.known && !django_mode && compare(v) == AT_TARGET;
+    return tool->guards() && compare(v) == AT_TARGET;
 }
 
 const char *gate_version_table(void)
 {
-    pthread_once(&heads_once, load_heads);
-    return django_mode ? "django_migrations" : shim_config()->version_table;
+    pthread_once(&tool_once, load_tool);
+    return tool->table(shim_config());
 }
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)

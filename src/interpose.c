@@ -234,17 +234,6 @@ static bool mentions_vt(struct pq_call *call)
     return call->mentions_vt;
 }
 
-/* One of Alembic's writes of the version table (asked only of statements
- * that name it). */
-static bool writes_vt(const struct pq_call *call)
-{
-    struct sqlclass k;
-    sqlclass_classify(call->sql, shim_config()->version_table_schema,
-                      shim_config()->version_table, &k);
-    return k.kind == SQL_VT_CREATE || k.kind == SQL_VT_INSERT || k.kind == SQL_VT_UPDATE ||
-           k.kind == SQL_VT_DELETE;
-}
-
 /* While a leader learns which version table its migration uses: show the
  * gate the statements that mention version_num (a leader's slow path only). */
 static struct sqlclass_name vt_column;
@@ -265,7 +254,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, call->sql, writes_vt(call));
+        gate_before(c, pg, call->sql);
     PGresult *r = guard_exec(c, pg, call);
     gate_after(c, pg);
     return r;
@@ -275,7 +264,7 @@ static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, call->sql, writes_vt(call));
+        gate_before(c, pg, call->sql);
     return guard_send(c, pg, call);
 }
 

@@ -237,7 +237,7 @@ soak-fleets: deps all
 	  done; echo "soak-fleets: $(K) rounds, $$fail failed"; [ $$fail = 0 ]'
 
 # --- benchmarks (make bench; never part of check) ------------------------------
-# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
+# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,instr,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
 BENCH_PACKAGES := valgrind gnuplot-nox
 -include bench/bench.mk

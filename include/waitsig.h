@@ -20,7 +20,10 @@
 #ifndef MIGSHIM_WAITSIG_H
 #define MIGSHIM_WAITSIG_H
 
-/* Install the recording handlers (first waiter) and count this wait. */
+/* Install the recording handlers (first waiter) and count this wait.
+ * (The first call registers fork handlers: a child forked during a wait
+ * starts with the app's handlers and no wait of its own.)  Call it with
+ * no mutex of the shim held. */
 void waitsig_begin(void);
 
 /* The first signal recorded since the handlers were installed, or 0. */

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "heads.h"
 #include "log.h"
 
@@ -545,12 +546,7 @@ static char **child_env(char *preload, size_t preload_sz)
     return env;
 }
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+static double mono_ms(void) { return clock_now() * 1e3; }
 
 /* The last non-empty line of `s` (Python's error: the traceback's last line). */
 static void last_line(const char *s, char *out, size_t n)

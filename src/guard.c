@@ -37,6 +37,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "events.h"
 #include "gate.h"
 #include "log.h"
@@ -260,12 +261,7 @@ static const char *sqlstate_of(const struct pq_api *pq, const PGresult *r)
     return s ? s : "";
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now(void) { return clock_now(); }
 
 /* --- what a statement is ------------------------------------------------------------ */
 
@@ -427,14 +423,11 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
     /* No connection slot free: someone's disconnect ends that, so the
      * slot is waited for within race_wait, like a peer in flight. */
     double start = now();
-    long pause_ms = 50;
+    struct backoff pause = BACKOFF_INIT;
     struct ownconn *oc;
     while (!(oc = ownconn_open(c, pg, "guard", err, sizeof err)) && ownconn_no_slot(err) &&
-           now() - start < cfg->race_wait) {
-        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
-    }
+           now() - start < cfg->race_wait)
+        backoff_pause(&pause);
     if (!oc) {
         snprintf(seen, seensz, "unknown");
         if (ownconn_no_slot(err))
@@ -444,7 +437,7 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
             log_warn("guard: cannot open a connection to verify the race (%s); the error passes through", err);
         return false;
     }
-    if (pause_ms > 50)
+    if (backoff_paused(&pause))
         log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
     for (;;) {
@@ -463,8 +456,7 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
          * app sees if the peer never arrives), so the wait is bounded. */
         if (same_versions(&v, &g->s0) || now() - start >= cfg->race_wait)
             break;
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        clock_pause_ms(50);
     }
     *waited = now() - start;
     ownconn_close(oc);

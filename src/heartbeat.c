@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define PREFIX "wgunicorn-"
@@ -58,12 +59,7 @@ static void init_cv(void)
     cv_ready = true;
 }
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double mono(void) { return clock_now(); }
 
 void heartbeat_configure(bool on)
 {

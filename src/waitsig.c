@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
+
 static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
 #define NSIGS (sizeof sigs / sizeof sigs[0])
 
@@ -37,8 +39,38 @@ static void record(int sig)
     errno = saved_errno;
 }
 
+/*
+ * fork(): a child must not inherit `mu` held by a thread it does not have,
+ * nor that thread's wait.  The child has no waiter: the app's handlers go
+ * back (sigaction is async-signal-safe) and the count starts again.
+ * Registered at the first wait, with no mutex of the shim held.
+ */
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void)
+{
+    for (unsigned i = 0; i < NSIGS; i++) {
+        if (installed[i])
+            sigaction(sigs[i], &saved[i], NULL);
+        installed[i] = false;
+    }
+    waiters = 0;
+    atomic_store(&recorded, 0);
+    atomic_store(&first, 0);
+    pthread_mutex_unlock(&mu);
+}
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("waitsig: cannot register the fork handlers: %s", strerror(rc));
+}
+
 void waitsig_begin(void)
 {
+    pthread_once(&fork_once, fork_register);
     pthread_mutex_lock(&mu);
     if (waiters++ == 0) {
         atomic_store(&recorded, 0);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "compiler.h"
 #include "config.h"
 #include "heads.h"
 #include "peer.h"
@@ -157,13 +158,19 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
                                 char *err, size_t errsz);
 
 /* Release the exclusive lock taken by lock_step (ends the transaction in
- * xact mode).  False when the connection failed. */
-bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key);
+ * xact mode).  False when the connection failed: the lock then lasts until
+ * that connection closes (or its transaction ends), so a caller logs it
+ * and closes the connection. */
+bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)
+    MUSTCHECK;
 
 /* Ask the server to end the holder's session if it stays idle for
  * `seconds` (0 = never): the server enforces leader_grace and hold_timeout
- * even if this process hangs or sleeps. */
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
+ * even if this process hangs or sleeps.  False when the server refused it
+ * (idle_session_timeout before PostgreSQL 14) or the connection failed:
+ * the limit is then not in force, which the caller logs. */
+bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
+    MUSTCHECK;
 
 /*
  * The server side of the settings of peer.h on `c`: tcp_keepalives_idle,

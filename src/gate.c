@@ -455,6 +455,29 @@ static void close_own(struct gdb *g)
     g->own = NULL;
 }
 
+/* Release the migration lock g holds on `c` (its lock connection, or the
+ * app's connection a waiter took it on).  A failure is logged: the lock
+ * then ends with that connection, which the caller closes or gives back
+ * failed. */
+static void release_lock(const struct pq_copy *copy, const struct gdb *g, PGconn *c)
+{
+    if (!lock_release(&copy->api, c, shim_config()->lock, g->key))
+        log_warn("database \"%s\": releasing the migration lock failed; closing the %s "
+                 "releases it", g->name, c == ownconn_pg(g->own) ? "lock connection" : "connection");
+}
+
+/* Have the server end g's lock session `own` once it stays idle for
+ * `seconds` (`setting`: leader_grace or hold_timeout, for the log).  A
+ * failure is logged: only this process's own checks then bound the lead. */
+static void limit_idle(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
+                       const char *setting, double seconds)
+{
+    if (!lock_limit_idle(&copy->api, own, shim_config()->lock, seconds))
+        log_warn("database \"%s\": cannot set the server-side idle limit on the lock connection "
+                 "(%s = %g s); it is not in force, only this process's own checks are",
+                 g->name, setting, seconds);
+}
+
 /* Make the app's connection fail (on_timeout = fail): its socket is shut
  * down, so libpq sees the server go away and reports CONNECTION_BAD. */
 static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
@@ -492,10 +515,9 @@ static void note_activity(void)
 /* The lead is over (mutex held): release, close, and say why. */
 static void end_django_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
-    const struct config *cfg = shim_config();
     PGconn *own = ownconn_pg(g->own);
     if (own)
-        lock_release(&copy->api, own, cfg->lock, g->key);
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     set_state(g, G_DONE);
@@ -576,9 +598,8 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting
         log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
                  g->name, err);
     bool done = read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND);
-    if (own && !lock_release(&copy->api, own, cfg->lock, g->key))
-        log_warn("database \"%s\": releasing the migration lock failed; closing the lock "
-                 "connection releases it", g->name);
+    if (own)
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -864,17 +885,17 @@ static void tell_lead(struct gdb *g)
  * if `locked` and proceed.  Anything else (absent, behind, unknown
  * revisions, a failed read): false, and the waiter goes on as before.
  */
-static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *g,
+static bool published_at_target(const struct pq_copy *copy, PGconn *c, struct gdb *g,
                                 const struct lock_vt *pub, double start, bool locked)
 {
-    const struct config *cfg = shim_config();
+    const struct pq_api *pq = &copy->api;
     struct versions v;
     char err[256], revs[512], name[2 * CONFIG_NAME_MAX + 8];
     if (!lock_read_versions_in(pq, c, pub->schema, pub->table, &v, err, sizeof err) ||
         compare(&v) != AT_TARGET)
         return false;
     if (locked)
-        lock_release(pq, c, cfg->lock, g->key);
+        release_lock(copy, g, c);
     close_own(g);
     list_revs(v.v, v.n, revs, sizeof revs);
     vt_text(pub->schema, pub->table, name, sizeof name);
@@ -929,7 +950,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
              * and let its own handler run (the lock, if just taken, was
              * never used: release it before anyone could migrate) */
             if (r == LOCK_TAKEN)
-                lock_release(pq, wc, cfg->lock, g->key);
+                release_lock(copy, g, wc);
             close_own(g);
             NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
                      "failing the connection so the app's own handler runs", g->name,
@@ -940,7 +961,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             /* Lead from a connection of our own: the app needs this one. */
             enum own_open oo = open_own(copy, app, g, false, start);
             if (oo != OWN_OPEN) {
-                lock_release(pq, app, cfg->lock, g->key);
+                release_lock(copy, g, app);
                 return oo == OWN_SIGNAL ? slot_interrupted(g, start) : OUT_UNGATED;
             }
             wc = ownconn_pg(g->own);
@@ -960,7 +981,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
                      g->name, err);
             if (r == LOCK_TAKEN)
-                lock_release(pq, own, cfg->lock, g->key);
+                release_lock(copy, g, own);
             close_own(g);
             return OUT_UNGATED;
         }
@@ -968,7 +989,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         describe(&v, revs, sizeof revs);
         if (!django_mode && c == BEHIND && r != LOCK_BUSY && pub.known && target.known &&
             !g->sp.schema[0] &&
-            published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
+            published_at_target(copy, own, g, &pub, start, r == LOCK_TAKEN))
             return OUT_DONE;
         if (!django_mode && target.known && c == BEHIND && r != LOCK_BUSY && holder_seen &&
             holder_run == LOCK_RUN_FAILED) {
@@ -980,9 +1001,8 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             holder_run = LOCK_RUN_GOING;
             failed_runs++;
             if (cfg->lead_failures > 0 && failed_runs >= (unsigned)cfg->lead_failures) {
-                if (r == LOCK_TAKEN && !lock_release(pq, own, cfg->lock, g->key))
-                    log_warn("database \"%s\": releasing the migration lock failed; closing the "
-                             "lock connection releases it", g->name);
+                if (r == LOCK_TAKEN)
+                    release_lock(copy, g, own);
                 close_own(g);
                 NOTE(LOG_LVL_WARN, "ungated", g->name, revs, "database \"%s\": waited %.3f s; %u "
                      "leader%s in turn failed to migrate it (lead_failures = %d), the database "
@@ -1004,7 +1024,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
                              g->name, (long long)g->key, waited ? " after waiting" : "");
                 return OUT_LEADING;
             }
-            lock_release(pq, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             if (c == AHEAD)
                 NOTE(LOG_LVL_WARN, "ahead", g->name, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a "
@@ -1021,7 +1041,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             g->since = now();
             /* the server drops the lock within seconds if this host vanishes */
             lock_tune_conn(pq, own, cfg->lock == LOCK_XACT, false);
-            lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
+            limit_idle(copy, g, own, "leader_grace", cfg->leader_grace);
             char want[512];
             describe_target(want, sizeof want);
             snprintf(g->untold.text, sizeof g->untold.text, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
@@ -1611,7 +1631,7 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     }
     PGconn *own = ownconn_pg(g->own);
     if (own)
-        lock_release(&copy->api, own, cfg->lock, g->key);
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -1683,7 +1703,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
         if (!g->saw_vt) {
             g->saw_vt = true;
             if (g->own) {
-                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
                 lock_mark_migrating(&copy->api, ownconn_pg(g->own)); /* not a lapse */
             }
         }
@@ -1768,7 +1788,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
             snprintf(g->vt.table, sizeof g->vt.table, "%s", table);
             g->saw_vt = true; /* no lapse: this leader migrates */
             if (g->own) {
-                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
                 lock_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table);
             }
             lead_activity(copy, g, pg, writes);
@@ -1823,7 +1843,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         bool locked = g->holder_locked;
         if (locked && g->own)
-            lock_release(&copy->api, ownconn_pg(g->own), cfg->lock, g->key);
+            release_lock(copy, g, ownconn_pg(g->own));
         g->holder = NULL;
         g->holder_locked = false;
         close_own(g);
@@ -1855,7 +1875,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             log_warn("database \"%s\": cannot re-read the version table on the lock connection "
                      "(%s); releasing the migration lock, the waiters check for themselves",
                      g->name, err);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1864,7 +1884,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1889,7 +1909,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
              * fleet's lock until hold_timeout would stall every other
              * schema.  Alembic reads and writes in one transaction. */
             describe(&v, revs, sizeof revs);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -2005,7 +2025,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
             run_ended(copy, g, NULL, true);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
-                lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);
+                release_lock(copy, g, ownconn_pg(g->own));
             g->holder = NULL;
             g->holder_locked = false;
             close_own(g);

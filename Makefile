@@ -41,7 +41,7 @@ B := $(if $(SANITIZE),build-san,build)
 # glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/heartbeat.c \
-            src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
+            src/wait.c src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 

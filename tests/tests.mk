@@ -13,7 +13,8 @@ TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
 UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass \
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
-              $(TESTS_B)/unit/test_lockvt $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat
+              $(TESTS_B)/unit/test_lockvt $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
+              $(TESTS_B)/unit/test_wait
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -123,6 +124,10 @@ $(TESTS_B)/unit/test_django: tests/unit/test_django.c $(B)/obj/django.o $(HEADS_
 $(TESTS_B)/unit/test_heartbeat: tests/unit/test_heartbeat.c $(B)/obj/heartbeat.o $(B)/obj/log.o $(TESTS_HDRS) \
                                 | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heartbeat.o $(B)/obj/log.o -lcriterion -lpthread
+
+# wait.o alone: the step function does no I/O and calls nothing.
+$(TESTS_B)/unit/test_wait: tests/unit/test_wait.c $(B)/obj/wait.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wait.o -lcriterion
 
 $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion

@@ -10,7 +10,7 @@ DESTDIR ?=
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 PG_INC  := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 
 # The one source of truth for the version: `migshim --version`, the
 # library's first debug line, the man pages, the .deb and the tarball.
@@ -35,19 +35,27 @@ B := $(if $(SANITIZE),build-san,build)
 # copied into images that have no libconfig and no libpq of their own.  No
 # -lpq: the app brings its own libpq, the shim reaches it through
 # resolve.c.  No -lconfig: libconfig is dlopen'ed when a configuration file
-# is present (libconfig_dl.c).  -z defs makes any direct call of a PQ* name
-# a link error; -Bsymbolic binds the shim's references to its own wrappers
-# (the dlsym table) inside the shim.  (-ldl -lpthread are empty stubs since
-# glibc 2.34, kept for older ones.)
+# is present (libconfig_dl.c).  -z defs: no symbol is left undefined at
+# link time but libc's.  -Bsymbolic binds the shim's references to its own
+# wrappers (the dlsym table) inside the shim.  Neither stops a module from
+# calling a PQ* name directly: the shim defines every intercepted name
+# itself, so such a call links -- to the shim's own wrapper, re-entering
+# the hooks -- instead of failing.  Only src/interpose.c may name them:
+# before the link, no other object may hold an undefined PQ* reference
+# (nm -u; tests/build-checks.sh checks the same).  Modules reach libpq
+# through struct pq_api (resolve.h).  (-ldl -lpthread are empty stubs
+# since glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
-            src/shim.c src/heads.c src/envpy.c src/sqlclass.c src/lock.c src/peer.c src/waitsig.c src/heartbeat.c \
-            src/wait.c src/gate.c src/guard.c src/events.c src/interpose.c src/django.c
+            src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/lock.c src/versions.c \
+            src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
+            src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
-CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/heads.c \
-            src/envpy.c src/lock.c src/timeline.c src/django.c
+CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
+            src/envpy.c src/pgsql.c src/lock.c src/versions.c src/holder.c src/timeline.c \
+            src/django.c src/sqlclass.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
@@ -75,9 +83,33 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -DMIGSHIM_LIBDIR='"$(LIBDIR)"' \
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
-$(B)/libmigshim.so: $(LIB_OBJS) src/exports.map
+# The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
+# the one list of the intercepted functions) and dlsym (the ctypes path,
+# src/interpose.c).  The linker's version script and the build check's
+# expected exports (tests/build-checks.sh) are made from it.
+$(B)/exports.list: include/resolve.h | $(B)/obj
+	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
+	echo dlsym >> $@.tmp
+	test "$$(grep -c . $@.tmp)" -gt 1
+	mv $@.tmp $@
+
+$(B)/exports.map: $(B)/exports.list
+	{ echo '/* Generated from $(B)/exports.list (make): the only names libmigshim.so exports. */'; \
+	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
+	mv $@.tmp $@
+
+# No object but interpose.o may reference a PQ* name (see above).
+PQ_REFS_OBJS = $(filter-out $(B)/obj/interpose.o,$(LIB_OBJS))
+
+$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
+	@refs=$$(for o in $(PQ_REFS_OBJS); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
+	if [ -n "$$refs" ]; then \
+	  echo "a PQ* name called directly outside src/interpose.c (use the copy's struct pq_api):" >&2; \
+	  echo "$$refs" >&2; exit 1; fi
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
-	    -Wl,-soname,libmigshim.so -Wl,--version-script=src/exports.map \
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(B)/exports.map \
 	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
 
 $(B)/migshim: $(CLI_OBJS)
@@ -115,8 +147,23 @@ deps:
 check: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
+# Parts of make check (tests/run.sh --only), each with its own summary:
+# check-build   tests/build-checks.sh (clang build, DT_NEEDED, exports, PQ* references)
+# check-unit    the Criterion unit tests (no server)
+# check-integration  the server suites (C integration, Python integration
+#               and end-to-end, the guard oracle, reduced chaos) against a
+#               throwaway PostgreSQL
+check-build: deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only build
+
+check-unit: deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only unit
+
+check-integration: deps deb-deps all
+	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only server
+
 # Every test against the library built with ASan and UBSan (gcc), in
-# build-san/: see "Sanitizers" in README.md.
+# build-san/: see "Sanitizers" in CONTRIBUTING.md.
 SAN_CHECK := address,undefined
 check-san:
 	@$(MAKE) --no-print-directory check SANITIZE=$(SAN_CHECK) B=build-san
@@ -190,7 +237,7 @@ soak-fleets: deps all
 	  done; echo "soak-fleets: $(K) rounds, $$fail failed"; [ $$fail = 0 ]'
 
 # --- benchmarks (make bench; never part of check) ------------------------------
-# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,gate,handoff,fleet,
+# BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,instr,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
 BENCH_PACKAGES := valgrind gnuplot-nox
 -include bench/bench.mk
@@ -206,12 +253,12 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := revision sqlclass redact config ini envpy
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRCS_revision := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_revision := src/heads.c src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_sqlclass := src/sqlclass.c
 FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
-FUZZ_SRCS_ini := src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
-FUZZ_SRCS_envpy := src/envpy.c src/heads.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_ini := src/ini.c src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_envpy := src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz
@@ -325,6 +372,9 @@ help:
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"
+	@echo "make check-build / check-unit / check-integration"
+	@echo "                 one part of make check: the build checks, the unit tests (no server),"
+	@echo "                 the server suites (starts its own PostgreSQL)"
 	@echo "make valgrind    memcheck over a shimmed Gunicorn fleet (WORKERS=3)"
 	@echo "make demo        a racing Gunicorn fleet without and with the shim"
 	@echo "make chaos       kill/restart/timeout scenarios, CHAOS_REPEAT=$(CHAOS_REPEAT) per kill point"

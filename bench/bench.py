@@ -10,7 +10,8 @@ the measured programs with or without LD_PRELOAD.
     bench/run.sh                         the full run (~5-8 min on 2 cores)
     BENCH_QUICK=1 bench/run.sh           a smoke run (~1-2 min, figures are rough)
     BENCH_ONLY=steady,gate bench/run.sh  some measurements only:
-                                         steady gate handoff fleet footprint big
+                                         steady instr gate handoff fleet footprint big
+    BENCH_ONLY=instr bench/run.sh        the callgrind counts alone (~1-2 min)
 
 Writes build/bench/out/: results.csv (the table), table.txt, machine.txt,
 handoff.png (gnuplot), and the raw samples of each measurement (*.csv).
@@ -40,7 +41,7 @@ PGBENCH = PGBIN / "pgbench"
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").replace(" ", ",").split(",") if s]
-ALL = ["steady", "gate", "handoff", "fleet", "footprint", "big"]
+ALL = ["steady", "instr", "gate", "handoff", "fleet", "footprint", "big"]
 
 HEAD = "benchhead"                # the version a database "at head" holds
 V1, V2 = "bench0001", "bench0002"  # behind / target, for the hand-off and the guard
@@ -48,12 +49,12 @@ HANDOFF_KEY = 7171717171          # MIGSHIM_LOCK_KEY of the hand-off
 MB = 1 << 20
 
 if QUICK:
-    P = dict(pgbench_pairs=3, pgbench_T=1, loop_pairs=2, loop_n=3000, cg_n=(500, 1500),
+    P = dict(pgbench_pairs=3, pgbench_T=1, loop_pairs=2, loop_n=3000,
              conn_runs=30, handoff_sizes=(8, 32, 64), handoff_reps={8: 1, 32: 1, 64: 1},
              fleet_rounds=1, rss_pairs=3, big_rounds=2, big_reps={MB: 6, 10 * MB: 3},
              handoff_settle=0.2)
 else:
-    P = dict(pgbench_pairs=30, pgbench_T=2, loop_pairs=16, loop_n=30000, cg_n=(1000, 9000),
+    P = dict(pgbench_pairs=30, pgbench_T=2, loop_pairs=16, loop_n=30000,
              conn_runs=200, handoff_sizes=(8, 32, 64), handoff_reps={8: 12, 32: 8, 64: 6},
              fleet_rounds=5, rss_pairs=10, big_rounds=10, big_reps={MB: 20, 10 * MB: 6},
              handoff_settle=0.2)
@@ -106,8 +107,8 @@ def quiet_at_head(res, what: str) -> None:
         raise RuntimeError(f"{what}: the shim printed at head:\n{res.stderr[-2000:]}")
 
 
-def run(argv, env, timeout=600, check=True) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(a) for a in argv], env=env, cwd=str(WORK),
+def run(argv, env, timeout=600, check=True, cwd=None) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(a) for a in argv], env=env, cwd=str(cwd or WORK),
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, timeout=timeout)
     if check and res.returncode != 0:
@@ -295,76 +296,216 @@ def steady(admin: Admin) -> None:
            f"({min(ns['bare'])/1e3:.2f} us): the loss a CPU-bound client would see, free of "
            "the server's noise")
 
-    # callgrind: instructions per PQexec call, two iteration counts differenced
-    if not shutil.which("valgrind"):
-        result("1c", "steady: extra instructions per PQexec (callgrind)", "valgrind missing",
-               "<= 60", None)
-        return
-    n1, n2 = P["cg_n"]
-    ir = {}
-    files = {}
 
-    def collect(mode, n, env):
-        """Instructions of selectloop's bench_loop for `n` calls."""
-        out = OUT / f"callgrind.{mode}.{n}.out"
-        res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                   "--collect-atstart=no", "--toggle-collect=bench_loop",
-                   BIN / "selectloop", conninfo(db), n, 0], env)
-        m = re.search(r"Collected : (\d+)", res.stderr)
-        if not m:
-            raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
-        if mode == "shim":
-            quiet_at_head(res, "callgrind run")
-        ir[(mode, n)] = int(m.group(1))
-        files[(mode, n)] = out
+# ---------------------------------------------------------------------------
+# 1c/1u. instructions added per statement (callgrind, exact)
+#
+# selectloop's blocking PQexec("SELECT 1") loop, run whole under callgrind
+# with N1 and N2 statements, with and without the shim: the difference of
+# the two totals is N2-N1 statements and nothing else (process start-up and
+# connection set-up, the gate's decision included, cancel out), so
+#
+#   added per statement = ((Ir_shim(N2) - Ir_shim(N1)) - (Ir_bare(N2) - Ir_bare(N1))) / (N2 - N1)
+#
+# No poll loop of its own and one connection: the counts are exact, and a
+# repetition gives the same figure (each is run CG_REPS times and compared).
+# Two cases, each in its own working directory (the shim looks for the
+# Alembic project there):
+#   head     a copy of examples/flask-alembic (alembic.ini + migrations/),
+#            the database at its head: the gate decides at connect, then
+#            every wrapper takes its fast path;
+#   unknown  an empty directory (no alembic.ini, migrations/alembic.ini,
+#            pyproject.toml; no DJANGO_SETTINGS_MODULE, no MIGSHIM_HEADS):
+#            psql, cron jobs, any libpq program in an image with
+#            ENV LD_PRELOAD=...; the gate watches for the first statement
+#            naming the version table, so every statement's text is looked at.
 
+CG_N = (2000, 20000)
+CG_REPS = max(1, int(os.environ.get("BENCH_CG_REPS", "2")))
+CG_TOLERANCE = 2.0        # instructions per statement between repetitions
+CG_PROBE_PADS = (4, 12, 20, 28, 36)   # the 1ch/1uh rows: longer configuration paths
+EXAMPLE = ROOT / "examples" / "flask-alembic"
+EXAMPLE_HEAD = "0003cccc"
+CG_CASES = {  # case: (row id, label, target, what the debug run must say)
+    "head": ("1c", "instructions added per PQexec, at head (callgrind)", 60, "is at head"),
+    "unknown": ("1u", "instructions added per PQexec, target unknown (callgrind)", 100,
+                "target heads unknown"),
+}
+
+
+def cg_scratch() -> Path:
+    """A directory whose path has the same length in every checkout
+    (/tmp/migshim-bench.XXXXXXXX), holding copies of selectloop and the
+    library, the empty configuration and the two cases' working
+    directories.  The instruction counts depend on the heap's layout, which
+    depends on the lengths of the paths the shim copies at start-up (see
+    the 1ch/1uh rows): with fixed lengths the figures are the same wherever the
+    repository lives."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="migshim-bench.", dir="/tmp"))
+    d.chmod(0o755)
+    shutil.copy2(BIN / "selectloop", d / "selectloop")
+    shutil.copy2(LIB, d / "libmigshim.so")
+    (d / "empty.conf").write_text("# migshim bench: an empty configuration\n")
+    for case in CG_CASES:
+        (d / case).mkdir()
+    shutil.copy2(EXAMPLE / "alembic.ini", d / "head" / "alembic.ini")
+    shutil.copytree(EXAMPLE / "migrations", d / "head" / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("alembic.ini", "migrations", "pyproject.toml", "manage.py"):
+        if (d / "unknown" / f).exists():
+            raise RuntimeError(f"instr: {d / 'unknown' / f} exists")
+    return d
+
+
+def cg_env(scratch: Path, shim: bool, config: str = "empty.conf") -> dict:
+    """The same environment for both modes but LD_PRELOAD (and the log
+    level): no DJANGO_SETTINGS_MODULE, no MIGSHIM_* but an empty config."""
+    env = base_env()
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["MIGSHIM_CONFIG"] = str(scratch / config)
+    if shim:
+        env["LD_PRELOAD"] = str(scratch / "libmigshim.so")
+        env["MIGSHIM_LOG"] = "info"
+    return env
+
+
+def cg_total(scratch: Path, case: str, db: str, n: int, env: dict, out) -> int:
+    """Total instructions (Ir) of one selectloop run of `n` statements."""
+    res = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+               scratch / "selectloop", conninfo(db), n, 0], env, cwd=scratch / case)
+    m = re.search(r"Collected : (\d+)", res.stderr)
+    if not m:
+        raise RuntimeError("callgrind: no 'Collected' line:\n" + res.stderr[-2000:])
+    if "migshim[" in res.stderr:
+        raise RuntimeError(f"instr {case}: the shim printed:\n{res.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def cg_functions(path: Path) -> dict:
+    """Self instructions of each function of a callgrind file (all objects)."""
+    if not shutil.which("callgrind_annotate"):
+        return {}
+    res = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no",
+                          "--threshold=100", str(path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    out, body = {}, False
+    for ln in res.stdout.splitlines():
+        if "file:function" in ln:
+            body = True
+            continue
+        m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+(\S.*?)\s*$", ln)
+        if body and m:
+            # one key per file:function (the object is named on some lines only)
+            fn = re.sub(r"\s+\[[^]]*\]$", "", m.group(2))
+            out[fn] = out.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return out
+
+
+def cg_own(fn: str) -> bool:
+    """A function (or inlined code) of the shim's own sources."""
+    return fn.startswith(("src/", "include/")) or "/src/" in fn.split(":")[0] \
+        or "/include/" in fn.split(":")[0]
+
+
+def cg_breakdown(files: dict, dn: int):
+    """Where the added instructions go: each function's self cost per
+    statement with the shim minus without, (name, shim, bare, added)."""
+    f = {k: cg_functions(v) for k, v in files.items()}
+    per = {}
     for mode in ("bare", "shim"):
-        for n in (n1, n2):
-            collect(mode, n, senv if mode == "shim" else base_env())
-    per = {m: (ir[(m, n2)] - ir[(m, n1)]) / (n2 - n1) for m in ("bare", "shim")}
-    extra = per["shim"] - per["bare"]
-    write_csv("callgrind.csv", ("mode", "iterations", "instructions"),
-              [(m, n, ir[(m, n)]) for (m, n) in sorted(ir)])
-    breakdown = callgrind_breakdown(files[("shim", n1)], files[("shim", n2)], n2 - n1)
-    with open(OUT / "callgrind_shim_functions.txt", "w") as f:
-        f.write(f"instructions per PQexec(\"SELECT 1\") call: without {per['bare']:.1f}, "
-                f"with the shim {per['shim']:.1f}, extra {extra:.1f}\n")
-        f.write("the shim's own functions, instructions per PQexec call (self cost):\n")
-        for fn, v in breakdown:
-            f.write(f"  {v:8.1f}  {fn}\n")
-    result("1c", "steady: instructions per PQexec call (callgrind)",
-           f"+{extra:.0f} instr", "<= 60 extra", extra <= 60, extra,
-           f"{per['bare']:.0f} without, {per['shim']:.0f} with; loops of {n1} and {n2} "
-           "calls differenced; breakdown in callgrind_shim_functions.txt")
-
-    # the same loop with the target unknown (no scripts, no heads): every
-    # libpq program in an image with ENV LD_PRELOAD=... (psql, cron jobs)
-    for n in (n1, n2):
-        collect("unknown", n, shim_env())
-    uextra = (ir[("unknown", n2)] - ir[("unknown", n1)]) / (n2 - n1) - per["bare"]
-    result("1u", "steady, target unknown: instructions per PQexec call (callgrind)",
-           f"+{uextra:.0f} instr", "<= 100 extra", uextra <= 100, uextra,
-           "no Alembic scripts and no heads: the gate watches for the first statement naming "
-           "the version table; each statement is scanned once (memchr)")
+        a, b = f[(mode, CG_N[0])], f[(mode, CG_N[1])]
+        per[mode] = {fn: (b.get(fn, 0) - a.get(fn, 0)) / dn for fn in set(a) | set(b)}
+    rows = [(fn, per["shim"].get(fn, 0.0), per["bare"].get(fn, 0.0))
+            for fn in set(per["shim"]) | set(per["bare"])]
+    rows = [(fn, s, b, s - b) for fn, s, b in rows if abs(s - b) >= 0.5]
+    return sorted(rows, key=lambda r: -abs(r[3]))
 
 
-def callgrind_breakdown(f1: Path, f2: Path, dn: int):
-    """Self cost per call of each function in libmigshim.so: (name, instr/call)."""
-    def parse(path):
-        if not shutil.which("callgrind_annotate"):
-            return {}
-        res = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
-                              str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
-        out = {}
-        for ln in res.stdout.splitlines():
-            m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+(\S+?:\S+)\s+\[(.*libmigshim\.so)\]", ln)
-            if m:
-                out[m.group(2)] = int(m.group(1).replace(",", ""))
-        return out
-    a, b = parse(f1), parse(f2)
-    rows = [(fn, (b.get(fn, 0) - a.get(fn, 0)) / dn) for fn in set(a) | set(b)]
-    return sorted([r for r in rows if abs(r[1]) >= 0.5], key=lambda r: -r[1])
+def instr(admin: Admin) -> None:
+    if not shutil.which("valgrind"):
+        for rid, what, target, _ in CG_CASES.values():
+            result(rid, what, "valgrind missing", f"<= {target}", None)
+        return
+    db = "instr"
+    admin.create_db(db)
+    admin.at_version(db, EXAMPLE_HEAD)
+    scratch = cg_scratch()
+    try:
+        instr_cases(scratch, db)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def instr_cases(scratch: Path, db: str) -> None:
+    n1, n2 = CG_N
+    dn = n2 - n1
+    rows, report = [], []
+    for case, (rid, what, target, says) in CG_CASES.items():
+        dbg = run([scratch / "selectloop", conninfo(db), 1, 0],
+                  dict(cg_env(scratch, True), MIGSHIM_LOG="debug"), cwd=scratch / case)
+        if says not in dbg.stderr:
+            raise RuntimeError(f"instr {case}: the gate did not say {says!r}:\n"
+                               f"{dbg.stderr[-2000:]}")
+        added, files = [], {}
+        for rep in range(CG_REPS):
+            ir = {}
+            for mode in ("bare", "shim"):
+                for n in CG_N:
+                    out = OUT / f"callgrind.{case}.{mode}.{n}.{rep}.out"
+                    ir[(mode, n)] = cg_total(scratch, case, db, n,
+                                             cg_env(scratch, mode == "shim"), out)
+                    rows.append((case, rep, mode, n, ir[(mode, n)]))
+                    files[(mode, n)] = out
+            per = {m: (ir[(m, n2)] - ir[(m, n1)]) / dn for m in ("bare", "shim")}
+            added.append(per["shim"] - per["bare"])
+            log(f"instr {case} repetition {rep + 1}: {per['bare']:.2f} without, "
+                f"{per['shim']:.2f} with: {added[-1]:+.2f} per statement")
+        spread = max(added) - min(added)
+        if spread > CG_TOLERANCE:
+            log(f"warning: instr {case}: repetitions differ by {spread:.2f} instructions")
+        report.append(f"{case}: instructions per PQexec(\"SELECT 1\"): without {per['bare']:.2f}, "
+                      f"with the shim {per['shim']:.2f}, added "
+                      + " / ".join(f"{a:+.2f}" for a in added) + " (repetitions)")
+        report.append("  self cost per statement, by function:   with  without    added")
+        brk = cg_breakdown(files, dn)   # (the last repetition's files)
+        for fn, s, b, d in brk:
+            report.append(f"  {s:8.1f} {b:8.1f} {d:+8.1f}  {fn}")
+        own = sum(d for fn, _, _, d in brk if cg_own(fn))
+        report.append(f"  the shim's own code {own:+.1f}, elsewhere (libc, libpq) "
+                      f"{added[-1] - own:+.1f}")
+        report.append("")
+        worst = max(added)
+        result(rid, what, f"+{worst:.0f} instr", f"<= {target} extra", worst <= target, worst,
+               f"{CG_REPS} repetitions: " + ", ".join(f"{a:+.1f}" for a in added)
+               + f" (spread {spread:.1f}); of the last, the shim's own code {own:+.1f}, "
+               f"elsewhere {added[-1] - own:+.1f}; {per['bare']:.0f} instructions without; "
+               f"whole runs of {n1} and {n2} statements differenced; "
+               "breakdown in callgrind_functions.txt")
+
+        # The same with the configuration file's path longer: nothing on the
+        # statement path changes, only where the shim's start-up left free
+        # chunks in the heap, and so what libc's malloc does for libpq's
+        # per-result 2 KiB block (split off the top, or out of a hole and
+        # coalesced back).  A range here is the heap layout, not the shim's
+        # code; the rows above are measured at one fixed layout, and the
+        # target holds only if it holds at every layout probed.
+        probe = []
+        for pad in CG_PROBE_PADS:
+            conf = "c" * pad + ".conf"
+            (scratch / conf).write_text("# migshim bench: an empty configuration\n")
+            env = cg_env(scratch, True, conf)
+            t = [cg_total(scratch, case, db, n, env, "/dev/null") for n in CG_N]
+            probe.append((t[1] - t[0]) / dn - per["bare"])
+            rows.append((case, f"pad{pad}", "shim", "", t[1] - t[0]))
+        result(f"{rid}h", f"the same, MIGSHIM_CONFIG's path +{min(CG_PROBE_PADS)}..+"
+               f"{max(CG_PROBE_PADS)} chars (heap layout)",
+               f"+{min(probe):.0f}..+{max(probe):.0f}", f"<= {target} extra",
+               max(probe) <= target, max(probe),
+               "path padding " + ", ".join(f"+{p}: {v:+.0f}" for p, v in zip(CG_PROBE_PADS, probe))
+               + f" (loops of {n1} and {n2}, the shim side only)")
+    write_csv("callgrind.csv", ("case", "repetition", "mode", "statements", "instructions"), rows)
+    (OUT / "callgrind_functions.txt").write_text("\n".join(report))
 
 
 # ---------------------------------------------------------------------------
@@ -849,8 +990,8 @@ def main() -> int:
         for r in ROWS:
             cw.writerow((r["id"], r["what"], r["value"], r["target"],
                          {True: "yes", False: "no", None: ""}[r["met"]], r["raw"], r["detail"]))
-    cg = OUT / "callgrind_shim_functions.txt"
-    if cg.exists() and "steady" in which:
+    cg = OUT / "callgrind_functions.txt"
+    if cg.exists() and "instr" in which:
         print("\n" + cg.read_text().rstrip())
     print(f"\nresults: {OUT}/results.csv, plot: {OUT}/handoff.png, raw samples: {OUT}/*.csv")
     return 0

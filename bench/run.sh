@@ -4,7 +4,7 @@
 #   bench/run.sh                          full run, ~5-8 min on 2 cores
 #   BENCH_QUICK=1 bench/run.sh            smoke run, ~1-2 min, rough figures
 #   BENCH_ONLY=steady,handoff bench/run.sh   some measurements only
-#                                         (steady gate handoff fleet footprint big)
+#                                         (steady instr gate handoff fleet footprint big)
 #
 # Builds the shim (if needed) and the programs in bench/c/, starts a
 # throw-away PostgreSQL (tests/harness/with-pg.sh: Unix socket + 127.0.0.1),

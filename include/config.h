@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "log.h"
 
 /* Where a value came from (`migshim status` prints it). */
@@ -83,8 +84,7 @@ void config_defaults(struct config *cfg);
  * with one line in `err` ("path:line: message").  Keys that were valid
  * before the error are applied, so `strict` is known even then.
  */
-bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
+bool config_apply_file(struct config *cfg, const char *path, char *err, size_t errsz) MUSTCHECK;
 
 /*
  * Apply every MIGSHIM_* variable of `envp` (NULL-terminated, as environ)
@@ -92,16 +92,14 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
  * returns false with one line in `err` ("MIGSHIM_X: message"); the other
  * valid variables are still applied.
  */
-bool config_apply_env(struct config *cfg, char *const *envp, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
+bool config_apply_env(struct config *cfg, char *const *envp, char *err, size_t errsz) MUSTCHECK;
 
 /*
  * The whole load: defaults, then the file (chosen as above, relative paths
  * against the current directory), then the environment.  Returns false on
  * the first error, with `err` set; `cfg` then holds what could be applied.
  */
-bool config_load(struct config *cfg, char *const *envp, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
+bool config_load(struct config *cfg, char *const *envp, char *err, size_t errsz) MUSTCHECK;
 
 /* Number of keys, and the name of key i (table order). */
 size_t config_key_count(void);

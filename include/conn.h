@@ -12,6 +12,7 @@
 
 #include <libpq-fe.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 /* Remember that `pg` was made by `copy` (no-op for NULL). */
@@ -34,10 +35,20 @@ void conn_note_prepared(const PGconn *pg, const char *name, const char *sql);
 
 /* The text `name` was prepared with on `pg`, malloc'ed (the caller frees
  * it), or NULL. */
-char *conn_prepared_sql(const PGconn *pg, const char *name);
+char *conn_prepared_sql(const PGconn *pg, const char *name) MUSTCHECK;
 
-void conn_atfork_prepare(void);
-void conn_atfork_parent(void);
-void conn_atfork_child(void);
+/*
+ * fork(): register the module's fork handlers (pthread_atfork), once; a
+ * no-op after the first call.  The table's mutex is held across fork(), so a
+ * child never inherits it locked by a thread it does not have.  The module
+ * calls this itself before it first takes the mutex.  A module that calls
+ * into this one with its own mutex held (the gate) calls it before
+ * registering its own handlers: prepare handlers run last-registered first,
+ * so fork() then takes the outer mutex before this one, in the order the
+ * threads take them.  Never call it with a mutex of the shim held
+ * (pthread_atfork waits for a fork in progress, whose prepare handlers may
+ * wait for that mutex).  A failure to register is logged.
+ */
+void conn_fork_init(void);
 
 #endif

@@ -18,7 +18,7 @@
  *   node <app_label> <migration_name>
  *   end <number of nodes>
  *
- * "Every node recorded" is then one read of django_migrations (lock.h's
+ * "Every node recorded" is then one read of django_migrations (versions.h's
  * read, with the expression django_read_expr builds).
  */
 #ifndef MIGSHIM_DJANGO_H
@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "config.h"
 
 #define DJANGO_NAME_MAX 128 /* an app label or a migration name */
@@ -59,7 +60,7 @@ bool django_tool(const struct config *cfg, bool manage_py);
  * malformed (err names the line).
  */
 int django_parse_target(const char *text, bool check_key, struct django_target *out, char *err,
-                        size_t errsz);
+                        size_t errsz) MUSTCHECK;
 
 /* The project directory: the folder of `manage.py` when the process runs
  * it (its command line), else the current directory. */
@@ -124,11 +125,11 @@ void django_choose_python(const struct django_python_facts *f, char *out, size_t
  * reason in err (the last line of Python's error output, and how the
  * interpreter was chosen).
  */
-char *django_compute(const char *python, const char *project, char *err, size_t errsz);
+char *django_compute(const char *python, const char *project, char *err, size_t errsz) MUSTCHECK;
 
 /* Write `text` to `path` atomically (a temporary file, then rename).
  * False with err set. */
-bool django_write_target(const char *path, const char *text, char *err, size_t errsz);
+bool django_write_target(const char *path, const char *text, char *err, size_t errsz) MUSTCHECK;
 
 /*
  * The whole load for the shim: a valid target file (django_target, or the
@@ -138,13 +139,13 @@ bool django_write_target(const char *path, const char *text, char *err, size_t e
 void django_load(const struct config *cfg, struct django_target *out);
 
 /*
- * The SQL expression of one text column (malloc'ed) that lock.h's reads
+ * The SQL expression of one text column (malloc'ed) that versions.h's reads
  * evaluate: NULL when there is no django_migrations table in the
  * search_path, else query_to_xml output whose <version_num> elements are
  * the first nodes ("app.name") not recorded, at most 9.  No error in the
  * server log when the table is absent.
  */
-char *django_read_expr(const struct django_target *t);
+char *django_read_expr(const struct django_target *t) MUSTCHECK;
 
 void django_target_free(struct django_target *t);
 

@@ -75,6 +75,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 /* Non-zero while some database needs the per-statement hooks; the
@@ -97,7 +98,7 @@ extern _Atomic int gate_learning;
  * statements in its exact shape on a table other than the configured one,
  * a leader follows that table: it re-reads it at each commit and releases
  * the lock once it holds exactly the target; it publishes the name for
- * the waiters (lock.h, lock_mark_migrating_vt) and warns once, naming the
+ * the waiters (holder.h, holder_mark_migrating_vt) and warns once, naming the
  * settings to add.
  */
 void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
@@ -107,14 +108,13 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql);
  * wait-for-version loop.  Returns false when the connection was failed on
  * purpose (on_timeout = fail): its status is then CONNECTION_BAD.
  */
-bool gate_connected(const struct pq_copy *copy, PGconn *pg);
+bool gate_connected(const struct pq_copy *copy, PGconn *pg) MUSTCHECK;
 
 /* The app is about to send `sql`, a statement that mentions the version
- * table, on `pg` (gate_watching != 0); `writes`: one of Alembic's writes of
- * it.  May block to take the lock first.  (Target unknown: the lock is held
+ * table, on `pg` (gate_watching != 0).  May block to take the lock first.  (Target unknown: the lock is held
  * to the end of the transaction; a transaction that only read ends the
  * watch.  Per-schema version tables: see "Per-schema" above.) */
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes);
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql);
 
 /* A command on `pg` delivered its last result (gate_watching != 0).  A
  * leader's version-table transaction ending at the target releases the
@@ -140,7 +140,7 @@ bool gate_guards(const struct pq_copy *copy, PGconn *pg);
  * committed on the lock connection into `v` (one round trip) and return
  * true; false otherwise, or when that read fails. */
 bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *schema,
-                         struct versions *v);
+                         struct versions *v) MUSTCHECK;
 
 /* True when `v` is exactly this process's target heads. */
 bool gate_at_target(const struct versions *v);
@@ -148,11 +148,5 @@ bool gate_at_target(const struct versions *v);
 /* The table whose statements the hooks watch: the configured version
  * table, or django_migrations when the tool is Django. */
 const char *gate_version_table(void);
-
-/* fork(): the mutex is held across it (src/shim.c), so a child never
- * inherits it locked by a thread it does not have. */
-void gate_atfork_prepare(void);
-void gate_atfork_parent(void);
-void gate_atfork_child(void);
 
 #endif

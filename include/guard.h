@@ -38,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 /* One statement call, as the app made it. */
@@ -57,16 +58,12 @@ struct pq_call {
 };
 
 /* The synchronous path: run `call` on `pg` under the guard's rules. */
-PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
+PGresult *guard_exec(const struct pq_copy *c, PGconn *pg, const struct pq_call *call) MUSTCHECK;
 
 /* The asynchronous path: send `call` (returns what PQsend* returns), and
  * deliver its results. */
-int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call);
-PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg);
-
-/* The transaction status the app must see (the server's: the stand-in is
- * a real transaction, and giving up makes it fail for real). */
-PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg);
+int guard_send(const struct pq_copy *c, PGconn *pg, const struct pq_call *call) MUSTCHECK;
+PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg) MUSTCHECK;
 
 /* The connection is being finished. */
 void guard_forget(const struct pq_copy *c, const PGconn *pg);
@@ -77,11 +74,5 @@ extern _Atomic int guard_busy;
 
 /* True when `sqlstate` is one of the race codes. */
 bool guard_is_race_sqlstate(const char *sqlstate);
-
-/* fork(): the mutex is held across it (src/shim.c), so a child never
- * inherits it locked by a thread it does not have. */
-void guard_atfork_prepare(void);
-void guard_atfork_parent(void);
-void guard_atfork_child(void);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "config.h"
 
 #define HEADS_REV_MAX 64 /* Alembic's version_num is VARCHAR(32) */
@@ -48,7 +49,7 @@ struct heads {
  * lists (merges), comments, docstrings; ignores everything else.
  */
 int heads_parse_revision(const char *text, struct revfile *out, int *errline, char *err,
-                         size_t errsz);
+                         size_t errsz) MUSTCHECK;
 void heads_revfile_free(struct revfile *rf);
 
 /*
@@ -56,28 +57,24 @@ void heads_revfile_free(struct revfile *rf);
  * duplicate revision or a down_revision naming no known revision.
  */
 bool heads_compute(const struct revfile *files, size_t n, struct heads *out, char *err,
-                   size_t errsz);
+                   size_t errsz) MUSTCHECK;
 
 /* Load the target for this process per `cfg`, logging warnings for files
  * that cannot be parsed.  Never fails: out->known says what was found. */
 void heads_load(const struct config *cfg, struct heads *out);
 
 /*
- * The configuration readers heads_load() uses, exposed for the unit tests
- * and the fuzzer (tests/fuzz/fuzz_ini.c).  Each returns a malloc'ed string
- * or NULL.
+ * The configuration readers heads_load() uses besides include/ini.h's,
+ * exposed for the unit tests and the fuzzer (tests/fuzz/fuzz_ini.c).  Each
+ * returns a malloc'ed string or NULL.
  *
- * heads_ini_get: the value of `key` in [section] of an ini text
- * (configparser rules: `=` or `:`, comments on their own line, indented
- * continuation lines belong to the key above them).
  * heads_pyproject_script_location: `script_location = "..."` of
  * [tool.alembic] in a pyproject.toml text.
- * heads_interpolate: `v` with %(here)s replaced by `here` and %% by %;
- * NULL with `err` set for any other interpolation.
+ * heads_interpolate: `v` (a value ini_get read) with %(here)s replaced by
+ * `here` and %% by %; NULL with `err` set for any other interpolation.
  */
-char *heads_ini_get(const char *text, const char *section, const char *key);
-char *heads_pyproject_script_location(const char *text);
-char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz);
+char *heads_pyproject_script_location(const char *text) MUSTCHECK;
+char *heads_interpolate(const char *v, const char *here, char *err, size_t errsz) MUSTCHECK;
 
 struct envpy_vt;
 
@@ -86,7 +83,8 @@ struct envpy_vt;
  * as above) and read the version table it names (include/envpy.h).
  * Returns false when there is no env.py; `path` gets its path.  Silent.
  */
-bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *path, size_t pathsz);
+bool heads_read_env_py(const struct config *cfg, struct envpy_vt *out, char *path,
+                       size_t pathsz) MUSTCHECK;
 
 /* True when this process has an Alembic configuration: the heads key, or
  * an ini/pyproject found as above (silent). */

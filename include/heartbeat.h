@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "compiler.h"
+
 #define HEARTBEAT_TICK_MS 500
 
 /* gunicorn_heartbeat: false makes every begin a count only (src/shim.c
@@ -75,13 +77,21 @@ unsigned heartbeat_count(void);
  * app's own) or -1 when there is none; `why` says what was found or why
  * none (one phrase, for the debug line).  Reads /proc only.
  */
-int heartbeat_find(pid_t ppid, char *why, size_t whysz);
+int heartbeat_find(pid_t ppid, char *why, size_t whysz) MUSTCHECK;
 
-/* fork(): the module's mutex is held across it (src/shim.c, after the
- * gate's: the gate calls in with its own held).  The child starts with no
- * begin in force, no thread and no fd. */
-void heartbeat_atfork_prepare(void);
-void heartbeat_atfork_parent(void);
-void heartbeat_atfork_child(void);
+/*
+ * fork(): register the module's fork handlers (pthread_atfork), once; a
+ * no-op after the first call.  The module's mutex is held across fork(),
+ * after the gate's (the gate calls in with its own held); the child starts
+ * with no begin in force, no thread and no fd.  The module calls this itself
+ * before it first takes the mutex.  A module that calls into this one with
+ * its own mutex held (the gate) calls it before registering its own
+ * handlers: prepare handlers run last-registered first, so fork() then
+ * takes the outer mutex before this one, in the order the threads take
+ * them.  Never call it with a mutex of the shim held (pthread_atfork waits
+ * for a fork in progress, whose prepare handlers may wait for that
+ * mutex).  A failure to register is logged.
+ */
+void heartbeat_fork_init(void);
 
 #endif

@@ -22,6 +22,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
+
 #ifndef MIGSHIM_LIBCONFIG_SONAME
 #define MIGSHIM_LIBCONFIG_SONAME "libconfig.so.9"
 #endif
@@ -47,7 +49,6 @@ struct libconfig_api {
  *   const struct libconfig_api *lc = libconfig_dl(err, sizeof err);
  *   if (lc) lc->config_init(&c);
  */
-const struct libconfig_api *libconfig_dl(char *err, size_t errsz)
-    __attribute__((warn_unused_result));
+const struct libconfig_api *libconfig_dl(char *err, size_t errsz) MUSTCHECK;
 
 #endif

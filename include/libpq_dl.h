@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 #define LIBPQ_DL_SONAME "libpq.so.5"
@@ -37,6 +38,6 @@
  * `explicit_path` may be NULL.
  */
 bool libpq_dl_load(const char *explicit_path, struct pq_api *api, char *where, size_t wheresz,
-                   char *err, size_t errsz) __attribute__((warn_unused_result));
+                   char *err, size_t errsz) MUSTCHECK;
 
 #endif

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
+
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* Set the threshold: messages above it are dropped.  Also used to silence
@@ -26,7 +28,7 @@ bool log_enabled(enum log_level level);
 
 /* Parse "error" | "warn" | "info" | "debug" (case-insensitive).  Returns
  * false and leaves *out untouched for anything else. */
-bool log_level_parse(const char *s, enum log_level *out);
+bool log_level_parse(const char *s, enum log_level *out) MUSTCHECK;
 
 /* Print one line (a trailing newline is added; embedded newlines are
  * replaced by spaces so one decision stays one line). */

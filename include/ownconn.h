@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
 #include "resolve.h"
 
 struct ownconn; /* opaque */
@@ -27,7 +28,7 @@ struct ownconn; /* opaque */
  * Returns NULL on failure with the reason (password-free) in err.
  */
 struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char *purpose,
-                             char *err, size_t errsz) __attribute__((warn_unused_result));
+                             char *err, size_t errsz) MUSTCHECK;
 
 /*
  * True when `err`, ownconn_open's reason, says the server had no
@@ -51,8 +52,18 @@ const struct pq_copy *ownconn_copy(const struct ownconn *oc);
  * the (already neutralised) descriptor is released.  NULL is a no-op. */
 void ownconn_close(struct ownconn *oc);
 
-void ownconn_atfork_prepare(void);
-void ownconn_atfork_parent(void);
-void ownconn_atfork_child(void);
+/*
+ * fork(): register the module's fork handlers (pthread_atfork), once; a
+ * no-op after the first call.  The list's mutex is held across fork(), and
+ * the child handler points the inherited sockets at /dev/null (above).  The
+ * module calls this itself before it first takes the mutex.  A module that
+ * calls into this one with its own mutex held (the gate) calls it before
+ * registering its own handlers: prepare handlers run last-registered first,
+ * so fork() then takes the outer mutex before this one, in the order the
+ * threads take them.  Never call it with a mutex of the shim held
+ * (pthread_atfork waits for a fork in progress, whose prepare handlers may
+ * wait for that mutex).  A failure to register is logged.
+ */
+void ownconn_fork_init(void);
 
 #endif

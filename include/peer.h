@@ -1,14 +1,15 @@
 /*
  * peer — noticing a peer that vanished: the TCP keepalive and user-timeout
- * figures the shim uses, and their client side on a socket.
+ * figures the shim uses, their client side on a socket and their server
+ * side on a session.
  *
  * A peer that vanishes without closing its connections (a host that loses
  * power or network: no FIN, no RST) must be noticed by the server within
  * seconds, not TCP's default two hours, or its lock and its migration's
  * uncommitted catalog rows stall the fleet for that long.  On the shim's
  * own lock connection (both ends) and, while a process leads, on the app's
- * connections (lock_tune_conn for the server's side, peer_tune_socket for
- * the client's):
+ * connections (peer_tune_session for the server's side, peer_tune_socket
+ * for the client's):
  *
  *   keepalive after PEER_KEEPALIVE_IDLE s of silence, then a probe every
  *   PEER_KEEPALIVE_INTERVAL s; PEER_KEEPALIVE_COUNT unanswered probes or
@@ -25,7 +26,11 @@
 #ifndef MIGSHIM_PEER_H
 #define MIGSHIM_PEER_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
+
+#include "compiler.h"
+#include "resolve.h"
 
 #define PEER_KEEPALIVE_IDLE 5
 #define PEER_KEEPALIVE_INTERVAL 2
@@ -41,11 +46,28 @@ struct peer_saved {
 };
 
 /* On a TCP socket `fd` (IPv4 or IPv6; anything else is left alone):
- * save its keepalive and user-timeout options into *saved, then set the
- * PEER_* figures.  False (and saved->fd = -1) when nothing was changed. */
-bool peer_tune_socket(int fd, struct peer_saved *saved);
+ * save its keepalive and user-timeout options into *saved (the caller's),
+ * then set the PEER_* figures.  False (and saved->fd = -1) when nothing
+ * was changed: not a TCP socket, or its options could not be read.
+ * errno is preserved. */
+bool peer_tune_socket(int fd, struct peer_saved *saved) MUSTCHECK;
 
-/* Put back what peer_tune_socket saved (a no-op for fd = -1). */
+/* Put back what peer_tune_socket saved (a no-op for fd = -1).  errno is
+ * preserved. */
 void peer_restore_socket(const struct peer_saved *saved);
+
+/*
+ * The server side of the same figures on `c`'s session, one round trip
+ * through the libpq table `pq`: tcp_keepalives_idle,
+ * tcp_keepalives_interval, tcp_keepalives_count, tcp_user_timeout and
+ * client_connection_check_interval, each only where the server has it (an
+ * older server skips the ones it lacks, without an error).  `local`: for
+ * the current transaction only (SET LOCAL: the lock transaction, where it
+ * also cannot leak through a transaction pooler); otherwise for the
+ * session.  `reset` puts the session's defaults back instead (`local` is
+ * then ignored).  True when the statement succeeded; false when it
+ * failed (the reason: pq->PQerrorMessage(c)).  Silent: the caller logs.
+ */
+bool peer_tune_session(const struct pq_api *pq, PGconn *c, bool local, bool reset) MUSTCHECK;
 
 #endif

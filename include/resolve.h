@@ -23,9 +23,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "compiler.h"
+
 /* X(name, needed_by_shim): needed_by_shim = 1 when the gate/guard need the
  * function for their own work; a copy lacking one is passed through only. */
-#define PQ_API_LIST(X)                                                          \
+
+/* The functions the shim intercepts: src/interpose.c defines a wrapper of
+ * each (its dlsym table is this list), and the library exports exactly
+ * these names and dlsym -- the Makefile generates the linker's version
+ * script and the build check's expected exports from this list.  Add a
+ * name here and a wrapper there, nowhere else. */
+#define PQ_WRAPPED_LIST(X)                                                      \
     /* connecting */                                                            \
     X(PQconnectdb, 0) X(PQconnectdbParams, 1) X(PQsetdbLogin, 0)               \
     X(PQconnectStart, 0) X(PQconnectStartParams, 0) X(PQconnectPoll, 0)        \
@@ -34,8 +42,14 @@
     X(PQexec, 1) X(PQexecParams, 1) X(PQexecPrepared, 0) X(PQprepare, 0)       \
     X(PQsendQuery, 0) X(PQsendQueryParams, 0) X(PQsendQueryPrepared, 0)        \
     X(PQsendPrepare, 0) X(PQgetResult, 1)                                      \
+    X(PQtransactionStatus, 1)
+
+/* Every real function the shim reaches: the intercepted ones, then the
+ * ones it only calls. */
+#define PQ_API_LIST(X)                                                          \
+    PQ_WRAPPED_LIST(X)                                                          \
     /* state and results the shim reads */                                     \
-    X(PQtransactionStatus, 1) X(PQstatus, 1) X(PQconninfo, 1)                  \
+    X(PQstatus, 1) X(PQconninfo, 1)                                            \
     X(PQconninfoFree, 1) X(PQerrorMessage, 1) X(PQsocket, 1)                   \
     X(PQbackendPID, 1) X(PQdb, 1) X(PQisnonblocking, 1)                        \
     X(PQsetnonblocking, 1) X(PQresultStatus, 1) X(PQresultErrorField, 1)       \
@@ -90,7 +104,7 @@ struct pq_copy {
  *   way): the copy last handed out through dlsym(), else the first copy.
  * Returns NULL only when no libpq is loaded at all.
  */
-const struct pq_copy *resolve_for_caller(const void *ra);
+const struct pq_copy *resolve_for_caller(const void *ra) MUSTCHECK;
 
 /* True when `ra` lies inside a libpq copy: the call is libpq's own nested
  * call (PQconnectdb -> PQconnectStart, PQexec -> PQgetResult, PQping ->
@@ -117,9 +131,18 @@ bool resolve_note_dlsym(const void *real);
 /* Address range of the shim itself (to prove no slot points back into it). */
 bool resolve_in_shim(const void *addr);
 
-/* Lock/unlock around fork() so a child never inherits a held mutex. */
-void resolve_atfork_prepare(void);
-void resolve_atfork_parent(void);
-void resolve_atfork_child(void);
+/*
+ * fork(): register the module's fork handlers (pthread_atfork), once; a
+ * no-op after the first call.  resolve_mu is held across fork(), so a child
+ * never inherits it locked by a thread it does not have.  The module calls
+ * this itself before it first takes the mutex.  A module that calls into
+ * this one with its own mutex held (the gate) calls it before registering
+ * its own handlers: prepare handlers run last-registered first, so fork()
+ * then takes the outer mutex before this one, in the order the threads take
+ * them.  Never call it with a mutex of the shim held (pthread_atfork waits
+ * for a fork in progress, whose prepare handlers may wait for that
+ * mutex).  A failure to register is logged.
+ */
+void resolve_fork_init(void);
 
 #endif

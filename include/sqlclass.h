@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
+
 #define SQLCLASS_SCAN_MAX 65536
 
 /*
@@ -106,7 +108,7 @@ void sqlclass_classify(const char *sql, const char *schema, const char *table,
  *                         s, sizeof s, t, sizeof t, &c) -> true, s "ops", t "my_version"
  */
 bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *table, size_t tsz,
-                           struct sqlclass *out);
+                           struct sqlclass *out) MUSTCHECK;
 
 /*
  * For SQLAlchemy's has_table query (SQL_VT_EXISTS), which schema it asks
@@ -119,7 +121,7 @@ bool sqlclass_vt_statement(const char *sql, char *schema, size_t ssz, char *tabl
  *   sqlclass_has_table_schema("... where n.nspname='t1' and relname='alembic_version'",
  *                             s, sizeof s) -> true, s "t1"
  */
-bool sqlclass_has_table_schema(const char *sql, char *schema, size_t ssz);
+bool sqlclass_has_table_schema(const char *sql, char *schema, size_t ssz) MUSTCHECK;
 
 /*
  * True when `sql` is exactly one read-only probe of the kind SQLAlchemy

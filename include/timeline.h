@@ -9,9 +9,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "compiler.h"
+
 /* Read JSON-lines events from `in`, write the SVG to `out`.  Returns false
  * with a one-line reason (naming the file and line) in err. */
-bool timeline_render(const char *in, const char *out, char *err, size_t errsz)
-    __attribute__((warn_unused_result));
+bool timeline_render(const char *in, const char *out, char *err, size_t errsz) MUSTCHECK;
 
 #endif

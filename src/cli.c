@@ -28,10 +28,13 @@
 #include "django.h"
 #include "envpy.h"
 #include "heads.h"
+#include "holder.h"
 #include "libpq_dl.h"
 #include "lock.h"
+#include "migtool.h"
 #include "log.h"
 #include "timeline.h"
+#include "versions.h"
 
 #ifndef MIGSHIM_LIBDIR
 #define MIGSHIM_LIBDIR "/usr/local/lib"
@@ -46,7 +49,7 @@
 #error "MIGSHIM_VERSION is set by the Makefile (from the file VERSION)"
 #endif
 
-/* Exit codes (documented in README and --help). */
+/* Exit codes (documented in migshim(1) and --help). */
 enum {
     EXIT_BEHIND = 1,     /* status: the database is not at the target      */
     EXIT_UNKNOWN = 2,    /* heads/status: the target heads are unknown      */
@@ -82,8 +85,8 @@ static void usage(FILE *f)
             "                 else the copy in a psycopg2/psycopg wheel on python3's path)\n"
             "\n"
             "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
-            "heads/status: 0 known heads (status: database at head); 1 database behind or\n"
-            "ahead; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
+            "heads/status: 0 known heads (status: database at head, or ahead: a newer\n"
+            "deploy migrated it); 1 database behind; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
             "or write a file); 78 bad configuration.\n"
             "64 usage error.\n");
 }
@@ -164,14 +167,6 @@ static bool load_config(struct config *cfg)
     return true;
 }
 
-static void print_list(char (*revs)[HEADS_REV_MAX], size_t n)
-{
-    if (n == 0)
-        printf("(none)");
-    for (size_t i = 0; i < n; i++)
-        printf("%s%s", i ? ", " : "", revs[i]);
-}
-
 /* `heads --django`: ask the project's Python, write the target file. */
 static int cmd_heads_django(const struct config *cfg, const char *out)
 {
@@ -233,31 +228,12 @@ static int cmd_status(const char *conninfo, const char *libpq)
     if (!load_config(&cfg))
         return CONFIG_EXIT_STRICT;
     log_set_level(LOG_LVL_WARN);
-    struct heads h;
-    struct django_target dj = {0};
-    char *dj_expr = NULL;
-    bool django = django_tool(&cfg, true);
-    memset(&h, 0, sizeof h);
-    printf("tool:            %s\n", django ? "django" : "alembic");
-    if (django) {
-        django_load(&cfg, &dj);
-        dj_expr = dj.known ? django_read_expr(&dj) : NULL;
-        if (dj_expr) {
-            lock_set_read_expr(dj_expr); /* the reads below: which are not recorded */
-            h.known = true;
-            printf("target:          %zu Django migrations  (from %s)\n", dj.n, dj.path);
-        } else {
-            printf("target:          unknown\n");
-        }
-    } else {
-        heads_load(&cfg, &h);
-        printf("target heads:    ");
-        if (h.known)
-            print_list(h.heads, h.nheads);
-        else
-            printf("unknown");
-        printf("%s%s%s\n", h.known ? "  (from " : "", h.known ? h.where : "", h.known ? ")" : "");
-    }
+    /* the library's own tool: the same target, reads, comparison and key */
+    const struct migtool *tool = migtool_pick(&cfg, true);
+    printf("tool:            %s\n", tool->name);
+    tool->load(&cfg);
+    tool->print_target(stdout);
+    bool known = tool->known();
 
     if (!conninfo)
         conninfo = getenv("DATABASE_URL");
@@ -279,62 +255,44 @@ static int cmd_status(const char *conninfo, const char *libpq)
     char where[PATH_MAX + 128], why[4096];
     if (!libpq_dl_load(libpq, &api, where, sizeof where, why, sizeof why)) {
         printf("database:        cannot connect: %s\n", why);
-        heads_free(&h);
         return EXIT_NOCONN;
     }
     printf("libpq:           %s\n", where);
     PGconn *c = api.PQconnectdb(conninfo ? conninfo : "");
-    int rc = h.known ? 0 : EXIT_UNKNOWN;
+    int rc = known ? 0 : EXIT_UNKNOWN;
     if (api.PQstatus(c) != CONNECTION_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", api.PQerrorMessage(c));
         msg[strcspn(msg, "\n")] = '\0';
         printf("database:        cannot connect: %s\n", msg);
         api.PQfinish(c);
-        heads_free(&h);
         return EXIT_NOCONN;
     }
     printf("database:        \"%s\"\n", api.PQdb(c));
     struct versions v;
     char err[256];
-    if (django && !dj_expr) {
-        /* nothing to compare with */
-    } else if (!lock_read_versions(&api, c, &cfg, &v, err, sizeof err)) {
+    if (!known && tool->state_needs_target) {
+        /* no state read without the target */
+    } else if (!versions_read(&api, c, &cfg, &v, err, sizeof err)) {
         printf("version table:   cannot read: %s\n", err);
         rc = EXIT_NOCONN;
-    } else if (django) {
-        printf("django_migrations: ");
-        if (!v.present)
-            printf("absent");
-        else if (v.n == 0)
-            printf("all %zu recorded", dj.n);
-        else {
-            printf("not recorded: ");
-            print_list(v.v, v.n);
-            printf("%s", v.truncated ? ", ..." : "");
-        }
-        printf("\nat head:         %s\n", v.present && v.n == 0 ? "yes" : "no");
-        if (!(v.present && v.n == 0))
-            rc = EXIT_BEHIND;
     } else {
-        printf("version table:   %s%s%s: ", cfg.version_table_schema, cfg.version_table_schema[0] ? "." : "",
-               cfg.version_table);
-        if (!v.present)
-            printf("absent");
-        else
-            print_list(v.v, v.n);
-        printf("\n");
-        if (h.known) {
-            bool at = v.present && v.n == h.nheads && !v.truncated;
-            for (size_t i = 0; at && i < h.nheads; i++) {
-                bool found = false;
-                for (size_t j = 0; j < v.n && !found; j++)
-                    found = strcmp(h.heads[i], v.v[j]) == 0;
-                at = found;
-            }
-            printf("at head:         %s\n", at ? "yes" : "no");
-            if (!at)
+        tool->print_state(stdout, &cfg, &v);
+        if (known) {
+            /* as the library decides: ahead proceeds like at head */
+            switch (tool->compare(&v)) {
+            case MIGTOOL_AT_TARGET:
+                printf("at head:         yes\n");
+                break;
+            case MIGTOOL_AHEAD:
+                printf("at head:         ahead (revisions the local scripts do not know: a newer "
+                       "deploy migrated it; the shim proceeds)\n");
+                break;
+            case MIGTOOL_BEHIND:
+                printf("at head:         no\n");
                 rc = EXIT_BEHIND;
+                break;
+            }
         }
     }
     /* the key from the server's name for the database, as the library's */
@@ -345,17 +303,13 @@ static int cmd_status(const char *conninfo, const char *libpq)
         snprintf(dbname, sizeof dbname, "%s", api.PQgetvalue(dr, 0, 0));
     if (dr)
         api.PQclear(dr);
-    int64_t key = django ? lock_key_for_table(&cfg, dbname, "", "django_migrations")
-                         : lock_key_for(&cfg, dbname);
+    int64_t key = tool->key(&cfg, dbname);
     char holder[256];
-    lock_describe_holder(&api, c, key, holder, sizeof holder);
+    holder_describe(&api, c, key, holder, sizeof holder);
     if (strncmp(holder, "nobody", 6) == 0)
         snprintf(holder, sizeof holder, "free");
     printf("migration lock:  key %lld: %s\n", (long long)key, holder);
     api.PQfinish(c);
-    heads_free(&h);
-    django_target_free(&dj);
-    free(dj_expr);
 
     printf("configuration:   %s\n", cfg.file[0] ? cfg.file : "(no file)");
     for (size_t i = 0; i < config_key_count(); i++) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "sqlclass.h"
 
 #define TOMBSTONE ((const PGconn *)(uintptr_t)1)
@@ -21,6 +22,13 @@ struct slot {
 static struct slot *slots;
 static size_t cap, used; /* used counts live entries and tombstones */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Take the mutex, the fork handlers registered first. */
+static void lock(void)
+{
+    conn_fork_init();
+    pthread_mutex_lock(&mu);
+}
 
 static size_t hash_ptr(const PGconn *pg)
 {
@@ -70,7 +78,7 @@ void conn_register(const PGconn *pg, const struct pq_copy *copy)
 {
     if (!pg)
         return;
-    pthread_mutex_lock(&mu);
+    lock();
     if ((used + 1) * 2 > cap && !grow()) {
         pthread_mutex_unlock(&mu);
         return; /* out of memory: the caller falls back to its own module */
@@ -85,7 +93,7 @@ void conn_register(const PGconn *pg, const struct pq_copy *copy)
 const struct pq_copy *conn_copy(const PGconn *pg)
 {
     const struct pq_copy *c = NULL;
-    pthread_mutex_lock(&mu);
+    lock();
     if (cap) {
         size_t i = find(slots, cap, pg);
         if (slots[i].pg == pg)
@@ -99,7 +107,7 @@ static void prepared_forget(const PGconn *pg);
 
 void conn_forget(const PGconn *pg)
 {
-    pthread_mutex_lock(&mu);
+    lock();
     if (cap && pg) {
         size_t i = find(slots, cap, pg);
         if (slots[i].pg == pg)
@@ -137,7 +145,7 @@ void conn_note_prepared(const PGconn *pg, const char *name, const char *sql)
     char *copy = strndup(sql, SQLCLASS_SCAN_MAX); /* as much as is ever classified */
     if (!copy)
         return;
-    pthread_mutex_lock(&mu);
+    lock();
     struct prepared *p = prepared_find(pg, name);
     if (!p) {
         p = &prepared[prepared_next];
@@ -153,7 +161,7 @@ void conn_note_prepared(const PGconn *pg, const char *name, const char *sql)
 char *conn_prepared_sql(const PGconn *pg, const char *name)
 {
     char *out = NULL;
-    pthread_mutex_lock(&mu);
+    lock();
     struct prepared *p = prepared_find(pg, name ? name : "");
     if (p)
         out = strdup(p->sql);
@@ -171,6 +179,18 @@ static void prepared_forget(const PGconn *pg)
     }
 }
 
-void conn_atfork_prepare(void) { pthread_mutex_lock(&mu); }
-void conn_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void conn_atfork_child(void) { pthread_mutex_unlock(&mu); }
+/* --- fork ------------------------------------------------------------------ */
+
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void) { pthread_mutex_unlock(&mu); }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("conn: cannot register the fork handlers: %s", strerror(rc));
+}
+
+void conn_fork_init(void) { pthread_once(&fork_once, fork_register); }

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "heads.h"
+#include "ini.h"
 #include "log.h"
 
 enum ttype { T_END, T_NAME, T_STR, T_OP, T_OTHER };
@@ -300,7 +300,7 @@ static void argument(const struct tok *v, const struct tok *end, const struct co
                (n == 6 || (is_op(&v[5], ",") && v[6].type == T_STR && v[6].str && !v[6].fstring))) {
         char how[80];
         snprintf(how, sizeof how, "get_main_option(\"%.40s\")", v[4].str);
-        char *iv = ini_text ? heads_ini_get(ini_text, "alembic", v[4].str) : NULL;
+        char *iv = ini_text ? ini_get(ini_text, "alembic", v[4].str) : NULL;
         if (iv && *iv)
             set_value(&a, iv, v[0].line, how);
         else if (n == 8)

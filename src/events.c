@@ -11,7 +11,11 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "shim.h"
+
+/* The process's configuration (events_init), or NULL: no events. */
+static const struct config *cfg;
+
+void events_init(const struct config *c) { cfg = c; }
 
 /* Append `s` to buf as a JSON string body (quotes, backslashes and
  * control characters escaped). */
@@ -46,8 +50,7 @@ static size_t field(char *buf, size_t n, size_t o, const char *key, const char *
 
 void events_emit(const char *event, const char *db, const char *versions, const char *detail)
 {
-    const struct config *cfg = shim_config();
-    if (!cfg->events[0])
+    if (!cfg || !cfg->events[0])
         return;
     int saved = errno;
     static const char *const locks[] = {"xact", "session", "off"};

@@ -20,17 +20,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "django.h"
+#include "conn.h"
 #include "events.h"
-#include "guard.h"
 #include "heartbeat.h"
-#include "heads.h"
+#include "holder.h"
 #include "lock.h"
 #include "log.h"
+#include "migtool.h"
 #include "ownconn.h"
 #include "peer.h"
 #include "shim.h"
-#include "sqlclass.h"
+#include "versions.h"
 #include "wait.h"
 #include "waitsig.h"
 
@@ -97,7 +97,7 @@ struct gdb {
                                 short of the target; 0 = the run goes on     */
         PGconn *pg;          /* that transaction's connection (NULL: closed) */
         bool failed;         /* ... ended in an error, or a later one on pg did */
-        enum lock_run told;  /* what the lock connection publishes           */
+        enum holder_run told;  /* what the lock connection publishes           */
     } run;
     struct {                 /* LEADING: the app's connections tuned for a dead peer */
         PGconn *pg;
@@ -112,18 +112,14 @@ static size_t ndbs;
  * sp.schema, for the wait loop's reads while that is set (cfg_of). */
 static struct config sp_cfg[MAX_DBS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static void fork_init(void); /* before the mutex is first taken (see the end) */
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static pthread_once_t heads_once = PTHREAD_ONCE_INIT;
-static struct heads target;
+static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
 
-/* Django (tool = django, or auto without an Alembic configuration and with
- * DJANGO_SETTINGS_MODULE set): `target.known` says whether the graph is
- * known, `dj` holds it, and every read of the state is "which nodes are
- * not recorded" (django_read_expr).  The lock is held for the leader's
- * whole run (see settler), and the guard stays out. */
-static bool django_mode;
-static struct django_target dj;
-static char *dj_expr;
+/* The migration tool (migtool.h): everything tool-specific is asked of it.
+ * Chosen and loaded once per process (load_tool); Alembic's table until
+ * then, whose target is unknown. */
+static const struct migtool *tool = &migtool_alembic;
 
 /* One decision: one log line and, with `events` set, one event. */
 #define NOTE(level, event, db, versions, ...)                                                     \
@@ -157,42 +153,19 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void load_heads(void)
+static void load_tool(void)
 {
     const struct config *cfg = shim_config();
-    if (!django_tool(cfg, false)) {
-        heads_load(cfg, &target);
-        return;
-    }
-    django_mode = true;
-    django_load(cfg, &dj);
-    if (dj.known && (dj_expr = django_read_expr(&dj)) != NULL) {
-        lock_set_read_expr(dj_expr);
-        target.known = true;
-        snprintf(target.where, sizeof target.where, "%s", dj.path);
-        log_debug("tool: Django; target: %zu migrations (%s)", dj.n, dj.path);
-    }
+    const struct migtool *t = migtool_pick(cfg, false);
+    t->load(cfg);
+    tool = t;
 }
 
-static int64_t key_of(const struct gdb *g)
-{
-    const struct config *cfg = shim_config();
-    return django_mode ? lock_key_for_table(cfg, g->name, "", "django_migrations")
-                       : lock_key_for(cfg, g->name);
-}
+/* The lead ends when the process goes idle or exits (Django's rule): every
+ * statement of the process is activity, the settler ends the lead. */
+static bool ends_idle(void) { return tool->lead_end == MIGTOOL_END_IDLE; }
 
-
-static void list_revs(const char (*revs)[HEADS_REV_MAX], size_t n, char *buf, size_t sz)
-{
-    size_t o = 0;
-    buf[0] = '\0';
-    if (n == 0) {
-        snprintf(buf, sz, "(none)");
-        return;
-    }
-    for (size_t i = 0; i < n && o < sz; i++)
-        o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? "," : "", revs[i]);
-}
+static int64_t key_of(const struct gdb *g) { return tool->key(shim_config(), g->name); }
 
 /* "schema"."table" or "table", for messages. */
 static void vt_text(const char *schema, const char *table, char *out, size_t n)
@@ -203,61 +176,15 @@ static void vt_text(const char *schema, const char *table, char *out, size_t n)
         snprintf(out, n, "\"%s\"", table);
 }
 
-enum cmp { AT_TARGET, BEHIND, AHEAD };
+enum cmp { AT_TARGET = MIGTOOL_AT_TARGET, BEHIND = MIGTOOL_BEHIND, AHEAD = MIGTOOL_AHEAD };
 
-/* The state read, for the log: Alembic's revisions, or Django's nodes not
- * recorded. */
-static void describe(const struct versions *v, char *buf, size_t sz)
-{
-    if (!django_mode) {
-        list_revs(v->v, v->n, buf, sz);
-        return;
-    }
-    if (!target.known) {
-        snprintf(buf, sz, "(Django target unknown)");
-    } else if (!v->present) {
-        snprintf(buf, sz, "no django_migrations table");
-    } else if (v->n == 0) {
-        snprintf(buf, sz, "all %zu migrations recorded", dj.n);
-    } else {
-        size_t o = (size_t)snprintf(buf, sz, "not recorded: ");
-        for (size_t i = 0; i < v->n && i < 8 && o < sz; i++)
-            o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? ", " : "", v->v[i]);
-        if (v->truncated && o < sz)
-            snprintf(buf + o, sz - o, ", ...");
-    }
-}
+/* The state read, and the target, for the log (the tool's words). */
+static void describe(const struct versions *v, char *buf, size_t sz) { tool->describe(v, buf, sz); }
+static void describe_target(char *buf, size_t sz) { tool->describe_target(buf, sz); }
 
-/* The target, for the log. */
-static void describe_target(char *buf, size_t sz)
-{
-    if (django_mode)
-        snprintf(buf, sz, "all %zu Django migrations recorded", dj.n);
-    else
-        list_revs(target.heads, target.nheads, buf, sz);
-}
-
-/* Compare the version table with the target: AHEAD when it holds a
- * revision the local scripts do not know (a newer deploy migrated). */
-static enum cmp compare(const struct versions *v)
-{
-    if (django_mode) /* v: the nodes not recorded */
-        return target.known && v->present && v->n == 0 && !v->truncated ? AT_TARGET : BEHIND;
-    if (target.graph)
-        for (size_t i = 0; i < v->n; i++)
-            if (!heads_has_rev(&target, v->v[i]))
-                return AHEAD;
-    if (!v->present || v->n != target.nheads || v->truncated)
-        return BEHIND;
-    for (size_t i = 0; i < target.nheads; i++) {
-        bool found = false;
-        for (size_t j = 0; j < v->n && !found; j++)
-            found = strcmp(target.heads[i], v->v[j]) == 0;
-        if (!found)
-            return BEHIND;
-    }
-    return AT_TARGET;
-}
+/* The state read against the target (known): AHEAD when a newer deploy
+ * migrated it. */
+static enum cmp compare(const struct versions *v) { return (enum cmp)tool->compare(v); }
 
 static bool versions_equal(const struct versions *a, const struct versions *b)
 {
@@ -354,13 +281,15 @@ static void sp_use(struct gdb *g, const char *schema)
     }
 }
 
-/* Change state, keeping gate_watching equal to the number of watched dbs. */
+/* The states of the guard's window (gate_guarding counts the dbs in them). */
 static bool guarded(enum gstate s)
 {
     return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
 }
 
-/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
+/* Change state, keeping gate_watching equal to the number of watched dbs
+ * and gate_guarding to the number of guarded ones, and the heartbeat kept
+ * while leading.  (shim_hooks / shim_hooks_sql: see refresh_pending) */
 static void set_state(struct gdb *g, enum gstate s)
 {
     if (guarded(g->st) != guarded(s))
@@ -387,11 +316,11 @@ static void refresh_pending(void)
         if (g->pid != getpid())
             continue;
         /* (a Django leader: every statement is activity for the settler) */
-        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || django_mode));
+        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || ends_idle()));
         any |= g->st == G_LEADING && g->run.ended > 0; /* see run_ended */
         full |= guarded(g->st);
         sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
-        learn |= !django_mode && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
+        learn |= tool->vt_statement && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
     }
     full |= any;
     atomic_store_explicit(&gate_pending, any, memory_order_relaxed);
@@ -438,10 +367,12 @@ static void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
             return;
     if (g->ntuned == MAX_DIRTY || copy->api.PQtransactionStatus(pg) != PQTRANS_IDLE)
         return;
-    if (!lock_tune_conn(&copy->api, pg, false, false))
+    if (!peer_tune_session(&copy->api, pg, false, false))
         return;
     g->tuned[g->ntuned].pg = pg;
-    peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock);
+    if (!peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock))
+        log_debug("database \"%s\": the app connection's socket is not TCP: its options left as they are",
+                  g->name);
     g->ntuned++;
 }
 
@@ -455,7 +386,9 @@ static void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
     for (size_t i = 0; i < g->ntuned; i++) {
         peer_restore_socket(&g->tuned[i].sock);
         if (g->tuned[i].pg == idle && copy->api.PQtransactionStatus(idle) == PQTRANS_IDLE)
-            (void)lock_tune_conn(&copy->api, idle, false, true);
+            if (!peer_tune_session(&copy->api, idle, false, true))
+                log_debug("database \"%s\": cannot put back the app connection's keepalive settings: %s",
+                          g->name, copy->api.PQerrorMessage(idle));
     }
     g->ntuned = 0;
 }
@@ -534,7 +467,7 @@ static void note_activity(void)
 }
 
 /* The lead is over (mutex held): release, close, and say why. */
-static void end_django_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
+static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
     PGconn *own = ownconn_pg(g->own);
     if (own)
@@ -564,16 +497,16 @@ static void tell_lead(struct gdb *g);
  * if the app never calls libpq again.  A transaction that only read and
  * committed is not an end (an app may read the version before it
  * migrates in another transaction).  Meanwhile the lock connection
- * publishes how the run ended (lock_mark_run): waiters count the failed
+ * publishes how the run ended (holder_mark_run): waiters count the failed
  * ones (wait_steps, lead_failures).
  */
-static void run_tell(const struct pq_copy *copy, struct gdb *g, enum lock_run run)
+static void run_tell(const struct pq_copy *copy, struct gdb *g, enum holder_run run)
 {
     PGconn *own = ownconn_pg(g->own);
     if (!own || g->run.told == run)
         return;
-    if (!lock_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
-                       g->vt.learned ? g->vt.table : ""))
+    if (!holder_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
+                         g->vt.learned ? g->vt.table : ""))
         log_warn("database \"%s\": cannot publish how the migration run stands on the lock "
                  "connection; waiters may count a failed run wrongly", g->name);
     g->run.told = run;
@@ -588,7 +521,7 @@ static void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, boo
     g->run.ended = now();
     g->run.pg = pg;
     g->run.failed = failed;
-    run_tell(copy, g, failed ? LOCK_RUN_FAILED : LOCK_RUN_ENDED);
+    run_tell(copy, g, failed ? HOLDER_RUN_FAILED : HOLDER_RUN_ENDED);
     start_settler(copy);
     log_debug("database \"%s\": the migration's version-table transaction ended%s short of the "
               "target; the migration lock is released after lead_settle (%g s) without another",
@@ -670,7 +603,7 @@ static void *settler(void *arg)
             if (g->pid != getpid() || g->st != G_LEADING)
                 continue;
             any = true;
-            if (!django_mode) {
+            if (tool->lead_end == MIGTOOL_END_RUN) {
                 if (g->run.ended > 0 && t - g->run.ended >= cfg->lead_settle && g->ndirty == 0 &&
                     run_quiet(g))
                     end_run_lead(settle_copy, g, false);
@@ -682,17 +615,17 @@ static void *settler(void *arg)
             g->next_settle = t + (cfg->django_settle > 0.5 ? cfg->django_settle : 0.5);
             struct versions v;
             char err[256], what[512];
-            if (!lock_read_versions(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
+            if (!versions_read(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
                 log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
                          "releasing the migration lock, the waiters check for themselves",
                          g->name, err);
-                end_django_lead(settle_copy, g, "lock connection failed");
+                end_idle_lead(settle_copy, g, "lock connection failed");
             } else if (compare(&v) == AT_TARGET) {
                 describe(&v, what, sizeof what);
                 char why[600];
                 snprintf(why, sizeof why, "%s and the process idle for %g s (django_settle)", what,
                          cfg->django_settle);
-                end_django_lead(settle_copy, g, why);
+                end_idle_lead(settle_copy, g, why);
             }
         }
         if (!any)
@@ -714,7 +647,7 @@ static void at_exit(void)
         struct gdb *g = &dbs[i];
         if (g->pid != getpid() || g->st != G_LEADING || !settle_copy)
             continue;
-        if (!django_mode) { /* the server releases it with the connection anyway */
+        if (tool->lead_end == MIGTOOL_END_RUN) { /* the server releases it with the connection anyway */
             if (g->run.ended > 0)
                 end_run_lead(settle_copy, g, true);
             continue;
@@ -722,11 +655,11 @@ static void at_exit(void)
         struct versions v;
         char err[256], what[512] = "django_migrations unreadable";
         PGconn *own = ownconn_pg(g->own);
-        if (own && lock_read_versions(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
+        if (own && versions_read(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
             describe(&v, what, sizeof what);
         char why[600];
         snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
-        end_django_lead(settle_copy, g, why);
+        end_idle_lead(settle_copy, g, why);
     }
     pthread_mutex_unlock(&mu);
 }
@@ -805,15 +738,15 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         bool no_slot = patient && ownconn_no_slot(err);
         struct versions v;
         char rerr[256];
-        if (no_slot && !pol->lock_outlives_target && target.known &&
-            lock_read_versions(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
+        if (no_slot && !pol->lock_outlives_target && tool->known() &&
+            versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
             wait_note(WAIT_MSG_SLOT_PEER, g->name, revs, g->name, now() - start, revs);
             return OWN_DONE;
         }
         double idle, t = now();
-        bool migrating, held = no_slot && lock_holder_state(pq, app, g->key, &idle, &migrating, NULL);
+        bool migrating, held = no_slot && holder_state(pq, app, g->key, &idle, &migrating, NULL);
         if (!no_slot || (!held && t - start >= SLOT_HOLDER_GRACE) || t - start >= cfg->wait_timeout) {
             if (told)
                 wait_note(held ? WAIT_MSG_SLOT_TIMEOUT : WAIT_MSG_SLOT_NOBODY, g->name, NULL,
@@ -903,7 +836,7 @@ struct waiter {
     struct versions v;         /* the version table as this slice read it       */
     struct versions v_seen;    /* ... when the holder was first seen            */
     struct versions pv;        /* the published table, read at the target      */
-    struct lock_vt pub;        /* the version table a holder published          */
+    struct holder_vt pub;        /* the version table a holder published          */
     char err[256], revs[512];
 };
 
@@ -917,13 +850,13 @@ static void wait_policy_of(const struct gdb *g, const struct config *cfg, struct
         .lead_settle = cfg->lead_settle,
         .lead_failures = cfg->lead_failures,
         .report_every = REPORT_EVERY,
-        .lock_outlives_target = django_mode,
-        .reads_published_table = !django_mode && !g->sp.schema[0],
-        .counts_failed_runs = !django_mode,
-        .lapse_takes_lock_later = django_mode,
-        .unknown_target_leads_to_exit = django_mode,
-        .may_learn_table = !django_mode && !vt_set_by_migshim(cfg),
-        .lead_label = django_mode ? "Django " : "",
+        .lock_outlives_target = ends_idle(),
+        .reads_published_table = tool->vt_statement && !g->sp.schema[0],
+        .counts_failed_runs = tool->lead_end == MIGTOOL_END_RUN,
+        .lapse_takes_lock_later = tool->relock_after_lapse,
+        .unknown_target_leads_to_exit = tool->unknown_leads_to_exit,
+        .may_learn_table = tool->vt_statement && !vt_set_by_migshim(cfg),
+        .lead_label = tool->run_label,
     };
 }
 
@@ -938,9 +871,9 @@ static enum wait_lock wait_lock_of(enum lock_result r)
     return WAIT_LOCK_ERROR;
 }
 
-static enum wait_run wait_run_of(enum lock_run r)
+static enum wait_run wait_run_of(enum holder_run r)
 {
-    return r == LOCK_RUN_FAILED ? WAIT_RUN_FAILED : r == LOCK_RUN_ENDED ? WAIT_RUN_ENDED
+    return r == HOLDER_RUN_FAILED ? WAIT_RUN_FAILED : r == HOLDER_RUN_ENDED ? WAIT_RUN_ENDED
                                                                         : WAIT_RUN_GOING;
 }
 
@@ -958,7 +891,7 @@ static enum wait_cmp wait_cmp_of(const struct versions *v)
 static void observe_read(struct waiter *w, struct wait_obs *ob)
 {
     ob->read = WAIT_READ_OK;
-    ob->cmp = target.known ? wait_cmp_of(&w->v) : WAIT_BEHIND;
+    ob->cmp = tool->known() ? wait_cmp_of(&w->v) : WAIT_BEHIND;
     ob->present = w->v.present;
     ob->same_as_seen = w->st.holder_seen && versions_equal(&w->v, &w->v_seen);
     ob->elapsed = now() - w->start;
@@ -973,7 +906,7 @@ static void observe(struct waiter *w, struct wait_obs *ob)
                                    w->st.waited ? NULL : first_wait, w->g->name, &w->v, &have_v,
                                    w->err, sizeof w->err);
     *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->app,
-                            .signal = waitsig_pending(), .target_known = target.known,
+                            .signal = waitsig_pending(), .target_known = tool->known(),
                             .read = WAIT_READ_NONE, .cmp = WAIT_BEHIND,
                             .published = WAIT_PUB_UNREAD, .elapsed = now() - w->start};
     if (have_v)
@@ -1004,13 +937,13 @@ static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, en
         return true;
     }
     case WAIT_ACT_READ:
-        if (lock_read_versions(pq, w->wc, w->cfg, &w->v, w->err, sizeof w->err))
+        if (versions_read(pq, w->wc, w->cfg, &w->v, w->err, sizeof w->err))
             observe_read(w, ob);
         else
             ob->read = WAIT_READ_FAILED;
         return true;
     case WAIT_ACT_READ_PUBLISHED: /* a failed read counts as "not there" */
-        ob->published = lock_read_versions_in(pq, w->wc, w->pub.schema, w->pub.table, &w->pv,
+        ob->published = versions_read_in(pq, w->wc, w->pub.schema, w->pub.table, &w->pv,
                                               err, sizeof err) &&
                                 compare(&w->pv) == AT_TARGET
                             ? WAIT_PUB_AT_TARGET
@@ -1022,15 +955,15 @@ static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, en
     }
 }
 
-/* Look at the holder of the lock (see lock.h, "Lapses"): idle how long,
+/* Look at the holder of the lock (see holder.h, "Lapses"): idle how long,
  * migrating, its published version table and run. */
 static void look_at_holder(struct waiter *w, const struct wait_obs *ob)
 {
     double idle;
     bool migrating;
-    struct lock_vt vt;
-    enum lock_run run;
-    if (!lock_holder_state_run(&w->copy->api, w->wc, w->g->key, &idle, &migrating, &vt, &run))
+    struct holder_vt vt;
+    enum holder_run run;
+    if (!holder_state_run(&w->copy->api, w->wc, w->g->key, &idle, &migrating, &vt, &run))
         return;
     struct wait_holder h = {.idle = idle, .migrating = migrating, .vt_published = vt.known,
                             .run = wait_run_of(run)};
@@ -1065,7 +998,7 @@ static void say(const struct waiter *w, enum wait_msg id, const struct wait_obs 
         break;
     case WAIT_MSG_PUBLISHED: {
         char pub[512], name[2 * CONFIG_NAME_MAX + 8];
-        list_revs(w->pv.v, w->pv.n, pub, sizeof pub);
+        describe(&w->pv, pub, sizeof pub);
         vt_text(w->pub.schema, w->pub.table, name, sizeof name);
         wait_note(id, db, pub, db, waited, pub, name);
         break;
@@ -1113,7 +1046,9 @@ static void lead(struct waiter *w, const struct wait_step *s)
 {
     const struct pq_api *pq = &w->copy->api;
     struct gdb *g = w->g;
-    lock_tune_conn(pq, w->wc, w->cfg->lock == LOCK_XACT, false);
+    if (!peer_tune_session(pq, w->wc, w->cfg->lock == LOCK_XACT, false))
+        log_warn("database \"%s\": cannot set the lock connection's keepalive settings: %s",
+                 g->name, pq->PQerrorMessage(w->wc));
     limit_idle(w->copy, g, w->wc, "leader_grace", w->cfg->leader_grace);
     char want[512];
     describe_target(want, sizeof want);
@@ -1123,7 +1058,7 @@ static void lead(struct waiter *w, const struct wait_step *s)
     snprintf(g->untold.revs, sizeof g->untold.revs, "%s", w->revs);
     g->untold.pending = true;
     /* the configured table absent, another of its shape present: see tell_lead */
-    if (!s->tell_later || !lock_any_version_column(pq, w->wc))
+    if (!s->tell_later || !versions_any_column(pq, w->wc))
         tell_lead(g);
 }
 
@@ -1141,7 +1076,7 @@ static enum outcome end_wait(struct waiter *w, const struct wait_step *s, const 
     }
     char holder[256] = "";
     if (s->msg == WAIT_MSG_TIMEOUT || s->msg == WAIT_MSG_TIMEOUT_FAIL)
-        lock_describe_holder(&w->copy->api, w->wc, g->key, holder, sizeof holder);
+        holder_describe(&w->copy->api, w->wc, g->key, holder, sizeof holder);
     if (s->release) /* never used: released before anyone could migrate */
         release_lock(w->copy, g, w->wc);
     close_own(g);
@@ -1194,7 +1129,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             return end_wait(&w, &s, &ob);
         if (s.msg == WAIT_MSG_WAITING) {
             char holder[256];
-            lock_describe_holder(&copy->api, w.wc, g->key, holder, sizeof holder);
+            holder_describe(&copy->api, w.wc, g->key, holder, sizeof holder);
             say(&w, s.msg, &ob, holder);
         }
         if (s.pause_ms) {
@@ -1284,7 +1219,7 @@ static bool decided(struct gdb *g, const PGconn *pg)
 static bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id *id)
 {
     const struct config *cfg = shim_config();
-    if (django_mode || cfg->version_table_schema[0])
+    if (!tool->decision_point || cfg->version_table_schema[0])
         return false;
     if (!v->present) {
         g->sp.home_known = true;
@@ -1313,6 +1248,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         return true;
     char key[sizeof aliases[0].key];
     alias_key(copy, pg, key, sizeof key);
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = find_alias(key);
     if (g && decided(g, pg)) { /* nothing to ask the server */
@@ -1330,7 +1266,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     }
     pthread_mutex_unlock(&mu);
 
-    pthread_once(&heads_once, load_heads);
+    pthread_once(&tool_once, load_tool);
     char db[CONFIG_NAME_MAX], err[256] = "", revs[512];
     snprintf(db, sizeof db, "%s", cdb);
     const char *cluster = "";
@@ -1342,8 +1278,8 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     int nb = copy->api.PQisnonblocking(pg);
     if (nb)
         copy->api.PQsetnonblocking(pg, 0);
-    if (target.known || django_mode) {
-        read = lock_read_versions_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
+    if (tool->known() || tool->unknown_leads_to_exit) {
+        read = versions_read_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
             goto out_nb;
@@ -1378,7 +1314,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 
     enum gstate next = G_DONE;
     bool ok = true;
-    if (!target.known && !django_mode) {
+    if (!tool->known() && !tool->unknown_leads_to_exit) {
         if (cfg->lock != LOCK_OFF) {
             NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
                      "version-table statement", db);
@@ -1401,15 +1337,15 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
                      "deploy migrated it; proceeding", db, revs);
         } else if (cfg->lock == LOCK_OFF) {
             NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
-                     db, revs, django_mode ? "" : ", the race guard watches");
-            next = django_mode ? G_DONE : G_UNGATED;
+                     db, revs, tool->guards() ? ", the race guard watches" : "");
+            next = tool->guards() ? G_UNGATED : G_DONE;
         } else {
             enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
             if (o == OUT_UNGATED || o == OUT_LAPSED) {
-                if (django_mode)
-                    next = o == OUT_LAPSED ? G_LAPSED : G_DONE;
+                if (o == OUT_LAPSED && tool->relock_after_lapse)
+                    next = G_LAPSED; /* the lock again at its first statement on the table */
                 else
-                    next = cfg->guard ? G_UNGATED : G_DONE;
+                    next = cfg->guard && tool->guards() ? G_UNGATED : G_DONE;
             } else if (o == OUT_LEADING) {
                 next = G_LEADING;
                 g->grace_deadline = now() + cfg->leader_grace;
@@ -1428,7 +1364,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
-    if (django_mode && next == G_LEADING)
+    if (ends_idle() && next == G_LEADING)
         start_settler(copy);
     refresh_pending();
     pthread_cond_broadcast(&cv);
@@ -1484,7 +1420,7 @@ static void clear_dirty(struct gdb *g, const PGconn *pg)
 static void run_goes_on(const struct pq_copy *copy, struct gdb *g)
 {
     g->run.ended = 0;
-    run_tell(copy, g, LOCK_RUN_GOING);
+    run_tell(copy, g, HOLDER_RUN_GOING);
 }
 
 /* A version-table statement of the leader on `pg` (mutex held). */
@@ -1512,27 +1448,9 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
     return o;
 }
 
-/* Is `sql` where a per-schema decision is made: one of Alembic's
- * version-table statements on the configured table (`qual` its schema
- * qualifier, "" when unqualified), or SQLAlchemy's has_table query of it,
- * the first thing Alembic's migration asks (`qual` the schema it names, ""
- * for the search_path's)?  Anything else (the app's own reads) is not. */
-static bool alembic_vt_schema(const char *sql, char *qual, size_t n)
-{
-    const struct config *cfg = shim_config();
-    char table[CONFIG_NAME_MAX];
-    struct sqlclass k;
-    if (!sql)
-        return false;
-    if (sqlclass_vt_statement(sql, qual, n, table, sizeof table, &k))
-        return strcmp(table, cfg->version_table) == 0;
-    sqlclass_classify(sql, "", cfg->version_table, &k);
-    return k.kind == SQL_VT_EXISTS && sqlclass_has_table_schema(sql, qual, n);
-}
-
 /* Read the configured version table as the app's statement on `pg` will
  * find it: in `qual` when the statement names a schema, else where the
- * session's search_path resolves it (lock_resolve_versions); `schema`
+ * session's search_path resolves it (versions_resolve); `schema`
  * says which.  On the app's connection, blocking for the one round trip;
  * false (err set) when the connection cannot take a statement now. */
 static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
@@ -1556,9 +1474,9 @@ static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual
     bool ok;
     if (qual[0]) {
         snprintf(schema, ssz, "%s", qual);
-        ok = lock_read_versions_in(pq, pg, qual, table, v, err, errsz);
+        ok = versions_read_in(pq, pg, qual, table, v, err, errsz);
     } else {
-        ok = lock_resolve_versions(pq, pg, table, schema, ssz, v, err, errsz);
+        ok = versions_resolve(pq, pg, table, schema, ssz, v, err, errsz);
     }
     if (nb)
         pq->PQsetnonblocking(pg, 1);
@@ -1586,7 +1504,7 @@ static void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8], why[2 * CONFIG_NAME_MAX + 96];
     struct versions v;
-    if (!alembic_vt_schema(sql, qual, sizeof qual))
+    if (!tool->decision_point(cfg, sql, qual, sizeof qual))
         return;
     pthread_mutex_unlock(&mu); /* a round trip on the app's own connection */
     bool read = read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err);
@@ -1662,7 +1580,7 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8];
     struct versions v;
-    if (!alembic_vt_schema(sql, qual, sizeof qual) || qual[0])
+    if (!tool->decision_point(cfg, sql, qual, sizeof qual) || qual[0])
         return false;
     g->sp.checked = true;
     if (!read_as_app(copy, pg, qual, schema, sizeof schema, &v, err, sizeof err)) {
@@ -1706,11 +1624,13 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     return true;
 }
 
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool writes)
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
 {
     const struct config *cfg = shim_config();
-    if (django_mode)
+    bool writes = tool->writes(cfg, sql); /* one of the tool's writes of its table */
+    if (ends_idle())
         note_activity();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid()) {
@@ -1731,7 +1651,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             set_state(g, G_LEADING);
             g->grace_deadline = now() + cfg->leader_grace;
             tune_app(copy, g, pg);
-            if (django_mode)
+            if (ends_idle())
                 start_settler(copy);
         } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
             fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
@@ -1741,7 +1661,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             waitsig_redeliver();
             return;
         } else {
-            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && !django_mode
+            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && tool->guards()
                              ? G_UNGATED : G_DONE);
             if (g->st == G_UNGATED)
                 mark_dirty(g, pg);
@@ -1752,7 +1672,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
     }
     if (g->st == G_SCHEMA)
         schema_decide(copy, pg, g, sql);
-    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && !django_mode &&
+    if (g->st == G_LEADING && g->sp.home_known && !g->sp.checked && tool->decision_point &&
         lead_resolve(copy, pg, g, sql)) {
         refresh_pending();
         pthread_mutex_unlock(&mu);
@@ -1766,10 +1686,13 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql, bool w
             g->saw_vt = true;
             if (g->own) {
                 limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
-                lock_mark_migrating(&copy->api, ownconn_pg(g->own)); /* not a lapse */
+                if (!holder_mark_migrating(&copy->api, ownconn_pg(g->own))) /* not a lapse */
+                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
+                             "take this lead for a lapse): %s",
+                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
             }
         }
-        if (!django_mode) /* Django: held to the end of the run (settler) */
+        if (tool->lead_end == MIGTOOL_END_RUN) /* else: held until idle (settler) */
             lead_activity(copy, g, pg, writes);
     } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
@@ -1802,8 +1725,8 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
 {
     const struct config *cfg = shim_config();
     if (!g->vt.learned)
-        return lock_read_versions(&copy->api, own, cfg, v, err, errsz);
-    return lock_read_versions_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
+        return versions_read(&copy->api, own, cfg, v, err, errsz);
+    return versions_read_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
 }
 
 /*
@@ -1813,26 +1736,25 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
  * set where migshim could not read it: computed in env.py) means the
  * migration keeps its versions there: the leader follows it (re-reads it
  * at each commit and releases the lock when it holds exactly the target),
- * publishes it for the waiters (lock_mark_migrating_vt) and warns once,
+ * publishes it for the waiters (holder_mark_migrating_vt) and warns once,
  * naming the settings to add.  A learned table never counts as "ahead":
  * only exactly the target heads release the lock.
  */
 void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
 {
-    if (django_mode) /* Alembic's table only */
-        return;
     char schema[CONFIG_NAME_MAX], table[CONFIG_NAME_MAX];
-    struct sqlclass k;
-    if (!sqlclass_vt_statement(sql, schema, sizeof schema, table, sizeof table, &k))
+    bool writes;
+    if (!tool->vt_statement || !tool->vt_statement(sql, schema, sizeof schema, table, sizeof table,
+                                                   &writes))
         return;
     const struct config *cfg = shim_config();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st != G_LEADING) {
         pthread_mutex_unlock(&mu);
         return;
     }
-    bool writes = k.kind != SQL_VT_READ;
     if (g->vt.learned) { /* the learned table's statements end in a re-read */
         if (strcmp(schema, g->vt.schema) == 0 && strcmp(table, g->vt.table) == 0) {
             lead_activity(copy, g, pg, writes);
@@ -1851,7 +1773,10 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
             g->saw_vt = true; /* no lapse: this leader migrates */
             if (g->own) {
                 limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
-                lock_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table);
+                if (!holder_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table))
+                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
+                             "take this lead for a lapse): %s",
+                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
             }
             lead_activity(copy, g, pg, writes);
         }
@@ -1879,16 +1804,18 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     const struct config *cfg = shim_config();
     if (!atomic_load_explicit(&gate_pending, memory_order_relaxed))
         return; /* the common case: one load */
-    if (django_mode)
+    if (ends_idle())
         note_activity();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     if (!g || g->pid != getpid() || g->st == G_DECIDING) {
         pthread_mutex_unlock(&mu);
         return;
     }
-    /* as the app sees it (the guard may stand in for a failed transaction) */
-    PGTransactionStatusType ts = guard_transaction_status(copy, pg);
+    /* as the app sees it: the server's (a guard's stand-in for a failed
+     * transaction is a real transaction, and giving up fails it for real) */
+    PGTransactionStatusType ts = copy->api.PQtransactionStatus(pg);
     bool idle = ts == PQTRANS_IDLE;
     if (g->st == G_LEADING && ts == PQTRANS_INERROR) {
         /* the migration failed: its transaction's end is the run's end */
@@ -1899,7 +1826,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             /* a transaction_per_migration run's next revision */
             g->run.failed = true;
             g->run.ended = now(); /* waiters get lead_settle to see it */
-            run_tell(copy, g, LOCK_RUN_FAILED);
+            run_tell(copy, g, HOLDER_RUN_FAILED);
         }
     }
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
@@ -1989,7 +1916,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (lock_read_versions_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
+        if (versions_read_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
             describe(&v, revs, sizeof revs);
             g->ndirty = 0;
@@ -2001,7 +1928,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         close_own(g);
         untune_all(copy, g, idle ? pg : NULL);
         set_state(g, G_LAPSED);
-        if (django_mode)
+        if (tool->relock_after_lapse)
             NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on django_migrations within "
                      "leader_grace (%g s); gave the migration lock up (this process does not migrate; "
                      "it takes the lock again if it does)", g->name, cfg->leader_grace);
@@ -2018,8 +1945,9 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
 
 bool gate_guards(const struct pq_copy *copy, PGconn *pg)
 {
-    if (!target.known || django_mode) /* the guard knows Alembic's statements only */
+    if (!tool->guards()) /* the guard knows Alembic's statements only */
         return false;
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     /* Per-schema version tables (g->sp.on): the guard classifies and proves
@@ -2038,35 +1966,31 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
 {
     char err[256];
     const struct config *cfg = shim_config();
+    fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
     PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
-    bool ok = own && (schema ? lock_read_versions_in(&copy->api, own, schema, cfg->version_table,
-                                                     v, err, sizeof err)
-                             : lock_read_versions(&copy->api, own, cfg, v, err, sizeof err));
+    bool ok = own && (schema ? versions_read_in(&copy->api, own, schema, cfg->version_table,
+                                                v, err, sizeof err)
+                             : versions_read(&copy->api, own, cfg, v, err, sizeof err));
     pthread_mutex_unlock(&mu);
     return ok;
 }
 
 bool gate_at_target(const struct versions *v)
 {
-    return target.known && !django_mode && compare(v) == AT_TARGET;
+    return tool->guards() && compare(v) == AT_TARGET;
 }
 
 const char *gate_version_table(void)
 {
-    pthread_once(&heads_once, load_heads);
-    return django_mode ? "django_migrations" : shim_config()->version_table;
-}
-
-void gate_activity(void)
-{
-    if (django_mode && atomic_load_explicit(&gate_pending, memory_order_relaxed))
-        note_activity();
+    pthread_once(&tool_once, load_tool);
+    return tool->table(shim_config());
 }
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
+    fork_init();
     pthread_mutex_lock(&mu);
     unmap_conn(pg);
     if (!atomic_load_explicit(&gate_watching, memory_order_relaxed)) {
@@ -2097,10 +2021,34 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
     pthread_mutex_unlock(&mu);
 }
 
-void gate_atfork_prepare(void) { pthread_mutex_lock(&mu); }
-void gate_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void gate_atfork_child(void)
+/* --- fork --------------------------------------------------------------------
+ * The mutex is held across fork(), so a child never inherits it locked by
+ * a thread it does not have.  Every function above that takes it first
+ * calls fork_init(), which registers the modules the gate calls with the
+ * mutex held -- resolve and conn (libpq's nested calls through the
+ * wrappers), ownconn, heartbeat -- and then the gate itself: prepare
+ * handlers run last-registered first, so fork() takes the gate's mutex
+ * before theirs, in the order the gate's threads take them.  No mutex of
+ * the shim is held here (pthread_atfork waits for a fork in progress). */
+
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void)
 {
     settler_running = false; /* the parent's thread */
     pthread_mutex_unlock(&mu);
 }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    resolve_fork_init();
+    conn_fork_init();
+    ownconn_fork_init();
+    heartbeat_fork_init();
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("gate: cannot register the fork handlers: %s", strerror(rc));
+}
+
+static void fork_init(void) { pthread_once(&fork_once, fork_register); }

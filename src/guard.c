@@ -39,11 +39,11 @@
 
 #include "events.h"
 #include "gate.h"
-#include "lock.h"
 #include "log.h"
 #include "ownconn.h"
 #include "shim.h"
 #include "sqlclass.h"
+#include "versions.h"
 
 #define MAX_GUARDED 64
 #define TAG_MAX 64 /* libpq's CMDSTATUS_LEN */
@@ -91,6 +91,29 @@ struct gconn {
 static struct gconn conns[MAX_GUARDED];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* fork(): the mutex is held across it, so a child never inherits it locked
+ * by a thread it does not have.  Registered before the mutex is first
+ * taken; the guard calls no other module with it held, so its place among
+ * the other modules' handlers does not matter. */
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void) { pthread_mutex_unlock(&mu); }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("guard: cannot register the fork handlers: %s", strerror(rc));
+}
+
+/* Take the mutex, the fork handlers registered first. */
+static void lock(void)
+{
+    pthread_once(&fork_once, fork_register);
+    pthread_mutex_lock(&mu);
+}
+
 /* Connections not in WATCH, with a made result pending, or with a
  * statement in flight whose results are to be judged: the wrappers keep
  * calling the guard for them even after the gate stops watching. */
@@ -99,7 +122,7 @@ _Atomic int guard_busy;
 static struct gconn *find(const PGconn *pg, bool add)
 {
     struct gconn *free_slot = NULL;
-    pthread_mutex_lock(&mu);
+    lock();
     for (size_t i = 0; i < MAX_GUARDED; i++) {
         if (conns[i].pg == pg) {
             pthread_mutex_unlock(&mu);
@@ -155,7 +178,7 @@ void guard_forget(const struct pq_copy *c, const PGconn *pg)
     g->pending = NULL;
     g->standin = g->pending_null = g->sent = false;
     set_mode(&c->api, g, M_WATCH); /* uncounts it */
-    pthread_mutex_lock(&mu);
+    lock();
     memset(g, 0, sizeof *g);
     pthread_mutex_unlock(&mu);
 }
@@ -425,8 +448,8 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
         log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
     for (;;) {
-        if (!lock_read_versions_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
-                                   err, sizeof err)) {
+        if (!versions_read_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
+                              err, sizeof err)) {
             snprintf(seen, seensz, "unreadable: %s", err);
             break;
         }
@@ -546,7 +569,7 @@ static void start_from(struct gconn *g, const struct versions *s0)
  * another connection whose search_path may differ: a tenant's, set in a
  * connect hook or by a function).  The schema the statement names, or
  * version_table_schema; else one round trip on the app's connection, in
- * its transaction, in a savepoint rolled back at once (lock_resolve_versions:
+ * its transaction, in a savepoint rolled back at once (versions_resolve:
  * nothing of it can fail or change the app's transaction).  Unknown (a
  * has_table whose schema is a parameter, a failed read): no race in this
  * transaction is mapped. */
@@ -576,8 +599,8 @@ static void resolve_schema(const struct pq_api *pq, PGconn *pg, struct gconn *g,
         return;
     }
     int nb = blocking_begin(pq, pg);
-    bool ok = lock_resolve_versions(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
-                                    err, sizeof err);
+    bool ok = versions_resolve(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
+                               err, sizeof err);
     blocking_end(pq, pg, nb);
     g->schema_known = ok && g->schema[0];
     if (!g->schema_known)
@@ -1023,13 +1046,3 @@ PGresult *guard_get_result(const struct pq_copy *c, PGconn *pg)
     return out;
 }
 
-PGTransactionStatusType guard_transaction_status(const struct pq_copy *c, const PGconn *pg)
-{
-    /* the stand-in is a real transaction, and a give-up makes it fail for
-     * real: what the server says is what the app must see */
-    return c->api.PQtransactionStatus(pg);
-}
-
-void guard_atfork_prepare(void) { pthread_mutex_lock(&mu); }
-void guard_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void guard_atfork_child(void) { pthread_mutex_unlock(&mu); }

@@ -41,6 +41,13 @@ static unsigned gen;                   /* the running thread's generation       
 static bool ticking;                   /* a thread of generation `gen` runs       */
 static double deadline;                /* monotonic seconds; INFINITY: none       */
 
+/* Take the mutex, the fork handlers registered first. */
+static void lock(void)
+{
+    heartbeat_fork_init();
+    pthread_mutex_lock(&mu);
+}
+
 static void init_cv(void)
 {
     pthread_condattr_t ca;
@@ -60,7 +67,7 @@ static double mono(void)
 
 void heartbeat_configure(bool on)
 {
-    pthread_mutex_lock(&mu);
+    lock();
     enabled = on;
     pthread_mutex_unlock(&mu);
 }
@@ -210,7 +217,7 @@ static bool touch(int f)
 static void *ticker(void *arg)
 {
     unsigned mine = (unsigned)(uintptr_t)arg;
-    pthread_mutex_lock(&mu);
+    lock();
     while (gen == mine && fd >= 0) {
         double t = mono();
         if (t >= deadline) {
@@ -289,7 +296,7 @@ static void start(const char *what)
 void heartbeat_begin(const char *what, double limit_s)
 {
     pthread_once(&cv_once, init_cv);
-    pthread_mutex_lock(&mu);
+    lock();
     double until = limit_s > 0 ? mono() + limit_s : INFINITY;
     if (count++ == 0) {
         deadline = until;
@@ -305,7 +312,7 @@ void heartbeat_begin(const char *what, double limit_s)
 
 void heartbeat_end(void)
 {
-    pthread_mutex_lock(&mu);
+    lock();
     if (orphans > 0) {
         orphans--;
     } else if (count == 0) {
@@ -325,7 +332,7 @@ void heartbeat_end(void)
 
 unsigned heartbeat_count(void)
 {
-    pthread_mutex_lock(&mu);
+    lock();
     unsigned n = count;
     pthread_mutex_unlock(&mu);
     return n;
@@ -333,9 +340,9 @@ unsigned heartbeat_count(void)
 
 /* --- fork ------------------------------------------------------------------------------------ */
 
-void heartbeat_atfork_prepare(void) { pthread_mutex_lock(&mu); }
-void heartbeat_atfork_parent(void) { pthread_mutex_unlock(&mu); }
-void heartbeat_atfork_child(void)
+static void atfork_prepare(void) { pthread_mutex_lock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_child(void)
 {
     orphans += count; /* the gate ends them in the child; nothing to stop here */
     count = 0;
@@ -348,3 +355,13 @@ void heartbeat_atfork_child(void)
         init_cv(); /* a waiter the child does not have may be recorded in it */
     pthread_mutex_unlock(&mu);
 }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("heartbeat: cannot register the fork handlers: %s", strerror(rc));
+}
+
+void heartbeat_fork_init(void) { pthread_once(&fork_once, fork_register); }

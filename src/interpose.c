@@ -211,8 +211,8 @@ static inline bool app_call(const void *ra) { return !resolve_is_internal(ra) &&
 static PGconn *connected(PGconn *pg, const struct pq_copy *c, const void *ra)
 {
     conn_register(pg, c);
-    if (pg && app_call(ra) && c->api.PQstatus(pg) == CONNECTION_OK)
-        gate_connected(c, pg);
+    if (pg && app_call(ra) && c->api.PQstatus(pg) == CONNECTION_OK && !gate_connected(c, pg))
+        log_debug("the gate failed the new connection on purpose (its reason logged above)");
     return pg;
 }
 
@@ -232,17 +232,6 @@ static bool mentions_vt(struct pq_call *call)
     call->mentions_vt = call->sql && (names_vt(call->sql) ||
                                       params_name_vt(call->nparams, call->values, call->formats));
     return call->mentions_vt;
-}
-
-/* One of Alembic's writes of the version table (asked only of statements
- * that name it). */
-static bool writes_vt(const struct pq_call *call)
-{
-    struct sqlclass k;
-    sqlclass_classify(call->sql, shim_config()->version_table_schema,
-                      shim_config()->version_table, &k);
-    return k.kind == SQL_VT_CREATE || k.kind == SQL_VT_INSERT || k.kind == SQL_VT_UPDATE ||
-           k.kind == SQL_VT_DELETE;
 }
 
 /* While a leader learns which version table its migration uses: show the
@@ -265,7 +254,7 @@ static PGresult *exec_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, call->sql, writes_vt(call));
+        gate_before(c, pg, call->sql);
     PGresult *r = guard_exec(c, pg, call);
     gate_after(c, pg);
     return r;
@@ -275,7 +264,7 @@ static int send_hooked(const struct pq_copy *c, PGconn *pg, struct pq_call *call
 {
     learn_vt(c, pg, call);
     if (mentions_vt(call))
-        gate_before(c, pg, call->sql, writes_vt(call));
+        gate_before(c, pg, call->sql);
     return guard_send(c, pg, call);
 }
 
@@ -602,13 +591,14 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     return PQgetResult_slow(conn, RA);
 }
 
+/* The server's status is what the app must see, also while the guard
+ * stands in for its transaction: the stand-in is a real transaction, and
+ * giving up makes it fail for real. */
 SLOW PGTransactionStatusType PQtransactionStatus_slow(const PGconn *conn, const void *ra)
 {
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQtransactionStatus);
     if (!c)
         return PQTRANS_UNKNOWN;
-    if (atomic_load_explicit(&guard_busy, memory_order_relaxed) && app_call(ra))
-        return guard_transaction_status(c, conn);
     return REAL(c, PQtransactionStatus)(conn);
 }
 
@@ -620,17 +610,15 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
 
 /* --- the ctypes path: dlsym --------------------------------------------------- */
 
-/* The names dlsym hands out wrappers for: exactly the functions above. */
+/* The names dlsym hands out wrappers for: exactly the functions above,
+ * PQ_WRAPPED_LIST (include/resolve.h).  A listed name without a wrapper
+ * here is an undefined reference: the link fails (-z defs). */
 static const struct {
     const char *name;
     void (*wrapper)(void);
 } wrappers[] = {
-#define W(fn) {#fn, (void (*)(void))fn}
-    W(PQconnectdb),    W(PQconnectdbParams), W(PQsetdbLogin),        W(PQconnectStart),
-    W(PQconnectStartParams), W(PQconnectPoll), W(PQreset),           W(PQresetStart),
-    W(PQresetPoll),    W(PQfinish),          W(PQexec),              W(PQexecParams),
-    W(PQexecPrepared), W(PQprepare),         W(PQsendQuery),         W(PQsendQueryParams),
-    W(PQsendQueryPrepared), W(PQsendPrepare), W(PQgetResult),        W(PQtransactionStatus),
+#define W(fn, needed) {#fn, (void (*)(void))fn},
+    PQ_WRAPPED_LIST(W)
 #undef W
 };
 

@@ -26,6 +26,13 @@ static struct ownconn *all;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pid_t forking_pid; /* set in the prepare handler */
 
+/* Take the mutex, the fork handlers registered first. */
+static void lock(void)
+{
+    ownconn_fork_init();
+    pthread_mutex_lock(&mu);
+}
+
 /* Copy the first line of libpq's message, without the trailing newline. */
 static void first_line(const char *msg, char *err, size_t errsz)
 {
@@ -104,7 +111,7 @@ struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char
     oc->copy = copy;
     oc->owner = getpid();
     oc->fd = pq->PQsocket(pg);
-    pthread_mutex_lock(&mu);
+    lock();
     oc->next = all;
     all = oc;
     pthread_mutex_unlock(&mu);
@@ -122,7 +129,7 @@ void ownconn_close(struct ownconn *oc)
 {
     if (!oc)
         return;
-    pthread_mutex_lock(&mu);
+    lock();
     for (struct ownconn **p = &all; *p; p = &(*p)->next) {
         if (*p == oc) {
             *p = oc->next;
@@ -140,14 +147,16 @@ void ownconn_close(struct ownconn *oc)
     free(oc);
 }
 
-void ownconn_atfork_prepare(void)
+/* --- fork ------------------------------------------------------------------ */
+
+static void atfork_prepare(void)
 {
     pthread_mutex_lock(&mu);
     forking_pid = getpid();
 }
-void ownconn_atfork_parent(void) { pthread_mutex_unlock(&mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&mu); }
 
-void ownconn_atfork_child(void)
+static void atfork_child(void)
 {
     /* Only async-signal-safe calls here: open, dup3, close.  Entries the
      * forking process itself inherited were neutralised at that fork. */
@@ -160,3 +169,13 @@ void ownconn_atfork_child(void)
         close(devnull);
     pthread_mutex_unlock(&mu);
 }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("ownconn: cannot register the fork handlers: %s", strerror(rc));
+}
+
+void ownconn_fork_init(void) { pthread_once(&fork_once, fork_register); }

@@ -1,14 +1,19 @@
 /*
  * peer — see include/peer.h.  setsockopt on a socket libpq owns changes
  * nothing in libpq's state: it reads and writes the socket as before, the
- * kernel only gives up on a dead peer sooner.
+ * kernel only gives up on a dead peer sooner.  The server's side is one
+ * set_config() per setting the server has, from pg_settings.
  */
 #include "peer.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include "pgsql.h"
 
 static int get_int(int fd, int level, int name, int *out)
 {
@@ -61,4 +66,26 @@ void peer_restore_socket(const struct peer_saved *s)
     setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPCNT, &s->count, sizeof s->count);
     setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &s->user_timeout, sizeof s->user_timeout);
     errno = saved_errno;
+}
+
+bool peer_tune_session(const struct pq_api *pq, PGconn *c, bool local, bool reset)
+{
+    assert(pq);
+    char sql[768];
+    if (reset)
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, reset_val, false)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')");
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT count(pg_catalog.set_config(name, CASE name "
+                 "WHEN 'tcp_keepalives_idle' THEN '%d' WHEN 'tcp_keepalives_interval' THEN '%d' "
+                 "WHEN 'tcp_keepalives_count' THEN '%d' WHEN 'tcp_user_timeout' THEN '%d' "
+                 "ELSE '%d' END, %s)) FROM pg_catalog.pg_settings "
+                 "WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_interval', "
+                 "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')",
+                 PEER_KEEPALIVE_IDLE, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_COUNT,
+                 PEER_USER_TIMEOUT_MS, PEER_CHECK_INTERVAL_MS, local ? "true" : "false");
+    return pgsql_run_ok(pq, c, sql);
 }

@@ -312,6 +312,7 @@ const struct pq_copy *resolve_for_caller(const void *ra)
         if (range_has(callers[i].lo, callers[i].hi, ra))
             return callers[i].copy ? callers[i].copy : fallback_copy();
 
+    resolve_fork_init();
     pthread_mutex_lock(&resolve_mu);
     scan_locked();
     c = copy_by_range(ra);
@@ -339,6 +340,7 @@ bool resolve_note_dlsym(const void *real)
 {
     struct pq_copy *c = copy_by_range(real);
     if (!c) {
+        resolve_fork_init();
         pthread_mutex_lock(&resolve_mu);
         scan_locked();
         pthread_mutex_unlock(&resolve_mu);
@@ -350,6 +352,18 @@ bool resolve_note_dlsym(const void *real)
     return true;
 }
 
-void resolve_atfork_prepare(void) { pthread_mutex_lock(&resolve_mu); }
-void resolve_atfork_parent(void) { pthread_mutex_unlock(&resolve_mu); }
-void resolve_atfork_child(void) { pthread_mutex_unlock(&resolve_mu); }
+/* --- fork ------------------------------------------------------------------ */
+
+static void atfork_prepare(void) { pthread_mutex_lock(&resolve_mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&resolve_mu); }
+static void atfork_child(void) { pthread_mutex_unlock(&resolve_mu); }
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_register(void)
+{
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0)
+        log_warn("resolve: cannot register the fork handlers: %s", strerror(rc));
+}
+
+void resolve_fork_init(void) { pthread_once(&fork_once, fork_register); }

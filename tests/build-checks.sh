@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build-level guarantees of the preload library, checked on the built file:
 # clean under clang too, nothing but libc in DT_NEEDED, only the intercepted names
-# exported, no call of a PQ* name from inside the shim.
+# exported, no call of a PQ* name from inside the shim (no object but
+# interpose.o references one, and no relocation names one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-build}
@@ -31,13 +32,43 @@ for f in "$LIB" "$B/migshim"; do
   fi
 done
 
-expected="PQconnectPoll PQconnectStart PQconnectStartParams PQconnectdb PQconnectdbParams PQexec PQexecParams PQexecPrepared PQfinish PQgetResult PQprepare PQreset PQresetPoll PQresetStart PQsendPrepare PQsendQuery PQsendQueryParams PQsendQueryPrepared PQsetdbLogin PQtransactionStatus dlsym"
-exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
-want=$(tr ' ' '\n' <<<"$expected" | sort | tr '\n' ' ' | sed 's/ $//')
-if [ "$exported" = "$want" ]; then
-  ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+# The expected exports: $B/exports.list, which make generates from
+# PQ_WRAPPED_LIST (include/resolve.h) and links the version script from.
+if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ]; then
+  want=$(sort "$B/exports.list" | tr '\n' ' ' | sed 's/ $//')
+  exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  if [ "$exported" = "$want" ]; then
+    ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+  else
+    bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
+  fi
+  # ... and every PQ* function interpose.o defines is on the list: a
+  # wrapper left off it would silently not be exported.
+  defined=$(nm -g --defined-only "$B/obj/interpose.o" | awk '$3 ~ /^PQ/ {print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  want_pq=$(grep '^PQ' "$B/exports.list" | sort | tr '\n' ' ' | sed 's/ $//')
+  if [ "$defined" = "$want_pq" ]; then
+    ok "interpose.o defines exactly the listed PQ* wrappers ($(wc -w <<<"$defined"))"
+  else
+    bad "interpose.o defines exactly the listed PQ* wrappers" "defined: $defined" "listed:  $want_pq"
+  fi
 else
-  bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
+  bad "exports exactly the intercepted names and dlsym" "make $B/exports.list failed"
+fi
+
+# No module but interpose.o calls a PQ* name directly: under -Bsymbolic
+# such a call would bind to the shim's own wrapper, with no relocation
+# and no link error (the Makefile checks the same before each link).
+refs=""; nobj=0
+for o in "$B"/obj/*.o; do
+  [ "$(basename "$o")" = interpose.o ] && continue
+  nobj=$((nobj + 1))
+  r=$(nm -u "$o" | awk '$NF ~ /^PQ/ { print $NF }' | tr '\n' ' ')
+  [ -n "$r" ] && refs="$refs $(basename "$o"): $r"
+done
+if [ "$nobj" -gt 0 ] && [ -z "$refs" ]; then
+  ok "no PQ* reference in any object but interpose.o ($nobj objects, nm -u)"
+else
+  bad "no PQ* reference in any object but interpose.o" "${refs:-no objects in $B/obj}"
 fi
 
 relocs=$(readelf -rW "$LIB" | grep -E ' PQ[A-Za-z]+' || true)

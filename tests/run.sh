@@ -3,6 +3,10 @@
 # and a closing summary of what ran.
 #
 #   tests/run.sh            build checks, unit tests, then the server suites
+#   tests/run.sh --only S   only the suites S, a comma-separated list of
+#                           build, unit, integration-c, python, oracle, chaos,
+#                           or server (the last four); the summary counts them
+#                           alone (make check-build, check-unit, check-integration)
 #   tests/run.sh --server   (internal) the suites run inside with-pg.sh
 #
 # Environment (set by the Makefile's check target):
@@ -33,6 +37,25 @@ if [ -n "${SANITIZE:-}" ]; then
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$SAN_REPORTS/ubsan"
   export LSAN_OPTIONS="suppressions=$ROOT/tests/fuzz/lsan.supp"
 fi
+
+# --only: which suites run (RUN_ONLY, exported to the --server half).
+if [ "${1:-}" = "--only" ]; then
+  RUN_ONLY=${2:?"--only needs a list: build,unit,integration-c,python,oracle,chaos,server"}
+  for s in ${RUN_ONLY//,/ }; do
+    case $s in
+      build|unit|integration-c|python|oracle|chaos|server) ;;
+      *) echo "tests/run.sh: unknown suite '$s' (build, unit, integration-c, python, oracle, chaos, server)" >&2
+         exit 2 ;;
+    esac
+  done
+  shift 2
+fi
+RUN_ONLY=${RUN_ONLY:-build,unit,server}
+RUN_ONLY=${RUN_ONLY//server/integration-c,python,oracle,chaos}
+export RUN_ONLY
+wanted() { # suite
+  case ",$RUN_ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac
+}
 
 record() { # suite passed failed
   printf '%s %s %s\n' "$1" "$2" "$3" >>"$RESULTS"
@@ -78,14 +101,22 @@ run_pytest() { # suite paths...
 }
 
 if [ "${1:-}" = "--server" ]; then
-  echo "== integration (C, real PostgreSQL on port $PGPORT)"
-  run_criterion integration-c $(make -s --no-print-directory B="$B" print-integration-c-tests)
-  echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
-  run_pytest python tests/integration tests/e2e tests/packaging
-  echo "== guard oracle, short (make soak-guard runs N=100 drawn interleavings)"
-  run_pytest oracle tests/oracle
-  echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
-  CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
+  if wanted integration-c; then
+    echo "== integration (C, real PostgreSQL on port $PGPORT)"
+    run_criterion integration-c $(make -s --no-print-directory B="$B" print-integration-c-tests)
+  fi
+  if wanted python; then
+    echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
+    run_pytest python tests/integration tests/e2e tests/packaging
+  fi
+  if wanted oracle; then
+    echo "== guard oracle, short (make soak-guard runs N=100 drawn interleavings)"
+    run_pytest oracle tests/oracle
+  fi
+  if wanted chaos; then
+    echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
+    CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
+  fi
   exit 0
 fi
 
@@ -96,16 +127,25 @@ if [ -n "${SANITIZE:-}" ]; then
   echo "== sanitized run: -fsanitize=$SANITIZE, build in $B/, reports in $SAN_REPORTS/"
 fi
 
-echo "== build checks"
-tests/build-checks.sh; rc=$?
-record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' "$B"/build-checks.out)" \
-             "$(sed -n 's/^build-checks: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$B"/build-checks.out)"
+if wanted build; then
+  echo "== build checks"
+  tests/build-checks.sh; rc=$?
+  record build "$(sed -n 's/^build-checks: \([0-9]*\) passed.*/\1/p' "$B"/build-checks.out)" \
+               "$(sed -n 's/^build-checks: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$B"/build-checks.out)"
+fi
 
-echo "== unit (Criterion, no server)"
-make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
-run_criterion unit $(make -s --no-print-directory B="$B" print-unit-tests)
+if wanted unit; then
+  echo "== unit (Criterion, no server)"
+  make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record unit 0 1; }
+  run_criterion unit $(make -s --no-print-directory B="$B" print-unit-tests)
+fi
 
-CHECK_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
+if wanted integration-c || wanted python || wanted oracle || wanted chaos; then
+  if ! wanted unit; then # the C integration tests and the helpers the Python suites run
+    make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record tests-build 0 1; }
+  fi
+  CHECK_RESULTS=$RESULTS tests/harness/with-pg.sh "$0" --server || record harness 0 1
+fi
 
 if [ -n "${SANITIZE:-}" ]; then
   echo "== sanitizer reports"

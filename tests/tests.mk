@@ -13,7 +13,7 @@ TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 
 UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass \
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
-              $(TESTS_B)/unit/test_lockvt $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
+              $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
               $(TESTS_B)/unit/test_wait
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
@@ -109,7 +109,7 @@ $(TESTS_B)/integration/test_fork: tests/integration/test_fork.c $(TESTS_B)/libmi
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a \
 	    -lcriterion -lpq -lpthread -ldl -lm
 
-HEADS_OBJS := $(addprefix $(B)/obj/,heads.o envpy.o config.o libconfig_dl.o log.o)
+HEADS_OBJS := $(addprefix $(B)/obj/,heads.o envpy.o ini.o config.o libconfig_dl.o log.o)
 
 $(TESTS_B)/unit/test_heads: tests/unit/test_heads.c $(HEADS_OBJS) $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(HEADS_OBJS) -lcriterion -ldl
@@ -125,15 +125,19 @@ $(TESTS_B)/unit/test_heartbeat: tests/unit/test_heartbeat.c $(B)/obj/heartbeat.o
                                 | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/heartbeat.o $(B)/obj/log.o -lcriterion -lpthread
 
+$(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion
+
 # wait.o alone: the step function does no I/O and calls nothing.
 $(TESTS_B)/unit/test_wait: tests/unit/test_wait.c $(B)/obj/wait.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wait.o -lcriterion
 
-$(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(TESTS_HDRS) | $(TESTS_B)/unit
-	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sqlclass.o -lcriterion
-
-$(TESTS_B)/unit/test_lockvt: tests/unit/test_lockvt.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+$(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
+
+$(TESTS_B)/unit/test_lock: tests/unit/test_lock.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+                           | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
 
 $(TESTS_B)/unit/test_ownconn: tests/unit/test_ownconn.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \

@@ -512,7 +512,7 @@ def test_django_migrations_in_another_schema(proj, make_db, how):
     """django_migrations in schema "tenant": named in the URL's options, the shim sees it
     (one leader, as above); chosen by a SET search_path the app runs on each new
     connection (a connection_created handler), the shim cannot see it and every process
-    leads in turn, each finding nothing left to do -- slower, never wrong (README, Limits)."""
+    leads in turn, each finding nothing left to do -- slower, never wrong (docs/django.md, Limits)."""
     need_shim()
     d = make_db()
     if how == "url":

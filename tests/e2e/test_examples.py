@@ -15,8 +15,13 @@
   once.  Without it: at least one of a few tries fails (a process exits 1 or
   a migration runs twice).
 * man/migshim.1 and man/migshim.conf.5 render without warnings; the
-  configuration page and examples/migshim.conf cover every key of README's
-  configuration table, and the example file holds every key at its default.
+  configuration page (the one place the keys are documented) has an entry
+  for exactly the keys `migshim status` shows (the code's table),
+  examples/migshim.conf lists every one, and holds each at its default.
+* the docs: every relative link of README.md, CONTRIBUTING.md, SECURITY.md,
+  docs/*.md and the examples' READMEs resolves (file and heading); the
+  README stays a guide (about 300 lines, `make demo` and `make check`, no
+  configuration table).
 
 Run: tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q tests/e2e/test_examples.py
 """
@@ -463,11 +468,14 @@ def test_psycopg3_legacy_6_processes_race_without_shim(make_db):
 MAN_PAGES = [REPO / "man" / "migshim.1", REPO / "man" / "migshim.conf.5"]
 
 
-def readme_keys():
-    """[(key, VARIABLE, default text)] from README's configuration table."""
-    rows = re.findall(r"^\| `(\w+)` \| `(MIGSHIM_\w+)` \| ([^|]*) \|",
-                      (REPO / "README.md").read_text(), re.M)
-    assert len(rows) >= 10, "README's configuration table not found"
+def man_keys():
+    """[(key, VARIABLE)] from the KEYS section of man/migshim.conf.5, the one
+    place the configuration is documented (README.md links to it)."""
+    rows = re.findall(r'^\.BR (\w+) " \(" (MIGSHIM_\w+) "\)"$',
+                      (REPO / "man" / "migshim.conf.5").read_text(), re.M)
+    assert len(rows) >= 10, "man/migshim.conf.5: the KEYS entries not found"
+    for key, var in rows:
+        assert var == "MIGSHIM_" + key.upper(), f"{key}: documented as {var}"
     return rows
 
 
@@ -485,20 +493,18 @@ def test_man_page_renders_without_warnings(page):
     assert len(res.stdout.splitlines()) > 50, res.stdout
 
 
-def test_man_conf_page_and_example_config_cover_every_readme_key():
-    page = (REPO / "man" / "migshim.conf.5").read_text()
+def test_example_config_lists_every_documented_key():
     example = (REPO / "examples" / "migshim.conf").read_text()
-    for key, var, _ in readme_keys():
-        assert f'.BR {key} " (" {var} ")"' in page, \
-            f"man/migshim.conf.5 has no entry for {key} ({var})"
+    for key, _ in man_keys():
         assert re.search(rf"^#? ?{key} = ", example, re.M), \
             f"examples/migshim.conf does not list {key}"
 
 
 def test_example_config_sets_every_key_to_its_default(db):
     """`migshim --config examples/migshim.conf status` shows the same
-    effective values as no file at all, each README key read from the file
-    (except lock_key, whose default -- derived -- has no file form)."""
+    effective values as no file at all, each key read from the file (except
+    lock_key, whose default -- derived -- has no file form); and the keys it
+    shows (the code's table) are exactly those man/migshim.conf.5 documents."""
     cli = shimbuild.cli_path()
     if not os.access(cli, os.X_OK):
         pytest.fail(f"{cli} not built (run `make`)", pytrace=False)
@@ -517,13 +523,59 @@ def test_example_config_sets_every_key_to_its_default(db):
         return vals, res
 
     base, _ = status()
+    documented = [key for key, _ in man_keys()]
+    assert sorted(base) == sorted(documented), \
+        (f"keys the code knows but man/migshim.conf.5 does not document: "
+         f"{sorted(set(base) - set(documented))}; documented but unknown to the code: "
+         f"{sorted(set(documented) - set(base))}")
     with_file, res = status("--config", str(conf))
     assert f"configuration:   {conf}" in res.stdout, res.stdout
-    for key, _, _ in readme_keys():
+    for key in documented:
         assert with_file[key][0] == base[key][0], \
             f"{key}: {with_file[key][0]} in the example, default {base[key][0]}"
         want = "default" if key == "lock_key" else "file"
         assert with_file[key][1] == want, f"{key}: from {with_file[key][1]}\n{res.stdout}"
+
+
+DOCS = ["README.md", "CONTRIBUTING.md", "SECURITY.md", "docs/design.md", "docs/django.md",
+        "docs/performance.md"]
+
+
+def md_anchors(path):
+    """GitHub's anchors for the headings of a Markdown file (code blocks skipped)."""
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.*)$", text)}
+
+
+def test_docs_links_resolve():
+    """Every relative link of the docs (and the examples' READMEs) names a file
+    that exists and, with a #fragment, a heading of that file."""
+    files = [REPO / d for d in DOCS] + sorted(REPO.glob("examples/*/README.md"))
+    bad = []
+    for f in files:
+        text = re.sub(r"(?ms)^```.*?^```", "", f.read_text())
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, frag = target.partition("#")
+            dest = (f.parent / path).resolve() if path else f
+            if not dest.exists():
+                bad.append(f"{f.relative_to(REPO)}: {target}: no such file")
+            elif frag and (dest.suffix != ".md" or frag not in md_anchors(dest)):
+                bad.append(f"{f.relative_to(REPO)}: {target}: no such heading")
+    assert not bad, "\n".join(bad)
+
+
+def test_readme_stays_a_guide():
+    """Issue 20: the README is a guide of at most about 300 lines, keeps its
+    two commands, and leaves the configuration to the man page."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 320, f"README.md has {len(text.splitlines())} lines"
+    for command in ("make demo", "make check"):
+        assert re.search(rf"^{command}\b", text, re.M), f"README.md lost `{command}`"
+    table_rows = re.findall(r"^\| `\w+` \| `MIGSHIM_\w+` \|", text, re.M)
+    assert not table_rows, "a configuration table in README.md: keys live in man/migshim.conf.5"
 
 
 def test_lock_key_in_a_file_without_L_suffix_is_not_silently_truncated(db, tmp_path):

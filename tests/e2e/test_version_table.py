@@ -128,7 +128,7 @@ def test_fleet_with_the_version_table_only_in_env_py(make_db, migshim_lib, tmp_p
 # ---------------------------------------------------------------------------
 # The version table set where the env.py reader cannot see it: the leader
 # learns it from its migration's own statements (gate_learn), follows it,
-# publishes it for the waiters (lock_mark_migrating_vt) and warns once.
+# publishes it for the waiters (holder_mark_migrating_vt) and warns once.
 
 HIDDEN = {
     # name: (module-level text, kwargs text, the qualified name, env, the

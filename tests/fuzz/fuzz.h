@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* libFuzzer's entry point, which every target defines. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 /* A malloc'd, NUL-terminated copy of the input (free it), or NULL. */
 static inline char *fuzz_cstr(const uint8_t *data, size_t size)
 {

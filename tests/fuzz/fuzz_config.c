@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz.h"
+
 #include "config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

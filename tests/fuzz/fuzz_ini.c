@@ -1,5 +1,5 @@
-/* libFuzzer: the alembic.ini and pyproject.toml readers of heads.c
- * (heads_ini_get, heads_pyproject_script_location, heads_interpolate).
+/* libFuzzer: the alembic.ini and pyproject.toml readers (ini.c's ini_get,
+ * heads.c's heads_pyproject_script_location and heads_interpolate).
  *
  * Input: the first line is the `here` directory (the ini file's folder,
  * up to PATH_MAX in real use), the rest is the file's text, read as an
@@ -14,6 +14,7 @@
 #include "fuzz.h"
 
 #include "heads.h"
+#include "ini.h"
 
 static size_t count(const char *s, const char *needle)
 {
@@ -81,8 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const keys[] = {"script_location", "version_locations",
                                        "version_path_separator", "recursive_version_locations"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        check_value(text, here, heads_ini_get(text, "alembic", keys[i]));
-    check_value(text, here, heads_ini_get(text, "", ""));
+        check_value(text, here, ini_get(text, "alembic", keys[i]));
+    check_value(text, here, ini_get(text, "", ""));
     check_value(text, here, heads_pyproject_script_location(text));
     char err[256] = "";
     char *o = heads_interpolate(text, here, err, sizeof err);

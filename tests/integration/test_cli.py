@@ -188,3 +188,25 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
     r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [p for p in stage.rglob("*") if p.is_file()] == []
+
+
+def test_status_ahead_agrees_with_the_library(tmp_path, db, pg):
+    """A database holding a revision the scripts do not know: the library
+    proceeds ("a newer deploy migrated it"), and `status` says the same
+    through the same comparison (it used to say "at head: no", exit 1)."""
+    scripts(tmp_path, [("a1", None), ("b2", "a1")])
+    conn = pg.connect(db.name)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        cur.execute("INSERT INTO alembic_version VALUES ('c9')")
+    conn.close()
+    r = run(["status", db.dsn], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    f = status_fields(r.stdout)
+    assert f["version table"] == "alembic_version: c9"
+    assert f["at head"].startswith("ahead (")
+    code = "import psycopg2; c = psycopg2.connect(''); c.cursor().execute('select 1')"
+    r = run(["--", "/usr/bin/python3", "-c", code], tmp_path, db.env)
+    assert r.returncode == 0, r.stderr
+    assert ("holds revisions the local scripts do not know (c9): a newer deploy migrated it; "
+            "proceeding") in r.stderr

@@ -2,9 +2,9 @@
  * The shim's own connection across fork(): linked from the library's module
  * objects (no interpose.o, so PQ* here is the system libpq itself).
  *
- * shim_active() registers the atfork handlers; the copy comes from
- * resolve_for_caller() on an address of this binary; ownconn_open() makes
- * the shim's connection, which takes an advisory lock.  After fork():
+ * The copy comes from resolve_for_caller() on an address of this binary;
+ * ownconn_open() makes the shim's connection, which takes an advisory
+ * lock (and registers ownconn's fork handlers).  After fork():
  *   - hostile_child: the child calls ownconn_close(), abuses the raw
  *     PGconn (a query that would release the lock, then PQfinish, which
  *     would end the session) and opens connections of its own; the

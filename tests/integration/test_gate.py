@@ -504,9 +504,9 @@ class GateEnv:
         assert len(locks) == 1, locks
         k, mode, granted, pid, app = locks[0]
         assert (k, mode, granted) == (key, "ExclusiveLock", True), locks
-        # " migrating" once the leader touched the version table (lock.h, "Lapses"),
+        # " migrating" once the leader touched the version table (holder.h, "Lapses"),
         # " run=ended" once a version-table transaction committed short of the
-        # target (lock.h, lock_mark_run)
+        # target (holder.h, holder_mark_run)
         assert app in ("migshim lock pid=%d host=%s" % (child.pid, HOSTNAME),
                        "migshim lock pid=%d host=%s migrating" % (child.pid, HOSTNAME),
                        "migshim lock pid=%d host=%s migrating run=ended" % (child.pid, HOSTNAME)), \

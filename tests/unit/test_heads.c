@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "heads.h"
+#include "ini.h"
 
 static struct revfile parse_ok(const char *src)
 {
@@ -381,6 +382,97 @@ Test(discover, heads_key_wins, .init = in_tmpdir, .fini = leave_tmpdir)
     heads_free(&h);
 }
 
+/* --- reading a file: its limits, and what it leaves in malloc ---------------------- */
+
+/* A revision file of exactly `size` bytes: the two assignments, then one
+ * comment line filling the rest. */
+static void rev_of_size(const char *path, const char *id, size_t size)
+{
+    char head[128];
+    size_t h = (size_t)snprintf(head, sizeof head, "revision = '%s'\ndown_revision = None\n#", id);
+    cr_assert(size > h + 1);
+    FILE *f = fopen(path, "w");
+    cr_assert(f, "cannot write %s", path);
+    fputs(head, f);
+    for (size_t n = h; n < size - 1; n++)
+        fputc('x', f);
+    fputc('\n', f);
+    cr_assert_eq(ftell(f), (long)size);
+    fclose(f);
+}
+
+Test(discover, revision_file_of_1_mib_is_read_one_byte_more_is_refused, .init = in_tmpdir,
+     .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    put("s/versions/keep", "");
+    struct config cfg;
+    config_defaults(&cfg);
+    rev_of_size("s/versions/a_x.py", "a1", 1 << 20);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "a1");
+    heads_free(&h);
+    rev_of_size("s/versions/a_x.py", "a1", (1 << 20) + 1);
+    h = load(&cfg);
+    cr_assert_not(h.known, "a revision file over 1 MiB was read");
+    heads_free(&h);
+}
+
+Test(discover, a_nul_byte_makes_no_text_file, .init = in_tmpdir, .fini = leave_tmpdir)
+{
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    rev("s/versions", "ok1", "None");
+    FILE *f = fopen("s/versions/nul_x.py", "w");
+    cr_assert(f);
+    fwrite("revision = 'n1'\ndown_revision = 'ok1'\n\0\n", 1, 39, f);
+    fclose(f);
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    cr_assert_not(h.known, "a revision file holding a NUL byte was read");
+    heads_free(&h);
+}
+
+/* How many chunks malloc serves by mmap (glibc: mallinfo2's hblks). */
+#include <malloc.h>
+static size_t mmapped_chunks(void) { return mallinfo2().hblks; }
+/* An allocation stored here is used: the compiler may not elide it. */
+static void *volatile kept;
+
+/* Reading the scripts must not retune the app's malloc: glibc raises its
+ * mmap threshold to the size of an mmapped chunk freed (a 1 MiB read
+ * buffer freed made every later allocation up to 1 MiB come from the
+ * heap, and left the heap laid out so that libpq's per-result block cost
+ * +211 instructions per statement: make bench, rows 1c/1ch).  A 256 KiB
+ * allocation is still served by mmap after heads_load.  Skipped where
+ * malloc is not glibc's at its defaults (sanitizers, valgrind,
+ * MALLOC_MMAP_THRESHOLD_): a 512 KiB one must be mmapped first. */
+Test(discover, reading_the_scripts_leaves_the_mmap_threshold_alone, .init = in_tmpdir,
+     .fini = leave_tmpdir)
+{
+    size_t before = mmapped_chunks();
+    void *probe = kept = malloc(512 << 10); /* freed only at the end: freeing it raises the threshold */
+    if (!probe || mmapped_chunks() != before + 1) {
+        free(probe);
+        cr_skip_test("malloc does not serve 512 KiB by mmap here");
+    }
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    rev("s/versions", "a1", "None");
+    rev("s/versions", "b2", "'a1'");
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    expect_heads(&h, "b2");
+    heads_free(&h);
+    size_t mid = mmapped_chunks();
+    void *after = kept = malloc(256 << 10);
+    bool by_mmap = after && mmapped_chunks() == mid + 1;
+    free(after);
+    free(probe);
+    cr_assert(by_mmap, "after heads_load a 256 KiB malloc came from the heap: the mmap "
+                       "threshold was raised");
+}
+
 /* --- the ini / pyproject readers --------------------------------------------------- */
 
 Test(readers, interpolate_long_here_many_times)
@@ -421,22 +513,22 @@ Test(readers, ini_continuation_belongs_to_its_own_key)
 {
     const char *ini = "[alembic]\nscript_location = mig\nversion_locations =\n    a\n    b\n"
                       "other =\n    not-ours\nrecursive_version_locations = true\n";
-    char *v = heads_ini_get(ini, "alembic", "script_location");
+    char *v = ini_get(ini, "alembic", "script_location");
     cr_assert_str_eq(v, "mig");
     free(v);
-    v = heads_ini_get(ini, "alembic", "version_locations");
+    v = ini_get(ini, "alembic", "version_locations");
     cr_assert_str_eq(v, "\na\nb");
     free(v);
     /* a continuation of another key after ours is not appended to ours */
-    v = heads_ini_get("[alembic]\nscript_location = mig\nother =\n    junk\n", "alembic",
+    v = ini_get("[alembic]\nscript_location = mig\nother =\n    junk\n", "alembic",
                       "script_location");
     cr_assert_str_eq(v, "mig");
     free(v);
-    v = heads_ini_get("[other]\nscript_location = no\n[alembic]\nscript_location : yes\n",
+    v = ini_get("[other]\nscript_location = no\n[alembic]\nscript_location : yes\n",
                       "alembic", "script_location");
     cr_assert_str_eq(v, "yes");
     free(v);
-    cr_assert_null(heads_ini_get("[alembic]\n# script_location = x\n", "alembic",
+    cr_assert_null(ini_get("[alembic]\n# script_location = x\n", "alembic",
                                  "script_location"));
 }
 

@@ -420,7 +420,7 @@ Test(vt_statement, anything_else_is_not_learned)
     VT_NOT("select relname from pg_class where relname='version_num'"); /* has_table */
     VT_NOT("-- version_num\nSELECT 1");
     VT_NOT("");
-    VT_NOT(NULL);
+    VT_NOT((const char *)NULL);
 }
 
 /* Which schema SQLAlchemy's has_table asks about (per-schema version

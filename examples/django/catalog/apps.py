@@ -7,7 +7,7 @@ from django.db.models.signals import pre_migrate
 
 def set_search_path(sender, connection, **kwargs):
     """DJANGO_SEARCH_PATH=schema: `SET search_path` on each new connection, the way some
-    multi-tenant apps choose their schema (migshim cannot see it: README, Limits)."""
+    multi-tenant apps choose their schema (migshim cannot see it: docs/django.md, Limits)."""
     with connection.cursor() as cur:
         cur.execute("SELECT pg_catalog.set_config('search_path', %s, false)",
                     [os.environ["DJANGO_SEARCH_PATH"]])

@@ -48,8 +48,8 @@ enum wait_lock {
 /* The version table against the target. */
 enum wait_cmp { WAIT_AT_TARGET, WAIT_BEHIND, WAIT_AHEAD };
 
-/* How the holder's migration run stands, as it published it (lock.h,
- * lock_mark_run). */
+/* How the holder's migration run stands, as it published it (holder.h,
+ * holder_mark_run). */
 enum wait_run { WAIT_RUN_GOING, WAIT_RUN_ENDED, WAIT_RUN_FAILED };
 
 /* Whether the version table is known as of this slice. */
@@ -59,7 +59,7 @@ enum wait_read {
     WAIT_READ_FAILED,
 };
 
-/* The table the holder published (lock.h, lock_mark_migrating_vt), as
+/* The table the holder published (holder.h, holder_mark_migrating_vt), as
  * read by this slice. */
 enum wait_pub {
     WAIT_PUB_UNREAD,    /* not read in this slice                     */
@@ -101,7 +101,7 @@ struct wait_policy {
     const char *lead_label;
 };
 
-/* One look at the holder of the lock (lock.h, lock_holder_state_run). */
+/* One look at the holder of the lock (holder.h, holder_state_run). */
 struct wait_holder {
     double idle;        /* its lock connection idle for, seconds        */
     bool migrating;     /* marked migrating                             */

@@ -99,7 +99,8 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
  * ROLLBACK; LOCK_SESSION: pg_advisory_unlock).  True when the server
  * answered; false when the connection failed (the server then drops the
  * lock with the session).  Silent: the caller logs. */
-bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key);
+bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)
+    MUSTCHECK;
 
 /* Ask the server to end the holder's session on `own` if it stays idle
  * for `seconds` (0, or more than the setting's range: never), in `mode`
@@ -108,6 +109,7 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
  * server enforces leader_grace and hold_timeout even if this process
  * hangs or sleeps.  False when the statement failed (an older server
  * refuses idle_session_timeout).  Silent: the caller logs. */
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds);
+bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
+    MUSTCHECK;
 
 #endif

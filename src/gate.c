@@ -8,9 +8,11 @@
  */
 #include "gate.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,7 @@
 #include "peer.h"
 #include "shim.h"
 #include "versions.h"
+#include "wait.h"
 #include "waitsig.h"
 
 _Atomic int gate_watching;
@@ -124,6 +127,24 @@ static const struct migtool *tool = &migtool_alembic;
         log_msg(level, __VA_ARGS__);                                                          \
         events_emit(event, db, versions, NULL);                                               \
     } while (0)
+
+/* The same for a message of the wait's table (wait.h): its level, event
+ * and format, with the arguments the entry lists after `versions` (which
+ * the event carries when the entry says so). */
+static void wait_note(enum wait_msg id, const char *db, const char *versions, ...)
+{
+    const struct wait_message *m = wait_message(id);
+    if (log_enabled(m->level)) {
+        char line[1024]; /* log_msg's own line is no longer */
+        va_list ap;
+        va_start(ap, versions);
+        (void)wait_vformat(line, sizeof line, id, ap);
+        va_end(ap);
+        log_msg(m->level, "%s", line);
+    }
+    if (m->event)
+        events_emit(m->event, db, m->versions ? versions : NULL, NULL);
+}
 
 static double now(void)
 {
@@ -388,6 +409,29 @@ static void close_own(struct gdb *g)
     g->own = NULL;
 }
 
+/* Release the migration lock g holds on `c` (its lock connection, or the
+ * app's connection a waiter took it on).  A failure is logged: the lock
+ * then ends with that connection, which the caller closes or gives back
+ * failed. */
+static void release_lock(const struct pq_copy *copy, const struct gdb *g, PGconn *c)
+{
+    if (!lock_release(&copy->api, c, shim_config()->lock, g->key))
+        log_warn("database \"%s\": releasing the migration lock failed; closing the %s "
+                 "releases it", g->name, c == ownconn_pg(g->own) ? "lock connection" : "connection");
+}
+
+/* Have the server end g's lock session `own` once it stays idle for
+ * `seconds` (`setting`: leader_grace or hold_timeout, for the log).  A
+ * failure is logged: only this process's own checks then bound the lead. */
+static void limit_idle(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
+                       const char *setting, double seconds)
+{
+    if (!lock_limit_idle(&copy->api, own, shim_config()->lock, seconds))
+        log_warn("database \"%s\": cannot set the server-side idle limit on the lock connection "
+                 "(%s = %g s); it is not in force, only this process's own checks are",
+                 g->name, setting, seconds);
+}
+
 /* Make the app's connection fail (on_timeout = fail): its socket is shut
  * down, so libpq sees the server go away and reports CONNECTION_BAD. */
 static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
@@ -425,10 +469,9 @@ static void note_activity(void)
 /* The lead is over (mutex held): release, close, and say why. */
 static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
-    const struct config *cfg = shim_config();
     PGconn *own = ownconn_pg(g->own);
     if (own)
-        lock_release(&copy->api, own, cfg->lock, g->key);
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     set_state(g, G_DONE);
@@ -509,9 +552,8 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting
         log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
                  g->name, err);
     bool done = read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND);
-    if (own && !lock_release(&copy->api, own, cfg->lock, g->key))
-        log_warn("database \"%s\": releasing the migration lock failed; closing the lock "
-                 "connection releases it", g->name);
+    if (own)
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -681,8 +723,8 @@ enum own_open { OWN_OPEN, OWN_NONE /* cannot: noted, proceed ungated */,
  * connection, or the app's connection is mid-transaction).  SIGTERM & co.
  * end the wait (OWN_SIGNAL, for the caller to note).
  */
-static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g, bool patient,
-                              double start)
+static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gdb *g,
+                              const struct wait_policy *pol, bool patient, double start)
 {
     const struct config *cfg = shim_config();
     const struct pq_api *pq = &copy->api;
@@ -696,34 +738,26 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         bool no_slot = patient && ownconn_no_slot(err);
         struct versions v;
         char rerr[256];
-        if (no_slot && !ends_idle() && tool->known() &&
+        if (no_slot && !pol->lock_outlives_target && tool->known() &&
             versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
-            NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for a connection slot; a peer "
-                 "migrated it to %s; proceeding", g->name, now() - start, revs);
+            wait_note(WAIT_MSG_SLOT_PEER, g->name, revs, g->name, now() - start, revs);
             return OWN_DONE;
         }
         double idle, t = now();
         bool migrating, held = no_slot && holder_state(pq, app, g->key, &idle, &migrating, NULL);
         if (!no_slot || (!held && t - start >= SLOT_HOLDER_GRACE) || t - start >= cfg->wait_timeout) {
-            if (told && held)
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": waited %.1f s (wait_timeout) for a connection "
-                     "slot for the lock connection (%s); proceeding without the gate", g->name, t - start, err);
-            else if (told)
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": no connection slot for the lock connection "
-                     "after %.3f s (%s), and nobody holds the migration lock now; proceeding without the gate",
-                     g->name, t - start, err);
+            if (told)
+                wait_note(held ? WAIT_MSG_SLOT_TIMEOUT : WAIT_MSG_SLOT_NOBODY, g->name, NULL,
+                          g->name, t - start, err);
             else
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot open the lock connection (%s); proceeding "
-                     "without the gate", g->name, err);
+                wait_note(WAIT_MSG_OWN_FAILED, g->name, NULL, g->name, err);
             return OWN_NONE;
         }
         if (!told && held) {
             told = true;
-            NOTE(LOG_LVL_WARN, "waiting", g->name, NULL, "database \"%s\": no connection slot for the lock connection (%s); "
-                 "waiting for one while another process holds the migration lock, up to wait_timeout (%g s)",
-                 g->name, err, cfg->wait_timeout);
+            wait_note(WAIT_MSG_SLOT_WAITING, g->name, NULL, g->name, err, cfg->wait_timeout);
         }
         if (waitsig_pending())
             return OWN_SIGNAL;
@@ -732,8 +766,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
     }
     if (told)
-        log_info("database \"%s\": a connection slot came free after %.3f s; the lock connection is open",
-                 g->name, now() - start);
+        wait_note(WAIT_MSG_SLOT_FREE, g->name, NULL, g->name, now() - start);
     return OWN_OPEN;
 }
 
@@ -741,25 +774,11 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
  * for the lock. */
 static enum outcome slot_interrupted(struct gdb *g, double start)
 {
-    int sig = waitsig_pending();
-    NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
-         "failing the connection so the app's own handler runs", g->name, waitsig_name(sig),
-         now() - start);
+    wait_note(WAIT_MSG_INTERRUPTED, g->name, NULL, g->name, waitsig_name(waitsig_pending()),
+              now() - start);
     return OUT_INTERRUPTED;
 }
 
-/*
- * The wait-for-version loop.  Returns OUT_LEADING with g->own holding the
- * exclusive lock, OUT_DONE when the database reached the target (or the
- * gate had to give up), OUT_FAILED when on_timeout = fail fired.
- *
- * With `on_app` (xact mode, `app` a fresh connection outside any
- * transaction) the process waits on the app's own connection: a waiter
- * never opens a connection, and wakes with the version table already read
- * (lock_step).  Only a process that gets the exclusive lock there lets it
- * go at once and takes it again on a lock connection of its own, since
- * the app needs its connection to migrate.
- */
 /*
  * The "leading" line.  When the configured version table is absent, not
  * set in migshim's settings, and some other table has a version_num
@@ -790,269 +809,331 @@ static void tell_lead(struct gdb *g)
 }
 
 /*
- * A waiter whose configured version table is still behind after the lock
- * came free (or was taken) reads the table the holder published (the one
- * its migration wrote, holder_mark_migrating_vt) on `c`.  Exactly the
- * target heads there: the leader's migration committed; release the lock
- * if `locked` and proceed.  Anything else (absent, behind, unknown
- * revisions, a failed read): false, and the waiter goes on as before.
+ * The wait-for-version loop's I/O side (wait.h has its decisions).  Each
+ * slice observes (one lock step, then the reads and looks the step asks
+ * for), asks wait_step what that means, and acts: waits on, or ends the
+ * wait with OUT_LEADING (g->own holding the exclusive lock), OUT_DONE
+ * (the database reached the target, or ahead), OUT_UNGATED, OUT_LAPSED,
+ * OUT_FAILED (on_timeout = fail) or OUT_INTERRUPTED.
+ *
+ * With `on_app` (xact mode, `app` a fresh connection outside any
+ * transaction) the process waits on the app's own connection: a waiter
+ * never opens a connection, and wakes with the version table already read
+ * (lock_step).  Only a process that gets the exclusive lock there lets it
+ * go at once and takes it again on a lock connection of its own, since
+ * the app needs its connection to migrate.
  */
-static bool published_at_target(const struct pq_api *pq, PGconn *c, struct gdb *g,
-                                const struct holder_vt *pub, double start, bool locked)
+struct waiter {
+    const struct pq_copy *copy;
+    const struct config *cfg;  /* cfg_of(g): per-schema, that schema's table   */
+    struct gdb *g;
+    PGconn *app;               /* the app's connection                          */
+    PGconn *wc;                /* the waiting one: app, or the lock connection  */
+    const char *why;           /* for the "leading" line                        */
+    double start;
+    struct wait_policy pol;
+    struct wait_state st;
+    struct versions v;         /* the version table as this slice read it       */
+    struct versions v_seen;    /* ... when the holder was first seen            */
+    struct versions pv;        /* the published table, read at the target      */
+    struct holder_vt pub;        /* the version table a holder published          */
+    char err[256], revs[512];
+};
+
+/* The settings of g's wait, and how the tool waits (wait.h). */
+static void wait_policy_of(const struct gdb *g, const struct config *cfg, struct wait_policy *pol)
 {
-    const struct config *cfg = shim_config();
-    struct versions v;
-    char err[256], revs[512], name[2 * CONFIG_NAME_MAX + 8];
-    if (!versions_read_in(pq, c, pub->schema, pub->table, &v, err, sizeof err) ||
-        compare(&v) != AT_TARGET)
-        return false;
-    if (locked)
-        lock_release(pq, c, cfg->lock, g->key);
+    *pol = (struct wait_policy){
+        .wait_timeout = cfg->wait_timeout,
+        .fail_on_timeout = cfg->on_timeout == ON_TIMEOUT_FAIL,
+        .leader_grace = cfg->leader_grace,
+        .lead_settle = cfg->lead_settle,
+        .lead_failures = cfg->lead_failures,
+        .report_every = REPORT_EVERY,
+        .lock_outlives_target = ends_idle(),
+        .reads_published_table = tool->vt_statement && !g->sp.schema[0],
+        .counts_failed_runs = tool->lead_end == MIGTOOL_END_RUN,
+        .lapse_takes_lock_later = tool->relock_after_lapse,
+        .unknown_target_leads_to_exit = tool->unknown_leads_to_exit,
+        .may_learn_table = tool->vt_statement && !vt_set_by_migshim(cfg),
+        .lead_label = tool->run_label,
+    };
+}
+
+static enum wait_lock wait_lock_of(enum lock_result r)
+{
+    switch (r) {
+    case LOCK_TAKEN: return WAIT_LOCK_TAKEN;
+    case LOCK_FREED: return WAIT_LOCK_FREED;
+    case LOCK_BUSY: return WAIT_LOCK_BUSY;
+    case LOCK_ERROR: break;
+    }
+    return WAIT_LOCK_ERROR;
+}
+
+static enum wait_run wait_run_of(enum holder_run r)
+{
+    return r == HOLDER_RUN_FAILED ? WAIT_RUN_FAILED : r == HOLDER_RUN_ENDED ? WAIT_RUN_ENDED
+                                                                        : WAIT_RUN_GOING;
+}
+
+static enum wait_cmp wait_cmp_of(const struct versions *v)
+{
+    switch (compare(v)) {
+    case AT_TARGET: return WAIT_AT_TARGET;
+    case AHEAD: return WAIT_AHEAD;
+    case BEHIND: break;
+    }
+    return WAIT_BEHIND;
+}
+
+/* The slice's version table is w->v: what the step needs of it. */
+static void observe_read(struct waiter *w, struct wait_obs *ob)
+{
+    ob->read = WAIT_READ_OK;
+    ob->cmp = tool->known() ? wait_cmp_of(&w->v) : WAIT_BEHIND;
+    ob->present = w->v.present;
+    ob->same_as_seen = w->st.holder_seen && versions_equal(&w->v, &w->v_seen);
+    ob->elapsed = now() - w->start;
+    describe(&w->v, w->revs, sizeof w->revs);
+}
+
+/* One slice: a lock step on the waiting connection. */
+static void observe(struct waiter *w, struct wait_obs *ob)
+{
+    bool have_v;
+    enum lock_result r = lock_step(&w->copy->api, w->wc, w->cfg, w->g->key,
+                                   w->st.waited ? NULL : first_wait, w->g->name, &w->v, &have_v,
+                                   w->err, sizeof w->err);
+    *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->app,
+                            .signal = waitsig_pending(), .target_known = tool->known(),
+                            .read = WAIT_READ_NONE, .cmp = WAIT_BEHIND,
+                            .published = WAIT_PUB_UNREAD, .elapsed = now() - w->start};
+    if (have_v)
+        observe_read(w, ob);
+}
+
+/* The further look the step asked for (wait_wants_look), into `ob`.
+ * False when the wait ended there (*out): no lock connection for the
+ * lock taken on the app's. */
+static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, enum outcome *out)
+{
+    const struct pq_api *pq = &w->copy->api;
+    struct gdb *g = w->g;
+    char err[256];
+    switch (act) {
+    case WAIT_ACT_HAND_OVER: {
+        enum own_open oo = open_own(w->copy, w->app, g, &w->pol, false, w->start);
+        if (oo != OWN_OPEN) {
+            release_lock(w->copy, g, w->app);
+            *out = oo == OWN_SIGNAL ? slot_interrupted(g, w->start) : OUT_UNGATED;
+            return false;
+        }
+        w->wc = ownconn_pg(g->own);
+        ob->lock = wait_lock_of(lock_hand_over(pq, w->app, w->wc, g->key, w->err, sizeof w->err));
+        ob->on_app = false;
+        ob->handed_over = true;
+        ob->read = WAIT_READ_NONE;
+        return true;
+    }
+    case WAIT_ACT_READ:
+        if (versions_read(pq, w->wc, w->cfg, &w->v, w->err, sizeof w->err))
+            observe_read(w, ob);
+        else
+            ob->read = WAIT_READ_FAILED;
+        return true;
+    case WAIT_ACT_READ_PUBLISHED: /* a failed read counts as "not there" */
+        ob->published = versions_read_in(pq, w->wc, w->pub.schema, w->pub.table, &w->pv,
+                                              err, sizeof err) &&
+                                compare(&w->pv) == AT_TARGET
+                            ? WAIT_PUB_AT_TARGET
+                            : WAIT_PUB_NOT;
+        return true;
+    default:
+        assert(!"not a look");
+        return true;
+    }
+}
+
+/* Look at the holder of the lock (see holder.h, "Lapses"): idle how long,
+ * migrating, its published version table and run. */
+static void look_at_holder(struct waiter *w, const struct wait_obs *ob)
+{
+    double idle;
+    bool migrating;
+    struct holder_vt vt;
+    enum holder_run run;
+    if (!holder_state_run(&w->copy->api, w->wc, w->g->key, &idle, &migrating, &vt, &run))
+        return;
+    struct wait_holder h = {.idle = idle, .migrating = migrating, .vt_published = vt.known,
+                            .run = wait_run_of(run)};
+    if (vt.known)
+        w->pub = vt;
+    if (wait_saw_holder(&w->st, &h, ob->elapsed))
+        w->v_seen = w->v;
+}
+
+/* Print the step's message `id` with the values its table entry names;
+ * `holder` for the lines about the lock's holder. */
+static void say(const struct waiter *w, enum wait_msg id, const struct wait_obs *ob,
+                const char *holder)
+{
+    const struct config *cfg = w->cfg;
+    const char *db = w->g->name, *revs = w->revs;
+    double waited = now() - w->start;
+    unsigned n = w->st.failed_runs;
+    switch (id) {
+    case WAIT_MSG_NONE:
+    case WAIT_MSG_LEADING: /* held back for tell_lead: see lead() */
+        break;
+    case WAIT_MSG_STEP_FAILED:
+        wait_note(id, db, NULL, db, ob->on_app ? "connection" : "lock connection", w->err);
+        break;
+    case WAIT_MSG_INTERRUPTED:
+        wait_note(id, db, NULL, db, waitsig_name(ob->signal), waited);
+        break;
+    case WAIT_MSG_HANDOVER_FAILED:
+    case WAIT_MSG_READ_FAILED:
+        wait_note(id, db, NULL, db, w->err);
+        break;
+    case WAIT_MSG_PUBLISHED: {
+        char pub[512], name[2 * CONFIG_NAME_MAX + 8];
+        describe(&w->pv, pub, sizeof pub);
+        vt_text(w->pub.schema, w->pub.table, name, sizeof name);
+        wait_note(id, db, pub, db, waited, pub, name);
+        break;
+    }
+    case WAIT_MSG_LEAD_FAILURES:
+        wait_note(id, db, revs, db, waited, n, n == 1 ? "" : "s", cfg->lead_failures, revs);
+        break;
+    case WAIT_MSG_RUN_FAILED:
+        wait_note(id, db, revs, db, n, cfg->lead_failures, revs);
+        break;
+    case WAIT_MSG_LEAD_TO_EXIT:
+        wait_note(id, db, NULL, db, (long long)w->g->key, w->st.waited ? " after waiting" : "");
+        break;
+    case WAIT_MSG_AHEAD:
+    case WAIT_MSG_PEER_BEFORE:
+        wait_note(id, db, revs, db, revs);
+        break;
+    case WAIT_MSG_PEER_WAITED:
+    case WAIT_MSG_AT_TARGET:
+        wait_note(id, db, revs, db, waited, revs);
+        break;
+    case WAIT_MSG_LAPSED_LATER:
+        wait_note(id, db, revs, db, cfg->leader_grace, revs);
+        break;
+    case WAIT_MSG_LAPSED:
+        wait_note(id, db, revs, db, cfg->leader_grace, cfg->version_table_schema,
+                  cfg->version_table_schema[0] ? "." : "", cfg->version_table, revs);
+        break;
+    case WAIT_MSG_TIMEOUT_FAIL:
+    case WAIT_MSG_TIMEOUT:
+    case WAIT_MSG_WAITING:
+        assert(holder);
+        wait_note(id, db, revs, db, ob->elapsed, holder);
+        break;
+    default: /* the slot's, said by open_own */
+        assert(!"not a message of the wait's steps");
+        break;
+    }
+}
+
+/* The slice took the lock toward the target: the server drops it within
+ * seconds if this host vanishes and ends the session after leader_grace
+ * idle; the "leading" line is held for tell_lead. */
+static void lead(struct waiter *w, const struct wait_step *s)
+{
+    const struct pq_api *pq = &w->copy->api;
+    struct gdb *g = w->g;
+    if (!peer_tune_session(pq, w->wc, w->cfg->lock == LOCK_XACT, false))
+        log_warn("database \"%s\": cannot set the lock connection's keepalive settings: %s",
+                 g->name, pq->PQerrorMessage(w->wc));
+    limit_idle(w->copy, g, w->wc, "leader_grace", w->cfg->leader_grace);
+    char want[512];
+    describe_target(want, sizeof want);
+    wait_format(g->untold.text, sizeof g->untold.text, WAIT_MSG_LEADING, g->name,
+                (long long)g->key, w->st.waited ? " after waiting" : "", w->pol.lead_label,
+                w->revs, want, w->why ? " " : "", w->why ? w->why : "");
+    snprintf(g->untold.revs, sizeof g->untold.revs, "%s", w->revs);
+    g->untold.pending = true;
+    /* the configured table absent, another of its shape present: see tell_lead */
+    if (!s->tell_later || !versions_any_column(pq, w->wc))
+        tell_lead(g);
+}
+
+/* The step ended the wait: act on it and say so. */
+static enum outcome end_wait(struct waiter *w, const struct wait_step *s, const struct wait_obs *ob)
+{
+    struct gdb *g = w->g;
+    if (s->act == WAIT_ACT_LEAD) {
+        g->since = now();
+        if (s->msg == WAIT_MSG_LEADING)
+            lead(w, s);
+        else
+            say(w, s->msg, ob, NULL);
+        return OUT_LEADING;
+    }
+    char holder[256] = "";
+    if (s->msg == WAIT_MSG_TIMEOUT || s->msg == WAIT_MSG_TIMEOUT_FAIL)
+        holder_describe(&w->copy->api, w->wc, g->key, holder, sizeof holder);
+    if (s->release) /* never used: released before anyone could migrate */
+        release_lock(w->copy, g, w->wc);
     close_own(g);
-    describe(&v, revs, sizeof revs);
-    vt_text(pub->schema, pub->table, name, sizeof name);
-    NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s in "
-         "%s, the version table the leader's migration wrote; proceeding", g->name,
-         now() - start, revs, name);
-    return true;
+    say(w, s->msg, ob, holder);
+    switch (s->act) {
+    case WAIT_ACT_PROCEED:
+    case WAIT_ACT_PROCEED_AHEAD: return OUT_DONE;
+    case WAIT_ACT_FAIL: return OUT_FAILED;
+    case WAIT_ACT_INTERRUPTED: return OUT_INTERRUPTED;
+    case WAIT_ACT_LAPSED: return OUT_LAPSED;
+    case WAIT_ACT_UNGATED: return OUT_UNGATED;
+    default:
+        assert(!"not an end of the wait");
+        return OUT_UNGATED;
+    }
 }
 
 static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct gdb *g,
                                const char *why, bool on_app, bool fresh)
 {
-    const struct config *cfg = cfg_of(g); /* per-schema: that schema's table */
-    const struct pq_api *pq = &copy->api;
-    char err[256], revs[512];
+    struct waiter w = {.copy = copy, .cfg = cfg_of(g), .g = g, .app = app, .why = why};
     g->key = key_of(g);
-    double start = now(), last_report = start;
+    w.start = now();
+    wait_policy_of(g, w.cfg, &w.pol);
     if (!on_app) {
-        switch (open_own(copy, app, g, fresh, start)) {
+        switch (open_own(copy, app, g, &w.pol, fresh, w.start)) {
         case OWN_OPEN: break;
         case OWN_NONE: return OUT_UNGATED;
         case OWN_DONE: return OUT_DONE;
-        case OWN_SIGNAL: return slot_interrupted(g, start);
+        case OWN_SIGNAL: return slot_interrupted(g, w.start);
         }
     }
-    PGconn *wc = on_app ? app : ownconn_pg(g->own); /* the waiting connection */
-    bool waited = false;
-    unsigned spins = 0;
-    /* the holder as last seen (see holder.h, "Lapses") */
-    double seen_at = 0, holder_idle_since = 0;
-    bool holder_seen = false, holder_migrating = false;
-    enum holder_run holder_run = HOLDER_RUN_GOING; /* how its run stood, as it published */
-    unsigned failed_runs = 0; /* holders whose run failed, the database still behind */
-    /* a holder whose run ended is looked at at least twice in its lead_settle */
-    double look_every = cfg->lead_settle / 2 < 1.0 ? cfg->lead_settle / 2 : 1.0;
-    struct versions v_seen;
-    struct holder_vt pub = {0}; /* the version table a holder published */
+    w.wc = on_app ? app : ownconn_pg(g->own);
+    wait_begin(&w.st);
     for (;;) {
-        struct versions v;
-        bool have_v;
-        enum lock_result r = lock_step(pq, wc, cfg, g->key, waited ? NULL : first_wait,
-                                       g->name, &v, &have_v, err, sizeof err);
-        if (r == LOCK_ERROR) {
-            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the %s failed while waiting (%s); proceeding without the gate",
-                     g->name, wc == app ? "connection" : "lock connection", err);
-            close_own(g);
-            return OUT_UNGATED;
+        struct wait_obs ob;
+        observe(&w, &ob);
+        struct wait_step s = wait_step(&w.pol, &w.st, &ob);
+        for (; wait_wants_look(s.act); s = wait_step(&w.pol, &w.st, &ob)) {
+            enum outcome o; /* each look completes `ob`: at most three */
+            if (!look(&w, s.act, &ob, &o))
+                return o;
         }
-        int sig = waitsig_pending();
-        if (sig) {
-            /* the app is being stopped: give it its connection back, failed,
-             * and let its own handler run (the lock, if just taken, was
-             * never used: release it before anyone could migrate) */
-            if (r == LOCK_TAKEN)
-                lock_release(pq, wc, cfg->lock, g->key);
-            close_own(g);
-            NOTE(LOG_LVL_WARN, "interrupted", g->name, NULL, "database \"%s\": %s after waiting %.3f s for the migration lock; "
-                     "failing the connection so the app's own handler runs", g->name,
-                     waitsig_name(sig), now() - start);
-            return OUT_INTERRUPTED;
-        }
-        if (r == LOCK_TAKEN && wc == app) {
-            /* Lead from a connection of our own: the app needs this one. */
-            enum own_open oo = open_own(copy, app, g, false, start);
-            if (oo != OWN_OPEN) {
-                lock_release(pq, app, cfg->lock, g->key);
-                return oo == OWN_SIGNAL ? slot_interrupted(g, start) : OUT_UNGATED;
-            }
-            wc = ownconn_pg(g->own);
-            r = lock_hand_over(pq, app, wc, g->key, err, sizeof err);
-            if (r == LOCK_ERROR) {
-                NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": the lock connection failed (%s); proceeding without the gate",
-                         g->name, err);
-                close_own(g);
-                return OUT_UNGATED;
-            }
-            if (r != LOCK_TAKEN)
-                continue; /* wait the normal way, on the lock connection */
-            have_v = false;
-        }
-        PGconn *own = wc;
-        if (!have_v && !versions_read(pq, wc, cfg, &v, err, sizeof err)) {
-            NOTE(LOG_LVL_WARN, "ungated", g->name, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
-                     g->name, err);
-            if (r == LOCK_TAKEN)
-                lock_release(pq, own, cfg->lock, g->key);
-            close_own(g);
-            return OUT_UNGATED;
-        }
-        enum cmp c = tool->known() ? compare(&v) : BEHIND;
-        describe(&v, revs, sizeof revs);
-        if (tool->vt_statement && c == BEHIND && r != LOCK_BUSY && pub.known && tool->known() &&
-            !g->sp.schema[0] &&
-            published_at_target(pq, own, g, &pub, start, r == LOCK_TAKEN))
-            return OUT_DONE;
-        if (tool->lead_end == MIGTOOL_END_RUN && tool->known() && c == BEHIND && r != LOCK_BUSY &&
-            holder_seen &&
-            holder_run == HOLDER_RUN_FAILED) {
-            /* The holder's migration failed and it let the lock go (it
-             * lives on); the database is still behind.  Another leader
-             * would most likely fail the same way: after lead_failures
-             * such runs, stop serializing the fleet on it. */
-            holder_seen = false;
-            holder_run = HOLDER_RUN_GOING;
-            failed_runs++;
-            if (cfg->lead_failures > 0 && failed_runs >= (unsigned)cfg->lead_failures) {
-                if (r == LOCK_TAKEN && !lock_release(pq, own, cfg->lock, g->key))
-                    log_warn("database \"%s\": releasing the migration lock failed; closing the "
-                             "lock connection releases it", g->name);
-                close_own(g);
-                NOTE(LOG_LVL_WARN, "ungated", g->name, revs, "database \"%s\": waited %.3f s; %u "
-                     "leader%s in turn failed to migrate it (lead_failures = %d), the database "
-                     "still at %s; proceeding without the gate, the race guard watching",
-                     g->name, now() - start, failed_runs, failed_runs == 1 ? "" : "s",
-                     cfg->lead_failures, revs);
-                return OUT_UNGATED;
-            }
-            log_info("database \"%s\": the migration run of the process that held the lock failed "
-                     "(%u of lead_failures = %d); the database is still at %s: one waiter leads "
-                     "the next attempt", g->name, failed_runs, cfg->lead_failures, revs);
-        }
-        if (r == LOCK_TAKEN && (c != BEHIND || !tool->known())) {
-            if (!tool->known()) {
-                g->since = now();
-                if (tool->unknown_leads_to_exit) /* each process in turn, to its exit */
-                    NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": leading: this process holds the migration lock "
-                             "(key %lld)%s; the Django target is unknown, so it keeps the lock until it exits",
-                             g->name, (long long)g->key, waited ? " after waiting" : "");
-                return OUT_LEADING;
-            }
-            lock_release(pq, own, cfg->lock, g->key);
-            close_own(g);
-            if (c == AHEAD)
-                NOTE(LOG_LVL_WARN, "ahead", g->name, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a "
-                         "newer deploy migrated it; proceeding", g->name, revs);
-            else if (waited)
-                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s; a peer migrated it to %s; proceeding",
-                         g->name, now() - start, revs);
-            else
-                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": a peer migrated it to %s before this process got the "
-                         "lock; proceeding", g->name, revs);
-            return OUT_DONE;
-        }
-        if (r == LOCK_TAKEN) {
-            g->since = now();
-            /* the server drops the lock within seconds if this host vanishes */
-            if (!peer_tune_session(pq, own, cfg->lock == LOCK_XACT, false))
-                log_warn("database \"%s\": cannot set the lock connection's keepalive settings: %s",
-                         g->name, pq->PQerrorMessage(own));
-            lock_limit_idle(pq, own, cfg->lock, cfg->leader_grace);
-            char want[512];
-            describe_target(want, sizeof want);
-            snprintf(g->untold.text, sizeof g->untold.text, "database \"%s\": leading: this process holds the migration lock (key %lld)%s "
-                     "and migrates %sfrom %s to %s%s%s",
-                     g->name, (long long)g->key, waited ? " after waiting" : "",
-                     tool->run_label, revs, want, why ? " " : "", why ? why : "");
-            snprintf(g->untold.revs, sizeof g->untold.revs, "%s", revs);
-            g->untold.pending = true;
-            /* the configured table absent, another of its shape present:
-             * see tell_lead (Django: nothing to learn) */
-            if (!tool->vt_statement || v.present || vt_set_by_migshim(cfg) || !versions_any_column(pq, own))
-                tell_lead(g);
-            return OUT_LEADING;
-        }
-        waited = true;
-        /* Django: the leader's run goes on after the last record
-         * (post_migrate): wait for the lock itself, not the records */
-        if (c != BEHIND && !(ends_idle() && r == LOCK_BUSY)) {
-            close_own(g);
-            NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": waited %.3f s for the migration lock; database at %s; proceeding",
-                     g->name, now() - start, revs);
-            return OUT_DONE;
-        }
-        double t = now();
-        if (r == LOCK_FREED && holder_seen) {
-            /* Freed, still behind, nothing moved: did the holder lapse (its
-             * lock session ended by the server after leader_grace idle, the
-             * version table never touched)?  Then so would this process:
-             * never serialize a fleet on it. */
-            double idle_for = t - holder_idle_since;
-            holder_seen = false;
-            if (!holder_migrating && idle_for >= cfg->leader_grace - 0.5 &&
-                idle_for <= cfg->leader_grace + 3.0 && versions_equal(&v, &v_seen)) {
-                close_own(g);
-                if (tool->relock_after_lapse) {
-                    NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it "
-                             "up after leader_grace (%g s) without touching django_migrations (%s); proceeding: "
-                             "this process takes the lock at its own first statement on django_migrations",
-                             g->name, cfg->leader_grace, revs);
-                    return OUT_LAPSED;
-                }
-                NOTE(LOG_LVL_WARN, "lapsed", g->name, revs, "database \"%s\": the process that held the migration lock gave it up "
-                         "after leader_grace (%g s) without touching the version table %s%s%s; the database is still "
-                         "at %s; proceeding without the gate, the race guard watching.  If the app "
-                         "migrates, set version_table (MIGSHIM_VERSION_TABLE) to the table it uses",
-                         g->name, cfg->leader_grace, cfg->version_table_schema,
-                         cfg->version_table_schema[0] ? "." : "", cfg->version_table, revs);
-                return OUT_UNGATED;
-            }
-        }
-        /* every slice until the holder is seen migrating (it may publish
-         * its version table then: see holder_mark_migrating_vt), then once
-         * a second, or twice in lead_settle (how its run ended: see
-         * holder_mark_run) */
-        if (r == LOCK_BUSY && (!holder_seen || !holder_migrating || t - seen_at >= look_every)) {
-            double idle;
-            bool migrating;
-            struct holder_vt vt;
-            enum holder_run run;
-            if (holder_state_run(pq, own, g->key, &idle, &migrating, &vt, &run)) {
-                holder_run = run;
-                if (vt.known)
-                    pub = vt;
-                if (!holder_seen)
-                    v_seen = v;
-                holder_seen = true;
-                holder_idle_since = t - idle;
-                holder_migrating = migrating;
-            }
-            seen_at = t;
-        }
-        if (t - start >= cfg->wait_timeout) {
+        say(&w, s.note, &ob, NULL);
+        if (s.look)
+            look_at_holder(&w, &ob);
+        if (s.act == WAIT_ACT_RETRY)
+            continue;
+        if (s.act != WAIT_ACT_WAIT)
+            return end_wait(&w, &s, &ob);
+        if (s.msg == WAIT_MSG_WAITING) {
             char holder[256];
-            holder_describe(pq, own, g->key, holder, sizeof holder);
-            close_own(g);
-            if (cfg->on_timeout == ON_TIMEOUT_FAIL) {
-                NOTE(LOG_LVL_ERROR, "timeout", g->name, revs, "database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
-                          "failing the connection (on_timeout = fail)", g->name, t - start, holder);
-                return OUT_FAILED;
-            }
-            NOTE(LOG_LVL_WARN, "timeout", g->name, revs, "database \"%s\": waited %.0f s (wait_timeout) for the migration lock held by %s; "
-                     "proceeding (on_timeout = proceed)", g->name, t - start, holder);
-            return OUT_UNGATED;
+            holder_describe(&copy->api, w.wc, g->key, holder, sizeof holder);
+            say(&w, s.msg, &ob, holder);
         }
-        if (t - last_report >= REPORT_EVERY) {
-            char holder[256];
-            holder_describe(pq, own, g->key, holder, sizeof holder);
-            NOTE(LOG_LVL_INFO, "waiting", g->name, revs, "database \"%s\": waiting %.0f s so far for the migration lock held by %s",
-                     g->name, t - start, holder);
-            last_report = t;
-        }
-        /* Freed but still behind (the holder gave up or died): everyone
-         * retries the exclusive lock; a short growing pause avoids a herd. */
-        if (r == LOCK_FREED && ++spins > 1) {
-            struct timespec ts = {0, (long)(1000000L * (spins < 20 ? spins : 20))};
+        if (s.pause_ms) {
+            struct timespec ts = {0, 1000000L * (long)s.pause_ms};
             nanosleep(&ts, NULL);
         }
     }
@@ -1530,7 +1611,7 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
     }
     PGconn *own = ownconn_pg(g->own);
     if (own)
-        lock_release(&copy->api, own, cfg->lock, g->key);
+        release_lock(copy, g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -1604,7 +1685,7 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
         if (!g->saw_vt) {
             g->saw_vt = true;
             if (g->own) {
-                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
                 if (!holder_mark_migrating(&copy->api, ownconn_pg(g->own))) /* not a lapse */
                     log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
                              "take this lead for a lapse): %s",
@@ -1691,7 +1772,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
             snprintf(g->vt.table, sizeof g->vt.table, "%s", table);
             g->saw_vt = true; /* no lapse: this leader migrates */
             if (g->own) {
-                lock_limit_idle(&copy->api, ownconn_pg(g->own), cfg->lock, cfg->hold_timeout);
+                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
                 if (!holder_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table))
                     log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
                              "take this lead for a lapse): %s",
@@ -1751,7 +1832,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         bool locked = g->holder_locked;
         if (locked && g->own)
-            lock_release(&copy->api, ownconn_pg(g->own), cfg->lock, g->key);
+            release_lock(copy, g, ownconn_pg(g->own));
         g->holder = NULL;
         g->holder_locked = false;
         close_own(g);
@@ -1783,7 +1864,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             log_warn("database \"%s\": cannot re-read the version table on the lock connection "
                      "(%s); releasing the migration lock, the waiters check for themselves",
                      g->name, err);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1792,7 +1873,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1817,7 +1898,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
              * fleet's lock until hold_timeout would stall every other
              * schema.  Alembic reads and writes in one transaction. */
             describe(&v, revs, sizeof revs);
-            lock_release(&copy->api, own, cfg->lock, g->key);
+            release_lock(copy, g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1930,7 +2011,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
             run_ended(copy, g, NULL, true);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
-                lock_release(&copy->api, ownconn_pg(g->own), shim_config()->lock, g->key);
+                release_lock(copy, g, ownconn_pg(g->own));
             g->holder = NULL;
             g->holder_locked = false;
             close_own(g);

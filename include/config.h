@@ -63,7 +63,7 @@ struct config {
 
     char events[PATH_MAX];            /* JSON-lines event file; "" = none   */
 
-    /* which migration tool (include/tool.h) */
+    /* which migration tool (include/migtool.h: migtool_pick) */
     enum tool tool;                   /* auto: Alembic's ini, else Django's settings */
     char django_target[PATH_MAX];     /* "" = .migshim-django.target in the project */
     double django_settle;             /* seconds idle before an in-process leader releases */

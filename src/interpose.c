@@ -696,6 +696,6 @@ __asm__(".text\n"
         ".size dlsym, .-dlsym\n");
 #else
 /* Elsewhere: RTLD_NEXT lookups made by other modules are answered as if
- * made from the shim (documented in README, Limits). */
+ * made from the shim (documented in docs/design.md, Limits). */
 EXPORT void *dlsym(void *handle, const char *name) { return migshim_dlsym(handle, name); }
 #endif

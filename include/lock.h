@@ -72,12 +72,13 @@ enum lock_result {
  * its transaction and reads the table at once, so the whole fleet's
  * hand-off costs one lock-queue wake-up and no further round trip.  When
  * that read was made (LOCK_FREED or LOCK_BUSY) *have_v is set and *v holds
- * the table as it stood after the slice; otherwise (*have_v false) the
+ * the table -- or the tool's state `expr` when not NULL (versions.h) -- as
+ * it stood after the slice; otherwise (*have_v false) the
  * caller reads it itself.  LOCK_ERROR: the reason (one line) in err, for
  * the caller to log.
  */
 enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                           int64_t key, void (*before_wait)(void *), void *arg,
+                           const char *expr, int64_t key, void (*before_wait)(void *), void *arg,
                            struct versions *v, bool *have_v, char *err, size_t errsz) MUSTCHECK;
 
 /*

@@ -273,7 +273,7 @@ static int cmd_status(const char *conninfo, const char *libpq)
     char err[256];
     if (!known && tool->state_needs_target) {
         /* no state read without the target */
-    } else if (!versions_read(&api, c, &cfg, &v, err, sizeof err)) {
+    } else if (!versions_read(&api, c, &cfg, migtool_state_expr(tool), &v, err, sizeof err)) {
         printf("version table:   cannot read: %s\n", err);
         rc = EXIT_NOCONN;
     } else {

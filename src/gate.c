@@ -186,6 +186,10 @@ static void describe_target(char *buf, size_t sz) { tool->describe_target(buf, s
  * migrated it. */
 static enum cmp compare(const struct versions *v) { return (enum cmp)tool->compare(v); }
 
+/* The tool's state read for versions.h's reads (NULL: the configured
+ * version table). */
+static const char *state_expr(void) { return migtool_state_expr(tool); }
+
 static bool versions_equal(const struct versions *a, const struct versions *b)
 {
     if (a->present != b->present || a->n != b->n || a->truncated != b->truncated)
@@ -615,7 +619,7 @@ static void *settler(void *arg)
             g->next_settle = t + (cfg->django_settle > 0.5 ? cfg->django_settle : 0.5);
             struct versions v;
             char err[256], what[512];
-            if (!versions_read(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
+            if (!versions_read(&settle_copy->api, own, cfg, state_expr(), &v, err, sizeof err)) {
                 log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
                          "releasing the migration lock, the waiters check for themselves",
                          g->name, err);
@@ -655,7 +659,7 @@ static void at_exit(void)
         struct versions v;
         char err[256], what[512] = "django_migrations unreadable";
         PGconn *own = ownconn_pg(g->own);
-        if (own && versions_read(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
+        if (own && versions_read(&settle_copy->api, own, shim_config(), state_expr(), &v, err, sizeof err))
             describe(&v, what, sizeof what);
         char why[600];
         snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
@@ -739,7 +743,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         struct versions v;
         char rerr[256];
         if (no_slot && !pol->lock_outlives_target && tool->known() &&
-            versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
+            versions_read(pq, app, cfg, state_expr(), &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
             wait_note(WAIT_MSG_SLOT_PEER, g->name, revs, g->name, now() - start, revs);
@@ -902,7 +906,7 @@ static void observe_read(struct waiter *w, struct wait_obs *ob)
 static void observe(struct waiter *w, struct wait_obs *ob)
 {
     bool have_v;
-    enum lock_result r = lock_step(&w->copy->api, w->wc, w->cfg, w->g->key,
+    enum lock_result r = lock_step(&w->copy->api, w->wc, w->cfg, state_expr(), w->g->key,
                                    w->st.waited ? NULL : first_wait, w->g->name, &w->v, &have_v,
                                    w->err, sizeof w->err);
     *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->app,
@@ -937,7 +941,7 @@ static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, en
         return true;
     }
     case WAIT_ACT_READ:
-        if (versions_read(pq, w->wc, w->cfg, &w->v, w->err, sizeof w->err))
+        if (versions_read(pq, w->wc, w->cfg, state_expr(), &w->v, w->err, sizeof w->err))
             observe_read(w, ob);
         else
             ob->read = WAIT_READ_FAILED;
@@ -1279,7 +1283,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     if (nb)
         copy->api.PQsetnonblocking(pg, 0);
     if (tool->known() || tool->unknown_leads_to_exit) {
-        read = versions_read_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
+        read = versions_read_idle(&copy->api, pg, cfg, state_expr(), &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
             goto out_nb;
@@ -1725,7 +1729,7 @@ static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGc
 {
     const struct config *cfg = shim_config();
     if (!g->vt.learned)
-        return versions_read(&copy->api, own, cfg, v, err, errsz);
+        return versions_read(&copy->api, own, cfg, state_expr(), v, err, errsz);
     return versions_read_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
 }
 
@@ -1916,7 +1920,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (versions_read_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
+        if (versions_read_idle(&copy->api, pg, cfg, state_expr(), &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
             describe(&v, revs, sizeof revs);
             g->ndirty = 0;
@@ -1972,7 +1976,7 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
     PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
     bool ok = own && (schema ? versions_read_in(&copy->api, own, schema, cfg->version_table,
                                                 v, err, sizeof err)
-                             : versions_read(&copy->api, own, cfg, v, err, sizeof err));
+                             : versions_read(&copy->api, own, cfg, state_expr(), v, err, sizeof err));
     pthread_mutex_unlock(&mu);
     return ok;
 }

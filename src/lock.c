@@ -101,9 +101,9 @@ static _Atomic bool no_plpgsql;
  * CONCURRENTLY never waits more than that for a waiter's snapshot.
  * Malloc'ed (the caller frees it); NULL when out of memory.
  */
-static char *slice_sql(const struct config *cfg, int64_t key, bool plpgsql)
+static char *slice_sql(const struct config *cfg, const char *expr, int64_t key, bool plpgsql)
 {
-    char *read = versions_idle_sql(cfg);
+    char *read = versions_idle_sql(cfg, expr);
     size_t n = (read ? strlen(read) : 0) + 512;
     char *sql = read ? malloc(n) : NULL;
     if (sql && plpgsql)
@@ -173,7 +173,7 @@ static bool one_value(const struct pq_api *pq, const PGresult *r, const char *wa
 }
 
 enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                           int64_t key, void (*before_wait)(void *), void *arg,
+                           const char *expr, int64_t key, void (*before_wait)(void *), void *arg,
                            struct versions *v, bool *have_v, char *err, size_t errsz)
 {
     assert(pq && cfg && v && have_v && err && errsz > 0);
@@ -205,7 +205,7 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
         return LOCK_ERROR;
     }
     bool plpgsql = !atomic_load_explicit(&no_plpgsql, memory_order_relaxed);
-    char *slice = slice_sql(cfg, key, plpgsql);
+    char *slice = slice_sql(cfg, expr, key, plpgsql);
     if (!slice) {
         snprintf(err, errsz, "out of memory");
         rollback_after(pq, c, "running out of memory");

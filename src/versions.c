@@ -14,11 +14,6 @@
 #include "log.h"
 #include "pgsql.h"
 
-/* The read of another tool (lock_set_read_expr), or NULL: Alembic's. */
-static const char *read_expr;
-
-void lock_set_read_expr(const char *expr) { read_expr = expr; }
-
 /* The savepoint around a read inside the app's (or the lock's) transaction:
  * an error in it must not abort that transaction, and rolling it back
  * releases the locks the read took. */
@@ -177,15 +172,15 @@ static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const 
     return true;
 }
 
-static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
-                               char *err, size_t errsz);
+static bool read_versions_expr(const struct pq_api *pq, PGconn *c, const char *expr,
+                               struct versions *out, char *err, size_t errsz);
 
 bool versions_read(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                   struct versions *out, char *err, size_t errsz)
+                   const char *expr, struct versions *out, char *err, size_t errsz)
 {
     assert(pq && cfg && out && err && errsz > 0);
-    if (read_expr)
-        return read_versions_expr(pq, c, out, err, errsz);
+    if (expr)
+        return read_versions_expr(pq, c, expr, out, err, errsz);
     return versions_read_in(pq, c, cfg->version_table_schema, cfg->version_table, out, err,
                             errsz);
 }
@@ -236,14 +231,14 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema,
 
 /* "SELECT table_to_xml(...)" of the version table (malloc'ed): exact
  * outside a transaction block, NULL (no error) when it is absent. */
-static char *read_idle_sql(const struct config *cfg, bool with_id)
+static char *read_idle_sql(const struct config *cfg, const char *expr, bool with_id)
 {
     const char *id = with_id ? ID_COLS : "";
-    if (read_expr) {
-        size_t n = strlen(read_expr) + strlen(id) + 64;
+    if (expr) {
+        size_t n = strlen(expr) + strlen(id) + 64;
         char *sql = malloc(n);
         if (sql)
-            snprintf(sql, n, "SELECT %s%s%s", read_expr, id,
+            snprintf(sql, n, "SELECT %s%s%s", expr, id,
                      with_id ? ", pg_catalog.current_schema(), false" : "");
         return sql;
     }
@@ -271,14 +266,15 @@ static char *read_idle_sql(const struct config *cfg, bool with_id)
     return sql;
 }
 
-char *versions_idle_sql(const struct config *cfg)
+char *versions_idle_sql(const struct config *cfg, const char *expr)
 {
     assert(cfg);
-    return read_idle_sql(cfg, false);
+    return read_idle_sql(cfg, expr, false);
 }
 
 bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                        struct versions *out, struct server_id *id, char *err, size_t errsz)
+                        const char *expr, struct versions *out, struct server_id *id, char *err,
+                        size_t errsz)
 {
     assert(pq && cfg && out && err && errsz > 0);
     /* Outside a transaction block each statement starts with a current
@@ -286,7 +282,7 @@ bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config 
      * error) for an absent table; table_to_xml is strict.  On a brand-new
      * backend this costs about half of the pg_class join plus query_to_xml
      * above: fewer catalogs to load and no query text to parse and plan. */
-    char *sql = read_idle_sql(cfg, id != NULL);
+    char *sql = read_idle_sql(cfg, expr, id != NULL);
     if (!sql) {
         memset(out, 0, sizeof *out);
         snprintf(err, errsz, "out of memory");
@@ -299,18 +295,18 @@ bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config 
 
 /* versions_read for another tool's read: the same savepoint discipline
  * inside the lock transaction. */
-static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
-                               char *err, size_t errsz)
+static bool read_versions_expr(const struct pq_api *pq, PGconn *c, const char *expr,
+                               struct versions *out, char *err, size_t errsz)
 {
     bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
-    size_t n = strlen(read_expr) + 160;
+    size_t n = strlen(expr) + 160;
     char *sql = malloc(n);
     if (!sql) {
         memset(out, 0, sizeof *out);
         snprintf(err, errsz, "out of memory");
         return false;
     }
-    snprintf(sql, n, "%sSELECT %s%s", in_txn ? SP_OPEN : "", read_expr, in_txn ? SP_CLOSE : "");
+    snprintf(sql, n, "%sSELECT %s%s", in_txn ? SP_OPEN : "", expr, in_txn ? SP_CLOSE : "");
     bool ok = read_xml(pq, c, sql, "version_num", out, NULL, err, errsz);
     free(sql);
     if (!ok && in_txn)

@@ -21,14 +21,13 @@
 #ifndef MIGSHIM_VERSIONS_H
 #define MIGSHIM_VERSIONS_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "compiler.h"
 #include "config.h"
 #include "heads.h"
-#include "resolve.h"
+#include "dbconn.h"
 
 /* The version table as read. */
 struct versions {
@@ -72,7 +71,7 @@ struct server_id {
  * false when the table is absent); false on failure with *out cleared and
  * the reason (one line) in err.  The caller logs it.
  */
-bool versions_read(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+bool versions_read(struct dbconn *c, const struct config *cfg,
                    const char *expr, struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -86,7 +85,7 @@ bool versions_read(const struct pq_api *pq, PGconn *c, const struct config *cfg,
  * once, which releases the ACCESS SHARE lock it took, and a failed read
  * leaves that transaction in good order.  Returns as versions_read.
  */
-bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema, const char *table,
+bool versions_read_in(struct dbconn *c, const char *schema, const char *table,
                       struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -100,7 +99,7 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema, co
  * with a version_num column (per-schema version tables: gate.h).  Returns
  * as versions_read (*id is left unspecified on failure).
  */
-bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
+bool versions_read_idle(struct dbconn *c, const struct config *cfg,
                         const char *expr, struct versions *out, struct server_id *id, char *err,
                         size_t errsz) MUSTCHECK;
 
@@ -117,7 +116,7 @@ bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config 
  * change in the app's transaction.  True on success; false on failure
  * with `schema` "", *out cleared and the reason in err.
  */
-bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+bool versions_resolve(struct dbconn *c, const char *table, char *schema,
                       size_t ssz, struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -126,7 +125,7 @@ bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, cha
  * transaction, in a savepoint rolled back at once.  A hint only: false
  * when there is none and also when the query failed (logged at debug).
  */
-bool versions_any_column(const struct pq_api *pq, PGconn *c) MUSTCHECK;
+bool versions_any_column(struct dbconn *c) MUSTCHECK;
 
 /*
  * For a caller that sends the read as one statement of a longer message
@@ -142,7 +141,7 @@ char *versions_idle_sql(const struct config *cfg, const char *expr) MUSTCHECK;
  * cleared: the caller keeps owning it).  False, with *out cleared, when
  * `r` is NULL or not one row of at least one column.
  */
-bool versions_from_result(const struct pq_api *pq, const PGresult *r,
+bool versions_from_result(const struct dbconn *c, const struct dbres *r,
                           struct versions *out) MUSTCHECK;
 
 #endif

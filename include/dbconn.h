@@ -100,7 +100,9 @@ struct dbconn {
 /*
  * Send `sql` (one message; several statements separated by ';' run as one
  * implicit transaction unless they manage their own) without waiting for
- * the answer.  False when it could not be sent (dbconn_error(c, NULL, ...)
+ * the answer.  In the simple protocol, always (one Query message: no
+ * portal, and no snapshot with it, outlives the statement; versions.h
+ * says why that matters), as libpq's PQsendQuery.  False when it could not be sent (dbconn_error(c, NULL, ...)
  * says why).  Every result must then be read with dbconn_next until it
  * returns NULL before the next send.
  */

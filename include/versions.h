@@ -5,14 +5,14 @@
  * `version_table_schema`, or a table of that shape a leader learned or a
  * leader published: holder.h), or, with a state expression (`expr`
  * below), another tool's state in its place (Django's: which migrations
- * are not recorded).
- * Every read is one round trip on a connection of the caller's (the shim's
- * lock connection or an app's) and leaves no trace: no error, not even in
- * the server log, when the table is absent; no transaction opened or
- * ended; no session change; inside a transaction, nothing held (see
- * versions_read_in).  Each travels in the simple protocol: an
- * extended-protocol portal would keep a snapshot open that a CREATE INDEX
- * CONCURRENTLY of the leader's own migration would wait for.
+ * are not recorded).  Every read is one round trip on a connection of the
+ * caller's (the shim's lock connection or an app's), through its seam
+ * (dbconn.h), and leaves no trace: no error, not even in the server log,
+ * when the table is absent; no transaction opened or ended; no session
+ * change; inside a transaction, nothing held (see versions_read_in).  Each
+ * travels in the simple protocol (dbconn_send, dbconn_exec: one Query
+ * message): an extended-protocol portal would keep a snapshot open that a
+ * CREATE INDEX CONCURRENTLY of the leader's own migration would wait for.
  *
  * Every identifier is quoted (pgsql.h) and every name from the
  * configuration passed as a literal.  A read fills a `struct versions` of

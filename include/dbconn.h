@@ -121,7 +121,8 @@ static inline struct dbres *dbconn_next(struct dbconn *c) { return c->ops->next(
  * could not be sent; else the first failure's result when a statement
  * failed (the later ones dropped), otherwise the last statement's, for the
  * caller to free (dbres_free).  Any results of an earlier message still
- * unread are read and dropped first.
+ * unread are read and dropped first (a few: a connection in COPY is not
+ * drained, and the send then fails).
  */
 struct dbres *dbconn_exec(struct dbconn *c, const char *sql);
 

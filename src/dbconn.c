@@ -12,12 +12,18 @@
 
 #include "log.h"
 
+/* Results of an earlier message dbconn_exec reads and drops at most. */
+#define DRAIN_MAX 64
+
 struct dbres *dbconn_exec(struct dbconn *c, const char *sql)
 {
     assert(c && sql);
-    /* as PQexec: the rest of an earlier message first */
-    for (struct dbres *r; (r = dbconn_next(c)) != NULL;)
-        dbres_free(c, r);
+    /* as PQexec: the rest of an earlier message first.  Bounded: a
+     * connection in COPY answers with a COPY result each time it is asked
+     * (libpq's PQexec gives up on it too); the send then fails. */
+    struct dbres *left;
+    for (int i = 0; i < DRAIN_MAX && (left = dbconn_next(c)) != NULL; i++)
+        dbres_free(c, left);
     if (!dbconn_send(c, sql))
         return NULL;
     struct dbres *keep = NULL;

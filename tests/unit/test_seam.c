@@ -560,3 +560,47 @@ Test(seam, holder_describe_someone)
                           "host=h', since 2026-12-07 14:00:01 UTC");
     fake_done(&f);
 }
+
+/* --- the seam's own helpers ------------------------------------------------------ */
+
+Test(seam, exec_keeps_the_first_failure_else_the_last)
+{
+    /* PQexec's answer: the last result, or the failure that ended the message */
+    static const struct step script[] = {
+        {.exact = "SELECT 1; SELECT 2", .res = {ONE("1"), ONE("2")}, .nres = 2,
+         .after = DBCONN_IDLE},
+        {.exact = "BEGIN; SELECT x; SELECT 3",
+         .res = {CMD, ERR("42703", "column \"x\" does not exist"), ERR("XX000", "later")},
+         .nres = 3, .after = DBCONN_INERROR},
+        {.exact = "ROLLBACK", .res = {CMD}, .nres = 1, .after = DBCONN_IDLE},
+    };
+    struct fake f;
+    struct dbconn *c = fake_init(&f, script, N(script), DBCONN_IDLE);
+    struct dbres *r = dbconn_exec(c, "SELECT 1; SELECT 2");
+    cr_assert(dbres_is_value(c, r, "2"));
+    dbres_free(c, r);
+    r = dbconn_exec(c, "BEGIN; SELECT x; SELECT 3");
+    cr_assert_eq(dbres_kind(c, r), DBRES_ERROR);
+    cr_assert_str_eq(dbres_sqlstate(c, r), "42703");
+    char err[64];
+    dbconn_error(c, r, err, sizeof err);
+    cr_assert_str_eq(err, "column \"x\" does not exist");
+    dbres_free(c, r);
+    cr_assert(dbconn_run_ok(c, "ROLLBACK"));
+    fake_done(&f);
+}
+
+Test(seam, exec_reads_what_an_earlier_message_left)
+{
+    static const struct step script[] = {
+        {.exact = "SELECT 1", .res = {ONE("1")}, .nres = 1, .after = DBCONN_IDLE},
+        {.exact = "SELECT 2", .res = {ONE("2")}, .nres = 1, .after = DBCONN_IDLE},
+    };
+    struct fake f;
+    struct dbconn *c = fake_init(&f, script, N(script), DBCONN_IDLE);
+    cr_assert(dbconn_send(c, "SELECT 1")); /* its result left unread */
+    struct dbres *r = dbconn_exec(c, "SELECT 2");
+    cr_assert(dbres_is_value(c, r, "2"));
+    dbres_free(c, r);
+    fake_done(&f);
+}

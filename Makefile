@@ -46,7 +46,7 @@ B := $(if $(SANITIZE),build-san,build)
 # through struct pq_api (resolve.h).  (-ldl -lpthread are empty stubs
 # since glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
-            src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/lock.c src/versions.c \
+            src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c \
             src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
@@ -54,7 +54,7 @@ LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
 CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
-            src/envpy.c src/pgsql.c src/lock.c src/versions.c src/holder.c src/timeline.c \
+            src/envpy.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c src/holder.c src/timeline.c \
             src/django.c src/sqlclass.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 

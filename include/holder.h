@@ -30,14 +30,13 @@
 #ifndef MIGSHIM_HOLDER_H
 #define MIGSHIM_HOLDER_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "compiler.h"
 #include "config.h"
-#include "resolve.h"
+#include "dbconn.h"
 
 #define HOLDER_MIGRATING_MARK "migrating"
 #define HOLDER_VT_MARK "vt="
@@ -61,10 +60,10 @@ enum holder_run { HOLDER_RUN_GOING, HOLDER_RUN_ENDED, HOLDER_RUN_FAILED };
  * On `own`, the lock connection of a leader that touched the version
  * table: append " migrating" to its application_name (session-wide, the
  * rest of the name kept).  True when the server took it; false when the
- * statement failed (the reason: pq->PQerrorMessage(own)).  Silent: the
+ * statement failed (the reason: dbconn_last_error(own)).  Silent: the
  * caller logs.
  */
-bool holder_mark_migrating(const struct pq_api *pq, PGconn *own) MUSTCHECK;
+bool holder_mark_migrating(struct dbconn *own) MUSTCHECK;
 
 /*
  * The same for a leader whose migration writes a version table other than
@@ -75,7 +74,7 @@ bool holder_mark_migrating(const struct pq_api *pq, PGconn *own) MUSTCHECK;
  * `schema` ("" when unqualified) and `table` are not NULL.  Returns as
  * holder_mark_migrating.
  */
-bool holder_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
+bool holder_mark_migrating_vt(struct dbconn *own, const char *schema,
                               const char *table) MUSTCHECK;
 
 /*
@@ -90,7 +89,7 @@ bool holder_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *
  * (lead_failures).  True when published; false, logged (warn), when the
  * name could not be built or the statement failed.
  */
-bool holder_mark_run(const struct pq_api *pq, PGconn *own, enum holder_run run,
+bool holder_mark_run(struct dbconn *own, enum holder_run run,
                      const char *schema, const char *table) MUSTCHECK;
 
 /*
@@ -121,12 +120,12 @@ bool holder_vt_parse(const char *text, char *schema, size_t ssz, char *table,
  * when someone holds it; false when nobody does or the query failed (the
  * outputs but vt->known are then unspecified).
  */
-bool holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+bool holder_state(struct dbconn *c, int64_t key, double *idle,
                   bool *migrating, struct holder_vt *vt) MUSTCHECK;
 
 /* holder_state, and (`run` not NULL) how the holder's run stands as it
  * published it (HOLDER_RUN_GOING when it published nothing). */
-bool holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+bool holder_state_run(struct dbconn *c, int64_t key, double *idle,
                       bool *migrating, struct holder_vt *vt, enum holder_run *run) MUSTCHECK;
 
 /*
@@ -136,6 +135,6 @@ bool holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *i
  * when the query failed: it is for a log line, which says something
  * either way.
  */
-void holder_describe(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n);
+void holder_describe(struct dbconn *own, int64_t key, char *buf, size_t n);
 
 #endif

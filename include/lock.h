@@ -1,6 +1,6 @@
 /*
  * lock — the migration lock: a PostgreSQL advisory lock on a 64-bit key,
- * over libpq.
+ * over a connection seam (dbconn.h).
  *
  * A process that wants to migrate tries it exclusively without blocking; a
  * process that finds it taken waits on the *shared* form, which every
@@ -16,20 +16,19 @@
  * Who holds it and what the holder publishes: holder.h.  The version-table
  * reads (one of which travels inside the wait slice): versions.h.  The
  * keepalive settings of the lock connection: peer.h.  Every statement goes
- * through the real libpq table `pq`; nothing here allocates memory the
+ * through the connection's seam (dbconn.h); nothing here allocates memory the
  * caller must free.
  */
 #ifndef MIGSHIM_LOCK_H
 #define MIGSHIM_LOCK_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "compiler.h"
 #include "config.h"
-#include "resolve.h"
+#include "dbconn.h"
 #include "versions.h"
 
 #define LOCK_WAIT_SLICE_MS 250
@@ -72,12 +71,13 @@ enum lock_result {
  * its transaction and reads the table at once, so the whole fleet's
  * hand-off costs one lock-queue wake-up and no further round trip.  When
  * that read was made (LOCK_FREED or LOCK_BUSY) *have_v is set and *v holds
- * the table as it stood after the slice; otherwise (*have_v false) the
+ * the table -- or the tool's state `expr` when not NULL (versions.h) -- as
+ * it stood after the slice; otherwise (*have_v false) the
  * caller reads it itself.  LOCK_ERROR: the reason (one line) in err, for
  * the caller to log.
  */
-enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                           int64_t key, void (*before_wait)(void *), void *arg,
+enum lock_result lock_step(struct dbconn *c, const struct config *cfg,
+                           const char *expr, int64_t key, void (*before_wait)(void *), void *arg,
                            struct versions *v, bool *have_v, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -91,7 +91,7 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
  * released it and the caller waits normally on `to` (LOCK_BUSY) or gives
  * up (LOCK_ERROR, err set).  `from` ends outside a transaction either way.
  */
-enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *to, int64_t key,
+enum lock_result lock_hand_over(struct dbconn *from, struct dbconn *to, int64_t key,
                                 char *err, size_t errsz) MUSTCHECK;
 
 /* Release the exclusive lock on `key` that `own` took with lock_step or
@@ -99,7 +99,7 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
  * ROLLBACK; LOCK_SESSION: pg_advisory_unlock).  True when the server
  * answered; false when the connection failed (the server then drops the
  * lock with the session).  Silent: the caller logs. */
-bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)
+bool lock_release(struct dbconn *own, enum lock_mode mode, int64_t key)
     MUSTCHECK;
 
 /* Ask the server to end the holder's session on `own` if it stays idle
@@ -109,7 +109,7 @@ bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int
  * server enforces leader_grace and hold_timeout even if this process
  * hangs or sleeps.  False when the statement failed (an older server
  * refuses idle_session_timeout).  Silent: the caller logs. */
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
+bool lock_limit_idle(struct dbconn *own, enum lock_mode mode, double seconds)
     MUSTCHECK;
 
 #endif

@@ -81,12 +81,20 @@ struct migtool {
 
     /* Find the target for this process per `cfg` (files, the app's own
      * Python...), logging what was found and why it is unknown when it is.
-     * Never fails: known() says.  Also makes the state read of lock.h the
-     * tool's (lock_set_read_expr) when it is not Alembic's version table. */
+     * Never fails: known() says. */
     void (*load)(const struct config *cfg);
 
     /* Is the target known (after load)? */
     bool (*known)(void);
+
+    /* The state read, when it is not the configured version table: the
+     * SQL expression the reads of versions.h evaluate in its place (their
+     * `expr`: versions_read, versions_read_idle, lock_step's wait slice),
+     * NULL while there is none (the target unknown).  The operation itself
+     * NULL: always the configured version table (Alembic).  After load;
+     * the expression lives as long as the process.  Callers go through
+     * migtool_state_expr. */
+    const char *(*state_expr)(void);
 
     /* Where the target came from, for messages ("heads key", a folder, a
      * target file); "" when unknown. */
@@ -152,5 +160,9 @@ extern const struct migtool migtool_django;
  * in the project folder), else Alembic.  Silent; never NULL.
  */
 const struct migtool *migtool_pick(const struct config *cfg, bool manage_py);
+
+/* The state read of `t` for versions.h's reads: t->state_expr() when the
+ * tool has one, else NULL (the configured version table). */
+const char *migtool_state_expr(const struct migtool *t);
 
 #endif

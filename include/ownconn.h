@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "compiler.h"
+#include "dbconn.h"
 #include "resolve.h"
 
 struct ownconn; /* opaque */
@@ -44,6 +45,11 @@ bool ownconn_no_slot(const char *err);
 /* The libpq connection, or NULL when it was inherited across fork() and
  * must not be touched by this process. */
 PGconn *ownconn_pg(const struct ownconn *oc);
+
+/* Its connection seam (dbconn.h: the lock, the version reads and the
+ * holder take it), living as long as `oc`; NULL when `oc` is NULL or was
+ * inherited across fork(), as ownconn_pg. */
+struct dbconn *ownconn_db(struct ownconn *oc);
 
 /* The copy it was opened through. */
 const struct pq_copy *ownconn_copy(const struct ownconn *oc);

@@ -26,11 +26,10 @@
 #ifndef MIGSHIM_PEER_H
 #define MIGSHIM_PEER_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 
 #include "compiler.h"
-#include "resolve.h"
+#include "dbconn.h"
 
 #define PEER_KEEPALIVE_IDLE 5
 #define PEER_KEEPALIVE_INTERVAL 2
@@ -58,7 +57,7 @@ void peer_restore_socket(const struct peer_saved *saved);
 
 /*
  * The server side of the same figures on `c`'s session, one round trip
- * through the libpq table `pq`: tcp_keepalives_idle,
+ * through the connection's seam (dbconn.h): tcp_keepalives_idle,
  * tcp_keepalives_interval, tcp_keepalives_count, tcp_user_timeout and
  * client_connection_check_interval, each only where the server has it (an
  * older server skips the ones it lacks, without an error).  `local`: for
@@ -66,8 +65,8 @@ void peer_restore_socket(const struct peer_saved *saved);
  * also cannot leak through a transaction pooler); otherwise for the
  * session.  `reset` puts the session's defaults back instead (`local` is
  * then ignored).  True when the statement succeeded; false when it
- * failed (the reason: pq->PQerrorMessage(c)).  Silent: the caller logs.
+ * failed (the reason: dbconn_last_error(c)).  Silent: the caller logs.
  */
-bool peer_tune_session(const struct pq_api *pq, PGconn *c, bool local, bool reset) MUSTCHECK;
+bool peer_tune_session(struct dbconn *c, bool local, bool reset) MUSTCHECK;
 
 #endif

@@ -3,15 +3,16 @@
  *
  * Alembic's version table (the configured `version_table` in
  * `version_table_schema`, or a table of that shape a leader learned or a
- * leader published: holder.h), or, with lock_set_read_expr, another
- * tool's state in its place (Django's: which migrations are not recorded).
- * Every read is one round trip on a connection of the caller's (the shim's
- * lock connection or an app's) and leaves no trace: no error, not even in
- * the server log, when the table is absent; no transaction opened or
- * ended; no session change; inside a transaction, nothing held (see
- * versions_read_in).  Each travels in the simple protocol: an
- * extended-protocol portal would keep a snapshot open that a CREATE INDEX
- * CONCURRENTLY of the leader's own migration would wait for.
+ * leader published: holder.h), or, with a state expression (`expr`
+ * below), another tool's state in its place (Django's: which migrations
+ * are not recorded).  Every read is one round trip on a connection of the
+ * caller's (the shim's lock connection or an app's), through its seam
+ * (dbconn.h), and leaves no trace: no error, not even in the server log,
+ * when the table is absent; no transaction opened or ended; no session
+ * change; inside a transaction, nothing held (see versions_read_in).  Each
+ * travels in the simple protocol (dbconn_send, dbconn_exec: one Query
+ * message): an extended-protocol portal would keep a snapshot open that a
+ * CREATE INDEX CONCURRENTLY of the leader's own migration would wait for.
  *
  * Every identifier is quoted (pgsql.h) and every name from the
  * configuration passed as a literal.  A read fills a `struct versions` of
@@ -20,14 +21,13 @@
 #ifndef MIGSHIM_VERSIONS_H
 #define MIGSHIM_VERSIONS_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "compiler.h"
 #include "config.h"
 #include "heads.h"
-#include "resolve.h"
+#include "dbconn.h"
 
 /* The version table as read. */
 struct versions {
@@ -51,45 +51,41 @@ struct server_id {
 };
 
 /*
- * Another tool's state in place of Alembic's version table (Django's: which
- * migrations are not recorded): `expr` an SQL expression of one text
- * column, NULL when there is nothing yet, else query_to_xml output whose
- * <version_num> elements become struct versions' rows.  versions_read,
- * versions_read_idle and versions_idle_sql (the idle read, the wait
- * slice's, the one inside the lock transaction) then evaluate it; the
- * reads of a named table (versions_read_in, versions_resolve,
- * versions_any_column) do not.  Set once, before the first read; the
- * caller keeps `expr` alive for as long as the process reads (it is not
- * copied).  NULL puts Alembic's back.
- *
- * (It keeps its old name, from when it lived in lock.c, until the
- * migration-tool interface replaces it.)
+ * The state read (`expr` of versions_read, versions_read_idle,
+ * versions_idle_sql and lock.h's lock_step): NULL, the configured version
+ * table (Alembic's); else another tool's state in its place (Django's:
+ * which migrations are not recorded, migtool.h's state_expr), an SQL
+ * expression of one text column, NULL when there is nothing yet, else
+ * query_to_xml output whose <version_num> elements become struct
+ * versions' rows.  The caller passes it to every such read; the reads of a
+ * named table (versions_read_in, versions_resolve, versions_any_column)
+ * take none.  It is not copied: the caller keeps it alive for the call.
  */
-void lock_set_read_expr(const char *expr);
 
 /*
  * Read the configured version table (cfg->version_table_schema,
- * cfg->version_table), or the tool's state (lock_set_read_expr), on `c`
+ * cfg->version_table) when `expr` is NULL, else the tool's state `expr`
+ * (above), on `c`
  * into *out, in one round trip; `c` may be idle or inside a transaction in
  * good order (then as versions_read_in).  True with *out filled (present
  * false when the table is absent); false on failure with *out cleared and
  * the reason (one line) in err.  The caller logs it.
  */
-bool versions_read(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                   struct versions *out, char *err, size_t errsz) MUSTCHECK;
+bool versions_read(struct dbconn *c, const struct config *cfg,
+                   const char *expr, struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
  * The same for the version table `schema`.`table` ("" schema: the one the
  * search_path finds): the table a leader learned from
  * its migration's statements, or one a leader published.  Alembic's read
- * always (lock_set_read_expr does not apply).  The table's existence is
+ * always (no state expression applies).  The table's existence is
  * read from pg_class with the statement's own snapshot, so it is right
  * inside a long transaction too; inside a transaction block (the lock
  * transaction in xact mode) the read runs in a savepoint rolled back at
  * once, which releases the ACCESS SHARE lock it took, and a failed read
  * leaves that transaction in good order.  Returns as versions_read.
  */
-bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema, const char *table,
+bool versions_read_in(struct dbconn *c, const char *schema, const char *table,
                       struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -103,8 +99,8 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema, co
  * with a version_num column (per-schema version tables: gate.h).  Returns
  * as versions_read (*id is left unspecified on failure).
  */
-bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                        struct versions *out, struct server_id *id, char *err,
+bool versions_read_idle(struct dbconn *c, const struct config *cfg,
+                        const char *expr, struct versions *out, struct server_id *id, char *err,
                         size_t errsz) MUSTCHECK;
 
 /*
@@ -120,7 +116,7 @@ bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config 
  * change in the app's transaction.  True on success; false on failure
  * with `schema` "", *out cleared and the reason in err.
  */
-bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+bool versions_resolve(struct dbconn *c, const char *table, char *schema,
                       size_t ssz, struct versions *out, char *err, size_t errsz) MUSTCHECK;
 
 /*
@@ -129,22 +125,23 @@ bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, cha
  * transaction, in a savepoint rolled back at once.  A hint only: false
  * when there is none and also when the query failed (logged at debug).
  */
-bool versions_any_column(const struct pq_api *pq, PGconn *c) MUSTCHECK;
+bool versions_any_column(struct dbconn *c) MUSTCHECK;
 
 /*
  * For a caller that sends the read as one statement of a longer message
  * (lock.h, lock_step's wait slice): the statement versions_read_idle sends
- * without `id` (a SELECT of one row and one column, the table as XML or
- * NULL), malloc'ed: the caller frees it.  NULL when out of memory.
+ * for `expr` without `id` (a SELECT of one row and one column, the table
+ * as XML or NULL), malloc'ed: the caller frees it.  NULL when out of
+ * memory.
  */
-char *versions_idle_sql(const struct config *cfg) MUSTCHECK;
+char *versions_idle_sql(const struct config *cfg, const char *expr) MUSTCHECK;
 
 /*
  * Fill *out from `r`, the result of versions_idle_sql's statement (not
  * cleared: the caller keeps owning it).  False, with *out cleared, when
  * `r` is NULL or not one row of at least one column.
  */
-bool versions_from_result(const struct pq_api *pq, const PGresult *r,
+bool versions_from_result(const struct dbconn *c, const struct dbres *r,
                           struct versions *out) MUSTCHECK;
 
 #endif

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dbconn.h"
 #include "django.h"
 #include "envpy.h"
 #include "heads.h"
@@ -268,12 +269,14 @@ static int cmd_status(const char *conninfo, const char *libpq)
         api.PQfinish(c);
         return EXIT_NOCONN;
     }
-    printf("database:        \"%s\"\n", api.PQdb(c));
+    struct dbconn_pq dpc;
+    struct dbconn *db = dbconn_pq_init(&dpc, &api, c); /* the lock modules' seam */
+    printf("database:        \"%s\"\n", dbconn_dbname(db));
     struct versions v;
     char err[256];
     if (!known && tool->state_needs_target) {
         /* no state read without the target */
-    } else if (!versions_read(&api, c, &cfg, &v, err, sizeof err)) {
+    } else if (!versions_read(db, &cfg, migtool_state_expr(tool), &v, err, sizeof err)) {
         printf("version table:   cannot read: %s\n", err);
         rc = EXIT_NOCONN;
     } else {
@@ -297,15 +300,14 @@ static int cmd_status(const char *conninfo, const char *libpq)
     }
     /* the key from the server's name for the database, as the library's */
     char dbname[CONFIG_NAME_MAX];
-    snprintf(dbname, sizeof dbname, "%s", api.PQdb(c));
-    PGresult *dr = api.PQexec(c, "SELECT pg_catalog.current_database()");
-    if (dr && api.PQresultStatus(dr) == PGRES_TUPLES_OK && api.PQntuples(dr) == 1)
-        snprintf(dbname, sizeof dbname, "%s", api.PQgetvalue(dr, 0, 0));
-    if (dr)
-        api.PQclear(dr);
+    snprintf(dbname, sizeof dbname, "%s", dbconn_dbname(db));
+    struct dbres *dr = dbconn_exec(db, "SELECT pg_catalog.current_database()");
+    if (dr && dbres_kind(db, dr) == DBRES_ROWS && dbres_nrows(db, dr) == 1)
+        snprintf(dbname, sizeof dbname, "%s", dbres_value(db, dr, 0, 0));
+    dbres_free(db, dr);
     int64_t key = tool->key(&cfg, dbname);
     char holder[256];
-    holder_describe(&api, c, key, holder, sizeof holder);
+    holder_describe(db, key, holder, sizeof holder);
     if (strncmp(holder, "nobody", 6) == 0)
         snprintf(holder, sizeof holder, "free");
     printf("migration lock:  key %lld: %s\n", (long long)key, holder);

@@ -13,14 +13,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "dbconn.h"
 #include "events.h"
 #include "heartbeat.h"
 #include "holder.h"
@@ -186,6 +187,19 @@ static void describe_target(char *buf, size_t sz) { tool->describe_target(buf, s
  * migrated it. */
 static enum cmp compare(const struct versions *v) { return (enum cmp)tool->compare(v); }
 
+/* The tool's state read for versions.h's reads (NULL: the configured
+ * version table). */
+static const char *state_expr(void) { return migtool_state_expr(tool); }
+
+/* The seam of the app's connection `pg` (dbconn.h), made in `pc`: the gate
+ * talks to every connection through one, the app's as its lock's. */
+static struct dbconn *seam(struct dbconn_pq *pc, const struct pq_copy *copy, const PGconn *pg)
+{
+    /* the seam's operations that change a connection are only called on
+     * one the caller may change: the const is the identity's (cmap) */
+    return dbconn_pq_init(pc, &copy->api, (PGconn *)(uintptr_t)pg);
+}
+
 static bool versions_equal(const struct versions *a, const struct versions *b)
 {
     if (a->present != b->present || a->n != b->n || a->truncated != b->truncated)
@@ -252,7 +266,8 @@ static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
     for (size_t i = 0; i < MAX_CONNS; i++)
         if (cmap[i].pg == pg)
             return cmap[i].g;
-    const char *db = copy->api.PQdb(pg);
+    struct dbconn_pq pc;
+    const char *db = dbconn_dbname(seam(&pc, copy, pg));
     return db ? find_db(db, "", false) : NULL;
 }
 
@@ -365,12 +380,14 @@ static void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
     for (size_t i = 0; i < g->ntuned; i++)
         if (g->tuned[i].pg == pg)
             return;
-    if (g->ntuned == MAX_DIRTY || copy->api.PQtransactionStatus(pg) != PQTRANS_IDLE)
+    struct dbconn_pq pc;
+    struct dbconn *c = seam(&pc, copy, pg);
+    if (g->ntuned == MAX_DIRTY || dbconn_txn(c) != DBCONN_IDLE)
         return;
-    if (!peer_tune_session(&copy->api, pg, false, false))
+    if (!peer_tune_session(c, false, false))
         return;
     g->tuned[g->ntuned].pg = pg;
-    if (!peer_tune_socket(copy->api.PQsocket(pg), &g->tuned[g->ntuned].sock))
+    if (!peer_tune_socket(dbconn_socket(c), &g->tuned[g->ntuned].sock))
         log_debug("database \"%s\": the app connection's socket is not TCP: its options left as they are",
                   g->name);
     g->ntuned++;
@@ -385,10 +402,13 @@ static void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
 {
     for (size_t i = 0; i < g->ntuned; i++) {
         peer_restore_socket(&g->tuned[i].sock);
-        if (g->tuned[i].pg == idle && copy->api.PQtransactionStatus(idle) == PQTRANS_IDLE)
-            if (!peer_tune_session(&copy->api, idle, false, true))
-                log_debug("database \"%s\": cannot put back the app connection's keepalive settings: %s",
-                          g->name, copy->api.PQerrorMessage(idle));
+        if (g->tuned[i].pg != idle)
+            continue;
+        struct dbconn_pq pc;
+        struct dbconn *c = seam(&pc, copy, idle);
+        if (dbconn_txn(c) == DBCONN_IDLE && !peer_tune_session(c, false, true))
+            log_debug("database \"%s\": cannot put back the app connection's keepalive settings: %s",
+                      g->name, dbconn_last_error(c));
     }
     g->ntuned = 0;
 }
@@ -413,20 +433,20 @@ static void close_own(struct gdb *g)
  * app's connection a waiter took it on).  A failure is logged: the lock
  * then ends with that connection, which the caller closes or gives back
  * failed. */
-static void release_lock(const struct pq_copy *copy, const struct gdb *g, PGconn *c)
+static void release_lock(const struct gdb *g, struct dbconn *c)
 {
-    if (!lock_release(&copy->api, c, shim_config()->lock, g->key))
+    if (!lock_release(c, shim_config()->lock, g->key))
         log_warn("database \"%s\": releasing the migration lock failed; closing the %s "
-                 "releases it", g->name, c == ownconn_pg(g->own) ? "lock connection" : "connection");
+                 "releases it", g->name, c == ownconn_db(g->own) ? "lock connection" : "connection");
 }
 
 /* Have the server end g's lock session `own` once it stays idle for
  * `seconds` (`setting`: leader_grace or hold_timeout, for the log).  A
  * failure is logged: only this process's own checks then bound the lead. */
-static void limit_idle(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
-                       const char *setting, double seconds)
+static void limit_idle(const struct gdb *g, struct dbconn *own, const char *setting,
+                       double seconds)
 {
-    if (!lock_limit_idle(&copy->api, own, shim_config()->lock, seconds))
+    if (!lock_limit_idle(own, shim_config()->lock, seconds))
         log_warn("database \"%s\": cannot set the server-side idle limit on the lock connection "
                  "(%s = %g s); it is not in force, only this process's own checks are",
                  g->name, setting, seconds);
@@ -436,12 +456,8 @@ static void limit_idle(const struct pq_copy *copy, const struct gdb *g, PGconn *
  * down, so libpq sees the server go away and reports CONNECTION_BAD. */
 static void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
 {
-    int fd = copy->api.PQsocket(pg);
-    if (fd >= 0)
-        shutdown(fd, SHUT_RDWR);
-    PGresult *r = copy->api.PQexec(pg, ";");
-    if (r)
-        copy->api.PQclear(r);
+    struct dbconn_pq pc;
+    dbconn_fail(seam(&pc, copy, pg));
 }
 
 /*
@@ -469,9 +485,9 @@ static void note_activity(void)
 /* The lead is over (mutex held): release, close, and say why. */
 static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
-    PGconn *own = ownconn_pg(g->own);
+    struct dbconn *own = ownconn_db(g->own);
     if (own)
-        release_lock(copy, g, own);
+        release_lock(g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     set_state(g, G_DONE);
@@ -480,8 +496,8 @@ static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char 
          g->name, why, now() - g->since);
 }
 
-static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
-                            struct versions *v, char *err, size_t errsz);
+static bool read_lead_table(const struct gdb *g, struct dbconn *own, struct versions *v,
+                            char *err, size_t errsz);
 static void tell_lead(struct gdb *g);
 
 /*
@@ -500,12 +516,12 @@ static void tell_lead(struct gdb *g);
  * publishes how the run ended (holder_mark_run): waiters count the failed
  * ones (wait_steps, lead_failures).
  */
-static void run_tell(const struct pq_copy *copy, struct gdb *g, enum holder_run run)
+static void run_tell(struct gdb *g, enum holder_run run)
 {
-    PGconn *own = ownconn_pg(g->own);
+    struct dbconn *own = ownconn_db(g->own);
     if (!own || g->run.told == run)
         return;
-    if (!holder_mark_run(&copy->api, own, run, g->vt.learned ? g->vt.schema : "",
+    if (!holder_mark_run(own, run, g->vt.learned ? g->vt.schema : "",
                          g->vt.learned ? g->vt.table : ""))
         log_warn("database \"%s\": cannot publish how the migration run stands on the lock "
                  "connection; waiters may count a failed run wrongly", g->name);
@@ -521,7 +537,7 @@ static void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, boo
     g->run.ended = now();
     g->run.pg = pg;
     g->run.failed = failed;
-    run_tell(copy, g, failed ? HOLDER_RUN_FAILED : HOLDER_RUN_ENDED);
+    run_tell(g, failed ? HOLDER_RUN_FAILED : HOLDER_RUN_ENDED);
     start_settler(copy);
     log_debug("database \"%s\": the migration's version-table transaction ended%s short of the "
               "target; the migration lock is released after lead_settle (%g s) without another",
@@ -530,11 +546,13 @@ static void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, boo
 
 /* The run's connection is outside any transaction, no command in flight
  * (mutex held).  Read from the settler's thread while the app may be using
- * it: PQtransactionStatus only loads three enum fields of the PGconn, and
- * gate_forget clears run.pg (under the mutex) before the PGconn is freed. */
+ * it: the seam's dbconn_txn (libpq's PQtransactionStatus) only loads three
+ * enum fields of the PGconn, and gate_forget clears run.pg (under the
+ * mutex) before the PGconn is freed. */
 static bool run_quiet(const struct gdb *g)
 {
-    return !g->run.pg || settle_copy->api.PQtransactionStatus(g->run.pg) == PQTRANS_IDLE;
+    struct dbconn_pq pc;
+    return !g->run.pg || dbconn_txn(seam(&pc, settle_copy, g->run.pg)) == DBCONN_IDLE;
 }
 
 /* The settle is over, or the process exits (mutex held, Alembic, LEADING):
@@ -542,10 +560,10 @@ static bool run_quiet(const struct gdb *g)
 static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting)
 {
     const struct config *cfg = shim_config();
-    PGconn *own = ownconn_pg(g->own);
+    struct dbconn *own = ownconn_db(g->own);
     struct versions v;
     char err[256] = "no lock connection", revs[512] = "(unreadable)", want[512];
-    bool read = own && read_lead_table(copy, g, own, &v, err, sizeof err);
+    bool read = own && read_lead_table(g, own, &v, err, sizeof err);
     if (read)
         describe(&v, revs, sizeof revs);
     else
@@ -553,7 +571,7 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting
                  g->name, err);
     bool done = read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND);
     if (own)
-        release_lock(copy, g, own);
+        release_lock(g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -609,13 +627,13 @@ static void *settler(void *arg)
                     end_run_lead(settle_copy, g, false);
                 continue;
             }
-            PGconn *own = ownconn_pg(g->own);
+            struct dbconn *own = ownconn_db(g->own);
             if (!own || !g->saw_vt || idle < cfg->django_settle || t < g->next_settle)
                 continue;
             g->next_settle = t + (cfg->django_settle > 0.5 ? cfg->django_settle : 0.5);
             struct versions v;
             char err[256], what[512];
-            if (!versions_read(&settle_copy->api, own, cfg, &v, err, sizeof err)) {
+            if (!versions_read(own, cfg, state_expr(), &v, err, sizeof err)) {
                 log_warn("database \"%s\": cannot read django_migrations on the lock connection (%s); "
                          "releasing the migration lock, the waiters check for themselves",
                          g->name, err);
@@ -654,8 +672,8 @@ static void at_exit(void)
         }
         struct versions v;
         char err[256], what[512] = "django_migrations unreadable";
-        PGconn *own = ownconn_pg(g->own);
-        if (own && versions_read(&settle_copy->api, own, shim_config(), &v, err, sizeof err))
+        struct dbconn *own = ownconn_db(g->own);
+        if (own && versions_read(own, shim_config(), state_expr(), &v, err, sizeof err))
             describe(&v, what, sizeof what);
         char why[600];
         snprintf(why, sizeof why, "process exiting (%s): released at exit", what);
@@ -727,7 +745,8 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
                               const struct wait_policy *pol, bool patient, double start)
 {
     const struct config *cfg = shim_config();
-    const struct pq_api *pq = &copy->api;
+    struct dbconn_pq apc;
+    struct dbconn *appc = seam(&apc, copy, app);
     char err[256];
     bool told = false;
     long pause_ms = 50;
@@ -739,14 +758,14 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         struct versions v;
         char rerr[256];
         if (no_slot && !pol->lock_outlives_target && tool->known() &&
-            versions_read(pq, app, cfg, &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
+            versions_read(appc, cfg, state_expr(), &v, rerr, sizeof rerr) && compare(&v) != BEHIND) {
             char revs[512];
             describe(&v, revs, sizeof revs);
             wait_note(WAIT_MSG_SLOT_PEER, g->name, revs, g->name, now() - start, revs);
             return OWN_DONE;
         }
         double idle, t = now();
-        bool migrating, held = no_slot && holder_state(pq, app, g->key, &idle, &migrating, NULL);
+        bool migrating, held = no_slot && holder_state(appc, g->key, &idle, &migrating, NULL);
         if (!no_slot || (!held && t - start >= SLOT_HOLDER_GRACE) || t - start >= cfg->wait_timeout) {
             if (told)
                 wait_note(held ? WAIT_MSG_SLOT_TIMEOUT : WAIT_MSG_SLOT_NOBODY, g->name, NULL,
@@ -828,7 +847,9 @@ struct waiter {
     const struct config *cfg;  /* cfg_of(g): per-schema, that schema's table   */
     struct gdb *g;
     PGconn *app;               /* the app's connection                          */
-    PGconn *wc;                /* the waiting one: app, or the lock connection  */
+    struct dbconn_pq app_pc;   /* ... its seam: appc                            */
+    struct dbconn *appc;
+    struct dbconn *wc;         /* the waiting one: appc, or the lock connection's */
     const char *why;           /* for the "leading" line                        */
     double start;
     struct wait_policy pol;
@@ -902,10 +923,10 @@ static void observe_read(struct waiter *w, struct wait_obs *ob)
 static void observe(struct waiter *w, struct wait_obs *ob)
 {
     bool have_v;
-    enum lock_result r = lock_step(&w->copy->api, w->wc, w->cfg, w->g->key,
+    enum lock_result r = lock_step(w->wc, w->cfg, state_expr(), w->g->key,
                                    w->st.waited ? NULL : first_wait, w->g->name, &w->v, &have_v,
                                    w->err, sizeof w->err);
-    *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->app,
+    *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->appc,
                             .signal = waitsig_pending(), .target_known = tool->known(),
                             .read = WAIT_READ_NONE, .cmp = WAIT_BEHIND,
                             .published = WAIT_PUB_UNREAD, .elapsed = now() - w->start};
@@ -918,32 +939,31 @@ static void observe(struct waiter *w, struct wait_obs *ob)
  * lock taken on the app's. */
 static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, enum outcome *out)
 {
-    const struct pq_api *pq = &w->copy->api;
     struct gdb *g = w->g;
     char err[256];
     switch (act) {
     case WAIT_ACT_HAND_OVER: {
         enum own_open oo = open_own(w->copy, w->app, g, &w->pol, false, w->start);
         if (oo != OWN_OPEN) {
-            release_lock(w->copy, g, w->app);
+            release_lock(g, w->appc);
             *out = oo == OWN_SIGNAL ? slot_interrupted(g, w->start) : OUT_UNGATED;
             return false;
         }
-        w->wc = ownconn_pg(g->own);
-        ob->lock = wait_lock_of(lock_hand_over(pq, w->app, w->wc, g->key, w->err, sizeof w->err));
+        w->wc = ownconn_db(g->own);
+        ob->lock = wait_lock_of(lock_hand_over(w->appc, w->wc, g->key, w->err, sizeof w->err));
         ob->on_app = false;
         ob->handed_over = true;
         ob->read = WAIT_READ_NONE;
         return true;
     }
     case WAIT_ACT_READ:
-        if (versions_read(pq, w->wc, w->cfg, &w->v, w->err, sizeof w->err))
+        if (versions_read(w->wc, w->cfg, state_expr(), &w->v, w->err, sizeof w->err))
             observe_read(w, ob);
         else
             ob->read = WAIT_READ_FAILED;
         return true;
     case WAIT_ACT_READ_PUBLISHED: /* a failed read counts as "not there" */
-        ob->published = versions_read_in(pq, w->wc, w->pub.schema, w->pub.table, &w->pv,
+        ob->published = versions_read_in(w->wc, w->pub.schema, w->pub.table, &w->pv,
                                               err, sizeof err) &&
                                 compare(&w->pv) == AT_TARGET
                             ? WAIT_PUB_AT_TARGET
@@ -963,7 +983,7 @@ static void look_at_holder(struct waiter *w, const struct wait_obs *ob)
     bool migrating;
     struct holder_vt vt;
     enum holder_run run;
-    if (!holder_state_run(&w->copy->api, w->wc, w->g->key, &idle, &migrating, &vt, &run))
+    if (!holder_state_run(w->wc, w->g->key, &idle, &migrating, &vt, &run))
         return;
     struct wait_holder h = {.idle = idle, .migrating = migrating, .vt_published = vt.known,
                             .run = wait_run_of(run)};
@@ -1044,12 +1064,11 @@ static void say(const struct waiter *w, enum wait_msg id, const struct wait_obs 
  * idle; the "leading" line is held for tell_lead. */
 static void lead(struct waiter *w, const struct wait_step *s)
 {
-    const struct pq_api *pq = &w->copy->api;
     struct gdb *g = w->g;
-    if (!peer_tune_session(pq, w->wc, w->cfg->lock == LOCK_XACT, false))
+    if (!peer_tune_session(w->wc, w->cfg->lock == LOCK_XACT, false))
         log_warn("database \"%s\": cannot set the lock connection's keepalive settings: %s",
-                 g->name, pq->PQerrorMessage(w->wc));
-    limit_idle(w->copy, g, w->wc, "leader_grace", w->cfg->leader_grace);
+                 g->name, dbconn_last_error(w->wc));
+    limit_idle(g, w->wc, "leader_grace", w->cfg->leader_grace);
     char want[512];
     describe_target(want, sizeof want);
     wait_format(g->untold.text, sizeof g->untold.text, WAIT_MSG_LEADING, g->name,
@@ -1058,7 +1077,7 @@ static void lead(struct waiter *w, const struct wait_step *s)
     snprintf(g->untold.revs, sizeof g->untold.revs, "%s", w->revs);
     g->untold.pending = true;
     /* the configured table absent, another of its shape present: see tell_lead */
-    if (!s->tell_later || !versions_any_column(pq, w->wc))
+    if (!s->tell_later || !versions_any_column(w->wc))
         tell_lead(g);
 }
 
@@ -1076,9 +1095,9 @@ static enum outcome end_wait(struct waiter *w, const struct wait_step *s, const 
     }
     char holder[256] = "";
     if (s->msg == WAIT_MSG_TIMEOUT || s->msg == WAIT_MSG_TIMEOUT_FAIL)
-        holder_describe(&w->copy->api, w->wc, g->key, holder, sizeof holder);
+        holder_describe(w->wc, g->key, holder, sizeof holder);
     if (s->release) /* never used: released before anyone could migrate */
-        release_lock(w->copy, g, w->wc);
+        release_lock(g, w->wc);
     close_own(g);
     say(w, s->msg, ob, holder);
     switch (s->act) {
@@ -1109,7 +1128,8 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
         case OWN_SIGNAL: return slot_interrupted(g, w.start);
         }
     }
-    w.wc = on_app ? app : ownconn_pg(g->own);
+    w.appc = seam(&w.app_pc, copy, app);
+    w.wc = on_app ? w.appc : ownconn_db(g->own);
     wait_begin(&w.st);
     for (;;) {
         struct wait_obs ob;
@@ -1129,7 +1149,7 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             return end_wait(&w, &s, &ob);
         if (s.msg == WAIT_MSG_WAITING) {
             char holder[256];
-            holder_describe(&copy->api, w.wc, g->key, holder, sizeof holder);
+            holder_describe(w.wc, g->key, holder, sizeof holder);
             say(&w, s.msg, &ob, holder);
         }
         if (s.pause_ms) {
@@ -1166,14 +1186,6 @@ static struct {
     struct gdb *g;
 } aliases[MAX_ALIASES];
 static size_t naliases;
-
-static void alias_key(const struct pq_copy *copy, PGconn *pg, char *key, size_t n)
-{
-    const struct pq_api *pq = &copy->api;
-    const char *host = pq->PQhost ? pq->PQhost(pg) : NULL;
-    const char *port = pq->PQport ? pq->PQport(pg) : NULL;
-    snprintf(key, n, "%s:%s/%s", host ? host : "", port ? port : "", pq->PQdb(pg));
-}
 
 static struct gdb *find_alias(const char *key)
 {
@@ -1243,23 +1255,22 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
         log_warn("%s lacks functions the gate needs; passing through", copy->soname);
         return true;
     }
-    const char *cdb = copy->api.PQdb(pg);
+    struct dbconn_pq pc;
+    struct dbconn *ac = seam(&pc, copy, pg);
+    const char *cdb = dbconn_dbname(ac);
     if (!cdb)
         return true;
-    char key[sizeof aliases[0].key];
-    alias_key(copy, pg, key, sizeof key);
+    char key[sizeof aliases[0].key]; /* made the same way: the same database */
+    dbconn_address(ac, key, sizeof key);
     fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = find_alias(key);
     if (g && decided(g, pg)) { /* nothing to ask the server */
         if (g->st == G_LEADING && g->pid == getpid()) {
             /* the migration may run on it: see tune_app */
-            int nb = copy->api.PQisnonblocking(pg);
-            if (nb)
-                copy->api.PQsetnonblocking(pg, 0);
+            bool nb = dbconn_block(ac);
             tune_app(copy, g, pg);
-            if (nb)
-                copy->api.PQsetnonblocking(pg, 1);
+            dbconn_unblock(ac, nb);
         }
         pthread_mutex_unlock(&mu);
         return true;
@@ -1275,11 +1286,9 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     bool read = false;
     /* The read and the wait block; an app may have set non-blocking mode
      * already. */
-    int nb = copy->api.PQisnonblocking(pg);
-    if (nb)
-        copy->api.PQsetnonblocking(pg, 0);
+    bool nb = dbconn_block(ac);
     if (tool->known() || tool->unknown_leads_to_exit) {
-        read = versions_read_idle(&copy->api, pg, cfg, &v, &id, err, sizeof err);
+        read = versions_read_idle(ac, cfg, state_expr(), &v, &id, err, sizeof err);
         if (read && id.standby) {
             log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
             goto out_nb;
@@ -1359,8 +1368,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
             }
         }
     }
-    if (nb)
-        copy->api.PQsetnonblocking(pg, 1);
+    dbconn_unblock(ac, nb);
     pthread_mutex_lock(&mu);
     g->st = G_DECIDING; /* set_state counts from here */
     set_state(g, next);
@@ -1372,8 +1380,7 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     waitsig_redeliver();
     return ok;
 out_nb:
-    if (nb)
-        copy->api.PQsetnonblocking(pg, 1);
+    dbconn_unblock(ac, nb);
     return true;
 }
 
@@ -1417,21 +1424,21 @@ static void clear_dirty(struct gdb *g, const PGconn *pg)
 /* The leader's run goes on (mutex held): a version-table statement, or a
  * transaction on the run's connection (see run_ended).  The settle is off
  * and the lock connection shows the plain mark again. */
-static void run_goes_on(const struct pq_copy *copy, struct gdb *g)
+static void run_goes_on(struct gdb *g)
 {
     g->run.ended = 0;
-    run_tell(copy, g, HOLDER_RUN_GOING);
+    run_tell(g, HOLDER_RUN_GOING);
 }
 
 /* A version-table statement of the leader on `pg` (mutex held). */
-static void lead_activity(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool writes)
+static void lead_activity(struct gdb *g, PGconn *pg, bool writes)
 {
     mark_dirty(g, pg);
     int i = dirty_slot(g, pg);
     if (i >= 0 && writes)
         g->dirty_wrote[i] = true;
     if (g->run.ended)
-        run_goes_on(copy, g);
+        run_goes_on(g);
 }
 
 /* Take the lock again (LAPSED, or UNKNOWN) with the mutex released. */
@@ -1456,30 +1463,28 @@ static enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb
 static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
                         size_t ssz, struct versions *v, char *err, size_t errsz)
 {
-    const struct pq_api *pq = &copy->api;
+    struct dbconn_pq pc;
+    struct dbconn *c = seam(&pc, copy, pg);
     const char *table = shim_config()->version_table;
-    PGTransactionStatusType ts = pq->PQtransactionStatus(pg);
-    if (ts != PQTRANS_IDLE && ts != PQTRANS_INTRANS) {
+    enum dbconn_txn ts = dbconn_txn(c);
+    if (ts != DBCONN_IDLE && ts != DBCONN_INTRANS) {
         snprintf(err, errsz, "the connection is %s",
-                 ts == PQTRANS_INERROR ? "in a failed transaction" : "busy");
+                 ts == DBCONN_INERROR ? "in a failed transaction" : "busy");
         return false;
     }
-    if (pq->PQpipelineStatus && pq->PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
+    if (dbconn_pipelined(c)) {
         snprintf(err, errsz, "the connection is in pipeline mode");
         return false;
     }
-    int nb = pq->PQisnonblocking(pg);
-    if (nb)
-        pq->PQsetnonblocking(pg, 0);
+    bool nb = dbconn_block(c);
     bool ok;
     if (qual[0]) {
         snprintf(schema, ssz, "%s", qual);
-        ok = versions_read_in(pq, pg, qual, table, v, err, errsz);
+        ok = versions_read_in(c, qual, table, v, err, errsz);
     } else {
-        ok = versions_resolve(pq, pg, table, schema, ssz, v, err, errsz);
+        ok = versions_resolve(c, table, schema, ssz, v, err, errsz);
     }
-    if (nb)
-        pq->PQsetnonblocking(pg, 1);
+    dbconn_unblock(c, nb);
     return ok;
 }
 
@@ -1609,9 +1614,9 @@ static bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, 
                      "the lead follows it", g->name, name);
         return false;
     }
-    PGconn *own = ownconn_pg(g->own);
+    struct dbconn *own = ownconn_db(g->own);
     if (own)
-        release_lock(copy, g, own);
+        release_lock(g, own);
     close_own(g);
     untune_all(copy, g, NULL);
     g->ndirty = 0;
@@ -1684,16 +1689,17 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
             tell_lead(g);
         if (!g->saw_vt) {
             g->saw_vt = true;
-            if (g->own) {
-                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
-                if (!holder_mark_migrating(&copy->api, ownconn_pg(g->own))) /* not a lapse */
+            struct dbconn *own = ownconn_db(g->own);
+            if (own) {
+                limit_idle(g, own, "hold_timeout", cfg->hold_timeout);
+                if (!holder_mark_migrating(own)) /* not a lapse */
                     log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
                              "take this lead for a lapse): %s",
-                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
+                             g->name, dbconn_last_error(own));
             }
         }
         if (tool->lead_end == MIGTOOL_END_RUN) /* else: held until idle (settler) */
-            lead_activity(copy, g, pg, writes);
+            lead_activity(g, pg, writes);
     } else if (g->st == G_UNGATED) {
         mark_dirty(g, pg);
     } else if (g->st == G_UNKNOWN) {
@@ -1720,13 +1726,13 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
 
 /* The version table a leader's re-read looks at: the one its migration
  * was seen to use (gate_learn), else the configured one. */
-static bool read_lead_table(const struct pq_copy *copy, const struct gdb *g, PGconn *own,
+static bool read_lead_table(const struct gdb *g, struct dbconn *own,
                             struct versions *v, char *err, size_t errsz)
 {
     const struct config *cfg = shim_config();
     if (!g->vt.learned)
-        return versions_read(&copy->api, own, cfg, v, err, errsz);
-    return versions_read_in(&copy->api, own, g->vt.schema, g->vt.table, v, err, errsz);
+        return versions_read(own, cfg, state_expr(), v, err, errsz);
+    return versions_read_in(own, g->vt.schema, g->vt.table, v, err, errsz);
 }
 
 /*
@@ -1757,7 +1763,7 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
     }
     if (g->vt.learned) { /* the learned table's statements end in a re-read */
         if (strcmp(schema, g->vt.schema) == 0 && strcmp(table, g->vt.table) == 0) {
-            lead_activity(copy, g, pg, writes);
+            lead_activity(g, pg, writes);
             if (writes)
                 tell_lead(g);
         }
@@ -1771,14 +1777,15 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
             snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
             snprintf(g->vt.table, sizeof g->vt.table, "%s", table);
             g->saw_vt = true; /* no lapse: this leader migrates */
-            if (g->own) {
-                limit_idle(copy, g, ownconn_pg(g->own), "hold_timeout", cfg->hold_timeout);
-                if (!holder_mark_migrating_vt(&copy->api, ownconn_pg(g->own), schema, table))
+            struct dbconn *own = ownconn_db(g->own);
+            if (own) {
+                limit_idle(g, own, "hold_timeout", cfg->hold_timeout);
+                if (!holder_mark_migrating_vt(own, schema, table))
                     log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
                              "take this lead for a lapse): %s",
-                             g->name, copy->api.PQerrorMessage(ownconn_pg(g->own)));
+                             g->name, dbconn_last_error(own));
             }
-            lead_activity(copy, g, pg, writes);
+            lead_activity(g, pg, writes);
         }
     }
     /* one warning, from the process that writes it: a late process that
@@ -1815,9 +1822,10 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
     }
     /* as the app sees it: the server's (a guard's stand-in for a failed
      * transaction is a real transaction, and giving up fails it for real) */
-    PGTransactionStatusType ts = copy->api.PQtransactionStatus(pg);
-    bool idle = ts == PQTRANS_IDLE;
-    if (g->st == G_LEADING && ts == PQTRANS_INERROR) {
+    struct dbconn_pq pc;
+    enum dbconn_txn ts = dbconn_txn(seam(&pc, copy, pg));
+    bool idle = ts == DBCONN_IDLE;
+    if (g->st == G_LEADING && ts == DBCONN_INERROR) {
         /* the migration failed: its transaction's end is the run's end */
         int slot = dirty_slot(g, pg);
         if (slot >= 0)
@@ -1826,13 +1834,13 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             /* a transaction_per_migration run's next revision */
             g->run.failed = true;
             g->run.ended = now(); /* waiters get lead_settle to see it */
-            run_tell(copy, g, HOLDER_RUN_FAILED);
+            run_tell(g, HOLDER_RUN_FAILED);
         }
     }
     if (g->st == G_UNKNOWN && g->holder == pg && idle) {
         bool locked = g->holder_locked;
         if (locked && g->own)
-            release_lock(copy, g, ownconn_pg(g->own));
+            release_lock(g, ownconn_db(g->own));
         g->holder = NULL;
         g->holder_locked = false;
         close_own(g);
@@ -1854,9 +1862,9 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        PGconn *own = ownconn_pg(g->own);
-        bool read = own && (read_lead_table(copy, g, own, &v, err, sizeof err) ||
-                            read_lead_table(copy, g, own, &v, err, sizeof err));
+        struct dbconn *own = ownconn_db(g->own);
+        bool read = own && (read_lead_table(g, own, &v, err, sizeof err) ||
+                            read_lead_table(g, own, &v, err, sizeof err));
         if (own && !read) {
             /* Never hold the fleet on a failed read: release, and let the
              * waiters read the version themselves (one of them leads again
@@ -1864,7 +1872,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             log_warn("database \"%s\": cannot re-read the version table on the lock connection "
                      "(%s); releasing the migration lock, the waiters check for themselves",
                      g->name, err);
-            release_lock(copy, g, own);
+            release_lock(g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1873,7 +1881,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
             sp_use(g, "");
         } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
             describe(&v, revs, sizeof revs);
-            release_lock(copy, g, own);
+            release_lock(g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1898,7 +1906,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
              * fleet's lock until hold_timeout would stall every other
              * schema.  Alembic reads and writes in one transaction. */
             describe(&v, revs, sizeof revs);
-            release_lock(copy, g, own);
+            release_lock(g, own);
             close_own(g);
             untune_all(copy, g, pg);
             g->ndirty = 0;
@@ -1916,7 +1924,7 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
         clear_dirty(g, pg);
         struct versions v;
         char err[256], revs[512];
-        if (versions_read_idle(&copy->api, pg, cfg, &v, NULL, err, sizeof err) &&
+        if (versions_read_idle(seam(&pc, copy, pg), cfg, state_expr(), &v, NULL, err, sizeof err) &&
             compare(&v) != BEHIND) {
             describe(&v, revs, sizeof revs);
             g->ndirty = 0;
@@ -1969,10 +1977,9 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
     fork_init();
     pthread_mutex_lock(&mu);
     struct gdb *g = db_of(copy, pg);
-    PGconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_pg(g->own) : NULL;
-    bool ok = own && (schema ? versions_read_in(&copy->api, own, schema, cfg->version_table,
-                                                v, err, sizeof err)
-                             : versions_read(&copy->api, own, cfg, v, err, sizeof err));
+    struct dbconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_db(g->own) : NULL;
+    bool ok = own && (schema ? versions_read_in(own, schema, cfg->version_table, v, err, sizeof err)
+                             : versions_read(own, cfg, state_expr(), v, err, sizeof err));
     pthread_mutex_unlock(&mu);
     return ok;
 }
@@ -2011,7 +2018,7 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
             run_ended(copy, g, NULL, true);
         if (g->st == G_UNKNOWN && g->holder == pg) {
             if (g->holder_locked && g->own)
-                release_lock(copy, g, ownconn_pg(g->own));
+                release_lock(g, ownconn_db(g->own));
             g->holder = NULL;
             g->holder_locked = false;
             close_own(g);

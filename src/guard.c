@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "dbconn.h"
 #include "events.h"
 #include "gate.h"
 #include "log.h"
@@ -441,7 +442,7 @@ static bool proven(const struct pq_copy *c, PGconn *pg, struct gconn *g, char *s
         log_info("guard: waited %.3f s for a connection slot to verify the race", now() - start);
     bool ok = false;
     for (;;) {
-        if (!versions_read_in(&c->api, ownconn_pg(oc), g->schema, cfg->version_table, &v,
+        if (!versions_read_in(ownconn_db(oc), g->schema, cfg->version_table, &v,
                               err, sizeof err)) {
             snprintf(seen, seensz, "unreadable: %s", err);
             break;
@@ -591,7 +592,8 @@ static void resolve_schema(const struct pq_api *pq, PGconn *pg, struct gconn *g,
         return;
     }
     int nb = blocking_begin(pq, pg);
-    bool ok = versions_resolve(pq, pg, cfg->version_table, g->schema, sizeof g->schema, &v,
+    struct dbconn_pq pc;
+    bool ok = versions_resolve(dbconn_pq_init(&pc, pq, pg), cfg->version_table, g->schema, sizeof g->schema, &v,
                                err, sizeof err);
     blocking_end(pq, pg, nb);
     g->schema_known = ok && g->schema[0];

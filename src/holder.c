@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "dbconn.h"
 #include "pgsql.h"
 
 /* "SELECT <cols> FROM the holder of `key`'s backend" (simple protocol: see
@@ -128,29 +129,29 @@ bool holder_vt_parse(const char *text, char *schema, size_t ssz, char *table, si
     return true;
 }
 
-bool holder_state(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+bool holder_state(struct dbconn *c, int64_t key, double *idle,
                   bool *migrating, struct holder_vt *vt)
 {
-    return holder_state_run(pq, c, key, idle, migrating, vt, NULL);
+    return holder_state_run(c, key, idle, migrating, vt, NULL);
 }
 
-bool holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *idle,
+bool holder_state_run(struct dbconn *c, int64_t key, double *idle,
                       bool *migrating, struct holder_vt *vt, enum holder_run *run)
 {
-    assert(pq && idle && migrating);
+    assert(c && idle && migrating);
     char sql[1024];
     holder_sql(key, "extract(epoch FROM now() - a.state_change)::float8, a.application_name",
                sql, sizeof sql);
-    PGresult *r = pq->PQexec(c, sql);
-    bool ok = r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0 &&
-              !pq->PQgetisnull(r, 0, 0);
+    struct dbres *r = dbconn_exec(c, sql);
+    bool ok = r && dbres_kind(c, r) == DBRES_ROWS && dbres_nrows(c, r) > 0 &&
+              !dbres_isnull(c, r, 0, 0);
     if (vt)
         vt->known = false;
     if (run)
         *run = HOLDER_RUN_GOING;
     if (ok) {
-        *idle = strtod(pq->PQgetvalue(r, 0, 0), NULL);
-        const char *app = pq->PQgetvalue(r, 0, 1);
+        *idle = strtod(dbres_value(c, r, 0, 0), NULL);
+        const char *app = dbres_value(c, r, 0, 1);
         const char *m = strstr(app, " " HOLDER_MIGRATING_MARK);
         size_t ml = strlen(" " HOLDER_MIGRATING_MARK);
         *migrating = m && (m[ml] == '\0' || m[ml] == ' ');
@@ -169,23 +170,23 @@ bool holder_state_run(const struct pq_api *pq, PGconn *c, int64_t key, double *i
         }
     }
     if (r)
-        pq->PQclear(r);
+        dbres_free(c, r);
     return ok;
 }
 
 /* Set `own`'s application_name to `app` (session-wide). */
-static bool set_app_name(const struct pq_api *pq, PGconn *own, const char *app)
+static bool set_app_name(struct dbconn *own, const char *app)
 {
     char lit[2 * 64 + 8], sql[sizeof lit + 96];
     pgsql_quote_literal(app, lit, sizeof lit);
     snprintf(sql, sizeof sql, "SELECT pg_catalog.set_config('application_name', %s, false)", lit);
-    return pgsql_run_ok(pq, own, sql);
+    return dbconn_run_ok(own, sql);
 }
 
-bool holder_mark_run(const struct pq_api *pq, PGconn *own, enum holder_run run,
+bool holder_mark_run(struct dbconn *own, enum holder_run run,
                      const char *schema, const char *table)
 {
-    assert(pq && run >= HOLDER_RUN_GOING && run <= HOLDER_RUN_FAILED);
+    assert(own && run >= HOLDER_RUN_GOING && run <= HOLDER_RUN_FAILED);
     static const char *const token[] = {"", " " HOLDER_RUN_MARK "ended",
                                         " " HOLDER_RUN_MARK "failed"};
     char name[64] = "", host[64] = "", app[64];
@@ -214,26 +215,26 @@ bool holder_mark_run(const struct pq_api *pq, PGconn *own, enum holder_run run,
         log_warn("cannot publish the migration run's state on the lock connection (name too long)");
         return false;
     }
-    if (set_app_name(pq, own, app))
+    if (set_app_name(own, app))
         return true;
     log_warn("cannot publish the migration run's state on the lock connection: %s",
-             pq->PQerrorMessage(own));
+             dbconn_last_error(own));
     return false;
 }
 
-bool holder_mark_migrating(const struct pq_api *pq, PGconn *own)
+bool holder_mark_migrating(struct dbconn *own)
 {
-    assert(pq);
-    return pgsql_run_ok(pq, own,
+    
+    return dbconn_run_ok(own,
                         "SELECT pg_catalog.set_config('application_name', "
                         "pg_catalog.current_setting('application_name') || ' " HOLDER_MIGRATING_MARK
                         "', false)");
 }
 
-bool holder_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *schema,
+bool holder_mark_migrating_vt(struct dbconn *own, const char *schema,
                               const char *table)
 {
-    assert(pq && schema && table);
+    assert(own && schema && table);
     /* application_name keeps 63 bytes of printable ASCII: the host is
      * left out to make room; a name that still does not fit is not
      * published (waiters then find out by leading briefly themselves) */
@@ -244,24 +245,24 @@ bool holder_mark_migrating_vt(const struct pq_api *pq, PGconn *own, const char *
                      "migshim lock pid=%ld " HOLDER_MIGRATING_MARK " " HOLDER_VT_MARK "%s",
                      (long)getpid(), name);
     if (n < 0 || (size_t)n >= sizeof app)
-        return holder_mark_migrating(pq, own);
-    return set_app_name(pq, own, app);
+        return holder_mark_migrating(own);
+    return set_app_name(own, app);
 }
 
-void holder_describe(const struct pq_api *pq, PGconn *own, int64_t key, char *buf, size_t n)
+void holder_describe(struct dbconn *own, int64_t key, char *buf, size_t n)
 {
-    assert(pq && buf && n > 0);
+    assert(own && buf && n > 0);
     char sql[1024];
     holder_sql(key, "a.pid, coalesce(pg_catalog.host(a.client_addr), 'local'), a.application_name, "
                     "to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS TZ')",
                sql, sizeof sql);
-    PGresult *r = pq->PQexec(own, sql);
-    if (r && pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0)
+    struct dbres *r = dbconn_exec(own, sql);
+    if (r && dbres_kind(own, r) == DBRES_ROWS && dbres_nrows(own, r) > 0)
         snprintf(buf, n, "backend pid %s from %s, application_name '%s', since %s",
-                 pq->PQgetvalue(r, 0, 0), pq->PQgetvalue(r, 0, 1), pq->PQgetvalue(r, 0, 2),
-                 pq->PQgetvalue(r, 0, 3));
+                 dbres_value(own, r, 0, 0), dbres_value(own, r, 0, 1), dbres_value(own, r, 0, 2),
+                 dbres_value(own, r, 0, 3));
     else
         snprintf(buf, n, "nobody (it was just released)");
     if (r)
-        pq->PQclear(r);
+        dbres_free(own, r);
 }

@@ -2,7 +2,7 @@
  * lock — see include/lock.h.  The advisory-lock protocol: the key, the
  * try-then-wait step and its one-message wait slice, the hand-over from an
  * app's connection to the lock connection, the release and the server-side
- * idle limit.  Every statement goes through the real libpq table `pq`.
+ * idle limit.  Every statement goes through the connection's seam (dbconn.h).
  */
 #include "lock.h"
 
@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "pgsql.h"
+#include "dbconn.h"
 
 int64_t lock_key_for(const struct config *cfg, const char *dbname)
 {
@@ -40,22 +40,17 @@ int64_t lock_key_for_table(const struct config *cfg, const char *dbname, const c
     return (int64_t)h;
 }
 
-/* Run `sql`; return the result if its status is `want`, else NULL with the
- * SQLSTATE in sqlstate (when there is one) and the message in err. */
-static PGresult *run(const struct pq_api *pq, PGconn *c, const char *sql, ExecStatusType want,
-                     char sqlstate[6], char *err, size_t errsz)
+/* Run `sql` (as PQexec: dbconn_exec); return the result if it is rows,
+ * else NULL with the message in err. */
+static struct dbres *run_rows(struct dbconn *c, const char *sql, char *err, size_t errsz)
 {
-    PGresult *r = pq->PQexec(c, sql);
-    if (r && pq->PQresultStatus(r) == want)
+    struct dbres *r = dbconn_exec(c, sql);
+    if (r && dbres_kind(c, r) == DBRES_ROWS)
         return r;
-    if (sqlstate) {
-        const char *s = r ? pq->PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        snprintf(sqlstate, 6, "%s", s ? s : "");
-    }
     if (err)
-        pgsql_error_text(pq, c, r, err, errsz);
+        dbconn_error(c, r, err, errsz);
     if (r)
-        pq->PQclear(r);
+        dbres_free(c, r);
     return NULL;
 }
 
@@ -63,12 +58,12 @@ static PGresult *run(const struct pq_api *pq, PGconn *c, const char *sql, ExecSt
  * names it).  Should the ROLLBACK fail too, the connection is lost and the
  * server ends the transaction, and any lock in it, on its own: one debug
  * line then, nothing more to do. */
-static void rollback_after(const struct pq_api *pq, PGconn *c, const char *what)
+static void rollback_after(struct dbconn *c, const char *what)
 {
-    if (pgsql_run_ok(pq, c, "ROLLBACK"))
+    if (dbconn_run_ok(c, "ROLLBACK"))
         return;
     char why[256];
-    pgsql_error_text(pq, c, NULL, why, sizeof why);
+    dbconn_error(c, NULL, why, sizeof why);
     log_debug("ROLLBACK after %s failed too (the server ends the transaction): %s", what, why);
 }
 
@@ -101,9 +96,9 @@ static _Atomic bool no_plpgsql;
  * CONCURRENTLY never waits more than that for a waiter's snapshot.
  * Malloc'ed (the caller frees it); NULL when out of memory.
  */
-static char *slice_sql(const struct config *cfg, int64_t key, bool plpgsql)
+static char *slice_sql(const struct config *cfg, const char *expr, int64_t key, bool plpgsql)
 {
-    char *read = versions_idle_sql(cfg);
+    char *read = versions_idle_sql(cfg, expr);
     size_t n = (read ? strlen(read) : 0) + 512;
     char *sql = read ? malloc(n) : NULL;
     if (sql && plpgsql)
@@ -126,28 +121,26 @@ static char *slice_sql(const struct config *cfg, int64_t key, bool plpgsql)
  * the number that succeeded before the first failure (*nok), the failure's
  * SQLSTATE and message, and the rows of results number `keep_a` and
  * `keep_b` (the caller clears them).  True when every statement succeeded. */
-static bool run_many(const struct pq_api *pq, PGconn *c, const char *sql, int keep_a,
-                     int keep_b, PGresult **ra, PGresult **rb, int *nok, char state[6],
+static bool run_many(struct dbconn *c, const char *sql, int keep_a,
+                     int keep_b, struct dbres **ra, struct dbres **rb, int *nok, char state[6],
                      char *err, size_t errsz)
 {
     *ra = *rb = NULL;
     *nok = 0;
     state[0] = '\0';
     bool failed = false;
-    if (!pq->PQsendQuery(c, sql)) {
-        pgsql_error_text(pq, c, NULL, err, errsz);
+    if (!dbconn_send(c, sql)) {
+        dbconn_error(c, NULL, err, errsz);
         return false;
     }
-    for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
-        ExecStatusType st = pq->PQresultStatus(x);
-        if (failed || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)) {
+    for (struct dbres *x; (x = dbconn_next(c)) != NULL;) {
+        if (failed || dbres_kind(c, x) == DBRES_ERROR) {
             if (!failed) {
-                const char *s = pq->PQresultErrorField(x, PG_DIAG_SQLSTATE);
-                snprintf(state, 6, "%s", s ? s : "");
-                pgsql_error_text(pq, c, x, err, errsz);
+                snprintf(state, 6, "%s", dbres_sqlstate(c, x));
+                dbconn_error(c, x, err, errsz);
             }
             failed = true;
-            pq->PQclear(x);
+            dbres_free(c, x);
             continue;
         }
         if (*nok == keep_a)
@@ -155,28 +148,21 @@ static bool run_many(const struct pq_api *pq, PGconn *c, const char *sql, int ke
         else if (*nok == keep_b)
             *rb = x;
         else
-            pq->PQclear(x);
+            dbres_free(c, x);
         ++*nok;
     }
     if (!failed && *nok <= (keep_a > keep_b ? keep_a : keep_b)) {
         failed = true; /* the connection went away mid-message */
-        pgsql_error_text(pq, c, NULL, err, errsz);
+        dbconn_error(c, NULL, err, errsz);
     }
     return !failed;
 }
 
-/* The text of one-row, one-column result `r` is exactly `want`. */
-static bool one_value(const struct pq_api *pq, const PGresult *r, const char *want)
-{
-    return r && pq->PQntuples(r) == 1 && pq->PQnfields(r) == 1 &&
-           strcmp(pq->PQgetvalue(r, 0, 0), want) == 0;
-}
-
-enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                           int64_t key, void (*before_wait)(void *), void *arg,
+enum lock_result lock_step(struct dbconn *c, const struct config *cfg,
+                           const char *expr, int64_t key, void (*before_wait)(void *), void *arg,
                            struct versions *v, bool *have_v, char *err, size_t errsz)
 {
-    assert(pq && cfg && v && have_v && err && errsz > 0);
+    assert(c && cfg && v && have_v && err && errsz > 0);
     char sql[16 * CONFIG_NAME_MAX + 768], state[6] = "";
     bool xact = cfg->lock == LOCK_XACT;
     *have_v = false;
@@ -184,14 +170,14 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
              xact ? "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_catalog.pg_try_advisory_xact_lock(%lld)"
                   : "SELECT pg_catalog.pg_try_advisory_lock(%lld)",
              (long long)key);
-    PGresult *r = run(pq, c, sql, PGRES_TUPLES_OK, NULL, err, errsz);
+    struct dbres *r = run_rows(c, sql, err, errsz);
     if (!r) {
         if (xact)
-            rollback_after(pq, c, "a failed try of the lock");
+            rollback_after(c, "a failed try of the lock");
         return LOCK_ERROR;
     }
-    bool taken = strcmp(pq->PQgetvalue(r, 0, 0), "t") == 0;
-    pq->PQclear(r);
+    bool taken = strcmp(dbres_value(c, r, 0, 0), "t") == 0;
+    dbres_free(c, r);
     if (taken)
         return LOCK_TAKEN;
 
@@ -200,31 +186,31 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
      * connection (nothing session-level to undo afterwards). */
     if (before_wait)
         before_wait(arg);
-    if (!xact && !pgsql_run_ok(pq, c, "BEGIN ISOLATION LEVEL READ COMMITTED")) {
-        pgsql_error_text(pq, c, NULL, err, errsz);
+    if (!xact && !dbconn_run_ok(c, "BEGIN ISOLATION LEVEL READ COMMITTED")) {
+        dbconn_error(c, NULL, err, errsz);
         return LOCK_ERROR;
     }
     bool plpgsql = !atomic_load_explicit(&no_plpgsql, memory_order_relaxed);
-    char *slice = slice_sql(cfg, key, plpgsql);
+    char *slice = slice_sql(cfg, expr, key, plpgsql);
     if (!slice) {
         snprintf(err, errsz, "out of memory");
-        rollback_after(pq, c, "running out of memory");
+        rollback_after(c, "running out of memory");
         return LOCK_ERROR;
     }
     /* results: 0 SET, 1 DO, 2 try_shared, 3 COMMIT, 4 read (without
      * PL/pgSQL: 0 SET, 1 the wait, 2 COMMIT, 3 read) */
     int nok, i_got = plpgsql ? 2 : -1, i_read = plpgsql ? 4 : 3;
-    PGresult *got, *rd;
-    bool ok = run_many(pq, c, slice, i_got, i_read, &got, &rd, &nok, state, err, errsz);
+    struct dbres *got, *rd;
+    bool ok = run_many(c, slice, i_got, i_read, &got, &rd, &nok, state, err, errsz);
     free(slice);
     if (ok) {
-        bool fresh = !plpgsql || one_value(pq, got, "t");
+        bool fresh = !plpgsql || dbres_is_value(c, got, "t");
         /* the read's one row: the table as XML, or NULL when absent */
-        bool good = versions_from_result(pq, rd, v);
+        bool good = versions_from_result(c, rd, v);
         if (got)
-            pq->PQclear(got);
+            dbres_free(c, got);
         if (rd)
-            pq->PQclear(rd);
+            dbres_free(c, rd);
         if (!good) {
             snprintf(err, errsz, "unexpected answer to the version-table read");
             return LOCK_ERROR;
@@ -233,9 +219,9 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
         return fresh ? LOCK_FREED : LOCK_BUSY;
     }
     if (got)
-        pq->PQclear(got);
+        dbres_free(c, got);
     if (rd)
-        pq->PQclear(rd);
+        dbres_free(c, rd);
     enum lock_result res = LOCK_ERROR;
     if (!plpgsql && strcmp(state, "55P03") == 0)
         res = LOCK_BUSY;
@@ -247,18 +233,18 @@ enum lock_result lock_step(const struct pq_api *pq, PGconn *c, const struct conf
         atomic_store(&no_plpgsql, true);
         res = LOCK_BUSY;
     }
-    if (pq->PQtransactionStatus(c) != PQTRANS_IDLE && !pgsql_run_ok(pq, c, "ROLLBACK") &&
+    if (dbconn_txn(c) != DBCONN_IDLE && !dbconn_run_ok(c, "ROLLBACK") &&
         res != LOCK_ERROR) {
-        pgsql_error_text(pq, c, NULL, err, errsz);
+        dbconn_error(c, NULL, err, errsz);
         res = LOCK_ERROR;
     }
     return res;
 }
 
-enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *to, int64_t key,
+enum lock_result lock_hand_over(struct dbconn *from, struct dbconn *to, int64_t key,
                                 char *err, size_t errsz)
 {
-    assert(pq && err && errsz > 0);
+    assert(from && to && err && errsz > 0);
     char sql[256], state[6] = "";
     /* Bounded: should `from` fail to let go, `to` gives up after a slice
      * and the caller waits the normal way. */
@@ -266,18 +252,17 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
              "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '%dms'; "
              "SELECT pg_catalog.pg_advisory_xact_lock(%lld); SET LOCAL lock_timeout = 0",
              4 * LOCK_WAIT_SLICE_MS, (long long)key);
-    bool sent = pq->PQsendQuery(to, sql);
+    bool sent = dbconn_send(to, sql);
     if (sent) {
         char q[256];
         snprintf(q, sizeof q,
                  "SELECT 1 FROM pg_catalog.pg_locks WHERE pid = %d AND locktype = 'advisory' "
                  "AND NOT granted",
-                 pq->PQbackendPID(to));
+                 dbconn_backend_pid(to));
         for (int i = 0; i < 2 * LOCK_WAIT_SLICE_MS; i++) { /* ~1 ms a try */
-            PGresult *r = run(pq, from, q, PGRES_TUPLES_OK, NULL, err, errsz);
-            bool queued = r && pq->PQntuples(r) > 0;
-            if (r)
-                pq->PQclear(r);
+            struct dbres *r = run_rows(from, q, err, errsz);
+            bool queued = r && dbres_nrows(from, r) > 0;
+            dbres_free(from, r);
             if (!r || queued)
                 break;
             struct timespec ts = {0, 1000000L};
@@ -285,45 +270,44 @@ enum lock_result lock_hand_over(const struct pq_api *pq, PGconn *from, PGconn *t
         }
     }
     /* if `from` died, the server let go anyway */
-    rollback_after(pq, from, "handing the lock over");
+    rollback_after(from, "handing the lock over");
     if (!sent) {
-        pgsql_error_text(pq, to, NULL, err, errsz);
+        dbconn_error(to, NULL, err, errsz);
         return LOCK_ERROR;
     }
     /* The statement's results (BEGIN, SET, SELECT, SET): taken when the
      * SELECT answered and nothing failed.  The last SET ends the bound, so
      * that it does not apply to the rest of the lock transaction. */
-    ExecStatusType last = PGRES_FATAL_ERROR;
+    enum dbres_kind last = DBRES_ERROR;
     bool any = false, selected = false;
-    for (PGresult *r; (r = pq->PQgetResult(to)) != NULL;) {
+    for (struct dbres *r; (r = dbconn_next(to)) != NULL;) {
         any = true;
-        last = pq->PQresultStatus(r);
-        selected |= last == PGRES_TUPLES_OK;
-        if (last == PGRES_FATAL_ERROR) {
-            const char *s = pq->PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            snprintf(state, sizeof state, "%s", s ? s : "");
-            pgsql_error_text(pq, to, r, err, errsz);
+        last = dbres_kind(to, r);
+        selected |= last == DBRES_ROWS;
+        if (last == DBRES_ERROR) {
+            snprintf(state, sizeof state, "%s", dbres_sqlstate(to, r));
+            dbconn_error(to, r, err, errsz);
         }
-        pq->PQclear(r);
+        dbres_free(to, r);
     }
-    if (any && selected && last == PGRES_COMMAND_OK && !state[0])
+    if (any && selected && last == DBRES_COMMAND && !state[0])
         return LOCK_TAKEN;
     if (!any)
-        pgsql_error_text(pq, to, NULL, err, errsz);
-    bool clean = pgsql_run_ok(pq, to, "ROLLBACK");
+        dbconn_error(to, NULL, err, errsz);
+    bool clean = dbconn_run_ok(to, "ROLLBACK");
     return clean && strcmp(state, "55P03") == 0 ? LOCK_BUSY : LOCK_ERROR;
 }
 
-bool lock_release(const struct pq_api *pq, PGconn *own, enum lock_mode mode, int64_t key)
+bool lock_release(struct dbconn *own, enum lock_mode mode, int64_t key)
 {
     if (mode == LOCK_XACT)
-        return pgsql_run_ok(pq, own, "ROLLBACK");
+        return dbconn_run_ok(own, "ROLLBACK");
     char sql[96];
     snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_advisory_unlock(%lld)", (long long)key);
-    return pgsql_run_ok(pq, own, sql);
+    return dbconn_run_ok(own, sql);
 }
 
-bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, double seconds)
+bool lock_limit_idle(struct dbconn *own, enum lock_mode mode, double seconds)
 {
     char sql[96];
     long long ms = (long long)(seconds * 1000.0);
@@ -336,5 +320,5 @@ bool lock_limit_idle(const struct pq_api *pq, PGconn *own, enum lock_mode mode, 
              mode == LOCK_XACT ? "SET LOCAL idle_in_transaction_session_timeout = %lld"
                                : "SET idle_session_timeout = %lld",
              ms);
-    return pgsql_run_ok(pq, own, sql);
+    return dbconn_run_ok(own, sql);
 }

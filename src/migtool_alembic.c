@@ -139,6 +139,7 @@ const struct migtool migtool_alembic = {
     .state_needs_target = false,
     .load = load,
     .known = known,
+    .state_expr = NULL, /* the configured version table */
     .where = where,
     .table = table,
     .key = key,

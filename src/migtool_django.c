@@ -3,7 +3,8 @@
  *
  * The target is every node of the app's migration graph (django.h); the
  * state read is "which nodes are not recorded in django_migrations" (an
- * expression django_read_expr builds, evaluated by lock.h's reads), so the
+ * expression django_read_expr builds, the tool's state_expr, which the
+ * gate and the command pass to versions.h's reads), so the
  * target is reached when none is missing.  Nothing is "ahead": a newer
  * deploy's extra records are not a node this process lacks.  The lead ends
  * when the process goes idle or exits (MIGTOOL_END_IDLE: post_migrate
@@ -25,12 +26,13 @@ static void load(const struct config *cfg)
 {
     django_load(cfg, &dj);
     if (dj.known && (read_expr = django_read_expr(&dj)) != NULL) {
-        lock_set_read_expr(read_expr);
         log_debug("tool: Django; target: %zu migrations (%s)", dj.n, dj.path);
     }
 }
 
 static bool known(void) { return read_expr != NULL; }
+
+static const char *state_expr(void) { return read_expr; }
 
 static const char *where(void) { return known() ? dj.path : ""; }
 
@@ -119,6 +121,7 @@ const struct migtool migtool_django = {
     .state_needs_target = true,
     .load = load,
     .known = known,
+    .state_expr = state_expr,
     .where = where,
     .table = table,
     .key = key,

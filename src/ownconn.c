@@ -17,6 +17,7 @@
 struct ownconn {
     PGconn *pg;
     const struct pq_copy *copy;
+    struct dbconn_pq db;  /* its seam (ownconn_db)  */
     pid_t owner;          /* the process that opened it */
     int fd;               /* its socket, remembered for the fork handler */
     struct ownconn *next;
@@ -109,6 +110,7 @@ struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char
     }
     oc->pg = pg;
     oc->copy = copy;
+    (void)dbconn_pq_init(&oc->db, &copy->api, pg);
     oc->owner = getpid();
     oc->fd = pq->PQsocket(pg);
     lock();
@@ -121,6 +123,11 @@ struct ownconn *ownconn_open(const struct pq_copy *copy, PGconn *app, const char
 PGconn *ownconn_pg(const struct ownconn *oc)
 {
     return oc && oc->owner == getpid() ? oc->pg : NULL;
+}
+
+struct dbconn *ownconn_db(struct ownconn *oc)
+{
+    return oc && oc->owner == getpid() ? &oc->db.base : NULL;
 }
 
 const struct pq_copy *ownconn_copy(const struct ownconn *oc) { return oc->copy; }

@@ -13,7 +13,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "pgsql.h"
+#include "dbconn.h"
 
 static int get_int(int fd, int level, int name, int *out)
 {
@@ -68,9 +68,9 @@ void peer_restore_socket(const struct peer_saved *s)
     errno = saved_errno;
 }
 
-bool peer_tune_session(const struct pq_api *pq, PGconn *c, bool local, bool reset)
+bool peer_tune_session(struct dbconn *c, bool local, bool reset)
 {
-    assert(pq);
+    
     char sql[768];
     if (reset)
         snprintf(sql, sizeof sql,
@@ -87,5 +87,5 @@ bool peer_tune_session(const struct pq_api *pq, PGconn *c, bool local, bool rese
                  "'tcp_keepalives_count', 'tcp_user_timeout', 'client_connection_check_interval')",
                  PEER_KEEPALIVE_IDLE, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_COUNT,
                  PEER_USER_TIMEOUT_MS, PEER_CHECK_INTERVAL_MS, local ? "true" : "false");
-    return pgsql_run_ok(pq, c, sql);
+    return dbconn_run_ok(c, sql);
 }

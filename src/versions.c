@@ -12,12 +12,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "dbconn.h"
 #include "pgsql.h"
-
-/* The read of another tool (lock_set_read_expr), or NULL: Alembic's. */
-static const char *read_expr;
-
-void lock_set_read_expr(const char *expr) { read_expr = expr; }
 
 /* The savepoint around a read inside the app's (or the lock's) transaction:
  * an error in it must not abort that transaction, and rolling it back
@@ -30,13 +26,13 @@ void lock_set_read_expr(const char *expr) { read_expr = expr; }
  * undo the savepoint now, or every later statement of that transaction
  * fails.  (A connection that fails here is lost: the caller's next
  * statement says so; the read's own failure is the caller's to log.) */
-static void undo_savepoint(const struct pq_api *pq, PGconn *c)
+static void undo_savepoint(struct dbconn *c)
 {
-    if (pq->PQtransactionStatus(c) != PQTRANS_INERROR)
+    if (dbconn_txn(c) != DBCONN_INERROR)
         return;
-    if (!pgsql_run_ok(pq, c, SP_UNDO)) {
+    if (!dbconn_run_ok(c, SP_UNDO)) {
         char why[256];
-        pgsql_error_text(pq, c, NULL, why, sizeof why);
+        dbconn_error(c, NULL, why, sizeof why);
         log_debug("cannot undo the version-table read's savepoint: %s", why);
     }
 }
@@ -87,18 +83,18 @@ static void xml_unescape(const char *s, size_t len, char *out, size_t n)
 
 /* Collect the <tag> elements of `r`, a one-row, one-column XML result
  * (NULL: the table is absent) into `out`.  False when `r` is not that. */
-static bool read_xml_result(const struct pq_api *pq, const PGresult *r, const char *tag,
+static bool read_xml_result(const struct dbconn *c, const struct dbres *r, const char *tag,
                             struct versions *out)
 {
     memset(out, 0, sizeof *out);
-    if (!r || pq->PQntuples(r) != 1 || pq->PQnfields(r) < 1) /* the XML is column 0 */
+    if (!r || dbres_nrows(c, r) != 1 || dbres_ncols(c, r) < 1) /* the XML is column 0 */
         return false;
-    if (!pq->PQgetisnull(r, 0, 0)) {
+    if (!dbres_isnull(c, r, 0, 0)) {
         char open[32], close[32];
         int no = snprintf(open, sizeof open, "<%s>", tag);
         int nc = snprintf(close, sizeof close, "</%s>", tag);
         out->present = true;
-        const char *x = pq->PQgetvalue(r, 0, 0);
+        const char *x = dbres_value(c, r, 0, 0);
         for (const char *p = strstr(x, open); p; p = strstr(p, open)) {
             p += no;
             const char *e = strstr(p, close);
@@ -115,85 +111,85 @@ static bool read_xml_result(const struct pq_api *pq, const PGresult *r, const ch
     return true;
 }
 
-bool versions_from_result(const struct pq_api *pq, const PGresult *r, struct versions *out)
+bool versions_from_result(const struct dbconn *c, const struct dbres *r, struct versions *out)
 {
-    assert(pq && out);
-    return read_xml_result(pq, r, "version_num", out);
+    assert(c && out);
+    return read_xml_result(c, r, "version_num", out);
 }
 
 /* Send `sql` (maybe several statements) on `c` and collect its answer:
  * `*r` the last row set, `*bad` the first error (either NULL; the caller
  * clears both). */
-static void last_rows(const struct pq_api *pq, PGconn *c, const char *sql, PGresult **r,
-                      PGresult **bad)
+static void last_rows(struct dbconn *c, const char *sql, struct dbres **r,
+                      struct dbres **bad)
 {
     *r = *bad = NULL;
-    if (!pq->PQsendQuery(c, sql))
+    if (!dbconn_send(c, sql))
         return;
-    for (PGresult *x; (x = pq->PQgetResult(c)) != NULL;) {
-        ExecStatusType st = pq->PQresultStatus(x);
-        if (st == PGRES_TUPLES_OK && !*bad) {
+    for (struct dbres *x; (x = dbconn_next(c)) != NULL;) {
+        enum dbres_kind k = dbres_kind(c, x);
+        if (k == DBRES_ROWS && !*bad) {
             if (*r)
-                pq->PQclear(*r);
+                dbres_free(c, *r);
             *r = x;
-        } else if (st != PGRES_COMMAND_OK && !*bad) {
+        } else if (k == DBRES_ERROR && !*bad) {
             *bad = x;
         } else {
-            pq->PQclear(x);
+            dbres_free(c, x);
         }
     }
 }
 
 /* Run the one-row, one-column XML query `sql` and collect its <tag>
  * elements: NULL means the table is absent. */
-static bool read_xml(const struct pq_api *pq, PGconn *c, const char *sql, const char *tag,
+static bool read_xml(struct dbconn *c, const char *sql, const char *tag,
                      struct versions *out, struct server_id *id, char *err, size_t errsz)
 {
     /* `sql` may be several statements: the answer is the last row set,
      * and any error fails the whole read. */
     memset(out, 0, sizeof *out);
-    PGresult *r = NULL, *bad = NULL;
-    last_rows(pq, c, sql, &r, &bad);
-    if (bad || !r || pq->PQntuples(r) != 1 || pq->PQnfields(r) != (id ? 6 : 1)) {
-        pgsql_error_text(pq, c, bad, err, errsz);
+    struct dbres *r = NULL, *bad = NULL;
+    last_rows(c, sql, &r, &bad);
+    if (bad || !r || dbres_nrows(c, r) != 1 || dbres_ncols(c, r) != (id ? 6 : 1)) {
+        dbconn_error(c, bad, err, errsz);
         if (!err[0])
             snprintf(err, errsz, "unexpected answer to the version-table read");
         if (r)
-            pq->PQclear(r);
+            dbres_free(c, r);
         if (bad)
-            pq->PQclear(bad);
+            dbres_free(c, bad);
         return false;
     }
-    (void)read_xml_result(pq, r, tag, out); /* one row, one column or more: true */
+    (void)read_xml_result(c, r, tag, out); /* one row, one column or more: true */
     if (id) { /* current_database(), pg_postmaster_start_time(), pg_is_in_recovery() */
-        snprintf(id->db, sizeof id->db, "%s", pq->PQgetvalue(r, 0, 1));
-        snprintf(id->cluster, sizeof id->cluster, "%s", pq->PQgetvalue(r, 0, 2));
-        id->standby = strcmp(pq->PQgetvalue(r, 0, 3), "t") == 0;
+        snprintf(id->db, sizeof id->db, "%s", dbres_value(c, r, 0, 1));
+        snprintf(id->cluster, sizeof id->cluster, "%s", dbres_value(c, r, 0, 2));
+        id->standby = strcmp(dbres_value(c, r, 0, 3), "t") == 0;
         snprintf(id->home, sizeof id->home, "%s",
-                 pq->PQgetisnull(r, 0, 4) ? "" : pq->PQgetvalue(r, 0, 4));
-        id->vt_elsewhere = strcmp(pq->PQgetvalue(r, 0, 5), "t") == 0;
+                 dbres_isnull(c, r, 0, 4) ? "" : dbres_value(c, r, 0, 4));
+        id->vt_elsewhere = strcmp(dbres_value(c, r, 0, 5), "t") == 0;
     }
-    pq->PQclear(r);
+    dbres_free(c, r);
     return true;
 }
 
-static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
-                               char *err, size_t errsz);
+static bool read_versions_expr(struct dbconn *c, const char *expr,
+                               struct versions *out, char *err, size_t errsz);
 
-bool versions_read(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                   struct versions *out, char *err, size_t errsz)
+bool versions_read(struct dbconn *c, const struct config *cfg,
+                   const char *expr, struct versions *out, char *err, size_t errsz)
 {
-    assert(pq && cfg && out && err && errsz > 0);
-    if (read_expr)
-        return read_versions_expr(pq, c, out, err, errsz);
-    return versions_read_in(pq, c, cfg->version_table_schema, cfg->version_table, out, err,
+    assert(c && cfg && out && err && errsz > 0);
+    if (expr)
+        return read_versions_expr(c, expr, out, err, errsz);
+    return versions_read_in(c, cfg->version_table_schema, cfg->version_table, out, err,
                             errsz);
 }
 
-bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema,
+bool versions_read_in(struct dbconn *c, const char *schema,
                       const char *vtable, struct versions *out, char *err, size_t errsz)
 {
-    assert(pq && schema && vtable && out && err && errsz > 0);
+    assert(c && schema && vtable && out && err && errsz > 0);
     char table[4 * CONFIG_NAME_MAX + 8], select[4 * CONFIG_NAME_MAX + 64];
     table_sql_of(schema, vtable, table, sizeof table);
     snprintf(select, sizeof select, "SELECT version_num AS v FROM %s", table);
@@ -217,7 +213,7 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema,
      * took on the table, which a leader's own migration altering the
      * version table (ALTER, TRUNCATE, DROP) would otherwise wait for,
      * behind its own process's idle lock transaction, forever. */
-    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    bool in_txn = dbconn_txn(c) == DBCONN_INTRANS;
     snprintf(sql, sizeof sql,
              "%sSELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
              "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -225,9 +221,9 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema,
              "    (%s = '' AND n.nspname = ANY (pg_catalog.current_schemas(false))))) "
              "THEN pg_catalog.query_to_xml(%s, false, false, '')::text END%s",
              in_txn ? SP_OPEN : "", lt, ls, ls, lq, in_txn ? SP_CLOSE : "");
-    bool ok = read_xml(pq, c, sql, "v", out, NULL, err, errsz);
+    bool ok = read_xml(c, sql, "v", out, NULL, err, errsz);
     if (!ok && in_txn)
-        undo_savepoint(pq, c);
+        undo_savepoint(c);
     return ok;
 }
 
@@ -236,14 +232,14 @@ bool versions_read_in(const struct pq_api *pq, PGconn *c, const char *schema,
 
 /* "SELECT table_to_xml(...)" of the version table (malloc'ed): exact
  * outside a transaction block, NULL (no error) when it is absent. */
-static char *read_idle_sql(const struct config *cfg, bool with_id)
+static char *read_idle_sql(const struct config *cfg, const char *expr, bool with_id)
 {
     const char *id = with_id ? ID_COLS : "";
-    if (read_expr) {
-        size_t n = strlen(read_expr) + strlen(id) + 64;
+    if (expr) {
+        size_t n = strlen(expr) + strlen(id) + 64;
         char *sql = malloc(n);
         if (sql)
-            snprintf(sql, n, "SELECT %s%s%s", read_expr, id,
+            snprintf(sql, n, "SELECT %s%s%s", expr, id,
                      with_id ? ", pg_catalog.current_schema(), false" : "");
         return sql;
     }
@@ -271,59 +267,60 @@ static char *read_idle_sql(const struct config *cfg, bool with_id)
     return sql;
 }
 
-char *versions_idle_sql(const struct config *cfg)
+char *versions_idle_sql(const struct config *cfg, const char *expr)
 {
     assert(cfg);
-    return read_idle_sql(cfg, false);
+    return read_idle_sql(cfg, expr, false);
 }
 
-bool versions_read_idle(const struct pq_api *pq, PGconn *c, const struct config *cfg,
-                        struct versions *out, struct server_id *id, char *err, size_t errsz)
+bool versions_read_idle(struct dbconn *c, const struct config *cfg,
+                        const char *expr, struct versions *out, struct server_id *id, char *err,
+                        size_t errsz)
 {
-    assert(pq && cfg && out && err && errsz > 0);
+    assert(c && cfg && out && err && errsz > 0);
     /* Outside a transaction block each statement starts with a current
      * relation cache, so to_regclass() is exact here, and it is NULL (no
      * error) for an absent table; table_to_xml is strict.  On a brand-new
      * backend this costs about half of the pg_class join plus query_to_xml
      * above: fewer catalogs to load and no query text to parse and plan. */
-    char *sql = read_idle_sql(cfg, id != NULL);
+    char *sql = read_idle_sql(cfg, expr, id != NULL);
     if (!sql) {
         memset(out, 0, sizeof *out);
         snprintf(err, errsz, "out of memory");
         return false;
     }
-    bool ok = read_xml(pq, c, sql, "version_num", out, id, err, errsz);
+    bool ok = read_xml(c, sql, "version_num", out, id, err, errsz);
     free(sql);
     return ok;
 }
 
 /* versions_read for another tool's read: the same savepoint discipline
  * inside the lock transaction. */
-static bool read_versions_expr(const struct pq_api *pq, PGconn *c, struct versions *out,
-                               char *err, size_t errsz)
+static bool read_versions_expr(struct dbconn *c, const char *expr,
+                               struct versions *out, char *err, size_t errsz)
 {
-    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
-    size_t n = strlen(read_expr) + 160;
+    bool in_txn = dbconn_txn(c) == DBCONN_INTRANS;
+    size_t n = strlen(expr) + 160;
     char *sql = malloc(n);
     if (!sql) {
         memset(out, 0, sizeof *out);
         snprintf(err, errsz, "out of memory");
         return false;
     }
-    snprintf(sql, n, "%sSELECT %s%s", in_txn ? SP_OPEN : "", read_expr, in_txn ? SP_CLOSE : "");
-    bool ok = read_xml(pq, c, sql, "version_num", out, NULL, err, errsz);
+    snprintf(sql, n, "%sSELECT %s%s", in_txn ? SP_OPEN : "", expr, in_txn ? SP_CLOSE : "");
+    bool ok = read_xml(c, sql, "version_num", out, NULL, err, errsz);
     free(sql);
     if (!ok && in_txn)
-        undo_savepoint(pq, c);
+        undo_savepoint(c);
     return ok;
 }
 
-bool versions_any_column(const struct pq_api *pq, PGconn *c)
+bool versions_any_column(struct dbconn *c)
 {
-    assert(pq);
+    
     /* in the lock transaction: in a savepoint rolled back at once, so that
      * no catalog lock stays held (see versions_read_in) */
-    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    bool in_txn = dbconn_txn(c) == DBCONN_INTRANS;
     char sql[512];
     snprintf(sql, sizeof sql,
              "%sSELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a "
@@ -331,50 +328,50 @@ bool versions_any_column(const struct pq_api *pq, PGconn *c)
              "WHERE a.attname = 'version_num' AND NOT a.attisdropped AND c.relkind IN ('r', 'p'))%s",
              in_txn ? SP_OPEN : "", in_txn ? SP_CLOSE : "");
     bool any = false, answered = false;
-    if (pq->PQsendQuery(c, sql)) {
-        for (PGresult *x; (x = pq->PQgetResult(c)) != NULL; pq->PQclear(x))
-            if (pq->PQresultStatus(x) == PGRES_TUPLES_OK && pq->PQntuples(x) == 1) {
-                any = strcmp(pq->PQgetvalue(x, 0, 0), "t") == 0;
+    if (dbconn_send(c, sql)) {
+        for (struct dbres *x; (x = dbconn_next(c)) != NULL; dbres_free(c, x))
+            if (dbres_kind(c, x) == DBRES_ROWS && dbres_nrows(c, x) == 1) {
+                any = strcmp(dbres_value(c, x, 0, 0), "t") == 0;
                 answered = true;
             }
     }
     if (!answered) {
         char why[256];
-        pgsql_error_text(pq, c, NULL, why, sizeof why);
+        dbconn_error(c, NULL, why, sizeof why);
         log_debug("cannot look for a version_num column (taken as none): %s", why);
     }
     if (in_txn)
-        undo_savepoint(pq, c);
+        undo_savepoint(c);
     return any;
 }
 
 /* Send `sql` on `c` and keep the last row set when it has one row of
  * `ncols` columns; NULL (err set, the savepoint undone when `in_txn`)
  * on any error or another shape. */
-static PGresult *one_row(const struct pq_api *pq, PGconn *c, const char *sql, int ncols,
+static struct dbres *one_row(struct dbconn *c, const char *sql, int ncols,
                          bool in_txn, char *err, size_t errsz)
 {
-    PGresult *r = NULL, *bad = NULL;
-    last_rows(pq, c, sql, &r, &bad);
-    if (!bad && r && pq->PQntuples(r) == 1 && pq->PQnfields(r) == ncols)
+    struct dbres *r = NULL, *bad = NULL;
+    last_rows(c, sql, &r, &bad);
+    if (!bad && r && dbres_nrows(c, r) == 1 && dbres_ncols(c, r) == ncols)
         return r;
-    pgsql_error_text(pq, c, bad, err, errsz);
+    dbconn_error(c, bad, err, errsz);
     if (r)
-        pq->PQclear(r);
+        dbres_free(c, r);
     if (bad)
-        pq->PQclear(bad);
+        dbres_free(c, bad);
     if (in_txn)
-        undo_savepoint(pq, c);
+        undo_savepoint(c);
     return NULL;
 }
 
-bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, char *schema,
+bool versions_resolve(struct dbconn *c, const char *table, char *schema,
                       size_t ssz, struct versions *out, char *err, size_t errsz)
 {
-    assert(pq && table && schema && ssz > 0 && out && err && errsz > 0);
+    assert(c && table && schema && ssz > 0 && out && err && errsz > 0);
     char lt[2 * CONFIG_NAME_MAX + 8];
     pgsql_quote_literal(table, lt, sizeof lt);
-    bool in_txn = pq->PQtransactionStatus(c) == PQTRANS_INTRANS;
+    bool in_txn = dbconn_txn(c) == DBCONN_INTRANS;
     /* The schema: the first of the search_path's (current_schemas(false):
      * existing schemas only, pg_temp and pg_catalog left out) that has a
      * table of that name, else current_schema(), where a CREATE TABLE of
@@ -398,12 +395,12 @@ bool versions_resolve(const struct pq_api *pq, PGconn *c, const char *table, cha
              in_txn ? SP_OPEN : "", lt, lt, in_txn ? SP_CLOSE : "");
     memset(out, 0, sizeof *out);
     schema[0] = '\0';
-    PGresult *r = one_row(pq, c, sql, 2, in_txn, err, errsz);
+    struct dbres *r = one_row(c, sql, 2, in_txn, err, errsz);
     if (!r)
         return false;
-    (void)read_xml_result(pq, r, "v", out); /* one_row checked the shape: true */
-    if (!pq->PQgetisnull(r, 0, 1))
-        snprintf(schema, ssz, "%s", pq->PQgetvalue(r, 0, 1));
-    pq->PQclear(r);
+    (void)read_xml_result(c, r, "v", out); /* one_row checked the shape: true */
+    if (!dbres_isnull(c, r, 0, 1))
+        snprintf(schema, ssz, "%s", dbres_value(c, r, 0, 1));
+    dbres_free(c, r);
     return true;
 }

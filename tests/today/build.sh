@@ -41,7 +41,7 @@ else
   command -v pyenv >/dev/null 2>&1 || [ -x "${PYENV_ROOT:-$HOME/.pyenv}/bin/pyenv" ] ||
     skip "no pyenv (command pyenv, \$PYENV_ROOT or ~/.pyenv) to take Python $pyver from; set TODAY_PYTHON=/path/to/python$pyver"
   proot=$( (pyenv root || "${PYENV_ROOT:-$HOME/.pyenv}/bin/pyenv" root) 2>/dev/null)
-  PYBASE=$(ls -d "$proot"/versions/"$pyver".* 2>/dev/null | sort -V | tail -n 1)
+  PYBASE=$(ls -d "$proot"/versions/"$pyver".* 2>/dev/null | sort -V | tail -n 1) || true
   [ -n "$PYBASE" ] || skip "no Python $pyver under pyenv's root $proot/versions (pyenv install $pyver, or set TODAY_PYTHON)"
   PYBASE=$PYBASE/bin/python$pyver
 fi

@@ -59,7 +59,7 @@ CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c s
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 
 
-.PHONY: all deps check check-san valgrind check-unit check-integration check-build demo bench \
+.PHONY: all deps check today-stack check-today check-san valgrind check-unit check-integration check-build demo bench \
         bench-deps install uninstall clean help
 
 all: $(B)/libmigshim.so $(B)/migshim
@@ -161,6 +161,16 @@ check-unit: deps all
 
 check-integration: deps deb-deps all
 	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh --only server
+
+# The second test stack, today's releases (issue 21; docs/compatibility.md):
+# Python 3.13 venvs from Debian sid/experimental .debs pinned in
+# tests/today/versions.txt, built into $(B)/today/ (cached), and the e2e
+# fleets that matter run on it.  Not part of `make check` yet.
+today-stack:
+	@tests/today/build.sh $(B)/today
+
+check-today: deps deb-deps all
+	@B='$(B)' tests/today/check.sh
 
 # Every test against the library built with ASan and UBSan (gcc), in
 # build-san/: see "Sanitizers" in CONTRIBUTING.md.

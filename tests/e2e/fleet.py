@@ -65,7 +65,13 @@ if str(REPO_ROOT / "tests") not in sys.path:
 import shimbuild  # noqa: E402  (tests/shimbuild.py)
 EXAMPLES_DIR = REPO_ROOT / "examples"
 GUNICORN_CONF = Path(__file__).resolve().parent / "fleet_gunicorn_conf.py"
-PYTHON = "/usr/bin/python3"
+# The Python that runs the apps (Gunicorn, alembic, manage.py): Debian's by
+# default; E2E_PYTHON switches the drivers to another stack, e.g.
+# tests/today's venvs (make check-today).  E2E_DRIVER=psycopg makes
+# database_url() name psycopg 3 (postgresql+psycopg://) instead of psycopg2.
+# (Not MIGSHIM_*: the shim refuses a MIGSHIM_ variable it does not know.)
+PYTHON = os.environ.get("E2E_PYTHON") or "/usr/bin/python3"
+DRIVER = os.environ.get("E2E_DRIVER") or "psycopg2"
 
 DEFAULT_TIMEOUT = 60.0      # seconds until every worker must be ready
 STOP_GRACE = 10.0           # SIGTERM -> SIGKILL
@@ -149,7 +155,7 @@ def parse_dsn(dsn: str) -> Dict[str, str]:
 
 
 def database_url(dsn: str) -> str:
-    """The SQLAlchemy URL (psycopg2) for a libpq key=value conninfo."""
+    """The SQLAlchemy URL (psycopg2, or DRIVER) for a libpq key=value conninfo."""
     p = parse_dsn(dsn)
     user = urllib.parse.quote(p.get("user", "postgres"), safe="")
     db = urllib.parse.quote(p["dbname"], safe="")
@@ -159,7 +165,7 @@ def database_url(dsn: str) -> str:
     if "port" in p:
         query["port"] = p["port"]
     q = urllib.parse.urlencode(query, safe="/")
-    return f"postgresql+psycopg2://{user}@/{db}" + (f"?{q}" if q else "")
+    return f"postgresql+{DRIVER}://{user}@/{db}" + (f"?{q}" if q else "")
 
 
 def db_state(dsn: str):

@@ -105,7 +105,7 @@ REPO = HERE.parents[1]
 PROJECT = HERE / "project"
 RUNNER = HERE / "runner.py"
 REPLAY = HERE / "replay.py"
-PYTHON = "/usr/bin/python3"
+PYTHON = os.environ.get("E2E_PYTHON") or "/usr/bin/python3"   # tests/e2e/fleet.py
 sys.path.insert(0, str(REPO / "tests"))
 import shimbuild  # noqa: E402
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atfork.h"
 #include "log.h"
 #include "sqlclass.h"
 
@@ -188,9 +189,7 @@ static void atfork_child(void) { pthread_mutex_unlock(&mu); }
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("conn: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("conn", atfork_prepare, atfork_parent, atfork_child);
 }
 
 void conn_fork_init(void) { pthread_once(&fork_once, fork_register); }

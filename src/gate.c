@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atfork.h"
 #include "conn.h"
 #include "dbconn.h"
 #include "events.h"
@@ -2053,9 +2054,7 @@ static void fork_register(void)
     conn_fork_init();
     ownconn_fork_init();
     heartbeat_fork_init();
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("gate: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("gate", atfork_prepare, atfork_parent, atfork_child);
 }
 
 static void fork_init(void) { pthread_once(&fork_once, fork_register); }

@@ -37,6 +37,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "atfork.h"
 #include "clock.h"
 #include "dbconn.h"
 #include "events.h"
@@ -104,9 +105,7 @@ static void atfork_child(void) { pthread_mutex_unlock(&mu); }
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("guard: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("guard", atfork_prepare, atfork_parent, atfork_child);
 }
 
 /* Take the mutex, the fork handlers registered first. */

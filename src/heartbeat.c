@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atfork.h"
 #include "clock.h"
 #include "log.h"
 
@@ -355,9 +356,7 @@ static void atfork_child(void)
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("heartbeat: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("heartbeat", atfork_prepare, atfork_parent, atfork_child);
 }
 
 void heartbeat_fork_init(void) { pthread_once(&fork_once, fork_register); }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atfork.h"
 #include "log.h"
 #include "peer.h"
 
@@ -180,9 +181,7 @@ static void atfork_child(void)
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("ownconn: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("ownconn", atfork_prepare, atfork_parent, atfork_child);
 }
 
 void ownconn_fork_init(void) { pthread_once(&fork_once, fork_register); }

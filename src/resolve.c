@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "atfork.h"
 #include "log.h"
 
 #define MAX_COPIES 8
@@ -361,9 +362,7 @@ static void atfork_child(void) { pthread_mutex_unlock(&resolve_mu); }
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("resolve: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("resolve", atfork_prepare, atfork_parent, atfork_child);
 }
 
 void resolve_fork_init(void) { pthread_once(&fork_once, fork_register); }

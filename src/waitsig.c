@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atfork.h"
 #include "log.h"
 
 static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
@@ -63,9 +64,7 @@ static void atfork_child(void)
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void fork_register(void)
 {
-    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    if (rc != 0)
-        log_warn("waitsig: cannot register the fork handlers: %s", strerror(rc));
+    atfork_register("waitsig", atfork_prepare, atfork_parent, atfork_child);
 }
 
 void waitsig_begin(void)

@@ -19,6 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. "$ROOT/tests/harness/pytest-tally.sh"
 B=${B:-build}
 export B
 # tests/shimbuild.py: where the tests find the library and the command
@@ -91,13 +92,9 @@ run_pytest() { # suite paths...
   local suite=$1; shift
   local log=$ROOT/$B/pytest-$suite.log
   $PY -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log" | grep -vE '^\.*$|^[.sFEx]+ *\[ *[0-9]+%\]$' || true
-  local line p f e
-  line=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
-  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  [ -n "$line" ] || f=1
-  record "$suite" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))"
+  local tally
+  tally=$(pytest_tally "$log")
+  record "$suite" ${tally}
 }
 
 if [ "${1:-}" = "--server" ]; then

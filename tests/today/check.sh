@@ -10,6 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+. "$ROOT/tests/harness/pytest-tally.sh"
 B=${B:-build}
 D=$ROOT/$B/today
 export MIGSHIM_BUILD_DIR=$ROOT/$B
@@ -27,13 +28,9 @@ run_pytest() { # label python driver env... -- pytest args...
   env E2E_PYTHON="$python" E2E_DRIVER="$driver" "${envs[@]}" \
     $PY -m pytest -q -p no:cacheprovider -rfE "$@" 2>&1 | tee "$log" |
     grep -vE '^\.*$|^[.sFEx]+ *\[ *[0-9]+%\]$' || true
-  local line p f e
-  line=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
-  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
-  [ -n "$line" ] || f=1
-  record "$label" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))"
+  local tally
+  tally=$(pytest_tally "$log")
+  record "$label" ${tally}
   echo "   ($label: $((SECONDS - t0)) s)"
 }
 

@@ -100,6 +100,7 @@ def run(label, shim, args):
         print(f"demo: {label}: "
               + ("all workers ready" if r.booted else f"FAILED: {r.reason}"),
               flush=True)
+        r.start_line = len(os.listdir(bdir))    # the workers that reached it
         missed = [ln for ln in r.stderr.splitlines()
                   if "flask-alembic[" in ln and BARRIER_MISSED in ln]
         if missed:
@@ -141,6 +142,7 @@ def cells(r):
     else:
         gate = "-"
     return [
+        ("met at the start line", f"{r.start_line}/{n}"),
         ("workers booted", f"{len(set(r.ready_pids) & set(r.worker_pids))}/{n}"),
         ("workers failed", str(r.workers_failed)),
         ("race errors", errors),
@@ -194,10 +196,17 @@ def django_run(label, shim, proj, n):
         drop_db(name)
 
 
+DATA_MIGRATION = "catalog.0004_seed_products"   # the one the database is behind
+
+
 def django_cells(r, st):
     dup = st.duplicate_migrations
     leaders = r.leaders()
+    # the rendezvous inside the data migration: the most complete line any process printed
+    meet = max(((x[3] + x[4], x[3], x[4]) for x in r.rendezvous() if x[1] == DATA_MIGRATION),
+               default=(0, 0, 0))
     return [
+        ("inside 0004 at once", f"{meet[1]}, {meet[2]} waiting on a lock"),
         ("processes exited 0", f"{r.n - r.failed}/{r.n}"),
         ("products seeded (want 3)", str(st.seeded.get("catalog_product", 0))),
         ("0004 rows in django_migrations",

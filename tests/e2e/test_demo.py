@@ -7,7 +7,12 @@ runs the demo, smaller (8 workers, 4 Django processes), against the test server 
 checks what a newcomer must see: the run without the shim failed with the race's
 errors, the Django processes without it seeded twice and more, and the runs with the
 shim were clean (one leader, each revision once, every worker ready).  Twice, because
-"every time" is the claim: left to chance, 8 workers do not race on every run.
+"every time" is the claim.  Left to chance (no start line), 8 workers raced in 4 of 6 runs,
+with 7, 4, 7 and 1 of 8 booted; released together they raced in 6 of 6 with 1 of 8 booted
+(2026-12-07): so the run without the shim must leave at most 2 of 8 workers booted (the
+start line lets one worker win and fails the others; one straggler allowed).  Under load,
+unsynchronised workers race nearly every time as well, so the demo's own table says whether
+the interleaving was forced: "met at the start line" 8/8, "inside 0004 at once" all 4.
 
 Run: tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q tests/e2e/test_demo.py
 """
@@ -47,9 +52,13 @@ def test_demo_races_without_and_is_clean_with(pg, migshim_lib, run):
     assert "the demo forces the workers to start their migrations together" in out, out
     assert "did not race" not in out, out
     assert "not complete" not in out, out       # the start line and the rendezvous held
+    assert row(out, "met at the start line") == ("8/8", "8/8"), out
+    # inside the data migration: without the shim all 4 at once; with it, 1 (3 wait its lock)
+    assert row(out, "inside 0004 at once") == ("4, 0 waiting on a lock",
+                                               "1, 3 waiting on a lock"), out
     # Gunicorn: without the shim the fleet failed with the race's own errors
     booted, booted_shim = row(out, "workers booted")
-    assert booted != "8/8" and booted_shim == "8/8", out
+    assert int(booted.split("/")[0]) <= 2 and booted_shim == "8/8", out
     errors, errors_shim = row(out, "race errors")
     assert errors != "none" and errors_shim == "none", out
     assert row(out, "rows per revision")[1] == "0001:1 0002:1 0003:1", out

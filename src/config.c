@@ -356,11 +356,14 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
         return false;
     }
     /* libconfig fopen()s the path: a FIFO without a writer would block
-     * the process's first connection forever.  Only a regular file (or a
-     * symlink to one) is read; a directory gets its own errno below. */
+     * the process's first connection forever, and so would a socket's
+     * peer.  Those are refused; a regular file (or a symlink to one) is
+     * read, /dev/null (a character device) reads as empty, and a directory
+     * gets its own errno below. */
     struct stat pre;
-    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode)) {
-        fail(err, errsz, "%s: cannot read the configuration file: not a regular file", path);
+    if (stat(path, &pre) == 0 && (S_ISFIFO(pre.st_mode) || S_ISSOCK(pre.st_mode))) {
+        fail(err, errsz, "%s: cannot read the configuration file: a FIFO or socket, not a "
+             "regular file", path);
         return false;
     }
     config_t lc;

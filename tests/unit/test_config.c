@@ -389,9 +389,21 @@ Test(config, file_fifo_is_refused_at_once, .timeout = 10)
     bool ok = config_apply_file(&cfg, path, err, sizeof err);
     unlink(path);
     cr_assert_not(ok);
-    snprintf(want, sizeof want, "%s: cannot read the configuration file: not a regular file", path);
+    snprintf(want, sizeof want,
+             "%s: cannot read the configuration file: a FIFO or socket, not a regular file", path);
     ASSERT_STR(err, want);
     ASSERT_STR(cfg.file, "");
+}
+
+/* MIGSHIM_CONFIG=/dev/null is the usual way to say "no file": it reads as
+ * an empty configuration (test_fork.c runs its children so). */
+Test(config, file_dev_null_is_empty)
+{
+    struct config cfg;
+    char err[512];
+    fresh(&cfg, err, sizeof err);
+    cr_assert(config_apply_file(&cfg, "/dev/null", err, sizeof err), "%s", err);
+    ASSERT_STR(cfg.file, "/dev/null");
 }
 
 /* libconfig's @include: an error inside the included file must name that

@@ -21,7 +21,7 @@ VERSION := $(shell cat VERSION)
 LIBCONFIG_SONAME := $(or $(shell objdump -p "$$($(CC) -print-file-name=libconfig.so)" 2>/dev/null \
                       | awk '$$1 == "SONAME" { print $$2 }'),libconfig.so.9)
 
-CPPFLAGS += -Iinclude -I$(PG_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
+CPPFLAGS += -Iinclude -I$(PG_INC) $(LIBC_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
             -DMIGSHIM_LIBCONFIG_SONAME='"$(LIBCONFIG_SONAME)"'
 SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 # A sanitized library takes the sanitizer runtime from the process (preload
@@ -140,6 +140,38 @@ endef
 
 deps:
 	$(call apt_ensure,deps,$(DEB_PACKAGES))
+
+# --- musl (Alpine): make musl ----------------------------------------------
+# build-musl/libmigshim.so and build-musl/migshim for musl's C library, with
+# Debian's musl-gcc (musl-tools), from the same sources: their libc
+# differences are in include/libc_compat.h.  musl's headers have no
+# fortify, so no __*_chk symbol can enter.  musl-gcc searches only musl's
+# headers: libconfig.h (whose config_t layout the soname below matches) is
+# reached through a directory holding that one header, never all of
+# /usr/include.  On Alpine itself a plain `make` is the musl build (see the
+# README's Dockerfile).
+# make check-musl   the build checks of the musl library (every undefined
+#                   symbol is musl libc's), the mismatch refusal both ways,
+#                   and a fleet of musl libpq clients against a real server,
+#                   with and without the shim (tests/musl/run.sh; builds a
+#                   musl libpq from Debian's postgresql-15 source once,
+#                   cached in build-musl/libpq)
+MUSL_B := build-musl
+MUSL_PACKAGES := musl-tools musl-dev
+LIBCONFIG_H := $(firstword $(wildcard /usr/include/libconfig.h) /usr/include/libconfig.h)
+
+.PHONY: musl musl-deps check-musl
+musl-deps:
+	$(call apt_ensure,musl-deps,$(MUSL_PACKAGES))
+
+musl: musl-deps
+	@mkdir -p $(MUSL_B)/sysinc
+	@ln -sf $(LIBCONFIG_H) $(MUSL_B)/sysinc/libconfig.h
+	@$(MAKE) --no-print-directory B=$(MUSL_B) CC=musl-gcc SANITIZE= CFLAGS='-O2 -g -U_FORTIFY_SOURCE' \
+	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) all
+
+check-musl: deps musl all
+	@B='$(B)' MUSL_B='$(MUSL_B)' tests/musl/run.sh
 
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
@@ -375,7 +407,7 @@ distcheck: dist
 	@echo "distcheck: $(DIST).tar.gz builds and passes make check from its own contents"
 
 clean:
-	rm -rf $(B) build-san $(DEB_B)
+	rm -rf $(B) build-san $(DEB_B) $(MUSL_B)
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
@@ -398,5 +430,7 @@ help:
 	@echo "make lintian     lintian on the package (make deb-deps installs it)"
 	@echo "make check-deb   build, lintian, install into a throwaway root, boot a fleet with it"
 	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
+	@echo "make musl        $(MUSL_B)/libmigshim.so and $(MUSL_B)/migshim for musl (Alpine), with musl-gcc"
+	@echo "make check-musl  the musl build checks, the libc mismatch refusal, a musl libpq client fleet"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

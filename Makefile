@@ -53,7 +53,7 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
-CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
+CLI_SRCS := src/cli.c src/elflibc.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
             src/envpy.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c src/holder.c src/timeline.c \
             src/django.c src/sqlclass.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)

@@ -150,12 +150,13 @@ deps:
 # reached through a directory holding that one header, never all of
 # /usr/include.  On Alpine itself a plain `make` is the musl build (see the
 # README's Dockerfile).
-# make check-musl   the build checks of the musl library (every undefined
-#                   symbol is musl libc's), the mismatch refusal both ways,
-#                   and a fleet of musl libpq clients against a real server,
-#                   with and without the shim (tests/musl/run.sh; builds a
-#                   musl libpq from Debian's postgresql-15 source once,
-#                   cached in build-musl/libpq)
+# make check-musl   only the musl suite of make check (tests/run.sh --only
+#                   musl): the build checks of the musl library (every
+#                   undefined symbol is musl libc's), the mismatch refusal
+#                   both ways, and a fleet of musl libpq clients against a
+#                   real server, with and without the shim (tests/musl/; a
+#                   musl libpq from Debian's postgresql-15 source is built
+#                   once, about a minute, and cached in build-musl/libpq)
 MUSL_B := build-musl
 MUSL_PACKAGES := musl-tools musl-dev
 LIBCONFIG_H := $(firstword $(wildcard /usr/include/libconfig.h) /usr/include/libconfig.h)
@@ -171,13 +172,13 @@ musl: musl-deps
 	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) all
 
 check-musl: deps musl all
-	@B='$(B)' MUSL_B='$(MUSL_B)' tests/musl/run.sh
+	@B='$(B)' MUSL_B='$(MUSL_B)' tests/run.sh --only musl
 
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
 
-check: deps deb-deps all
-	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
+check: deps deb-deps all musl
+	@B='$(B)' MUSL_B='$(MUSL_B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
 # Parts of make check (tests/run.sh --only), each with its own summary:
 # check-build   tests/build-checks.sh (clang build, DT_NEEDED, exports, PQ* references)

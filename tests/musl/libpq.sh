@@ -53,17 +53,18 @@ tar -C "$dir/src" -xf "$orig"
 log="$dir/build.log"
 echo "musl libpq: PostgreSQL $ver, configure and build (log: $log)"
 (
+  # PostgreSQL generates its headers (utils/errcodes.h, ...) only in a
+  # top-level make: not under the make that runs this script
+  unset MAKELEVEL MAKEFLAGS MFLAGS
   cd "$tree"
   ./configure CC=musl-gcc CFLAGS='-O2' --prefix="$dir" --without-readline --without-zlib --without-icu \
       --without-openssl --without-gssapi --without-ldap --without-lz4 --without-zstd --without-llvm \
       --without-libxml --without-libxslt --without-systemd --without-selinux --without-pam \
       --without-perl --without-python --without-tcl --disable-nls
-  make -C src/include -j2
-  make -C src/common -j2
-  make -C src/port -j2
+  make -C src/backend generated-headers
   make -C src/interfaces/libpq -j2
-  make -C src/include install
   make -C src/interfaces/libpq install
+  install -m 644 src/include/postgres_ext.h src/include/pg_config_ext.h "$dir/include/"
 ) >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 rm -rf "$tree"   # the build tree is not needed again (the orig tarball stays)
 test -s "$dir/lib/libpq.so.5"

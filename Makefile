@@ -158,7 +158,10 @@ deps:
 #                   musl libpq from Debian's postgresql-15 source is built
 #                   once, about a minute, and cached in build-musl/libpq)
 MUSL_B := build-musl
-MUSL_PACKAGES := musl-tools musl-dev
+# musl-gcc; libconfig.h and libpq-fe.h (headers only); for the musl libpq the
+# tests build from Debian's source (tests/musl/libpq.sh): bzip2 unpacks it,
+# perl generates its headers
+MUSL_PACKAGES := musl-tools musl-dev libconfig-dev libpq-dev bzip2 perl
 LIBCONFIG_H := $(firstword $(wildcard /usr/include/libconfig.h) /usr/include/libconfig.h)
 
 .PHONY: musl musl-deps check-musl

@@ -1,51 +1,25 @@
 #!/usr/bin/env bash
 # tests/musl/libpq.sh DIR — a musl libpq, built with musl-gcc from Debian's
-# postgresql-15 source package, into DIR (build-musl/libpq by default):
+# postgresql-15 source package (tests/musl/apt-src.sh), into DIR
+# (build-musl/libpq by default):
 #   DIR/lib/libpq.so.5   DIR/include/libpq-fe.h, postgres_ext.h, pg_config_ext.h
 # Debian ships no musl libpq; its source package is the one it builds its own
 # libpq5 from.  The source comes through a private apt sources list and state
-# (DIR/apt: a deb-src line for this machine's suite, on the mirror the machine
-# already uses, read at run time), never the machine's own apt state.  Only
+# (DIR/../apt), never the machine's own apt state.  Only
 # libpq is built (no readline, zlib, ICU, OpenSSL, GSSAPI, LDAP: a Unix-socket
 # and plain-TCP libpq is all the test needs).  Cached: a second run with
 # DIR/lib/libpq.so.5 present costs nothing; delete DIR to rebuild.
 set -euo pipefail
 dir=${1:-build-musl/libpq}
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+cd "$(dirname "$0")/../.."
 if [ -s "$dir/lib/libpq.so.5" ] && [ -s "$dir/include/libpq-fe.h" ]; then
   echo "musl libpq: cached ($dir/lib/libpq.so.5)"
   exit 0
 fi
 command -v musl-gcc >/dev/null || { echo "musl libpq: no musl-gcc (make musl-deps installs musl-tools)" >&2; exit 3; }
 start=$(date +%s)
-apt="$dir/apt"
-mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/sources.list.d" "$dir/src"
-if [ ! -s "$apt/sources.list" ]; then
-  mirror=$( { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}';
-              grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-                sed -E 's/\[[^]]*\]//' | awk '{print $2}'; } |
-            grep -E '/debian/?$' | head -n 1) || true
-  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  if [ -z "$mirror" ] || [ -z "$suite" ]; then
-    echo "musl libpq: no Debian mirror in /etc/apt/sources.list(.d), or no VERSION_CODENAME in /etc/os-release" >&2
-    exit 3
-  fi
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$apt/sources.list.tmp"
-  mv "$apt/sources.list.tmp" "$apt/sources.list"
-fi
-aptq() {
-  apt-get -q -o Dir::Etc::sourcelist="$apt/sources.list" -o Dir::Etc::sourceparts="$apt/sources.list.d" \
-    -o Dir::State::Lists="$apt/lists" -o Dir::Cache="$apt/cache" \
-    -o Dir::State::status=/var/lib/dpkg/status -o Acquire::Languages=none \
-    -o APT::Sandbox::User=root -o Debug::NoLocking=1 "$@"
-}
-orig=$(ls "$dir/src"/postgresql-15_*.orig.tar.* 2>/dev/null | head -n 1 || true)
-if [ -z "$orig" ]; then
-  aptq update >"$dir/apt.log" 2>&1 || { tail -n 20 "$dir/apt.log" >&2; exit 3; }
-  (cd "$dir/src" && aptq source --download-only postgresql-15) >>"$dir/apt.log" 2>&1 ||
-    { tail -n 20 "$dir/apt.log" >&2; exit 3; }
-  orig=$(ls "$dir/src"/postgresql-15_*.orig.tar.* | head -n 1)
-fi
+orig=$(tests/musl/apt-src.sh "$dir" postgresql-15) || exit 3
 ver=$(basename "$orig" | sed -E 's/^postgresql-15_([^.]+\.[^.]+)\.orig.*/\1/')
 tree="$dir/src/postgresql-$ver"
 rm -rf "$tree"

@@ -7,6 +7,9 @@ Debian's postgresql-15 source ($MUSL_B/libpq) and the fleet client
 A missing piece fails the test; nothing here skips.
 
 - the build checks of the musl files (tests/musl/check-build.sh);
+- a configuration file in a musl process: the shim dlopens a musl
+  libconfig.so.9 (tests/musl/libconfig.sh), or says in one line that it
+  cannot and steps aside;
 - why the refusal exists: the glibc library preloaded into a musl process
   kills it (musl's loader, exit 127), and the musl library kills a glibc
   process the same way;
@@ -42,6 +45,7 @@ MUSL_B = Path(os.environ.get("MUSL_B", REPO_ROOT / "build-musl"))
 CLIENT = MUSL_B / "tests" / "client"
 CLIENT_DLOPEN = MUSL_B / "tests" / "client-dlopen"
 MUSL_LIBPQ = MUSL_B / "libpq" / "lib" / "libpq.so.5"
+MUSL_LIBCONFIG_DIR = MUSL_B / "libconfig" / "lib"
 PROJECT = REPO_ROOT / "tests" / "musl" / "project"
 HEAD = "0003cccc"
 REVISIONS = ["0001aaaa", "0002bbbb", "0003cccc"]
@@ -95,6 +99,32 @@ def test_musl_command_runs_and_reads_the_scripts():
     env = {**child_base_env(), "LD_PRELOAD": str(need(MUSL_B / "libmigshim.so"))}
     r = run([need(MUSL_B / "migshim"), "heads"], cwd=PROJECT, env=env)
     assert (r.returncode, r.stdout, r.stderr) == (0, HEAD + "\n", "")
+
+
+def test_config_file_loads_libconfig_in_a_musl_process(db, tmp_path):
+    """A configuration file makes the shim dlopen libconfig.so.9 in the musl
+    process (a musl build of it, tests/musl/libconfig.sh, on
+    LD_LIBRARY_PATH); without one, one error line and the process runs as
+    without the shim."""
+    conf = tmp_path / "migshim.conf"
+    conf.write_text('log = "debug";\n')
+    need(MUSL_LIBCONFIG_DIR / "libconfig.so.9")
+    env = child_base_env()
+    env.update(db.env)
+    env.update({"MIGSHIM_CONFIG": str(conf), "LD_PRELOAD": str(need(MUSL_B / "libmigshim.so")),
+                "LD_LIBRARY_PATH": str(MUSL_LIBCONFIG_DIR), "MIGRATION_MS": "0"})
+    r = run([need(CLIENT)], cwd=PROJECT, env=env)
+    assert r.returncode == 0 and r.stdout == f"migrated (none) -> {HEAD}\n", (r.stdout, r.stderr)
+    assert f"debug: libmigshim.so {(REPO_ROOT / 'VERSION').read_text().strip()}: active in this process " \
+           f"(configuration file: {conf})" in r.stderr, r.stderr
+    assert "leading: this process holds the migration lock" in r.stderr, r.stderr
+    del env["LD_LIBRARY_PATH"]
+    r = run([need(CLIENT)], cwd=PROJECT, env=env)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("migshim[")]
+    assert r.returncode == 0 and r.stdout == "at head\n", (r.stdout, r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert re.search(r"error: .*: libconfig\.so\.9 cannot be loaded .*; migshim is disabled for this "
+                     r"process$", lines[0]), lines[0]
 
 
 # --------------------------------------------------------------------------

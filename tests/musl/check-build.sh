@@ -4,7 +4,7 @@
 # undefined symbol (a strong one: the weak _ITM_* of crtbegin.o may stay
 # unresolved) defined by musl's libc.so, no glibc symbol version and no
 # fortify (__*_chk) reference, and the same exports as the glibc build.
-# Prints ok/FAIL lines; exits 1 on any failure.  Run by tests/musl/run.sh.
+# Prints ok/FAIL lines; exits 1 on any failure.  Run by tests/musl/test_musl.py.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${B:-build}

@@ -1,9 +1,11 @@
 """The musl variant (issue 23, part 2) on real musl processes.
 
-Run by tests/musl/run.sh (`make check-musl`), which builds what these need:
-$MUSL_B/libmigshim.so and $MUSL_B/migshim (`make musl`), a musl libpq from
-Debian's postgresql-15 source ($MUSL_B/libpq) and the fleet client
-($MUSL_B/tests/client, tests/musl/client.c, linked against that libpq).
+Run by tests/run.sh as its suite musl (`make check`, `make check-musl`),
+after `make all musl` and tests/musl/prepare.sh have built what these need:
+$MUSL_B/libmigshim.so and $MUSL_B/migshim, a musl libpq from Debian's
+postgresql-15 source ($MUSL_B/libpq), a musl libconfig ($MUSL_B/libconfig)
+and the fleet clients ($MUSL_B/tests/client and client-dlopen, from
+tests/musl/client.c).
 A missing piece fails the test; nothing here skips.
 
 - the build checks of the musl files (tests/musl/check-build.sh);
@@ -57,7 +59,7 @@ REFUSAL_RE = re.compile(
 
 def need(path: Path) -> Path:
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make check-musl` (make all musl, tests/musl/run.sh)",
+        pytest.fail(f"{path} is missing: run `make check-musl` (make all musl, tests/musl/prepare.sh)",
                     pytrace=False)
     return path
 

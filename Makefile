@@ -21,7 +21,7 @@ VERSION := $(shell cat VERSION)
 LIBCONFIG_SONAME := $(or $(shell objdump -p "$$($(CC) -print-file-name=libconfig.so)" 2>/dev/null \
                       | awk '$$1 == "SONAME" { print $$2 }'),libconfig.so.9)
 
-CPPFLAGS += -Iinclude -I$(PG_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
+CPPFLAGS += -Iinclude -I$(PG_INC) $(LIBC_INC) -DMIGSHIM_VERSION='"$(VERSION)"' \
             -DMIGSHIM_LIBCONFIG_SONAME='"$(LIBCONFIG_SONAME)"'
 SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 # A sanitized library takes the sanitizer runtime from the process (preload
@@ -53,7 +53,7 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
-CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
+CLI_SRCS := src/cli.c src/elflibc.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
             src/envpy.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c src/holder.c src/timeline.c \
             src/django.c src/sqlclass.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
@@ -141,11 +141,47 @@ endef
 deps:
 	$(call apt_ensure,deps,$(DEB_PACKAGES))
 
+# --- musl (Alpine): make musl ----------------------------------------------
+# build-musl/libmigshim.so and build-musl/migshim for musl's C library, with
+# Debian's musl-gcc (musl-tools), from the same sources: their libc
+# differences are in include/libc_compat.h.  musl's headers have no
+# fortify, so no __*_chk symbol can enter.  musl-gcc searches only musl's
+# headers: libconfig.h (whose config_t layout the soname below matches) is
+# reached through a directory holding that one header, never all of
+# /usr/include.  On Alpine itself a plain `make` is the musl build (see the
+# README's Dockerfile).
+# make check-musl   only the musl suite of make check (tests/run.sh --only
+#                   musl): the build checks of the musl library (every
+#                   undefined symbol is musl libc's), the mismatch refusal
+#                   both ways, and a fleet of musl libpq clients against a
+#                   real server, with and without the shim (tests/musl/; a
+#                   musl libpq from Debian's postgresql-15 source is built
+#                   once, about a minute, and cached in build-musl/libpq)
+MUSL_B := build-musl
+# musl-gcc; libconfig.h and libpq-fe.h (headers only); for the musl libpq the
+# tests build from Debian's source (tests/musl/libpq.sh): bzip2 unpacks it,
+# perl generates its headers
+MUSL_PACKAGES := musl-tools musl-dev libconfig-dev libpq-dev bzip2 perl
+LIBCONFIG_H := $(firstword $(wildcard /usr/include/libconfig.h) /usr/include/libconfig.h)
+
+.PHONY: musl musl-deps check-musl
+musl-deps:
+	$(call apt_ensure,musl-deps,$(MUSL_PACKAGES))
+
+musl: musl-deps
+	@mkdir -p $(MUSL_B)/sysinc
+	@ln -sf $(LIBCONFIG_H) $(MUSL_B)/sysinc/libconfig.h
+	@$(MAKE) --no-print-directory B=$(MUSL_B) CC=musl-gcc SANITIZE= CFLAGS='-O2 -g -U_FORTIFY_SOURCE' \
+	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) all
+
+check-musl: deps musl all
+	@B='$(B)' MUSL_B='$(MUSL_B)' tests/run.sh --only musl
+
 # --- tests ------------------------------------------------------------------
 -include tests/tests.mk
 
-check: deps deb-deps all
-	@B='$(B)' SANITIZE='$(SANITIZE)' tests/run.sh
+check: deps deb-deps all musl
+	@B='$(B)' MUSL_B='$(MUSL_B)' SANITIZE='$(SANITIZE)' tests/run.sh
 
 # Parts of make check (tests/run.sh --only), each with its own summary:
 # check-build   tests/build-checks.sh (clang build, DT_NEEDED, exports, PQ* references)
@@ -398,7 +434,7 @@ check-wheel: deps all
 	    tests/packaging/test_wheel.py
 
 clean:
-	rm -rf $(B) build-san $(DEB_B)
+	rm -rf $(B) build-san $(DEB_B) $(MUSL_B)
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
@@ -423,5 +459,7 @@ help:
 	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
 	@echo "make wheel       $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl (stdlib only)"
 	@echo "make check-wheel install the wheel into fresh venvs, boot a fleet through its console script"
+	@echo "make musl        $(MUSL_B)/libmigshim.so and $(MUSL_B)/migshim for musl (Alpine), with musl-gcc"
+	@echo "make check-musl  the musl build checks, the libc mismatch refusal, a musl libpq client fleet"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

@@ -132,6 +132,16 @@ bool resolve_note_dlsym(const void *real);
 bool resolve_in_shim(const void *addr);
 
 /*
+ * The function `name` as the next object would define it: its definition in
+ * the first loaded object after the shim (in dl_iterate_phdr's order, the
+ * dynamic linker's), else in any loaded object but the shim; NULL when none
+ * defines it.  Read from the objects' symbol tables, without dlsym: it is
+ * how interpose.c finds the real dlsym where there is no dlvsym (musl,
+ * include/libc_compat.h).  Takes no lock of the shim's.
+ */
+void *resolve_next_symbol(const char *name);
+
+/*
  * fork(): register the module's fork handlers (pthread_atfork), once; a
  * no-op after the first call.  resolve_mu is held across fork(), so a child
  * never inherits it locked by a thread it does not have.  The module calls

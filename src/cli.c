@@ -27,6 +27,7 @@
 #include "config.h"
 #include "dbconn.h"
 #include "django.h"
+#include "elflibc.h"
 #include "envpy.h"
 #include "heads.h"
 #include "holder.h"
@@ -56,6 +57,7 @@ enum {
     EXIT_UNKNOWN = 2,    /* heads/status: the target heads are unknown      */
     EXIT_NOCONN = 3,     /* status: cannot connect or read the version table */
     EXIT_USAGE = 64,
+    EXIT_REFUSED = 125,  /* -- COMMAND: the library is for the other libc */
     EXIT_NOEXEC = 126,
     EXIT_NOTFOUND = 127,
 };
@@ -87,7 +89,9 @@ static void usage(FILE *f)
             "  --libpq PATH   the libpq `status` loads (default: the system's libpq.so.5,\n"
             "                 else the copy in a psycopg2/psycopg wheel on python3's path)\n"
             "\n"
-            "exit status: -- COMMAND: COMMAND's own; 126 COMMAND cannot run; 127 not found.\n"
+            "exit status: -- COMMAND: COMMAND's own; 125 not run: libmigshim.so was built for\n"
+            "the other C library (glibc or musl) than COMMAND's; 126 COMMAND cannot run;\n"
+            "127 not found.\n"
             "heads/status: 0 known heads (status: database at head, or ahead: a newer\n"
             "deploy migrated it); 1 database behind; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
             "or write a file); 78 bad configuration.\n"
@@ -425,6 +429,13 @@ int main(int argc, char **argv)
     if (!library_path(lib, sizeof lib)) {
         /* none found: LIBDIR's path all the same, as always; ld.so names the
          * missing file on the command's stderr and the command runs unshimmed */
+    }
+    /* A glibc library in a musl process (or the reverse) fails every
+     * process that inherits LD_PRELOAD: refuse rather than run. */
+    char why[3 * PATH_MAX];
+    if (!elflibc_preload_ok(lib, argv[i], why, sizeof why)) {
+        fprintf(stderr, "migshim: %s\n", why);
+        return EXIT_REFUSED;
     }
     if (!preload_name(lib, name, sizeof name, err, sizeof err)) {
         fprintf(stderr, "migshim: %s\n", err);

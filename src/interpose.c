@@ -21,6 +21,7 @@
 #include "conn.h"
 #include "gate.h"
 #include "guard.h"
+#include "libc_compat.h"
 #include "log.h"
 #include "resolve.h"
 #include "shim.h"
@@ -639,12 +640,20 @@ __attribute__((visibility("hidden"))) NO_SANITIZE void *migshim_dlsym(void *hand
 
 dlsym_fn *migshim_real_dlsym_init(void)
 {
+    dlsym_fn *f = NULL;
+#if MIGSHIM_HAVE_DLVSYM
     /* dlsym moved from libdl to libc in glibc 2.34; older versions on
      * x86_64 and aarch64 carry GLIBC_2.2.5 / GLIBC_2.17. */
     static const char *const versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
-    dlsym_fn *f = NULL;
     for (size_t i = 0; !f && i < sizeof versions / sizeof versions[0]; i++)
         f = (dlsym_fn *)dlvsym(RTLD_NEXT, "dlsym", versions[i]);
+#else
+    /* musl has no dlvsym, and a dlsym call here would be the shim's own:
+     * libc's definition, read from its symbol table.  musl's dlsym, like
+     * glibc's, takes the caller from the return address, which the entry
+     * point below leaves in place for RTLD_NEXT. */
+    f = (dlsym_fn *)resolve_next_symbol("dlsym");
+#endif
     migshim_real_dlsym = f; /* racing initialisers store the same value */
     return f;
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "libc_compat.h"
+
 /* Fill `api` from the handle; false (the handle closed) and the missing
  * name in err when the object is not a usable libpq. */
 static bool fill(void *h, const char *what, struct pq_api *api, char *err, size_t errsz)

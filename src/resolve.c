@@ -353,6 +353,44 @@ bool resolve_note_dlsym(const void *real)
     return true;
 }
 
+/* --- the next definition of a name (the real dlsym on musl) ---------------- */
+
+struct next_symbol {
+    const char *name;
+    bool after_shim;  /* the shim was passed in the walk */
+    void *after, *any; /* first definition after the shim; anywhere else */
+};
+
+static int next_symbol_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct next_symbol *n = arg;
+    struct elf_obj o;
+    if (!elf_obj_read(info, &o))
+        return 0;
+    if (range_has(o.lo, o.hi, (const void *)&next_symbol_cb)) {
+        n->after_shim = true;
+        return 0;
+    }
+    void *f = elf_lookup(&o, n->name);
+    if (!f)
+        return 0;
+    if (!n->any)
+        n->any = f;
+    if (n->after_shim) {
+        n->after = f;
+        return 1;
+    }
+    return 0;
+}
+
+void *resolve_next_symbol(const char *name)
+{
+    struct next_symbol n = {.name = name};
+    dl_iterate_phdr(next_symbol_cb, &n);
+    return n.after ? n.after : n.any;
+}
+
 /* --- fork ------------------------------------------------------------------ */
 
 static void atfork_prepare(void) { pthread_mutex_lock(&resolve_mu); }

@@ -5,12 +5,16 @@
 #   tests/run.sh            build checks, unit tests, then the server suites
 #   tests/run.sh --only S   only the suites S, a comma-separated list of
 #                           build, unit, integration-c, python, oracle, chaos,
-#                           or server (the last four); the summary counts them
-#                           alone (make check-build, check-unit, check-integration)
+#                           or server (those four), musl; the summary counts them
+#                           alone (make check-build, check-unit, check-integration,
+#                           check-musl)
 #   tests/run.sh --server   (internal) the suites run inside with-pg.sh
 #
 # Environment (set by the Makefile's check target):
 #   B          the build directory (default build)
+#   MUSL_B     the musl build directory (default build-musl: make musl); the
+#              musl suite (tests/musl/) runs there the musl library, command
+#              and a musl libpq client fleet.  Not in a sanitized run.
 #   SANITIZE   non-empty for a sanitized build (`make check-san`): every
 #              preload gets the sanitizer runtimes first (tests/shimbuild.py),
 #              ASan/UBSan write their reports under $B/san-reports/, and any
@@ -41,17 +45,21 @@ fi
 
 # --only: which suites run (RUN_ONLY, exported to the --server half).
 if [ "${1:-}" = "--only" ]; then
-  RUN_ONLY=${2:?"--only needs a list: build,unit,integration-c,python,oracle,chaos,server"}
+  RUN_ONLY=${2:?"--only needs a list: build,unit,integration-c,python,oracle,chaos,server,musl"}
   for s in ${RUN_ONLY//,/ }; do
     case $s in
-      build|unit|integration-c|python|oracle|chaos|server) ;;
-      *) echo "tests/run.sh: unknown suite '$s' (build, unit, integration-c, python, oracle, chaos, server)" >&2
+      build|unit|integration-c|python|oracle|chaos|server|musl) ;;
+      *) echo "tests/run.sh: unknown suite '$s' (build, unit, integration-c, python, oracle, chaos, server, musl)" >&2
          exit 2 ;;
     esac
   done
   shift 2
 fi
-RUN_ONLY=${RUN_ONLY:-build,unit,server}
+if [ -n "${SANITIZE:-}" ]; then
+  RUN_ONLY=${RUN_ONLY:-build,unit,server}  # the musl suite tests the plain builds
+else
+  RUN_ONLY=${RUN_ONLY:-build,unit,server,musl}
+fi
 RUN_ONLY=${RUN_ONLY//server/integration-c,python,oracle,chaos}
 export RUN_ONLY
 wanted() { # suite
@@ -114,6 +122,10 @@ if [ "${1:-}" = "--server" ]; then
     echo "== chaos, reduced (CHAOS_REPEAT=${CHAOS_REPEAT:-2} per kill point; make chaos runs 20)"
     CHAOS_REPEAT=${CHAOS_REPEAT:-2} run_pytest chaos tests/chaos
   fi
+  if wanted musl && [ -z "${MUSL_UNPREPARED:-}" ]; then
+    echo "== musl: the musl build, the libc mismatch refusal, a musl libpq client fleet"
+    run_pytest musl tests/musl
+  fi
   exit 0
 fi
 
@@ -137,7 +149,15 @@ if wanted unit; then
   run_criterion unit $(make -s --no-print-directory B="$B" print-unit-tests)
 fi
 
-if wanted integration-c || wanted python || wanted oracle || wanted chaos; then
+if wanted musl; then
+  echo "== musl: preparing (a musl libpq from Debian's postgresql-15 source, cached in ${MUSL_B:-build-musl}/libpq)"
+  MUSL_B=${MUSL_B:-build-musl}
+  case $MUSL_B in /*) ;; *) MUSL_B=$ROOT/$MUSL_B ;; esac
+  export MUSL_B
+  tests/musl/prepare.sh || { record musl 0 1; export MUSL_UNPREPARED=1; }
+fi
+
+if wanted integration-c || wanted python || wanted oracle || wanted chaos || wanted musl; then
   if ! wanted unit; then # the C integration tests and the helpers the Python suites run
     make -s B="$B" tests >/dev/null || { echo "building the tests failed"; record tests-build 0 1; }
   fi

@@ -48,6 +48,7 @@ B := $(if $(SANITIZE),build-san,build)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c \
             src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
+            src/wire.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
@@ -260,7 +261,7 @@ bench: bench-deps all bench-progs
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := revision sqlclass redact config ini envpy
+FUZZ_TARGETS := revision sqlclass redact config ini envpy wire
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS_revision := src/heads.c src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
@@ -269,6 +270,7 @@ FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
 FUZZ_SRCS_ini := src/ini.c src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_envpy := src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_wire := src/wire.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz

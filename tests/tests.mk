@@ -14,7 +14,8 @@ TESTS_CFLAGS  = $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS)
 UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/unit/test_heads $(TESTS_B)/unit/test_sqlclass \
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
               $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
-              $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam
+              $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam \
+              $(TESTS_B)/unit/test_wire
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -135,6 +136,10 @@ $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(
 # wait.o alone: the step function does no I/O and calls nothing.
 $(TESTS_B)/unit/test_wait: tests/unit/test_wait.c $(B)/obj/wait.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wait.o -lcriterion
+
+# wire.o alone: the framing parser is pure.
+$(TESTS_B)/unit/test_wire: tests/unit/test_wire.c $(B)/obj/wire.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wire.o -lcriterion
 
 $(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit

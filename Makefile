@@ -48,7 +48,7 @@ B := $(if $(SANITIZE),build-san,build)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c \
             src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
-            src/wire.c \
+            src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
@@ -85,13 +85,20 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 # The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
-# the one list of the intercepted functions) and dlsym (the ctypes path,
-# src/interpose.c).  The linker's version script and the build check's
-# expected exports (tests/build-checks.sh) are made from it.
-$(B)/exports.list: include/resolve.h | $(B)/obj
+# the one list of the intercepted libpq functions), LIBC_WRAPPED_LIST
+# (include/sysapi.h, the one list of the interposed libc functions: the wire
+# layer) and dlsym (the ctypes path, src/interpose.c).  The linker's version
+# script and the build check's expected exports (tests/build-checks.sh) are
+# made from it.
+$(B)/exports.list: include/resolve.h include/sysapi.h | $(B)/obj
 	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
 	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
+	printf '#include "sysapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
+	test "$$(grep -c . $@.libc)" -gt 1
+	cat $@.libc >> $@.tmp && rm -f $@.libc
 	echo dlsym >> $@.tmp
 	test "$$(grep -c . $@.tmp)" -gt 1
 	mv $@.tmp $@
@@ -125,7 +132,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
     python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev \
-    python3-django
+    python3-django python3-asyncpg python3-pg8000 python3-uvloop
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure

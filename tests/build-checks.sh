@@ -38,7 +38,7 @@ if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ];
   want=$(sort "$B/exports.list" | tr '\n' ' ' | sed 's/ $//')
   exported=$(nm -D --defined-only "$LIB" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
   if [ "$exported" = "$want" ]; then
-    ok "exports exactly the intercepted names and dlsym ($(wc -w <<<"$exported") symbols)"
+    ok "exports exactly the intercepted names (libpq, libc) and dlsym ($(wc -w <<<"$exported") symbols)"
   else
     bad "exports exactly the intercepted names and dlsym" "got:  $exported" "want: $want"
   fi
@@ -50,6 +50,22 @@ if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ];
     ok "interpose.o defines exactly the listed PQ* wrappers ($(wc -w <<<"$defined"))"
   else
     bad "interpose.o defines exactly the listed PQ* wrappers" "defined: $defined" "listed:  $want_pq"
+  fi
+  # ... and interpose_libc.o defines exactly the listed libc wrappers
+  # (LIBC_WRAPPED_LIST, include/sysapi.h), no other object any of them.
+  want_libc=$(grep -v '^PQ' "$B/exports.list" | grep -vx dlsym | sort | tr '\n' ' ' | sed 's/ $//')
+  defined=$(nm -g --defined-only "$B/obj/interpose_libc.o" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  others=""
+  for o in "$B"/obj/*.o; do
+    [ "$(basename "$o")" = interpose_libc.o ] && continue
+    d=$(nm -g --defined-only "$o" | awk '{print $3}' | grep -xF -f <(tr ' ' '\n' <<<"$want_libc") | tr '\n' ' ')
+    [ -n "$d" ] && others="$others $(basename "$o"): $d"
+  done
+  if [ -n "$want_libc" ] && [ "$defined" = "$want_libc" ] && [ -z "$others" ]; then
+    ok "interpose_libc.o alone defines exactly the listed libc wrappers ($(wc -w <<<"$defined"))"
+  else
+    bad "interpose_libc.o alone defines exactly the listed libc wrappers" "defined: $defined" \
+        "listed:  $want_libc" "elsewhere:${others:- none}"
   fi
 else
   bad "exports exactly the intercepted names and dlsym" "make $B/exports.list failed"

@@ -1,0 +1,180 @@
+/*
+ * interpose_libc — the only file that defines libc names: exactly those of
+ * LIBC_WRAPPED_LIST (include/sysapi.h), the calls that carry the bytes of
+ * drivers that speak the PostgreSQL protocol themselves, and the calls
+ * that begin and end a socket's life (wire-protocol.md).
+ *
+ * Each wrapper calls the real function through the table (sysapi.h), then
+ * looks at the fd's state word (wirefd.h): for an fd the wire layer does not
+ * follow -- every fd of every program but a connected socket not yet
+ * written to or a recognised PostgreSQL connection -- that is one compare
+ * and one load, and the real call's result is returned as it came, errno
+ * untouched.  Otherwise the wirefd hook looks at the bytes after the fact
+ * (phase 1 observes only: nothing is injected, delayed or changed) and
+ * restores errno itself.  close and dup2/dup3 reset the fd's state before
+ * the real call (after it, the number may already be another thread's new
+ * socket).
+ *
+ * Async-signal-safety: read, write, close and dup2 are safe to call from a
+ * signal handler and stay so on the NONE path: no lock, no allocation, no
+ * pthread_once.
+ */
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sysapi.h"
+#include "wirefd.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define RA __builtin_return_address(0)
+#define QUIET(st) __builtin_expect((st) == WIREFD_NONE, 1)
+#define UNFOLLOWED(st) __builtin_expect((st) < WIREFD_FOLLOWED, 1)
+
+/* --- a socket's life ------------------------------------------------------------ */
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int r = real_connect()(fd, addr, len);
+    wirefd_connected(fd, r, r == 0 ? 0 : errno, RA);
+    return r;
+}
+
+EXPORT int close(int fd)
+{
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st))
+        wirefd_closing(fd, st);
+    return real_close()(fd);
+}
+
+EXPORT int dup(int fd)
+{
+    int r = real_dup()(fd);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st) && r >= 0)
+        wirefd_duplicated(fd, st);
+    return r;
+}
+
+EXPORT int dup2(int fd, int fd2)
+{
+    unsigned st2 = wirefd_get(fd2);
+    if (!QUIET(st2) && fd2 != fd)
+        wirefd_closing(fd2, st2);
+    int r = real_dup2()(fd, fd2);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st) && r >= 0 && fd2 != fd)
+        wirefd_duplicated(fd, st);
+    return r;
+}
+
+EXPORT int dup3(int fd, int fd2, int flags)
+{
+    unsigned st2 = wirefd_get(fd2);
+    if (!QUIET(st2) && fd2 != fd)
+        wirefd_closing(fd2, st2);
+    int r = real_dup3()(fd, fd2, flags);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st) && r >= 0)
+        wirefd_duplicated(fd, st);
+    return r;
+}
+
+/* --- the bytes written ----------------------------------------------------------- */
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    ssize_t r = real_write()(fd, buf, n);
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, 0, RA);
+    return r;
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    ssize_t r = real_send()(fd, buf, n, flags);
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, flags, RA);
+    return r;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+                      socklen_t alen)
+{
+    ssize_t r = real_sendto()(fd, buf, n, flags, addr, alen);
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, flags, RA);
+    return r;
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    ssize_t r = real_writev()(fd, iov, iovcnt);
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st))
+        wirefd_wrotev(fd, st, iov, iovcnt, r, 0, RA);
+    return r;
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    ssize_t r = real_sendmsg()(fd, msg, flags);
+    unsigned st = wirefd_get(fd);
+    if (!QUIET(st) && msg)
+        wirefd_wrotev(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r, flags, RA);
+    return r;
+}
+
+/* --- the bytes read ------------------------------------------------------------------ */
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    ssize_t r = real_read()(fd, buf, n);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, 0);
+    return r;
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    ssize_t r = real_recv()(fd, buf, n, flags);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, flags);
+    return r;
+}
+
+EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags,
+                        struct sockaddr *restrict addr, socklen_t *restrict alen)
+{
+    ssize_t r = real_recvfrom()(fd, buf, n, flags, addr, alen);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, flags);
+    return r;
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    ssize_t r = real_readv()(fd, iov, iovcnt);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st))
+        wirefd_readv(fd, st, iov, iovcnt, r, 0);
+    return r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    ssize_t r = real_recvmsg()(fd, msg, flags);
+    unsigned st = wirefd_get(fd);
+    if (!UNFOLLOWED(st) && msg)
+        wirefd_readv(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r,
+                     flags | (msg->msg_flags & MSG_TRUNC));
+    return r;
+}

@@ -1,0 +1,148 @@
+/*
+ * sysapi — see include/sysapi.h.
+ *
+ * The defaults are thin syscall(2) calls with the real functions' exact
+ * types (so an entry's type never depends on which pointer it holds).
+ * Resolution is one pass over the list under an atomic "resolving" flag:
+ * the caller that wins it looks every name up; any other caller meanwhile
+ * (another thread, a signal handler, a wrapper reached from inside dlsym)
+ * gets the default for its call, which does the same system call.
+ */
+#include "sysapi.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+
+/* --- the defaults: the system calls themselves ----------------------------- */
+
+static int sys_connect(int fd, const struct sockaddr *a, socklen_t n)
+{
+    return (int)syscall(SYS_connect, fd, a, n);
+}
+static int sys_close(int fd) { return (int)syscall(SYS_close, fd); }
+static int sys_dup(int fd) { return (int)syscall(SYS_dup, fd); }
+static int sys_dup3(int fd, int fd2, int flags) { return (int)syscall(SYS_dup3, fd, fd2, flags); }
+static int sys_dup2(int fd, int fd2)
+{
+#ifdef SYS_dup2
+    return (int)syscall(SYS_dup2, fd, fd2);
+#else
+    if (fd == fd2) /* dup2's rule: the same fd, if it is open */
+        return syscall(SYS_fcntl, fd, F_GETFD) < 0 ? -1 : fd2;
+    return (int)syscall(SYS_dup3, fd, fd2, 0);
+#endif
+}
+static ssize_t sys_read(int fd, void *b, size_t n) { return syscall(SYS_read, fd, b, n); }
+static ssize_t sys_write(int fd, const void *b, size_t n) { return syscall(SYS_write, fd, b, n); }
+static ssize_t sys_readv(int fd, const struct iovec *v, int n) { return syscall(SYS_readv, fd, v, n); }
+static ssize_t sys_writev(int fd, const struct iovec *v, int n)
+{
+    return syscall(SYS_writev, fd, v, n);
+}
+static ssize_t sys_send(int fd, const void *b, size_t n, int fl)
+{
+    return syscall(SYS_sendto, fd, b, n, fl, NULL, 0);
+}
+static ssize_t sys_sendto(int fd, const void *b, size_t n, int fl, const struct sockaddr *a,
+                          socklen_t al)
+{
+    return syscall(SYS_sendto, fd, b, n, fl, a, al);
+}
+static ssize_t sys_sendmsg(int fd, const struct msghdr *m, int fl)
+{
+    return syscall(SYS_sendmsg, fd, m, fl);
+}
+static ssize_t sys_recv(int fd, void *b, size_t n, int fl)
+{
+    return syscall(SYS_recvfrom, fd, b, n, fl, NULL, NULL);
+}
+static ssize_t sys_recvfrom(int fd, void *restrict b, size_t n, int fl,
+                            struct sockaddr *restrict a, socklen_t *restrict al)
+{
+    return syscall(SYS_recvfrom, fd, b, n, fl, a, al);
+}
+static ssize_t sys_recvmsg(int fd, struct msghdr *m, int fl) { return syscall(SYS_recvmsg, fd, m, fl); }
+
+/* Each default has its entry's exact type: a mismatch is a compile error. */
+#define SYSAPI_DEFAULT_CHECK(name)                                              \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(&sys_##name), __typeof__(name) *), \
+                   "sys_" #name " has the type of " #name);
+LIBC_WRAPPED_LIST(SYSAPI_DEFAULT_CHECK)
+#undef SYSAPI_DEFAULT_CHECK
+
+/* --- the table ---------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    sysapi_fn dflt;
+} entries[SYSI_COUNT] = {
+#define SYSAPI_ENTRY(name) [SYSI_##name] = {#name, (sysapi_fn)sys_##name},
+    LIBC_WRAPPED_LIST(SYSAPI_ENTRY)
+#undef SYSAPI_ENTRY
+};
+
+_Atomic(sysapi_fn) sysapi_slots[SYSI_COUNT];
+static sysapi_fn resolved[SYSI_COUNT]; /* what resolution found (or the default) */
+static bool is_real[SYSI_COUNT];
+
+/* 0: not resolved, 1: being resolved, 2: resolved */
+static _Atomic int state;
+
+const char *sysapi_name(enum sysapi_index i) { return entries[i].name; }
+
+/* The object a function lies in, or NULL. */
+static void *object_of(const void *fn)
+{
+    Dl_info info;
+    return dladdr(fn, &info) ? info.dli_fbase : NULL;
+}
+
+static void resolve_all(void)
+{
+    int saved = errno;
+    void *self = object_of((const void *)resolve_all);
+    for (int i = 0; i < SYSI_COUNT; i++) {
+        /* (the shim's own dlsym: RTLD_NEXT answers relative to the shim) */
+        void *p = dlsym(RTLD_NEXT, entries[i].name);
+        /* the self-check: a slot pointing into the shim would loop */
+        bool real = p && object_of(p) != self;
+        is_real[i] = real;
+        sysapi_fn want = real ? (sysapi_fn)p : entries[i].dflt;
+        resolved[i] = want;
+        sysapi_fn none = NULL;
+        /* an override made meanwhile stands */
+        atomic_compare_exchange_strong(&sysapi_slots[i], &none, want);
+    }
+    errno = saved;
+}
+
+sysapi_fn sysapi_resolve(enum sysapi_index i)
+{
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&state, &expect, 1)) {
+        resolve_all();
+        atomic_store(&state, 2);
+    } else if (expect == 1) {
+        return entries[i].dflt; /* being resolved: by another thread, or below us */
+    }
+    sysapi_fn f = atomic_load_explicit(&sysapi_slots[i], memory_order_acquire);
+    if (f)
+        return f;
+    /* an override put back to NULL: the resolved pointer again */
+    sysapi_fn none = NULL;
+    atomic_compare_exchange_strong(&sysapi_slots[i], &none, resolved[i]);
+    return resolved[i];
+}
+
+sysapi_fn sysapi_override(enum sysapi_index i, sysapi_fn fn)
+{
+    return atomic_exchange(&sysapi_slots[i], fn);
+}
+
+bool sysapi_is_real(enum sysapi_index i)
+{
+    (void)sysapi_resolve(i);
+    return is_real[i];
+}

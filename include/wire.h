@@ -27,7 +27,8 @@
  * frontend bytes before the server answered an SSLRequest) the parser goes
  * to WIRE_LOST and stays there: the caller stops following, it never
  * guesses.  TLS ('S' to an SSLRequest) and GSSAPI encryption ('G') are ends
- * too: what follows is ciphertext.
+ * too: what follows is ciphertext; and so is the frontend's Terminate
+ * ('X'), the orderly end of a connection.
  *
  * What it must never do: any I/O, logging, locking or use of errno.  It is
  * not thread-safe: the caller serialises the calls on one struct wire
@@ -60,6 +61,7 @@ enum wire_phase {
     WIRE_TLS,       /* end: the server answered 'S', TLS follows                  */
     WIRE_GSS,       /* end: the server answered 'G', GSSAPI encryption follows    */
     WIRE_CANCEL,    /* end: a CancelRequest connection (nothing to follow)        */
+    WIRE_TERMINATED, /* end: the frontend sent Terminate: the connection is over  */
     WIRE_LOST,      /* end: the stream stopped making sense (wire_lost_reason)    */
 };
 
@@ -123,7 +125,8 @@ void wire_init(struct wire *w);
  */
 enum wire_phase wire_feed(struct wire *w, enum wire_dir dir, const void *buf, size_t len);
 
-/* True for TLS, GSS, CANCEL and LOST: nothing more will be followed. */
+/* True for TLS, GSS, CANCEL, TERMINATED and LOST: nothing more will be
+ * followed. */
 bool wire_phase_is_end(enum wire_phase p);
 
 /* A phase's name ("messages", "tls", "lost", ...), for log lines. */

@@ -51,7 +51,8 @@ void wire_init(struct wire *w)
 
 bool wire_phase_is_end(enum wire_phase p)
 {
-    return p == WIRE_TLS || p == WIRE_GSS || p == WIRE_CANCEL || p == WIRE_LOST;
+    return p == WIRE_TLS || p == WIRE_GSS || p == WIRE_CANCEL || p == WIRE_TERMINATED ||
+           p == WIRE_LOST;
 }
 
 const char *wire_phase_name(enum wire_phase p)
@@ -63,6 +64,7 @@ const char *wire_phase_name(enum wire_phase p)
     case WIRE_TLS: return "tls";
     case WIRE_GSS: return "gss";
     case WIRE_CANCEL: return "cancel";
+    case WIRE_TERMINATED: return "terminated";
     case WIRE_LOST: return "lost";
     }
     return "?";
@@ -77,9 +79,22 @@ static enum wire_phase lose(struct wire *w, const char *why)
 
 /* The frontend's typed messages; the extended-protocol ones are pending
  * until the next Sync. */
-static bool fe_type_known(uint8_t t) { return t && strchr("QPBEDCHSXdcfFp", t) != NULL; }
-static bool fe_type_extended(uint8_t t) { return t && strchr("PBEDCH", t) != NULL; }
-static bool be_type_known(uint8_t t) { return t && strchr("RKSZTDCENA123nstIGHWdcvV", t) != NULL; }
+enum { FE = 1, FE_EXT = 2, BE = 4 };
+static const uint8_t types[256] = {
+    /* frontend: Query, FunctionCall, Sync, Terminate, Copy data/done/fail,
+     * password/SASL/GSS responses; the extended protocol's */
+    ['Q'] = FE, ['F'] = FE, ['S'] = FE | BE, ['X'] = FE, ['d'] = FE | BE, ['c'] = FE | BE,
+    ['f'] = FE, ['p'] = FE,
+    ['P'] = FE | FE_EXT, ['B'] = FE | FE_EXT, ['E'] = FE | FE_EXT | BE, ['D'] = FE | FE_EXT | BE,
+    ['C'] = FE | FE_EXT | BE, ['H'] = FE | FE_EXT | BE,
+    /* backend */
+    ['R'] = BE, ['K'] = BE, ['Z'] = BE, ['T'] = BE, ['N'] = BE, ['A'] = BE, ['1'] = BE,
+    ['2'] = BE, ['3'] = BE, ['n'] = BE, ['s'] = BE, ['t'] = BE, ['I'] = BE, ['G'] = BE,
+    ['W'] = BE, ['v'] = BE, ['V'] = BE,
+};
+static bool fe_type_known(uint8_t t) { return types[t] & FE; }
+static bool fe_type_extended(uint8_t t) { return types[t] & FE_EXT; }
+static bool be_type_known(uint8_t t) { return types[t] & BE; }
 
 /* A frontend header is complete: account for what it begins. */
 static bool fe_begin(struct wire *w, struct wire_half *h, uint32_t n)
@@ -121,6 +136,13 @@ static bool fe_begin(struct wire *w, struct wire_half *h, uint32_t n)
         w->awaiting++;
         w->unsynced = 0;
         break;
+    case 'X': /* Terminate: the orderly end (its length is 4: nothing follows) */
+        if (n != 4) {
+            lose(w, "a Terminate of the wrong length");
+            return false;
+        }
+        w->phase = WIRE_TERMINATED; /* (counted as it completes, below) */
+        return true;
     default:
         if (fe_type_extended(h->type))
             w->unsynced++;

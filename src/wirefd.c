@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atfork.h"
@@ -32,6 +33,8 @@ struct wconn {
     _Atomic bool contended; /* someone met the lock held: the stream is not whole  */
     int fd;
     const char *transport;  /* "unix", "tcp"                                       */
+    dev_t dev;              /* the socket's identity (fstat) when recognised:      */
+    ino_t ino;              /* an fd closed behind our back and reused differs     */
     struct wire w;
 };
 
@@ -130,7 +133,15 @@ static struct wconn *conn_of(unsigned st)
  * The caller holds the lock. */
 static void stop(int fd, unsigned st, struct wconn *c, const char *why)
 {
+    struct stat sb;
     switch (c->w.phase) {
+    case WIRE_TERMINATED:
+        log_debug("wire: fd %d (%s): Terminate sent, followed to the end (%llu messages written, "
+                  "%llu read, last status %c)",
+                  fd, c->transport, (unsigned long long)wire_messages(&c->w, WIRE_FE),
+                  (unsigned long long)wire_messages(&c->w, WIRE_BE),
+                  wire_txn(&c->w) ? wire_txn(&c->w) : '-');
+        break;
     case WIRE_TLS:
         log_debug("wire: fd %d: the server accepted SSLRequest: TLS, not followed in phase 1", fd);
         break;
@@ -138,6 +149,12 @@ static void stop(int fd, unsigned st, struct wconn *c, const char *why)
         log_debug("wire: fd %d: the server accepted GSSENCRequest: GSSAPI encryption, passed through", fd);
         break;
     default:
+        if (fstat(fd, &sb) != 0 || sb.st_dev != c->dev || sb.st_ino != c->ino) {
+            /* (libuv closes with a raw system call: the fd number was reused) */
+            log_debug("wire: fd %d: no longer the connection it was (closed unseen and reused); "
+                      "not followed any more", fd);
+            break;
+        }
         log_debug("wire: fd %d: lost: %s; not followed any more", fd,
                   why ? why : wire_lost_reason(&c->w) ? wire_lost_reason(&c->w) : "?");
         break;
@@ -196,8 +213,9 @@ static int recognise(int fd, const uint8_t *first, size_t n, const void *ra)
     socklen_t tl = sizeof type;
     struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
+    struct stat sb;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0)
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0 || fstat(fd, &sb) != 0)
         goto none;
     const char *transport = sa.ss_family == AF_UNIX                               ? "unix"
                             : sa.ss_family == AF_INET || sa.ss_family == AF_INET6 ? "tcp"
@@ -210,6 +228,8 @@ static int recognise(int fd, const uint8_t *first, size_t n, const void *ra)
                   transport, WIREFD_CONNS);
         goto none;
     }
+    conns[k].dev = sb.st_dev;
+    conns[k].ino = sb.st_ino;
     if (!atomic_compare_exchange_strong(&wirefd_state[fd], &cand,
                                         (uint16_t)(WIREFD_FOLLOWED + k))) {
         conn_kill(&conns[k]); /* closed meanwhile */

@@ -324,6 +324,17 @@ Test(wire, cancel_request_is_an_end)
     cr_expect_eq(wire_feed(&w, WIRE_FE, fe.b, fe.n), WIRE_CANCEL);
 }
 
+Test(wire, terminate_is_the_end)
+{
+    struct wire w = started();
+    cr_expect_eq(wire_feed(&w, WIRE_FE, "X\0\0\0\4", 5), WIRE_TERMINATED);
+    cr_expect_eq(wire_messages(&w, WIRE_FE), 2);
+    cr_expect(wire_phase_is_end(w.phase));
+    cr_expect_eq(wire_feed(&w, WIRE_BE, "garbage", 7), WIRE_TERMINATED, "nothing read after it");
+    w = started();
+    cr_expect_eq(wire_feed(&w, WIRE_FE, "X\0\0\0\5\0", 6), WIRE_LOST);
+}
+
 Test(wire, lost_on_nonsense)
 {
     struct wire w = started();

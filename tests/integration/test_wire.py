@@ -1,0 +1,223 @@
+"""The wire layer, phase 1 (issue 22): drivers that speak the PostgreSQL
+protocol themselves are recognised and followed, and nothing they do changes.
+
+* test_driver_transparent -- asyncpg (asyncio and uvloop) and pg8000 over a
+  Unix socket and TCP (tests/integration/wire_workloads/): transactions,
+  rollbacks, errors, COPY in and out, prepared statements, notices,
+  LISTEN/NOTIFY, a 300 kB value, a pool of 6 connecting at once.  The
+  JSON each prints is the same with and without the preload; with
+  MIGSHIM_LOG=debug every connection is recognised on its transport and
+  followed to its end (Terminate or close), none is lost; at the default
+  level the preload prints nothing.
+* test_tls_not_followed -- ssl on: the SSLRequest is recognised, the
+  server's 'S' ends the following with its debug line; same JSON.
+* test_other_sockets_never_marked -- in one process: an HTTP request on a
+  connected TCP socket, a socketpair, asyncio's signal wakeup socket
+  written from a signal handler, and one asyncpg connection; only the
+  last is followed.
+* test_libpq_not_followed -- psycopg2 and psycopg 3 (libpq) in the same
+  process as an asyncpg connection: the libpq layer sees libpq's
+  connections, the wire layer only asyncpg's.
+* test_fork -- a child forked with a pg8000 connection open follows none
+  of its parent's, and follows its own; the parent follows its own to the
+  end.
+"""
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import migshim_lines, migshim_problems, run_py
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = HERE / "wire_workloads"
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+FOLLOWED_RE = re.compile(r"migshim\[(\d+)\]: debug: wire: PostgreSQL connection on fd (\d+) "
+                         r"\((unix|tcp)\), followed")
+END_RE = re.compile(r"migshim\[(\d+)\]: debug: wire: fd (\d+) \((unix|tcp)\): "
+                    r"(?:closed|Terminate sent), followed to the end")
+TROUBLE_RE = re.compile(r"wire: fd \d+: (lost|no longer)")
+
+
+def followed(stderr):
+    return [(int(p), int(fd), t) for p, fd, t in FOLLOWED_RE.findall(stderr)]
+
+
+def ended(stderr):
+    return [(int(p), int(fd), t) for p, fd, t in END_RE.findall(stderr)]
+
+
+def check_followed_to_the_end(stderr, transport, at_least):
+    """Each connection recognised on `transport` ends, in order per fd;
+    none is lost."""
+    f, e = followed(stderr), ended(stderr)
+    assert len(f) >= at_least, f"{len(f)} connections followed:\n{stderr[-3000:]}"
+    assert all(t == transport for _, _, t in f), stderr[-3000:]
+    assert sorted(f) == sorted(e), f"followed {f}\nended {e}\n{stderr[-3000:]}"
+    assert not TROUBLE_RE.search(stderr), stderr[-3000:]
+    assert migshim_problems(stderr) == []
+
+
+CASES = [
+    ("asyncpg_ops.py", ["unix", "asyncio"], "unix"),
+    ("asyncpg_ops.py", ["tcp", "asyncio"], "tcp"),
+    ("asyncpg_ops.py", ["unix", "uvloop"], "unix"),
+    ("asyncpg_ops.py", ["tcp", "uvloop"], "tcp"),
+    ("pg8000_ops.py", ["unix"], "unix"),
+    ("pg8000_ops.py", ["tcp"], "tcp"),
+]
+
+
+@pytest.mark.parametrize("script,args,transport", CASES,
+                         ids=["-".join([s.split("_")[0]] + a) for s, a, _ in CASES])
+def test_driver_transparent(make_db, script, args, transport):
+    runs = {}
+    for mode, preload, extra in (("plain", False, {}),
+                                 ("debug", True, {"MIGSHIM_LOG": "debug"}),
+                                 ("default", True, {})):
+        db = make_db()
+        r = run_py(WORKLOADS / script, env_extra={**db.env, **extra}, preload=preload,
+                   args=args, timeout=120)
+        assert r.rc == 0, f"{mode}: rc {r.rc}\n{r.stderr[-3000:]}"
+        runs[mode] = r
+    want = json.loads(runs["plain"].stdout)
+    for mode in ("debug", "default"):
+        assert json.loads(runs[mode].stdout) == want, mode
+    # asyncpg: one connection, then a pool of at least 3; pg8000: one
+    check_followed_to_the_end(runs["debug"].stderr, transport,
+                              4 if script.startswith("asyncpg") else 1)
+    assert migshim_lines(runs["default"].stderr) == [], "the app can tell"
+
+
+def test_tls_not_followed(make_db, pg):
+    from topo import scratch_dir, self_signed_cert, server_settings
+    import shutil
+    d = scratch_dir(pg, "migshim-wire-ssl.")
+    try:
+        cert = self_signed_cert(pg, d)
+        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
+                             ssl="on"):
+            out = {}
+            for mode, preload in (("plain", False), ("debug", True)):
+                db = make_db()
+                r = run_py(WORKLOADS / "asyncpg_ops.py",
+                           env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=preload,
+                           args=["tcp", "asyncio", "ssl"], timeout=120)
+                assert r.rc == 0, r.stderr[-3000:]
+                out[mode] = r
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert json.loads(out["debug"].stdout) == json.loads(out["plain"].stdout)
+    err = out["debug"].stderr
+    f = followed(err)
+    tls = re.findall(r"wire: fd (\d+): the server accepted SSLRequest: TLS, not followed in phase 1",
+                     err)
+    assert len(f) >= 4 and len(tls) == len(f), err[-3000:]
+    assert all("(SSLRequest first)" in ln for ln in migshim_lines(err)
+               if "PostgreSQL connection on fd" in ln)
+    assert ended(err) == [] and not TROUBLE_RE.search(err), err[-3000:]
+    assert migshim_problems(err) == []
+
+
+OTHERS = textwrap.dedent("""
+    import asyncio, http.server, os, signal, socket, threading, urllib.request
+    import asyncpg
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{srv.server_port}/").read()
+    a, b = socket.socketpair()
+    a.send(b"\\0\\0\\0\\x08\\x04\\xd2\\x16\\x2f")  # an SSLRequest, but not a connected socket
+    assert b.recv(8)
+    print("sockets", os.getpid(), srv.fileno(), a.fileno(), b.fileno(), flush=True)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: got.set_result(True))
+        os.kill(os.getpid(), signal.SIGUSR1)  # the C handler writes to the wakeup socket
+        await asyncio.wait_for(got, 10)
+        c = await asyncpg.connect(host=os.environ["PGHOST"], port=os.environ["PGPORT"])
+        print("pg", await c.fetchval("SELECT 1"), flush=True)
+        await c.close()
+    asyncio.run(main())
+    srv.shutdown()
+    """)
+
+
+def test_other_sockets_never_marked(db):
+    r = run_py(OTHERS, env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=True, timeout=60)
+    assert r.rc == 0, r.stderr[-3000:]
+    assert "pg 1" in r.stdout
+    wire = [ln for ln in migshim_lines(r.stderr) if ": wire: " in ln]
+    # exactly the asyncpg connection: recognised, then ended
+    assert len(wire) == 2, wire
+    check_followed_to_the_end(r.stderr, "unix", 1)
+    assert len(followed(r.stderr)) == 1
+
+
+LIBPQ = textwrap.dedent("""
+    import asyncio, os
+    import asyncpg, psycopg, psycopg2
+
+    c2 = psycopg2.connect("")
+    with c2.cursor() as cur:
+        cur.execute("SELECT 1")
+    c3 = psycopg.connect("")
+    c3.execute("SELECT 1")
+
+    async def main():
+        c = await asyncpg.connect(host=os.environ["PGHOST"], port=os.environ["PGPORT"])
+        await c.fetchval("SELECT 1")
+        await c.close()
+    asyncio.run(main())
+    with c2.cursor() as cur:
+        cur.execute("SELECT 2")
+    c3.execute("SELECT 2")
+    c2.close()
+    c3.close()
+    print("ok")
+    """)
+
+
+def test_libpq_not_followed(db):
+    r = run_py(LIBPQ, env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=True, timeout=60)
+    assert r.rc == 0, r.stderr[-3000:]
+    # the libpq layer saw psycopg2's and psycopg 3's connections ...
+    assert re.search(r"debug: PQconnectdb -> libpq", r.stderr), r.stderr[-3000:]
+    assert re.search(r"debug: PQconnectStart -> libpq", r.stderr), r.stderr[-3000:]
+    # ... and the wire layer only asyncpg's
+    assert len(followed(r.stderr)) == 1, r.stderr[-3000:]
+    check_followed_to_the_end(r.stderr, "unix", 1)
+
+
+FORK = textwrap.dedent("""
+    import os, pg8000
+    kw = dict(user=os.environ["PGUSER"], database=os.environ["PGDATABASE"],
+              unix_sock=f"{os.environ['PGHOST']}/.s.PGSQL.{os.environ['PGPORT']}")
+    c = pg8000.connect(**kw)
+    cur = c.cursor(); cur.execute("SELECT 1"); cur.fetchall(); c.commit()
+    pid = os.fork()
+    if pid == 0:
+        d = pg8000.connect(**kw)
+        k = d.cursor(); k.execute("SELECT 2"); k.fetchall(); d.commit(); d.close()
+        os._exit(0)
+    _, st = os.waitpid(pid, 0)
+    cur.execute("SELECT 3"); cur.fetchall(); c.commit(); c.close()
+    print("child", pid, st)
+    """)
+
+
+def test_fork(db):
+    r = run_py(FORK, env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=True, timeout=60)
+    assert r.rc == 0, r.stderr[-3000:]
+    child = int(r.stdout.split()[1])
+    f = followed(r.stderr)
+    pids = sorted(p for p, _, _ in f)
+    assert len(f) == 2 and child in pids and len(set(pids)) == 2, r.stderr[-3000:]
+    check_followed_to_the_end(r.stderr, "unix", 2)

@@ -54,7 +54,7 @@ enum wire_dir {
 };
 
 /* Where the connection stands. */
-enum wire_phase {
+enum wire_phase { /* (the ends last: wire_phase_is_end) */
     WIRE_STARTUP,   /* the frontend's next bytes are an untyped start-up packet  */
     WIRE_NEGOTIATE, /* SSLRequest/GSSENCRequest sent: the server's one byte next  */
     WIRE_MESSAGES,  /* StartupMessage sent: typed messages both ways              */
@@ -126,8 +126,8 @@ void wire_init(struct wire *w);
 enum wire_phase wire_feed(struct wire *w, enum wire_dir dir, const void *buf, size_t len);
 
 /* True for TLS, GSS, CANCEL, TERMINATED and LOST: nothing more will be
- * followed. */
-bool wire_phase_is_end(enum wire_phase p);
+ * followed.  (The ends are the last phases of the enum.) */
+static inline bool wire_phase_is_end(enum wire_phase p) { return p >= WIRE_TLS; }
 
 /* A phase's name ("messages", "tls", "lost", ...), for log lines. */
 const char *wire_phase_name(enum wire_phase p);

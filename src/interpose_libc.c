@@ -4,12 +4,13 @@
  * drivers that speak the PostgreSQL protocol themselves, and the calls
  * that begin and end a socket's life (wire-protocol.md).
  *
- * Each wrapper calls the real function through the table (sysapi.h), then
- * looks at the fd's state word (wirefd.h): for an fd the wire layer does not
- * follow -- every fd of every program but a connected socket not yet
- * written to or a recognised PostgreSQL connection -- that is one compare
- * and one load, and the real call's result is returned as it came, errno
- * untouched.  Otherwise the wirefd hook looks at the bytes after the fact
+ * Each wrapper first looks at the fd's state word (wirefd.h): for an fd
+ * the wire layer does not follow -- every fd of every program but a
+ * connected socket not yet written to or a recognised PostgreSQL
+ * connection -- that is a compare and a load, then a tail call of the real
+ * function through the table (sysapi.h): its result and errno reach the
+ * caller as they came.  Otherwise the wrapper's out-of-line twin calls the
+ * real function and the wirefd hook looks at the bytes after the fact
  * (phase 1 observes only: nothing is injected, delayed or changed) and
  * restores errno itself.  close and dup2/dup3 reset the fd's state before
  * the real call (after it, the number may already be another thread's new
@@ -31,6 +32,9 @@
 #define RA __builtin_return_address(0)
 #define QUIET(st) __builtin_expect((st) == WIREFD_NONE, 1)
 #define UNFOLLOWED(st) __builtin_expect((st) < WIREFD_FOLLOWED, 1)
+/* The rest of a call the wire layer looks at, out of line: the fast path
+ * stays a test and a tail call. */
+#define SLOW static __attribute__((noinline))
 
 /* --- a socket's life ------------------------------------------------------------ */
 
@@ -84,97 +88,161 @@ EXPORT int dup3(int fd, int fd2, int flags)
 
 /* --- the bytes written ----------------------------------------------------------- */
 
-EXPORT ssize_t write(int fd, const void *buf, size_t n)
+SLOW ssize_t write_slow(int fd, const void *buf, size_t n, unsigned st, const void *ra)
 {
     ssize_t r = real_write()(fd, buf, n);
+    wirefd_wrote(fd, st, buf, n, r, 0, ra);
+    return r;
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
     unsigned st = wirefd_get(fd);
-    if (!QUIET(st))
-        wirefd_wrote(fd, st, buf, n, r, 0, RA);
+    if (QUIET(st))
+        return real_write()(fd, buf, n);
+    return write_slow(fd, buf, n, st, RA);
+}
+
+SLOW ssize_t send_slow(int fd, const void *buf, size_t n, int flags, unsigned st, const void *ra)
+{
+    ssize_t r = real_send()(fd, buf, n, flags);
+    wirefd_wrote(fd, st, buf, n, r, flags, ra);
     return r;
 }
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    ssize_t r = real_send()(fd, buf, n, flags);
     unsigned st = wirefd_get(fd);
-    if (!QUIET(st))
-        wirefd_wrote(fd, st, buf, n, r, flags, RA);
+    if (QUIET(st))
+        return real_send()(fd, buf, n, flags);
+    return send_slow(fd, buf, n, flags, st, RA);
+}
+
+SLOW ssize_t sendto_slow(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+                      socklen_t alen, unsigned st, const void *ra)
+{
+    ssize_t r = real_sendto()(fd, buf, n, flags, addr, alen);
+    wirefd_wrote(fd, st, buf, n, r, flags, ra);
     return r;
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
                       socklen_t alen)
 {
-    ssize_t r = real_sendto()(fd, buf, n, flags, addr, alen);
     unsigned st = wirefd_get(fd);
-    if (!QUIET(st))
-        wirefd_wrote(fd, st, buf, n, r, flags, RA);
+    if (QUIET(st))
+        return real_sendto()(fd, buf, n, flags, addr, alen);
+    return sendto_slow(fd, buf, n, flags, addr, alen, st, RA);
+}
+
+SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int iovcnt, unsigned st, const void *ra)
+{
+    ssize_t r = real_writev()(fd, iov, iovcnt);
+    wirefd_wrotev(fd, st, iov, iovcnt, r, 0, ra);
     return r;
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    ssize_t r = real_writev()(fd, iov, iovcnt);
     unsigned st = wirefd_get(fd);
-    if (!QUIET(st))
-        wirefd_wrotev(fd, st, iov, iovcnt, r, 0, RA);
+    if (QUIET(st))
+        return real_writev()(fd, iov, iovcnt);
+    return writev_slow(fd, iov, iovcnt, st, RA);
+}
+
+SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *msg, int flags, unsigned st, const void *ra)
+{
+    ssize_t r = real_sendmsg()(fd, msg, flags);
+    if (msg)
+        wirefd_wrotev(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r, flags, ra);
     return r;
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    ssize_t r = real_sendmsg()(fd, msg, flags);
     unsigned st = wirefd_get(fd);
-    if (!QUIET(st) && msg)
-        wirefd_wrotev(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r, flags, RA);
-    return r;
+    if (QUIET(st))
+        return real_sendmsg()(fd, msg, flags);
+    return sendmsg_slow(fd, msg, flags, st, RA);
 }
 
 /* --- the bytes read ------------------------------------------------------------------ */
 
-EXPORT ssize_t read(int fd, void *buf, size_t n)
+SLOW ssize_t read_slow(int fd, void *buf, size_t n, unsigned st)
 {
     ssize_t r = real_read()(fd, buf, n);
+    wirefd_read(fd, st, buf, r, 0);
+    return r;
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
     unsigned st = wirefd_get(fd);
-    if (!UNFOLLOWED(st))
-        wirefd_read(fd, st, buf, r, 0);
+    if (UNFOLLOWED(st))
+        return real_read()(fd, buf, n);
+    return read_slow(fd, buf, n, st);
+}
+
+SLOW ssize_t recv_slow(int fd, void *buf, size_t n, int flags, unsigned st)
+{
+    ssize_t r = real_recv()(fd, buf, n, flags);
+    wirefd_read(fd, st, buf, r, flags);
     return r;
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    ssize_t r = real_recv()(fd, buf, n, flags);
     unsigned st = wirefd_get(fd);
-    if (!UNFOLLOWED(st))
-        wirefd_read(fd, st, buf, r, flags);
+    if (UNFOLLOWED(st))
+        return real_recv()(fd, buf, n, flags);
+    return recv_slow(fd, buf, n, flags, st);
+}
+
+SLOW ssize_t recvfrom_slow(int fd, void *restrict buf, size_t n, int flags,
+                        struct sockaddr *restrict addr, socklen_t *restrict alen, unsigned st)
+{
+    ssize_t r = real_recvfrom()(fd, buf, n, flags, addr, alen);
+    wirefd_read(fd, st, buf, r, flags);
     return r;
 }
 
 EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags,
                         struct sockaddr *restrict addr, socklen_t *restrict alen)
 {
-    ssize_t r = real_recvfrom()(fd, buf, n, flags, addr, alen);
     unsigned st = wirefd_get(fd);
-    if (!UNFOLLOWED(st))
-        wirefd_read(fd, st, buf, r, flags);
+    if (UNFOLLOWED(st))
+        return real_recvfrom()(fd, buf, n, flags, addr, alen);
+    return recvfrom_slow(fd, buf, n, flags, addr, alen, st);
+}
+
+SLOW ssize_t readv_slow(int fd, const struct iovec *iov, int iovcnt, unsigned st)
+{
+    ssize_t r = real_readv()(fd, iov, iovcnt);
+    wirefd_readv(fd, st, iov, iovcnt, r, 0);
     return r;
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    ssize_t r = real_readv()(fd, iov, iovcnt);
     unsigned st = wirefd_get(fd);
-    if (!UNFOLLOWED(st))
-        wirefd_readv(fd, st, iov, iovcnt, r, 0);
+    if (UNFOLLOWED(st))
+        return real_readv()(fd, iov, iovcnt);
+    return readv_slow(fd, iov, iovcnt, st);
+}
+
+SLOW ssize_t recvmsg_slow(int fd, struct msghdr *msg, int flags, unsigned st)
+{
+    ssize_t r = real_recvmsg()(fd, msg, flags);
+    if (msg)
+        wirefd_readv(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r,
+                     flags | (msg->msg_flags & MSG_TRUNC));
     return r;
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    ssize_t r = real_recvmsg()(fd, msg, flags);
     unsigned st = wirefd_get(fd);
-    if (!UNFOLLOWED(st) && msg)
-        wirefd_readv(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r,
-                     flags | (msg->msg_flags & MSG_TRUNC));
-    return r;
+    if (UNFOLLOWED(st))
+        return real_recvmsg()(fd, msg, flags);
+    return recvmsg_slow(fd, msg, flags, st);
 }

@@ -12,6 +12,8 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 
@@ -92,22 +94,44 @@ static _Atomic int state;
 
 const char *sysapi_name(enum sysapi_index i) { return entries[i].name; }
 
-/* The object a function lies in, or NULL. */
-static void *object_of(const void *fn)
+/* The address range of the loaded object holding `arg`->lo (the shim):
+ * its PT_LOAD segments.  (dladdr would do, at ~100 000 instructions a
+ * call: it looks for the nearest symbol.) */
+struct range {
+    uintptr_t lo, hi;
+};
+
+static int range_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    Dl_info info;
-    return dladdr(fn, &info) ? info.dli_fbase : NULL;
+    (void)size;
+    struct range *r = arg, o = {UINTPTR_MAX, 0};
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+        if (a < o.lo)
+            o.lo = a;
+        if (a + ph->p_memsz > o.hi)
+            o.hi = a + ph->p_memsz;
+    }
+    if (r->lo < o.lo || r->lo >= o.hi)
+        return 0;
+    *r = o;
+    return 1;
 }
 
 static void resolve_all(void)
 {
     int saved = errno;
-    void *self = object_of((const void *)resolve_all);
+    struct range self = {(uintptr_t)&resolve_all, 0};
+    if (!dl_iterate_phdr(range_cb, &self))
+        self.lo = self.hi = 0; /* (not found: nothing is "in the shim") */
     for (int i = 0; i < SYSI_COUNT; i++) {
         /* (the shim's own dlsym: RTLD_NEXT answers relative to the shim) */
         void *p = dlsym(RTLD_NEXT, entries[i].name);
         /* the self-check: a slot pointing into the shim would loop */
-        bool real = p && object_of(p) != self;
+        bool real = p && !((uintptr_t)p >= self.lo && (uintptr_t)p < self.hi);
         is_real[i] = real;
         sysapi_fn want = real ? (sysapi_fn)p : entries[i].dflt;
         resolved[i] = want;

@@ -49,11 +49,9 @@ void wire_init(struct wire *w)
     w->phase = WIRE_STARTUP;
 }
 
-bool wire_phase_is_end(enum wire_phase p)
-{
-    return p == WIRE_TLS || p == WIRE_GSS || p == WIRE_CANCEL || p == WIRE_TERMINATED ||
-           p == WIRE_LOST;
-}
+_Static_assert(WIRE_TLS > WIRE_MESSAGES && WIRE_GSS > WIRE_TLS && WIRE_CANCEL > WIRE_TLS &&
+                   WIRE_TERMINATED > WIRE_TLS && WIRE_LOST > WIRE_TLS,
+               "the ends are the last phases (wire_phase_is_end)");
 
 const char *wire_phase_name(enum wire_phase p)
 {
@@ -211,7 +209,40 @@ static void be_answer(struct wire *w, uint8_t b)
     }
 }
 
-/* One direction's bytes. */
+/* The steady state, fast: whole typed messages lying entirely in the
+ * chunk, each header read in place.  Stops (returning what it consumed)
+ * at anything else -- a message cut by the chunk's end, the frontend's
+ * Terminate, a header that does not check -- for feed_half to take over
+ * from the same byte.  Precondition: WIRE_MESSAGES, `h` at a boundary. */
+static size_t feed_whole(struct wire *w, enum wire_dir dir, struct wire_half *h, const uint8_t *p,
+                         size_t len)
+{
+    const uint8_t *start = p;
+    while (len >= 5) {
+        uint8_t t = p[0];
+        uint32_t n = be32(p + 1);
+        /* not whole here (1 + n > len), out of range, or Terminate */
+        if (n < 4 || n > WIRE_MESSAGE_MAX || (size_t)n >= len || t == 'X')
+            break;
+        h->type = t;
+        if (dir == WIRE_FE) {
+            if (!fe_type_known(t))
+                break;
+            (void)fe_begin(w, h, n); /* (a known type, a checked length: it holds) */
+        } else {
+            /* (an unknown type or a bad ReadyForQuery: feed_half says why) */
+            if (!be_type_known(t) || (t == 'Z' && (n != 5 || !be_body_byte(w, h, p[5]))))
+                break;
+        }
+        h->msgs++;
+        p += 1 + (size_t)n;
+        len -= 1 + (size_t)n;
+    }
+    return (size_t)(p - start);
+}
+
+/* One direction's bytes, any phase, any split: a header gathered over
+ * chunks, a body skipped over chunks. */
 static void feed_half(struct wire *w, enum wire_dir dir, const uint8_t *p, size_t len)
 {
     struct wire_half *h = dir == WIRE_FE ? &w->fe : &w->be;
@@ -280,8 +311,14 @@ enum wire_phase wire_feed(struct wire *w, enum wire_dir dir, const void *buf, si
 {
     assert(w);
     assert(buf || len == 0);
+    const uint8_t *p = buf;
+    struct wire_half *h = dir == WIRE_FE ? &w->fe : &w->be;
+    if (w->phase == WIRE_MESSAGES && h->have == 0 && !h->in_body) {
+        size_t k = feed_whole(w, dir, h, p, len);
+        p += k, len -= k;
+    }
     if (len > 0)
-        feed_half(w, dir, buf, len);
+        feed_half(w, dir, p, len);
     return w->phase;
 }
 

@@ -165,41 +165,67 @@ static void stop(int fd, unsigned st, struct wconn *c, const char *why)
 }
 
 /* Feed one direction's chunks; `why` non-NULL: the call itself loses the
- * stream (MSG_OOB, MSG_TRUNC, dup). */
-static void follow(int fd, unsigned st, enum wire_dir dir, const struct iovec *iov, int iovcnt,
-                   size_t r, const char *why)
+ * stream (MSG_OOB, MSG_TRUNC, dup).  errno: untouched but where it stops
+ * (saved there). */
+static inline __attribute__((always_inline)) void follow(int fd, unsigned st, enum wire_dir dir,
+                                                         const struct iovec *iov, int iovcnt,
+                                                         size_t r, const char *why)
 {
     struct wconn *c = conn_of(st);
-    if (!conn_lock(c)) {
+    if (__builtin_expect(!conn_lock(c), 0)) {
         atomic_store(&c->contended, true); /* the holder's turn to notice */
         return;
     }
-    if (!atomic_load(&c->in_use) || atomic_load(&c->dead) || c->fd != fd) {
+    if (__builtin_expect(!atomic_load_explicit(&c->in_use, memory_order_relaxed) ||
+                             atomic_load_explicit(&c->dead, memory_order_relaxed) || c->fd != fd,
+                         0)) {
         conn_unlock(c); /* a slot freed or reused meanwhile: not ours to feed */
         return;
     }
-    if (!why && atomic_load(&c->contended))
+    if (__builtin_expect(atomic_load_explicit(&c->contended, memory_order_relaxed), 0) && !why)
         why = "two threads (or a signal handler) on the connection at once";
-    for (int i = 0; !why && i < iovcnt && r > 0; i++) {
-        size_t n = iov[i].iov_len < r ? iov[i].iov_len : r;
-        wire_feed(&c->w, dir, iov[i].iov_base, n);
-        r -= n;
-    }
-    if (why) {
+    if (__builtin_expect(!why, 1)) {
+        if (iovcnt == 1) {
+            wire_feed(&c->w, dir, iov[0].iov_base, r);
+        } else {
+            for (int i = 0; i < iovcnt && r > 0; i++) {
+                size_t n = iov[i].iov_len < r ? iov[i].iov_len : r;
+                wire_feed(&c->w, dir, iov[i].iov_base, n);
+                r -= n;
+            }
+        }
+    } else {
         c->w.phase = WIRE_LOST;
         c->w.lost = why;
     }
-    if (wire_phase_is_end(c->w.phase))
+    if (__builtin_expect(wire_phase_is_end(c->w.phase), 0)) {
+        int saved = errno;
         stop(fd, st, c, why);
+        errno = saved;
+    }
     conn_unlock(c);
 }
 
 /* The first write on a candidate: is it a PostgreSQL connection the wire
  * layer follows?  `first`: its first `n` bytes (up to 8).  Returns the
  * locked slot, or -1 (fd is NONE then). */
+static int recognise_stream(int fd, enum wire_first kind, const void *ra);
 static int recognise(int fd, const uint8_t *first, size_t n, const void *ra)
 {
     enum wire_first kind = wire_first(first, n);
+    if (kind == WIRE_FIRST_NONE || kind == WIRE_FIRST_CANCEL) {
+        uint16_t cand = WIREFD_CANDIDATE;
+        atomic_compare_exchange_strong(&wirefd_state[fd], &cand, WIREFD_NONE);
+        return -1;
+    }
+    int saved = errno;
+    int k = recognise_stream(fd, kind, ra);
+    errno = saved;
+    return k;
+}
+
+static int recognise_stream(int fd, enum wire_first kind, const void *ra)
+{
     uint16_t cand = WIREFD_CANDIDATE;
     if (kind == WIRE_FIRST_NONE || kind == WIRE_FIRST_CANCEL)
         goto none;
@@ -296,10 +322,8 @@ void wirefd_wrote(int fd, unsigned st, const void *buf, size_t len, ssize_t r, i
 {
     if (r <= 0 || !buf)
         return;
-    int saved = errno;
     struct iovec v = {.iov_base = (void *)buf, .iov_len = len};
     wrote(fd, st, &v, 1, (size_t)r, flags, ra);
-    errno = saved;
 }
 
 void wirefd_wrotev(int fd, unsigned st, const struct iovec *iov, int iovcnt, ssize_t r, int flags,
@@ -307,30 +331,24 @@ void wirefd_wrotev(int fd, unsigned st, const struct iovec *iov, int iovcnt, ssi
 {
     if (r <= 0 || !iov || iovcnt <= 0)
         return;
-    int saved = errno;
     wrote(fd, st, iov, iovcnt, (size_t)r, flags, ra);
-    errno = saved;
 }
 
 void wirefd_read(int fd, unsigned st, const void *buf, ssize_t r, int flags)
 {
     if (r <= 0 || !buf || (flags & MSG_PEEK))
         return;
-    int saved = errno;
     struct iovec v = {.iov_base = (void *)buf, .iov_len = (size_t)r};
     follow(fd, st, WIRE_BE, &v, 1, (size_t)r,
            (flags & (MSG_OOB | MSG_TRUNC)) ? "out-of-band or discarded bytes read" : NULL);
-    errno = saved;
 }
 
 void wirefd_readv(int fd, unsigned st, const struct iovec *iov, int iovcnt, ssize_t r, int flags)
 {
     if (r <= 0 || !iov || iovcnt <= 0 || (flags & MSG_PEEK))
         return;
-    int saved = errno;
     follow(fd, st, WIRE_BE, iov, iovcnt, (size_t)r,
            (flags & (MSG_OOB | MSG_TRUNC)) ? "out-of-band or discarded bytes read" : NULL);
-    errno = saved;
 }
 
 void wirefd_closing(int fd, unsigned st)

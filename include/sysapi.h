@@ -78,6 +78,13 @@ sysapi_fn sysapi_override(enum sysapi_index i, sysapi_fn fn);
  * default, the raw system call (false)?  Resolves the table first. */
 bool sysapi_is_real(enum sysapi_index i);
 
+/* Entry i's current pointer, or NULL before the table is resolved: for a
+ * wrapper's fast path, whose slow twin resolves (real_<name>). */
+static inline sysapi_fn sysapi_fast(enum sysapi_index i)
+{
+    return atomic_load_explicit(&sysapi_slots[i], memory_order_acquire);
+}
+
 /* The typed accessors: real_write() etc. */
 #define SYSAPI_ACCESSOR(name)                                                   \
     static inline __typeof__(name) *real_##name(void)                           \

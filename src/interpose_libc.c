@@ -88,161 +88,180 @@ EXPORT int dup3(int fd, int fd2, int flags)
 
 /* --- the bytes written ----------------------------------------------------------- */
 
-SLOW ssize_t write_slow(int fd, const void *buf, size_t n, unsigned st, const void *ra)
+SLOW ssize_t write_slow(int fd, const void *buf, size_t n, const void *ra)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_write()(fd, buf, n);
-    wirefd_wrote(fd, st, buf, n, r, 0, ra);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, 0, ra);
     return r;
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-    unsigned st = wirefd_get(fd);
-    if (QUIET(st))
-        return real_write()(fd, buf, n);
-    return write_slow(fd, buf, n, st, RA);
+    sysapi_fn f = sysapi_fast(SYSI_write);
+    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+        return write_slow(fd, buf, n, RA);
+    return ((__typeof__(write) *)f)(fd, buf, n);
 }
 
-SLOW ssize_t send_slow(int fd, const void *buf, size_t n, int flags, unsigned st, const void *ra)
+SLOW ssize_t send_slow(int fd, const void *buf, size_t n, int flags, const void *ra)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_send()(fd, buf, n, flags);
-    wirefd_wrote(fd, st, buf, n, r, flags, ra);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, flags, ra);
     return r;
 }
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    unsigned st = wirefd_get(fd);
-    if (QUIET(st))
-        return real_send()(fd, buf, n, flags);
-    return send_slow(fd, buf, n, flags, st, RA);
+    sysapi_fn f = sysapi_fast(SYSI_send);
+    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+        return send_slow(fd, buf, n, flags, RA);
+    return ((__typeof__(send) *)f)(fd, buf, n, flags);
 }
 
 SLOW ssize_t sendto_slow(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
-                      socklen_t alen, unsigned st, const void *ra)
+                      socklen_t alen, const void *ra)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_sendto()(fd, buf, n, flags, addr, alen);
-    wirefd_wrote(fd, st, buf, n, r, flags, ra);
+    if (!QUIET(st))
+        wirefd_wrote(fd, st, buf, n, r, flags, ra);
     return r;
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
                       socklen_t alen)
 {
-    unsigned st = wirefd_get(fd);
-    if (QUIET(st))
-        return real_sendto()(fd, buf, n, flags, addr, alen);
-    return sendto_slow(fd, buf, n, flags, addr, alen, st, RA);
+    sysapi_fn f = sysapi_fast(SYSI_sendto);
+    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+        return sendto_slow(fd, buf, n, flags, addr, alen, RA);
+    return ((__typeof__(sendto) *)f)(fd, buf, n, flags, addr, alen);
 }
 
-SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int iovcnt, unsigned st, const void *ra)
+SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int iovcnt, const void *ra)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_writev()(fd, iov, iovcnt);
-    wirefd_wrotev(fd, st, iov, iovcnt, r, 0, ra);
+    if (!QUIET(st))
+        wirefd_wrotev(fd, st, iov, iovcnt, r, 0, ra);
     return r;
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    unsigned st = wirefd_get(fd);
-    if (QUIET(st))
-        return real_writev()(fd, iov, iovcnt);
-    return writev_slow(fd, iov, iovcnt, st, RA);
+    sysapi_fn f = sysapi_fast(SYSI_writev);
+    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+        return writev_slow(fd, iov, iovcnt, RA);
+    return ((__typeof__(writev) *)f)(fd, iov, iovcnt);
 }
 
-SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *msg, int flags, unsigned st, const void *ra)
+SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *msg, int flags, const void *ra)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_sendmsg()(fd, msg, flags);
-    if (msg)
-        wirefd_wrotev(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r, flags, ra);
+    if (!QUIET(st))
+        wirefd_wrotev(fd, st, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0, r, flags,
+                      ra);
     return r;
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    unsigned st = wirefd_get(fd);
-    if (QUIET(st))
-        return real_sendmsg()(fd, msg, flags);
-    return sendmsg_slow(fd, msg, flags, st, RA);
+    sysapi_fn f = sysapi_fast(SYSI_sendmsg);
+    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+        return sendmsg_slow(fd, msg, flags, RA);
+    return ((__typeof__(sendmsg) *)f)(fd, msg, flags);
 }
 
 /* --- the bytes read ------------------------------------------------------------------ */
 
-SLOW ssize_t read_slow(int fd, void *buf, size_t n, unsigned st)
+SLOW ssize_t read_slow(int fd, void *buf, size_t n)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_read()(fd, buf, n);
-    wirefd_read(fd, st, buf, r, 0);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, 0);
     return r;
 }
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
-    unsigned st = wirefd_get(fd);
-    if (UNFOLLOWED(st))
-        return real_read()(fd, buf, n);
-    return read_slow(fd, buf, n, st);
+    sysapi_fn f = sysapi_fast(SYSI_read);
+    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+        return read_slow(fd, buf, n);
+    return ((__typeof__(read) *)f)(fd, buf, n);
 }
 
-SLOW ssize_t recv_slow(int fd, void *buf, size_t n, int flags, unsigned st)
+SLOW ssize_t recv_slow(int fd, void *buf, size_t n, int flags)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_recv()(fd, buf, n, flags);
-    wirefd_read(fd, st, buf, r, flags);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, flags);
     return r;
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    unsigned st = wirefd_get(fd);
-    if (UNFOLLOWED(st))
-        return real_recv()(fd, buf, n, flags);
-    return recv_slow(fd, buf, n, flags, st);
+    sysapi_fn f = sysapi_fast(SYSI_recv);
+    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+        return recv_slow(fd, buf, n, flags);
+    return ((__typeof__(recv) *)f)(fd, buf, n, flags);
 }
 
 SLOW ssize_t recvfrom_slow(int fd, void *restrict buf, size_t n, int flags,
-                        struct sockaddr *restrict addr, socklen_t *restrict alen, unsigned st)
+                        struct sockaddr *restrict addr, socklen_t *restrict alen)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_recvfrom()(fd, buf, n, flags, addr, alen);
-    wirefd_read(fd, st, buf, r, flags);
+    if (!UNFOLLOWED(st))
+        wirefd_read(fd, st, buf, r, flags);
     return r;
 }
 
 EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags,
                         struct sockaddr *restrict addr, socklen_t *restrict alen)
 {
-    unsigned st = wirefd_get(fd);
-    if (UNFOLLOWED(st))
-        return real_recvfrom()(fd, buf, n, flags, addr, alen);
-    return recvfrom_slow(fd, buf, n, flags, addr, alen, st);
+    sysapi_fn f = sysapi_fast(SYSI_recvfrom);
+    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+        return recvfrom_slow(fd, buf, n, flags, addr, alen);
+    return ((__typeof__(recvfrom) *)f)(fd, buf, n, flags, addr, alen);
 }
 
-SLOW ssize_t readv_slow(int fd, const struct iovec *iov, int iovcnt, unsigned st)
+SLOW ssize_t readv_slow(int fd, const struct iovec *iov, int iovcnt)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_readv()(fd, iov, iovcnt);
-    wirefd_readv(fd, st, iov, iovcnt, r, 0);
+    if (!UNFOLLOWED(st))
+        wirefd_readv(fd, st, iov, iovcnt, r, 0);
     return r;
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    unsigned st = wirefd_get(fd);
-    if (UNFOLLOWED(st))
-        return real_readv()(fd, iov, iovcnt);
-    return readv_slow(fd, iov, iovcnt, st);
+    sysapi_fn f = sysapi_fast(SYSI_readv);
+    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+        return readv_slow(fd, iov, iovcnt);
+    return ((__typeof__(readv) *)f)(fd, iov, iovcnt);
 }
 
-SLOW ssize_t recvmsg_slow(int fd, struct msghdr *msg, int flags, unsigned st)
+SLOW ssize_t recvmsg_slow(int fd, struct msghdr *msg, int flags)
 {
+    unsigned st = wirefd_get(fd);
     ssize_t r = real_recvmsg()(fd, msg, flags);
-    if (msg)
-        wirefd_readv(fd, st, msg->msg_iov, (int)msg->msg_iovlen, r,
-                     flags | (msg->msg_flags & MSG_TRUNC));
+    if (!UNFOLLOWED(st))
+        wirefd_readv(fd, st, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0, r,
+                     flags | (msg ? msg->msg_flags & MSG_TRUNC : 0));
     return r;
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    unsigned st = wirefd_get(fd);
-    if (UNFOLLOWED(st))
-        return real_recvmsg()(fd, msg, flags);
-    return recvmsg_slow(fd, msg, flags, st);
+    sysapi_fn f = sysapi_fast(SYSI_recvmsg);
+    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+        return recvmsg_slow(fd, msg, flags);
+    return ((__typeof__(recvmsg) *)f)(fd, msg, flags);
 }

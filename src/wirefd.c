@@ -308,7 +308,8 @@ void wirefd_connected(int fd, int r, int err, const void *ra)
         atomic_compare_exchange_strong(&owner, &none, getpid());
     }
     if (owned()) {
-        bool candidate = (r == 0 || err == EINPROGRESS) && !resolve_is_internal(ra);
+        /* (EINTR: the connection goes on in the background, as EINPROGRESS) */
+        bool candidate = (r == 0 || err == EINPROGRESS || err == EINTR) && !resolve_is_internal(ra);
         unsigned old = atomic_exchange(&wirefd_state[fd],
                                        candidate ? WIREFD_CANDIDATE : WIREFD_NONE);
         if (old >= WIREFD_FOLLOWED)

@@ -9,6 +9,7 @@ protocol themselves are recognised and followed, and nothing they do changes.
   MIGSHIM_LOG=debug every connection is recognised on its transport and
   followed to its end (Terminate or close), none is lost; at the default
   level the preload prints nothing.
+* test_disabled_sees_nothing -- MIGSHIM_DISABLE=1: same JSON, not a line.
 * test_tls_not_followed -- ssl on: the SSLRequest is recognised, the
   server's 'S' ends the following with its debug line; same JSON.
 * test_other_sockets_never_marked -- in one process: an HTTP request on a
@@ -92,6 +93,22 @@ def test_driver_transparent(make_db, script, args, transport):
     check_followed_to_the_end(runs["debug"].stderr, transport,
                               4 if script.startswith("asyncpg") else 1)
     assert migshim_lines(runs["default"].stderr) == [], "the app can tell"
+
+
+def test_disabled_sees_nothing(make_db):
+    """MIGSHIM_DISABLE: the wire layer follows nothing and says nothing,
+    even at debug; the app's results are the same."""
+    out = {}
+    for mode, preload, extra in (("plain", False, {}),
+                                 ("disabled", True, {"MIGSHIM_DISABLE": "1",
+                                                     "MIGSHIM_LOG": "debug"})):
+        db = make_db()
+        r = run_py(WORKLOADS / "asyncpg_ops.py", env_extra={**db.env, **extra}, preload=preload,
+                   args=["unix", "asyncio"], timeout=120)
+        assert r.rc == 0, r.stderr[-3000:]
+        out[mode] = r
+    assert json.loads(out["disabled"].stdout) == json.loads(out["plain"].stdout)
+    assert migshim_lines(out["disabled"].stderr) == []
 
 
 def test_tls_not_followed(make_db, pg):
@@ -221,3 +238,17 @@ def test_fork(db):
     pids = sorted(p for p, _, _ in f)
     assert len(f) == 2 and child in pids and len(set(pids)) == 2, r.stderr[-3000:]
     check_followed_to_the_end(r.stderr, "unix", 2)
+
+
+def test_libpq_fleet_not_followed(db):
+    """An existing libpq fleet (examples/flask-alembic, 4 Gunicorn workers,
+    psycopg2) at debug: the gate works as ever (one leader, each revision
+    once) and the wire layer follows none of its connections -- the app's
+    or the shim's own lock connections."""
+    from fleet import run_fleet
+    r = run_fleet("flask-alembic", db.dsn, workers=4, shim=True,
+                  env_extra={"MIGSHIM_LOG": "debug"})
+    assert r.booted, r.reason + "\n" + r.stderr[-3000:]
+    assert r.migration_runs and all(n == 1 for n in r.migration_runs.values()), r.migration_runs
+    assert "leading" in r.stderr, r.stderr[-3000:]
+    assert followed(r.stderr) == [] and ": wire: " not in r.stderr, r.stderr[-3000:]

@@ -15,7 +15,7 @@ UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/un
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
               $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
               $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam \
-              $(TESTS_B)/unit/test_wire
+              $(TESTS_B)/unit/test_wire $(TESTS_B)/unit/test_sysapi
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -141,6 +141,10 @@ $(TESTS_B)/unit/test_wait: tests/unit/test_wait.c $(B)/obj/wait.o $(TESTS_HDRS) 
 # wire.o alone: the framing parser is pure.
 $(TESTS_B)/unit/test_wire: tests/unit/test_wire.c $(B)/obj/wire.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wire.o -lcriterion
+
+# sysapi.o alone: the table of real libc functions.
+$(TESTS_B)/unit/test_sysapi: tests/unit/test_sysapi.c $(B)/obj/sysapi.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sysapi.o -lcriterion -ldl
 
 $(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit

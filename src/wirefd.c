@@ -302,14 +302,16 @@ void wirefd_connected(int fd, int r, int err, const void *ra)
     if ((unsigned)fd >= WIREFD_MAX)
         return;
     int saved = errno;
-    pid_t none = 0;
-    if (atomic_load_explicit(&owner, memory_order_relaxed) == 0) {
+    /* libpq's connections are the libpq layer's; and libpq may connect with
+     * a mutex of the shim held (the gate's lock connection), when
+     * pthread_atfork must not be called (atfork.h): decide that first */
+    bool candidate = (r == 0 || err == EINPROGRESS || err == EINTR) && !resolve_is_internal(ra);
+    if (candidate && atomic_load_explicit(&owner, memory_order_relaxed) == 0) {
         pthread_once(&fork_once, fork_register); /* a forked child owns its copy */
+        pid_t none = 0;
         atomic_compare_exchange_strong(&owner, &none, getpid());
     }
     if (owned()) {
-        /* (EINTR: the connection goes on in the background, as EINPROGRESS) */
-        bool candidate = (r == 0 || err == EINPROGRESS || err == EINTR) && !resolve_is_internal(ra);
         unsigned old = atomic_exchange(&wirefd_state[fd],
                                        candidate ? WIREFD_CANDIDATE : WIREFD_NONE);
         if (old >= WIREFD_FOLLOWED)

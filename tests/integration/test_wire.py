@@ -22,6 +22,11 @@ protocol themselves are recognised and followed, and nothing they do changes.
 * test_fork -- a child forked with a pg8000 connection open follows none
   of its parent's, and follows its own; the parent follows its own to the
   end.
+* test_libpq_fleet_not_followed -- an existing libpq fleet at debug: the
+  gate as ever, not one wire line.
+* test_every_call_raw_protocol -- the protocol by hand through sendmsg,
+  recv(MSG_PEEK), read, readv, write, send, recv, recv_into; dup2 onto a
+  followed fd, dup() of one.
 """
 
 import json
@@ -252,3 +257,98 @@ def test_libpq_fleet_not_followed(db):
     assert r.migration_runs and all(n == 1 for n in r.migration_runs.values()), r.migration_runs
     assert "leading" in r.stderr, r.stderr[-3000:]
     assert followed(r.stderr) == [] and ": wire: " not in r.stderr, r.stderr[-3000:]
+
+
+RAW = textwrap.dedent(r"""
+    # The protocol by hand over every interposed call, against the real server.
+    import ctypes, os, socket, struct
+    path = f"{os.environ['PGHOST']}/.s.PGSQL.{os.environ['PGPORT']}"
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def startup():
+        body = b"user\0" + os.environ["PGUSER"].encode() + b"\0database\0" \
+            + os.environ["PGDATABASE"].encode() + b"\0\0"
+        return struct.pack("!II", 8 + len(body), 196608) + body
+
+    def msg(t, body=b""):
+        return t + struct.pack("!I", 4 + len(body)) + body
+
+    def until_rfq(read):
+        buf = b""
+        while True:
+            buf += read()
+            off, types = 0, []
+            while len(buf) - off >= 5:
+                n = struct.unpack("!I", buf[off + 1:off + 5])[0]
+                if len(buf) - off < 1 + n:
+                    break
+                types.append(buf[off:off + 1])
+                off += 1 + n
+            if types and types[-1] == b"Z" and off == len(buf):
+                return buf[-1:]
+
+    def connect():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        m = startup()
+        s.sendmsg([m[:3], m[3:9], m[9:]])               # gathered, cut inside the header
+        assert s.recv(1, socket.MSG_PEEK) == b"R"       # peeked: not consumed, not fed
+        return s
+
+    # 1: read/readv/write/send/recv/recv_into, ended by Terminate
+    s = connect()
+    fd = s.fileno()
+    until_rfq(lambda: os.read(fd, 7))                   # read, 7 bytes at a time
+    os.write(fd, msg(b"Q", b"SELECT 1\0"))
+    a, b = bytearray(3), bytearray(100)
+    def readv():
+        n = os.readv(fd, [a, b])
+        return bytes((a + b)[:n])
+    until_rfq(readv)
+    s.send(msg(b"Q", b"BEGIN\0"))
+    st = until_rfq(lambda: s.recv(5))
+    assert st == b"T", st
+    s.sendall(msg(b"Q", b"COMMIT\0"))
+    buf = bytearray(64)
+    until_rfq(lambda: bytes(buf[:s.recv_into(buf)]))
+    s.sendall(msg(b"X"))
+    s.close()
+
+    # 2: dup2 onto the fd ends it ("closed")
+    s = connect()
+    until_rfq(lambda: s.recv(4096))
+    r, w = os.pipe()
+    os.dup2(r, s.fileno())
+    os.close(r), os.close(w)
+    s.close()
+
+    # 3: dup() of the fd: its stream is shared, not followed any more
+    s = connect()
+    until_rfq(lambda: s.recv(4096))
+    d = libc.dup(s.fileno())
+    assert d >= 0
+    s.sendall(msg(b"Q", b"SELECT 2\0"))
+    until_rfq(lambda: s.recv(4096))
+    os.close(d)
+    s.close()
+    print("ok")
+    """)
+
+
+def test_every_call_raw_protocol(db):
+    """The protocol written by hand through sendmsg (the start-up cut inside
+    its header), recv with MSG_PEEK, read, readv, write, send, recv,
+    recv_into: followed to the Terminate; dup2 onto a followed fd ends it;
+    dup() of one loses it (its stream is shared)."""
+    r = run_py(RAW, env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=True, timeout=60)
+    assert r.rc == 0 and "ok" in r.stdout, r.stderr[-3000:]
+    f = followed(r.stderr)
+    assert len(f) == 3, r.stderr[-3000:]
+    wire = [ln.split(": wire: ", 1)[1] for ln in migshim_lines(r.stderr) if ": wire: " in ln]
+    assert re.fullmatch(r"fd \d+ \(unix\): Terminate sent, followed to the end \(5 messages "
+                        r"written, \d+ read, last status I\)", wire[1]), wire
+    assert re.fullmatch(r"fd \d+ \(unix\): closed, followed to the end .*last status I\)",
+                        wire[3]), wire
+    assert re.fullmatch(r"fd \d+: lost: the fd was duplicated \(dup\): its stream is shared; "
+                        r"not followed any more", wire[5]), wire
+    assert len(wire) == 6, wire

@@ -132,7 +132,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
     python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev \
-    python3-django python3-asyncpg python3-pg8000 python3-uvloop
+    python3-django python3-venv python3-asyncpg python3-pg8000 python3-uvloop
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure
@@ -366,13 +366,13 @@ DIST := migshim-$(VERSION)
 DIST_FILES = $(shell if [ -f MANIFEST ]; then cat MANIFEST; else git ls-files; fi)
 DIST_MTIME = $(shell if [ -f MANIFEST ]; then stat -c %Y MANIFEST; else git log -1 --format=%ct; fi)
 dist:
-	rm -rf $(B)/dist $(B)/$(DIST).tar.gz
-	mkdir -p $(B)/dist/$(DIST)
-	@cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist/$(DIST)/
-	cd $(B)/dist/$(DIST) && find . -type f | sed 's|^\./||' | LC_ALL=C sort > MANIFEST
-	tar -C $(B)/dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_MTIME) \
+	rm -rf $(B)/dist.stage $(B)/$(DIST).tar.gz
+	mkdir -p $(B)/dist.stage/$(DIST)
+	@cp -a --parents $(sort $(filter-out MANIFEST,$(DIST_FILES))) $(B)/dist.stage/$(DIST)/
+	cd $(B)/dist.stage/$(DIST) && find . -type f | sed 's|^\./||' | LC_ALL=C sort > MANIFEST
+	tar -C $(B)/dist.stage --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_MTIME) \
 	    -cf - $(DIST) | gzip -9n > $(B)/$(DIST).tar.gz
-	rm -rf $(B)/dist
+	rm -rf $(B)/dist.stage
 	@echo "make dist: $(B)/$(DIST).tar.gz ($$(tar -tzf $(B)/$(DIST).tar.gz | grep -vc '/$$') files)"
 	@if [ ! -f MANIFEST ] && [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
 	    echo "make dist: note: uncommitted changes to tracked files are in the tarball" >&2; fi
@@ -382,6 +382,29 @@ distcheck: dist
 	tar -xzf $(B)/$(DIST).tar.gz -C $(B)/distcheck
 	cd $(B)/distcheck/$(DIST) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(MAKE) check
 	@echo "distcheck: $(DIST).tar.gz builds and passes make check from its own contents"
+
+# --- Python wheel (make wheel) -------------------------------------------------
+# make wheel      $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl, written by
+#                 packaging/build-wheel.py with Python's standard library (no PyPI): the
+#                 library and the command, built in $(B)/wheel with Debian's hardening flags
+#                 and stripped, and a launcher (packaging/wheel/migshim/); 2.X is the newest
+#                 GLIBC_ symbol version the two files need (objdump -T)
+# make check-wheel  tests/packaging/test_wheel.py: pip install --no-index into fresh venvs,
+#                 a fleet booted through the console script, pip uninstall
+WHEEL_B := $(B)/wheel
+# (python3-venv, for the test's venvs, is in DEB_PACKAGES)
+.PHONY: wheel check-wheel
+wheel:
+	@$(MAKE) --no-print-directory B=$(WHEEL_B) SANITIZE= \
+	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
+	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so $(WHEEL_B)/migshim >/dev/null
+	@rm -f $(B)/dist/migshim-$(VERSION)-*.whl
+	@/usr/bin/python3 packaging/build-wheel.py --lib $(WHEEL_B)/libmigshim.so --cli $(WHEEL_B)/migshim \
+	    --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
+
+check-wheel: deps all
+	@tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider -rxXfE \
+	    tests/packaging/test_wheel.py
 
 clean:
 	rm -rf $(B) build-san $(DEB_B)
@@ -407,5 +430,7 @@ help:
 	@echo "make lintian     lintian on the package (make deb-deps installs it)"
 	@echo "make check-deb   build, lintian, install into a throwaway root, boot a fleet with it"
 	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
+	@echo "make wheel       $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl (stdlib only)"
+	@echo "make check-wheel install the wheel into fresh venvs, boot a fleet through its console script"
 	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall / clean"

@@ -67,6 +67,7 @@ static void usage(FILE *f)
             "       migshim [--config FILE] heads [--django [-o FILE]]\n"
             "       migshim [--config FILE] [--libpq PATH] status [CONNINFO|URL]\n"
             "       migshim timeline EVENTS_FILE -o OUT.svg\n"
+            "       migshim --lib-path\n"
             "       migshim --help | --version\n"
             "\n"
             "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every libpq\n"
@@ -78,7 +79,8 @@ static void usage(FILE *f)
             "or FILE); `status` also shows the database's version table, who\n"
             "holds the migration lock, and the effective configuration (default CONNINFO:\n"
             "$DATABASE_URL, else the PG* variables).  `timeline` draws the events written\n"
-            "with MIGSHIM_EVENTS=path as an SVG: one lane per process.\n"
+            "with MIGSHIM_EVENTS=path as an SVG: one lane per process.  `--lib-path` prints\n"
+            "the library `--` would preload (for a Dockerfile's ENV LD_PRELOAD=...).\n"
             "\n"
             "  --config FILE  configuration file (sets MIGSHIM_CONFIG)\n"
             "  --log LEVEL    error, warn, info or debug (sets MIGSHIM_LOG)\n"
@@ -89,12 +91,15 @@ static void usage(FILE *f)
             "heads/status: 0 known heads (status: database at head, or ahead: a newer\n"
             "deploy migrated it); 1 database behind; 2 target heads unknown; 3 cannot connect or read (timeline: cannot read\n"
             "or write a file); 78 bad configuration.\n"
-            "64 usage error.\n");
+            "--lib-path: 0 printed; 1 no library there.  64 usage error.\n");
 }
 
-/* The library: next to this executable (a build tree), else where the
- * installed tree puts it relative to the executable, else LIBDIR. */
-static void library_path(char *out, size_t n)
+/* The library: next to this executable (a build tree, the Python wheel's
+ * package directory), else where the installed tree puts it relative to the
+ * executable, else LIBDIR.  False when there is no readable file at any of
+ * them (`out` then holds LIBDIR's path). */
+static bool library_path(char *out, size_t n) MUSTCHECK;
+static bool library_path(char *out, size_t n)
 {
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -103,16 +108,49 @@ static void library_path(char *out, size_t n)
         const char *dir = dirname(exe);
         snprintf(out, n, "%s/libmigshim.so", dir);
         if (access(out, R_OK) == 0)
-            return;
+            return true;
         char rel[PATH_MAX + 64];
         snprintf(rel, sizeof rel, "%s/%s/libmigshim.so", dir, MIGSHIM_LIBDIR_REL);
         char real[PATH_MAX];
         if (realpath(rel, real) && access(real, R_OK) == 0) {
             snprintf(out, n, "%s", real);
-            return;
+            return true;
         }
     }
     snprintf(out, n, "%s/libmigshim.so", MIGSHIM_LIBDIR);
+    return access(out, R_OK) == 0;
+}
+
+/* LD_PRELOAD splits its list at spaces and colons and has no escape, so a
+ * library whose path holds a space (a virtualenv under "My Projects") goes
+ * in by its bare name, its directory first in LD_LIBRARY_PATH, which splits
+ * at colons and semicolons only.  `name` gets what LD_PRELOAD is to hold.
+ * False, with the reason in `err`, for a path no list can hold. */
+static bool preload_name(const char *lib, char *name, size_t n, char *err, size_t errn) MUSTCHECK;
+static bool preload_name(const char *lib, char *name, size_t n, char *err, size_t errn)
+{
+    if (!strpbrk(lib, " :")) {
+        snprintf(name, n, "%s", lib);
+        return true;
+    }
+    const char *slash = strrchr(lib, '/');
+    if (strpbrk(lib, ":;") || !slash || strpbrk(slash + 1, " ")) {
+        snprintf(err, errn, "cannot preload '%s': LD_PRELOAD cannot hold a path with a "
+                 "space or ':', nor LD_LIBRARY_PATH one with ':' or ';'", lib);
+        return false;
+    }
+    snprintf(name, n, "%s", slash + 1);
+    const char *old = getenv("LD_LIBRARY_PATH");
+    size_t dirlen = (size_t)(slash - lib), m = dirlen + (old ? strlen(old) : 0) + 2;
+    char *llp = malloc(m);
+    if (!llp) {
+        snprintf(err, errn, "cannot preload '%s': out of memory", lib);
+        return false;
+    }
+    snprintf(llp, m, "%.*s%s%s", (int)dirlen, lib, old && *old ? ":" : "", old && *old ? old : "");
+    setenv("LD_LIBRARY_PATH", llp, 1);
+    free(llp);
+    return true;
 }
 
 /* A sanitized build (`make SANITIZE=...`): this command runs with the
@@ -337,6 +375,14 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--version") == 0) {
             printf("migshim %s\n", MIGSHIM_VERSION);
             return 0;
+        } else if (strcmp(a, "--lib-path") == 0 && i + 1 == argc) {
+            char path[PATH_MAX + 32];
+            if (!library_path(path, sizeof path)) {
+                fprintf(stderr, "migshim: no libmigshim.so next to this command, nor at %s\n", path);
+                return 1;
+            }
+            printf("%s\n", path);
+            return 0;
         } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
             setenv("MIGSHIM_CONFIG", argv[++i], 1);
         } else if (strcmp(a, "--libpq") == 0 && i + 1 < argc) {
@@ -375,15 +421,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "migshim: no command given (usage: migshim [OPTIONS] -- COMMAND [ARGS...])\n");
         return EXIT_USAGE;
     }
-    char lib[PATH_MAX + 32], rts[4 * PATH_MAX];
-    library_path(lib, sizeof lib);
+    char lib[PATH_MAX + 32], name[PATH_MAX + 32], rts[4 * PATH_MAX], err[PATH_MAX + 160];
+    if (!library_path(lib, sizeof lib)) {
+        /* none found: LIBDIR's path all the same, as always; ld.so names the
+         * missing file on the command's stderr and the command runs unshimmed */
+    }
+    if (!preload_name(lib, name, sizeof name, err, sizeof err)) {
+        fprintf(stderr, "migshim: %s\n", err);
+        return EXIT_NOEXEC;
+    }
     sanitizer_runtimes(rts, sizeof rts);
     const char *old = getenv("LD_PRELOAD");
-    size_t n = strlen(rts) + strlen(lib) + (old ? strlen(old) : 0) + 2;
+    size_t n = strlen(rts) + strlen(name) + (old ? strlen(old) : 0) + 2;
     char *preload = malloc(n);
     if (!preload)
         return EXIT_NOEXEC;
-    snprintf(preload, n, "%s%s%s%s", rts, lib, old && *old ? ":" : "", old && *old ? old : "");
+    snprintf(preload, n, "%s%s%s%s", rts, name, old && *old ? ":" : "", old && *old ? old : "");
     setenv("LD_PRELOAD", preload, 1);
     free(preload);
     execvp(argv[i], argv + i);

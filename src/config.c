@@ -355,6 +355,14 @@ bool config_apply_file(struct config *cfg, const char *path, char *err, size_t e
              "or remove the file and set MIGSHIM_* variables instead", path, why);
         return false;
     }
+    /* libconfig fopen()s the path: a FIFO without a writer would block
+     * the process's first connection forever.  Only a regular file (or a
+     * symlink to one) is read; a directory gets its own errno below. */
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode)) {
+        fail(err, errsz, "%s: cannot read the configuration file: not a regular file", path);
+        return false;
+    }
     config_t lc;
     lib->config_init(&lc);
     bool ok = true;

@@ -209,7 +209,7 @@ void django_target_free(struct django_target *t)
 
 static char *read_text(const char *path, char *err, size_t errsz)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO: no wait */
     if (fd < 0) {
         snprintf(err, errsz, "%s", strerror(errno));
         return NULL;

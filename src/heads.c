@@ -28,12 +28,15 @@
 /* --- reading files ------------------------------------------------------------ */
 
 /* The whole text file at `path`, at most `max` bytes, malloc'ed and
- * NUL-terminated; NULL with `err` set when it cannot be opened, is larger
- * than `max` or holds a NUL byte (then not a text file).
+ * NUL-terminated; NULL with `err` set when it cannot be opened, is no
+ * regular file, is larger than `max` or holds a NUL byte (then not a text
+ * file).  It is opened O_NONBLOCK and refused unless fstat says regular:
+ * open(2) of a FIFO without a writer would wait for one forever, and a
+ * revision file or alembic.ini that blocks must not stall the gate.
  *
  * Its buffer is sized from fstat: the file's size plus one byte (to see
  * the end in the same buffer) plus the terminator, grown (doubling, up to
- * max + 1) only when the file is no regular file or grows while read.
+ * max + 1) only when the file grows while read.
  * Never `max` bytes up front (only a file of that size gets such a
  * buffer): glibc serves a 1 MiB malloc by mmap, and
  * freeing it raises malloc's mmap threshold to 1 MiB and its trim
@@ -44,15 +47,18 @@
  * head (rows 1c, 1ch).  Each file is read in at most two read calls. */
 static char *read_file(const char *path, size_t max, char *err, size_t errsz)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errsz, "%s", strerror(errno));
         return NULL;
     }
     struct stat st;
-    size_t want = 256; /* no size known: grown as read */
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0)
-        want = (uintmax_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0) {
+        snprintf(err, errsz, "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    size_t want = (uintmax_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
     char *buf = NULL;
     size_t cap = 0, n = 0;
     bool oom = false;

@@ -7,6 +7,14 @@ LD_PRELOAD=build/libmigshim.so.  Prints what happened side by side.  Then the
 same for Django (examples/django, --no-django to skip): 8 containers each
 running `manage.py migrate` on a database one data migration behind.
 
+The interleaving is forced, not left to chance (issue 23): the Gunicorn
+workers wait at a start line in the example's env.py (MIGRATION_BARRIER_DIR)
+until all of them are there, so their migrations start together; the Django
+processes meet at the example's rendezvous (djexample/race.py: every process
+has planned its migrations, or is blocked on the shim's lock, before any
+goes on).  Without the shim the fleet then races every time; with it, the
+same start line leaves one process migrating and the others waiting.
+
 Exit status: 0 when the runs with the shim were clean (every worker up,
 the database at head, every revision applied exactly once; for Django, every
 process exited 0, one led, nothing recorded or seeded twice), else 1.
@@ -14,8 +22,10 @@ process exited 0, one led, nothing recorded or seeded twice), else 1.
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -68,20 +78,37 @@ def drop_db(name):
         print(f"demo: could not drop {name}: {e}", file=sys.stderr)
 
 
+BARRIER_TIMEOUT = 20     # s; below Gunicorn's worker timeout (30 s)
+BARRIER_MISSED = "barrier: "   # examples/flask-alembic/migrations/env.py's line
+
+
 def run(label, shim, args):
     name = fresh_db("shim" if shim else "noshim")
+    bdir = tempfile.mkdtemp(prefix="migshim-demo-barrier.")
     try:
         print(f"demo: {label}: {args.workers} {args.worker_class} workers, "
               f"empty database {name} ...", flush=True)
+        # the start line: every worker's migration starts once all are there
+        barrier = {"MIGRATION_BARRIER_DIR": bdir,
+                   "MIGRATION_BARRIER_N": str(args.workers),
+                   "MIGRATION_BARRIER_TIMEOUT": str(BARRIER_TIMEOUT)}
         r = fleet.run_fleet("flask-alembic", server_dsn(name),
                             workers=args.workers,
                             worker_class=args.worker_class,
-                            shim=shim, timeout=args.timeout, label=label)
+                            shim=shim, timeout=args.timeout, label=label,
+                            env_extra=barrier)
         print(f"demo: {label}: "
               + ("all workers ready" if r.booted else f"FAILED: {r.reason}"),
               flush=True)
+        r.start_line = len(os.listdir(bdir))    # the workers that reached it
+        missed = [ln for ln in r.stderr.splitlines()
+                  if "flask-alembic[" in ln and BARRIER_MISSED in ln]
+        if missed:
+            print(f"demo: {label}: the start line was not complete: {missed[0]}",
+                  flush=True)
         return r
     finally:
+        shutil.rmtree(bdir, ignore_errors=True)
         drop_db(name)
 
 
@@ -115,6 +142,7 @@ def cells(r):
     else:
         gate = "-"
     return [
+        ("met at the start line", f"{r.start_line}/{n}"),
         ("workers booted", f"{len(set(r.ready_pids) & set(r.worker_pids))}/{n}"),
         ("workers failed", str(r.workers_failed)),
         ("race errors", errors),
@@ -148,24 +176,37 @@ def clean(r):
 
 
 def django_run(label, shim, proj, n):
-    """n `manage.py migrate` started together (left to chance: no rendezvous) on a
-    database one data migration behind (catalog.0004_seed_products)."""
+    """n `manage.py migrate` started together on a database one data migration behind
+    (catalog.0004_seed_products), meeting at the example's rendezvous (as
+    tests/e2e/django_race.py forces it: 10 s without the shim, 30 s with it)."""
     name = fresh_db("dj_shim" if shim else "dj_noshim")
     try:
         dsn = server_dsn(name)
         djfleet.prepare(proj, dsn, "data_behind")
         print(f"demo: django, {label}: {n} x manage.py migrate, database {name} one data "
               f"migration behind ...", flush=True)
-        r = djfleet.run_containers(proj, dsn, n, shim=shim, rendezvous=False, label=label)
+        r = djfleet.run_containers(proj, dsn, n, shim=shim, rendezvous=True,
+                                   rendezvous_timeout=30 if shim else 10, label=label)
+        late = [x for x in r.rendezvous() if not x[2]]
+        if late:
+            print(f"demo: django, {label}: the rendezvous was not complete in "
+                  f"{len(late)} place(s)", flush=True)
         return r, djfleet.oracle(dsn)
     finally:
         drop_db(name)
 
 
+DATA_MIGRATION = "catalog.0004_seed_products"   # the one the database is behind
+
+
 def django_cells(r, st):
     dup = st.duplicate_migrations
     leaders = r.leaders()
+    # the rendezvous inside the data migration: the most complete line any process printed
+    meet = max(((x[3] + x[4], x[3], x[4]) for x in r.rendezvous() if x[1] == DATA_MIGRATION),
+               default=(0, 0, 0))
     return [
+        ("inside 0004 at once", f"{meet[1]}, {meet[2]} waiting on a lock"),
         ("processes exited 0", f"{r.n - r.failed}/{r.n}"),
         ("products seeded (want 3)", str(st.seeded.get("catalog_product", 0))),
         ("0004 rows in django_migrations",
@@ -177,8 +218,6 @@ def django_cells(r, st):
 
 
 def django_demo(n):
-    import tempfile
-    import shutil
     tmp = tempfile.mkdtemp(prefix="migshim-demo-django.")
     try:
         proj = djfleet.Project.copy(tmp)
@@ -202,6 +241,8 @@ def django_demo(n):
     if lead:
         print("\nwith migshim, the one process that migrated said:")
         print(f"    migshim[{lead[0][0]}]: info: {lead[0][1][:160]}")
+    if a.failed == 0 and not sa.duplicate_migrations and sa.seeded == djfleet.SEEDED:
+        print("\ndemo: note: the Django processes without the shim did not race this time")
     ok = (b.failed == 0 and len(b.leaders()) == 1 and not sb.duplicate_migrations
           and sb.seeded == djfleet.SEEDED)
     return ok
@@ -225,6 +266,8 @@ def main():
               file=sys.stderr)
         return 1
 
+    print("demo: the demo forces the workers to start their migrations together "
+          "(a start line), so the race shows every time", flush=True)
     t0 = time.monotonic()
     try:
         without = run("without shim", False, args)
@@ -240,6 +283,8 @@ def main():
         print("\nwithout the shim, for example:")
         for ln in errs[:2]:
             print("   ", ln[:160])
+    if not without.raced:
+        print("\ndemo: note: the run without the shim did not race this time")
     lead = with_.gate_lines("lead")
     if lead:
         print("\nwith migshim, the one process that migrated said:")

@@ -538,7 +538,7 @@ def test_example_config_sets_every_key_to_its_default(db):
 
 
 DOCS = ["README.md", "CONTRIBUTING.md", "SECURITY.md", "docs/design.md", "docs/django.md",
-        "docs/performance.md", "docs/compatibility.md"]
+        "docs/performance.md", "docs/compatibility.md", "docs/wheel.md"]
 
 
 def md_anchors(path):

@@ -185,6 +185,15 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
         r = subprocess.run([str(cmd), "--", "/usr/bin/printenv", "LD_PRELOAD"],
                            capture_output=True, text=True, env=env, timeout=30)
         assert r.stdout == ":".join(rts + [str(lib)]) + "\n", (cmd, r.stderr)
+    # --lib-path names the library `--` preloads, and fails when there is none
+    r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--lib-path"], capture_output=True,
+                       text=True, env=env, timeout=30)
+    assert (r.returncode, r.stdout) == (0, f"{stage / 'opt/ms/lib/libmigshim.so'}\n"), r.stderr
+    r = subprocess.run([str(solo), "--lib-path"], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", "migshim: no libmigshim.so next to this command, nor at "
+               "/opt/ms/lib/libmigshim.so\n")
     r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [p for p in stage.rglob("*") if p.is_file()] == []
@@ -210,3 +219,43 @@ def test_status_ahead_agrees_with_the_library(tmp_path, db, pg):
     assert r.returncode == 0, r.stderr
     assert ("holds revisions the local scripts do not know (c9): a newer deploy migrated it; "
             "proceeding") in r.stderr
+
+
+def test_lib_path_and_a_library_path_with_a_space(tmp_path, db):
+    """--lib-path prints the library next to the command (build/, or the wheel's package
+    directory).  LD_PRELOAD splits at spaces and has no escape: a library under a
+    directory with a space (a virtualenv under "My Projects") goes in by its bare name,
+    its directory first in LD_LIBRARY_PATH; a ':' fits neither list and is refused."""
+    r = run(["--lib-path"], tmp_path)
+    assert (r.returncode, r.stdout) == (0, f"{LIB}\n"), r.stderr
+    rts = shimbuild.sanitizer_runtimes(LIB)
+    env = dict(db.env, LD_LIBRARY_PATH="/opt/x")
+    if rts:
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    spaced = tmp_path / "My Projects" / "venv"
+    colon = tmp_path / "a:b"
+    for d in (spaced, colon):
+        d.mkdir(parents=True)
+        for f in (MIGSHIM, LIB):
+            (d / f.name).write_bytes(f.read_bytes())
+            (d / f.name).chmod(0o755)
+    show = ["/bin/sh", "-c", 'printf "%s|%s\\n" "$LD_PRELOAD" "$LD_LIBRARY_PATH"']
+    r = subprocess.run([str(spaced / "migshim"), "--lib-path"], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert (r.returncode, r.stdout) == (0, f"{spaced}/libmigshim.so\n"), r.stderr
+    r = subprocess.run([str(spaced / "migshim"), "--", *show], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.stdout == ":".join(rts + ["libmigshim.so"]) + f"|{spaced}:/opt/x\n", r.stderr
+    # and the loader finds it there: the shim is active in the command
+    code = "import psycopg2; c = psycopg2.connect(''); c.cursor().execute('select 1')"
+    r = subprocess.run([str(spaced / "migshim"), "--log", "debug", "--", "/usr/bin/python3",
+                        "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ": active in this process" in r.stderr and "cannot be preloaded" not in r.stderr, \
+        r.stderr
+    r = subprocess.run([str(colon / "migshim"), "--", *show], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert (r.returncode, r.stdout) == (126, ""), r.stderr
+    assert r.stderr == (f"migshim: cannot preload '{colon}/libmigshim.so': LD_PRELOAD cannot "
+                        "hold a path with a space or ':', nor LD_LIBRARY_PATH one with ':' or "
+                        "';'\n")

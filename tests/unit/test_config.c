@@ -375,6 +375,25 @@ Test(config, file_missing)
     ASSERT_STR(cfg.file, "");
 }
 
+/* A configuration file that is a FIFO must not block the first
+ * connection (fopen of a FIFO without a writer waits for one forever). */
+Test(config, file_fifo_is_refused_at_once, .timeout = 10)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/migshim-test-fifo-%ld.conf", tmpbase(), (long)getpid());
+    unlink(path);
+    cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo: %s", strerror(errno));
+    struct config cfg;
+    char err[512], want[PATH_MAX + 128];
+    fresh(&cfg, err, sizeof err);
+    bool ok = config_apply_file(&cfg, path, err, sizeof err);
+    unlink(path);
+    cr_assert_not(ok);
+    snprintf(want, sizeof want, "%s: cannot read the configuration file: not a regular file", path);
+    ASSERT_STR(err, want);
+    ASSERT_STR(cfg.file, "");
+}
+
 /* libconfig's @include: an error inside the included file must name that
  * file and its line, not the including file with the included file's line. */
 Test(config, file_error_in_included_file_names_that_file)

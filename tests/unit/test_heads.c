@@ -433,6 +433,29 @@ Test(discover, a_nul_byte_makes_no_text_file, .init = in_tmpdir, .fini = leave_t
     heads_free(&h);
 }
 
+/* A revision file that is a FIFO (or an alembic.ini that is one) must not
+ * block the gate: open(2) of a FIFO without a writer waits for one
+ * forever.  Only regular files are read; anything else makes the target
+ * unknown with one line naming the file. */
+Test(discover, a_fifo_among_the_scripts_makes_the_target_unknown_at_once, .init = in_tmpdir,
+     .fini = leave_tmpdir, .timeout = 10)
+{
+    put("alembic.ini", "[alembic]\nscript_location = s\n");
+    rev("s/versions", "ok1", "None");
+    cr_assert_eq(mkfifo("s/versions/pipe_x.py", 0644), 0);
+    struct config cfg;
+    config_defaults(&cfg);
+    struct heads h = load(&cfg);
+    cr_assert_not(h.known, "a FIFO among the revision files was read as one");
+    heads_free(&h);
+    unlink("s/versions/pipe_x.py");
+    cr_assert_eq(mkfifo("fifo.ini", 0644), 0);
+    snprintf(cfg.alembic_ini, sizeof cfg.alembic_ini, "fifo.ini");
+    h = load(&cfg);
+    cr_assert_not(h.known, "a FIFO as alembic.ini was read");
+    heads_free(&h);
+}
+
 /* How many chunks malloc serves by mmap (glibc: mallinfo2's hblks). */
 #include <malloc.h>
 static size_t mmapped_chunks(void) { return mallinfo2().hblks; }

@@ -1,15 +1,23 @@
 """Alembic's stock online env.py (NullPool), with the URL from $DATABASE_URL.
 
-Two changes from `alembic init`'s template, both ordinary in real apps:
+Two changes from `alembic init`'s template, both ordinary in real apps
+(and one hook for the demo, off unless asked for):
 
 * the database URL comes from the environment;
 * fileConfig(..., disable_existing_loggers=False): the stock call disables
   every logger that already exists, which inside a Gunicorn worker (or a
   --preload master) silences Gunicorn's own "gunicorn.error" logger, so a
   worker that then fails to boot dies without its traceback (inside a
-  Uvicorn worker, the fastapi-uvicorn example, "uvicorn.error" likewise).
+  Uvicorn worker, the fastapi-uvicorn example, "uvicorn.error" likewise);
+* (demo only) MIGRATION_BARRIER_DIR with MIGRATION_BARRIER_N: a start line.
+  Each process leaves a file in the directory and waits, before it opens its
+  migration connection, until N processes are there (at most
+  MIGRATION_BARRIER_TIMEOUT seconds, default 20): the N migrations then
+  start together, so an unguarded fleet races every time (make demo).
 """
 import os
+import sys
+import time
 from logging.config import fileConfig
 
 from sqlalchemy import engine_from_config
@@ -50,8 +58,29 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def start_line() -> None:
+    """The demo's barrier (MIGRATION_BARRIER_DIR / MIGRATION_BARRIER_N)."""
+    where = os.environ.get("MIGRATION_BARRIER_DIR")
+    if not where:
+        return
+    n = int(os.environ.get("MIGRATION_BARRIER_N", "1"))
+    timeout = float(os.environ.get("MIGRATION_BARRIER_TIMEOUT", "20"))
+    open(os.path.join(where, f"{os.getpid()}.arrived"), "w").close()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(where)) < n:
+        if time.monotonic() > deadline:
+            # one line in one write: the workers share stderr
+            sys.stderr.write(f"flask-alembic[{os.getpid()}]: barrier: "
+                             f"{len(os.listdir(where))} of {n} processes "
+                             f"arrived in {timeout:g} s; going on\n")
+            sys.stderr.flush()
+            return
+        time.sleep(0.01)
+
+
 def run_migrations_online() -> None:
     """Run migrations in 'online' mode: one connection, one transaction."""
+    start_line()
     connectable = engine_from_config(
         config.get_section(config.config_ini_section),
         prefix="sqlalchemy.",

@@ -1,0 +1,217 @@
+"""The Python wheel: `make wheel`, pip install into fresh venvs, a fleet through the
+console script, pip uninstall (issue 23, part 1).
+
+* `make wheel` (stdlib only, packaging/build-wheel.py) writes
+  <B>/dist/migshim-<VERSION>-py3-none-manylinux_2_X_<arch>.whl; its exact file list, the
+  modes, METADATA/WHEEL/entry_points.txt, and RECORD (each file's sha256, urlsafe base64
+  without padding, and size) are checked here by code of the test's own;
+* the tag's 2.X is checked against the packaged files' version needs as readelf -V lists
+  them (the builder reads objdump -T: two tools, one answer), and both files need
+  libc.so.6 only;
+* `pip install --no-index` of the wheel into a fresh venv of Debian's python3 (3.11) --
+  under a directory whose name has a space -- and of pyenv's 3.13 when it is there: the
+  console script `migshim` and `python -m migshim` are the C command (--version,
+  --lib-path naming the installed copy, heads, status, timeline), its `--` prepends the
+  installed library to an existing LD_PRELOAD (by its bare name and LD_LIBRARY_PATH when
+  its path has a space, which LD_PRELOAD cannot hold);
+* `migshim -- gunicorn ...` through the console script boots a 4-worker Gunicorn fleet of
+  examples/flask-alembic whose workers start their migrations together (the demo's start
+  line): one leader, each revision once, every worker ready;
+* `pip uninstall -y migshim` leaves the venv as it was before the install.
+"""
+
+import base64
+import csv
+import glob
+import hashlib
+import io
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+from fleet import Fleet, run_fleets  # noqa: E402
+from test_gate_fleet import assert_booted, assert_db, assert_one_leader  # noqa: E402
+from conftest import child_base_env  # noqa: E402
+
+VERSION = (REPO_ROOT / "VERSION").read_text().strip()
+DIST_INFO = f"migshim-{VERSION}.dist-info"
+FILES = sorted(["migshim/__init__.py", "migshim/__main__.py", "migshim/libmigshim.so",
+                "migshim/migshim", f"{DIST_INFO}/METADATA", f"{DIST_INFO}/WHEEL",
+                f"{DIST_INFO}/entry_points.txt", f"{DIST_INFO}/top_level.txt",
+                f"{DIST_INFO}/RECORD"])
+EXAMPLE = REPO_ROOT / "examples" / "flask-alembic"
+# Debian's 3.11 (python3-venv) and pyenv's 3.13 if this machine has it
+PYENV_313 = sorted(glob.glob("/root/.pyenv/versions/3.13.*/bin/python3"))
+PYTHONS = [("/usr/bin/python3", "venv 3.11")] + [(p, "venv-3.13") for p in PYENV_313[-1:]]
+
+
+@pytest.fixture(scope="module")
+def wheel():
+    env = {k: v for k, v in os.environ.items() if k not in ("SANITIZE", "B")}
+    r = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "wheel"], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"^build-wheel\.py: (\S+\.whl) \((\d+) bytes; (GLIBC_2\.\d+) needed by ",
+                  r.stdout, re.M)
+    assert m, r.stdout
+    path = Path(m.group(1))
+    path = path if path.is_absolute() else REPO_ROOT / path
+    assert path.stat().st_size == int(m.group(2))
+    print(f"\n{r.stdout.strip()}")
+    return path
+
+
+def record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()) \
+        .rstrip(b"=").decode()
+
+
+def version_needs(path: Path):
+    """The GLIBC_ versions in the file's .gnu.version_r (readelf -V), as (major, minor)."""
+    out = subprocess.run(["readelf", "-VW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    vr = out[out.index(".gnu.version_r"):]
+    return {tuple(int(x) for x in v.split(".")[:2]) for v in re.findall(r"Name: GLIBC_([\d.]+)", vr)}
+
+
+def needed(path: Path):
+    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+def test_contents_record_and_tag(wheel, tmp_path):
+    m = re.fullmatch(rf"migshim-{re.escape(VERSION)}-py3-none-manylinux_2_(\d+)_(x86_64|aarch64)"
+                     r"\.whl", wheel.name)
+    assert m, wheel.name
+    with zipfile.ZipFile(wheel) as z:
+        assert sorted(z.namelist()) == FILES
+        assert z.namelist()[-1] == f"{DIST_INFO}/RECORD"   # the .dist-info last, RECORD at its end
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
+        assert modes["migshim/migshim"] == 0o755 and modes["migshim/libmigshim.so"] == 0o644
+        rows = list(csv.reader(io.StringIO(z.read(f"{DIST_INFO}/RECORD").decode())))
+        assert sorted(r[0] for r in rows) == FILES
+        for name, digest, size in rows:
+            if name == f"{DIST_INFO}/RECORD":
+                assert (digest, size) == ("", "")
+                continue
+            data = z.read(name)
+            assert (digest, size) == (record_hash(data), str(len(data))), name
+            assert "=" not in digest[len("sha256="):], name     # no padding
+        wheel_file = z.read(f"{DIST_INFO}/WHEEL").decode()
+        assert f"Tag: py3-none-{wheel.name.split('-py3-none-')[1][:-4]}\n" in wheel_file
+        assert "Root-Is-Purelib: false\n" in wheel_file
+        meta = z.read(f"{DIST_INFO}/METADATA").decode()
+        assert f"\nName: migshim\nVersion: {VERSION}\n" in meta
+        assert z.read(f"{DIST_INFO}/entry_points.txt").decode() == \
+            "[console_scripts]\nmigshim = migshim:main\n"
+        assert f'__version__ = "{VERSION}"' in z.read("migshim/__init__.py").decode()
+        z.extractall(tmp_path)
+    lib, cli = tmp_path / "migshim/libmigshim.so", tmp_path / "migshim/migshim"
+    assert needed(lib) == ["libc.so.6"] and needed(cli) == ["libc.so.6"]
+    newest = max(version_needs(lib) | version_needs(cli))
+    assert newest == (2, int(m.group(1))), (newest, wheel.name)
+    for f in (lib, cli):   # stripped
+        assert ".symtab" not in subprocess.run(["readelf", "-SW", str(f)], capture_output=True,
+                                               text=True, check=True).stdout, f
+
+
+def venv_env():
+    env = child_base_env()
+    for k in ("LD_PRELOAD", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(k, None)
+    env.update({"PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "PIP_NO_INPUT": "1"})
+    return env
+
+
+def tree(d: Path):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*")
+                  if "__pycache__" not in p.parts)
+
+
+@pytest.mark.parametrize("python,dirname", PYTHONS, ids=[d for _, d in PYTHONS])
+def test_pip_install_fleet_and_uninstall(wheel, python, dirname, db, tmp_path):
+    env = venv_env()
+    venv = tmp_path / dirname
+    r = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    vpy = venv / "bin" / "python"
+    site = Path(subprocess.run([str(vpy), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['platlib'])"],
+                               capture_output=True, text=True, env=env, check=True).stdout.strip())
+    before = tree(venv)
+    r = subprocess.run([str(vpy), "-m", "pip", "install", "--no-index", str(wheel)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"Successfully installed migshim-{VERSION}" in r.stdout, r.stdout
+
+    cmd = venv / "bin" / "migshim"
+    lib = site / "migshim" / "libmigshim.so"
+
+    def run(*args, cwd=None, extra=None, argv0=(str(cmd),)):
+        e = dict(env, **(extra or {}))
+        return subprocess.run([*argv0, *args], capture_output=True, text=True, env=e,
+                              cwd=cwd, timeout=60)
+
+    for argv0 in ((str(cmd),), (str(vpy), "-m", "migshim")):
+        r = run("--version", argv0=argv0)
+        assert (r.returncode, r.stdout) == (0, f"migshim {VERSION}\n"), r.stderr
+        r = run("--lib-path", argv0=argv0)
+        assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
+    assert lib.is_file() and os.access(site / "migshim" / "migshim", os.X_OK)
+
+    # `--` prepends the installed copy to an existing LD_PRELOAD
+    keep = "/lib/x86_64-linux-gnu/libc.so.6" if os.path.exists(
+        "/lib/x86_64-linux-gnu/libc.so.6") else "libc.so.6"
+    r = run("--", "/bin/sh", "-c", 'printf "%s|%s\\n" "$LD_PRELOAD" "$LD_LIBRARY_PATH"',
+            extra={"LD_PRELOAD": keep, "LD_LIBRARY_PATH": "/opt/x"})
+    assert r.returncode == 0, r.stderr
+    if " " in str(lib):
+        # LD_PRELOAD splits at spaces: the bare name, found through LD_LIBRARY_PATH
+        assert r.stdout == f"libmigshim.so:{keep}|{lib.parent}:/opt/x\n", r.stdout
+    else:
+        assert r.stdout == f"{lib}:{keep}|/opt/x\n", r.stdout
+    # a command's arguments pass unchanged, spaces and all, and its status is its own
+    r = run("--", "/bin/sh", "-c", 'printf "[%s]" "$@"; exit 7', "sh", "a b", "", "c  d")
+    assert (r.returncode, r.stdout) == (7, "[a b][][c  d]"), r.stderr
+    r = run("heads", cwd=str(EXAMPLE))
+    assert (r.returncode, r.stdout) == (0, "0003cccc\n"), r.stderr
+
+    # a fleet through the console script, its workers' migrations started together
+    events = tmp_path / "events.jsonl"
+    bdir = tmp_path / "barrier"
+    bdir.mkdir()
+    f = Fleet("flask-alembic", db.dsn, workers=4, shim=False, wrapper=[str(cmd), "--"],
+              env_extra={"MIGSHIM_LOG": "info", "MIGSHIM_EVENTS": str(events),
+                         "MIGRATION_BARRIER_DIR": str(bdir), "MIGRATION_BARRIER_N": "4"},
+              label=f"wheel in {dirname}: migshim -- gunicorn, 4x sync")
+    (res,) = run_fleets([f])
+    assert_booted(res, 4)
+    assert_db(res)
+    assert_one_leader([res], res.worker_pids)
+    assert "barrier: " not in res.stderr, res.describe()
+    assert len(os.listdir(bdir)) == 4
+    print(f"\n{dirname}: `migshim -- gunicorn` from the wheel, 4 workers ready in "
+          f"{res.elapsed:.2f} s, 1 leader, each revision once")
+
+    r = run("status", db.dsn, cwd=str(EXAMPLE))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^at head: +yes$", r.stdout, re.M), r.stdout
+    svg = tmp_path / "start.svg"
+    r = run("timeline", str(events), "-o", str(svg))
+    assert r.returncode == 0, r.stderr
+    assert "<svg" in svg.read_text()
+
+    r = subprocess.run([str(vpy), "-m", "pip", "uninstall", "-y", "migshim"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tree(venv) == before

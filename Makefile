@@ -48,10 +48,18 @@ B := $(if $(SANITIZE),build-san,build)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c \
             src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
-            src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
+
+# The wire variant, $(B)/wire/libmigshim.so (issue 22 phase 1: observing
+# only, not shipped): the same objects plus the wire layer -- the libc
+# wrappers (interpose_libc.c), the per-fd recognition (wirefd.c), the table
+# of real libc functions (sysapi.c) and the framing parser (wire.c).  The
+# default library, the one installed, packaged and documented, has none of
+# them: no libc name is interposed in a process that preloads it.
+WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c
+WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
 CLI_SRCS := src/cli.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
@@ -63,7 +71,7 @@ CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 .PHONY: all deps check today-stack check-today check-san valgrind check-unit check-integration check-build demo bench \
         bench-deps install uninstall clean help
 
-all: $(B)/libmigshim.so $(B)/migshim
+all: $(B)/libmigshim.so $(B)/migshim $(B)/wire/libmigshim.so
 
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
@@ -85,45 +93,54 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 # The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
-# the one list of the intercepted libpq functions), LIBC_WRAPPED_LIST
-# (include/sysapi.h, the one list of the interposed libc functions: the wire
-# layer) and dlsym (the ctypes path, src/interpose.c).  The linker's version
-# script and the build check's expected exports (tests/build-checks.sh) are
-# made from it.
-$(B)/exports.list: include/resolve.h include/sysapi.h | $(B)/obj
+# the one list of the intercepted libpq functions) and dlsym (the ctypes
+# path, src/interpose.c).  The wire variant's list is the same plus
+# LIBC_WRAPPED_LIST (include/sysapi.h, the one list of the interposed libc
+# functions).  Each linker version script and the build checks' expected
+# exports (tests/build-checks.sh) are made from these lists.
+$(B)/exports.list: include/resolve.h Makefile | $(B)/obj
 	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
 	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
-	printf '#include "sysapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
-	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
-	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
-	test "$$(grep -c . $@.libc)" -gt 1
-	cat $@.libc >> $@.tmp && rm -f $@.libc
 	echo dlsym >> $@.tmp
 	test "$$(grep -c . $@.tmp)" -gt 1
 	mv $@.tmp $@
 
-$(B)/exports.map: $(B)/exports.list
-	{ echo '/* Generated from $(B)/exports.list (make): the only names libmigshim.so exports. */'; \
+$(B)/wire/exports.list: $(B)/exports.list include/sysapi.h Makefile | $(B)/wire
+	printf '#include "sysapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
+	test "$$(grep -c . $@.libc)" -gt 1
+	cat $(B)/exports.list $@.libc > $@.tmp && rm -f $@.libc
+	mv $@.tmp $@
+
+$(B)/exports.map $(B)/wire/exports.map: %/exports.map: %/exports.list
+	{ echo '/* Generated from $< (make): the only names libmigshim.so exports. */'; \
 	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
 	mv $@.tmp $@
 
-# No object but interpose.o may reference a PQ* name (see above).
-PQ_REFS_OBJS = $(filter-out $(B)/obj/interpose.o,$(LIB_OBJS))
-
-$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
-	@refs=$$(for o in $(PQ_REFS_OBJS); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
+# $(call link_lib,OBJS,VERSION_SCRIPT): link $@, after checking that no
+# object but interpose.o references a PQ* name (see above).
+define link_lib
+	@refs=$$(for o in $(filter-out $(B)/obj/interpose.o,$(1)); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
 	if [ -n "$$refs" ]; then \
 	  echo "a PQ* name called directly outside src/interpose.c (use the copy's struct pq_api):" >&2; \
 	  echo "$$refs" >&2; exit 1; fi
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
-	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(B)/exports.map \
-	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(2) \
+	    -o $@ $(1) $(LIB_LIBS)
+endef
+
+$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
+	$(call link_lib,$(LIB_OBJS),$(B)/exports.map)
+
+$(B)/wire/libmigshim.so: $(LIB_OBJS) $(WIRE_OBJS) $(B)/wire/exports.map
+	$(call link_lib,$(LIB_OBJS) $(WIRE_OBJS),$(B)/wire/exports.map)
 
 $(B)/migshim: $(CLI_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
 
-$(B)/obj $(B)/cli:
+$(B)/obj $(B)/cli $(B)/wire:
 	mkdir -p $@
 
 # --- dependencies: every Debian package the build, tests and demo need ------

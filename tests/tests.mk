@@ -36,11 +36,12 @@ $(TESTS_B)/unit $(TESTS_B)/integration:
 	mkdir -p $@
 
 # The library's module objects without interpose.o (which defines the PQ*
-# wrappers and would clash with -lpq) and interpose_libc.o (the libc
-# wrappers: a test program's own read/write must stay libc's), as an archive: a test links what it
-# uses, plus whatever those modules need, and nothing else.
+# wrappers and would clash with -lpq), as an archive: a test links what it
+# uses, plus whatever those modules need, and nothing else.  (The wire
+# variant's objects, WIRE_OBJS, are not in LIB_OBJS: interpose_libc.o's
+# libc wrappers never reach a test program, whose read/write stay libc's.)
 TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o libconfig_dl.o resolve.o conn.o ownconn.o shim.o)
-TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o $(B)/obj/interpose_libc.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
+TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
 
 $(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
 	rm -f $@
@@ -167,3 +168,4 @@ $(TESTS_B)/unit/test_ownconn: tests/unit/test_ownconn.c $(TESTS_B)/libmigshim-co
 # Not instrumented (like python3): the preload brings the sanitizer runtimes.
 $(TESTS_B)/sig_helper: tests/integration/c/sig_helper.c | $(TESTS_B)/integration
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq
+

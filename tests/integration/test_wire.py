@@ -1,6 +1,10 @@
 """The wire layer, phase 1 (issue 22): drivers that speak the PostgreSQL
 protocol themselves are recognised and followed, and nothing they do changes.
 
+Every test here preloads the wire variant, <build dir>/wire/libmigshim.so
+(shimbuild.wire_lib_path(); not shipped), but test_default_library_has_no_
+wire_layer, which preloads the default library: it follows nothing.
+
 * test_driver_transparent -- asyncpg (asyncio and uvloop) and pg8000 over a
   Unix socket and TCP (tests/integration/wire_workloads/): transactions,
   rollbacks, errors, COPY in and out, prepared statements, notices,
@@ -27,6 +31,8 @@ protocol themselves are recognised and followed, and nothing they do changes.
 * test_every_call_raw_protocol -- the protocol by hand through sendmsg,
   recv(MSG_PEEK), read, readv, write, send, recv, recv_into; dup2 onto a
   followed fd, dup() of one.
+* test_default_library_has_no_wire_layer -- the default library at debug:
+  asyncpg's results the same, not one wire line.
 """
 
 import json
@@ -37,11 +43,26 @@ from pathlib import Path
 
 import pytest
 
+import shimbuild
 from conftest import migshim_lines, migshim_problems, run_py
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = HERE / "wire_workloads"
 sys.path.insert(0, str(HERE.parent / "e2e"))
+
+DEFAULT_LIB = shimbuild.lib_path()
+WIRE_LIB = shimbuild.wire_lib_path()
+
+
+@pytest.fixture(autouse=True)
+def wire_library(monkeypatch):
+    """Preload the wire variant: run_py and run_fleet take the library from
+    MIGSHIM_LIB in the test process (tests/shimbuild.py)."""
+    if not WIRE_LIB.is_file():
+        pytest.fail(f"the wire variant is not built: {WIRE_LIB} (make all)", pytrace=False)
+    monkeypatch.setenv("MIGSHIM_LIB", str(WIRE_LIB))
+    return WIRE_LIB
+
 
 FOLLOWED_RE = re.compile(r"migshim\[(\d+)\]: debug: wire: PostgreSQL connection on fd (\d+) "
                          r"\((unix|tcp)\), followed")
@@ -352,3 +373,22 @@ def test_every_call_raw_protocol(db):
     assert re.fullmatch(r"fd \d+: lost: the fd was duplicated \(dup\): its stream is shared; "
                         r"not followed any more", wire[5]), wire
     assert len(wire) == 6, wire
+
+
+def test_default_library_has_no_wire_layer(make_db, monkeypatch):
+    """The default library (the one installed and packaged) interposes no
+    libc function: asyncpg at debug gives the same results and the shim
+    says nothing about the wire."""
+    monkeypatch.setenv("MIGSHIM_LIB", str(DEFAULT_LIB))
+    out = {}
+    for mode, preload, extra in (("plain", False, {}), ("default-lib", True, {"MIGSHIM_LOG": "debug"})):
+        db = make_db()
+        r = run_py(WORKLOADS / "asyncpg_ops.py", env_extra={**db.env, **extra}, preload=preload,
+                   args=["unix", "asyncio"], timeout=120)
+        assert r.rc == 0, r.stderr[-3000:]
+        out[mode] = r
+    assert json.loads(out["default-lib"].stdout) == json.loads(out["plain"].stdout)
+    # (no PQ* call: the shim is never even configured; the wire variant
+    # would have said "PostgreSQL connection on fd ..., followed")
+    lines = migshim_lines(out["default-lib"].stderr)
+    assert not [ln for ln in lines if ": wire: " in ln], lines

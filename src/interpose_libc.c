@@ -20,7 +20,8 @@
  *
  * Async-signal-safety: read, write, close and dup2 are safe to call from a
  * signal handler and stay so on the NONE path: no lock, no allocation, no
- * pthread_once.
+ * pthread_once, and no dlsym (the table is resolved in the library's
+ * constructor; a call before it takes the raw system call: sysapi.h).
  */
 #include <errno.h>
 #include <sys/socket.h>

@@ -3,10 +3,10 @@
  *
  * The defaults are thin syscall(2) calls with the real functions' exact
  * types (so an entry's type never depends on which pointer it holds).
- * Resolution is one pass over the list under an atomic "resolving" flag:
- * the caller that wins it looks every name up; any other caller meanwhile
- * (another thread, a signal handler, a wrapper reached from inside dlsym)
- * gets the default for its call, which does the same system call.
+ * Resolution is one pass over the list, in the library's constructor: any
+ * call before it or during it (another library's constructor, another
+ * thread, a signal handler, a wrapper reached from inside dlsym) gets the
+ * default, which does the same system call.
  */
 #include "sysapi.h"
 
@@ -89,8 +89,8 @@ _Atomic(sysapi_fn) sysapi_slots[SYSI_COUNT];
 static sysapi_fn resolved[SYSI_COUNT]; /* what resolution found (or the default) */
 static bool is_real[SYSI_COUNT];
 
-/* 0: not resolved, 1: being resolved, 2: resolved */
-static _Atomic int state;
+/* Set (release) once the constructor has filled resolved[] and is_real[]. */
+static _Atomic bool ready;
 
 const char *sysapi_name(enum sysapi_index i) { return entries[i].name; }
 
@@ -121,10 +121,13 @@ static int range_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-static void resolve_all(void)
+/* Resolve every entry: the library's first constructor (priority 101 runs
+ * before the unprioritised ones; libc is loaded and initialised by then,
+ * and dlsym(RTLD_NEXT) from a constructor is fine with glibc and musl). */
+__attribute__((constructor(101))) static void sysapi_init(void)
 {
     int saved = errno;
-    struct range self = {(uintptr_t)&resolve_all, 0};
+    struct range self = {(uintptr_t)&sysapi_init, 0};
     if (!dl_iterate_phdr(range_cb, &self))
         self.lo = self.hi = 0; /* (not found: nothing is "in the shim") */
     for (int i = 0; i < SYSI_COUNT; i++) {
@@ -133,40 +136,29 @@ static void resolve_all(void)
         /* the self-check: a slot pointing into the shim would loop */
         bool real = p && !((uintptr_t)p >= self.lo && (uintptr_t)p < self.hi);
         is_real[i] = real;
-        sysapi_fn want = real ? (sysapi_fn)p : entries[i].dflt;
-        resolved[i] = want;
+        resolved[i] = real ? (sysapi_fn)p : entries[i].dflt;
+    }
+    atomic_store_explicit(&ready, true, memory_order_release);
+    for (int i = 0; i < SYSI_COUNT; i++) {
         sysapi_fn none = NULL;
         /* an override made meanwhile stands */
-        atomic_compare_exchange_strong(&sysapi_slots[i], &none, want);
+        atomic_compare_exchange_strong(&sysapi_slots[i], &none, resolved[i]);
     }
     errno = saved;
 }
 
-sysapi_fn sysapi_resolve(enum sysapi_index i)
+bool sysapi_ready(void) { return atomic_load_explicit(&ready, memory_order_acquire); }
+
+sysapi_fn sysapi_unresolved(enum sysapi_index i)
 {
-    int expect = 0;
-    if (atomic_compare_exchange_strong(&state, &expect, 1)) {
-        resolve_all();
-        atomic_store(&state, 2);
-    } else if (expect == 1) {
-        return entries[i].dflt; /* being resolved: by another thread, or below us */
-    }
-    sysapi_fn f = atomic_load_explicit(&sysapi_slots[i], memory_order_acquire);
-    if (f)
-        return f;
-    /* an override put back to NULL: the resolved pointer again */
-    sysapi_fn none = NULL;
-    atomic_compare_exchange_strong(&sysapi_slots[i], &none, resolved[i]);
-    return resolved[i];
+    return sysapi_ready() ? resolved[i] : entries[i].dflt;
 }
 
 sysapi_fn sysapi_override(enum sysapi_index i, sysapi_fn fn)
 {
+    if (!fn && sysapi_ready())
+        fn = resolved[i];
     return atomic_exchange(&sysapi_slots[i], fn);
 }
 
-bool sysapi_is_real(enum sysapi_index i)
-{
-    (void)sysapi_resolve(i);
-    return is_real[i];
-}
+bool sysapi_is_real(enum sysapi_index i) { return sysapi_ready() && is_real[i]; }

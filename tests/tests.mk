@@ -22,7 +22,8 @@ INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integra
 .PHONY: tests print-unit-tests print-integration-c-tests
 
 # Helpers the Python integration tests run (not test programs themselves).
-INTEGRATION_HELPERS := $(TESTS_B)/secure_helper $(TESTS_B)/sig_helper
+INTEGRATION_HELPERS := $(TESTS_B)/secure_helper $(TESTS_B)/sig_helper $(TESTS_B)/sigwrite_helper \
+                       $(TESTS_B)/libsigwrite_mod.so
 
 tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS) $(INTEGRATION_HELPERS)
 
@@ -169,3 +170,10 @@ $(TESTS_B)/unit/test_ownconn: tests/unit/test_ownconn.c $(TESTS_B)/libmigshim-co
 $(TESTS_B)/sig_helper: tests/integration/c/sig_helper.c | $(TESTS_B)/integration
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq
 
+# --- integration: the wire variant's first write from a signal handler --------
+# (tests/integration/test_wire.py; sigwrite_helper.c says how)
+$(TESTS_B)/sigwrite_helper: tests/integration/c/sigwrite_helper.c | $(TESTS_B)/integration
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpthread -ldl
+
+$(TESTS_B)/libsigwrite_mod.so: tests/integration/c/sigwrite_mod.c | $(TESTS_B)/integration
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<

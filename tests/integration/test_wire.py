@@ -31,6 +31,11 @@ wire_layer, which preloads the default library: it follows nothing.
 * test_every_call_raw_protocol -- the protocol by hand through sendmsg,
   recv(MSG_PEEK), read, readv, write, send, recv, recv_into; dup2 onto a
   followed fd, dup() of one.
+* test_first_write_from_a_signal_handler -- a C program whose first I/O is
+  a write() from a signal handler, while another thread holds the dynamic
+  loader's lock (tests/integration/c/sigwrite_helper.c): the libc table is
+  resolved in the constructor, so the handler never calls dlsym (a lazy
+  table hangs there).
 * test_default_library_has_no_wire_layer -- the default library at debug:
   asyncpg's results the same, not one wire line.
 """
@@ -373,6 +378,29 @@ def test_every_call_raw_protocol(db):
     assert re.fullmatch(r"fd \d+: lost: the fd was duplicated \(dup\): its stream is shared; "
                         r"not followed any more", wire[5]), wire
     assert len(wire) == 6, wire
+
+
+def test_first_write_from_a_signal_handler():
+    """The process's first interposed call is a write() from a SIGUSR1
+    handler while another thread is inside dlopen (the loader's lock held
+    by a constructor that waits for that write).  With the libc table
+    resolved in the library's constructor the handler goes straight to
+    libc; resolved lazily it would call dlsym there and hang (SIGALRM after
+    20 s)."""
+    tests_b = shimbuild.build_dir() / "tests"
+    helper, mod = tests_b / "sigwrite_helper", tests_b / "libsigwrite_mod.so"
+    if not helper.is_file() or not mod.is_file():
+        pytest.fail(f"{helper} or {mod} not built (make tests)", pytrace=False)
+    import subprocess
+    from conftest import child_base_env
+    for preload in (None, WIRE_LIB, DEFAULT_LIB):
+        env = child_base_env()
+        if preload:
+            env["LD_PRELOAD"] = shimbuild.preload(preload)
+        p = subprocess.run([str(helper), str(mod)], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert (p.returncode, p.stdout) == (0, "ok\n"), \
+            f"LD_PRELOAD={preload}: rc {p.returncode} (-14: hung until SIGALRM)\n{p.stderr[-2000:]}"
 
 
 def test_default_library_has_no_wire_layer(make_db, monkeypatch):

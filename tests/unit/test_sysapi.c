@@ -1,8 +1,10 @@
 /*
- * sysapi: the table of real libc functions.  Every entry resolves to libc's
- * own function (not to a wrapper, not to the default), an override injects
- * a fault and is put back, and the typed accessors call what they name.
- * (Linked without the wrappers: RTLD_NEXT from this program is libc.)
+ * sysapi: the table of real libc functions.  The constructor has resolved
+ * every entry before main (nothing is looked up at a first call: a signal
+ * handler's first write never reaches dlsym), each to libc's own function
+ * (not to a wrapper, not to the default), an override injects a fault and
+ * is put back, and the typed accessors call what they name.  (Linked
+ * without the wrappers: RTLD_NEXT from this program is libc.)
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -12,6 +14,16 @@
 #include <unistd.h>
 
 #include "sysapi.h"
+
+/* Before any accessor is called, the slots are full: the constructor ran. */
+Test(sysapi, resolved_by_the_constructor)
+{
+    cr_assert(sysapi_ready(), "the constructor has not resolved the table");
+    for (int i = 0; i < SYSI_COUNT; i++)
+        cr_expect_not_null(sysapi_fast((enum sysapi_index)i), "%s empty after the constructor",
+                           sysapi_name((enum sysapi_index)i));
+    cr_expect_eq((void *)sysapi_unresolved(SYSI_read), (void *)read);
+}
 
 Test(sysapi, every_entry_resolves_to_libc)
 {
@@ -35,7 +47,7 @@ Test(sysapi, override_injects_a_fault_and_is_put_back)
 {
     int sv[2];
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    cr_assert(sysapi_is_real(SYSI_write)); /* resolved first */
+    cr_assert(sysapi_is_real(SYSI_write));
     sysapi_fn old = sysapi_override(SYSI_write, (sysapi_fn)failing_write);
     cr_expect_eq((void *)old, (void *)write);
     errno = 0;

@@ -427,7 +427,8 @@ clean:
 	rm -rf $(B) build-san $(DEB_B)
 
 help:
-	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
+	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the wire variant"
+	@echo "                 $(B)/wire/libmigshim.so (issue 22 phase 1: observing only, not installed)"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"

@@ -52,6 +52,15 @@ LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c s
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
+# The wire variant, $(B)/wire/libmigshim.so (issue 22 phase 1: observing
+# only, not shipped): the same objects plus the wire layer -- the libc
+# wrappers (interpose_libc.c), the per-fd recognition (wirefd.c), the table
+# of real libc functions (sysapi.c) and the framing parser (wire.c).  The
+# default library, the one installed, packaged and documented, has none of
+# them: no libc name is interposed in a process that preloads it.
+WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c
+WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
+
 # The command links no libpq either: `status` loads one (libpq_dl.c).
 CLI_SRCS := src/cli.c src/elflibc.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
             src/envpy.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c src/holder.c src/timeline.c \
@@ -62,7 +71,7 @@ CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 .PHONY: all deps check today-stack check-today check-san valgrind check-unit check-integration check-build demo bench \
         bench-deps install uninstall clean help
 
-all: $(B)/libmigshim.so $(B)/migshim
+all: $(B)/libmigshim.so $(B)/migshim $(B)/wire/libmigshim.so
 
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
@@ -84,10 +93,12 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 # The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
-# the one list of the intercepted functions) and dlsym (the ctypes path,
-# src/interpose.c).  The linker's version script and the build check's
-# expected exports (tests/build-checks.sh) are made from it.
-$(B)/exports.list: include/resolve.h | $(B)/obj
+# the one list of the intercepted libpq functions) and dlsym (the ctypes
+# path, src/interpose.c).  The wire variant's list is the same plus
+# LIBC_WRAPPED_LIST (include/sysapi.h, the one list of the interposed libc
+# functions).  Each linker version script and the build checks' expected
+# exports (tests/build-checks.sh) are made from these lists.
+$(B)/exports.list: include/resolve.h Makefile | $(B)/obj
 	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
 	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
@@ -95,27 +106,41 @@ $(B)/exports.list: include/resolve.h | $(B)/obj
 	test "$$(grep -c . $@.tmp)" -gt 1
 	mv $@.tmp $@
 
-$(B)/exports.map: $(B)/exports.list
-	{ echo '/* Generated from $(B)/exports.list (make): the only names libmigshim.so exports. */'; \
+$(B)/wire/exports.list: $(B)/exports.list include/sysapi.h Makefile | $(B)/wire
+	printf '#include "sysapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
+	test "$$(grep -c . $@.libc)" -gt 1
+	cat $(B)/exports.list $@.libc > $@.tmp && rm -f $@.libc
+	mv $@.tmp $@
+
+$(B)/exports.map $(B)/wire/exports.map: %/exports.map: %/exports.list
+	{ echo '/* Generated from $< (make): the only names libmigshim.so exports. */'; \
 	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
 	mv $@.tmp $@
 
-# No object but interpose.o may reference a PQ* name (see above).
-PQ_REFS_OBJS = $(filter-out $(B)/obj/interpose.o,$(LIB_OBJS))
-
-$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
-	@refs=$$(for o in $(PQ_REFS_OBJS); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
+# $(call link_lib,OBJS,VERSION_SCRIPT): link $@, after checking that no
+# object but interpose.o references a PQ* name (see above).
+define link_lib
+	@refs=$$(for o in $(filter-out $(B)/obj/interpose.o,$(1)); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
 	if [ -n "$$refs" ]; then \
 	  echo "a PQ* name called directly outside src/interpose.c (use the copy's struct pq_api):" >&2; \
 	  echo "$$refs" >&2; exit 1; fi
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
-	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(B)/exports.map \
-	    -o $@ $(LIB_OBJS) $(LIB_LIBS)
+	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(2) \
+	    -o $@ $(1) $(LIB_LIBS)
+endef
+
+$(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
+	$(call link_lib,$(LIB_OBJS),$(B)/exports.map)
+
+$(B)/wire/libmigshim.so: $(LIB_OBJS) $(WIRE_OBJS) $(B)/wire/exports.map
+	$(call link_lib,$(LIB_OBJS) $(WIRE_OBJS),$(B)/wire/exports.map)
 
 $(B)/migshim: $(CLI_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
 
-$(B)/obj $(B)/cli:
+$(B)/obj $(B)/cli $(B)/wire:
 	mkdir -p $@
 
 # --- dependencies: every Debian package the build, tests and demo need ------
@@ -124,7 +149,7 @@ DEB_PACKAGES := gcc make clang binutils pkg-config libpq-dev libconfig-dev libcr
     python3 python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy \
     python3-alembic gunicorn python3-flask python3-flask-migrate python3-gevent \
     python3-psycogreen python3-fastapi python3-uvicorn pgbouncer openssl python3-yaml dpkg-dev \
-    python3-django python3-venv
+    python3-django python3-venv python3-asyncpg python3-pg8000 python3-uvloop
 
 # $(call apt_ensure,TARGET,PACKAGES): apt-get install whichever are missing.
 define apt_ensure
@@ -296,7 +321,7 @@ bench: bench-deps all bench-progs
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := revision sqlclass redact config ini envpy
+FUZZ_TARGETS := revision sqlclass redact config ini envpy wire
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS_revision := src/heads.c src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
@@ -305,6 +330,7 @@ FUZZ_SRCS_redact := src/log.c
 FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
 FUZZ_SRCS_ini := src/ini.c src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_envpy := src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
+FUZZ_SRCS_wire := src/wire.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz
@@ -437,7 +463,8 @@ clean:
 	rm -rf $(B) build-san $(DEB_B) $(MUSL_B)
 
 help:
-	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
+	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the wire variant"
+	@echo "                 $(B)/wire/libmigshim.so (issue 22 phase 1: observing only, not installed)"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL)"
 	@echo "make check-san   all tests against an ASan+UBSan build (build-san/)"

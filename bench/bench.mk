@@ -9,7 +9,7 @@ CC ?= cc
 BENCH_B := $(B)/bench
 BENCH_PG_INC := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Iinclude -I$(BENCH_PG_INC)
-BENCH_PROGS := $(addprefix $(BENCH_B)/,selectloop connlat handoff bigins)
+BENCH_PROGS := $(addprefix $(BENCH_B)/,selectloop connlat handoff bigins wireloop)
 
 .PHONY: bench-progs
 bench-progs: $(BENCH_PROGS)

@@ -36,6 +36,9 @@ BIN = ROOT / "build" / "bench"
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench" / "out"))
 WORK = OUT / "work"               # cwd of the measured processes: no migshim.conf
 LIB = Path(os.environ.get("MIGSHIM_LIB", ROOT / "build" / "libmigshim.so")).resolve()
+# The wire variant (issue 22 phase 1, not shipped): rows 1w/1p only.
+WIRE_LIB = Path(os.environ.get("MIGSHIM_WIRE_LIB",
+                               ROOT / "build" / "wire" / "libmigshim.so")).resolve()
 PGBIN = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 PGBENCH = PGBIN / "pgbench"
 
@@ -435,6 +438,73 @@ def instr(admin: Admin) -> None:
         instr_cases(scratch, db)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    instr_wire(db)
+
+
+# 1w/1p. the wire layer (issue 22): instructions added per send/recv
+#
+# bench/c/wireloop under callgrind, loops of N1 and N2 iterations
+# differenced as above, with and without the preload of the wire variant
+# (WIRE_LIB: the default library has no libc wrappers, it adds nothing
+# here), divided by the send/recv calls the loop made (it prints them):
+#   other  a connect()ed Unix socket whose first bytes are not PostgreSQL's
+#          (the fd's state is NONE: a test and a tail call);
+#   pg     a raw protocol client (no libpq, as asyncpg and pg8000) on a
+#          connection the wire layer follows: Query "SELECT 1", then the
+#          recv calls up to ReadyForQuery (five messages an iteration).
+WIRE_N = (1000, 5000)
+WIRE_CASES = {  # case: (row id, label, target)
+    "other": ("1w", "instructions added per send/recv, not PostgreSQL (callgrind, wire variant)", 50),
+    "pg": ("1p", "instructions added per send/recv, followed PostgreSQL (callgrind, wire variant)", 50),
+}
+
+
+def wire_total(case: str, db: str, n: int, shim: bool):
+    env = dict(base_env(), PGDATABASE=db, PGHOST=PGHOST, PGPORT=PGPORT, PGUSER=PGUSER)
+    if shim:
+        env["LD_PRELOAD"] = str(WIRE_LIB)
+        env["MIGSHIM_LOG"] = "info"
+    res = run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               BIN / "wireloop", case, n], env)
+    m = re.search(r"Collected : (\d+)", res.stderr)
+    c = re.search(r"sends=(\d+) recvs=(\d+)", res.stdout)
+    if not m or not c:
+        raise RuntimeError(f"wireloop {case}: no counts:\n{res.stdout[-1000:]}{res.stderr[-2000:]}")
+    if "migshim[" in res.stderr:
+        raise RuntimeError(f"wireloop {case}: the shim printed:\n{res.stderr[-2000:]}")
+    return int(m.group(1)), int(c.group(1)) + int(c.group(2))
+
+
+def instr_wire(db: str) -> None:
+    if not (BIN / "wireloop").exists() or not WIRE_LIB.is_file():
+        for rid, what, target in WIRE_CASES.values():
+            result(rid, what, "wireloop or the wire variant missing", f"<= {target}", None)
+        return
+    # the followed case must be followed: one debug run says so
+    dbg = run([BIN / "wireloop", "pg", 1],
+              dict(base_env(), PGDATABASE=db, LD_PRELOAD=str(WIRE_LIB), MIGSHIM_LOG="debug"))
+    if "followed" not in dbg.stderr or "lost" in dbg.stderr:
+        raise RuntimeError(f"wireloop pg: not followed to the end:\n{dbg.stderr[-2000:]}")
+    rows = []
+    for case, (rid, what, target) in WIRE_CASES.items():
+        t = {}
+        for shim in (False, True):
+            for n in WIRE_N:
+                t[(shim, n)] = wire_total(case, db, n, shim)
+                rows.append((case, "shim" if shim else "bare", n, *t[(shim, n)]))
+        calls = t[(True, WIRE_N[1])][1] - t[(True, WIRE_N[0])][1]
+        per = {shim: (t[(shim, WIRE_N[1])][0] - t[(shim, WIRE_N[0])][0]) / calls
+               for shim in (False, True)}
+        added = per[True] - per[False]
+        log(f"instr wire {case}: {per[False]:.1f} instructions per call without, "
+            f"{per[True]:.1f} with: {added:+.1f}")
+        detail = (f"{per[False]:.0f} per call without; loops of {WIRE_N[0]} and {WIRE_N[1]} "
+                  f"iterations differenced, {calls} calls")
+        if case == "pg":
+            detail += f"; {added * calls / (WIRE_N[1] - WIRE_N[0]) / 5:+.0f} per message"
+        result(rid, what, f"+{added:.0f} instr", f"<= {target} extra", added <= target, added,
+               detail)
+    write_csv("callgrind_wire.csv", ("case", "mode", "iterations", "instructions", "calls"), rows)
 
 
 def instr_cases(scratch: Path, db: str) -> None:

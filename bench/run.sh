@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 # The driver and the server never run with the shim: only the measured
 # programs get LD_PRELOAD, from bench.py.
 unset LD_PRELOAD
-while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^MIGSHIM_' | grep -v '^MIGSHIM_LIB$' || true)
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^MIGSHIM_' | grep -vE '^MIGSHIM_(WIRE_)?LIB$' || true)
 
 make -s all    # the library under test, up to date
 make -s -f bench/bench.mk bench-progs

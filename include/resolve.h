@@ -111,6 +111,11 @@ const struct pq_copy *resolve_for_caller(const void *ra) MUSTCHECK;
  * PQconnectStart, ...) and must pass straight through. */
 bool resolve_is_internal(const void *ra);
 
+/* True when `ra` lies inside a libpq copy, rescanning the loaded objects
+ * (under resolve's mutex) when it lies in none known yet: the wire layer
+ * asks once per connection, at its first write, whether libpq made it. */
+bool resolve_is_libpq(const void *ra);
+
 /* The copy when the process has exactly one (the common case, lock-free),
  * else NULL: the caller must then find the copy some other way. */
 /* (hidden: the fast path loads it directly, not through the GOT) */

@@ -336,6 +336,17 @@ const struct pq_copy *resolve_for_caller(const void *ra)
 
 bool resolve_is_internal(const void *ra) { return copy_by_range(ra) != NULL; }
 
+bool resolve_is_libpq(const void *ra)
+{
+    if (copy_by_range(ra))
+        return true;
+    resolve_fork_init();
+    pthread_mutex_lock(&resolve_mu);
+    scan_locked();
+    pthread_mutex_unlock(&resolve_mu);
+    return copy_by_range(ra) != NULL;
+}
+
 
 bool resolve_note_dlsym(const void *real)
 {

@@ -15,14 +15,15 @@ UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/un
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
               $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
               $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam \
-              $(TESTS_B)/unit/test_elflibc
+              $(TESTS_B)/unit/test_elflibc $(TESTS_B)/unit/test_wire $(TESTS_B)/unit/test_sysapi
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
 .PHONY: tests print-unit-tests print-integration-c-tests
 
 # Helpers the Python integration tests run (not test programs themselves).
-INTEGRATION_HELPERS := $(TESTS_B)/secure_helper $(TESTS_B)/sig_helper
+INTEGRATION_HELPERS := $(TESTS_B)/secure_helper $(TESTS_B)/sig_helper $(TESTS_B)/sigwrite_helper \
+                       $(TESTS_B)/libsigwrite_mod.so
 
 tests: $(UNIT_TESTS) $(INTEGRATION_C_TESTS) $(INTEGRATION_HELPERS)
 
@@ -37,7 +38,9 @@ $(TESTS_B)/unit $(TESTS_B)/integration:
 
 # The library's module objects without interpose.o (which defines the PQ*
 # wrappers and would clash with -lpq), as an archive: a test links what it
-# uses, plus whatever those modules need, and nothing else.
+# uses, plus whatever those modules need, and nothing else.  (The wire
+# variant's objects, WIRE_OBJS, are not in LIB_OBJS: interpose_libc.o's
+# libc wrappers never reach a test program, whose read/write stay libc's.)
 TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o libconfig_dl.o resolve.o conn.o ownconn.o shim.o)
 TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
 
@@ -141,6 +144,14 @@ $(TESTS_B)/unit/test_sqlclass: tests/unit/test_sqlclass.c $(B)/obj/sqlclass.o $(
 $(TESTS_B)/unit/test_wait: tests/unit/test_wait.c $(B)/obj/wait.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wait.o -lcriterion
 
+# wire.o alone: the framing parser is pure.
+$(TESTS_B)/unit/test_wire: tests/unit/test_wire.c $(B)/obj/wire.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wire.o -lcriterion
+
+# sysapi.o alone: the table of real libc functions.
+$(TESTS_B)/unit/test_sysapi: tests/unit/test_sysapi.c $(B)/obj/sysapi.o $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sysapi.o -lcriterion -ldl
+
 $(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
@@ -162,3 +173,11 @@ $(TESTS_B)/unit/test_ownconn: tests/unit/test_ownconn.c $(TESTS_B)/libmigshim-co
 # Not instrumented (like python3): the preload brings the sanitizer runtimes.
 $(TESTS_B)/sig_helper: tests/integration/c/sig_helper.c | $(TESTS_B)/integration
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq
+
+# --- integration: the wire variant's first write from a signal handler --------
+# (tests/integration/test_wire.py; sigwrite_helper.c says how)
+$(TESTS_B)/sigwrite_helper: tests/integration/c/sigwrite_helper.c | $(TESTS_B)/integration
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpthread -ldl
+
+$(TESTS_B)/libsigwrite_mod.so: tests/integration/c/sigwrite_mod.c | $(TESTS_B)/integration
+	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<

@@ -1,0 +1,114 @@
+/*
+ * wirefd — which file descriptors carry a PostgreSQL connection the shim
+ * follows on the wire, and following them (phase 1 of issue 22: observing
+ * only, nothing injected or changed).
+ *
+ * A per-fd state table, indexed by fd (fds below WIREFD_MAX; a higher fd is
+ * never followed), read with one load by every interposed I/O call:
+ *   WIREFD_NONE       0: not a candidate: the fast path, a load and a
+ *                        compare.  Every fd starts here, and any fd the
+ *                        process did not connect() itself (files, pipes,
+ *                        stdio, accepted sockets) stays here.
+ *   WIREFD_CANDIDATE  1: the process connect()ed this socket and has
+ *                        written nothing on it yet.  Its first write
+ *                        decides: a StartupMessage, SSLRequest or
+ *                        GSSENCRequest (wire_first) on a stream socket, not
+ *                        written by libpq -> followed; anything else (and a
+ *                        CancelRequest) -> NONE for good.
+ *   WIREFD_FOLLOWED+k:   followed, connection slot k: every byte written
+ *                        and read goes through the framing parser (wire.h).
+ * A followed connection whose stream ends for the parser (TLS accepted,
+ * GSSAPI encryption, lost) logs one debug line and goes back to NONE.
+ * close() and dup2/dup3 onto an fd reset it to NONE first; connect()
+ * makes it a candidate again (an fd number closed behind the shim's back,
+ * by fclose or close_range, is reused that way).  dup() of a followed fd
+ * shares its stream: the original stops being followed ("lost").
+ *
+ * Connections made by libpq are the libpq layer's (interpose.c): a connect()
+ * or a first write whose caller lies inside a libpq copy (resolve.h) leaves
+ * the fd NONE, so nothing is followed twice.  A process where the shim is
+ * inactive (shim.h) follows nothing.
+ *
+ * Logging: debug only, so the app cannot tell (one line when a connection
+ * is recognised, one when it ends or stops being followed).
+ *
+ * Safety, since every program the shim is preloaded into runs these on
+ * every read and write: errno and the real call's result are never
+ * changed; the NONE path is async-signal-safe and lock-free (a signal
+ * handler writing to a self-pipe costs a load and a compare); a followed
+ * connection is fed under a per-connection try-lock (a second thread, or a
+ * signal handler, meeting it busy makes the connection lost rather than
+ * wait); after fork() the child follows none of its parent's connections;
+ * a vfork() child (same memory, different pid) never changes the parent's
+ * states.
+ */
+#ifndef MIGSHIM_WIREFD_H
+#define MIGSHIM_WIREFD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define WIREFD_MAX 65536  /* fds followed: 0 .. WIREFD_MAX-1 (the table: 128 KiB of bss) */
+#define WIREFD_CONNS 256  /* connections followed at once                              */
+
+enum {
+    WIREFD_NONE = 0,
+    WIREFD_CANDIDATE = 1,
+    WIREFD_FOLLOWED = 16, /* + the connection's slot */
+};
+
+/* The table (hidden: the wrappers load it directly). */
+extern __attribute__((visibility("hidden"))) _Atomic uint16_t wirefd_state[WIREFD_MAX];
+
+/* fd's state, WIREFD_NONE for an fd outside the table.  One compare and
+ * one load. */
+static inline unsigned wirefd_get(int fd)
+{
+    if (__builtin_expect((unsigned)fd >= WIREFD_MAX, 0))
+        return WIREFD_NONE;
+    return atomic_load_explicit(&wirefd_state[fd], memory_order_relaxed);
+}
+
+/*
+ * The hooks the libc wrappers (interpose_libc.c) call, each only when
+ * wirefd_get(fd) says there is something to do, after the real call, with
+ * its result `r`; `ra` is the app's return address (who called).  None of
+ * them changes errno.
+ */
+
+/* connect(fd, ...) returned r (0, or -1 with EINPROGRESS for a
+ * non-blocking socket: both make fd a candidate).  Called for every
+ * connect. */
+void wirefd_connected(int fd, int r, int err, const void *ra);
+
+/* The app wrote `r` > 0 bytes of `buf` (`len` bytes offered) on fd, state
+ * `st` (CANDIDATE or FOLLOWED+k).  `flags`: send's (MSG_OOB loses the
+ * stream). */
+void wirefd_wrote(int fd, unsigned st, const void *buf, size_t len, ssize_t r, int flags,
+                  const void *ra);
+/* The same, gathered (writev, sendmsg). */
+void wirefd_wrotev(int fd, unsigned st, const struct iovec *iov, int iovcnt, ssize_t r, int flags,
+                   const void *ra);
+
+/* The app read `r` > 0 bytes into `buf` on followed fd (state `st` >=
+ * WIREFD_FOLLOWED).  `flags`: recv's (MSG_PEEK: not consumed, not fed;
+ * MSG_OOB, MSG_TRUNC lose the stream). */
+void wirefd_read(int fd, unsigned st, const void *buf, ssize_t r, int flags);
+void wirefd_readv(int fd, unsigned st, const struct iovec *iov, int iovcnt, ssize_t r, int flags);
+
+/* fd is about to be closed, or replaced by dup2/dup3 (state `st` !=
+ * NONE): it stops being followed, and is NONE from now on. */
+void wirefd_closing(int fd, unsigned st);
+
+/* fd (state `st` >= FOLLOWED) was duplicated by dup(): the stream is
+ * shared, the original stops being followed. */
+void wirefd_duplicated(int fd, unsigned st);
+
+/* For tests and the bench: is fd followed right now? */
+bool wirefd_followed(int fd);
+
+#endif

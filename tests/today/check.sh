@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# make check-today: the e2e fleets that matter, on the second stack
-# ("today's releases", tests/today/build.sh), with the existing drivers
+# The today suite of make check (tests/run.sh; alone: make check-today):
+# builds the second stack ("today's releases", tests/today/build.sh), then
+# runs the e2e fleets that matter on it, with the existing drivers
 # (tests/e2e/fleet.py, djfleet.py) switched by E2E_PYTHON (the
 # Python that runs the apps) and E2E_DRIVER (psycopg2 or psycopg).
 # pytest itself stays Debian's /usr/bin/python3.  Closing line:
-#   today: N passed, N failed
-# and the versions used.  A missing piece (no pyenv, no Python 3.13) is one
-# line "today: skipped: ..." and exit status 77, never a silent pass.
+#   today: N passed, N failed (<versions>; T s)
+# and, for tests/run.sh, $B/today/tally ("N N") and $B/today/label.  A
+# missing piece (no pyenv, no Python 3.13) is one line "today: skipped: ..."
+# (the reason also in $B/today/skipped) and exit status 77, never a silent
+# pass; tests/run.sh makes that a failure with CI=true.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -49,15 +52,20 @@ if [ "${1:-}" = "--server" ]; then
   run_pytest "alembic, psycopg2" "$V5" psycopg2 $REPEATS -- \
     tests/e2e/test_gate_fleet.py tests/e2e/test_guard_fleet.py \
     -k "$GATE or guard_alone_16_workers_from_an_empty or guard_alone_16_workers_from_an_intermediate"
-  run_pytest "alembic, psycopg 3" "$V5" psycopg $REPEATS -- \
+  # psycopg 3 in pure Python is the slow one: the same fleets less often; the
+  # Flask-Migrate layout (the same driver path as flask-alembic) on psycopg2 only
+  run_pytest "alembic, psycopg 3" "$V5" psycopg GATE_FLEET_REPEATS=${GATE_FLEET_REPEATS:-2} \
+    GUARD_FLEET_RUNS=${GUARD_FLEET_RUNS:-6} -- \
     tests/e2e/test_gate_fleet.py tests/e2e/test_guard_fleet.py \
-    -k "$GATE or guard_alone_16_workers_from_an_empty"
+    -k "teeth or empty_db or intermediate_revision[8] or guard_alone_16_workers_from_an_empty"
   run_pytest "transaction_per_migration, guard only" "$V5" psycopg2 -- tests/today/test_today_tpm.py
-  run_pytest "Django 5.2, psycopg 3" "$V5" psycopg -- tests/e2e/test_django.py \
+  # (Django picks psycopg 3 itself where it imports; the driver argument only
+  # makes the Alembic apps' URL, and the Django example wants postgresql://)
+  run_pytest "Django 5.2, psycopg 3" "$V5" psycopg2 -- tests/e2e/test_django.py \
     -k "fleet_with_shim and ($DJ_SHIM) and not data_behind-4 or without_shim or target_unknown"
   run_pytest "Django 5.2, psycopg2 alone" "$V5P2" psycopg2 -- tests/e2e/test_django.py \
     -k "fleet_with_shim and (empty-4-containers+gunicorn or data_behind-8-workers) or without_shim"
-  run_pytest "Django 6.x, psycopg 3" "$V6" psycopg -- tests/e2e/test_django.py \
+  run_pytest "Django 6.x, psycopg 3" "$V6" psycopg2 -- tests/e2e/test_django.py \
     -k "fleet_with_shim and (empty-4-containers+gunicorn or data_behind-8-workers) or without_shim"
   run_pytest "oracle, short" "$V5" psycopg2 ORACLE_RUNS=${ORACLE_RUNS:-2} -- tests/oracle/test_oracle.py
   exit 0

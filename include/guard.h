@@ -19,8 +19,10 @@
  * the app's view of the version table is short of the target, DDL,
  * savepoint commands, a plain INSERT ... VALUES and Alembic's version
  * writes get their usual tags, Alembic's read of the version table gets
- * the view, and a statement that reads no table runs for real; anything
- * else -- and everything once the view is at the target -- makes the
+ * the view, and a statement that reads no table runs for real;
+ * DEALLOCATE [PREPARE] {ALL | name} runs for real at any point (session
+ * state, not transactional: psycopg 3 sends it after an answered ALTER);
+ * anything else -- and everything once the view is at the target -- makes the
  * stand-in fail for real, and the app gets the original error.  COMMIT is
  * answered "COMMIT" and ends the stand-in.
  *

@@ -187,4 +187,18 @@ enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz);
  */
 bool sqlclass_tablefree(const char *sql);
 
+/*
+ * True when `sql` is exactly one DEALLOCATE [PREPARE] {ALL | name}: what
+ * psycopg 3 sends to drop its prepared statements (DEALLOCATE ALL after a
+ * result tagged DROP, ALTER, ROLLBACK or DISCARD; DEALLOCATE _pg3_<n> when
+ * its cache rotates, with a libpq older than 17).  It changes session
+ * state only: no table, no row, and it is not transactional (a ROLLBACK
+ * does not bring a statement back), so it does the same whether it runs in
+ * the app's transaction or in a stand-in for it.
+ *
+ *   sqlclass_deallocate("DEALLOCATE ALL")                 -> true
+ *   sqlclass_deallocate("DEALLOCATE ALL; DELETE FROM t")  -> false
+ */
+bool sqlclass_deallocate(const char *sql);
+
 #endif

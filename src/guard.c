@@ -783,6 +783,19 @@ static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g
     }
     if (sqlclass_tablefree(call->sql))
         return RUN_REAL; /* pg_sleep(), SHOW, SET: the same answer either way */
+    /* DEALLOCATE ALL / DEALLOCATE <name> (psycopg 3 after a result tagged
+     * ALTER, DROP, ROLLBACK or DISCARD: the made ones too): it drops the
+     * session's prepared statements, touches no table and is not undone by
+     * a rollback, so run for real it leaves the session exactly as in the
+     * app's own transaction (the statements gone, as the driver believes);
+     * answered without running, it would leave them on the server.  Even
+     * once the migration is over: no work of the app's is lost by it.  Its
+     * own error (no such statement) gives the app the original one. */
+    if (sqlclass_deallocate(call->sql)) {
+        log_debug("guard: \"%.50s\" runs for real in the stand-in transaction (session state, "
+                  "not transactional)", call->sql);
+        return RUN_REAL;
+    }
     if (g->view_done)
         return GIVE_UP; /* the migration is over: this is the app's own work */
     switch (verb) {

@@ -870,6 +870,28 @@ bool sqlclass_tablefree(const char *sql)
     return at_end(&lx, &t);
 }
 
+bool sqlclass_deallocate(const char *sql)
+{
+    struct lexer lx;
+    struct token t;
+    if (!lex_whole(sql, &lx, &t) || !eat(&lx, &t, "deallocate"))
+        return false;
+    /* DEALLOCATE PREPARE x, or a statement named "prepare" */
+    if (is_word(&t, "prepare")) {
+        struct lexer l = lx;
+        struct token u = t;
+        next(&l, &u);
+        if (u.type == T_WORD || u.type == T_QIDENT) {
+            lx = l;
+            t = u;
+        }
+    }
+    if (t.type != T_WORD && t.type != T_QIDENT)
+        return false;
+    next(&lx, &t);
+    return at_end(&lx, &t);
+}
+
 /* Case-insensitive search for `needle` (lower case) in the first
  * SQLCLASS_SCAN_MAX bytes of `s`. */
 static const char *find_ci(const char *s, const char *needle)

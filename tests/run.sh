@@ -2,12 +2,15 @@
 # make check: every suite, one PostgreSQL for the suites that need a server,
 # and a closing summary of what ran.
 #
-#   tests/run.sh            build checks, unit tests, then the server suites
+#   tests/run.sh            build checks, unit tests, the server suites (all
+#                           on Debian 12's packages: "bookworm"), then the
+#                           second stack, today's releases (tests/today/check.sh:
+#                           its own venvs and PostgreSQL; not with SANITIZE)
 #   tests/run.sh --only S   only the suites S, a comma-separated list of
 #                           build, unit, integration-c, python, oracle, chaos,
-#                           or server (those four), musl; the summary counts them
-#                           alone (make check-build, check-unit, check-integration,
-#                           check-musl)
+#                           server (those four), musl, or today; the summary
+#                           counts them alone (make check-build, check-unit,
+#                           check-integration, check-musl, check-today)
 #   tests/run.sh --server   (internal) the suites run inside with-pg.sh
 #
 # Environment (set by the Makefile's check target):
@@ -15,6 +18,8 @@
 #   MUSL_B     the musl build directory (default build-musl: make musl); the
 #              musl suite (tests/musl/) runs there the musl library, command
 #              and a musl libpq client fleet.  Not in a sanitized run.
+#   CI         "true" on CI: a today stack that cannot be built here (no pyenv
+#              Python 3.13) fails the run instead of being skipped
 #   SANITIZE   non-empty for a sanitized build (`make check-san`): every
 #              preload gets the sanitizer runtimes first (tests/shimbuild.py),
 #              ASan/UBSan write their reports under $B/san-reports/, and any
@@ -45,20 +50,22 @@ fi
 
 # --only: which suites run (RUN_ONLY, exported to the --server half).
 if [ "${1:-}" = "--only" ]; then
-  RUN_ONLY=${2:?"--only needs a list: build,unit,integration-c,python,oracle,chaos,server,musl"}
+  RUN_ONLY=${2:?"--only needs a list: build,unit,integration-c,python,oracle,chaos,server,musl,today"}
   for s in ${RUN_ONLY//,/ }; do
     case $s in
-      build|unit|integration-c|python|oracle|chaos|server|musl) ;;
-      *) echo "tests/run.sh: unknown suite '$s' (build, unit, integration-c, python, oracle, chaos, server, musl)" >&2
+      build|unit|integration-c|python|oracle|chaos|server|musl|today) ;;
+      *) echo "tests/run.sh: unknown suite '$s' (build, unit, integration-c, python, oracle, chaos, server, musl, today)" >&2
          exit 2 ;;
     esac
   done
   shift 2
 fi
-if [ -n "${SANITIZE:-}" ]; then
-  RUN_ONLY=${RUN_ONLY:-build,unit,server}  # the musl suite tests the plain builds
-else
-  RUN_ONLY=${RUN_ONLY:-build,unit,server,musl}
+# The musl suite tests the plain builds and the today stack tests the
+# drivers and fleets of a second stack, not the library's memory safety
+# (the first stack covers that): make check-san (SANITIZE) runs neither.
+if [ -z "${RUN_ONLY:-}" ]; then
+  RUN_ONLY=build,unit,server
+  [ -n "${SANITIZE:-}" ] || RUN_ONLY=$RUN_ONLY,musl,today
 fi
 RUN_ONLY=${RUN_ONLY//server/integration-c,python,oracle,chaos}
 export RUN_ONLY
@@ -176,6 +183,33 @@ if [ -n "${SANITIZE:-}" ]; then
   fi
 fi
 
+# The second stack (issue 21; docs/compatibility.md): its own build (cached
+# in $B/today: the .debs, psycopg2 compiled, the venvs), its own PostgreSQL.
+today=""
+if wanted today; then
+  echo
+  echo "== today's releases (tests/today/check.sh; make check-today alone)"
+  t0=$SECONDS
+  B="$B" tests/today/check.sh; rc=$?
+  TD=$ROOT/$B/today
+  if [ "$rc" = 77 ]; then
+    why=$(cat "$TD/skipped" 2>/dev/null)
+    if [ "${CI:-}" = true ]; then
+      today="today: 0 passed, 1 failed (CI=true: the second stack must run here, but it was skipped: ${why:-see above})"
+      tf_today=1 tp_today=0
+    else
+      today="today: skipped: ${why:-see above} (the Debian 12 stack only)"
+      today_skipped=1
+    fi
+  elif [ -s "$TD/tally" ]; then
+    read -r tp_today tf_today <"$TD/tally"
+    today="today ($(cat "$TD/label" 2>/dev/null)): $tp_today passed, $tf_today failed ($((SECONDS - t0)) s)"
+  else
+    today="today: 0 passed, 1 failed (tests/today/check.sh ended without a tally, rc=$rc)"
+    tp_today=0 tf_today=1
+  fi
+fi
+
 echo
 echo "== summary"
 tp=0; tf=0
@@ -183,5 +217,14 @@ while read -r suite p f; do
   printf '  %-16s %4s passed, %s failed\n' "$suite" "$p" "$f"
   tp=$((tp + p)); tf=$((tf + f))
 done <"$RESULTS"
-echo "check: $tp passed, $tf failed"
+stacks=""
+[ -s "$RESULTS" ] && stacks="bookworm: $tp passed, $tf failed"
+if [ -n "$today" ]; then
+  echo "  $today"
+  stacks="${stacks:+$stacks · }$today"
+  tp=$((tp + ${tp_today:-0})); tf=$((tf + ${tf_today:-0}))
+fi
+echo "check: $stacks"
+# --only today where the stack cannot be built: 77, as tests/today/check.sh
+[ -n "${today_skipped:-}" ] && [ ! -s "$RESULTS" ] && exit 77
 [ "$tf" = 0 ] && [ "$tp" -gt 0 ]

@@ -1045,7 +1045,13 @@ GIVE_UP_STATEMENTS = [
     "INSERT INTO users (name) VALUES ('x'); COMMIT",
     "COPY users (name) FROM STDIN",
     "COMMIT AND CHAIN",
+    "DEALLOCATE ALL; INSERT INTO users (name) VALUES ('x')",
+    "DEALLOCATE no_such_statement",          # runs for real (session state) and fails there
 ]
+# Those of them that run for real in the read-only stand-in and fail there
+# (their SQLSTATE): the app gets the original error in place of theirs.
+RUN_AND_FAIL = {"SELECT nextval('users_id_seq')": "25006", "SELECT writes()": "25006",
+                "DEALLOCATE no_such_statement": "26000"}
 
 
 @pytest.mark.parametrize("stmt", GIVE_UP_STATEMENTS)
@@ -1067,12 +1073,11 @@ def test_a_statement_that_cannot_be_answered_gets_the_original_error(guard, driv
     assert q[3]["ok"] is False and q[3]["error"]["pgcode"] == "25P02", q[3]
     assert q[3]["tx"] == "INERROR"
     assert r.after == r.peer_snapshot        # nothing ran: no row, no table, no sequence moved
-    ran = ("warn", "guard: a statement run in the stand-in transaction failed (25006); the "
-           "original error passes through")
+    ran = ("warn", "guard: a statement run in the stand-in transaction failed (%s); the "
+           "original error passes through" % RUN_AND_FAIL.get(stmt))
     assert r.child.guard_lines() == [line_map("23505", "CREATE TABLE", "(no table)", R3),
                                      # a SELECT of no table runs, read-only, and fails there
-                                     ran if stmt in ("SELECT nextval('users_id_seq')",
-                                                     "SELECT writes()")
+                                     ran if stmt in RUN_AND_FAIL
                                      else line_give_up(" ".join(stmt.split()))]
 
 
@@ -1098,6 +1103,33 @@ def test_savepoints_inside_the_stand_in(guard, driver):
     assert statuses(r) == ["IDLE"]
     assert r.after == r.peer_snapshot
     assert r.child.guard_lines()[-1] == LINE_END
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_giving_up_inside_an_answered_savepoint(guard, driver):
+    """A statement that cannot be answered inside an answered savepoint gets
+    the original error there; the app may catch it and roll back to the
+    savepoint, as it could in PostgreSQL, and go on (answered); the next
+    statement that cannot be answered fails the transaction with 40001 (no
+    original error is left to give).  Nothing reaches the database.  (The
+    oracle's savepoint-pg3 case covered this until psycopg 3's DEALLOCATE
+    ALL, the statement it gave up on, ran for real.)"""
+    after = sql("SAVEPOINT sa_savepoint_1", "SELECT count(*) FROM users",
+                "ROLLBACK TO SAVEPOINT sa_savepoint_1", "CREATE TABLE x1 (a int)",
+                "UPDATE users SET name = 'y'", "SELECT 1")
+    r = stand_in_race(guard, driver, after, end="rollback")
+    q = sql_steps(r)
+    ok(q[2], "SAVEPOINT", -1)
+    assert q[3]["ok"] is False and q[3]["error"]["pgcode"] == "23505", q[3]
+    ok(q[4], "ROLLBACK", -1)
+    ok(q[5], "CREATE TABLE", -1)
+    assert q[6]["ok"] is False and q[6]["error"]["pgcode"] == "40001", q[6]
+    assert q[7]["ok"] is False and q[7]["error"]["pgcode"] == "25P02", q[7]
+    assert statuses(r) == ["IDLE"]
+    assert r.child.guard_lines() == [line_map("23505", "CREATE TABLE", "(no table)", R3),
+                                     line_give_up("SELECT count(*) FROM users"),
+                                     line_give_up("UPDATE users SET name = 'y'", orig=False)]
+    assert r.after == r.peer_snapshot
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -1131,6 +1163,47 @@ def test_prepared_statements_in_the_stand_in(guard):
     ok(steps[0], "INSERT 0 1", 1)
     ok(steps[1], "SELECT 1", 1, [[1]])
     assert steps[2]["ok"] is False and steps[2]["error"]["pgcode"] == "23505", steps[2]
+    assert r.after == r.peer_snapshot
+
+
+DEALLOCATES = {  # the statement: its tag, the session's prepared statements afterwards
+    "DEALLOCATE ALL": ("DEALLOCATE ALL", []),
+    "DEALLOCATE PREPARE before_a": ("DEALLOCATE", [["before_b"]]),
+}
+
+
+@pytest.mark.parametrize("stmt", sorted(DEALLOCATES))
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg2-async", "psycopg3"])
+def test_deallocate_in_the_stand_in_runs_for_real(guard, driver, stmt):
+    """psycopg 3.3 sends DEALLOCATE ALL before its next statement once a
+    result is tagged ALTER (or DROP, ROLLBACK, DISCARD) while it has
+    statements prepared -- an answered ALTER TABLE too -- and DEALLOCATE
+    <name> when its cache rotates.  In the stand-in it runs for real: it
+    drops the session's prepared statements (not transactional: the
+    stand-in's ROLLBACK does not bring them back, as the app's COMMIT would
+    not), exactly as in the app's own transaction, where answering it
+    without running it would leave them on the server while the driver
+    believes them gone.  The rest of the migration is answered, the
+    database is the peer's, and the session's prepared statements are what
+    the DEALLOCATE left.  (Before this, the app got the original 23505.)"""
+    tag, remaining = DEALLOCATES[stmt]
+    steps = ([["begin"]] + sql("PREPARE before_a AS SELECT 1", "PREPARE before_b AS SELECT 2")
+             + [["commit"], ["begin"]]
+             + sql(HAS_VT, HAS_VT, CREATE_VT, stmt, *REV1, *REV2, *REV3, READ_VT)
+             + [["commit"], ["status"], ["begin"]]
+             + sql("SELECT name FROM pg_prepared_statements ORDER BY 1") + [["commit"]])
+    r = guard.race(argv=client_argv(driver, steps), heads=R3,
+                   peer=[CREATE_VT, *REV1, *REV2, *REV3],
+                   blocked_on="CREATE TABLE alembic_version")
+    assert_completed(r)
+    q = sql_steps(r)
+    assert [x["ok"] for x in q] == [True] * len(q), r.describe()
+    ok(q[4], "CREATE TABLE", -1)             # the race: 23505, answered
+    ok(q[5], tag, -1)                        # run for real
+    ok(q[-2], "SELECT 1", 1, [[R3]])
+    ok(q[-1], "SELECT %d" % len(remaining), len(remaining), remaining)
+    assert statuses(r) == ["IDLE"]
+    assert_no_problems_but(r, [line_map("23505", "CREATE TABLE", "(no table)", R3), LINE_END])
     assert r.after == r.peer_snapshot
 
 

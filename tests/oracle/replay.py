@@ -19,8 +19,10 @@ libpq paths (Debian's ctypes backend, through the shim's dlsym):
     multi-statement string stays one string);
   * a statement with parameters: prepared (prepare=True: PQsendPrepare +
     PQsendQueryPrepared);
-  * an executemany (Alembic's op.bulk_insert): cursor.executemany, which
-    psycopg 3.1 runs in pipeline mode;
+  * an executemany (Alembic's op.bulk_insert with SQLAlchemy 1.4):
+    cursor.executemany, which psycopg 3 runs in pipeline mode (SQLAlchemy
+    2 sends the batch as one multi-VALUES INSERT, recorded and replayed as
+    one execute);
   * SAVEPOINT / RELEASE / ROLLBACK TO of SQLAlchemy's begin_nested become
     psycopg 3 nested transactions (conn.transaction(): "_pg3_n" savepoints);
   * COPY ... FROM STDIN: cursor.copy();
@@ -128,6 +130,10 @@ def main():
             return None
         cur = conn.cursor()
         if many:
+            # a list of parameter sets (runner.py records SQLAlchemy 2's
+            # insertmanyvalues batch as one execute, not as its keys)
+            assert isinstance(params, list) and all(
+                isinstance(p, (dict, list)) for p in params), params
             cur.executemany(sql, params)
         elif params:
             cur.execute(sql, params, prepare=True)

@@ -54,6 +54,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "project"))
@@ -129,9 +130,15 @@ def main():
         @event.listens_for(engine, "before_cursor_execute")
         def _sql(conn, cursor, statement, parameters, context, executemany):
             if oracle_hooks.RECORD is not None:
-                params = list(parameters) if executemany else parameters
+                # SQLAlchemy 2's "insertmanyvalues" (op.bulk_insert) sends a
+                # batch as ONE execute of a multi-VALUES INSERT with one
+                # parameter mapping, and tells this hook executemany=True:
+                # recorded as the single execute it is (replay.py would
+                # otherwise hand executemany the mapping's keys, strs)
+                many = bool(executemany) and not isinstance(parameters, Mapping)
+                params = list(parameters) if many else parameters
                 rec.append({"op": "sql", "sql": statement, "params": params or None,
-                            "many": bool(executemany)})
+                            "many": many})
 
         @event.listens_for(engine, "handle_error")
         def _err(ctx):

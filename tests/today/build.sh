@@ -7,6 +7,9 @@
 #                 pure-Python/ctypes implementation), psycopg2 (compiled here),
 #                 gunicorn, Flask, Flask-SQLAlchemy, Flask-Migrate, and
 #                 Django 5.2 LTS (venv-dj5) or Django 6.x (venv-dj6)
+#   DIR/venv-dj5-pg2   venv-dj5 without psycopg 3: Django prefers psycopg 3
+#                 whenever it imports, so a psycopg2-only Django needs a venv
+#                 where it does not
 #   DIR/versions.out   the versions the venvs import (printed by every run)
 #
 # Everything is pinned in tests/today/versions.txt.  No PyPI: the packages
@@ -50,7 +53,8 @@ command -v pg_config >/dev/null || skip "no pg_config (libpq-dev) to build psyco
 
 stamp=$(cat "$VERS" "$0" "$HERE/apt.sh" | sha256sum | cut -c1-16)-$("$PYBASE" -c 'import sys; print(sys.version.split()[0])')
 if [ -f "$D/stamp" ] && [ "$(cat "$D/stamp")" = "$stamp" ] &&
-   [ -x "$D/venv-dj5/bin/python" ] && [ -x "$D/venv-dj6/bin/python" ] && [ -s "$D/versions.out" ]; then
+   [ -x "$D/venv-dj5/bin/python" ] && [ -x "$D/venv-dj6/bin/python" ] &&
+   [ -x "$D/venv-dj5-pg2/bin/python" ] && [ -s "$D/versions.out" ]; then
   echo "today: stack up to date in $D"
   exit 0
 fi
@@ -122,12 +126,14 @@ unpack() { # DEB SITE
   fi
   rm -rf "$x"
 }
-make_venv() { # NAME DJANGO_VERSION
+make_venv() { # NAME DJANGO_VERSION [PACKAGE-TO-LEAVE-OUT]
   local v=$D/$1 tmp=$D/$1.tmp
   rm -rf "$tmp"
   "$PYBASE" -m venv --without-pip "$tmp"   # include-system-site-packages = false
   local site; site=$("$tmp/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  for pv in $pkgs; do unpack "$(debfile "${pv%%=*}" "${pv#*=}")" "$site"; done
+  for pv in $pkgs; do
+    [ "${pv%%=*}" = "${3:-}" ] || unpack "$(debfile "${pv%%=*}" "${pv#*=}")" "$site"
+  done
   unpack "$(debfile python3-django "$2")" "$site"
   # compiled for sid's Python (3.14) and glibc: they would not load here
   find "$site" -name '*.so' -delete
@@ -138,15 +144,20 @@ make_venv() { # NAME DJANGO_VERSION
 }
 make_venv venv-dj5 "$(pin django5)"
 make_venv venv-dj6 "$(pin django6)"
+make_venv venv-dj5-pg2 "$(pin django5)" python3-psycopg
 
 # --- what they import -----------------------------------------------------------
-for v in venv-dj5 venv-dj6; do
+for v in venv-dj5 venv-dj6 venv-dj5-pg2; do
   echo "$v: $("$D/$v/bin/python" -I -W ignore - <<'PY'
 import sys, importlib
 out = ["python " + sys.version.split()[0]]
 for mod in ("sqlalchemy", "alembic", "psycopg", "psycopg2", "django", "gunicorn",
             "flask", "flask_sqlalchemy", "flask_migrate", "werkzeug", "markupsafe"):
-    m = importlib.import_module(mod)
+    try:
+        m = importlib.import_module(mod)
+    except ImportError:
+        out.append(f"{mod} absent")
+        continue
     v = getattr(m, "__version__", None)
     if v is None:
         from importlib.metadata import version
@@ -160,6 +171,8 @@ for mod in ("sqlalchemy", "alembic", "psycopg", "psycopg2", "django", "gunicorn"
     if mod == "markupsafe":
         v += " (pure Python)"
     out.append(f"{mod} {v}")
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+out.append("Django's driver " + ("psycopg 3" if is_psycopg3 else "psycopg2"))
 print(", ".join(out))
 PY
 )"

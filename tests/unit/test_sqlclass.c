@@ -571,3 +571,23 @@ Test(probe, bare_begin_only)
     cr_assert_not(sqlclass_begin("SELECT 1"));
     cr_assert_not(sqlclass_begin(NULL));
 }
+
+/* psycopg 3's DEALLOCATE, run for real in a stand-in (src/guard.c): one
+ * DEALLOCATE statement, nothing else in the text. */
+Test(deallocate, exactly_one_deallocate)
+{
+    cr_assert(sqlclass_deallocate("DEALLOCATE ALL"));          /* psycopg 3.3, libpq < 17 */
+    cr_assert(sqlclass_deallocate("DEALLOCATE _pg3_12"));      /* its cache rotating */
+    cr_assert(sqlclass_deallocate("deallocate prepare all;"));
+    cr_assert(sqlclass_deallocate("DEALLOCATE PREPARE \"My stmt\""));
+    cr_assert(sqlclass_deallocate("DEALLOCATE prepare"));      /* a statement named prepare */
+    cr_assert(sqlclass_deallocate("/* c */ DEALLOCATE ALL ;;"));
+    cr_assert_not(sqlclass_deallocate("DEALLOCATE ALL; DELETE FROM users"));
+    cr_assert_not(sqlclass_deallocate("DEALLOCATE ALL; COMMIT"));
+    cr_assert_not(sqlclass_deallocate("DEALLOCATE"));
+    cr_assert_not(sqlclass_deallocate("DEALLOCATE 'x'"));
+    cr_assert_not(sqlclass_deallocate("DEALLOCATE a b"));
+    cr_assert_not(sqlclass_deallocate("DISCARD ALL"));
+    cr_assert_not(sqlclass_deallocate("PREPARE p AS SELECT 1"));
+    cr_assert_not(sqlclass_deallocate(NULL));
+}

@@ -180,12 +180,25 @@ enum sql_verb {
 enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz);
 
 /*
- * True when `sql` is exactly one statement that reads no table: SHOW,
- * SET/RESET, or a SELECT with no FROM and no INTO anywhere in it
- * ("SELECT pg_sleep(0.2)", "SELECT current_schema()").  Its answer does
- * not depend on what the transaction wrote.
+ * True when `sql` is exactly one statement the guard may run for real in
+ * its read-only stand-in transaction: one whose answer does not depend on
+ * what the rolled-back transaction wrote, and which leaves no session state
+ * that the stand-in's final ROLLBACK would undo where the app's own COMMIT
+ * would have kept it.  An allowlist:
+ *   - SHOW <setting>;
+ *   - a SELECT made only of the probe words (sqlclass_probe) and pg_sleep:
+ *     "SELECT pg_sleep(0.2)", "select current_schema()" -- no function of
+ *     the app's (it could call set_config), no set_config, no FROM;
+ *   - SET LOCAL <name> {TO | =} <value>: its effect ends with the
+ *     transaction either way; `*local` is then set, because a SET LOCAL
+ *     after a SAVEPOINT the stand-in answered without running would
+ *     survive the answered ROLLBACK TO that would have undone it.
+ * A session SET or RESET, or SELECT set_config(..., false), is not inert:
+ * the stand-in's ROLLBACK would undo it while the app believes it
+ * committed (a search_path the app's later statements resolve by).
+ * `*local` is false unless the statement is such a SET LOCAL.
  */
-bool sqlclass_tablefree(const char *sql);
+bool sqlclass_inert(const char *sql, bool *local);
 
 /*
  * True when `sql` is exactly one DEALLOCATE [PREPARE] {ALL | name}: what

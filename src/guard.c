@@ -781,8 +781,12 @@ static enum answer stand_in(const struct pq_api *pq, PGconn *pg, struct gconn *g
         *made_r = made_versions(pq, pg, &g->view, call->result_format);
         return *made_r ? ANSWERED : GIVE_UP;
     }
-    if (sqlclass_tablefree(call->sql))
-        return RUN_REAL; /* pg_sleep(), SHOW, SET: the same answer either way */
+    bool local;
+    if (sqlclass_inert(call->sql, &local)) {
+        if (local && g->sp_depth > 0)
+            return GIVE_UP; /* an answered ROLLBACK TO could not undo it */
+        return RUN_REAL; /* pg_sleep(), SHOW, SET LOCAL: the same either way */
+    }
     /* DEALLOCATE ALL / DEALLOCATE <name> (psycopg 3 after a result tagged
      * ALTER, DROP, ROLLBACK or DISCARD: the made ones too): it drops the
      * session's prepared statements, touches no table and is not undone by

@@ -855,18 +855,39 @@ enum sql_verb sqlclass_verb(const char *sql, char *tag, size_t tagsz)
     return v;
 }
 
-bool sqlclass_tablefree(const char *sql)
+bool sqlclass_inert(const char *sql, bool *local)
 {
     struct lexer lx;
     struct token t;
+    *local = false;
     if (!lex_whole(sql, &lx, &t))
         return false;
-    bool select = is_word(&t, "select");
-    if (!select && !is_word(&t, "show") && !is_word(&t, "set") && !is_word(&t, "reset"))
+    if (is_word(&t, "show")) /* SHOW <setting>: the probe's own rule */
+        return sqlclass_probe(sql);
+    if (eat(&lx, &t, "set")) { /* SET LOCAL name {TO | =} value[, ...] */
+        if (!eat(&lx, &t, "local") || t.type != T_WORD || t.too_long)
+            return false;
+        next(&lx, &t);
+        if (eat_punct(&lx, &t, '.')) { /* a custom setting: ext.name */
+            if (t.type != T_WORD || t.too_long)
+                return false;
+            next(&lx, &t);
+        }
+        if (!eat(&lx, &t, "to") && !eat_punct(&lx, &t, '='))
+            return false;
+        bool any = false;
+        for (; t.type != T_END && !is_punct(&t, ';'); next(&lx, &t), any = true)
+            if (t.type != T_WORD && t.type != T_QIDENT && t.type != T_STRING &&
+                !(t.type == T_PUNCT && strchr("0123456789.,-", t.text[0])))
+                return false;
+        *local = any && at_end(&lx, &t);
+        return *local;
+    }
+    if (!eat(&lx, &t, "select"))
         return false;
     for (; t.type != T_END && !is_punct(&t, ';'); next(&lx, &t))
-        if (select && (is_word(&t, "from") || is_word(&t, "into")))
-            return false;
+        if (is_word(&t, "from") || (!probe_token(&t) && !is_word(&t, "pg_sleep")))
+            return false; /* no table, not even a catalog: the peer's, not the app's view */
     return at_end(&lx, &t);
 }
 

@@ -335,20 +335,53 @@ Test(names, kind_names)
     cr_assert_str_eq(sqlclass_kind_name(SQL_OTHER), "other");
 }
 
-Test(tablefree, reads_that_touch_no_table)
+static bool inert(const char *sql)
 {
-    cr_assert(sqlclass_tablefree("SELECT pg_sleep(0.2)"));
-    cr_assert(sqlclass_tablefree("select current_schema()"));
-    cr_assert(sqlclass_tablefree("SHOW transaction isolation level"));
-    cr_assert(sqlclass_tablefree("SET LOCAL lock_timeout = '1s';"));
-    cr_assert(sqlclass_tablefree("select 'from' as x"));          /* a literal */
-    cr_assert_not(sqlclass_tablefree("SELECT count(*) FROM users"));
-    cr_assert_not(sqlclass_tablefree("SELECT 1 INTO t"));
-    cr_assert_not(sqlclass_tablefree("SELECT (SELECT max(id) FROM users)"));
-    cr_assert_not(sqlclass_tablefree("SELECT 1; DELETE FROM users"));
-    cr_assert_not(sqlclass_tablefree("INSERT INTO t VALUES (1)"));
-    cr_assert_not(sqlclass_tablefree("WITH x AS (SELECT 1) SELECT * FROM x"));
-    cr_assert_not(sqlclass_tablefree(NULL));
+    bool local = true;
+    bool r = sqlclass_inert(sql, &local);
+    cr_assert(!local || r, "local set for a statement that is not inert: %s", sql);
+    return r;
+}
+
+static bool inert_local(const char *sql)
+{
+    bool local = false;
+    return sqlclass_inert(sql, &local) && local;
+}
+
+Test(inert, reads_that_touch_no_table_and_leave_no_session_state)
+{
+    cr_assert(inert("SELECT pg_sleep(0.2)"));
+    cr_assert(inert("select current_schema()"));
+    cr_assert(inert("SELECT 1"));
+    cr_assert(inert("SELECT version()"));
+    cr_assert(inert("SHOW transaction isolation level"));
+    cr_assert(inert("SHOW search_path;"));
+    cr_assert(inert_local("SET LOCAL lock_timeout = '1s';"));
+    cr_assert(inert_local("set local statement_timeout to 5000"));
+    cr_assert(inert_local("SET LOCAL search_path TO tenant_1, public"));
+    cr_assert(inert_local("SET LOCAL myext.flag = on"));
+    cr_assert_not(inert_local("SELECT pg_sleep(0.2)"));
+    /* session state the stand-in's ROLLBACK would undo, a clean COMMIT keep */
+    cr_assert_not(inert("SET lock_timeout = '1s'"));
+    cr_assert_not(inert("SET search_path TO tenant_1"));
+    cr_assert_not(inert("SET SESSION statement_timeout = 0"));
+    cr_assert_not(inert("RESET search_path"));
+    cr_assert_not(inert("SELECT set_config('search_path', 't1', false)"));
+    cr_assert_not(inert("SELECT set_tenant()"));             /* a function of the app's */
+    cr_assert_not(inert("SET LOCAL lock_timeout"));
+    cr_assert_not(inert("SET LOCAL TRANSACTION READ WRITE"));
+    cr_assert_not(inert("SET LOCAL a = 1; SET b = 2"));
+    cr_assert_not(inert("select 'from' as x"));               /* a word not on the list */
+    cr_assert_not(inert("SELECT count(*) FROM users"));
+    cr_assert_not(inert("SELECT relname FROM pg_class"));    /* not even a catalog */
+    cr_assert_not(inert("SELECT 1 INTO t"));
+    cr_assert_not(inert("SELECT (SELECT max(id) FROM users)"));
+    cr_assert_not(inert("SELECT 1; DELETE FROM users"));
+    cr_assert_not(inert("INSERT INTO t VALUES (1)"));
+    cr_assert_not(inert("WITH x AS (SELECT 1) SELECT * FROM x"));
+    cr_assert_not(inert("SELECT nextval('s')"));
+    cr_assert_not(inert(NULL));
 }
 
 /* The length shortcut of the wrappers' text-only hook (target unknown). */

@@ -444,21 +444,40 @@ distcheck: dist
 #                 library and the command, built in $(B)/wheel with Debian's hardening flags
 #                 and stripped, and a launcher (packaging/wheel/migshim/); 2.X is the newest
 #                 GLIBC_ symbol version the two files need (objdump -T)
+# make wheel-musl $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_1_Y_<arch>.whl: the same,
+#                 from the musl library and command (musl-gcc, as make musl); 1.Y is the
+#                 version of the musl the command's loader reports (Debian's musl package)
 # make check-wheel  tests/packaging/test_wheel.py: pip install --no-index into fresh venvs,
 #                 a fleet booted through the console script, pip uninstall
 WHEEL_B := $(B)/wheel
 # (python3-venv, for the test's venvs, is in DEB_PACKAGES)
-.PHONY: wheel check-wheel
+.PHONY: wheel wheel-musl check-wheel
 wheel:
 	@$(MAKE) --no-print-directory B=$(WHEEL_B) SANITIZE= \
 	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
 	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so $(WHEEL_B)/migshim >/dev/null
-	@rm -f $(B)/dist/migshim-$(VERSION)-*.whl
+	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_*.whl
 	@/usr/bin/python3 packaging/build-wheel.py --lib $(WHEEL_B)/libmigshim.so --cli $(WHEEL_B)/migshim \
 	    --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
 
+# The musl wheel: the same two files built as make musl builds them (musl-gcc,
+# the one libconfig.h), in $(MUSL_B)/wheel with Debian's hardening CFLAGS and
+# LDFLAGS but not its CPPFLAGS (-D_FORTIFY_SOURCE: musl's headers have no
+# fortify); the builder reads Y from the musl loader the command names.
+MUSL_WHEEL_B := $(MUSL_B)/wheel
+wheel-musl: musl-deps
+	@mkdir -p $(MUSL_B)/sysinc
+	@ln -sf $(LIBCONFIG_H) $(MUSL_B)/sysinc/libconfig.h
+	@$(MAKE) --no-print-directory B=$(MUSL_WHEEL_B) CC=musl-gcc SANITIZE= \
+	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) -U_FORTIFY_SOURCE" LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" \
+	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) \
+	    $(MUSL_WHEEL_B)/libmigshim.so $(MUSL_WHEEL_B)/migshim >/dev/null
+	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_*.whl
+	@/usr/bin/python3 packaging/build-wheel.py --lib $(MUSL_WHEEL_B)/libmigshim.so \
+	    --cli $(MUSL_WHEEL_B)/migshim --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
+
 check-wheel: deps all
-	@tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider -rxXfE \
+	@tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider -rsxXfE \
 	    tests/packaging/test_wheel.py
 
 clean:
@@ -488,6 +507,7 @@ help:
 	@echo "make check-deb   build, lintian, install into a throwaway root, boot a fleet with it"
 	@echo "make dist        $(B)/migshim-$(VERSION).tar.gz; make distcheck: make check from it"
 	@echo "make wheel       $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl (stdlib only)"
+	@echo "make wheel-musl  $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_1_Y_<arch>.whl, from the musl build"
 	@echo "make check-wheel install the wheel into fresh venvs, boot a fleet through its console script"
 	@echo "make musl        $(MUSL_B)/libmigshim.so and $(MUSL_B)/migshim for musl (Alpine), with musl-gcc"
 	@echo "make check-musl  the musl build checks, the libc mismatch refusal, a musl libpq client fleet"

@@ -16,14 +16,29 @@ package `migshim` holds
 
 and the console script `migshim = migshim:main`.
 
-The tag is py3-none-manylinux_2_X_ARCH: the launcher runs on any Python 3, and
-2.X is the newest GLIBC_ symbol version that the library or the command needs,
-read from their dynamic symbol tables (objdump -T), never assumed.  Refused,
-with one line naming the cause: a file that needs a library outside the
-manylinux policy's list (readelf -d), GLIBC_PRIVATE, no GLIBC_ version at all
-(not a glibc build), or two files of different machines.
+The tag is the C library's the two files were built against, read from the
+files (readelf -d, -l), never assumed:
+
+  glibc  py3-none-manylinux_2_X_ARCH: the launcher runs on any Python 3, and 2.X
+         is the newest GLIBC_ symbol version that the library or the command
+         needs, read from their dynamic symbol tables (objdump -T);
+  musl   py3-none-musllinux_1_Y_ARCH: 1.Y is the version of the musl the command
+         runs on, as its program interpreter (/lib/ld-musl-ARCH.so.1) prints it
+         when run without arguments ("Version 1.2.3"; that loader is musl's
+         libc.so, the one musl-gcc links against), else Debian's musl package
+         version (dpkg-query -W musl).
+
+A file is musl's when it needs musl's libc (NEEDED libc.so, as Debian's
+musl-gcc links, or libc.musl-ARCH.so.1, as Alpine's) and no GLIBC_ version,
+and, for the command, its interpreter is /lib/ld-musl-*; glibc's when it needs
+libc.so.6 and, for the command, its interpreter is ld-linux-* / ld64.so.*.
+Refused, with one line naming the cause: the library and the command of two
+C libraries (or of neither), a file that needs a library outside the
+manylinux policy's list (musllinux: musl's libc and libgcc_s), GLIBC_PRIVATE,
+or two files of different machines.
 
 Prints: build-wheel.py: PATH (N bytes; GLIBC_2.X needed by FILE for SYMBOL)
+        build-wheel.py: PATH (N bytes; musl 1.2.3, from LOADER)
 """
 import argparse
 import base64
@@ -49,6 +64,10 @@ ALLOWED_NEEDED = {
     "libutil.so.1", "libresolv.so.2", "libcrypt.so.1", "libgcc_s.so.1",
     "libstdc++.so.6", "libnsl.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1",
 }
+# auditwheel's musllinux policy, with Debian musl-gcc's name for musl's libc:
+# musl's loader takes any libc.so* as itself, on Alpine too.
+MUSL_NEEDED = re.compile(r"libc\.so|libc\.musl-[a-z0-9_]+\.so\.1")
+MUSL_ALLOWED_NEEDED = {"libgcc_s.so.1"}
 MACHINES = {"Advanced Micro Devices X86-64": "x86_64", "AArch64": "aarch64",
             "Intel 80386": "i686"}
 
@@ -110,11 +129,80 @@ def glibc_needs(path):
     return out
 
 
-def platform_tag(files):
-    """(tag, 'GLIBC_2.X needed by FILE for SYMBOL') for the ELF files."""
+def interpreter(path):
+    """The program interpreter (PT_INTERP) of an executable, or None."""
+    m = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", run(["readelf", "-lW", path]))
+    return m.group(1) if m else None
+
+
+def libc_of(path, is_command):
+    """('glibc' | 'musl' | None, the evidence): the C library a file was built
+    against, from its NEEDED list and, for the command, its interpreter."""
+    libs = needed(path)
+    libc = [n for n in libs if n == "libc.so.6" or MUSL_NEEDED.fullmatch(n)]
+    kind = None
+    if libc == ["libc.so.6"]:
+        kind = "glibc"
+    elif len(libc) == 1:
+        kind = "musl"
+    why = "NEEDED %s" % (", ".join(libc) or "no libc")
+    if is_command:
+        interp = interpreter(path)
+        base = os.path.basename(interp or "")
+        ikind = ("musl" if base.startswith("ld-musl-") else
+                 "glibc" if base.startswith(("ld-linux", "ld64.so")) else None)
+        why += ", interpreter %s" % (interp or "none")
+        if ikind != kind:
+            kind = None
+    return kind, why
+
+
+def musl_version(loader):
+    """(major, minor, 'musl X.Y.Z, from SOURCE'): the loader's own banner, else dpkg's."""
+    text, source = "", ""
+    if loader and os.path.exists(loader):
+        r = subprocess.run([loader], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True)
+        text, source = r.stderr, loader
+    m = re.search(r"^Version ([0-9]+)\.([0-9]+)(\.[0-9]+)?", text, re.M)
+    if not m:
+        r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "musl"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True) if shutil.which("dpkg-query") else None
+        text, source = (r.stdout if r and r.returncode == 0 else ""), "dpkg-query -W musl"
+        m = re.match(r"(?:[0-9]+:)?([0-9]+)\.([0-9]+)(\.[0-9]+)?", text)
+    if not m:
+        raise Refused("cannot tell the musl version: %s prints none, and dpkg-query knows "
+                      "no musl package" % (loader or "no musl loader"))
+    return (int(m.group(1)), int(m.group(2)),
+            "musl %s.%s%s, from %s" % (m.group(1), m.group(2), m.group(3) or "", source))
+
+
+def platform_tag(lib, cli):
+    """(tag, why) for the library and the command: manylinux_2_X_ARCH with why
+    'GLIBC_2.X needed by FILE for SYMBOL', or musllinux_1_Y_ARCH with 'musl 1.Y.Z, from ...'."""
+    files = [lib, cli]
     arches = {machine(f) for f in files}
     if len(arches) != 1:
         raise Refused("the files are built for different machines: %s" % sorted(arches))
+    arch = arches.pop()
+    (lkind, lwhy), (ckind, cwhy) = libc_of(lib, False), libc_of(cli, True)
+    if lkind is None or ckind is None or lkind != ckind:
+        raise Refused("the library and the command must be built for one C library: "
+                      "%s is %s (%s), %s is %s (%s)"
+                      % (lib, lkind or "neither glibc's nor musl's", lwhy,
+                         cli, ckind or "neither glibc's nor musl's", cwhy))
+    if lkind == "musl":
+        for f in files:
+            bad = [n for n in needed(f)
+                   if not MUSL_NEEDED.fullmatch(n) and n not in MUSL_ALLOWED_NEEDED]
+            if bad:
+                raise Refused("%s needs %s: not a library the musllinux policy allows"
+                              % (f, ", ".join(bad)))
+            if glibc_needs(f):
+                raise Refused("%s needs GLIBC_ symbol versions: not a musl build" % f)
+        major, minor, why = musl_version(interpreter(cli))
+        return "musllinux_%d_%d_%s" % (major, minor, arch), why
     best, why = None, ""
     for f in files:
         bad = [n for n in needed(f) if n not in ALLOWED_NEEDED]
@@ -125,9 +213,9 @@ def platform_tag(files):
             if best is None or ver > best:
                 best, why = ver, "%s for %s" % (os.path.basename(f), sorted(syms)[0])
     if best is None:
-        raise Refused("%s: no GLIBC_ symbol version at all: not a glibc build "
-                      "(a musl build gets no manylinux tag)" % ", ".join(files))
-    return ("manylinux_%d_%d_%s" % (best[0], best[1], arches.pop()),
+        raise Refused("%s: no GLIBC_ symbol version at all: not a glibc build"
+                      % ", ".join(files))
+    return ("manylinux_%d_%d_%s" % (best[0], best[1], arch),
             "GLIBC_%d.%d needed by %s" % (best[0], best[1], why))
 
 
@@ -142,7 +230,7 @@ def build(lib, cli, version, out_dir, mtime):
             raise Refused("%s: no such file (make builds it)" % f)
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
         raise Refused("version %r is not a plain release number" % version)
-    tag, why = platform_tag([lib, cli])
+    tag, why = platform_tag(lib, cli)
     stage = tempfile.mkdtemp(prefix="migshim-wheel.")
     try:
         slib, scli = os.path.join(stage, "libmigshim.so"), os.path.join(stage, "migshim")

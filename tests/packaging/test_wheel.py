@@ -18,6 +18,24 @@ console script, pip uninstall (issue 23, part 1).
   examples/flask-alembic whose workers start their migrations together (the demo's start
   line): one leader, each revision once, every worker ready;
 * `pip uninstall -y migshim` leaves the venv as it was before the install.
+
+The musl wheel, `make wheel-musl` (skipped, with one line, where `make musl` cannot
+build -- no musl-gcc -- but failed when CI=true):
+
+* its name and its WHEEL's Tag are py3-none-musllinux_1_Y_<arch>, 1.Y the version the
+  musl loader on this machine prints (the musl the build linked against); the same
+  file list, modes and RECORD checks as the glibc wheel's; its library needs musl's
+  libc only (NEEDED libc.so or libc.musl-<arch>.so.1, no GLIBC_ version), its command's
+  interpreter is musl's loader; both stripped; the glibc and musl wheels hold different
+  libraries and commands;
+* its command, run as itself (its interpreter is musl's loader, which make musl-deps
+  installs): --version, --lib-path (the library next to it), `-- /bin/true` refused
+  with exit 125 (the musl library into a glibc program, src/elflibc.c), `-- <itself>
+  --version` runs (the musl library loads into a musl process; the glibc wheel's library
+  there is musl's "Error relocating ...", exit 127);
+* the builder refuses a glibc library with a musl command and the reverse, with one
+  line, and writes the same bytes twice.
+No Python runs on musl here (Debian has no musl Python): pip on Alpine is not tested.
 """
 
 import base64
@@ -27,6 +45,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -215,3 +234,150 @@ def test_pip_install_fleet_and_uninstall(wheel, python, dirname, db, tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert tree(venv) == before
+
+
+# --- the musl wheel (make wheel-musl) ---------------------------------------------------
+
+MUSL_LOADERS = sorted(glob.glob("/lib/ld-musl-*.so.1"))
+
+
+def make_wheel(target):
+    env = {k: v for k, v in os.environ.items() if k not in ("SANITIZE", "B", "MUSL_B")}
+    return subprocess.run(["make", "-s", "-C", str(REPO_ROOT), target], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def musl_wheel():
+    r = make_wheel("wheel-musl")
+    if r.returncode != 0 and not shutil.which("musl-gcc"):
+        msg = "make musl cannot build here: no musl-gcc (make musl-deps installs musl-tools)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + "; on CI the musl wheel must be built\n" + r.stdout + r.stderr)
+        pytest.skip(msg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"^build-wheel\.py: (\S+\.whl) \((\d+) bytes; musl (\d+)\.(\d+)[.\d]*, from ",
+                  r.stdout, re.M)
+    assert m, r.stdout
+    path = Path(m.group(1))
+    path = path if path.is_absolute() else REPO_ROOT / path
+    assert path.stat().st_size == int(m.group(2))
+    print(f"\n{r.stdout.strip()}")
+    return path
+
+
+def extract(whl: Path, dest: Path):
+    """Unpack with the modes the archive records (zipfile's extract drops them)."""
+    with zipfile.ZipFile(whl) as z:
+        for i in z.infolist():
+            z.extract(i, dest)
+            os.chmod(dest / i.filename, (i.external_attr >> 16) & 0o777)
+    return dest / "migshim" / "libmigshim.so", dest / "migshim" / "migshim"
+
+
+def interpreter(path: Path):
+    out = subprocess.run(["readelf", "-lW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"\[Requesting program interpreter: ([^\]]+)\]", out)
+    return m.group(1) if m else None
+
+
+def loader_version():
+    """(major, minor) of the musl the loader here is, from its own banner."""
+    assert MUSL_LOADERS, "no /lib/ld-musl-*.so.1 though make musl built"
+    r = subprocess.run([MUSL_LOADERS[0]], capture_output=True, text=True)
+    m = re.search(r"^Version (\d+)\.(\d+)", r.stderr, re.M)
+    assert m, r.stderr
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_musl_wheel(musl_wheel, wheel, tmp_path):
+    major, minor = loader_version()
+    m = re.fullmatch(rf"migshim-{re.escape(VERSION)}-py3-none-musllinux_(\d+)_(\d+)_"
+                     r"(x86_64|aarch64)\.whl", musl_wheel.name)
+    assert m, musl_wheel.name
+    assert (int(m.group(1)), int(m.group(2))) == (major, minor), (musl_wheel.name, major, minor)
+    tag = f"musllinux_{major}_{minor}_{m.group(3)}"
+    with zipfile.ZipFile(musl_wheel) as z:
+        assert sorted(z.namelist()) == FILES
+        assert z.namelist()[-1] == f"{DIST_INFO}/RECORD"
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
+        assert modes["migshim/migshim"] == 0o755 and modes["migshim/libmigshim.so"] == 0o644
+        rows = list(csv.reader(io.StringIO(z.read(f"{DIST_INFO}/RECORD").decode())))
+        assert sorted(r[0] for r in rows) == FILES
+        for name, digest, size in rows:
+            if name != f"{DIST_INFO}/RECORD":
+                data = z.read(name)
+                assert (digest, size) == (record_hash(data), str(len(data))), name
+        wheel_file = z.read(f"{DIST_INFO}/WHEEL").decode()
+        tags = re.findall(r"^Tag: (.*)$", wheel_file, re.M)
+        assert tags == [f"py3-none-{tag}"], wheel_file
+        assert "Root-Is-Purelib: false\n" in wheel_file
+    lib, cli = extract(musl_wheel, tmp_path / "musl")
+    glib, gcli = extract(wheel, tmp_path / "glibc")
+
+    # musl's libc only, no glibc symbol version, musl's loader; stripped
+    for f in (lib, cli):
+        (libc,) = needed(f)
+        assert re.fullmatch(r"libc\.so|libc\.musl-[a-z0-9_]+\.so\.1", libc), (f, libc)
+        assert "GLIBC_" not in subprocess.run(["objdump", "-T", str(f)], capture_output=True,
+                                              text=True, check=True).stdout, f
+        assert ".symtab" not in subprocess.run(["readelf", "-SW", str(f)], capture_output=True,
+                                               text=True, check=True).stdout, f
+    assert interpreter(lib) is None
+    assert re.fullmatch(r"/lib/ld-musl-[a-z0-9_]+\.so\.1", interpreter(cli)), interpreter(cli)
+    assert os.path.exists(interpreter(cli))
+    # two libraries, two commands
+    assert needed(glib) == ["libc.so.6"] and interpreter(gcli).startswith(("/lib64/ld-linux",
+                                                                          "/lib/ld-linux"))
+    assert lib.read_bytes() != glib.read_bytes() and cli.read_bytes() != gcli.read_bytes()
+
+    # the musl command, started by musl's loader (its interpreter): run it as itself, as the
+    # console script does (under `ld-musl… migshim`, /proc/self/exe would be the loader)
+    env = venv_env()
+
+    def run(*args, extra=None):
+        return subprocess.run([str(cli), *args], capture_output=True, text=True,
+                              env=dict(env, **(extra or {})), timeout=60)
+
+    r = run("--version")
+    assert (r.returncode, r.stdout) == (0, f"migshim {VERSION}\n"), r.stderr
+    r = run("--lib-path")
+    assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
+    r = run("--", "/bin/true")
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    assert r.stderr == (f"migshim: refusing to preload {lib}: built for musl (NEEDED libc.so), "
+                        f"but /bin/true runs on glibc ({interpreter(Path('/bin/true'))}); "
+                        "use the library built for glibc\n"), r.stderr
+    # the musl library loads into a musl process (itself, run by the wrapper) ...
+    r = run("--", str(cli), "--version")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"migshim {VERSION}\n", ""), r.stderr
+    # ... where the glibc wheel's library makes musl's loader fail the process
+    r = run("--version", extra={"LD_PRELOAD": str(glib)})
+    assert r.returncode == 127 and "Error relocating" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_builder_refuses_a_mix_and_is_reproducible(musl_wheel, wheel, tmp_path):
+    lib, cli = extract(musl_wheel, tmp_path / "musl")
+    glib, gcli = extract(wheel, tmp_path / "glibc")
+    builder = [sys.executable, str(REPO_ROOT / "packaging" / "build-wheel.py"),
+               "--version", VERSION, "--mtime", "1700000000"]
+    for l, c in ((glib, cli), (lib, gcli)):
+        out = tmp_path / "mix"
+        r = subprocess.run([*builder, "--lib", str(l), "--cli", str(c), "--out-dir", str(out)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+            "build-wheel.py: the library and the command must be built for one C library: "), \
+            r.stderr
+        assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
+    built = []
+    for n in (1, 2):
+        out = tmp_path / f"out{n}"
+        r = subprocess.run([*builder, "--lib", str(lib), "--cli", str(cli), "--out-dir", str(out)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        (whl,) = out.iterdir()
+        assert whl.name == musl_wheel.name
+        built.append(whl.read_bytes())
+    assert built[0] == built[1]

@@ -1086,6 +1086,30 @@ def test_a_statement_that_cannot_be_answered_gets_the_original_error(guard, driv
                                      else line_give_up(" ".join(stmt.split()))]
 
 
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
+def test_set_local_in_the_stand_in_runs_unless_a_savepoint_was_answered(guard, driver):
+    """SET LOCAL ends with the transaction either way, so it runs for real in
+    the stand-in (SHOW then sees it, as in the app's own transaction); after
+    a SAVEPOINT the stand-in answered without running, an answered ROLLBACK
+    TO could not undo it, so there it gives the app the original error."""
+    r = stand_in_race(guard, driver, sql("SET LOCAL lock_timeout = '7s'", "SHOW lock_timeout",
+                                         READ_VT))
+    q = sql_steps(r)
+    ok(q[2], "SET", -1)
+    ok(q[3], "SHOW", 1, [["7s"]])
+    assert statuses(r) == ["IDLE"]
+    assert r.after == r.peer_snapshot
+    assert r.child.guard_lines()[-1] == LINE_END
+    r = stand_in_race(guard, driver, sql("SAVEPOINT sa_savepoint_1",
+                                         "SET LOCAL lock_timeout = '7s'"),
+                      end="rollback")
+    q = sql_steps(r)
+    ok(q[2], "SAVEPOINT", -1)
+    assert q[3]["ok"] is False and q[3]["error"]["pgcode"] == "23505", q[3]
+    assert line_give_up("SET LOCAL lock_timeout = '7s'") in r.child.guard_lines()
+    assert r.after == r.peer_snapshot
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_savepoints_inside_the_stand_in(guard, driver):
     """SQLAlchemy's begin_nested and psycopg 3's nested transactions send

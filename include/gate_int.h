@@ -86,6 +86,8 @@ struct gdb {
                                 "leading" line waits for the first version-table
                                 statement (tell_lead) */
         bool pending;
+        enum wait_msg msg;   /* the line's entry in wait.h's table: its level
+                                and event                                    */
         char revs[512];
         char text[2048];
     } untold;
@@ -274,16 +276,29 @@ void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle);
 /* `pg` is being finished: forget it among g's tuned connections.  Mutex held. */
 void forget_tuned(struct gdb *g, const PGconn *pg);
 
-/* Say the "leading" line held back in g->untold (if any).  Mutex held. */
+/* Say the "leading" line held back in g->untold (if any), with the level
+ * and event of its entry in wait.h's table (untold.msg, set with the text
+ * by the wait that took the lock).  Mutex held. */
 void tell_lead(struct gdb *g);
 
+/* The leader's migration began (its first statement on its version
+ * table): set hold_timeout on the lock connection and mark it migrating --
+ * publishing `schema`.`table` when `table` is not NULL (a learned table) --
+ * so that waiters never take this lead for a lapse.  Failures are logged.
+ * Mutex held. */
+void lead_migrating(struct gdb *g, const char *schema, const char *table);
+
+/* The leader (g LEADING) is about to send one of the tool's statements on
+ * its version table on `pg` (`writes`: one of its writes): the held
+ * "leading" line is said at a write, the first one begins the migration
+ * (lead_migrating), and under the run rule it is the run's activity
+ * (lead_activity).  Mutex held. */
+void lead_statement(struct gdb *g, PGconn *pg, bool writes);
 
 /* A version-table statement of the leader on `pg` (Alembic's run rule):
  * `pg` is dirty (its transaction wrote the table with `writes`), and an
  * ended run goes on.  Mutex held. */
 void lead_activity(struct gdb *g, PGconn *pg, bool writes);
-
-
 
 /* The leader's transaction on `pg` is in error: when that transaction
  * ends, so does the run (failed); an ended run whose connection begins a
@@ -291,13 +306,34 @@ void lead_activity(struct gdb *g, PGconn *pg, bool writes);
  * failed now, and waiters get lead_settle to see it.  Mutex held. */
 void lead_saw_error(struct gdb *g, PGconn *pg);
 
+/* The leader's version-table transaction on `pg` ended, `pg` idle (`wrote`:
+ * it wrote the table, `failed`: it saw an error): re-read the table on the
+ * lock connection; at the target, release and say "migrated" (or "a peer
+ * migrated it"); a per-schema lead that only read, release; short of it
+ * after a write or an error, the run ended (the settle begins); a read
+ * that fails twice releases (the waiters check for themselves).  Mutex
+ * held, g LEADING. */
+void lead_txn_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool wrote,
+                    bool failed);
+
 /* The leader's version-table transaction on `pg` (NULL: the connection
  * closed) ended short of the target, having written or failed: the
  * settle begins (the settler ends the lead lead_settle later, unless the
  * run goes on).  Mutex held. */
 void run_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool failed);
 
+/* No version-table statement within leader_grace (g LEADING, !saw_vt):
+ * the server ended the idle lock session; g is LAPSED, the held "leading"
+ * line said.  `idle` is the app connection the caller
+ * may use now (or NULL).  With `say`, the warning naming the setting.
+ * Mutex held. */
+void lead_lapse(const struct pq_copy *copy, struct gdb *g, PGconn *idle, bool say);
 
+/* Release g's lock (on its lock connection, if any), close that, untune
+ * the app's connections (`idle` as in untune_all), and forget the dirty
+ * connections, the run and the schema of the lead.  The caller sets the
+ * next state and says why.  Mutex held. */
+void lead_let_go(const struct pq_copy *copy, struct gdb *g, PGconn *idle);
 
 /* Any statement of the process while a lead that ends when idle is on
  * (Django): the settler's clock starts again.  Lock-free. */

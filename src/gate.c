@@ -11,7 +11,9 @@
  */
 #include "gate.h"
 
+#include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +61,7 @@ static void load_tool(void)
     t->load(cfg);
     gate_tool = t;
 }
+
 static struct gdb *find_db(const char *name, const char *cluster, bool add)
 {
     /* names are kept truncated to the slot: compare what fits (a longer
@@ -120,19 +123,20 @@ static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
     return db ? find_db(db, "", false) : NULL;
 }
 
+/* The states the per-statement hooks watch (gate_watching counts the dbs
+ * in them). */
 static bool watched(enum gstate s)
 {
     return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED || s == G_SCHEMA;
 }
+
 /* The states of the guard's window (gate_guarding counts the dbs in them). */
 static bool guarded(enum gstate s)
 {
     return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
 }
 
-/* Change state, keeping gate_watching equal to the number of watched dbs
- * and gate_guarding to the number of guarded ones, and the heartbeat kept
- * while leading.  (shim_hooks / shim_hooks_sql: see refresh_pending) */
+/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
 void set_state(struct gdb *g, enum gstate s)
 {
     if (guarded(g->st) != guarded(s))
@@ -145,8 +149,18 @@ void set_state(struct gdb *g, enum gstate s)
     g->st = s;
 }
 
-/* Recompute gate_pending (mutex held), after any change of holders,
- * dirty connections or states. */
+/* The invariant set_state keeps (mutex held): the counters the wrappers
+ * read equal the states of the table. */
+static bool counts_agree(void)
+{
+    int watching = 0, guarding = 0;
+    for (size_t i = 0; i < gate_ndbs; i++) {
+        watching += watched(gate_dbs[i].st);
+        guarding += guarded(gate_dbs[i].st);
+    }
+    return watching == atomic_load(&gate_watching) && guarding == atomic_load(&gate_guarding);
+}
+
 void refresh_pending(void)
 {
     /* what the gate asks of the wrappers: every call (something pending,
@@ -154,6 +168,7 @@ void refresh_pending(void)
      * (target unknown, nothing pending) */
     static int hooks, hooks_sql;
     int any = 0, full = 0, sql = 0, learn = 0;
+    assert(counts_agree());
     for (size_t i = 0; i < gate_ndbs; i++) {
         const struct gdb *g = &gate_dbs[i];
         if (g->pid != getpid())
@@ -194,6 +209,7 @@ static void adopt_after_fork(struct gdb *g)
         set_state(g, G_NEW);
     refresh_pending();
 }
+
 void close_own(struct gdb *g)
 {
     ownconn_close(g->own);
@@ -230,6 +246,7 @@ void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
     struct dbconn_pq pc;
     dbconn_fail(seam(&pc, copy, pg));
 }
+
 /* The client's address for a database, "host:port/dbname": connections
  * made the same way reach the same database, so only the first of them
  * asks the server which one it is. */
@@ -266,6 +283,178 @@ static bool decided(struct gdb *g, const PGconn *pg)
     map_conn(pg, g);
     return g->st != G_NEW;
 }
+
+/* --- the first connection to a database ----------------------------------- */
+
+/* A connection made like one whose database is decided (the same client
+ * address, `key`): nothing to ask the server.  A leader's new connection
+ * may carry the migration (tune_app).  True when `pg` is so decided. */
+static bool alias_decided(const struct pq_copy *copy, PGconn *pg, struct dbconn *ac,
+                          const char *key)
+{
+    pthread_mutex_lock(&gate_mu);
+    struct gdb *g = find_alias(key);
+    bool known = g && decided(g, pg);
+    if (known && g->st == G_LEADING && g->pid == getpid()) {
+        bool nb = dbconn_block(ac);
+        tune_app(copy, g, pg);
+        dbconn_unblock(ac, nb);
+    }
+    pthread_mutex_unlock(&gate_mu);
+    return known;
+}
+
+/* What the first connection's one round trip found (versions_read_idle). */
+struct first_read {
+    bool read;               /* the version table (or the tool's state) read */
+    struct versions v;
+    struct server_id id;     /* ... and the server's names                   */
+    char db[CONFIG_NAME_MAX];/* the server's name, else the client's         */
+    const char *cluster;     /* which server ("" when not read)              */
+    char err[256];           /* why not read                                 */
+};
+
+/* Read the version table on the app's fresh connection `ac` (blocking),
+ * when the target is known or unknown targets lead; `cdb` is the
+ * client's name for the database.  False for a standby: not gated. */
+static bool read_first(struct dbconn *ac, const struct config *cfg, const char *cdb,
+                       struct first_read *r)
+{
+    r->read = false;
+    r->cluster = "";
+    r->err[0] = '\0';
+    snprintf(r->db, sizeof r->db, "%s", cdb);
+    if (!gate_tool->known() && !gate_tool->unknown_leads_to_exit)
+        return true;
+    r->read = versions_read_idle(ac, cfg, state_expr(), &r->v, &r->id, r->err, sizeof r->err);
+    if (!r->read)
+        return true;
+    if (r->id.standby) {
+        log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", r->id.db);
+        return false;
+    }
+    /* the server's names: an alias and a direct connection meet */
+    snprintf(r->db, sizeof r->db, "%s", r->id.db);
+    r->cluster = r->id.cluster;
+    return true;
+}
+
+/* g's state for the database `r` names, G_DECIDING by this thread (NULL:
+ * decided already -- by another thread meanwhile, or earlier -- or more
+ * databases than MAX_DBS, said). */
+static struct gdb *claim(const struct pq_copy *copy, PGconn *pg, const struct first_read *r,
+                         const char *key)
+{
+    pthread_mutex_lock(&gate_mu);
+    struct gdb *g = find_db(r->db, r->cluster, true);
+    if (!g) {
+        pthread_mutex_unlock(&gate_mu);
+        log_warn("database \"%s\": more than %d databases; not gated", r->db, MAX_DBS);
+        return NULL;
+    }
+    if (r->read)
+        add_alias(key, g);
+    if (decided(g, pg)) {
+        if (g->st == G_LEADING && g->pid == getpid())
+            tune_app(copy, g, pg); /* the migration may run on it */
+        pthread_mutex_unlock(&gate_mu);
+        return NULL;
+    }
+    assert(g->st == G_NEW);
+    g->st = G_DECIDING; /* this thread decides (set_state counts from NEW: neither watched nor guarded) */
+    memset(&g->sp, 0, sizeof g->sp);
+    pthread_mutex_unlock(&gate_mu);
+    return g;
+}
+
+/* How the first connection's wait for a behind database ended: g's next
+ * state.  *ok false: the app's connection was failed on purpose. */
+static enum gstate after_first_wait(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
+                                    enum outcome o, bool *ok)
+{
+    const struct config *cfg = shim_config();
+    switch (o) {
+    case OUT_LAPSED:
+        if (gate_tool->relock_after_lapse)
+            return G_LAPSED; /* the lock again at its first statement on the table */
+        /* fall through */
+    case OUT_UNGATED:
+        return cfg->guard && gate_tool->guards() ? G_UNGATED : G_DONE;
+    case OUT_LEADING:
+        g->grace_deadline = clock_now() + cfg->leader_grace;
+        g->saw_vt = false;
+        memset(&g->vt, 0, sizeof g->vt);
+        tune_app(copy, g, pg);
+        return G_LEADING;
+    case OUT_FAILED:
+    case OUT_INTERRUPTED:
+        fail_app_conn(copy, pg);
+        *ok = false;
+        return G_NEW; /* the app's retry is gated again */
+    case OUT_DONE:
+        break;
+    }
+    return G_DONE;
+}
+
+/* The decision for g (DECIDING) from the first connection's read `r`: its
+ * next state, said; behind, after the wait for the lock (mutex released).
+ * *ok false: the app's connection was failed on purpose. */
+static enum gstate decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
+                          const struct first_read *r, bool *ok)
+{
+    const struct config *cfg = shim_config();
+    const char *db = r->db;
+    char revs[512];
+    if (!gate_tool->known() && !gate_tool->unknown_leads_to_exit) {
+        if (cfg->lock == LOCK_OFF) {
+            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
+            return G_DONE;
+        }
+        NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
+                 "version-table statement", db);
+        return G_UNKNOWN;
+    }
+    if (!r->read) {
+        NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
+                 db, r->err);
+        return G_DONE;
+    }
+    enum cmp c = compare(&r->v);
+    describe(&r->v, revs, sizeof revs);
+    if (c != AHEAD && cfg->lock != LOCK_OFF && schema_mode(g, &r->v, &r->id))
+        return G_SCHEMA;
+    if (c == AT_TARGET) {
+        NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
+        return G_DONE;
+    }
+    if (c == AHEAD) {
+        NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
+                 "deploy migrated it; proceeding", db, revs);
+        return G_DONE;
+    }
+    if (cfg->lock == LOCK_OFF) {
+        NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
+                 db, revs, gate_tool->guards() ? ", the race guard watches" : "");
+        return gate_tool->guards() ? G_UNGATED : G_DONE;
+    }
+    enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
+    return after_first_wait(copy, pg, g, o, ok);
+}
+
+/* g's decision is `next`: made known to the waiting threads. */
+static void decision_made(const struct pq_copy *copy, struct gdb *g, enum gstate next)
+{
+    pthread_mutex_lock(&gate_mu);
+    g->st = G_DECIDING; /* set_state counts from here */
+    set_state(g, next);
+    if (ends_idle() && next == G_LEADING)
+        start_settler(copy);
+    refresh_pending();
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
 bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 {
     const struct config *cfg = shim_config();
@@ -283,132 +472,36 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
     char key[sizeof aliases[0].key]; /* made the same way: the same database */
     dbconn_address(ac, key, sizeof key);
     fork_init();
-    pthread_mutex_lock(&gate_mu);
-    struct gdb *g = find_alias(key);
-    if (g && decided(g, pg)) { /* nothing to ask the server */
-        if (g->st == G_LEADING && g->pid == getpid()) {
-            /* the migration may run on it: see tune_app */
-            bool nb = dbconn_block(ac);
-            tune_app(copy, g, pg);
-            dbconn_unblock(ac, nb);
-        }
-        pthread_mutex_unlock(&gate_mu);
+    if (alias_decided(copy, pg, ac, key))
         return true;
-    }
-    pthread_mutex_unlock(&gate_mu);
 
     pthread_once(&tool_once, load_tool);
-    char db[CONFIG_NAME_MAX], err[256] = "", revs[512];
-    snprintf(db, sizeof db, "%s", cdb);
-    const char *cluster = "";
-    struct versions v;
-    struct server_id id;
-    bool read = false;
     /* The read and the wait block; an app may have set non-blocking mode
      * already. */
     bool nb = dbconn_block(ac);
-    if (gate_tool->known() || gate_tool->unknown_leads_to_exit) {
-        read = versions_read_idle(ac, cfg, state_expr(), &v, &id, err, sizeof err);
-        if (read && id.standby) {
-            log_debug("database \"%s\" on a standby (pg_is_in_recovery()); not gated", id.db);
-            goto out_nb;
-        }
-        if (read) { /* the server's names: an alias and a direct connection meet */
-            snprintf(db, sizeof db, "%s", id.db);
-            cluster = id.cluster;
-        }
-    }
-    if (cfg->database[0] && strcmp(cdb, cfg->database) != 0 && strcmp(db, cfg->database) != 0)
-        goto out_nb;
-
-    pthread_mutex_lock(&gate_mu);
-    g = find_db(db, cluster, true);
+    struct first_read r;
+    struct gdb *g = NULL;
+    if (read_first(ac, cfg, cdb, &r) &&
+        (!cfg->database[0] || strcmp(cdb, cfg->database) == 0 || strcmp(r.db, cfg->database) == 0))
+        g = claim(copy, pg, &r, key);
     if (!g) {
-        pthread_mutex_unlock(&gate_mu);
-        log_warn("database \"%s\": more than %d databases; not gated", db, MAX_DBS);
-        goto out_nb;
+        dbconn_unblock(ac, nb);
+        return true;
     }
-    if (read)
-        add_alias(key, g);
-    if (decided(g, pg)) {
-        if (g->st == G_LEADING && g->pid == getpid())
-            tune_app(copy, g, pg); /* the migration may run on it */
-        pthread_mutex_unlock(&gate_mu);
-        goto out_nb;
-    }
-    g->st = G_DECIDING; /* this thread decides */
-    memset(&g->sp, 0, sizeof g->sp);
-    pthread_mutex_unlock(&gate_mu);
-    events_emit("connect", db, NULL, NULL);
-
-    enum gstate next = G_DONE;
+    events_emit("connect", r.db, NULL, NULL);
     bool ok = true;
-    if (!gate_tool->known() && !gate_tool->unknown_leads_to_exit) {
-        if (cfg->lock != LOCK_OFF) {
-            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown; the migration lock is taken at the first "
-                     "version-table statement", db);
-            next = G_UNKNOWN;
-        } else {
-            NOTE(LOG_LVL_DEBUG, "unknown", db, NULL, "database \"%s\": target heads unknown and lock = off; passing through", db);
-        }
-    } else if (!read) {
-        NOTE(LOG_LVL_WARN, "ungated", db, NULL, "database \"%s\": cannot read the version table (%s); proceeding without the gate",
-                 db, err);
-    } else {
-        enum cmp c = compare(&v);
-        describe(&v, revs, sizeof revs);
-        if (c != AHEAD && cfg->lock != LOCK_OFF && schema_mode(g, &v, &id)) {
-            next = G_SCHEMA;
-        } else if (c == AT_TARGET) {
-            NOTE(LOG_LVL_DEBUG, "at_head", db, revs, "database \"%s\" is at head (%s); proceeding", db, revs);
-        } else if (c == AHEAD) {
-            NOTE(LOG_LVL_WARN, "ahead", db, revs, "database \"%s\" holds revisions the local scripts do not know (%s): a newer "
-                     "deploy migrated it; proceeding", db, revs);
-        } else if (cfg->lock == LOCK_OFF) {
-            NOTE(LOG_LVL_INFO, "ungated", db, revs, "database \"%s\" is at %s, behind the target; lock = off: proceeding%s",
-                     db, revs, gate_tool->guards() ? ", the race guard watches" : "");
-            next = gate_tool->guards() ? G_UNGATED : G_DONE;
-        } else {
-            enum outcome o = wait_loop(copy, pg, g, NULL, cfg->lock == LOCK_XACT, true);
-            if (o == OUT_UNGATED || o == OUT_LAPSED) {
-                if (o == OUT_LAPSED && gate_tool->relock_after_lapse)
-                    next = G_LAPSED; /* the lock again at its first statement on the table */
-                else
-                    next = cfg->guard && gate_tool->guards() ? G_UNGATED : G_DONE;
-            } else if (o == OUT_LEADING) {
-                next = G_LEADING;
-                g->grace_deadline = clock_now() + cfg->leader_grace;
-                g->saw_vt = false;
-                memset(&g->vt, 0, sizeof g->vt);
-                tune_app(copy, g, pg);
-            } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
-                fail_app_conn(copy, pg);
-                next = G_NEW; /* the app's retry is gated again */
-                ok = false;
-            }
-        }
-    }
+    enum gstate next = decide(copy, pg, g, &r, &ok);
     dbconn_unblock(ac, nb);
-    pthread_mutex_lock(&gate_mu);
-    g->st = G_DECIDING; /* set_state counts from here */
-    set_state(g, next);
-    if (ends_idle() && next == G_LEADING)
-        start_settler(copy);
-    refresh_pending();
-    pthread_cond_broadcast(&gate_cv);
-    pthread_mutex_unlock(&gate_mu);
+    decision_made(copy, g, next);
     waitsig_redeliver();
     return ok;
-out_nb:
-    dbconn_unblock(ac, nb);
-    return true;
 }
+
+/* --- connections with a version-table transaction open -------------------- */
+
 static bool is_dirty(const struct gdb *g, const PGconn *pg)
 {
-    for (size_t i = 0; i < g->ndirty; i++)
-        if (g->dirty[i] == pg)
-            return true;
-    return false;
+    return dirty_slot(g, pg) >= 0;
 }
 
 void mark_dirty(struct gdb *g, PGconn *pg)
@@ -420,7 +513,6 @@ void mark_dirty(struct gdb *g, PGconn *pg)
     }
 }
 
-/* The slot of a dirty connection, or -1. */
 int dirty_slot(const struct gdb *g, const PGconn *pg)
 {
     for (size_t i = 0; i < g->ndirty; i++)
@@ -439,11 +531,26 @@ static void clear_dirty(struct gdb *g, const PGconn *pg)
     g->dirty_wrote[i] = g->dirty_wrote[g->ndirty];
     g->dirty_failed[i] = g->dirty_failed[g->ndirty];
 }
-/* Take the lock again (LAPSED, or UNKNOWN) with the mutex released. */
-enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
-                              const char *why)
+
+/* When `pg` is one of g's dirty connections: no longer, and what its
+ * transaction did (`wrote`, `failed`, each may be NULL); true.  Else false. */
+static bool take_dirty(struct gdb *g, const PGconn *pg, bool *wrote, bool *failed)
+{
+    int i = dirty_slot(g, pg);
+    if (i < 0)
+        return false;
+    if (wrote)
+        *wrote = g->dirty_wrote[i];
+    if (failed)
+        *failed = g->dirty_failed[i];
+    clear_dirty(g, pg);
+    return true;
+}
+
+enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *why)
 {
     enum gstate was = g->st;
+    assert(was != G_DECIDING && g->pid == getpid());
     set_state(g, G_DECIDING);
     pthread_mutex_unlock(&gate_mu);
     enum outcome o = wait_loop(copy, pg, g, why, false, false); /* pg may be mid-transaction */
@@ -452,10 +559,70 @@ enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g,
     pthread_cond_broadcast(&gate_cv);
     return o;
 }
-void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
+
+/* --- the app's statements on the version table ---------------------------- */
+
+/* A lapsed leader (G_LAPSED) is about to migrate after all: take the lock
+ * again for the statement on `pg`.  True when g leads again (the statement
+ * goes on through gate_before); false when this statement's part is over,
+ * g in its new state: `pg` failed (a wait that failed or was interrupted:
+ * a reconnect is gated anew), or going on without the lock. */
+static bool lapsed_relock(const struct pq_copy *copy, PGconn *pg, struct gdb *g, enum outcome *o)
 {
     const struct config *cfg = shim_config();
-    bool writes = gate_tool->writes(cfg, sql); /* one of the tool's writes of its table */
+    *o = reacquire(copy, pg, g, "(again, for a late migration)");
+    switch (*o) {
+    case OUT_LEADING:
+        set_state(g, G_LEADING);
+        g->grace_deadline = clock_now() + cfg->leader_grace;
+        tune_app(copy, g, pg);
+        if (ends_idle())
+            start_settler(copy);
+        return true;
+    case OUT_FAILED:
+    case OUT_INTERRUPTED:
+        fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
+        set_state(g, G_NEW);
+        return false;
+    case OUT_UNGATED:
+    case OUT_LAPSED:
+        if (cfg->guard && gate_tool->guards()) {
+            set_state(g, G_UNGATED);
+            mark_dirty(g, pg);
+            return false;
+        }
+        break;
+    case OUT_DONE:
+        break;
+    }
+    set_state(g, G_DONE);
+    return false;
+}
+
+/* G_UNKNOWN (target unknown): a version-table transaction on `pg` takes
+ * the lock to its end, unless another connection of this process holds it
+ * (never wait on ourselves); `writes`: the statement writes the table. */
+static void unknown_statement(const struct pq_copy *copy, PGconn *pg, struct gdb *g, bool writes)
+{
+    if (!g->holder) {
+        enum outcome o = reacquire(copy, pg, g, NULL);
+        bool failed = o == OUT_FAILED || o == OUT_INTERRUPTED;
+        g->holder = failed ? NULL : pg; /* to the end of this transaction */
+        g->holder_locked = o == OUT_LEADING && g->own;
+        g->holder_wrote = false;
+        if (g->holder_locked)
+            NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
+                     g->name);
+        if (failed)
+            fail_app_conn(copy, pg);
+    }
+    if (g->holder == pg)
+        g->holder_wrote |= writes;
+}
+
+void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
+{
+    bool writes = gate_tool->writes(shim_config(), sql); /* one of the tool's writes of its table */
     if (ends_idle())
         note_activity();
     fork_init();
@@ -467,36 +634,15 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
     }
     while (g->st == G_DECIDING)
         pthread_cond_wait(&gate_cv, &gate_mu);
-    if (g->st == G_LEADING && !g->saw_vt && clock_now() > g->grace_deadline) {
-        tell_lead(g);
-        close_own(g); /* the server ended its idle session */
-        untune_all(copy, g, NULL);
-        set_state(g, G_LAPSED);
-    }
-    if (g->st == G_LAPSED) {
-        enum outcome o = reacquire(copy, pg, g, "(again, for a late migration)");
-        if (o == OUT_LEADING) {
-            set_state(g, G_LEADING);
-            g->grace_deadline = clock_now() + cfg->leader_grace;
-            tune_app(copy, g, pg);
-            if (ends_idle())
-                start_settler(copy);
-        } else if (o == OUT_FAILED || o == OUT_INTERRUPTED) {
-            fail_app_conn(copy, pg); /* the statement fails; a reconnect is gated anew */
-            set_state(g, G_NEW);
-            refresh_pending();
-            pthread_mutex_unlock(&gate_mu);
+    if (g->st == G_LEADING && !g->saw_vt && clock_now() > g->grace_deadline)
+        lead_lapse(copy, g, NULL, false);
+    enum outcome o;
+    if (g->st == G_LAPSED && !lapsed_relock(copy, pg, g, &o)) {
+        refresh_pending();
+        pthread_mutex_unlock(&gate_mu);
+        if (o == OUT_FAILED || o == OUT_INTERRUPTED)
             waitsig_redeliver();
-            return;
-        } else {
-            set_state(g, (o == OUT_UNGATED || o == OUT_LAPSED) && cfg->guard && gate_tool->guards()
-                             ? G_UNGATED : G_DONE);
-            if (g->st == G_UNGATED)
-                mark_dirty(g, pg);
-            refresh_pending();
-            pthread_mutex_unlock(&gate_mu);
-            return;
-        }
+        return;
     }
     if (g->st == G_SCHEMA)
         schema_decide(copy, pg, g, sql);
@@ -506,46 +652,17 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
         pthread_mutex_unlock(&gate_mu);
         return;
     }
-    if (g->st == G_LEADING) {
-        g->sp.wrote |= writes;
-        if (writes)
-            tell_lead(g);
-        if (!g->saw_vt) {
-            g->saw_vt = true;
-            struct dbconn *own = ownconn_db(g->own);
-            if (own) {
-                limit_idle(g, own, "hold_timeout", cfg->hold_timeout);
-                if (!holder_mark_migrating(own)) /* not a lapse */
-                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
-                             "take this lead for a lapse): %s",
-                             g->name, dbconn_last_error(own));
-            }
-        }
-        if (gate_tool->lead_end == MIGTOOL_END_RUN) /* else: held until idle (settler) */
-            lead_activity(g, pg, writes);
-    } else if (g->st == G_UNGATED) {
+    if (g->st == G_LEADING)
+        lead_statement(g, pg, writes);
+    else if (g->st == G_UNGATED)
         mark_dirty(g, pg);
-    } else if (g->st == G_UNKNOWN) {
-        if (!g->holder) {
-            enum outcome o = reacquire(copy, pg, g, NULL);
-            bool failed = o == OUT_FAILED || o == OUT_INTERRUPTED;
-            g->holder = failed ? NULL : pg; /* to the end of this transaction */
-            g->holder_locked = o == OUT_LEADING && g->own;
-            g->holder_wrote = false;
-            if (g->holder_locked)
-                NOTE(LOG_LVL_INFO, "leading", g->name, NULL, "database \"%s\": took the migration lock for this version-table transaction",
-                         g->name);
-            if (failed)
-                fail_app_conn(copy, pg);
-        }
-        /* another connection of this process holds it: never wait on ourselves */
-        if (g->holder == pg)
-            g->holder_wrote |= writes;
-    }
+    else if (g->st == G_UNKNOWN)
+        unknown_statement(copy, pg, g, writes);
     refresh_pending();
     pthread_mutex_unlock(&gate_mu);
     waitsig_redeliver();
 }
+
 /* Learning the version table: gate_learn.c (learn_statement). */
 void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
 {
@@ -564,9 +681,55 @@ void gate_learn(const struct pq_copy *copy, PGconn *pg, const char *sql)
     pthread_mutex_unlock(&gate_mu);
 }
 
+/* --- the end of the app's commands ---------------------------------------- */
+
+/* G_UNKNOWN: the transaction on `pg` that held the lock ended: release.
+ * One that only read ends the watch: whatever this process migrates is
+ * done (Alembic reads and writes in one transaction), and its later reads
+ * -- a /health endpoint -- must not take the fleet's lock for the rest of
+ * its life. */
+static void unknown_txn_ended(struct gdb *g)
+{
+    bool locked = g->holder_locked;
+    if (locked && g->own)
+        release_lock(g, ownconn_db(g->own));
+    g->holder = NULL;
+    g->holder_locked = false;
+    close_own(g);
+    if (locked)
+        NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": version-table transaction ended; migration lock released",
+                 g->name);
+    if (!g->holder_wrote) {
+        set_state(g, G_DONE);
+        log_debug("database \"%s\": a version-table transaction that only read; the gate "
+                  "stops watching", g->name);
+    }
+}
+
+/* G_UNGATED: a version-table transaction on `pg`, idle now, ended: at the
+ * target (or past it), the race guard stops watching.  A read that fails
+ * keeps it watching (logged). */
+static void ungated_txn_ended(const struct pq_copy *copy, PGconn *pg, struct gdb *g)
+{
+    struct dbconn_pq pc;
+    struct versions v;
+    char err[256], revs[512];
+    if (!versions_read_idle(seam(&pc, copy, pg), shim_config(), state_expr(), &v, NULL, err,
+                            sizeof err)) {
+        log_debug("database \"%s\": cannot read the version table after a transaction on it "
+                  "(%s); the race guard goes on watching", g->name, err);
+        return;
+    }
+    if (compare(&v) == BEHIND)
+        return;
+    describe(&v, revs, sizeof revs);
+    g->ndirty = 0;
+    set_state(g, G_DONE);
+    NOTE(LOG_LVL_INFO, "at_target", g->name, revs, "database \"%s\": now at %s; the race guard stops watching", g->name, revs);
+}
+
 void gate_after(const struct pq_copy *copy, PGconn *pg)
 {
-    const struct config *cfg = shim_config();
     if (!atomic_load_explicit(&gate_pending, memory_order_relaxed))
         return; /* the common case: one load */
     if (ends_idle())
@@ -582,119 +745,17 @@ void gate_after(const struct pq_copy *copy, PGconn *pg)
      * transaction is a real transaction, and giving up fails it for real) */
     struct dbconn_pq pc;
     enum dbconn_txn ts = dbconn_txn(seam(&pc, copy, pg));
-    bool idle = ts == DBCONN_IDLE;
+    bool idle = ts == DBCONN_IDLE, wrote, failed;
     if (g->st == G_LEADING && ts == DBCONN_INERROR)
         lead_saw_error(g, pg); /* the migration failed: its transaction's end is the run's end */
-    if (g->st == G_UNKNOWN && g->holder == pg && idle) {
-        bool locked = g->holder_locked;
-        if (locked && g->own)
-            release_lock(g, ownconn_db(g->own));
-        g->holder = NULL;
-        g->holder_locked = false;
-        close_own(g);
-        if (locked)
-            NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": version-table transaction ended; migration lock released",
-                     g->name);
-        if (!g->holder_wrote) {
-            /* A version-table transaction that only read: whatever this
-             * process migrates is done (Alembic reads and writes in one
-             * transaction).  Its later reads -- a /health endpoint -- must
-             * not take the fleet's lock for the rest of its life. */
-            set_state(g, G_DONE);
-            log_debug("database \"%s\": a version-table transaction that only read; the gate "
-                      "stops watching", g->name);
-        }
-    } else if (g->st == G_LEADING && idle && is_dirty(g, pg)) {
-        int slot = dirty_slot(g, pg);
-        bool wrote = g->dirty_wrote[slot], failed = g->dirty_failed[slot];
-        clear_dirty(g, pg);
-        struct versions v;
-        char err[256], revs[512];
-        struct dbconn *own = ownconn_db(g->own);
-        bool read = own && (read_lead_table(g, own, &v, err, sizeof err) ||
-                            read_lead_table(g, own, &v, err, sizeof err));
-        if (own && !read) {
-            /* Never hold the fleet on a failed read: release, and let the
-             * waiters read the version themselves (one of them leads again
-             * if the database is still behind). */
-            log_warn("database \"%s\": cannot re-read the version table on the lock connection "
-                     "(%s); releasing the migration lock, the waiters check for themselves",
-                     g->name, err);
-            release_lock(g, own);
-            close_own(g);
-            untune_all(copy, g, pg);
-            g->ndirty = 0;
-            memset(&g->run, 0, sizeof g->run);
-            set_state(g, g->sp.on ? G_SCHEMA : cfg->guard ? G_UNGATED : G_DONE);
-            sp_use(g, "");
-        } else if (read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND)) {
-            describe(&v, revs, sizeof revs);
-            release_lock(g, own);
-            close_own(g);
-            untune_all(copy, g, pg);
-            g->ndirty = 0;
-            set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
-            sp_use(g, "");
-            if (g->untold.pending && g->vt.learned) { /* it only read: see tell_lead */
-                char name[2 * CONFIG_NAME_MAX + 8];
-                g->untold.pending = false;
-                vt_text(g->vt.schema, g->vt.table, name, sizeof name);
-                NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": a peer migrated it to %s (in %s, the version table "
-                     "its migration reads) before this process got the lock; proceeding", g->name, revs, name);
-            } else {
-                tell_lead(g);
-                NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
-                     revs, clock_now() - g->since);
-            }
-            memset(&g->run, 0, sizeof g->run);
-        } else if (read && g->sp.on && !g->sp.wrote) {
-            /* A per-schema lead whose transaction only read its table
-             * (a schema with none, looked at without migrating: `alembic
-             * current`, a check): nothing migrates here, and holding the
-             * fleet's lock until hold_timeout would stall every other
-             * schema.  Alembic reads and writes in one transaction. */
-            describe(&v, revs, sizeof revs);
-            release_lock(g, own);
-            close_own(g);
-            untune_all(copy, g, pg);
-            g->ndirty = 0;
-            g->untold.pending = false;
-            memset(&g->run, 0, sizeof g->run);
-            set_state(g, G_SCHEMA);
-            NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": the transaction on \"%s\".\"%s\" "
-                 "(%s) only read it; migration lock released after %.3f s", g->name, g->vt.schema,
-                 g->vt.table, revs, clock_now() - g->since);
-            sp_use(g, "");
-        } else if (read && (wrote || failed)) {
-            run_ended(copy, g, pg, failed); /* short of the target: the settle begins */
-        }
-    } else if (g->st == G_UNGATED && idle && is_dirty(g, pg)) {
-        clear_dirty(g, pg);
-        struct versions v;
-        char err[256], revs[512];
-        if (versions_read_idle(seam(&pc, copy, pg), cfg, state_expr(), &v, NULL, err, sizeof err) &&
-            compare(&v) != BEHIND) {
-            describe(&v, revs, sizeof revs);
-            g->ndirty = 0;
-            set_state(g, G_DONE);
-            NOTE(LOG_LVL_INFO, "at_target", g->name, revs, "database \"%s\": now at %s; the race guard stops watching", g->name, revs);
-        }
-    } else if (g->st == G_LEADING && !g->saw_vt && clock_now() > g->grace_deadline) {
-        tell_lead(g);
-        close_own(g);
-        untune_all(copy, g, idle ? pg : NULL);
-        set_state(g, G_LAPSED);
-        if (gate_tool->relock_after_lapse)
-            NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on django_migrations within "
-                     "leader_grace (%g s); gave the migration lock up (this process does not migrate; "
-                     "it takes the lock again if it does)", g->name, cfg->leader_grace);
-        else
-            NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on the version table %s%s%s within "
-                     "leader_grace (%g s); gave the migration lock up.  If this process migrates, set "
-                     "version_table (MIGSHIM_VERSION_TABLE) to the table its migrations use",
-                     g->name, cfg->version_table_schema, cfg->version_table_schema[0] ? "." : "",
-                     cfg->version_table, cfg->leader_grace);
-    }
+    if (g->st == G_UNKNOWN && g->holder == pg && idle)
+        unknown_txn_ended(g);
+    else if (g->st == G_LEADING && idle && take_dirty(g, pg, &wrote, &failed))
+        lead_txn_ended(copy, g, pg, wrote, failed);
+    else if (g->st == G_UNGATED && idle && take_dirty(g, pg, NULL, NULL))
+        ungated_txn_ended(copy, pg, g);
+    else if (g->st == G_LEADING && !g->saw_vt && clock_now() > g->grace_deadline)
+        lead_lapse(copy, g, idle ? pg : NULL, true);
     refresh_pending();
     pthread_mutex_unlock(&gate_mu);
 }
@@ -728,6 +789,9 @@ bool gate_read_committed(const struct pq_copy *copy, PGconn *pg, const char *sch
     struct dbconn *own = g && g->pid == getpid() && g->st == G_LEADING ? ownconn_db(g->own) : NULL;
     bool ok = own && (schema ? versions_read_in(own, schema, cfg->version_table, v, err, sizeof err)
                              : versions_read(own, cfg, state_expr(), v, err, sizeof err));
+    if (own && !ok)
+        log_debug("database \"%s\": cannot read the version table as committed on the lock "
+                  "connection (%s)", g->name, err);
     pthread_mutex_unlock(&gate_mu);
     return ok;
 }
@@ -783,8 +847,10 @@ void gate_forget(const struct pq_copy *copy, const PGconn *pg)
  * mutex held -- resolve and conn (libpq's nested calls through the
  * wrappers), ownconn, heartbeat -- and then the gate itself: prepare
  * handlers run last-registered first, so fork() takes the gate's mutex
- * before theirs, in the order the gate's threads take them.  No mutex of
- * the shim is held here (pthread_atfork waits for a fork in progress). */
+ * before theirs, in the order the gate's threads take them.  (The
+ * settler thread and the exit handler, gate_lead.c, only ever start after
+ * one of them.)  No mutex of the shim is held here (pthread_atfork waits
+ * for a fork in progress). */
 
 static void atfork_prepare(void) { pthread_mutex_lock(&gate_mu); }
 static void atfork_parent(void) { pthread_mutex_unlock(&gate_mu); }

@@ -7,6 +7,7 @@
  */
 #include "gate_int.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,6 +27,7 @@
 #include "peer.h"
 #include "shim.h"
 #include "versions.h"
+#include "wait.h"
 
 /*
  * While this process leads, its connections carry the migration: if its
@@ -44,8 +46,11 @@ void tune_app(const struct pq_copy *copy, struct gdb *g, PGconn *pg)
     struct dbconn *c = seam(&pc, copy, pg);
     if (g->ntuned == MAX_DIRTY || dbconn_txn(c) != DBCONN_IDLE)
         return;
-    if (!peer_tune_session(c, false, false))
+    if (!peer_tune_session(c, false, false)) {
+        log_debug("database \"%s\": cannot set the app connection's keepalive settings: %s",
+                  g->name, dbconn_last_error(c));
         return;
+    }
     g->tuned[g->ntuned].pg = pg;
     if (!peer_tune_socket(dbconn_socket(c), &g->tuned[g->ntuned].sock))
         log_debug("database \"%s\": the app connection's socket is not TCP: its options left as they are",
@@ -100,7 +105,77 @@ void tell_lead(struct gdb *g)
     if (!g->untold.pending)
         return;
     g->untold.pending = false;
-    NOTE(LOG_LVL_INFO, "leading", g->name, g->untold.revs, "%s", g->untold.text);
+    const struct wait_message *m = wait_message(g->untold.msg);
+    log_msg(m->level, "%s", g->untold.text);
+    if (m->event)
+        events_emit(m->event, g->name, m->versions ? g->untold.revs : NULL, NULL);
+}
+
+void lead_let_go(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
+{
+    struct dbconn *own = ownconn_db(g->own);
+    if (own)
+        release_lock(g, own);
+    close_own(g);
+    untune_all(copy, g, idle);
+    g->ndirty = 0;
+    memset(&g->run, 0, sizeof g->run);
+    sp_use(g, "");
+}
+
+/* Where the lead ends: the table it follows at exactly the target when
+ * learned (a learned table never counts as "ahead"), else at or past it. */
+static bool lead_reached(const struct gdb *g, const struct versions *v)
+{
+    return g->vt.learned ? compare(v) == AT_TARGET : compare(v) != BEHIND;
+}
+
+void lead_migrating(struct gdb *g, const char *schema, const char *table)
+{
+    struct dbconn *own = ownconn_db(g->own);
+    if (!own)
+        return;
+    limit_idle(g, own, "hold_timeout", shim_config()->hold_timeout);
+    if (!(table ? holder_mark_migrating_vt(own, schema, table) : holder_mark_migrating(own)))
+        log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
+                 "take this lead for a lapse): %s",
+                 g->name, dbconn_last_error(own));
+}
+
+void lead_statement(struct gdb *g, PGconn *pg, bool writes)
+{
+    assert(g->st == G_LEADING);
+    g->sp.wrote |= writes;
+    if (writes)
+        tell_lead(g);
+    if (!g->saw_vt) {
+        g->saw_vt = true;
+        lead_migrating(g, NULL, NULL); /* not a lapse */
+    }
+    if (gate_tool->lead_end == MIGTOOL_END_RUN) /* else: held until idle (settler) */
+        lead_activity(g, pg, writes);
+}
+
+void lead_lapse(const struct pq_copy *copy, struct gdb *g, PGconn *idle, bool say)
+{
+    const struct config *cfg = shim_config();
+    assert(g->st == G_LEADING && !g->saw_vt);
+    tell_lead(g);
+    close_own(g); /* the server ended its idle session */
+    untune_all(copy, g, idle);
+    set_state(g, G_LAPSED);
+    if (!say)
+        return;
+    if (gate_tool->relock_after_lapse)
+        NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on django_migrations within "
+                 "leader_grace (%g s); gave the migration lock up (this process does not migrate; "
+                 "it takes the lock again if it does)", g->name, cfg->leader_grace);
+    else
+        NOTE(LOG_LVL_WARN, "lapsed", g->name, NULL, "database \"%s\": no statement on the version table %s%s%s within "
+                 "leader_grace (%g s); gave the migration lock up.  If this process migrates, set "
+                 "version_table (MIGSHIM_VERSION_TABLE) to the table its migrations use",
+                 g->name, cfg->version_table_schema, cfg->version_table_schema[0] ? "." : "",
+                 cfg->version_table, cfg->leader_grace);
 }
 
 /*
@@ -128,11 +203,7 @@ void note_activity(void)
 /* The lead is over (mutex held): release, close, and say why. */
 static void end_idle_lead(const struct pq_copy *copy, struct gdb *g, const char *why)
 {
-    struct dbconn *own = ownconn_db(g->own);
-    if (own)
-        release_lock(g, own);
-    close_own(g);
-    untune_all(copy, g, NULL);
+    lead_let_go(copy, g, NULL);
     set_state(g, G_DONE);
     refresh_pending();
     NOTE(LOG_LVL_INFO, "migrated", g->name, NULL, "database \"%s\": %s; migration lock released after %.3f s",
@@ -197,6 +268,7 @@ static bool run_quiet(const struct gdb *g)
 static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting)
 {
     const struct config *cfg = shim_config();
+    assert(g->st == G_LEADING && gate_tool->lead_end == MIGTOOL_END_RUN);
     struct dbconn *own = ownconn_db(g->own);
     struct versions v;
     char err[256] = "no lock connection", revs[512] = "(unreadable)", want[512];
@@ -206,15 +278,9 @@ static void end_run_lead(const struct pq_copy *copy, struct gdb *g, bool exiting
     else
         log_warn("database \"%s\": cannot re-read the version table on the lock connection (%s)",
                  g->name, err);
-    bool done = read && (g->vt.learned ? compare(&v) == AT_TARGET : compare(&v) != BEHIND);
-    if (own)
-        release_lock(g, own);
-    close_own(g);
-    untune_all(copy, g, NULL);
-    g->ndirty = 0;
+    bool done = read && lead_reached(g, &v);
     bool failed = g->run.failed;
-    memset(&g->run, 0, sizeof g->run);
-    sp_use(g, "");
+    lead_let_go(copy, g, NULL);
     tell_lead(g);
     double held = clock_now() - g->since;
     if (done) {
@@ -378,3 +444,69 @@ void lead_saw_error(struct gdb *g, PGconn *pg)
 }
 
 void settler_forget(void) { settler_running = false; }
+
+/* lead_txn_ended's ends.  A re-read that failed twice: never hold the
+ * fleet on it -- release, and let the waiters read the version themselves
+ * (one of them leads again if the database is still behind). */
+static void lead_unread(const struct pq_copy *copy, struct gdb *g, PGconn *pg, const char *err)
+{
+    log_warn("database \"%s\": cannot re-read the version table on the lock connection "
+             "(%s); releasing the migration lock, the waiters check for themselves",
+             g->name, err);
+    lead_let_go(copy, g, pg);
+    set_state(g, g->sp.on ? G_SCHEMA : shim_config()->guard ? G_UNGATED : G_DONE);
+}
+
+/* The table the lead follows reached the target (`revs`): released.  A
+ * leader whose "leading" line was held (tell_lead) and whose learned table
+ * a peer migrated first only read it: it says "proceed" instead. */
+static void lead_done(const struct pq_copy *copy, struct gdb *g, PGconn *pg, const char *revs)
+{
+    lead_let_go(copy, g, pg);
+    set_state(g, g->sp.on ? G_SCHEMA : G_DONE); /* per-schema: the next one decides */
+    if (g->untold.pending && g->vt.learned) {
+        char name[2 * CONFIG_NAME_MAX + 8];
+        g->untold.pending = false;
+        vt_text(g->vt.schema, g->vt.table, name, sizeof name);
+        NOTE(LOG_LVL_INFO, "proceed", g->name, revs, "database \"%s\": a peer migrated it to %s (in %s, the version table "
+             "its migration reads) before this process got the lock; proceeding", g->name, revs, name);
+    } else {
+        tell_lead(g);
+        NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": migrated to %s; migration lock released after %.3f s", g->name,
+             revs, clock_now() - g->since);
+    }
+}
+
+/* A per-schema lead whose transaction only read its table (a schema with
+ * none, looked at without migrating: `alembic current`, a check): nothing
+ * migrates here, and holding the fleet's lock until hold_timeout would
+ * stall every other schema.  Alembic reads and writes in one transaction. */
+static void lead_only_read(const struct pq_copy *copy, struct gdb *g, PGconn *pg, const char *revs)
+{
+    lead_let_go(copy, g, pg); /* (the table it followed stays in g->vt) */
+    g->untold.pending = false;
+    set_state(g, G_SCHEMA);
+    NOTE(LOG_LVL_INFO, "migrated", g->name, revs, "database \"%s\": the transaction on \"%s\".\"%s\" "
+         "(%s) only read it; migration lock released after %.3f s", g->name, g->vt.schema,
+         g->vt.table, revs, clock_now() - g->since);
+}
+
+void lead_txn_ended(const struct pq_copy *copy, struct gdb *g, PGconn *pg, bool wrote, bool failed)
+{
+    assert(g->st == G_LEADING);
+    struct versions v;
+    char err[256], revs[512];
+    struct dbconn *own = ownconn_db(g->own);
+    bool read = own && (read_lead_table(g, own, &v, err, sizeof err) ||
+                        read_lead_table(g, own, &v, err, sizeof err));
+    if (read)
+        describe(&v, revs, sizeof revs);
+    if (own && !read)
+        lead_unread(copy, g, pg, err);
+    else if (read && lead_reached(g, &v))
+        lead_done(copy, g, pg, revs);
+    else if (read && g->sp.on && !g->sp.wrote)
+        lead_only_read(copy, g, pg, revs);
+    else if (read && (wrote || failed))
+        run_ended(copy, g, pg, failed); /* short of the target: the settle begins */
+}

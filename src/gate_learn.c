@@ -75,14 +75,7 @@ void learn_statement(struct gdb *g, PGconn *pg, const char *schema, const char *
             snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
             snprintf(g->vt.table, sizeof g->vt.table, "%s", table);
             g->saw_vt = true; /* no lapse: this leader migrates */
-            struct dbconn *own = ownconn_db(g->own);
-            if (own) {
-                limit_idle(g, own, "hold_timeout", cfg->hold_timeout);
-                if (!holder_mark_migrating_vt(own, schema, table))
-                    log_warn("database \"%s\": cannot mark the lock connection migrating (waiters may "
-                             "take this lead for a lapse): %s",
-                             g->name, dbconn_last_error(own));
-            }
+            lead_migrating(g, schema, table);
             lead_activity(g, pg, writes);
         }
     }

@@ -17,6 +17,7 @@
  */
 #include "gate_int.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -78,6 +79,8 @@ bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id
  * says which.  On the app's connection, blocking for the one round trip;
  * false (err set) when the connection cannot take a statement now. */
 static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
+                        size_t ssz, struct versions *v, char *err, size_t errsz) MUSTCHECK;
+static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual, char *schema,
                         size_t ssz, struct versions *v, char *err, size_t errsz)
 {
     struct dbconn_pq pc;
@@ -105,6 +108,18 @@ static bool read_as_app(const struct pq_copy *copy, PGconn *pg, const char *qual
     return ok;
 }
 
+/* A lead of g follows `schema`'s version table (the configured name): it
+ * re-reads that table at each commit (gate_after, read_lead_table), and
+ * gives no advice about the settings, which are right. */
+static void follow_schema(struct gdb *g, const char *schema)
+{
+    memset(&g->vt, 0, sizeof g->vt);
+    g->vt.known = g->vt.learned = true;
+    g->vt.warned = true;
+    snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
+    snprintf(g->vt.table, sizeof g->vt.table, "%s", shim_config()->version_table);
+}
+
 /*
  * G_SCHEMA: the app is about to send `sql` on `pg` (mutex held).  Only
  * the decision points of alembic_vt_schema decide: SQLAlchemy's has_table
@@ -126,6 +141,7 @@ void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const 
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8], why[2 * CONFIG_NAME_MAX + 96];
     struct versions v;
+    assert(g->st == G_SCHEMA);
     if (!gate_tool->decision_point(cfg, sql, qual, sizeof qual))
         return;
     pthread_mutex_unlock(&gate_mu); /* a round trip on the app's own connection */
@@ -171,11 +187,7 @@ void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const 
         set_state(g, G_LEADING);
         g->grace_deadline = clock_now() + cfg->leader_grace;
         g->saw_vt = false; /* gate_before's LEADING branch: hold_timeout, the mark */
-        memset(&g->vt, 0, sizeof g->vt);
-        g->vt.known = g->vt.learned = true; /* the lead follows this table (gate_after) */
-        g->vt.warned = true;                /* the user's settings are right: no advice */
-        snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
-        snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+        follow_schema(g, schema);
         g->sp.checked = true;
         g->sp.wrote = false;
         return;
@@ -202,6 +214,7 @@ bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const c
     char qual[CONFIG_NAME_MAX], schema[CONFIG_NAME_MAX], err[256], revs[512];
     char name[2 * CONFIG_NAME_MAX + 8];
     struct versions v;
+    assert(g->st == G_LEADING);
     if (!gate_tool->decision_point(cfg, sql, qual, sizeof qual) || qual[0])
         return false;
     g->sp.checked = true;
@@ -215,10 +228,7 @@ bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const c
         return false;
     g->sp.on = true;
     g->sp.wrote = false;
-    memset(&g->vt, 0, sizeof g->vt);
-    g->vt.known = g->vt.learned = g->vt.warned = true;
-    snprintf(g->vt.schema, sizeof g->vt.schema, "%s", schema);
-    snprintf(g->vt.table, sizeof g->vt.table, "%s", cfg->version_table);
+    follow_schema(g, schema);
     vt_text(schema, cfg->version_table, name, sizeof name);
     describe(&v, revs, sizeof revs);
     if (compare(&v) == BEHIND) {
@@ -231,12 +241,7 @@ bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const c
                      "the lead follows it", g->name, name);
         return false;
     }
-    struct dbconn *own = ownconn_db(g->own);
-    if (own)
-        release_lock(g, own);
-    close_own(g);
-    untune_all(copy, g, NULL);
-    g->ndirty = 0;
+    lead_let_go(copy, g, NULL);
     set_state(g, G_SCHEMA);
     bool told = !g->untold.pending;
     g->untold.pending = false;

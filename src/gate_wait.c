@@ -97,7 +97,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
     struct dbconn *appc = seam(&apc, copy, app);
     char err[256];
     bool told = false;
-    long pause_ms = 50;
+    struct backoff pause = BACKOFF_INIT;
     while (!g->own) {
         g->own = ownconn_open(copy, app, "lock", err, sizeof err);
         if (g->own)
@@ -128,9 +128,7 @@ static enum own_open open_own(const struct pq_copy *copy, PGconn *app, struct gd
         }
         if (waitsig_pending())
             return OWN_SIGNAL;
-        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
+        backoff_pause(&pause);
     }
     if (told)
         wait_note(WAIT_MSG_SLOT_FREE, g->name, NULL, g->name, clock_now() - start);
@@ -154,7 +152,6 @@ static bool vt_set_by_migshim(const struct config *cfg)
     return (t >= 0 && (cfg->source[t] == CFG_FILE || cfg->source[t] == CFG_ENV)) ||
            (s >= 0 && (cfg->source[s] == CFG_FILE || cfg->source[s] == CFG_ENV));
 }
-
 
 /*
  * The wait-for-version loop's I/O side (wait.h has its decisions).  Each
@@ -292,11 +289,13 @@ static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, en
             ob->read = WAIT_READ_FAILED;
         return true;
     case WAIT_ACT_READ_PUBLISHED: /* a failed read counts as "not there" */
-        ob->published = versions_read_in(w->wc, w->pub.schema, w->pub.table, &w->pv,
-                                              err, sizeof err) &&
-                                compare(&w->pv) == AT_TARGET
-                            ? WAIT_PUB_AT_TARGET
-                            : WAIT_PUB_NOT;
+        if (!versions_read_in(w->wc, w->pub.schema, w->pub.table, &w->pv, err, sizeof err)) {
+            log_debug("database \"%s\": cannot read the version table the holder published "
+                      "(%s); taken as not at the target", g->name, err);
+            ob->published = WAIT_PUB_NOT;
+        } else {
+            ob->published = compare(&w->pv) == AT_TARGET ? WAIT_PUB_AT_TARGET : WAIT_PUB_NOT;
+        }
         return true;
     default:
         assert(!"not a look");
@@ -312,8 +311,11 @@ static void look_at_holder(struct waiter *w, const struct wait_obs *ob)
     bool migrating;
     struct holder_vt vt;
     enum holder_run run;
-    if (!holder_state_run(w->wc, w->g->key, &idle, &migrating, &vt, &run))
+    if (!holder_state_run(w->wc, w->g->key, &idle, &migrating, &vt, &run)) {
+        log_debug("database \"%s\": cannot look at the migration lock's holder: %s", w->g->name,
+                  dbconn_last_error(w->wc));
         return;
+    }
     struct wait_holder h = {.idle = idle, .migrating = migrating, .vt_published = vt.known,
                             .run = wait_run_of(run)};
     if (vt.known)
@@ -400,10 +402,12 @@ static void lead(struct waiter *w, const struct wait_step *s)
     limit_idle(g, w->wc, "leader_grace", w->cfg->leader_grace);
     char want[512];
     describe_target(want, sizeof want);
-    wait_format(g->untold.text, sizeof g->untold.text, WAIT_MSG_LEADING, g->name,
+    assert(s->msg == WAIT_MSG_LEADING);
+    wait_format(g->untold.text, sizeof g->untold.text, s->msg, g->name,
                 (long long)g->key, w->st.waited ? " after waiting" : "", w->pol.lead_label,
                 w->revs, want, w->why ? " " : "", w->why ? w->why : "");
     snprintf(g->untold.revs, sizeof g->untold.revs, "%s", w->revs);
+    g->untold.msg = s->msg;
     g->untold.pending = true;
     /* the configured table absent, another of its shape present: see tell_lead */
     if (!s->tell_later || !versions_any_column(w->wc))
@@ -481,10 +485,8 @@ static enum outcome wait_steps(const struct pq_copy *copy, PGconn *app, struct g
             holder_describe(w.wc, g->key, holder, sizeof holder);
             say(&w, s.msg, &ob, holder);
         }
-        if (s.pause_ms) {
-            struct timespec ts = {0, 1000000L * (long)s.pause_ms};
-            nanosleep(&ts, NULL);
-        }
+        if (s.pause_ms)
+            clock_pause_ms((long)s.pause_ms);
     }
 }
 

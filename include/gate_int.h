@@ -1,31 +1,43 @@
 /*
  * gate_int — what the gate's files share, and nothing else may include.
  *
- * The gate (include/gate.h) is five files, one concern each:
+ * The gate (include/gate.h) is six files, one concern each; each calls
+ * only the ones below it:
  *
- *   src/gate.c         the state machine: the table of databases and
- *                      connections, set_state and the counters the
- *                      wrappers read, the public entry points of gate.h,
- *                      fork safety;
- *   src/gate_wait.c    waiting: the lock connection opened (waiting for a
- *                      connection slot) and the wait-for-version loop, the
- *                      I/O side of wait.h's step function;
- *   src/gate_lead.c    the lead: the app's connections tuned while it
- *                      leads, the "leading" line, the migration run and its
- *                      end, the lapse, the settler thread and the exit;
+ *   src/gate.c         the state machine and the public entry points of
+ *                      gate.h: which database a connection belongs to (the
+ *                      server's name, the client's address as an alias),
+ *                      the decision at the first connection, each state's
+ *                      answer to the app's statements and to the ends of
+ *                      its commands, fork safety;
  *   src/gate_schema.c  per-schema version tables: the decision at each of
  *                      the migration's statements (G_SCHEMA), and where a
  *                      leader's table is;
  *   src/gate_learn.c   the version table learned from the leader's own
- *                      statements, and the leader's re-read of its table.
+ *                      statements;
+ *   src/gate_wait.c    waiting: the lock connection opened (waiting for a
+ *                      connection slot) and the wait-for-version loop, the
+ *                      I/O side of wait.h's step function;
+ *   src/gate_lead.c    the lead: the app's connections tuned while it
+ *                      leads, the leader's re-read of its table, the
+ *                      migration run and its end, the lapse, the settler
+ *                      thread and the exit;
+ *   src/gate_db.c      what every part does to a database: the table of
+ *                      them, set_state and the counters the wrappers read,
+ *                      its lock connection, its dirty connections, the
+ *                      schema its waits read, the held "leading" line.
+ *
+ *   gate.c ──▶ gate_schema ──▶ gate_wait, gate_lead ──▶ gate_db
+ *         └──▶ gate_learn  ──▶ gate_lead
  *
  * Locking.  One mutex (gate_mu) guards every struct gdb and the state of
  * the parts; gate_cv is broadcast whenever a database leaves G_DECIDING.
- * Only gate.c's entry points, the settler thread and the exit handler
- * (gate_lead.c) take it.  "Mutex held" below means: called with gate_mu
- * held, and returns with it held.  Blocking work (the wait loop, a round
- * trip on the app's connection) runs with the mutex released while the
- * database is G_DECIDING, or with it held for the short per-statement
+ * gate.c's entry points, the settler thread and the exit handler
+ * (gate_lead.c) take it; reacquire and schema_decide let it go for their
+ * blocking work and take it again.  "Mutex held" below means: called with
+ * gate_mu held, and returns with it held.  Blocking work (the wait loop, a
+ * round trip on the app's connection) runs with the mutex released while
+ * the database is G_DECIDING, or with it held for the short per-statement
  * checks of a leader; the lock connection is only ever used by the thread
  * that set G_DECIDING or under the mutex.
  *
@@ -36,6 +48,7 @@
 #define MIGSHIM_GATE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +68,7 @@
 #include "versions.h"
 #include "wait.h"
 
-/* --- the state of one database (gate.c) ----------------------------------- */
+/* --- the state of one database (gate_db.c) -------------------------------- */
 
 enum gstate { G_NEW, G_DECIDING, G_DONE, G_LEADING, G_LAPSED, G_UNKNOWN, G_UNGATED,
               G_SCHEMA /* decided per version-table statement, in its schema: see schema_decide */ };
@@ -119,6 +132,12 @@ struct gdb {
     } tuned[MAX_DIRTY];
     size_t ntuned;
 };
+
+/* Non-zero while gate_after has something to look at: a connection whose
+ * version-table transaction holds the lock (UNKNOWN) or must be checked at
+ * its end (LEADING, UNGATED), or a leader still inside leader_grace.  Kept
+ * by refresh_pending() under the mutex; read without it. */
+extern _Atomic int gate_pending;
 
 /* Every database this process has met (gate_ndbs of them; an entry whose
  * pid is not getpid() is a forked parent's, adopted at its next use). */
@@ -192,7 +211,7 @@ static inline void vt_text(const char *schema, const char *table, char *out, siz
         snprintf(out, n, "\"%s\"", table);
 }
 
-/* --- gate.c: states, connections, the lock connection --------------------- */
+/* --- gate_db.c: what every part does to a database ------------------------ */
 
 /* Change g's state, keeping gate_watching equal to the number of watched
  * databases and gate_guarding to the number of guarded ones, and the
@@ -204,20 +223,6 @@ void set_state(struct gdb *g, enum gstate s);
  * statement texts, the learning statements) after any change of holders,
  * dirty connections, runs or states.  Mutex held. */
 void refresh_pending(void);
-
-/* Take the lock again (G_LAPSED, G_UNKNOWN, G_SCHEMA) for the app's
- * statement on `pg`: g is G_DECIDING for the wait, which runs with the
- * mutex released (wait_loop, on a lock connection: `pg` may be
- * mid-transaction), then back in its state.  `why` ends the "leading"
- * line (NULL: nothing).  Mutex held. */
-enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *why);
-
-/* Note `pg` as a connection of g with an uncommitted version-table
- * statement (at most MAX_DIRTY; more are not tracked).  Mutex held. */
-void mark_dirty(struct gdb *g, PGconn *pg);
-
-/* The slot of `pg` among g's dirty connections, or -1.  Mutex held. */
-int dirty_slot(const struct gdb *g, const PGconn *pg);
 
 /* Close g's lock connection, if any (the server drops the lock with it).
  * Mutex held, or g DECIDING. */
@@ -239,6 +244,39 @@ void limit_idle(const struct gdb *g, struct dbconn *own, const char *setting, do
  * CONNECTION_BAD. */
 void fail_app_conn(const struct pq_copy *copy, PGconn *pg);
 
+/* True when `pg` is one of g's connections with a version-table
+ * transaction open ("dirty").  Mutex held (for all five below). */
+bool is_dirty(const struct gdb *g, const PGconn *pg);
+
+/* Note `pg` as a connection of g with an uncommitted version-table
+ * statement (at most MAX_DIRTY; more are not tracked).  Mutex held. */
+void mark_dirty(struct gdb *g, PGconn *pg);
+
+/* The slot of `pg` among g's dirty connections, or -1.  Mutex held. */
+int dirty_slot(const struct gdb *g, const PGconn *pg);
+
+/* `pg` is no longer one of g's dirty connections (a no-op if it was not). */
+void clear_dirty(struct gdb *g, const PGconn *pg);
+
+/* When `pg` is one of g's dirty connections: no longer, and what its
+ * transaction did (`wrote`: wrote the table, `failed`: saw an error; each
+ * may be NULL); true.  Else false, nothing changed. */
+bool take_dirty(struct gdb *g, const PGconn *pg, bool *wrote, bool *failed);
+
+/* The settings a wait or a lead of `g` reads the version table with: the
+ * configured ones, or (per-schema, sp.schema set) the same with
+ * version_table_schema = sp.schema.  The lock key stays the database's
+ * (key_of): one migration at a time per database, whichever schema. */
+const struct config *cfg_of(const struct gdb *g);
+
+/* Make `schema` ("" for none) the one g's waits and lead read. */
+void sp_use(struct gdb *g, const char *schema);
+
+/* Say the "leading" line held back in g->untold (if any), with the level
+ * and event of its entry in wait.h's table (untold.msg, set with the text
+ * by the wait that took the lock).  Mutex held. */
+void tell_lead(struct gdb *g);
+
 /* --- gate_wait.c: waiting ------------------------------------------------- */
 
 /*
@@ -259,7 +297,20 @@ void fail_app_conn(const struct pq_copy *copy, PGconn *pg);
 enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g, const char *why,
                        bool on_app, bool fresh);
 
+/* Take the lock again (G_LAPSED, G_UNKNOWN, G_SCHEMA) for the app's
+ * statement on `pg`: g is G_DECIDING for the wait, which runs with the
+ * mutex released (wait_loop, on a lock connection: `pg` may be
+ * mid-transaction), then back in its state.  `why` ends the "leading"
+ * line (NULL: nothing).  Mutex held. */
+enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *why);
+
 /* --- gate_lead.c: the lead and its end ------------------------------------ */
+
+/* Read the version table a leader follows -- the one its migration was
+ * seen to use (learned), else the configured one -- on its lock
+ * connection `own` into `v`.  False (err set) when the read fails. */
+bool read_lead_table(const struct gdb *g, struct dbconn *own, struct versions *v, char *err,
+                     size_t errsz) MUSTCHECK;
 
 /* While g leads, `pg` carries the migration: give it the server's side
  * (session keepalive settings) and the client's (socket options) of a
@@ -275,11 +326,6 @@ void untune_all(const struct pq_copy *copy, struct gdb *g, PGconn *idle);
 
 /* `pg` is being finished: forget it among g's tuned connections.  Mutex held. */
 void forget_tuned(struct gdb *g, const PGconn *pg);
-
-/* Say the "leading" line held back in g->untold (if any), with the level
- * and event of its entry in wait.h's table (untold.msg, set with the text
- * by the wait that took the lock).  Mutex held. */
-void tell_lead(struct gdb *g);
 
 /* The leader's migration began (its first statement on its version
  * table): set hold_timeout on the lock connection and mark it migrating --
@@ -351,15 +397,6 @@ void settler_forget(void);
 
 /* --- gate_schema.c: per-schema version tables ----------------------------- */
 
-/* The settings a wait or a lead of `g` reads the version table with: the
- * configured ones, or (per-schema, sp.schema set) the same with
- * version_table_schema = sp.schema.  The lock key stays the database's
- * (key_of): one migration at a time per database, whichever schema. */
-const struct config *cfg_of(const struct gdb *g);
-
-/* Make `schema` ("" for none) the one g's waits and lead read. */
-void sp_use(struct gdb *g, const char *schema);
-
 /* The first connection's read `v` of g (server identity `id`): note where
  * the table is absent (sp.home), and say whether another schema holds a
  * table of that name, so that g is decided per statement (G_SCHEMA).
@@ -383,12 +420,6 @@ void schema_decide(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const 
 bool lead_resolve(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *sql);
 
 /* --- gate_learn.c: the version table learned from the migration ----------- */
-
-/* Read the version table a leader follows -- the one its migration was
- * seen to use (learned), else the configured one -- on its lock
- * connection `own` into `v`.  False (err set) when the read fails. */
-bool read_lead_table(const struct gdb *g, struct dbconn *own, struct versions *v, char *err,
-                     size_t errsz) MUSTCHECK;
 
 /* One of the tool's version-table statements in its exact shape, on
  * `schema`.`table`, writing it or not, by the leader g on `pg`: before the

@@ -2,12 +2,15 @@
  * gate — see include/gate.h; the gate's files and their locking rule are
  * in include/gate_int.h.
  *
- * This file is the state machine: which database a connection belongs to
- * (the server's name, and the client's address as an alias), each
- * database's state and the counters the wrappers read (set_state,
- * refresh_pending), the public entry points of gate.h, and fork safety.
- * Waiting is gate_wait.c's, the lead and its end gate_lead.c's, per-schema
- * decisions gate_schema.c's, the learned version table gate_learn.c's.
+ * This file is the state machine and the entry points of gate.h: which
+ * database a connection belongs to (the server's name, and the client's
+ * address as an alias), the decision at a process's first connection to
+ * it, each state's answer to the app's statements (gate_before,
+ * gate_learn) and to the ends of its commands (gate_after, gate_forget),
+ * what the guard asks, and fork safety.  Waiting is gate_wait.c's, the
+ * lead and its end gate_lead.c's, per-schema decisions gate_schema.c's,
+ * the learned version table gate_learn.c's; what every part does to a
+ * database is gate_db.c's.
  */
 #include "gate.h"
 
@@ -34,22 +37,6 @@
 #include "shim.h"
 #include "versions.h"
 #include "waitsig.h"
-
-_Atomic int gate_watching;
-_Atomic int gate_guarding;
-_Atomic int gate_learning;
-
-/* Non-zero while gate_after has something to look at: a connection whose
- * version-table transaction holds the lock (UNKNOWN) or must be checked at
- * its end (LEADING, UNGATED), or a leader still inside leader_grace.  Kept
- * by refresh_pending() under the mutex; read without it. */
-static _Atomic int gate_pending;
-
-struct gdb gate_dbs[MAX_DBS];
-size_t gate_ndbs;
-pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-const struct migtool *gate_tool = &migtool_alembic; /* until load_tool */
 
 static void fork_init(void); /* before the mutex is first taken (see the end) */
 static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
@@ -123,76 +110,6 @@ static struct gdb *db_of(const struct pq_copy *copy, const PGconn *pg)
     return db ? find_db(db, "", false) : NULL;
 }
 
-/* The states the per-statement hooks watch (gate_watching counts the dbs
- * in them). */
-static bool watched(enum gstate s)
-{
-    return s == G_LEADING || s == G_LAPSED || s == G_UNKNOWN || s == G_UNGATED || s == G_SCHEMA;
-}
-
-/* The states of the guard's window (gate_guarding counts the dbs in them). */
-static bool guarded(enum gstate s)
-{
-    return s == G_LEADING || s == G_LAPSED || s == G_UNGATED;
-}
-
-/* (shim_hooks / shim_hooks_sql: see refresh_pending) */
-void set_state(struct gdb *g, enum gstate s)
-{
-    if (guarded(g->st) != guarded(s))
-        atomic_fetch_add(&gate_guarding, guarded(s) ? 1 : -1);
-    if (watched(g->st) != watched(s))
-        atomic_fetch_add(&gate_watching, watched(s) ? 1 : -1);
-    if ((g->st == G_LEADING) != (s == G_LEADING)) /* Gunicorn's worker timeout: heartbeat.h */
-        s == G_LEADING ? heartbeat_begin("leading the migration", shim_config()->hold_timeout)
-                       : heartbeat_end();
-    g->st = s;
-}
-
-/* The invariant set_state keeps (mutex held): the counters the wrappers
- * read equal the states of the table. */
-static bool counts_agree(void)
-{
-    int watching = 0, guarding = 0;
-    for (size_t i = 0; i < gate_ndbs; i++) {
-        watching += watched(gate_dbs[i].st);
-        guarding += guarded(gate_dbs[i].st);
-    }
-    return watching == atomic_load(&gate_watching) && guarding == atomic_load(&gate_guarding);
-}
-
-void refresh_pending(void)
-{
-    /* what the gate asks of the wrappers: every call (something pending,
-     * or a database in the guard's window), or only the statement texts
-     * (target unknown, nothing pending) */
-    static int hooks, hooks_sql;
-    int any = 0, full = 0, sql = 0, learn = 0;
-    assert(counts_agree());
-    for (size_t i = 0; i < gate_ndbs; i++) {
-        const struct gdb *g = &gate_dbs[i];
-        if (g->pid != getpid())
-            continue;
-        /* (a Django leader: every statement is activity for the settler) */
-        any |= g->holder || g->ndirty || (g->st == G_LEADING && (!g->saw_vt || ends_idle()));
-        any |= g->st == G_LEADING && g->run.ended > 0; /* see run_ended */
-        full |= guarded(g->st);
-        sql |= g->st == G_UNKNOWN || g->st == G_SCHEMA;
-        learn |= gate_tool->vt_statement && g->st == G_LEADING && (!g->vt.known || g->vt.learned);
-    }
-    full |= any;
-    atomic_store_explicit(&gate_pending, any, memory_order_relaxed);
-    atomic_store_explicit(&gate_learning, learn, memory_order_relaxed);
-    if (full != hooks) {
-        shim_hooks_add(full ? 1 : -1);
-        hooks = full;
-    }
-    if (sql != hooks_sql) {
-        shim_hooks_sql_add(sql ? 1 : -1);
-        hooks_sql = sql;
-    }
-}
-
 /* A child of a forked process: the lock connection is the parent's. */
 static void adopt_after_fork(struct gdb *g)
 {
@@ -208,43 +125,6 @@ static void adopt_after_fork(struct gdb *g)
     if (g->st == G_LEADING || g->st == G_LAPSED || g->st == G_DECIDING)
         set_state(g, G_NEW);
     refresh_pending();
-}
-
-void close_own(struct gdb *g)
-{
-    ownconn_close(g->own);
-    g->own = NULL;
-}
-
-/* Release the migration lock g holds on `c` (its lock connection, or the
- * app's connection a waiter took it on).  A failure is logged: the lock
- * then ends with that connection, which the caller closes or gives back
- * failed. */
-void release_lock(const struct gdb *g, struct dbconn *c)
-{
-    if (!lock_release(c, shim_config()->lock, g->key))
-        log_warn("database \"%s\": releasing the migration lock failed; closing the %s "
-                 "releases it", g->name, c == ownconn_db(g->own) ? "lock connection" : "connection");
-}
-
-/* Have the server end g's lock session `own` once it stays idle for
- * `seconds` (`setting`: leader_grace or hold_timeout, for the log).  A
- * failure is logged: only this process's own checks then bound the lead. */
-void limit_idle(const struct gdb *g, struct dbconn *own, const char *setting,
-                       double seconds)
-{
-    if (!lock_limit_idle(own, shim_config()->lock, seconds))
-        log_warn("database \"%s\": cannot set the server-side idle limit on the lock connection "
-                 "(%s = %g s); it is not in force, only this process's own checks are",
-                 g->name, setting, seconds);
-}
-
-/* Make the app's connection fail (on_timeout = fail): its socket is shut
- * down, so libpq sees the server go away and reports CONNECTION_BAD. */
-void fail_app_conn(const struct pq_copy *copy, PGconn *pg)
-{
-    struct dbconn_pq pc;
-    dbconn_fail(seam(&pc, copy, pg));
 }
 
 /* The client's address for a database, "host:port/dbname": connections
@@ -498,67 +378,6 @@ bool gate_connected(const struct pq_copy *copy, PGconn *pg)
 }
 
 /* --- connections with a version-table transaction open -------------------- */
-
-static bool is_dirty(const struct gdb *g, const PGconn *pg)
-{
-    return dirty_slot(g, pg) >= 0;
-}
-
-void mark_dirty(struct gdb *g, PGconn *pg)
-{
-    if (!is_dirty(g, pg) && g->ndirty < MAX_DIRTY) {
-        g->dirty_wrote[g->ndirty] = false;
-        g->dirty_failed[g->ndirty] = false;
-        g->dirty[g->ndirty++] = pg;
-    }
-}
-
-int dirty_slot(const struct gdb *g, const PGconn *pg)
-{
-    for (size_t i = 0; i < g->ndirty; i++)
-        if (g->dirty[i] == pg)
-            return (int)i;
-    return -1;
-}
-
-static void clear_dirty(struct gdb *g, const PGconn *pg)
-{
-    int i = dirty_slot(g, pg);
-    if (i < 0)
-        return;
-    g->ndirty--;
-    g->dirty[i] = g->dirty[g->ndirty];
-    g->dirty_wrote[i] = g->dirty_wrote[g->ndirty];
-    g->dirty_failed[i] = g->dirty_failed[g->ndirty];
-}
-
-/* When `pg` is one of g's dirty connections: no longer, and what its
- * transaction did (`wrote`, `failed`, each may be NULL); true.  Else false. */
-static bool take_dirty(struct gdb *g, const PGconn *pg, bool *wrote, bool *failed)
-{
-    int i = dirty_slot(g, pg);
-    if (i < 0)
-        return false;
-    if (wrote)
-        *wrote = g->dirty_wrote[i];
-    if (failed)
-        *failed = g->dirty_failed[i];
-    clear_dirty(g, pg);
-    return true;
-}
-
-enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *why)
-{
-    enum gstate was = g->st;
-    assert(was != G_DECIDING && g->pid == getpid());
-    set_state(g, G_DECIDING);
-    pthread_mutex_unlock(&gate_mu);
-    enum outcome o = wait_loop(copy, pg, g, why, false, false); /* pg may be mid-transaction */
-    pthread_mutex_lock(&gate_mu);
-    set_state(g, was); /* from DECIDING: restores the watch count */
-    pthread_cond_broadcast(&gate_cv);
-    return o;
-}
 
 /* --- the app's statements on the version table ---------------------------- */
 

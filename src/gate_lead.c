@@ -1,9 +1,10 @@
 /*
  * gate_lead — while this process leads the migration (see
  * include/gate_int.h; the gate's state machine is gate.c): the app's
- * connections tuned for a peer that vanishes, the "leading" line, the
- * migration run and its end, and the settler thread that ends a lead the
- * app never calls libpq again for, and the exit.
+ * connections tuned for a peer that vanishes, the leader's re-read of the
+ * table it follows, the migration run and its end, the lapse, the settler
+ * thread that ends a lead the app never calls libpq again for, and the
+ * exit.
  */
 #include "gate_int.h"
 
@@ -88,29 +89,6 @@ void forget_tuned(struct gdb *g, const PGconn *pg)
     }
 }
 
-/*
- * The "leading" line.  When the configured version table is absent, not
- * set in migshim's settings, and some other table has a version_num
- * column, the app may keep its
- * versions there (a name migshim could not read): a
- * process that takes the lock after the leader released it (it connected
- * late) would then "lead" only to find, in its migration's first read,
- * the real table at the target (gate_learn, gate_after).  So the line
- * waits for the leader's first write of a version table (or its lapse, or
- * its release); a read of another table found at the target replaces it
- * with a "proceed" line.
- */
-void tell_lead(struct gdb *g)
-{
-    if (!g->untold.pending)
-        return;
-    g->untold.pending = false;
-    const struct wait_message *m = wait_message(g->untold.msg);
-    log_msg(m->level, "%s", g->untold.text);
-    if (m->event)
-        events_emit(m->event, g->name, m->versions ? g->untold.revs : NULL, NULL);
-}
-
 void lead_let_go(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
 {
     struct dbconn *own = ownconn_db(g->own);
@@ -121,6 +99,15 @@ void lead_let_go(const struct pq_copy *copy, struct gdb *g, PGconn *idle)
     g->ndirty = 0;
     memset(&g->run, 0, sizeof g->run);
     sp_use(g, "");
+}
+
+bool read_lead_table(const struct gdb *g, struct dbconn *own, struct versions *v, char *err,
+                     size_t errsz)
+{
+    const struct config *cfg = shim_config();
+    if (!g->vt.learned)
+        return versions_read(own, cfg, state_expr(), v, err, errsz);
+    return versions_read_in(own, g->vt.schema, g->vt.table, v, err, errsz);
 }
 
 /* Where the lead ends: the table it follows at exactly the target when

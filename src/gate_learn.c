@@ -1,7 +1,7 @@
 /*
  * gate_learn — the version table a leader learns from its own migration's
- * statements, and the leader's re-read of the table it follows (see
- * include/gate_int.h; the gate's state machine is gate.c).
+ * statements (see include/gate_int.h; the gate's state machine is gate.c;
+ * the leader's re-read of the table it follows is gate_lead.c's).
  *
  * While LEADING and before any of the tool's statements on the configured
  * table, a statement in the tool's exact shape (Alembic's) on another
@@ -26,15 +26,6 @@
 #include "ownconn.h"
 #include "shim.h"
 #include "versions.h"
-
-bool read_lead_table(const struct gdb *g, struct dbconn *own, struct versions *v, char *err,
-                     size_t errsz)
-{
-    const struct config *cfg = shim_config();
-    if (!g->vt.learned)
-        return versions_read(own, cfg, state_expr(), v, err, errsz);
-    return versions_read_in(own, g->vt.schema, g->vt.table, v, err, errsz);
-}
 
 /* The learned table's warning, once, from the process that writes it: a
  * late process that only reads it, found at the target, says so at info

@@ -31,29 +31,6 @@
 #include "shim.h"
 #include "versions.h"
 
-/* The configuration with version_table_schema set to a database's
- * sp.schema, for the wait loop's reads while that is set (cfg_of). */
-static struct config sp_cfg[MAX_DBS];
-
-/* The settings a wait or a lead of `g` reads the version table with: the
- * configured ones, or (per-schema, sp.schema set) the same with
- * version_table_schema = sp.schema.  The lock key stays the database's
- * (key_of): one migration at a time per database, whichever schema. */
-const struct config *cfg_of(const struct gdb *g)
-{
-    return g->sp.schema[0] ? &sp_cfg[g - gate_dbs] : shim_config();
-}
-
-/* Make `schema` ("" for none) the one g's waits and lead read. */
-void sp_use(struct gdb *g, const char *schema)
-{
-    snprintf(g->sp.schema, sizeof g->sp.schema, "%s", schema);
-    if (schema[0]) {
-        sp_cfg[g - gate_dbs] = *shim_config();
-        snprintf(sp_cfg[g - gate_dbs].version_table_schema,
-                 sizeof sp_cfg[g - gate_dbs].version_table_schema, "%s", schema);
-    }
-}
 
 bool schema_mode(struct gdb *g, const struct versions *v, const struct server_id *id)
 {

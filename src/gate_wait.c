@@ -9,10 +9,12 @@
 #include "gate_int.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "config.h"
@@ -505,5 +507,18 @@ enum outcome wait_loop(const struct pq_copy *copy, PGconn *app, struct gdb *g,
     enum outcome o = wait_steps(copy, app, g, why, on_app, fresh);
     heartbeat_end();
     waitsig_end();
+    return o;
+}
+
+enum outcome reacquire(const struct pq_copy *copy, PGconn *pg, struct gdb *g, const char *why)
+{
+    enum gstate was = g->st;
+    assert(was != G_DECIDING && g->pid == getpid());
+    set_state(g, G_DECIDING);
+    pthread_mutex_unlock(&gate_mu);
+    enum outcome o = wait_loop(copy, pg, g, why, false, false); /* pg may be mid-transaction */
+    pthread_mutex_lock(&gate_mu);
+    set_state(g, was); /* from DECIDING: restores the watch count */
+    pthread_cond_broadcast(&gate_cv);
     return o;
 }

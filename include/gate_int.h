@@ -215,13 +215,14 @@ static inline void vt_text(const char *schema, const char *table, char *out, siz
 
 /* Change g's state, keeping gate_watching equal to the number of watched
  * databases and gate_guarding to the number of guarded ones, and the
- * heartbeat kept while leading (heartbeat.h).  Mutex held (or g DECIDING,
- * owned by this thread).  Call refresh_pending() after. */
+ * heartbeat kept while leading (heartbeat.h).  Mutex held.  Call
+ * refresh_pending() after. */
 void set_state(struct gdb *g, enum gstate s);
 
 /* Recompute what the wrappers must show the gate (every call, only the
  * statement texts, the learning statements) after any change of holders,
- * dirty connections, runs or states.  Mutex held. */
+ * dirty connections, runs or states.  Asserts that the counters equal the
+ * states.  Mutex held. */
 void refresh_pending(void);
 
 /* Close g's lock connection, if any (the server drops the lock with it).
@@ -245,7 +246,7 @@ void limit_idle(const struct gdb *g, struct dbconn *own, const char *setting, do
 void fail_app_conn(const struct pq_copy *copy, PGconn *pg);
 
 /* True when `pg` is one of g's connections with a version-table
- * transaction open ("dirty").  Mutex held (for all five below). */
+ * transaction open ("dirty").  Mutex held, as for the four below. */
 bool is_dirty(const struct gdb *g, const PGconn *pg);
 
 /* Note `pg` as a connection of g with an uncommitted version-table

@@ -29,7 +29,6 @@
 #include "events.h"
 #include "gate_int.h"
 #include "heartbeat.h"
-#include "lock.h"
 #include "log.h"
 #include "migtool.h"
 #include "ownconn.h"

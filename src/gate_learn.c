@@ -20,12 +20,8 @@
 #include <string.h>
 
 #include "config.h"
-#include "dbconn.h"
-#include "holder.h"
 #include "log.h"
-#include "ownconn.h"
 #include "shim.h"
-#include "versions.h"
 
 /* The learned table's warning, once, from the process that writes it: a
  * late process that only reads it, found at the target, says so at info

@@ -27,7 +27,6 @@
 #include "dbconn.h"
 #include "events.h"
 #include "log.h"
-#include "ownconn.h"
 #include "shim.h"
 #include "versions.h"
 

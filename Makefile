@@ -47,7 +47,8 @@ B := $(if $(SANITIZE),build-san,build)
 # since glibc 2.34, kept for older ones.)
 LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c src/ownconn.c \
             src/shim.c src/ini.c src/heads.c src/envpy.c src/sqlclass.c src/pgsql.c src/dbconn.c src/lock.c src/versions.c \
-            src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/guard.c src/events.c \
+            src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/gate_db.c src/gate_wait.c src/gate_lead.c \
+            src/gate_schema.c src/gate_learn.c src/guard.c src/events.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread

@@ -50,8 +50,8 @@ struct holder_vt {
 };
 
 /*
- * How a leader's migration run stands (gate.c, "A lead ends when the run
- * ends"): going on, or ended short of the target -- its version-table
+ * How a leader's migration run stands (gate_lead.c, "A lead ends when the
+ * run ends"): going on, or ended short of the target -- its version-table
  * transaction committed (`ended`) or ended in an error (`failed`).
  */
 enum holder_run { HOLDER_RUN_GOING, HOLDER_RUN_ENDED, HOLDER_RUN_FAILED };
@@ -67,8 +67,8 @@ bool holder_mark_migrating(struct dbconn *own) MUSTCHECK;
 
 /*
  * The same for a leader whose migration writes a version table other than
- * the configured one (gate.c: learned from its statements), publishing it
- * for the waiters: application_name becomes
+ * the configured one (gate_learn.c: learned from its statements),
+ * publishing it for the waiters: application_name becomes
  * `migshim lock pid=N migrating vt=<name>` (holder_vt_format).  A name
  * that does not fit is not published: then as holder_mark_migrating.
  * `schema` ("" when unqualified) and `table` are not NULL.  Returns as

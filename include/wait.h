@@ -2,7 +2,7 @@
  * wait — the decisions of the wait for a peer's migration, as a pure step
  * function: what one wait slice observed in, one action out.
  *
- * The gate's wait loop (gate.c, wait_steps) does the I/O: it takes one
+ * The gate's wait loop (gate_wait.c, wait_steps) does the I/O: it takes one
  * lock step (lock.h, lock_step: try the exclusive lock, else wait one
  * slice on the shared form, then read the version table), fills a
  * struct wait_obs, and asks wait_step() what to do.  The answer is one
@@ -25,7 +25,7 @@
  * with the arguments its entry names (wait_format) and prints it.  The
  * compiler cannot check a format from a table against a call's arguments:
  * each entry lists its conversions (args), which tests/unit/test_wait.c
- * checks against the format, and each call site in gate.c passes them in
+ * checks against the format, and each call site in gate_wait.c passes them in
  * that order (say, open_own).
  */
 #ifndef MIGSHIM_WAIT_H
@@ -163,7 +163,7 @@ enum wait_msg {
     WAIT_MSG_TIMEOUT_FAIL,   /* db, elapsed, holder                 (versions) */
     WAIT_MSG_TIMEOUT,        /* db, elapsed, holder                 (versions) */
     WAIT_MSG_WAITING,        /* db, elapsed, holder                 (versions) */
-    /* waiting for a connection slot for the lock connection (gate.c, open_own) */
+    /* waiting for a connection slot for the lock connection (gate_wait.c, open_own) */
     WAIT_MSG_SLOT_PEER,      /* db, elapsed, revs                   (versions) */
     WAIT_MSG_SLOT_TIMEOUT,   /* db, elapsed, err                               */
     WAIT_MSG_SLOT_NOBODY,    /* db, elapsed, err                               */

@@ -457,7 +457,7 @@ Test(vt_statement, anything_else_is_not_learned)
 }
 
 /* Which schema SQLAlchemy's has_table asks about (per-schema version
- * tables, gate.c): psycopg2 inlines the literals. */
+ * tables, gate_schema.c): psycopg2 inlines the literals. */
 Test(has_table_schema, sqlalchemy_shapes)
 {
     char s[64];

@@ -13,7 +13,7 @@
 
 #include "wait.h"
 
-/* Alembic's way of waiting (gate.c, wait_policy_of). */
+/* Alembic's way of waiting (gate_wait.c, wait_policy_of). */
 static struct wait_policy alembic(void)
 {
     return (struct wait_policy){

@@ -26,7 +26,8 @@ static void put32(struct buf *b, uint32_t v)
 }
 static void putmem(struct buf *b, const void *p, size_t n)
 {
-    memcpy(b->b + b->n, p, n);
+    if (n) /* an empty body may come as NULL: memcpy's arguments must not be */
+        memcpy(b->b + b->n, p, n);
     b->n += n;
 }
 

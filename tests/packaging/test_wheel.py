@@ -76,9 +76,14 @@ def wheel():
     env = {k: v for k, v in os.environ.items() if k not in ("SANITIZE", "B")}
     r = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "wheel"], capture_output=True,
                        text=True, env=env, timeout=600)
+    return built_wheel(r, r"(GLIBC_2\.\d+) needed by ")
+
+
+def built_wheel(r, detail):
+    """The wheel make wrote, from build-wheel.py's line: `<path> (<size>
+    bytes; <detail>…`; its size is checked against the file."""
     assert r.returncode == 0, r.stdout + r.stderr
-    m = re.search(r"^build-wheel\.py: (\S+\.whl) \((\d+) bytes; (GLIBC_2\.\d+) needed by ",
-                  r.stdout, re.M)
+    m = re.search(r"^build-wheel\.py: (\S+\.whl) \((\d+) bytes; " + detail, r.stdout, re.M)
     assert m, r.stdout
     path = Path(m.group(1))
     path = path if path.is_absolute() else REPO_ROOT / path
@@ -255,15 +260,7 @@ def musl_wheel():
         if os.environ.get("CI") == "true":
             pytest.fail(msg + "; on CI the musl wheel must be built\n" + r.stdout + r.stderr)
         pytest.skip(msg)
-    assert r.returncode == 0, r.stdout + r.stderr
-    m = re.search(r"^build-wheel\.py: (\S+\.whl) \((\d+) bytes; musl (\d+)\.(\d+)[.\d]*, from ",
-                  r.stdout, re.M)
-    assert m, r.stdout
-    path = Path(m.group(1))
-    path = path if path.is_absolute() else REPO_ROOT / path
-    assert path.stat().st_size == int(m.group(2))
-    print(f"\n{r.stdout.strip()}")
-    return path
+    return built_wheel(r, r"musl (\d+)\.(\d+)[.\d]*, from ")
 
 
 def extract(whl: Path, dest: Path):

@@ -119,7 +119,21 @@ if [ "${1:-}" = "--server" ]; then
   fi
   if wanted python; then
     echo "== integration and end-to-end (Python drivers, Gunicorn fleets)"
-    run_pytest python tests/integration tests/e2e tests/packaging
+    if [ -n "${SANITIZE:-}" ]; then
+      # The sanitized run looks for memory and undefined-behaviour errors in
+      # the library: it runs every suite that drives the library's own code
+      # paths, and leaves out the files that test what surrounds it and run
+      # the same gate paths again -- packaging (tarball, .deb, wheel: the
+      # plain build), the examples, the demo and the slim image, the
+      # heartbeat's arbiter timings and the transports (PgBouncer, TLS,
+      # SCRAM) -- about 6 of its minutes; make check runs them all.
+      run_pytest python tests/integration tests/e2e \
+        --ignore=tests/e2e/test_examples.py --ignore=tests/e2e/test_demo.py \
+        --ignore=tests/e2e/test_slim_image.py --ignore=tests/e2e/test_heartbeat_fleet.py \
+        --ignore=tests/e2e/test_topologies.py
+    else
+      run_pytest python tests/integration tests/e2e tests/packaging
+    fi
   fi
   if wanted oracle; then
     echo "== guard oracle, short (make soak-guard runs N=100 drawn interleavings)"

@@ -26,15 +26,29 @@ void conn_forget(const PGconn *pg);
 
 /*
  * Prepared statements carry no text when they run (PQexecPrepared,
- * PQsendQueryPrepared): while the gate or the guard watch, the wrappers
- * note the text a statement was prepared with, per connection and name
- * ("" is the unnamed one), so that it can be classified when it runs.  A
- * bounded table: the oldest entries make room; an unknown name is NULL.
+ * PQsendQueryPrepared): while the wrappers see every call (shim.h's full
+ * hooks), they note the text a statement was prepared with, per
+ * connection and name ("" is the unnamed one), so that it can be
+ * classified when it runs.  A bounded table: the oldest entries make room;
+ * an unknown name is NULL.
+ *
+ * A note is trusted only while it cannot be stale: in the window of full
+ * hooks it was made in (between windows the app's calls go unseen: a
+ * DEALLOCATE and a PREPARE of the same name there would make the note
+ * describe another statement, and the guard answer for the wrong one),
+ * and until the app sends a statement text that may create or drop
+ * prepared statements (conn_note_text).  Otherwise the name is unknown,
+ * and the guard treats the statement as one it cannot classify.
  */
 void conn_note_prepared(const PGconn *pg, const char *name, const char *sql);
 
-/* The text `name` was prepared with on `pg`, malloc'ed (the caller frees
- * it), or NULL. */
+/* The app sent `sql` on `pg` (PQexec, PQsendQuery and their Params
+ * forms): a text that names PREPARE, DEALLOCATE or DISCARD anywhere, in
+ * any case, forgets every note of `pg`. */
+void conn_note_text(const PGconn *pg, const char *sql);
+
+/* The text `name` was prepared with on `pg` in the current window,
+ * malloc'ed (the caller frees it), or NULL. */
 char *conn_prepared_sql(const PGconn *pg, const char *name) MUSTCHECK;
 
 /*

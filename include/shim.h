@@ -46,7 +46,29 @@ extern __attribute__((visibility("hidden"))) _Atomic int shim_hooks; /* (a direc
 #define SHIM_HOOKS_ALL 0xffff
 #define SHIM_HOOKS_SQL 0x10000
 
-static inline void shim_hooks_add(int delta) { atomic_fetch_add(&shim_hooks, delta); }
+/*
+ * Which window of full hooks this is: bumped before every change of the
+ * SHIM_HOOKS_ALL part from zero to non-zero becomes visible.  Between two
+ * windows the wrappers take the fast path and see nothing of the app's
+ * calls, so what a wrapper noted in an earlier window (conn.h's prepared
+ * texts) may be stale in this one: a note carries the epoch it was made
+ * in and is trusted only in that epoch.
+ */
+extern __attribute__((visibility("hidden"))) _Atomic unsigned shim_hooks_epoch;
+
+static inline unsigned shim_hooks_window(void)
+{
+    return atomic_load_explicit(&shim_hooks_epoch, memory_order_acquire);
+}
+
+static inline void shim_hooks_add(int delta)
+{
+    int old = atomic_load_explicit(&shim_hooks, memory_order_relaxed);
+    do {
+        if (delta > 0 && !(old & SHIM_HOOKS_ALL)) /* a new window: before it is seen */
+            atomic_fetch_add_explicit(&shim_hooks_epoch, 1, memory_order_release);
+    } while (!atomic_compare_exchange_weak(&shim_hooks, &old, old + delta));
+}
 static inline void shim_hooks_sql_add(int delta)
 {
     atomic_fetch_add(&shim_hooks, delta * SHIM_HOOKS_SQL);

@@ -8,9 +8,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "atfork.h"
 #include "log.h"
+#include "shim.h"
 #include "sqlclass.h"
 
 #define TOMBSTONE ((const PGconn *)(uintptr_t)1)
@@ -127,6 +129,7 @@ static struct prepared {
     const PGconn *pg;
     char name[PREPARED_NAME_MAX];
     char *sql;
+    unsigned epoch; /* the window of full hooks it was noted in (shim.h) */
 } prepared[MAX_PREPARED];
 static size_t prepared_next; /* round robin: the oldest entry makes room */
 
@@ -156,6 +159,7 @@ void conn_note_prepared(const PGconn *pg, const char *name, const char *sql)
     p->pg = pg;
     strcpy(p->name, name);
     p->sql = copy;
+    p->epoch = shim_hooks_window();
     pthread_mutex_unlock(&mu);
 }
 
@@ -164,7 +168,7 @@ char *conn_prepared_sql(const PGconn *pg, const char *name)
     char *out = NULL;
     lock();
     struct prepared *p = prepared_find(pg, name ? name : "");
-    if (p)
+    if (p && p->epoch == shim_hooks_window()) /* else the app ran unseen since */
         out = strdup(p->sql);
     pthread_mutex_unlock(&mu);
     return out;
@@ -178,6 +182,33 @@ static void prepared_forget(const PGconn *pg)
             memset(&prepared[i], 0, sizeof prepared[i]);
         }
     }
+}
+
+/* Does `sql` (the whole text) contain one of the words that
+ * create or drop prepared statements in SQL: PREPARE, DEALLOCATE, DISCARD
+ * (any case, anywhere: a string literal or a longer word too -- a false
+ * match only forgets more)? */
+static bool names_prepared_statements(const char *sql)
+{
+    static const char *const words[] = {"prepare", "dealloc", "discard"};
+    for (size_t i = 0; sql[i]; i++) {
+        char c = sql[i] | 0x20; /* (ASCII letters: lower case) */
+        if (c != 'p' && c != 'd')
+            continue;
+        for (size_t w = 0; w < sizeof words / sizeof *words; w++)
+            if (strncasecmp(sql + i, words[w], strlen(words[w])) == 0)
+                return true;
+    }
+    return false;
+}
+
+void conn_note_text(const PGconn *pg, const char *sql)
+{
+    if (!pg || !sql || !names_prepared_statements(sql))
+        return;
+    lock();
+    prepared_forget(pg);
+    pthread_mutex_unlock(&mu);
 }
 
 /* --- fork ------------------------------------------------------------------ */

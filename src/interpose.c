@@ -365,6 +365,8 @@ SLOW PGresult *PQexec_slow(PGconn *conn, const char *query, const void *ra)
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexec);
     if (!c)
         return NULL;
+    if (conn && app_call(ra))
+        conn_note_text(conn, query); /* (PREPARE, DEALLOCATE: conn.h) */
     if (watching() && conn && app_call(ra))
         return exec_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
     return REAL(c, PQexec)(conn, query);
@@ -388,6 +390,8 @@ SLOW PGresult *PQexecParams_slow(PGconn *conn, const char *command, int nParams,
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQexecParams);
     if (!c)
         return NULL;
+    if (conn && app_call(ra))
+        conn_note_text(conn, command); /* (PREPARE, DEALLOCATE: conn.h) */
     if (watching() && conn && app_call(ra))
         return exec_hooked(c, conn,
                            &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
@@ -455,7 +459,7 @@ SLOW PGresult *PQprepare_slow(PGconn *conn, const char *stmtName, const char *qu
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQprepare);
     if (!c)
         return NULL;
-    if (watching() && conn && app_call(ra))
+    if (conn && app_call(ra)) /* (watched or not: see conn.h) */
         conn_note_prepared(conn, stmtName, query);
     return REAL(c, PQprepare)(conn, stmtName, query, nParams, paramTypes);
 }
@@ -472,6 +476,8 @@ SLOW int PQsendQuery_slow(PGconn *conn, const char *query, const void *ra)
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQuery);
     if (!c)
         return 0;
+    if (conn && app_call(ra))
+        conn_note_text(conn, query); /* (PREPARE, DEALLOCATE: conn.h) */
     if (watching() && conn && app_call(ra))
         return send_hooked(c, conn, &(struct pq_call){.kind = CALL_EXEC, .sql = query});
     return REAL(c, PQsendQuery)(conn, query);
@@ -495,6 +501,8 @@ SLOW int PQsendQueryParams_slow(PGconn *conn, const char *command, int nParams,
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendQueryParams);
     if (!c)
         return 0;
+    if (conn && app_call(ra))
+        conn_note_text(conn, command); /* (PREPARE, DEALLOCATE: conn.h) */
     if (watching() && conn && app_call(ra))
         return send_hooked(c, conn,
                            &(struct pq_call){.kind = CALL_PARAMS, .sql = command, .nparams = nParams,
@@ -561,7 +569,7 @@ SLOW int PQsendPrepare_slow(PGconn *conn, const char *stmtName, const char *quer
     const struct pq_copy *c = copy_for_conn(conn, ra, PQI_PQsendPrepare);
     if (!c)
         return 0;
-    if (watching() && conn && app_call(ra))
+    if (conn && app_call(ra)) /* (watched or not: see conn.h) */
         conn_note_prepared(conn, stmtName, query);
     return REAL(c, PQsendPrepare)(conn, stmtName, query, nParams, paramTypes);
 }

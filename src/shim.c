@@ -77,3 +77,4 @@ bool shim_active(void)
 const struct config *shim_config(void) { return &cfg; }
 
 _Atomic int shim_hooks;
+_Atomic unsigned shim_hooks_epoch;

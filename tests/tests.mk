@@ -15,7 +15,8 @@ UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/un
               $(TESTS_B)/unit/test_envpy $(TESTS_B)/unit/test_events $(TESTS_B)/unit/test_django \
               $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
               $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam \
-              $(TESTS_B)/unit/test_elflibc $(TESTS_B)/unit/test_wire $(TESTS_B)/unit/test_sysapi
+              $(TESTS_B)/unit/test_elflibc $(TESTS_B)/unit/test_wire $(TESTS_B)/unit/test_sysapi \
+              $(TESTS_B)/unit/test_conn
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -154,6 +155,10 @@ $(TESTS_B)/unit/test_sysapi: tests/unit/test_sysapi.c $(B)/obj/sysapi.o $(TESTS_
 
 $(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
+
+$(TESTS_B)/unit/test_conn: tests/unit/test_conn.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
+                           | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
 
 $(TESTS_B)/unit/test_seam: tests/unit/test_seam.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \

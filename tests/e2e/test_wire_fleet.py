@@ -32,7 +32,13 @@ error and no migshim warning or error in the output, exactly one "leading"
 line (tests/e2e/fleet.py's GATE_PATTERNS) and the leader ran every revision
 it migrated, alembic_version at wire0003, each revision once in
 migration_runs, each plan exactly once; asyncpg: the longest event-loop
-stall over the fleet < 250 ms (the goal is 20 ms per wait slice).  Without
+stall while a worker waits for the leader, over the fleet, < 250 ms (the
+goal is 20 ms per wait slice).  A worker's wait is its longest database
+operation (asgi_app.py marks each with SQLAlchemy's events), counted when it
+lasted 1 s or more (the leader's migration sleeps 2 s), and at least one
+worker other than the leader must have waited so.  The longest stall over
+the whole migration, the app's own CPU work included (Alembic in 8 workers
+on 2 cores: 50-220 ms here, with or without a gate), is printed, not bounded.  Without
 the preload the same fleet must show the race: a worker failed, the fleet
 did not come up, or a revision or row is there twice (the teeth).
 The time to ready and the stalls of both runs are printed, and tabled at the
@@ -87,9 +93,9 @@ PLANS = ["Free", "Pro", "Team"]
 BOOT_TIMEOUT = 150.0      # start -> every worker accounted for (2-core machine, 8 interpreters)
 FAILURE_SETTLE = 10.0     # after a failure, how long the others get to show how they fared
 STALL_BOUND_MS = 250.0    # the goal is 20 ms per slice; CI is a busy 2-core machine
+WAITED_S = 1.0            # a database operation this long is a wait (the leader sleeps 2 s)
 
-READY_RE = re.compile(r"^wire-app\[(\d+)\]: ready(?: stall_ms=([\d.]+))? migrate_s=([\d.]+)$",
-                      re.M)
+READY_RE = re.compile(r"^wire-app\[(\d+)\]: ready((?: \w+=[\d.]+)+)$", re.M)
 FAILED_RE = re.compile(r"^wire-app\[(\d+)\]: migration failed: (?:stall_ms=([\d.]+) )?(.*)$",
                        re.M)
 FORKED_RE = re.compile(r"^fleet: forked pid=(\d+)$", re.M)
@@ -172,7 +178,7 @@ class WireResult:
     settled: float = 0.0               # start -> the outcome was known
     master_alive: bool = False
     forked: List[int] = field(default_factory=list)    # Gunicorn's workers
-    ready: Dict[int, Optional[float]] = field(default_factory=dict)   # pid -> stall ms
+    ready: Dict[int, Dict[str, float]] = field(default_factory=dict)  # pid -> its figures
     failed: Dict[int, str] = field(default_factory=dict)               # pid -> error
     dead: List[int] = field(default_factory=list)      # ready, but gone at the end
     text: str = ""
@@ -185,12 +191,37 @@ class WireResult:
     def label(self) -> str:
         return f"{self.scenario.name} {'preloaded' if self.preload else 'plain'}"
 
-    def stalls(self) -> List[float]:
-        return [s for s in self.ready.values() if s is not None]
+    def stalls(self, key: str = "stall_ms") -> List[float]:
+        """asyncpg: each ready worker's longest event-loop gap (ms) over its
+        migration (stall_ms), or within its longest database operation, where
+        it waited for the leader (wait_stall_ms)."""
+        return [f[key] for f in self.ready.values() if key in f]
+
+    def waiters(self) -> Dict[int, float]:
+        """asyncpg: {pid: the longest event-loop gap (ms) while it waited}
+        for each ready worker whose longest database operation lasted
+        WAITED_S or more (a wait for the leader; the leader's own pg_sleep)."""
+        return {p: f["wait_stall_ms"] for p, f in self.ready.items()
+                if f.get("db_s", 0.0) >= WAITED_S and "wait_stall_ms" in f}
 
     def race_errors(self) -> List[str]:
         return [ln for ln in self.text.splitlines()
                 if RACE_RE.search(ln) and not ln.startswith((" ", "\t"))]
+
+    def failure_shapes(self) -> Dict[str, int]:
+        """{'23505 pg_type_typname_nsp_index (alembic_version)': workers, ...}
+        of the failed workers' errors."""
+        out: Dict[str, int] = {}
+        for msg in self.failed.values():
+            code = re.search(r"\b(23505|42P07|42710|42701|40P01)\b", msg) or \
+                re.search(r"(UniqueViolation|DuplicateTable|DuplicateObject|DuplicateColumn"
+                          r"|Deadlock)", msg)
+            what = re.search(r'constraint "(\w+)"', msg)
+            key = re.search(r"Key \(typname, typnamespace\)=\((\w+),", msg)
+            shape = " ".join(x for x in (code and code.group(1), what and what.group(1),
+                                         key and f"({key.group(1)})") if x) or msg[:80]
+            out[shape] = out.get(shape, 0) + 1
+        return out
 
     def duplicates(self) -> List[str]:
         out = [f"{rev} ran {n} times" for rev, n in sorted(self.runs.items()) if n > 1]
@@ -207,11 +238,11 @@ class WireResult:
 
     def summary(self) -> str:
         el = f"{self.elapsed:.2f} s" if self.elapsed is not None else "-"
-        st = self.stalls()
+        st, wst = self.stalls(), self.stalls("wait_stall_ms")
         return (f"{self.label}: {self.outcome}; ready {len(self.ready)}/{WORKERS}, "
                 f"failed {len(self.failed)}; time to ready {el} (outcome at "
-                f"{self.settled:.2f} s); stall max "
-                + (f"{max(st):.1f} ms" if st else "-")
+                f"{self.settled:.2f} s); loop stall max "
+                + (f"{max(st):.1f} ms (while waiting {max(wst):.1f} ms)" if st else "-")
                 + f"; version {self.version}; runs {self.runs}; plans {self.plans}")
 
     def describe(self) -> str:
@@ -276,7 +307,8 @@ class WireFleet:
             return f.read().decode("utf-8", "replace")
 
     def scan(self, text: str):
-        ready = {int(p): (float(s) if s else None) for p, s, _ in READY_RE.findall(text)}
+        ready = {int(p): {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", figs)}
+                 for p, figs in READY_RE.findall(text)}
         failed = {int(p): msg for p, _, msg in FAILED_RE.findall(text)}
         forked = sorted({int(p) for p in FORKED_RE.findall(text)})
         return ready, failed, forked
@@ -425,10 +457,10 @@ def write_table(tr) -> None:
             return "-"
         t = f"ready in {r.elapsed:.1f} s" if r.elapsed is not None else \
             f"{r.outcome[:14]} at {r.settled:.1f} s"
-        st = r.stalls()
+        st, wst = r.stalls(), r.stalls("wait_stall_ms")
         return (f"{t}, {len(r.failed)} failed"
                 + (f", {len(r.duplicates())} dup" if r.duplicates() else "")
-                + (f", stall {max(st):.0f} ms" if st else ""))
+                + (f", stall {max(st):.0f}/{max(wst):.0f} ms" if st else ""))
 
     for sc in SCENARIOS:
         row = TABLE.get(sc.name)
@@ -452,19 +484,20 @@ def test_wire_fleet(make_db, sc: Scenario, preload: bool):
     print("\n" + r.summary())
     if not preload:
         assert_raced(r)
-        errors = r.race_errors()
-        print(f"  plain: {len(r.failed)} worker(s) failed, {len(errors)} race error line(s)"
-              + (f", e.g. {errors[0][:160]}" if errors else "")
+        print(f"  plain: {len(r.failed)} worker(s) failed: {r.failure_shapes()}"
               + (f"; duplicates: {r.duplicates()}" if r.duplicates() else ""))
         return
     leader = assert_oracle(r)
     print(f"  preloaded: leader {leader}")
     if sc.driver == "asyncpg":
-        stalls = r.stalls()
+        stalls, waited = r.stalls(), r.waiters()
         assert len(stalls) == WORKERS, r.describe()
-        print(f"  event-loop stall, longest over the fleet: {max(stalls):.1f} ms "
-              f"(bound {STALL_BOUND_MS:.0f} ms, goal 20 ms per slice)")
-        assert max(stalls) < STALL_BOUND_MS, r.describe()
+        assert set(waited) - {leader}, f"no worker but the leader waited {WAITED_S} s\n" \
+            + r.describe()
+        print(f"  event-loop stall, longest over the fleet: {max(waited.values()):.1f} ms "
+              f"while waiting ({len(waited)} workers; bound {STALL_BOUND_MS:.0f} ms, goal 20 ms "
+              f"per slice), {max(stalls):.1f} ms over the whole migration")
+        assert max(waited.values()) < STALL_BOUND_MS, r.describe()
 
 
 def test_scenarios_cover_what_issue_22_asks():

@@ -10,11 +10,16 @@ For the tests (tests/e2e/test_wire_fleet.py):
 * WIRE_BARRIER_DIR, WIRE_BARRIER_N: a start line.  Each worker leaves a file
   there and waits (asynchronously) until N are there, just before its first
   statement: the N migrations start together, every time.
-* a ticker task wakes every 5 ms and records the longest gap of the event loop
-  from the moment the worker opens its migration connection until its
-  migration is over (while a waiter waits for the leader, among others);
+* a ticker task wakes every 5 ms and records the event loop's gaps from the
+  moment the worker opens its migration connection until its migration is
+  over; stall_ms is the longest.  The wait for the leader happens inside one
+  database operation (the connect with SQLAlchemy's first statements, or one
+  statement): SQLAlchemy's events mark where each begins and ends, the longest
+  interval between two marks is the wait (a waiter's) or pg_sleep (the
+  leader's), db_s its length and wait_stall_ms the longest gap within it (the
+  rest of stall_ms is the app's own CPU work: Alembic, 8 workers on 2 cores);
 * one line per worker on stderr, in one write:
-    wire-app[PID]: ready stall_ms=X migrate_s=Y
+    wire-app[PID]: ready stall_ms=X wait_stall_ms=W db_s=D migrate_s=Y
     wire-app[PID]: migration failed: stall_ms=X Type: message
 
 Environment: DATABASE_URL (postgresql+asyncpg://...), WIRE_BARRIER_DIR,
@@ -27,6 +32,7 @@ import time
 import traceback
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -55,11 +61,11 @@ engine = None     # the app's own engine for /ready, made at start-up
 
 
 class Ticker:
-    """The longest gap between two wake-ups of a 5 ms ticker while on."""
+    """The gaps between two wake-ups of a 5 ms ticker while on."""
 
     def __init__(self):
         self.on = False
-        self.longest = 0.0
+        self.gaps = []          # (end, length), every one while on
         self.last = time.monotonic()
 
     async def run(self):
@@ -67,14 +73,31 @@ class Ticker:
             await asyncio.sleep(TICK)
             now = time.monotonic()
             if self.on:
-                self.longest = max(self.longest, now - self.last)
+                self.gaps.append((now, now - self.last))
             self.last = now
 
     def stop(self) -> float:
+        """The longest gap, in ms."""
         if self.on:   # a stall still going on when the window closes counts too
-            self.longest = max(self.longest, time.monotonic() - self.last)
+            now = time.monotonic()
+            self.gaps.append((now, now - self.last))
         self.on = False
-        return self.longest * 1000.0
+        return max((g for _, g in self.gaps), default=0.0) * 1000.0
+
+    def longest_within(self, a: float, b: float) -> float:
+        """The longest gap overlapping [a, b], in ms."""
+        return max((g for end, g in self.gaps if end > a and end - g < b),
+                   default=0.0) * 1000.0
+
+
+def mark_db_operations(sync_engine, marks) -> None:
+    """Append the time to `marks` where each database operation of the
+    engine begins and ends: the connect (with the dialect's first statements)
+    and every statement."""
+    def mark(*_args, **_kw):
+        marks.append(time.monotonic())
+    for name in ("do_connect", "connect", "before_cursor_execute", "after_cursor_execute"):
+        event.listen(sync_engine, name, mark)
 
 
 async def start_line() -> None:
@@ -108,13 +131,18 @@ async def migrate_at_startup() -> None:
         t0 = time.monotonic()
         ticker.last, ticker.on = t0, True
         migration_engine = create_async_engine(DATABASE_URL, poolclass=NullPool)
+        marks = [t0]
+        mark_db_operations(migration_engine.sync_engine, marks)
         try:
             async with migration_engine.begin() as conn:
                 await conn.run_sync(upgrade, alembic_config())
         finally:
             await migration_engine.dispose()
         stall = ticker.stop()
-        say(f"ready stall_ms={stall:.1f} migrate_s={time.monotonic() - t0:.3f}")
+        marks.append(time.monotonic())
+        db_s, a, b = max((b - a, a, b) for a, b in zip(marks, marks[1:]))
+        say(f"ready stall_ms={stall:.1f} wait_stall_ms={ticker.longest_within(a, b):.1f} "
+            f"db_s={db_s:.3f} migrate_s={time.monotonic() - t0:.3f}")
     except Exception as exc:
         stall = ticker.stop()
         msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")

@@ -8,8 +8,8 @@ wire0003 the plans' rows (data, no unique key) and pg_sleep(2)):
 
 * asgi_app.py: FastAPI; every worker runs `alembic upgrade head` in its
   start-up event through Alembic's async env.py (postgresql+asyncpg://,
-  NullPool) on its own event loop; a 5 ms ticker records the loop's longest
-  gap while the worker migrates or waits;
+  NullPool) on its own event loop; a 5 ms ticker records the loop's gaps
+  while the worker migrates (or waits for the leader);
 * pg8000_app.py: WSGI; every worker sends Alembic's statement sequence itself
   through pg8000 1.10.6 at import (SQLAlchemy 1.4 refuses pg8000 < 1.16.6).
 
@@ -31,18 +31,31 @@ GET /ready 200, alive, Gunicorn forked exactly 8), no worker failed, no race
 error and no migshim warning or error in the output, exactly one "leading"
 line (tests/e2e/fleet.py's GATE_PATTERNS) and the leader ran every revision
 it migrated, alembic_version at wire0003, each revision once in
-migration_runs, each plan exactly once; asyncpg: the longest event-loop
+migration_runs, each plan exactly once.  asyncpg: the longest event-loop
 stall while a worker waits for the leader, over the fleet, < 250 ms (the
 goal is 20 ms per wait slice).  A worker's wait is its longest database
 operation (asgi_app.py marks each with SQLAlchemy's events), counted when it
-lasted 1 s or more (the leader's migration sleeps 2 s), and at least one
-worker other than the leader must have waited so.  The longest stall over
-the whole migration, the app's own CPU work included (Alembic in 8 workers
-on 2 cores: 50-220 ms here, with or without a gate), is printed, not bounded.  Without
-the preload the same fleet must show the race: a worker failed, the fleet
-did not come up, or a revision or row is there twice (the teeth).
-The time to ready and the stalls of both runs are printed, and tabled at the
-end of the module.
+lasted 1 s or more (the leader's migration sleeps 2 s); at least one worker
+other than the leader must have waited so.  The longest stall over the whole
+migration, the app's own CPU work included (Alembic in 8 workers on 2 cores),
+is printed, not bounded.
+
+Without the preload the same fleet must show the race (the teeth): a worker
+failed with the race's own errors, the fleet did not come up, or a revision
+or row is there twice.  Time to ready (or to the failure) and the stalls of
+both runs are printed, and tabled at the end of the module.
+
+Measured 2026-12-07 (2-core VM shared with other sessions; -k plain, 32 s):
+every plain fleet raced, 7 of 8 workers failed on
+pg_type_typname_nsp_index (from empty on alembic_version's row type, from
+behind on CREATE TYPE account_status), Gunicorn halted, uvicorn's parent kept
+serving with 1 worker; outcome after 2.8-8.5 s; loop stall over the
+migration 44-180 ms, within the wait 6-15 ms.  A stand-in gate in a
+throw-away copy of the app (an advisory lock taken in the migration
+transaction, "leading"/"waited" lines written by the app) passed the oracle
+in all six fleets, ready in 2.8-6.7 s, 8-18 ms stall while waiting
+(160-215 ms over the migration); blocking 2.5 s in the loop there instead
+gave 2510 ms and failed the bound.
 
 Until the wire layer gates (issue 22 phase 2, branch wgate), the whole module
 is skipped unless MIGSHIM_WIRE_GATE_READY=1 is set in the environment of

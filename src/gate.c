@@ -458,8 +458,10 @@ void gate_before(const struct pq_copy *copy, PGconn *pg, const char *sql)
     if (g->st == G_LAPSED && !lapsed_relock(copy, pg, g, &o)) {
         refresh_pending();
         pthread_mutex_unlock(&gate_mu);
-        if (o == OUT_FAILED || o == OUT_INTERRUPTED)
-            waitsig_redeliver();
+        /* whatever the outcome: a signal that came after the wait's last
+         * look at the record (a wait that then ended in the lock or the
+         * target) is handed over all the same, and lost if not sent */
+        waitsig_redeliver();
         return;
     }
     if (g->st == G_SCHEMA)

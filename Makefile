@@ -59,7 +59,7 @@ LIB_LIBS := -ldl -lpthread
 # of real libc functions (sysapi.c) and the framing parser (wire.c).  The
 # default library, the one installed, packaged and documented, has none of
 # them: no libc name is interposed in a process that preloads it.
-WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c
+WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c
 WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).

@@ -108,6 +108,31 @@ void wirefd_closing(int fd, unsigned st);
  * shared, the original stops being followed. */
 void wirefd_duplicated(int fd, unsigned st);
 
+/*
+ * The gate (phase 2a: wiregate.h).  Before the app writes on followed fd
+ * (state `st`): at its first statement (idle, a Query or Parse at a
+ * message boundary, outside a transaction block) the gate runs on the
+ * connection before the app's bytes go out -- inline on a blocking socket;
+ * on a non-blocking one the bytes are kept, reported written, and a
+ * detached thread gates the connection, then writes them (the connection
+ * is held meanwhile: see wirefd_before_read).  A leading connection at an
+ * idle statement after a transaction has its lock released once the
+ * version table is at the target.  True when the call was answered here
+ * (*r its result, errno set for -1: EAGAIN while held and full,
+ * ECONNRESET when the gate broke the connection); false: make the real
+ * call (then wirefd_wrote as ever).  One load on the steady state.
+ */
+bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                         ssize_t *r);
+
+/* Before the app reads on followed fd: held by the gate -> -1/EAGAIN (the
+ * app's level-triggered poll wakes it again when its reply comes); bytes
+ * the gate kept for the app (asynchronous messages met in its exchange)
+ * -> copied into iov first, fed to the parser.  True when answered (*r),
+ * false: make the real call.  One load on the steady state. */
+bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                        ssize_t *r);
+
 /* For tests and the bench: is fd followed right now? */
 bool wirefd_followed(int fd);
 

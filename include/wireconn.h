@@ -28,7 +28,7 @@
  *     too, with a debug line (the app does not learn of it);
  *   - every wait is bounded: a poll of at most WIRECONN_IO_TIMEOUT_MS in
  *     all for one message, in slices of WIRECONN_POLL_MS, and the caller's
- *     stop flag is looked at after each slice (the app closed its fd);
+ *     stop test is asked after each slice (the app closed its fd);
  *   - a stream that stops making sense, a lost connection or a timeout
  *     halfway through an exchange leaves the stream unknown: the socket is
  *     shut down (SHUT_RDWR) with one warn line, and the connection reports
@@ -42,7 +42,7 @@
  * are malloc'ed (dbres_free), the read buffer too (wireconn_done).
  *
  *   struct wireconn wc;
- *   struct dbconn *c = wireconn_init(&wc, dupfd, 'I', "fd 7, tcp", &stop);
+ *   struct dbconn *c = wireconn_init(&wc, dupfd, 'I', "fd 7, tcp", closed, job);
  *   ... lock_step(c, ...) ...
  *   wireconn_done(&wc);
  */
@@ -67,7 +67,8 @@ struct wireconn {
     char txn;                  /* the last ReadyForQuery's status                 */
     bool in_flight;            /* a Query sent, its ReadyForQuery not read yet    */
     bool broken;               /* the stream is unknown: shut down                */
-    const _Atomic bool *stop;  /* set by another thread: give up (may be NULL)     */
+    bool (*stop)(void *);      /* asked while waiting: true to give up (may be NULL) */
+    void *stop_arg;
     const char *where;         /* "fd 7, tcp": for the lines                      */
     uint8_t *buf;              /* bytes read, not yet taken                        */
     size_t len, off, cap;
@@ -80,11 +81,13 @@ struct wireconn {
 /*
  * Make `wc` stand for the followed connection on `fd` (blocking or not: it
  * polls), idle with ReadyForQuery status `txn` ('I', 'T', 'E'); `where`
- * names it in log lines (kept, not copied); `stop` (may be NULL) is
- * looked at while waiting.  Returns its seam.
+ * names it in log lines (kept, not copied); `stop(stop_arg)` (stop may be
+ * NULL) is asked while waiting: true gives up (the connection then
+ * reports itself broken, silently: the app's end, not the stream's).
+ * Returns its seam.
  */
 struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *where,
-                             const _Atomic bool *stop);
+                             bool (*stop)(void *), void *stop_arg);
 
 /* The stream became unknown (or the connection was lost, or stop was set)
  * halfway through an exchange: the socket has been shut down. */

@@ -61,12 +61,14 @@ struct wiregate_lead {
 /*
  * The gate at the first statement of a connection, on `c` (idle outside a
  * transaction block): `cdb` is the StartupMessage's database (NULL:
- * unknown: passes), `where` names the connection in the lines, `stop`
- * (may be NULL) ends a wait when set (the app closed the connection).
+ * unknown: passes), `where` names the connection in the lines,
+ * `stop(stop_arg)` (stop may be NULL) ends a wait when true (the app
+ * closed the connection).
  * WIREGATE_LEAD fills *lead.  Logs its decision.
  */
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 const _Atomic bool *stop, struct wiregate_lead *lead) MUSTCHECK;
+                                 bool (*stop)(void *), void *stop_arg,
+                                 struct wiregate_lead *lead) MUSTCHECK;
 
 /*
  * A leading connection `c`, idle outside a transaction block after one

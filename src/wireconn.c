@@ -104,7 +104,7 @@ static void wc_break(struct wireconn *wc, const char *why)
 
 static bool stopped(const struct wireconn *wc)
 {
-    return wc->stop && atomic_load(wc->stop);
+    return wc->stop && wc->stop(wc->stop_arg);
 }
 
 static long long now_ms(void)
@@ -575,7 +575,7 @@ static const struct dbconn_ops wire_ops = {
 };
 
 struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *where,
-                             const _Atomic bool *stop)
+                             bool (*stop)(void *), void *stop_arg)
 {
     assert(wc && fd >= 0 && where);
     memset(wc, 0, sizeof *wc);
@@ -584,6 +584,7 @@ struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *
     wc->txn = txn;
     wc->where = where;
     wc->stop = stop;
+    wc->stop_arg = stop_arg;
     return &wc->base;
 }
 

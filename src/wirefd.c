@@ -494,14 +494,42 @@ static void later_add(struct wconn *c, uint8_t *b, size_t n)
     atomic_fetch_or(&c->flags, F_LATER);
 }
 
+/* c's app fd no longer is its socket (closed behind our back -- libuv
+ * closes with a raw system call -- and maybe reused): mark c dead and the
+ * fd NONE, so that the new file at that number is never taken for it. */
+static bool gone(struct wconn *c, int fd)
+{
+    if (atomic_load(&c->dead))
+        return true;
+    struct stat sb;
+    int saved = errno;
+    bool same = fstat(fd, &sb) == 0 && sb.st_dev == c->dev && sb.st_ino == c->ino;
+    errno = saved;
+    if (same)
+        return false;
+    atomic_store(&c->dead, true);
+    unsigned k = (unsigned)(c - conns);
+    uint16_t expect = (uint16_t)(WIREFD_FOLLOWED + k);
+    if ((unsigned)fd < WIREFD_MAX)
+        atomic_compare_exchange_strong(&wirefd_state[fd], &expect, WIREFD_NONE);
+    return true;
+}
+
+/* The gate's stop test: the app closed the connection (seen, or not). */
+static bool job_stop(void *arg)
+{
+    struct gjob *j = arg;
+    return gone(j->c, j->fd);
+}
+
 /* Run the gate on the job's connection (any thread): true unless the
  * connection broke or was failed (the socket is shut down then). */
 static bool gate_run(struct gjob *j)
 {
     struct wireconn wc;
-    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, &j->c->dead);
+    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     struct wiregate_lead lead;
-    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->where, &j->c->dead,
+    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->where, job_stop, j,
                                          &lead);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
@@ -723,7 +751,7 @@ static bool settle(struct wconn *c, int fd, ssize_t *r)
     struct wiregate_lead lead = c->lead;
     pthread_mutex_unlock(&hold_mu);
     struct wireconn wc;
-    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, &c->dead);
+    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     bool released = wiregate_settle(db, &lead, j->where);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
@@ -759,7 +787,7 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
     int saved = errno;
     if (f & F_HELD) {
         pthread_mutex_lock(&hold_mu);
-        if ((atomic_load(&c->flags) & F_HELD) && c->fd == fd && !atomic_load(&c->dead)) {
+        if ((atomic_load(&c->flags) & F_HELD) && c->fd == fd && !gone(c, fd)) {
             size_t total = iov_total(iov, iovcnt);
             if (c->stash_len + total > 4 * STASH_MAX) {
                 pthread_mutex_unlock(&hold_mu);
@@ -844,8 +872,9 @@ bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt
     int saved = errno;
     pthread_mutex_lock(&hold_mu);
     f = atomic_load(&c->flags);
-    if (c->fd != fd || atomic_load(&c->dead)) {
+    if (c->fd != fd || gone(c, fd)) {
         pthread_mutex_unlock(&hold_mu);
+        errno = saved;
         return false;
     }
     if (f & F_HELD) { /* the gate is speaking on it: nothing for the app yet */

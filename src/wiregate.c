@@ -67,7 +67,8 @@ struct wwait {
     const struct migtool *tool;
     struct config cfg;        /* the process's, lock = session             */
     const char *db, *where;
-    const _Atomic bool *stop;
+    bool (*stop)(void *);
+    void *stop_arg;
     int64_t key;
     double start;
     bool told_wait;
@@ -121,7 +122,7 @@ static void first_wait(void *arg)
     events_emit("waiting", w->db, NULL, NULL);
 }
 
-static bool stopped(const struct wwait *w) { return w->stop && atomic_load(w->stop); }
+static bool stopped(const struct wwait *w) { return w->stop && w->stop(w->stop_arg); }
 
 /* The step's message. */
 static void say(struct wwait *w, enum wait_msg id, const struct wait_obs *ob)
@@ -249,7 +250,8 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
 /* --- the decision ------------------------------------------------------------------------ */
 
 static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *where,
-                                const _Atomic bool *stop, struct wiregate_lead *lead)
+                                bool (*stop)(void *), void *stop_arg,
+                                struct wiregate_lead *lead)
 {
     const struct config *cfg = shim_config();
     const struct migtool *tool = gate_migtool();
@@ -261,7 +263,8 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *w
                   cdb, where);
         return WIREGATE_PASS;
     }
-    struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = stop};
+    struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = stop,
+                      .stop_arg = stop_arg};
     w.cfg.lock = LOCK_SESSION; /* on the app's connection: not inside its transactions */
     w.pol = (struct wait_policy){
         .wait_timeout = cfg->wait_timeout,
@@ -332,7 +335,8 @@ static struct wdb *find(const char *name)
 }
 
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 const _Atomic bool *stop, struct wiregate_lead *lead)
+                                 bool (*stop)(void *), void *stop_arg,
+                                 struct wiregate_lead *lead)
 {
     assert(c && where && lead);
     const struct config *cfg = shim_config();
@@ -352,7 +356,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *
         if (ts.tv_nsec >= 1000000000L)
             ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         (void)pthread_cond_timedwait(&wcv, &wmu, &ts);
-        if (stop && atomic_load(stop)) {
+        if (stop && stop(stop_arg)) {
             pthread_mutex_unlock(&wmu);
             return WIREGATE_FAIL;
         }
@@ -365,7 +369,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *
     g->st = W_DECIDING;
     pthread_mutex_unlock(&wmu);
 
-    enum wiregate_end e = decide(c, cdb, where, stop, lead);
+    enum wiregate_end e = decide(c, cdb, where, stop, stop_arg, lead);
 
     pthread_mutex_lock(&wmu);
     /* a connection that broke or was failed decided nothing: the next one decides */

@@ -12,7 +12,9 @@ polls: tests/integration/wire_workloads/gate_client.py).
   uvloop, over a Unix socket and TCP: with the version table behind, the
   first client leads: the session advisory lock is held by ITS OWN backend
   (pg_locks), a second client waits (its lock request seen not granted in
-  pg_locks), and proceeds once the leader committed the target; the exact
+  pg_locks), and proceeds once the leader committed the target; the
+  leader's next statement after that transaction finds its lock released
+  (the shim's unlock went first, pg_locks from the app's own query); the exact
   log lines of both; the waiter's results are those of a run without the
   preload (the shim's replies never reach the app), SHOW lock_timeout is
   the server's default after the wait, no ERROR in the server log; for
@@ -234,6 +236,8 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
 
         (bar / "commit").touch()
         a.wait_event("committed")
+        # the leader's next statement after its transaction released the lock
+        assert a.wait_event("after")["own_locks"] == 0
         first_b = b.wait_event("first")
         assert first_b["pid"] != first_a["pid"]
         (bar / "close").touch()
@@ -245,10 +249,12 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
 
     where = WHERE.format(t=transport)
     la, lb = a.lines(), b.lines()
-    assert len(la) == 1 and la[0][0] == "info", la
+    assert [lv for lv, _ in la] == ["info", "info"], la
     assert re.fullmatch(
         rf'database "{db.name}": leading: this process holds the migration lock \(key {key}\) '
         rf"and migrates from \(none\) to {TARGET} {where}", la[0][1]), la
+    assert re.fullmatch(rf'database "{db.name}": migrated to {TARGET}; migration lock released '
+                        rf"after \d+\.\d{{3}} s {where}", la[1][1]), la
     assert [lv for lv, _ in lb] == ["info", "info"], lb
     assert re.fullmatch(rf'database "{db.name}": the migration lock is held by backend pid '
                         rf"{first_a['pid']} .*; waiting {where}", lb[0][1]), lb

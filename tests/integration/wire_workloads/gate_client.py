@@ -8,8 +8,9 @@ only; "-" for pg8000), ROLE:
 
     lead     the first statement (the gate runs before it), its results;
              then wait for the file $GATE_BARRIERS/commit, create the
-             version table at $TARGET_REV and commit; then wait for
-             $GATE_BARRIERS/close and close the connection
+             version table at $TARGET_REV and commit; one more statement
+             (the advisory locks its backend holds: {"ev": "after"}); then
+             wait for $GATE_BARRIERS/close and close the connection
     plain    the first statement and its results, then close
     close    asyncpg only: the first statement in a task; when the file
              $GATE_BARRIERS/close exists, the connection is closed under it
@@ -50,6 +51,10 @@ CHECKS = [
     "SELECT pg_catalog.pg_try_advisory_lock(77), pg_catalog.pg_advisory_unlock(77)",
     "SELECT 1/0",
 ]
+
+
+OWN_LOCKS = ("SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+             "AND pid = pg_backend_pid()")
 
 
 def emit(ev, **kw):
@@ -122,6 +127,9 @@ def run_pg8000():
             cur.execute(sql)
         c.commit()
         emit("committed")
+        c.autocommit = True
+        cur.execute(OWN_LOCKS)  # the next statement after the transaction
+        emit("after", own_locks=cur.fetchone()[0])
         wait_file("close")
     c.close()
     emit("closed")
@@ -190,6 +198,7 @@ async def run_asyncpg():
             for sql in create_target_sql():
                 await c.execute(sql)
         emit("committed")
+        emit("after", own_locks=await c.fetchval(OWN_LOCKS))
         while not os.path.exists(os.path.join(BARRIERS, "close")):
             await asyncio.sleep(0.01)
     await c.close()

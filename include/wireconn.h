@@ -15,7 +15,8 @@
  *
  * What it promises:
  *   - every byte goes through the real libc functions (sysapi.h: never a
- *     wrapper, never by name), on the descriptor it was given (the gate
+ *     wrapper, never by name; send/recv with MSG_DONTWAIT, so a blocking
+ *     socket never blocks it, and MSG_NOSIGNAL), on the descriptor it was given (the gate
  *     works on a dup() of the app's: a close() by the app never makes it
  *     touch a reused number);
  *   - it reads only the replies to what it sent: the app's bytes are held

@@ -1,8 +1,9 @@
 /*
  * wireconn — see include/wireconn.h.
  *
- * One read buffer: fill() appends what the socket has (poll, then the
- * real read), message() takes one whole backend message out of it.  A
+ * One read buffer: fill() appends what the socket has (the real recv,
+ * never blocking: MSG_DONTWAIT on a blocking socket too, then a bounded
+ * poll), message() takes one whole backend message out of it.  A
  * result is built from RowDescription, DataRow... and ends at
  * CommandComplete (or is EmptyQueryResponse, or ErrorResponse alone);
  * ReadyForQuery ends the exchange, and whatever the buffer still holds
@@ -150,7 +151,7 @@ static bool wait_ready(struct wireconn *wc, short ev)
 static bool write_all(struct wireconn *wc, const uint8_t *p, size_t n)
 {
     while (n > 0) {
-        ssize_t r = real_write()(wc->fd, p, n);
+        ssize_t r = real_send()(wc->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r > 0) {
             p += r, n -= (size_t)r;
             continue;
@@ -222,7 +223,7 @@ static bool fill(struct wireconn *wc, size_t need)
                 wc->cap = cap;
             }
         }
-        ssize_t r = real_read()(wc->fd, wc->buf + wc->len, wc->cap - wc->len);
+        ssize_t r = real_recv()(wc->fd, wc->buf + wc->len, wc->cap - wc->len, MSG_DONTWAIT);
         if (r > 0) {
             wc->len += (size_t)r;
             continue;

@@ -559,7 +559,7 @@ static bool stash_out(struct gjob *j)
     size_t n = c->stash_len;
     int waited = 0;
     while (n > 0) {
-        ssize_t r = real_write()(j->dupfd, p, n);
+        ssize_t r = real_send()(j->dupfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r > 0) {
             p += r, n -= (size_t)r;
             continue;

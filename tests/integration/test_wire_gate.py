@@ -337,3 +337,48 @@ def test_close_while_held(make_db, tmp_path, clients, loop):
     err = c.stderr()
     assert "closed by the app while the gate held it; the gate stopped" in err, err[-3000:]
     assert not re.search(r"migshim\[\d+\]: (warn|error)", err), err[-3000:]
+
+
+@pytest.mark.parametrize("driver,loop", [("pg8000", "-"), ("asyncpg", "asyncio")])
+@pytest.mark.parametrize("on_timeout", ["proceed", "fail"])
+def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
+    """wait_timeout bounds the wait: on_timeout = proceed goes on ungated
+    (the app's statement answered, the warn line of the libpq gate); fail
+    fails the app's connection (the app sees it lost, its held bytes never
+    sent)."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "MIGSHIM_WAIT_TIMEOUT": "1", "MIGSHIM_ON_TIMEOUT": on_timeout,
+           "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", [driver, "unix", loop, "plain"], env)
+        clients.append(c)
+        if on_timeout == "proceed":
+            c.finish()
+        else:
+            rc = c.proc.wait(timeout=60)
+            assert rc != 0, c.describe()
+        assert [r for r in advisory(peer, key) if r[0] != peer.get_backend_pid()] == []
+    finally:
+        peer.close()
+    where = WHERE.format(t="unix")
+    lines = c.lines()
+    assert lines[0][0] == "info" and "; waiting (" in lines[0][1], lines
+    assert len(lines) == 2, lines
+    if on_timeout == "proceed":
+        assert lines[1][0] == "warn", lines
+        assert re.fullmatch(rf'database "{db.name}": waited 1 s \(wait_timeout\) for the migration '
+                            rf"lock held by backend pid \d+ .*; proceeding \(on_timeout = "
+                            rf"proceed\) {where}", lines[1][1]), lines
+        assert c.events("first")
+    else:
+        assert lines[1][0] == "error", lines
+        assert re.fullmatch(rf'database "{db.name}": waited 1 s \(wait_timeout\) for the migration '
+                            rf"lock held by backend pid \d+ .*; failing the connection "
+                            rf"\(on_timeout = fail\) {where}", lines[1][1]), lines
+        assert not c.events("first")

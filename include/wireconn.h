@@ -61,6 +61,9 @@
 #define WIRECONN_IO_TIMEOUT_MS 30000 /* one message's bound: the server stopped answering */
 #define WIRECONN_POLL_MS 20          /* the stop flag is looked at this often             */
 #define WIRECONN_LATER_MAX 65536     /* asynchronous bytes kept for the app at most       */
+#define WIRECONN_MESSAGE_MAX (16u << 20) /* a bigger message in reply to the shim's
+                                            statements is no answer to them (its length
+                                            is garbage): the stream is unknown */
 
 struct wireconn {
     struct dbconn base;

@@ -249,7 +249,7 @@ static bool message(struct wireconn *wc, uint8_t *type, const uint8_t **body, si
         return false;
     const uint8_t *h = wc->buf + wc->off;
     uint32_t len = be32(h + 1);
-    if (len < 4 || len > 0x40000000u) {
+    if (len < 4 || len > WIRECONN_MESSAGE_MAX) {
         wc_break(wc, "a backend message length out of range");
         return false;
     }

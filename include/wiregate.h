@@ -63,11 +63,15 @@ struct wiregate_lead {
  * transaction block): `cdb` is the StartupMessage's database (NULL:
  * unknown: passes), `where` names the connection in the lines,
  * `stop(stop_arg)` (stop may be NULL) ends a wait when true (the app
- * closed the connection).
+ * closed the connection).  With `signals` (a wait inline in the app's own
+ * thread: a blocking socket), SIGTERM, SIGINT and SIGQUIT are recorded for
+ * the wait's length (waitsig.h): one ends the wait after its slice, the
+ * connection is failed, and the signal is handed back to the app before
+ * this returns; a gate thread (signals blocked) leaves them to the app.
  * WIREGATE_LEAD fills *lead.  Logs its decision.
  */
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 bool (*stop)(void *), void *stop_arg,
+                                 bool (*stop)(void *), void *stop_arg, bool signals,
                                  struct wiregate_lead *lead) MUSTCHECK;
 
 /*

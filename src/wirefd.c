@@ -524,13 +524,13 @@ static bool job_stop(void *arg)
 
 /* Run the gate on the job's connection (any thread): true unless the
  * connection broke or was failed (the socket is shut down then). */
-static bool gate_run(struct gjob *j)
+static bool gate_run(struct gjob *j, bool inline_wait)
 {
     struct wireconn wc;
     struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     struct wiregate_lead lead;
     enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->where, job_stop, j,
-                                         &lead);
+                                         inline_wait, &lead);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
     bool ok = e != WIREGATE_FAIL && !wireconn_broken(&wc);
@@ -605,7 +605,7 @@ static void *gate_thread(void *arg)
 {
     struct gjob *j = arg;
     struct wconn *c = j->c;
-    bool ok = gate_run(j);
+    bool ok = gate_run(j, false);
     pthread_mutex_lock(&hold_mu);
     if (atomic_load(&c->dead)) {
         log_debug("wire: %s: closed by the app while the gate held it; the gate stopped",
@@ -716,7 +716,7 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
         log_debug("wire: %s: a first write of %zu bytes, more than the %u the gate holds; gated "
                   "inline", j->where, total, STASH_MAX);
     conn_unlock(c);
-    bool ok = gate_run(j);
+    bool ok = gate_run(j, true);
     (void)real_close()(j->dupfd);
     free(j);
     atomic_store(&c->pinned, false);

@@ -24,6 +24,7 @@
 #include "shim.h"
 #include "versions.h"
 #include "wait.h"
+#include "waitsig.h"
 
 #define REPORT_EVERY 10.0 /* seconds between "still waiting" lines, as the libpq gate */
 #define MAX_WDBS 8
@@ -69,6 +70,7 @@ struct wwait {
     const char *db, *where;
     bool (*stop)(void *);
     void *stop_arg;
+    bool signals;             /* SIGTERM & co. recorded and answered (waitsig) */
     int64_t key;
     double start;
     bool told_wait;
@@ -136,6 +138,9 @@ static void say(struct wwait *w, enum wait_msg id, const struct wait_obs *ob)
     case WAIT_MSG_STEP_FAILED:
         wnote(id, db, NULL, w->where, db, "connection", w->err);
         break;
+    case WAIT_MSG_INTERRUPTED:
+        wnote(id, db, NULL, w->where, db, waitsig_name(ob->signal), waited);
+        break;
     case WAIT_MSG_HANDOVER_FAILED:
     case WAIT_MSG_READ_FAILED:
         wnote(id, db, NULL, w->where, db, w->err);
@@ -181,7 +186,8 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
                                        &have_v, w->err, sizeof w->err);
         if (broken(w->c))
             return WIREGATE_FAIL;
-        struct wait_obs ob = {.lock = wait_lock_of(r), .on_app = true, .signal = 0,
+        struct wait_obs ob = {.lock = wait_lock_of(r), .on_app = true,
+                              .signal = w->signals ? waitsig_pending() : 0,
                               .target_known = w->tool->known(), .read = WAIT_READ_NONE,
                               .cmp = WAIT_BEHIND, .published = WAIT_PUB_UNREAD,
                               .elapsed = clock_now() - w->start};
@@ -239,7 +245,8 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
         case WAIT_ACT_FAIL:
             dbconn_fail(w->c);
             return WIREGATE_FAIL;
-        case WAIT_ACT_INTERRUPTED: /* (no signal is recorded here) */
+        case WAIT_ACT_INTERRUPTED: /* the app's handler runs once its write returns */
+            dbconn_fail(w->c);
             return WIREGATE_FAIL;
         default:
             return broken(w->c) ? WIREGATE_FAIL : WIREGATE_PASS;
@@ -250,7 +257,7 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
 /* --- the decision ------------------------------------------------------------------------ */
 
 static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *where,
-                                bool (*stop)(void *), void *stop_arg,
+                                bool (*stop)(void *), void *stop_arg, bool signals,
                                 struct wiregate_lead *lead)
 {
     const struct config *cfg = shim_config();
@@ -264,7 +271,7 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *w
         return WIREGATE_PASS;
     }
     struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = stop,
-                      .stop_arg = stop_arg};
+                      .stop_arg = stop_arg, .signals = signals};
     w.cfg.lock = LOCK_SESSION; /* on the app's connection: not inside its transactions */
     w.pol = (struct wait_policy){
         .wait_timeout = cfg->wait_timeout,
@@ -311,7 +318,12 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *w
             return WIREGATE_PASS;
         }
     }
-    return wait_loop(&w, lead);
+    if (!signals)
+        return wait_loop(&w, lead);
+    waitsig_begin();
+    enum wiregate_end e = wait_loop(&w, lead);
+    waitsig_end();
+    return e;
 }
 
 static struct wdb *find(const char *name)
@@ -335,7 +347,7 @@ static struct wdb *find(const char *name)
 }
 
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 bool (*stop)(void *), void *stop_arg,
+                                 bool (*stop)(void *), void *stop_arg, bool signals,
                                  struct wiregate_lead *lead)
 {
     assert(c && where && lead);
@@ -369,13 +381,15 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *
     g->st = W_DECIDING;
     pthread_mutex_unlock(&wmu);
 
-    enum wiregate_end e = decide(c, cdb, where, stop, stop_arg, lead);
+    enum wiregate_end e = decide(c, cdb, where, stop, stop_arg, signals, lead);
 
     pthread_mutex_lock(&wmu);
     /* a connection that broke or was failed decided nothing: the next one decides */
     g->st = e == WIREGATE_LEAD ? W_LEADING : e == WIREGATE_PASS ? W_DONE : W_NEW;
     pthread_cond_broadcast(&wcv);
     pthread_mutex_unlock(&wmu);
+    if (signals)
+        waitsig_redeliver(); /* (no lock of the shim's held) */
     return e;
 }
 

@@ -26,8 +26,12 @@ polls: tests/integration/wire_workloads/gate_client.py).
   behind: the first connection leads and holds the lock through the whole
   workload; the JSON is the same as without the preload.
 * test_close_while_held -- an asyncpg connection closed by the app while
-  the gate holds it waiting: no crash, the gate stops, new fds (a
+  the gate holds it waiting (asyncio: a close the shim sees; uvloop: a raw
+  close system call it does not): no crash, the gate stops, new fds (a
   socketpair, a file, a fresh connection) work.
+* test_wait_timeout -- wait_timeout with on_timeout = proceed and fail.
+* test_sigterm_during_an_inline_wait -- pg8000 waiting inside its write:
+  SIGTERM ends the wait within a slice and the default action runs.
 """
 
 import json
@@ -382,3 +386,40 @@ def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
                             rf"lock held by backend pid \d+ .*; failing the connection "
                             rf"\(on_timeout = fail\) {where}", lines[1][1]), lines
         assert not c.events("first")
+
+
+def test_sigterm_during_an_inline_wait(make_db, tmp_path, clients):
+    """pg8000 waits inside its own write (a blocking socket): SIGTERM still
+    ends the wait within a slice, the connection is failed and the signal
+    handed back: the default action ends the process, with the libpq
+    gate's line."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", ["pg8000", "tcp", "-", "plain"], env)
+        clients.append(c)
+        c.wait_line(r"the migration lock is held by .*; waiting")
+        until("C's lock request not granted",
+              lambda: [r for r in advisory(peer, key) if not r[1]])
+        t0 = time.monotonic()
+        c.proc.send_signal(15)
+        rc = c.proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        until("C's backend gone",
+              lambda: [r for r in advisory(peer, key) if r[0] != peer.get_backend_pid()] == [])
+    finally:
+        peer.close()
+    assert rc == -15, c.describe()
+    assert took < 2.0, took
+    lines = c.lines()
+    assert len(lines) == 2 and lines[1][0] == "warn", lines
+    assert re.fullmatch(rf'database "{db.name}": SIGTERM after waiting \d+\.\d{{3}} s for the '
+                        rf"migration lock; failing the connection so the app's own handler runs "
+                        rf"{WHERE.format(t='tcp')}", lines[1][1]), lines
+    assert not c.events("first")

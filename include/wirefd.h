@@ -108,6 +108,28 @@ void wirefd_closing(int fd, unsigned st);
  * shared, the original stops being followed. */
 void wirefd_duplicated(int fd, unsigned st);
 
+/* Each followed connection's gate flags (hidden: the wrappers load them
+ * directly), by slot: */
+enum {
+    WIREFD_F_FIRST = 1, /* the app's first statement not met yet: gate it                */
+    WIREFD_F_LEAD = 2,  /* this connection holds the migration lock: release it when due */
+    WIREFD_F_HELD = 4,  /* the gate runs in a thread: reads EAGAIN, writes kept          */
+    WIREFD_F_LATER = 8, /* bytes kept for the app (wireconn_take_later)                  */
+};
+extern __attribute__((visibility("hidden"))) _Atomic unsigned wirefd_flags[WIREFD_CONNS];
+
+/* Does a write (read) on followed state `st` need wirefd_before_write
+ * (wirefd_before_read)?  One load: on the steady state, no. */
+static inline bool wirefd_write_watched(unsigned st)
+{
+    return atomic_load_explicit(&wirefd_flags[st - WIREFD_FOLLOWED], memory_order_acquire) != 0;
+}
+static inline bool wirefd_read_watched(unsigned st)
+{
+    return atomic_load_explicit(&wirefd_flags[st - WIREFD_FOLLOWED], memory_order_acquire) &
+           (WIREFD_F_HELD | WIREFD_F_LATER);
+}
+
 /*
  * The gate (phase 2a: wiregate.h).  Before the app writes on followed fd
  * (state `st`): at its first statement (idle, a Query or Parse at a

@@ -98,7 +98,7 @@ EXPORT int dup3(int fd, int fd2, int flags)
  * answered there, or the state afresh for the real call. */
 #define BEFORE_WRITE(iov, cnt, flags)                                           \
     do {                                                                        \
-        if (!UNFOLLOWED(st)) {                                                  \
+        if (!UNFOLLOWED(st) && wirefd_write_watched(st)) {                      \
             ssize_t a_;                                                         \
             if (wirefd_before_write(fd, st, iov, cnt, flags, &a_))              \
                 return a_;                                                      \
@@ -107,7 +107,7 @@ EXPORT int dup3(int fd, int fd2, int flags)
     } while (0)
 #define BEFORE_READ(iov, cnt, flags)                                            \
     do {                                                                        \
-        if (!UNFOLLOWED(st)) {                                                  \
+        if (!UNFOLLOWED(st) && wirefd_read_watched(st)) {                       \
             ssize_t a_;                                                         \
             if (wirefd_before_read(fd, st, iov, cnt, flags, &a_))               \
                 return a_;                                                      \

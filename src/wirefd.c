@@ -47,7 +47,6 @@ struct wconn {
     ino_t ino;              /* an fd closed behind our back and reused differs     */
     struct wire w;
     /* the gate (phase 2a): what the app's reads and writes look at first */
-    _Atomic unsigned flags; /* F_*: 0 on the steady state (one load)                */
     _Atomic bool pinned;    /* a gate thread uses the slot: it is not freed under it */
     /* under hold_mu: */
     uint8_t *stash;         /* F_HELD: the app's bytes, reported written, not sent  */
@@ -58,11 +57,16 @@ struct wconn {
     bool txn_seen;          /* F_LEAD: a transaction since the last look            */
 };
 
+/* Each slot's F_* word, beside the slots: the wrappers test it inline
+ * (wirefd_gate_flags) before calling anything; 0 on the steady state. */
+_Atomic unsigned wirefd_flags[WIREFD_CONNS];
+#define FLAGS(c) wirefd_flags[(c) - conns]
+
 enum {
-    F_FIRST = 1, /* the app's first statement not met yet: gate it                    */
-    F_LEAD = 2,  /* this connection holds the migration lock: release it when due     */
-    F_HELD = 4,  /* the gate runs in a thread: the app's reads EAGAIN, writes stashed */
-    F_LATER = 8, /* bytes kept for the app (wireconn_take_later)                      */
+    F_FIRST = WIREFD_F_FIRST,
+    F_LEAD = WIREFD_F_LEAD,
+    F_HELD = WIREFD_F_HELD,
+    F_LATER = WIREFD_F_LATER,
 };
 
 /* The held state's bytes (stash, later, lead) of every connection: taken
@@ -94,7 +98,7 @@ static void atfork_child(void)
             atomic_compare_exchange_strong(&wirefd_state[c->fd], &st, WIREFD_NONE);
         atomic_store(&c->dead, false);
         atomic_store(&c->busy, true);
-        atomic_store(&c->flags, 0);
+        atomic_store(&FLAGS(c), 0);
         atomic_store(&c->pinned, false);
         atomic_store(&c->in_use, false);
     }
@@ -158,7 +162,7 @@ static int conn_take(int fd, const char *transport)
         c->stash_len = c->later_len = c->later_off = 0;
         c->txn_seen = false;
         pthread_mutex_unlock(&hold_mu);
-        atomic_store(&c->flags, F_FIRST);
+        atomic_store(&FLAGS(c), F_FIRST);
         return k;
     }
     return -1;
@@ -491,7 +495,7 @@ static void later_add(struct wconn *c, uint8_t *b, size_t n)
         c->later_len = n;
         c->later_off = 0;
     }
-    atomic_fetch_or(&c->flags, F_LATER);
+    atomic_fetch_or(&FLAGS(c), F_LATER);
 }
 
 /* c's app fd no longer is its socket (closed behind our back -- libuv
@@ -542,7 +546,7 @@ static bool gate_run(struct gjob *j, bool inline_wait)
         if (e == WIREGATE_LEAD) {
             j->c->lead = lead;
             j->c->txn_seen = false;
-            atomic_fetch_or(&j->c->flags, F_LEAD);
+            atomic_fetch_or(&FLAGS(j->c), F_LEAD);
         }
     }
     pthread_mutex_unlock(&hold_mu);
@@ -621,7 +625,7 @@ static void *gate_thread(void *arg)
     free(c->stash);
     c->stash = NULL;
     c->stash_len = 0;
-    atomic_fetch_and(&c->flags, ~(unsigned)F_HELD);
+    atomic_fetch_and(&FLAGS(c), ~(unsigned)F_HELD);
     pthread_mutex_unlock(&hold_mu);
     (void)real_close()(j->dupfd);
     free(j);
@@ -683,7 +687,7 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
             pthread_mutex_lock(&hold_mu);
             c->stash = copy;
             c->stash_len = total;
-            atomic_fetch_or(&c->flags, F_HELD);
+            atomic_fetch_or(&FLAGS(c), F_HELD);
             pthread_mutex_unlock(&hold_mu);
             conn_unlock(c);
             sigset_t all, old;
@@ -707,7 +711,7 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
             free(c->stash);
             c->stash = NULL;
             c->stash_len = 0;
-            atomic_fetch_and(&c->flags, ~(unsigned)F_HELD);
+            atomic_fetch_and(&FLAGS(c), ~(unsigned)F_HELD);
             pthread_mutex_unlock(&hold_mu);
             goto drop;
         }
@@ -759,7 +763,7 @@ static bool settle(struct wconn *c, int fd, ssize_t *r)
     wireconn_done(&wc);
     pthread_mutex_lock(&hold_mu);
     if (released)
-        atomic_fetch_and(&c->flags, ~(unsigned)F_LEAD);
+        atomic_fetch_and(&FLAGS(c), ~(unsigned)F_LEAD);
     if (ok && !atomic_load(&c->dead))
         later_add(c, later, n);
     else
@@ -781,13 +785,13 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
                          ssize_t *r)
 {
     struct wconn *c = conn_of(st);
-    unsigned f = atomic_load_explicit(&c->flags, memory_order_acquire);
+    unsigned f = atomic_load_explicit(&FLAGS(c), memory_order_acquire);
     if (__builtin_expect(f == 0, 1))
         return false;
     int saved = errno;
     if (f & F_HELD) {
         pthread_mutex_lock(&hold_mu);
-        if ((atomic_load(&c->flags) & F_HELD) && c->fd == fd && !gone(c, fd)) {
+        if ((atomic_load(&FLAGS(c)) & F_HELD) && c->fd == fd && !gone(c, fd)) {
             size_t total = iov_total(iov, iovcnt);
             if (c->stash_len + total > 4 * STASH_MAX) {
                 pthread_mutex_unlock(&hold_mu);
@@ -814,7 +818,7 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
             return true;
         }
         pthread_mutex_unlock(&hold_mu);
-        f = atomic_load(&c->flags);
+        f = atomic_load(&FLAGS(c));
     }
     if (!(f & (F_FIRST | F_LEAD)) || !owned())
         return false;
@@ -832,7 +836,7 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
     if (!idle || (b != 'Q' && b != 'P')) {
         conn_unlock(c);
     } else if (f & F_FIRST) {
-        atomic_fetch_and(&c->flags, ~(unsigned)F_FIRST);
+        atomic_fetch_and(&FLAGS(c), ~(unsigned)F_FIRST);
         if (txn != 'I') {
             log_debug("wire: fd %d (%s): its first statement comes inside a transaction block "
                       "(status %c); not gated", fd, c->transport, txn);
@@ -866,12 +870,12 @@ bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt
                         ssize_t *r)
 {
     struct wconn *c = conn_of(st);
-    unsigned f = atomic_load_explicit(&c->flags, memory_order_acquire);
+    unsigned f = atomic_load_explicit(&FLAGS(c), memory_order_acquire);
     if (__builtin_expect(!(f & (F_HELD | F_LATER)), 1))
         return false;
     int saved = errno;
     pthread_mutex_lock(&hold_mu);
-    f = atomic_load(&c->flags);
+    f = atomic_load(&FLAGS(c));
     if (c->fd != fd || gone(c, fd)) {
         pthread_mutex_unlock(&hold_mu);
         errno = saved;
@@ -900,7 +904,7 @@ bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt
         struct iovec v = {.iov_base = (void *)src, .iov_len = k};
         c->later_off += k;
         if (c->later_off >= c->later_len) {
-            atomic_fetch_and(&c->flags, ~(unsigned)F_LATER);
+            atomic_fetch_and(&FLAGS(c), ~(unsigned)F_LATER);
         }
         /* the app's parser sees them as read (the buffer stays until the slot's reuse) */
         follow(fd, st, WIRE_BE, &v, 1, k, NULL);

@@ -30,6 +30,8 @@ polls: tests/integration/wire_workloads/gate_client.py).
   close system call it does not): no crash, the gate stops, new fds (a
   socketpair, a file, a fresh connection) work.
 * test_wait_timeout -- wait_timeout with on_timeout = proceed and fail.
+* test_pool_waits_once -- an asyncpg pool of 3 meets the lock at once: one
+  connection decides and says so, the others wait for its decision.
 * test_sigterm_during_an_inline_wait -- pg8000 waiting inside its write:
   SIGTERM ends the wait within a slice and the default action runs.
 """
@@ -423,3 +425,35 @@ def test_sigterm_during_an_inline_wait(make_db, tmp_path, clients):
                         rf"migration lock; failing the connection so the app's own handler runs "
                         rf"{WHERE.format(t='tcp')}", lines[1][1]), lines
     assert not c.events("first")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pool_waits_once(make_db, tmp_path, clients, loop):
+    """An asyncpg pool's three connections meet the lock at once: one
+    decides (and says so), the other two wait for its decision in their
+    gate threads, then pass; the event loop keeps running meanwhile."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key, "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", ["asyncpg", "tcp", loop, "pool"], env)
+        clients.append(c)
+        c.wait_line(r"the migration lock is held by .*; waiting")
+        until("a lock request not granted", lambda: [r for r in advisory(peer, key) if not r[1]])
+        assert not c.events("pool")
+        with peer.cursor() as cur:
+            cur.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY); "
+                        "INSERT INTO alembic_version VALUES (%s)", (TARGET,))
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        c.finish()
+    finally:
+        peer.close()
+    assert c.events("pool")[0]["values"] == [0, 1, 2]
+    lines = c.lines()
+    assert [lv for lv, _ in lines] == ["info", "info"], lines
+    assert "; waiting (" in lines[0][1] and "database at r1; proceeding (" in lines[1][1], lines
+    assert c.events("stall")[0]["max_ms"] < 200

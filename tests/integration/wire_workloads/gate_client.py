@@ -12,6 +12,8 @@ only; "-" for pg8000), ROLE:
              (the advisory locks its backend holds: {"ev": "after"}); then
              wait for $GATE_BARRIERS/close and close the connection
     plain    the first statement and its results, then close
+    pool     asyncpg only: a pool of 3, each connection's first statement at
+             once ({"ev": "pool", "values": [0, 1, 2]})
     close    asyncpg only: the first statement in a task; when the file
              $GATE_BARRIERS/close exists, the connection is closed under it
              (the task cancelled); then the process opens a socketpair and
@@ -157,6 +159,21 @@ async def run_asyncpg():
             last = now
 
     tick = asyncio.ensure_future(ticker())
+    if ROLE == "pool":
+        import asyncpg
+        host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
+        pool = await asyncpg.create_pool(host=host, port=PGPORT, user=PGUSER,
+                                         database=PGDATABASE, ssl=False, min_size=3, max_size=3)
+        conns = [await pool.acquire() for _ in range(3)]
+        got = await asyncio.gather(*(c.fetchval("SELECT %d" % i) for i, c in enumerate(conns)))
+        state["stop"] = True
+        await tick
+        emit("pool", values=list(got))
+        emit("stall", max_ms=round(state["max"] * 1000, 1))
+        for c in conns:
+            await pool.release(c)
+        await pool.close()
+        return
     c = await connect_asyncpg()
     if ROLE == "close":
         task = asyncio.ensure_future(c.fetchval("SELECT pg_backend_pid()"))

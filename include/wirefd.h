@@ -1,7 +1,8 @@
 /*
  * wirefd — which file descriptors carry a PostgreSQL connection the shim
- * follows on the wire, and following them (phase 1 of issue 22: observing
- * only, nothing injected or changed).
+ * follows on the wire, and following them (phase 1 of issue 22: observing);
+ * and holding one at its first statement while the wire gate runs on it
+ * (phase 2a: wirefd_before_write/_read below, wiregate.h).
  *
  * A per-fd state table, indexed by fd (fds below WIREFD_MAX; a higher fd is
  * never followed), read with one load by every interposed I/O call:

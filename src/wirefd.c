@@ -8,6 +8,13 @@
  * recognises a connection, fed under its lock, marked dead when its fd
  * closes or its stream ends; whoever holds or next takes the lock of a
  * dead slot frees it, so a slot is never freed under a feeder's feet.
+ *
+ * The gate (phase 2a, at the end): each slot's flags word (wirefd_flags,
+ * read inline by the wrappers), and under one mutex (hold_mu, taken only
+ * when a flag is set) the app's bytes a held connection keeps, the bytes
+ * kept for the app, and a leading connection's lock.  A gate works on its
+ * own dup of the socket and pins the slot (never freed while pinned); it
+ * stops when the app's fd is no longer that socket (gone()).
  */
 #include "wirefd.h"
 

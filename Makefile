@@ -59,7 +59,7 @@ LIB_LIBS := -ldl -lpthread
 # of real libc functions (sysapi.c) and the framing parser (wire.c).  The
 # default library, the one installed, packaged and documented, has none of
 # them: no libc name is interposed in a process that preloads it.
-WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c
+WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c
 WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
@@ -324,7 +324,7 @@ bench: bench-deps all bench-progs
 
 # --- fuzzing (clang, libFuzzer + ASan + UBSan); never part of check -----------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := revision sqlclass redact config ini envpy wire
+FUZZ_TARGETS := revision sqlclass redact config ini envpy wire wireconn
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRCS_revision := src/heads.c src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
@@ -334,6 +334,7 @@ FUZZ_SRCS_config := src/config.c src/libconfig_dl.c src/log.c
 FUZZ_SRCS_ini := src/ini.c src/heads.c src/envpy.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_envpy := src/envpy.c src/ini.c src/log.c src/config.c src/libconfig_dl.c
 FUZZ_SRCS_wire := src/wire.c
+FUZZ_SRCS_wireconn := src/wireconn.c src/sysapi.c src/log.c
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(wildcard src/*.c) $(wildcard include/*.h)
 	@mkdir -p $(B)/fuzz

@@ -78,6 +78,8 @@
 #include "compiler.h"
 #include "resolve.h"
 
+struct migtool;
+
 /* Non-zero while some database needs the per-statement hooks; the
  * wrappers test it before calling gate_before/gate_after (a load). */
 extern _Atomic int gate_watching;
@@ -148,5 +150,10 @@ bool gate_at_target(const struct versions *v);
 /* The table whose statements the hooks watch: the configured version
  * table, or django_migrations when the tool is Django. */
 const char *gate_version_table(void);
+
+/* The migration tool of this process (migtool.h), chosen and loaded once
+ * (the same the libpq gate asks: one load per process): for the wire
+ * layer's gate (wiregate.h), which decides with the same tool. */
+const struct migtool *gate_migtool(void);
 
 #endif

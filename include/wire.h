@@ -90,8 +90,23 @@ struct wire_half {
     uint64_t msgs;    /* complete messages                                   */
 };
 
+/* The StartupMessage's identity, gathered as its body goes by. */
+#define WIRE_NAME_MAX 64 /* NAMEDATALEN: a longer name is not one the server keeps */
+struct wire_startup {
+    char user[WIRE_NAME_MAX];     /* "user"'s value ("" until seen)                */
+    char database[WIRE_NAME_MAX]; /* "database"'s value ("" until seen)            */
+    char key[16];                 /* the key being read (a longer one is no concern) */
+    uint8_t klen;                 /* its bytes so far; 0xff: longer than key[]     */
+    uint8_t vlen;                 /* the value's bytes so far                       */
+    uint8_t in;                   /* 0: reading a key, 1: a value, 2: the end (the
+                                     empty key)                                     */
+    uint8_t which;                /* the value being read: 0 neither, 1 user, 2 database */
+    bool too_long;                /* user or database longer than WIRE_NAME_MAX - 1  */
+};
+
 struct wire {
     enum wire_phase phase;
+    struct wire_startup id; /* the StartupMessage's user and database          */
     struct wire_half fe, be;
     char txn;               /* last ReadyForQuery's status: 'I' 'T' 'E'; 0: none yet */
     uint32_t awaiting;      /* ReadyForQuery answers the app waits for             */
@@ -147,6 +162,16 @@ char wire_txn(const struct wire *w);
 /* Complete messages seen in direction `dir` (the start-up packet and the
  * server's one-byte answer count as one each). */
 uint64_t wire_messages(const struct wire *w, enum wire_dir dir);
+
+/*
+ * Who the StartupMessage named: its "user", and its "database" (the
+ * server's default when absent: the user's name).  NULL before the whole
+ * StartupMessage has gone by, when it named no user, or when a name was
+ * longer than WIRE_NAME_MAX - 1 bytes (not a name the server keeps: the
+ * caller does not guess).  Pure; the strings live in `w`.
+ */
+const char *wire_user(const struct wire *w);
+const char *wire_database(const struct wire *w);
 
 /* Why the stream was lost (a static string), or NULL when it was not. */
 const char *wire_lost_reason(const struct wire *w);

@@ -1,7 +1,8 @@
 /*
  * wirefd — which file descriptors carry a PostgreSQL connection the shim
- * follows on the wire, and following them (phase 1 of issue 22: observing
- * only, nothing injected or changed).
+ * follows on the wire, and following them (phase 1 of issue 22: observing);
+ * and holding one at its first statement while the wire gate runs on it
+ * (phase 2a: wirefd_before_write/_read below, wiregate.h).
  *
  * A per-fd state table, indexed by fd (fds below WIREFD_MAX; a higher fd is
  * never followed), read with one load by every interposed I/O call:
@@ -107,6 +108,53 @@ void wirefd_closing(int fd, unsigned st);
 /* fd (state `st` >= FOLLOWED) was duplicated by dup(): the stream is
  * shared, the original stops being followed. */
 void wirefd_duplicated(int fd, unsigned st);
+
+/* Each followed connection's gate flags (hidden: the wrappers load them
+ * directly), by slot: */
+enum {
+    WIREFD_F_FIRST = 1, /* the app's first statement not met yet: gate it                */
+    WIREFD_F_LEAD = 2,  /* this connection holds the migration lock: release it when due */
+    WIREFD_F_HELD = 4,  /* the gate runs in a thread: reads EAGAIN, writes kept          */
+    WIREFD_F_LATER = 8, /* bytes kept for the app (wireconn_take_later)                  */
+};
+extern __attribute__((visibility("hidden"))) _Atomic unsigned wirefd_flags[WIREFD_CONNS];
+
+/* Does a write (read) on followed state `st` need wirefd_before_write
+ * (wirefd_before_read)?  One load: on the steady state, no. */
+static inline bool wirefd_write_watched(unsigned st)
+{
+    return atomic_load_explicit(&wirefd_flags[st - WIREFD_FOLLOWED], memory_order_acquire) != 0;
+}
+static inline bool wirefd_read_watched(unsigned st)
+{
+    return atomic_load_explicit(&wirefd_flags[st - WIREFD_FOLLOWED], memory_order_acquire) &
+           (WIREFD_F_HELD | WIREFD_F_LATER);
+}
+
+/*
+ * The gate (phase 2a: wiregate.h).  Before the app writes on followed fd
+ * (state `st`): at its first statement (idle, a Query or Parse at a
+ * message boundary, outside a transaction block) the gate runs on the
+ * connection before the app's bytes go out -- inline on a blocking socket;
+ * on a non-blocking one the bytes are kept, reported written, and a
+ * detached thread gates the connection, then writes them (the connection
+ * is held meanwhile: see wirefd_before_read).  A leading connection at an
+ * idle statement after a transaction has its lock released once the
+ * version table is at the target.  True when the call was answered here
+ * (*r its result, errno set for -1: EAGAIN while held and full,
+ * ECONNRESET when the gate broke the connection); false: make the real
+ * call (then wirefd_wrote as ever).  One load on the steady state.
+ */
+bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                         ssize_t *r);
+
+/* Before the app reads on followed fd: held by the gate -> -1/EAGAIN (the
+ * app's level-triggered poll wakes it again when its reply comes); bytes
+ * the gate kept for the app (asynchronous messages met in its exchange)
+ * -> copied into iov first, fed to the parser.  True when answered (*r),
+ * false: make the real call.  One load on the steady state. */
+bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                        ssize_t *r);
 
 /* For tests and the bench: is fd followed right now? */
 bool wirefd_followed(int fd);

@@ -627,6 +627,12 @@ const char *gate_version_table(void)
     return gate_tool->table(shim_config());
 }
 
+const struct migtool *gate_migtool(void)
+{
+    pthread_once(&tool_once, load_tool);
+    return gate_tool;
+}
+
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)
 {
     fork_init();

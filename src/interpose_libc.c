@@ -13,8 +13,11 @@
  * function through the table (sysapi.h): its result and errno reach the
  * caller as they came.  Otherwise the wrapper's out-of-line twin calls the
  * real function and the wirefd hook looks at the bytes after the fact
- * (phase 1 observes only: nothing is injected, delayed or changed) and
- * restores errno itself.  close and dup2/dup3 reset the fd's state before
+ * and restores errno itself.  On a followed fd the gate (phase 2a) looks
+ * first (wirefd_before_write/_read): at the app's first statement it runs
+ * the gate before the app's bytes go out, and while it holds a
+ * non-blocking connection it answers the app's reads (EAGAIN, or bytes it
+ * kept for the app) and keeps its writes.  close and dup2/dup3 reset the fd's state before
  * the real call (after it, the number may already be another thread's new
  * socket).
  *
@@ -91,9 +94,31 @@ EXPORT int dup3(int fd, int fd2, int flags)
 
 /* --- the bytes written ----------------------------------------------------------- */
 
+/* The gate's look before a write on a followed fd (wirefd_before_write):
+ * answered there, or the state afresh for the real call. */
+#define BEFORE_WRITE(iov, cnt, flags)                                           \
+    do {                                                                        \
+        if (!UNFOLLOWED(st) && wirefd_write_watched(st)) {                      \
+            ssize_t a_;                                                         \
+            if (wirefd_before_write(fd, st, iov, cnt, flags, &a_))              \
+                return a_;                                                      \
+            st = wirefd_get(fd);                                                \
+        }                                                                       \
+    } while (0)
+#define BEFORE_READ(iov, cnt, flags)                                            \
+    do {                                                                        \
+        if (!UNFOLLOWED(st) && wirefd_read_watched(st)) {                       \
+            ssize_t a_;                                                         \
+            if (wirefd_before_read(fd, st, iov, cnt, flags, &a_))               \
+                return a_;                                                      \
+        }                                                                       \
+    } while (0)
+
 SLOW ssize_t write_slow(int fd, const void *buf, size_t n, const void *ra)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = (void *)buf, .iov_len = n};
+    BEFORE_WRITE(&v_, 1, 0);
     ssize_t r = real_write()(fd, buf, n);
     if (!QUIET(st))
         wirefd_wrote(fd, st, buf, n, r, 0, ra);
@@ -111,6 +136,8 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 SLOW ssize_t send_slow(int fd, const void *buf, size_t n, int flags, const void *ra)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = (void *)buf, .iov_len = n};
+    BEFORE_WRITE(&v_, 1, flags);
     ssize_t r = real_send()(fd, buf, n, flags);
     if (!QUIET(st))
         wirefd_wrote(fd, st, buf, n, r, flags, ra);
@@ -129,6 +156,8 @@ SLOW ssize_t sendto_slow(int fd, const void *buf, size_t n, int flags, const str
                       socklen_t alen, const void *ra)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = (void *)buf, .iov_len = n};
+    BEFORE_WRITE(&v_, 1, flags);
     ssize_t r = real_sendto()(fd, buf, n, flags, addr, alen);
     if (!QUIET(st))
         wirefd_wrote(fd, st, buf, n, r, flags, ra);
@@ -147,6 +176,8 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int iovcnt, const void *ra)
 {
     unsigned st = wirefd_get(fd);
+    if (iov && iovcnt > 0)
+        BEFORE_WRITE(iov, iovcnt, 0);
     ssize_t r = real_writev()(fd, iov, iovcnt);
     if (!QUIET(st))
         wirefd_wrotev(fd, st, iov, iovcnt, r, 0, ra);
@@ -164,6 +195,8 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *msg, int flags, const void *ra)
 {
     unsigned st = wirefd_get(fd);
+    if (msg && msg->msg_iov && msg->msg_iovlen > 0 && !msg->msg_controllen)
+        BEFORE_WRITE(msg->msg_iov, (int)msg->msg_iovlen, flags);
     ssize_t r = real_sendmsg()(fd, msg, flags);
     if (!QUIET(st))
         wirefd_wrotev(fd, st, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0, r, flags,
@@ -184,6 +217,8 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 SLOW ssize_t read_slow(int fd, void *buf, size_t n)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = buf, .iov_len = n};
+    BEFORE_READ(&v_, 1, 0);
     ssize_t r = real_read()(fd, buf, n);
     if (!UNFOLLOWED(st))
         wirefd_read(fd, st, buf, r, 0);
@@ -201,6 +236,8 @@ EXPORT ssize_t read(int fd, void *buf, size_t n)
 SLOW ssize_t recv_slow(int fd, void *buf, size_t n, int flags)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = buf, .iov_len = n};
+    BEFORE_READ(&v_, 1, flags);
     ssize_t r = real_recv()(fd, buf, n, flags);
     if (!UNFOLLOWED(st))
         wirefd_read(fd, st, buf, r, flags);
@@ -219,6 +256,8 @@ SLOW ssize_t recvfrom_slow(int fd, void *restrict buf, size_t n, int flags,
                         struct sockaddr *restrict addr, socklen_t *restrict alen)
 {
     unsigned st = wirefd_get(fd);
+    struct iovec v_ = {.iov_base = buf, .iov_len = n};
+    BEFORE_READ(&v_, 1, flags); /* (a connected stream: no address to give) */
     ssize_t r = real_recvfrom()(fd, buf, n, flags, addr, alen);
     if (!UNFOLLOWED(st))
         wirefd_read(fd, st, buf, r, flags);
@@ -237,6 +276,8 @@ EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags,
 SLOW ssize_t readv_slow(int fd, const struct iovec *iov, int iovcnt)
 {
     unsigned st = wirefd_get(fd);
+    if (iov && iovcnt > 0)
+        BEFORE_READ(iov, iovcnt, 0);
     ssize_t r = real_readv()(fd, iov, iovcnt);
     if (!UNFOLLOWED(st))
         wirefd_readv(fd, st, iov, iovcnt, r, 0);
@@ -254,6 +295,10 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 SLOW ssize_t recvmsg_slow(int fd, struct msghdr *msg, int flags)
 {
     unsigned st = wirefd_get(fd);
+    if (msg && msg->msg_iov && msg->msg_iovlen > 0) {
+        msg->msg_flags = 0;
+        BEFORE_READ(msg->msg_iov, (int)msg->msg_iovlen, flags);
+    }
     ssize_t r = real_recvmsg()(fd, msg, flags);
     if (!UNFOLLOWED(st))
         wirefd_readv(fd, st, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0, r,

@@ -167,6 +167,58 @@ static bool be_begin(struct wire *w, struct wire_half *h, uint32_t n)
     return true;
 }
 
+/* Bytes of the StartupMessage's body (after its 8-byte header): pairs of
+ * NUL-terminated key and value, ended by an empty key.  Only "user" and
+ * "database" are kept. */
+static void startup_bytes(struct wire_startup *s, const uint8_t *p, size_t k)
+{
+    for (size_t i = 0; i < k && s->in < 2; i++) {
+        uint8_t b = p[i];
+        if (s->in == 0) { /* a key */
+            if (b == 0) {
+                if (s->klen == 0) {
+                    s->in = 2; /* the empty key: the end */
+                    continue;
+                }
+                s->which = 0;
+                if (s->klen != 0xff) {
+                    s->key[s->klen] = '\0';
+                    s->which = strcmp(s->key, "user") == 0       ? 1
+                               : strcmp(s->key, "database") == 0 ? 2
+                                                                 : 0;
+                }
+                if (s->which == 1)
+                    s->user[0] = '\0';
+                else if (s->which == 2)
+                    s->database[0] = '\0';
+                s->klen = 0;
+                s->vlen = 0;
+                s->in = 1;
+            } else if (s->klen != 0xff) {
+                if (s->klen + 1u < sizeof s->key)
+                    s->key[s->klen++] = (char)b;
+                else
+                    s->klen = 0xff;
+            }
+            continue;
+        }
+        /* a value */
+        if (b == 0) {
+            s->in = 0;
+            continue;
+        }
+        char *v = s->which == 1 ? s->user : s->which == 2 ? s->database : NULL;
+        if (!v)
+            continue;
+        if (s->vlen + 1u < WIRE_NAME_MAX) {
+            v[s->vlen++] = (char)b;
+            v[s->vlen] = '\0';
+        } else {
+            s->too_long = true;
+        }
+    }
+}
+
 /* A backend message's one body byte worth looking at: ReadyForQuery's. */
 static bool be_body_byte(struct wire *w, const struct wire_half *h, uint8_t b)
 {
@@ -264,6 +316,8 @@ static void feed_half(struct wire *w, enum wire_dir dir, const uint8_t *p, size_
             if (dir == WIRE_BE && h->type == 'Z' && h->left == 1 && !be_body_byte(w, h, *p))
                 return;
             size_t k = len < h->left ? len : h->left;
+            if (dir == WIRE_FE && h->type == 0)
+                startup_bytes(&w->id, p, k);
             h->left -= (uint32_t)k;
             p += k, len -= k;
             if (h->left == 0) {
@@ -336,3 +390,17 @@ uint64_t wire_messages(const struct wire *w, enum wire_dir dir)
 }
 
 const char *wire_lost_reason(const struct wire *w) { return w->lost; }
+
+const char *wire_user(const struct wire *w)
+{
+    if (w->id.in != 2 || w->id.too_long || !w->id.user[0])
+        return NULL;
+    return w->id.user;
+}
+
+const char *wire_database(const struct wire *w)
+{
+    if (!wire_user(w))
+        return NULL;
+    return w->id.database[0] ? w->id.database : w->id.user;
+}

@@ -8,12 +8,25 @@
  * recognises a connection, fed under its lock, marked dead when its fd
  * closes or its stream ends; whoever holds or next takes the lock of a
  * dead slot frees it, so a slot is never freed under a feeder's feet.
+ *
+ * The gate (phase 2a, at the end): each slot's flags word (wirefd_flags,
+ * read inline by the wrappers), and under one mutex (hold_mu, taken only
+ * when a flag is set) the app's bytes a held connection keeps, the bytes
+ * kept for the app, and a leading connection's lock.  A gate works on its
+ * own dup of the socket and pins the slot (never freed while pinned); it
+ * stops when the app's fd is no longer that socket (gone()).
  */
 #include "wirefd.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,7 +35,11 @@
 #include "log.h"
 #include "resolve.h"
 #include "shim.h"
+#include "config.h"
+#include "sysapi.h"
 #include "wire.h"
+#include "wireconn.h"
+#include "wiregate.h"
 
 _Atomic uint16_t wirefd_state[WIREFD_MAX];
 
@@ -36,7 +53,34 @@ struct wconn {
     dev_t dev;              /* the socket's identity (fstat) when recognised:      */
     ino_t ino;              /* an fd closed behind our back and reused differs     */
     struct wire w;
+    /* the gate (phase 2a): what the app's reads and writes look at first */
+    _Atomic bool pinned;    /* a gate thread uses the slot: it is not freed under it */
+    /* under hold_mu: */
+    uint8_t *stash;         /* F_HELD: the app's bytes, reported written, not sent  */
+    size_t stash_len;
+    uint8_t *later;         /* F_LATER: bytes the app reads before the socket's     */
+    size_t later_len, later_off;
+    struct wiregate_lead lead; /* F_LEAD                                            */
+    bool txn_seen;          /* F_LEAD: a transaction since the last look            */
 };
+
+/* Each slot's F_* word, beside the slots: the wrappers test it inline
+ * (wirefd_gate_flags) before calling anything; 0 on the steady state. */
+_Atomic unsigned wirefd_flags[WIREFD_CONNS];
+#define FLAGS(c) wirefd_flags[(c) - conns]
+
+enum {
+    F_FIRST = WIREFD_F_FIRST,
+    F_LEAD = WIREFD_F_LEAD,
+    F_HELD = WIREFD_F_HELD,
+    F_LATER = WIREFD_F_LATER,
+};
+
+/* The held state's bytes (stash, later, lead) of every connection: taken
+ * only on a slow path (a flag set), never on the steady state. */
+static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER;
+
+#define STASH_MAX (256u * 1024u) /* a bigger first write is gated inline (said) */
 
 static struct wconn conns[WIREFD_CONNS];
 
@@ -61,8 +105,11 @@ static void atfork_child(void)
             atomic_compare_exchange_strong(&wirefd_state[c->fd], &st, WIREFD_NONE);
         atomic_store(&c->dead, false);
         atomic_store(&c->busy, true);
+        atomic_store(&FLAGS(c), 0);
+        atomic_store(&c->pinned, false);
         atomic_store(&c->in_use, false);
     }
+    pthread_mutex_init(&hold_mu, NULL); /* (a thread of the parent's may have held it) */
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -83,7 +130,7 @@ static bool conn_lock(struct wconn *c) { return !atomic_exchange(&c->busy, true)
  * slot is locked until it is taken again). */
 static void conn_reap(struct wconn *c)
 {
-    if (atomic_load(&c->dead) && conn_lock(c)) {
+    if (atomic_load(&c->dead) && !atomic_load(&c->pinned) && conn_lock(c)) {
         atomic_store(&c->dead, false);
         atomic_store(&c->in_use, false);
     }
@@ -115,6 +162,14 @@ static int conn_take(int fd, const char *transport)
         c->fd = fd;
         c->transport = transport;
         wire_init(&c->w);
+        pthread_mutex_lock(&hold_mu); /* what a closed connection left */
+        free(c->stash);
+        free(c->later);
+        c->stash = c->later = NULL;
+        c->stash_len = c->later_len = c->later_off = 0;
+        c->txn_seen = false;
+        pthread_mutex_unlock(&hold_mu);
+        atomic_store(&FLAGS(c), F_FIRST);
         return k;
     }
     return -1;
@@ -390,3 +445,479 @@ void wirefd_duplicated(int fd, unsigned st)
 }
 
 bool wirefd_followed(int fd) { return wirefd_get(fd) >= WIREFD_FOLLOWED; }
+
+/* --- the gate (phase 2a) ---------------------------------------------------------- */
+
+/* A gate's run on one connection: inline in the app's write (a blocking
+ * socket), or in a detached thread (a non-blocking one, held meanwhile). */
+struct gjob {
+    struct wconn *c;
+    int fd;        /* the app's number, for the lines and checks            */
+    int dupfd;     /* the gate's own descriptor on the same socket          */
+    char txn;
+    char db[WIRE_NAME_MAX];
+    char where[96];
+};
+
+static size_t iov_total(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* The first byte of the app's write, or -1 when it writes nothing. */
+static int iov_first(const struct iovec *iov, int iovcnt)
+{
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len > 0 && iov[i].iov_base)
+            return ((const uint8_t *)iov[i].iov_base)[0];
+    return -1;
+}
+
+/* Keep bytes for the app (hold_mu held). */
+static void later_add(struct wconn *c, uint8_t *b, size_t n)
+{
+    if (!b || n == 0) {
+        free(b);
+        return;
+    }
+    if (c->later_off < c->later_len) {
+        uint8_t *m = realloc(c->later, c->later_len + n);
+        if (!m) {
+            free(b);
+            log_warn("wire: fd %d: out of memory keeping %zu bytes for the app; shut down", c->fd,
+                     n);
+            (void)shutdown(c->fd, SHUT_RDWR);
+            return;
+        }
+        memcpy(m + c->later_len, b, n);
+        free(b);
+        c->later = m;
+        c->later_len += n;
+    } else {
+        free(c->later);
+        c->later = b;
+        c->later_len = n;
+        c->later_off = 0;
+    }
+    atomic_fetch_or(&FLAGS(c), F_LATER);
+}
+
+/* c's app fd no longer is its socket (closed behind our back -- libuv
+ * closes with a raw system call -- and maybe reused): mark c dead and the
+ * fd NONE, so that the new file at that number is never taken for it. */
+static bool gone(struct wconn *c, int fd)
+{
+    if (atomic_load(&c->dead))
+        return true;
+    struct stat sb;
+    int saved = errno;
+    bool same = fstat(fd, &sb) == 0 && sb.st_dev == c->dev && sb.st_ino == c->ino;
+    errno = saved;
+    if (same)
+        return false;
+    atomic_store(&c->dead, true);
+    unsigned k = (unsigned)(c - conns);
+    uint16_t expect = (uint16_t)(WIREFD_FOLLOWED + k);
+    if ((unsigned)fd < WIREFD_MAX)
+        atomic_compare_exchange_strong(&wirefd_state[fd], &expect, WIREFD_NONE);
+    return true;
+}
+
+/* The gate's stop test: the app closed the connection (seen, or not). */
+static bool job_stop(void *arg)
+{
+    struct gjob *j = arg;
+    return gone(j->c, j->fd);
+}
+
+/* Run the gate on the job's connection (any thread): true unless the
+ * connection broke or was failed (the socket is shut down then). */
+static bool gate_run(struct gjob *j, bool inline_wait)
+{
+    struct wireconn wc;
+    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
+    struct wiregate_lead lead;
+    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->where, job_stop, j,
+                                         inline_wait, &lead);
+    size_t n;
+    uint8_t *later = wireconn_take_later(&wc, &n);
+    bool ok = e != WIREGATE_FAIL && !wireconn_broken(&wc);
+    wireconn_done(&wc);
+    pthread_mutex_lock(&hold_mu);
+    if (ok && !atomic_load(&j->c->dead)) {
+        later_add(j->c, later, n);
+        later = NULL;
+        if (e == WIREGATE_LEAD) {
+            j->c->lead = lead;
+            j->c->txn_seen = false;
+            atomic_fetch_or(&FLAGS(j->c), F_LEAD);
+        }
+    }
+    pthread_mutex_unlock(&hold_mu);
+    free(later);
+    return ok;
+}
+
+/* Write the held bytes out on the gate's descriptor, bounded (hold_mu
+ * held).  False when the socket failed (then shut down, said). */
+static bool stash_out(struct gjob *j)
+{
+    struct wconn *c = j->c;
+    const uint8_t *p = c->stash;
+    size_t n = c->stash_len;
+    int waited = 0;
+    while (n > 0) {
+        ssize_t r = real_send()(j->dupfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r > 0) {
+            p += r, n -= (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+            waited < WIRECONN_IO_TIMEOUT_MS && !atomic_load(&c->dead)) {
+            struct pollfd pf = {.fd = j->dupfd, .events = POLLOUT};
+            (void)poll(&pf, 1, WIRECONN_POLL_MS);
+            waited += WIRECONN_POLL_MS;
+            continue;
+        }
+        if (!atomic_load(&c->dead))
+            log_warn("wire: %s: the app's held bytes could not be written after the gate; the "
+                     "connection was shut down", j->where);
+        (void)shutdown(j->dupfd, SHUT_RDWR);
+        return false;
+    }
+    return true;
+}
+
+/* The stash went out: the parser sees it as the app's bytes. */
+static void stash_feed(struct gjob *j)
+{
+    struct wconn *c = j->c;
+    if (!conn_lock(c)) {
+        atomic_store(&c->contended, true);
+        return;
+    }
+    if (atomic_load(&c->in_use) && !atomic_load(&c->dead) && c->fd == j->fd) {
+        wire_feed(&c->w, WIRE_FE, c->stash, c->stash_len);
+        if (wire_phase_is_end(c->w.phase)) {
+            unsigned st = wirefd_get(j->fd);
+            if (st >= WIREFD_FOLLOWED && conn_of(st) == c)
+                stop(j->fd, st, c, NULL);
+        }
+    }
+    conn_unlock(c);
+}
+
+static void *gate_thread(void *arg)
+{
+    struct gjob *j = arg;
+    struct wconn *c = j->c;
+    bool ok = gate_run(j, false);
+    pthread_mutex_lock(&hold_mu);
+    if (atomic_load(&c->dead)) {
+        log_debug("wire: %s: closed by the app while the gate held it; the gate stopped",
+                  j->where);
+    } else if (ok && stash_out(j)) {
+        stash_feed(j);
+    } else if (ok) {
+        /* (stash_out said it) */
+    } else {
+        log_debug("wire: %s: the gate failed the connection; the app's held bytes dropped",
+                  j->where);
+    }
+    free(c->stash);
+    c->stash = NULL;
+    c->stash_len = 0;
+    atomic_fetch_and(&FLAGS(c), ~(unsigned)F_HELD);
+    pthread_mutex_unlock(&hold_mu);
+    (void)real_close()(j->dupfd);
+    free(j);
+    atomic_store(&c->pinned, false);
+    conn_reap(c);
+    return NULL;
+}
+
+/* A job for connection c on fd (its lock held). NULL (said) when the
+ * descriptor cannot be duplicated or memory is short. */
+static struct gjob *job_new(struct wconn *c, int fd)
+{
+    struct gjob *j = calloc(1, sizeof *j);
+    if (!j) {
+        log_warn("wire: fd %d: out of memory; not gated", fd);
+        return NULL;
+    }
+    j->dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* (fcntl is not interposed) */
+    if (j->dupfd < 0) {
+        log_warn("wire: fd %d: cannot duplicate the socket for the gate (%s); not gated", fd,
+                 strerror(errno));
+        free(j);
+        return NULL;
+    }
+    j->c = c;
+    j->fd = fd;
+    j->txn = wire_txn(&c->w);
+    const char *db = wire_database(&c->w);
+    snprintf(j->db, sizeof j->db, "%s", db ? db : "");
+    snprintf(j->where, sizeof j->where, "asyncpg/pg8000 connection on fd %d, %s", fd,
+             c->transport);
+    return j;
+}
+
+/* The app's first statement on c, outside a transaction block: gate it.
+ * Returns true when the call was answered (*r). Called with c's lock
+ * held; returns with it released. */
+static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iovcnt, int flags,
+                       ssize_t *r)
+{
+    size_t total = iov_total(iov, iovcnt);
+    int fl = fcntl(fd, F_GETFL);
+    bool nonblocking = (flags & MSG_DONTWAIT) || (fl >= 0 && (fl & O_NONBLOCK));
+    struct gjob *j = job_new(c, fd);
+    if (!j) {
+        conn_unlock(c);
+        return false;
+    }
+    atomic_store(&c->pinned, true);
+    if (nonblocking && total <= STASH_MAX) {
+        uint8_t *copy = malloc(total ? total : 1);
+        if (copy) {
+            size_t k = 0;
+            for (int i = 0; i < iovcnt; i++) {
+                if (iov[i].iov_len)
+                    memcpy(copy + k, iov[i].iov_base, iov[i].iov_len);
+                k += iov[i].iov_len;
+            }
+            pthread_mutex_lock(&hold_mu);
+            c->stash = copy;
+            c->stash_len = total;
+            atomic_fetch_or(&FLAGS(c), F_HELD);
+            pthread_mutex_unlock(&hold_mu);
+            conn_unlock(c);
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_attr_t at;
+            pthread_t t;
+            bool started = false;
+            if (pthread_attr_init(&at) == 0) {
+                (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+                pthread_sigmask(SIG_SETMASK, &all, &old); /* the app's handlers never run there */
+                started = pthread_create(&t, &at, gate_thread, j) == 0;
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                pthread_attr_destroy(&at);
+            }
+            if (started) {
+                *r = (ssize_t)total; /* as if written: the gate thread writes it */
+                return true;
+            }
+            log_warn("wire: %s: cannot start the gate's thread; not gated", j->where);
+            pthread_mutex_lock(&hold_mu);
+            free(c->stash);
+            c->stash = NULL;
+            c->stash_len = 0;
+            atomic_fetch_and(&FLAGS(c), ~(unsigned)F_HELD);
+            pthread_mutex_unlock(&hold_mu);
+            goto drop;
+        }
+    }
+    if (nonblocking)
+        log_debug("wire: %s: a first write of %zu bytes, more than the %u the gate holds; gated "
+                  "inline", j->where, total, STASH_MAX);
+    conn_unlock(c);
+    bool ok = gate_run(j, true);
+    (void)real_close()(j->dupfd);
+    free(j);
+    atomic_store(&c->pinned, false);
+    conn_reap(c);
+    if (!ok) {
+        *r = -1;
+        errno = ECONNRESET; /* the connection was shut down: the app sees it lost */
+        return true;
+    }
+    return false;
+drop:
+    (void)real_close()(j->dupfd);
+    free(j);
+    atomic_store(&c->pinned, false);
+    conn_reap(c);
+    return false;
+}
+
+/* A leading connection at an idle statement outside a transaction block,
+ * after a transaction: release the lock when the version table is at the
+ * target (inline: one round trip).  c's lock held; released on return. */
+static bool settle(struct wconn *c, int fd, ssize_t *r)
+{
+    struct gjob *j = job_new(c, fd);
+    if (!j) {
+        conn_unlock(c);
+        return false;
+    }
+    atomic_store(&c->pinned, true);
+    conn_unlock(c);
+    pthread_mutex_lock(&hold_mu);
+    struct wiregate_lead lead = c->lead;
+    pthread_mutex_unlock(&hold_mu);
+    struct wireconn wc;
+    struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
+    bool released = wiregate_settle(db, &lead, j->where);
+    size_t n;
+    uint8_t *later = wireconn_take_later(&wc, &n);
+    bool ok = !wireconn_broken(&wc);
+    wireconn_done(&wc);
+    pthread_mutex_lock(&hold_mu);
+    if (released)
+        atomic_fetch_and(&FLAGS(c), ~(unsigned)F_LEAD);
+    if (ok && !atomic_load(&c->dead))
+        later_add(c, later, n);
+    else
+        free(later);
+    pthread_mutex_unlock(&hold_mu);
+    (void)real_close()(j->dupfd);
+    free(j);
+    atomic_store(&c->pinned, false);
+    conn_reap(c);
+    if (!ok) {
+        *r = -1;
+        errno = ECONNRESET;
+        return true;
+    }
+    return false;
+}
+
+bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                         ssize_t *r)
+{
+    struct wconn *c = conn_of(st);
+    unsigned f = atomic_load_explicit(&FLAGS(c), memory_order_acquire);
+    if (__builtin_expect(f == 0, 1))
+        return false;
+    int saved = errno;
+    if (f & F_HELD) {
+        pthread_mutex_lock(&hold_mu);
+        if ((atomic_load(&FLAGS(c)) & F_HELD) && c->fd == fd && !gone(c, fd)) {
+            size_t total = iov_total(iov, iovcnt);
+            if (c->stash_len + total > 4 * STASH_MAX) {
+                pthread_mutex_unlock(&hold_mu);
+                *r = -1;
+                errno = EAGAIN; /* the gate still holds the connection */
+                return true;
+            }
+            uint8_t *m = realloc(c->stash, c->stash_len + total + 1);
+            if (!m) {
+                pthread_mutex_unlock(&hold_mu);
+                *r = -1;
+                errno = EAGAIN;
+                return true;
+            }
+            for (int i = 0; i < iovcnt; i++) {
+                if (iov[i].iov_len)
+                    memcpy(m + c->stash_len, iov[i].iov_base, iov[i].iov_len);
+                c->stash_len += iov[i].iov_len;
+            }
+            c->stash = m;
+            pthread_mutex_unlock(&hold_mu);
+            *r = (ssize_t)total;
+            errno = saved;
+            return true;
+        }
+        pthread_mutex_unlock(&hold_mu);
+        f = atomic_load(&FLAGS(c));
+    }
+    if (!(f & (F_FIRST | F_LEAD)) || !owned())
+        return false;
+    if (!conn_lock(c))
+        return false; /* (follow marks it contended) */
+    if (!atomic_load(&c->in_use) || atomic_load(&c->dead) || c->fd != fd ||
+        atomic_load(&c->pinned)) {
+        conn_unlock(c);
+        return false;
+    }
+    int b = iov_first(iov, iovcnt);
+    bool idle = wire_idle(&c->w);
+    char txn = wire_txn(&c->w);
+    bool answered = false;
+    if (!idle || (b != 'Q' && b != 'P')) {
+        conn_unlock(c);
+    } else if (f & F_FIRST) {
+        atomic_fetch_and(&FLAGS(c), ~(unsigned)F_FIRST);
+        if (txn != 'I') {
+            log_debug("wire: fd %d (%s): its first statement comes inside a transaction block "
+                      "(status %c); not gated", fd, c->transport, txn);
+            conn_unlock(c);
+        } else if (shim_config()->lock == LOCK_OFF) {
+            conn_unlock(c);
+        } else {
+            answered = gate_first(c, fd, iov, iovcnt, flags, r);
+        }
+    } else if (txn != 'I') { /* F_LEAD */
+        pthread_mutex_lock(&hold_mu);
+        c->txn_seen = true;
+        pthread_mutex_unlock(&hold_mu);
+        conn_unlock(c);
+    } else {
+        pthread_mutex_lock(&hold_mu);
+        bool due = c->txn_seen;
+        c->txn_seen = false;
+        pthread_mutex_unlock(&hold_mu);
+        if (due)
+            answered = settle(c, fd, r);
+        else
+            conn_unlock(c);
+    }
+    if (!answered)
+        errno = saved;
+    return answered;
+}
+
+bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
+                        ssize_t *r)
+{
+    struct wconn *c = conn_of(st);
+    unsigned f = atomic_load_explicit(&FLAGS(c), memory_order_acquire);
+    if (__builtin_expect(!(f & (F_HELD | F_LATER)), 1))
+        return false;
+    int saved = errno;
+    pthread_mutex_lock(&hold_mu);
+    f = atomic_load(&FLAGS(c));
+    if (c->fd != fd || gone(c, fd)) {
+        pthread_mutex_unlock(&hold_mu);
+        errno = saved;
+        return false;
+    }
+    if (f & F_HELD) { /* the gate is speaking on it: nothing for the app yet */
+        pthread_mutex_unlock(&hold_mu);
+        *r = -1;
+        errno = EAGAIN;
+        return true;
+    }
+    if (!(f & F_LATER) || c->later_off >= c->later_len) {
+        pthread_mutex_unlock(&hold_mu);
+        errno = saved;
+        return false;
+    }
+    size_t k = 0, have = c->later_len - c->later_off;
+    const uint8_t *src = c->later + c->later_off;
+    for (int i = 0; i < iovcnt && k < have; i++) {
+        size_t m = iov[i].iov_len < have - k ? iov[i].iov_len : have - k;
+        if (m)
+            memcpy(iov[i].iov_base, src + k, m);
+        k += m;
+    }
+    if (!(flags & MSG_PEEK) && k > 0) {
+        struct iovec v = {.iov_base = (void *)src, .iov_len = k};
+        c->later_off += k;
+        if (c->later_off >= c->later_len) {
+            atomic_fetch_and(&FLAGS(c), ~(unsigned)F_LATER);
+        }
+        /* the app's parser sees them as read (the buffer stays until the slot's reuse) */
+        follow(fd, st, WIRE_BE, &v, 1, k, NULL);
+    }
+    pthread_mutex_unlock(&hold_mu);
+    *r = (ssize_t)k;
+    errno = saved;
+    return true;
+}

@@ -16,7 +16,7 @@ UNIT_TESTS := $(TESTS_B)/unit/test_config $(TESTS_B)/unit/test_log $(TESTS_B)/un
               $(TESTS_B)/unit/test_holder $(TESTS_B)/unit/test_lock $(TESTS_B)/unit/test_ownconn $(TESTS_B)/unit/test_heartbeat \
               $(TESTS_B)/unit/test_waitsig $(TESTS_B)/unit/test_wait $(TESTS_B)/unit/test_seam \
               $(TESTS_B)/unit/test_elflibc $(TESTS_B)/unit/test_wire $(TESTS_B)/unit/test_sysapi \
-              $(TESTS_B)/unit/test_conn
+              $(TESTS_B)/unit/test_conn $(TESTS_B)/unit/test_wireconn
 
 INTEGRATION_C_TESTS := $(TESTS_B)/integration/test_two_copies $(TESTS_B)/integration/test_fork
 
@@ -152,6 +152,13 @@ $(TESTS_B)/unit/test_wire: tests/unit/test_wire.c $(B)/obj/wire.o $(TESTS_HDRS) 
 # sysapi.o alone: the table of real libc functions.
 $(TESTS_B)/unit/test_sysapi: tests/unit/test_sysapi.c $(B)/obj/sysapi.o $(TESTS_HDRS) | $(TESTS_B)/unit
 	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/sysapi.o -lcriterion -ldl
+
+# wireconn.o on a socketpair (its real read/write through sysapi.o's table),
+# with the core archive for the seam's helpers and the log.
+$(TESTS_B)/unit/test_wireconn: tests/unit/test_wireconn.c $(B)/obj/wireconn.o $(B)/obj/sysapi.o \
+                               $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) | $(TESTS_B)/unit
+	$(CC) $(TESTS_CFLAGS) -o $@ $< $(B)/obj/wireconn.o $(B)/obj/sysapi.o \
+	    $(TESTS_B)/libmigshim-core.a -lcriterion -lpthread -ldl -lm
 
 $(TESTS_B)/unit/test_holder: tests/unit/test_holder.c $(TESTS_B)/libmigshim-core.a $(TESTS_HDRS) \
                              | $(TESTS_B)/unit

@@ -23,6 +23,14 @@ static void same(const struct wire *a, const struct wire *b)
         (!wire_phase_is_end(a->phase) &&
          (a->fe.msgs != b->fe.msgs || a->be.msgs != b->be.msgs)))
         abort();
+    /* the StartupMessage's identity, whatever the cuts */
+    const char *ua = wire_user(a), *ub = wire_user(b), *da = wire_database(a),
+               *db = wire_database(b);
+    if ((ua == NULL) != (ub == NULL) || (ua && strcmp(ua, ub) != 0) || (da == NULL) != (db == NULL) ||
+        (da && strcmp(da, db) != 0))
+        abort();
+    if (ua && strlen(ua) >= WIRE_NAME_MAX)
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -414,3 +414,98 @@ Test(wire, large_message_in_small_chunks)
     wire_feed(&w, WIRE_BE, be.b, be.n);
     cr_expect(wire_idle(&w));
 }
+
+/* --- the StartupMessage's identity ------------------------------------------- */
+
+/* A StartupMessage with `params` (n bytes: key\0value\0...\0). */
+static void startup_with(struct buf *b, const char *params, size_t n)
+{
+    put32(b, (uint32_t)(8 + n));
+    put32(b, 196608);
+    putmem(b, params, n);
+}
+
+/* `b` fed to a fresh parser split at `cut` (0: whole), then one byte at a
+ * time from `cut`: the identity must come out the same. */
+static void feed_cut(struct wire *w, const struct buf *b, size_t cut, bool bytewise)
+{
+    wire_init(w);
+    wire_feed(w, WIRE_FE, b->b, cut);
+    if (bytewise)
+        for (size_t i = cut; i < b->n; i++)
+            wire_feed(w, WIRE_FE, b->b + i, 1);
+    else
+        wire_feed(w, WIRE_FE, b->b + cut, b->n - cut);
+}
+
+Test(wire, startup_identity_at_every_split)
+{
+    struct buf b = {.n = 0};
+    static const char params[] = "user\0app\0database\0shop\0client_encoding\0utf-8\0";
+    startup_with(&b, params, sizeof params);
+    for (size_t cut = 0; cut <= b.n; cut++)
+        for (int bw = 0; bw < 2; bw++) {
+            struct wire w;
+            feed_cut(&w, &b, cut, bw);
+            cr_assert_str_eq(wire_user(&w), "app", "cut %zu", cut);
+            cr_assert_str_eq(wire_database(&w), "shop", "cut %zu", cut);
+            cr_assert_eq(w.phase, WIRE_MESSAGES);
+        }
+}
+
+Test(wire, startup_identity_database_defaults_to_user)
+{
+    struct buf b = {.n = 0};
+    static const char params[] = "client_encoding\0utf-8\0user\0postgres\0";
+    startup_with(&b, params, sizeof params);
+    struct wire w;
+    feed_cut(&w, &b, 0, false);
+    cr_assert_str_eq(wire_user(&w), "postgres");
+    cr_assert_str_eq(wire_database(&w), "postgres");
+}
+
+Test(wire, startup_identity_unknown_until_the_end_and_when_too_long)
+{
+    struct buf b = {.n = 0};
+    static const char params[] = "user\0app\0database\0shop\0";
+    startup_with(&b, params, sizeof params);
+    struct wire w;
+    wire_init(&w);
+    wire_feed(&w, WIRE_FE, b.b, b.n - 1); /* all but the closing NUL */
+    cr_assert_null(wire_user(&w));
+    cr_assert_null(wire_database(&w));
+    wire_feed(&w, WIRE_FE, b.b + b.n - 1, 1);
+    cr_assert_str_eq(wire_database(&w), "shop");
+
+    /* a 64-byte database name is not one the server keeps */
+    char p[200];
+    size_t n = 0;
+    memcpy(p + n, "user\0u\0database\0", 16), n += 16;
+    memset(p + n, 'd', 64), n += 64;
+    p[n++] = 0, p[n++] = 0;
+    struct buf l = {.n = 0};
+    startup_with(&l, p, n);
+    feed_cut(&w, &l, 0, false);
+    cr_assert_null(wire_database(&w));
+    cr_assert_eq(w.phase, WIRE_MESSAGES); /* the stream itself is fine */
+
+    /* 63 bytes is; a long key of no concern is skipped */
+    n = 0;
+    memcpy(p + n, "a_very_long_option_name_indeed\0x\0user\0u\0database\0", 49), n += 49;
+    memset(p + n, 'd', 63), n += 63;
+    p[n++] = 0, p[n++] = 0;
+    struct buf m = {.n = 0};
+    startup_with(&m, p, n);
+    feed_cut(&w, &m, 0, false);
+    cr_assert_eq(strlen(wire_database(&w)), 63);
+    cr_assert_str_eq(wire_user(&w), "u");
+}
+
+Test(wire, startup_identity_after_ssl_refused)
+{
+    struct conv c = asyncpg_conv(true);
+    struct wire w;
+    run(&c, -1, SIZE_MAX, &w, "whole");
+    cr_assert_str_eq(wire_user(&w), "app");
+    cr_assert_str_eq(wire_database(&w), "shop");
+}

@@ -1,0 +1,88 @@
+/*
+ * wiregate — the gate for connections the wire layer follows (asyncpg,
+ * pg8000: issue 22, phase 2a), over their own connection (wireconn.h).
+ *
+ * What it is for: a process whose migration connection is not libpq's is
+ * serialized through the same PostgreSQL advisory lock, with the same
+ * key, the same wait slices (lock.h's lock_step), the same decisions
+ * (wait.h's wait_step) and the same log lines as the libpq gate, plus
+ * where: "(asyncpg/pg8000 connection on fd 7, tcp)".
+ *
+ * Where the lock lives.  The shim cannot open a connection of its own for
+ * such a process (under SCRAM only proofs cross the wire: wire-protocol.md),
+ * so the lock is taken, waited for and held on the app's connection,
+ * always as a SESSION lock whatever `lock` says: an xact lock would have
+ * to live in a transaction of the app's.  wait_step's hand-over (moving a
+ * lock taken on the app's connection to a connection of the shim's own)
+ * is answered "taken where it is"; nothing is published for waiters
+ * (application_name is the app's), so a waiter reads the version table
+ * only, and looks at the holder in pg_locks/pg_stat_activity for its
+ * lines.  The lock is released when the connection closes (NullPool: the
+ * server drops it), or by wiregate_settle at the leading connection's next
+ * idle statement after a transaction ended, once the version table shows
+ * the target.
+ *
+ * Per (process, database), as the libpq gate: a process decides once per
+ * database (the StartupMessage's name); its later connections pass, and a
+ * connection that meets the decision under way waits for it (bounded by
+ * the caller's stop flag).  A forked child decides again.
+ *
+ * What it must never do: leave a transaction, a setting (lock_timeout:
+ * the slices use SET LOCAL inside their own transaction) or a shared lock
+ * in the app's session; gate a connection inside a transaction block (the
+ * caller checks: the app's first statement outside one).
+ *
+ * Thread safety: any thread; one call at a time per connection.
+ */
+#ifndef MIGSHIM_WIREGATE_H
+#define MIGSHIM_WIREGATE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compiler.h"
+#include "config.h"
+#include "dbconn.h"
+
+enum wiregate_end {
+    WIREGATE_PASS, /* go on: nothing held (at the target, decided already, ungated) */
+    WIREGATE_LEAD, /* this connection holds the migration lock (lead below)        */
+    WIREGATE_FAIL, /* the connection was failed (on_timeout = fail) or broke       */
+};
+
+/* What a leading connection holds. */
+struct wiregate_lead {
+    int64_t key;
+    char db[CONFIG_NAME_MAX]; /* the server's name for the database */
+    double since;             /* clock_now() when taken              */
+};
+
+/*
+ * The gate at the first statement of a connection, on `c` (idle outside a
+ * transaction block): `cdb` is the StartupMessage's database (NULL:
+ * unknown: passes), `where` names the connection in the lines,
+ * `stop(stop_arg)` (stop may be NULL) ends a wait when true (the app
+ * closed the connection).  With `signals` (a wait inline in the app's own
+ * thread: a blocking socket), SIGTERM, SIGINT and SIGQUIT are recorded for
+ * the wait's length (waitsig.h): one ends the wait after its slice, the
+ * connection is failed, and the signal is handed back to the app before
+ * this returns; a gate thread (signals blocked) leaves them to the app.
+ * WIREGATE_LEAD fills *lead.  Logs its decision.
+ */
+enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
+                                 bool (*stop)(void *), void *stop_arg, bool signals,
+                                 struct wiregate_lead *lead) MUSTCHECK;
+
+/*
+ * A leading connection `c`, idle outside a transaction block after one
+ * ended: read the version table; when it is at (or ahead of) the target,
+ * release the lock (pg_advisory_unlock) and say so.  True when the
+ * connection holds no lock any more (released, or the read showed it is
+ * not worth keeping); false while the lead goes on, or when the round
+ * trip failed (logged; the lock then goes with the connection).
+ */
+bool wiregate_settle(struct dbconn *c, const struct wiregate_lead *lead, const char *where)
+    MUSTCHECK;
+
+#endif

@@ -1,0 +1,459 @@
+"""The wire gate (issue 22, phase 2a): asyncpg and pg8000 connections over
+plaintext are gated through the same advisory lock as libpq's, on their own
+connection.  Every test preloads the wire variant (shimbuild.wire_lib_path()).
+
+Forced interleavings, no sleep-and-hope: the lock key is set
+(MIGSHIM_LOCK_KEY), and a test waits until it sees, in pg_locks, what it
+waits for (the leader's backend holding the key, a waiter's request not
+granted) before it lets the next step happen (barrier files the client
+polls: tests/integration/wire_workloads/gate_client.py).
+
+* test_lead_then_wait -- pg8000 (blocking), asyncpg on asyncio and on
+  uvloop, over a Unix socket and TCP: with the version table behind, the
+  first client leads: the session advisory lock is held by ITS OWN backend
+  (pg_locks), a second client waits (its lock request seen not granted in
+  pg_locks), and proceeds once the leader committed the target; the
+  leader's next statement after that transaction finds its lock released
+  (the shim's unlock went first, pg_locks from the app's own query); the exact
+  log lines of both; the waiter's results are those of a run without the
+  preload (the shim's replies never reach the app), SHOW lock_timeout is
+  the server's default after the wait, no ERROR in the server log; for
+  asyncpg the event loop's longest stall while it waited (a 5 ms ticker
+  task in the app) stays under 200 ms, and is printed.
+* test_workload_same_while_leading -- the phase-1 workloads
+  (wire_workloads/asyncpg_ops.py, pg8000_ops.py: transactions, errors,
+  COPY, notices, LISTEN/NOTIFY, pools) with a target the database is
+  behind: the first connection leads and holds the lock through the whole
+  workload; the JSON is the same as without the preload.
+* test_close_while_held -- an asyncpg connection closed by the app while
+  the gate holds it waiting (asyncio: a close the shim sees; uvloop: a raw
+  close system call it does not): no crash, the gate stops, new fds (a
+  socketpair, a file, a fresh connection) work.
+* test_wait_timeout -- wait_timeout with on_timeout = proceed and fail.
+* test_pool_waits_once -- an asyncpg pool of 3 meets the lock at once: one
+  connection decides and says so, the others wait for its decision.
+* test_sigterm_during_an_inline_wait -- pg8000 waiting inside its write:
+  SIGTERM ends the wait within a slice and the default action runs.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+import shimbuild
+from conftest import PYTHON, child_base_env, migshim_lines, run_py
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = HERE / "wire_workloads"
+CLIENT = WORKLOADS / "gate_client.py"
+WIRE_LIB = shimbuild.wire_lib_path()
+TARGET = "r1"
+LINE_RE = re.compile(r"^migshim\[(\d+)\]: (\w+): (.*)$")
+
+
+@pytest.fixture(autouse=True)
+def wire_library(monkeypatch):
+    if not WIRE_LIB.is_file():
+        pytest.fail(f"the wire variant is not built: {WIRE_LIB} (make all)", pytrace=False)
+    monkeypatch.setenv("MIGSHIM_LIB", str(WIRE_LIB))
+    return WIRE_LIB
+
+
+class Client:
+    """One gate_client.py process; stdout/stderr in files, read while it runs."""
+
+    def __init__(self, tmp: Path, name: str, args, env, preload=True):
+        self.name = name
+        self.out = tmp / f"{name}.out"
+        self.err = tmp / f"{name}.err"
+        full = child_base_env()
+        if preload:
+            full["LD_PRELOAD"] = shimbuild.preload(WIRE_LIB)
+        full.update({k: str(v) for k, v in env.items()})
+        with open(self.out, "wb") as o, open(self.err, "wb") as e:
+            self.proc = subprocess.Popen([PYTHON, str(CLIENT)] + list(args), env=full,
+                                         stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+
+    def events(self, ev=None):
+        out = []
+        for ln in self.out.read_text("utf-8", "replace").splitlines():
+            try:
+                rec = json.loads(ln)
+            except ValueError:
+                continue
+            if ev is None or rec.get("ev") == ev:
+                out.append(rec)
+        return out
+
+    def wait_event(self, ev, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            found = self.events(ev)
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                found = self.events(ev)
+                if found:
+                    return found[0]
+                break
+            time.sleep(0.01)
+        pytest.fail(f"{self.name}: no {ev!r} event\n{self.describe()}", pytrace=False)
+
+    def stderr(self):
+        return self.err.read_text("utf-8", "replace")
+
+    def wait_line(self, pattern, timeout=30.0):
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if rx.search(self.stderr()):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        pytest.fail(f"{self.name}: no line {pattern!r}\n{self.describe()}", pytrace=False)
+
+    def finish(self, timeout=60.0):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+            pytest.fail(f"{self.name}: timed out\n{self.describe()}", pytrace=False)
+        assert rc == 0, f"{self.name}: rc {rc}\n{self.describe()}"
+
+    def lines(self):
+        """[(level, message)] of the shim's lines, all from this process."""
+        out = []
+        for ln in self.stderr().splitlines():
+            m = LINE_RE.match(ln)
+            if m:
+                assert int(m.group(1)) == self.pid, ln
+                out.append((m.group(2), m.group(3)))
+            else:
+                assert "migshim[" not in ln, ln
+        return out
+
+    def describe(self):
+        return (f"--- {self.name} stdout ---\n{self.out.read_text('utf-8', 'replace')[-3000:]}"
+                f"\n--- stderr ---\n{self.stderr()[-3000:]}")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+@pytest.fixture
+def clients():
+    made = []
+    yield made
+    for c in made:
+        c.kill()
+
+
+def unique_key():
+    return 1_000_000 + uuid.uuid4().int % 1_000_000_000
+
+
+def advisory(mon, key):
+    """[(pid, granted, mode)] of the advisory locks on `key` (a bigint key
+    below 2^32: classid 0, objid the key, objsubid 1)."""
+    with mon.cursor() as cur:
+        cur.execute("SELECT pid, granted, mode FROM pg_catalog.pg_locks WHERE locktype = "
+                    "'advisory' AND classid = 0 AND objid = %s AND objsubid = 1", (key,))
+        return cur.fetchall()
+
+
+def until(what, pred, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.005)
+    pytest.fail(f"never: {what}", pytrace=False)
+
+
+def server_log_size(pg):
+    p = Path(pg.pgdir or "") / "postgresql.log"
+    return p, (p.stat().st_size if p.is_file() else None)
+
+
+def server_errors(path, offset, dbname):
+    if offset is None:
+        return []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    return [ln for ln in text.splitlines()
+            if f"@{dbname} " in ln and re.search(r" (ERROR|FATAL|PANIC|WARNING):", ln)
+            and "division by zero" not in ln]  # (the app's own SELECT 1/0)
+
+
+CASES = [
+    ("pg8000", "unix", "-"),
+    ("pg8000", "tcp", "-"),
+    ("asyncpg", "unix", "asyncio"),
+    ("asyncpg", "tcp", "asyncio"),
+    ("asyncpg", "unix", "uvloop"),
+    ("asyncpg", "tcp", "uvloop"),
+]
+WHERE = r"\(asyncpg/pg8000 connection on fd \d+, {t}\)"
+
+
+@pytest.mark.parametrize("driver,transport,loop", CASES, ids=["-".join(c) for c in CASES])
+def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop):
+    db = make_db()
+    key = unique_key()
+    bar = tmp_path / "bar"
+    bar.mkdir()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "GATE_BARRIERS": bar, "TARGET_REV": TARGET}
+    logpath, offset = server_log_size(pg)
+    mon = psycopg2.connect(db.dsn)
+    mon.autocommit = True
+    try:
+        a = Client(tmp_path, "A", [driver, transport, loop, "lead"], env)
+        clients.append(a)
+        first_a = a.wait_event("first")
+        # the leader's own backend holds the session lock, exclusively
+        assert advisory(mon, key) == [(first_a["pid"], True, "ExclusiveLock")]
+
+        b = Client(tmp_path, "B", [driver, transport, loop, "plain"], env)
+        clients.append(b)
+        b.wait_line(r"the migration lock is held by .*; waiting")
+        waiting = until("B's lock request not granted",
+                        lambda: [r for r in advisory(mon, key) if not r[1]])
+        assert all(r[0] != first_a["pid"] for r in waiting)
+        if driver == "asyncpg":
+            time.sleep(2.0)  # a wait of 2 s at least: the app's ticker measures its loop meanwhile
+        assert not b.events("first"), "B went on while the lock was held"
+
+        (bar / "commit").touch()
+        a.wait_event("committed")
+        # the leader's next statement after its transaction released the lock
+        assert a.wait_event("after")["own_locks"] == 0
+        first_b = b.wait_event("first")
+        assert first_b["pid"] != first_a["pid"]
+        (bar / "close").touch()
+        a.finish()
+        b.finish()
+        assert advisory(mon, key) == []
+    finally:
+        mon.close()
+
+    where = WHERE.format(t=transport)
+    la, lb = a.lines(), b.lines()
+    assert [lv for lv, _ in la] == ["info", "info"], la
+    assert re.fullmatch(
+        rf'database "{db.name}": leading: this process holds the migration lock \(key {key}\) '
+        rf"and migrates from \(none\) to {TARGET} {where}", la[0][1]), la
+    assert re.fullmatch(rf'database "{db.name}": migrated to {TARGET}; migration lock released '
+                        rf"after \d+\.\d{{3}} s {where}", la[1][1]), la
+    assert [lv for lv, _ in lb] == ["info", "info"], lb
+    assert re.fullmatch(rf'database "{db.name}": the migration lock is held by backend pid '
+                        rf"{first_a['pid']} .*; waiting {where}", lb[0][1]), lb
+    assert re.fullmatch(rf'database "{db.name}": waited \d+\.\d{{3}} s for the migration lock; '
+                        rf"database at {TARGET}; proceeding {where}", lb[1][1]), lb
+
+    # the app's results: as without the preload (nothing of the shim's reached it)
+    plain = Client(tmp_path, "plain", [driver, transport, loop, "plain"], env, preload=False)
+    clients.append(plain)
+    plain.finish()
+    rb = b.events("results")[0]["results"]
+    assert rb == plain.events("results")[0]["results"]
+    assert rb[1]["rows"] == [["0"]] and rb[4]["rows"] == [[0]], rb  # lock_timeout; nothing waiting
+    assert server_errors(logpath, offset, db.name) == []
+
+    if driver == "asyncpg":
+        stall = b.events("stall")[0]["max_ms"]
+        waited = float(re.search(r"waited (\d+\.\d+) s", lb[1][1]).group(1))
+        print(f"\n{driver}/{loop}/{transport}: waited {waited:.3f} s; the waiting app's longest "
+              f"event-loop stall {stall} ms (the leader's {a.events('stall')[0]['max_ms']} ms)")
+        assert waited >= 2.0, lb
+        assert stall < 200, b.describe()
+
+
+WORKLOAD_CASES = [
+    ("asyncpg_ops.py", ["unix", "asyncio"]),
+    ("asyncpg_ops.py", ["tcp", "uvloop"]),
+    ("pg8000_ops.py", ["tcp"]),
+]
+
+
+@pytest.mark.parametrize("script,args", WORKLOAD_CASES,
+                         ids=["-".join([s.split("_")[0]] + a) for s, a in WORKLOAD_CASES])
+def test_workload_same_while_leading(make_db, script, args):
+    out = {}
+    for mode, preload in (("plain", False), ("gated", True)):
+        db = make_db()
+        r = run_py(WORKLOADS / script, preload=preload, args=args, timeout=120,
+                   env_extra={**db.env, "MIGSHIM_HEADS": TARGET})
+        assert r.rc == 0, f"{mode}: rc {r.rc}\n{r.stderr[-3000:]}"
+        out[mode] = r
+    assert json.loads(out["gated"].stdout) == json.loads(out["plain"].stdout)
+    lines = migshim_lines(out["gated"].stderr)
+    assert len(lines) == 1 and ": info: " in lines[0] and "leading: this process holds" in lines[0], \
+        out["gated"].stderr[-3000:]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_close_while_held(make_db, tmp_path, clients, loop):
+    db = make_db()
+    key = unique_key()
+    bar = tmp_path / "bar"
+    bar.mkdir()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "GATE_BARRIERS": bar, "MIGSHIM_LOG": "debug"}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", ["asyncpg", "unix", loop, "close"], env)
+        clients.append(c)
+        c.wait_line(r"the migration lock is held by .*; waiting")
+        until("C's lock request not granted",
+              lambda: [r for r in advisory(peer, key) if not r[1]])
+        (bar / "close").touch()
+        c.wait_event("after_close")
+        # the gate let go of its connection: no request of C's is left
+        until("C's backend gone", lambda: all(r[1] for r in advisory(peer, key)))
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        c.finish()
+    finally:
+        peer.close()
+    closing = c.events("closing")[0]
+    assert closing["done"] is False, "the first statement answered while the lock was held"
+    assert c.events("after_close")[0] == {"ev": "after_close", "socketpair": "ping",
+                                          "file": "data"}
+    assert c.events("fresh")[0]["value"] == 42
+    err = c.stderr()
+    assert "closed by the app while the gate held it; the gate stopped" in err, err[-3000:]
+    assert not re.search(r"migshim\[\d+\]: (warn|error)", err), err[-3000:]
+
+
+@pytest.mark.parametrize("driver,loop", [("pg8000", "-"), ("asyncpg", "asyncio")])
+@pytest.mark.parametrize("on_timeout", ["proceed", "fail"])
+def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
+    """wait_timeout bounds the wait: on_timeout = proceed goes on ungated
+    (the app's statement answered, the warn line of the libpq gate); fail
+    fails the app's connection (the app sees it lost, its held bytes never
+    sent)."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "MIGSHIM_WAIT_TIMEOUT": "1", "MIGSHIM_ON_TIMEOUT": on_timeout,
+           "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", [driver, "unix", loop, "plain"], env)
+        clients.append(c)
+        if on_timeout == "proceed":
+            c.finish()
+        else:
+            rc = c.proc.wait(timeout=60)
+            assert rc != 0, c.describe()
+        assert [r for r in advisory(peer, key) if r[0] != peer.get_backend_pid()] == []
+    finally:
+        peer.close()
+    where = WHERE.format(t="unix")
+    lines = c.lines()
+    assert lines[0][0] == "info" and "; waiting (" in lines[0][1], lines
+    assert len(lines) == 2, lines
+    if on_timeout == "proceed":
+        assert lines[1][0] == "warn", lines
+        assert re.fullmatch(rf'database "{db.name}": waited 1 s \(wait_timeout\) for the migration '
+                            rf"lock held by backend pid \d+ .*; proceeding \(on_timeout = "
+                            rf"proceed\) {where}", lines[1][1]), lines
+        assert c.events("first")
+    else:
+        assert lines[1][0] == "error", lines
+        assert re.fullmatch(rf'database "{db.name}": waited 1 s \(wait_timeout\) for the migration '
+                            rf"lock held by backend pid \d+ .*; failing the connection "
+                            rf"\(on_timeout = fail\) {where}", lines[1][1]), lines
+        assert not c.events("first")
+
+
+def test_sigterm_during_an_inline_wait(make_db, tmp_path, clients):
+    """pg8000 waits inside its own write (a blocking socket): SIGTERM still
+    ends the wait within a slice, the connection is failed and the signal
+    handed back: the default action ends the process, with the libpq
+    gate's line."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", ["pg8000", "tcp", "-", "plain"], env)
+        clients.append(c)
+        c.wait_line(r"the migration lock is held by .*; waiting")
+        until("C's lock request not granted",
+              lambda: [r for r in advisory(peer, key) if not r[1]])
+        t0 = time.monotonic()
+        c.proc.send_signal(15)
+        rc = c.proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        until("C's backend gone",
+              lambda: [r for r in advisory(peer, key) if r[0] != peer.get_backend_pid()] == [])
+    finally:
+        peer.close()
+    assert rc == -15, c.describe()
+    assert took < 2.0, took
+    lines = c.lines()
+    assert len(lines) == 2 and lines[1][0] == "warn", lines
+    assert re.fullmatch(rf'database "{db.name}": SIGTERM after waiting \d+\.\d{{3}} s for the '
+                        rf"migration lock; failing the connection so the app's own handler runs "
+                        rf"{WHERE.format(t='tcp')}", lines[1][1]), lines
+    assert not c.events("first")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pool_waits_once(make_db, tmp_path, clients, loop):
+    """An asyncpg pool's three connections meet the lock at once: one
+    decides (and says so), the other two wait for its decision in their
+    gate threads, then pass; the event loop keeps running meanwhile."""
+    db = make_db()
+    key = unique_key()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key, "GATE_BARRIERS": tmp_path}
+    peer = psycopg2.connect(db.dsn)
+    peer.autocommit = True
+    try:
+        with peer.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        c = Client(tmp_path, "C", ["asyncpg", "tcp", loop, "pool"], env)
+        clients.append(c)
+        c.wait_line(r"the migration lock is held by .*; waiting")
+        until("a lock request not granted", lambda: [r for r in advisory(peer, key) if not r[1]])
+        assert not c.events("pool")
+        with peer.cursor() as cur:
+            cur.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY); "
+                        "INSERT INTO alembic_version VALUES (%s)", (TARGET,))
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        c.finish()
+    finally:
+        peer.close()
+    assert c.events("pool")[0]["values"] == [0, 1, 2]
+    lines = c.lines()
+    assert [lv for lv, _ in lines] == ["info", "info"], lines
+    assert "; waiting (" in lines[0][1] and "database at r1; proceeding (" in lines[1][1], lines
+    assert c.events("stall")[0]["max_ms"] < 200

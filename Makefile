@@ -53,12 +53,14 @@ LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c s
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
-# The wire variant, $(B)/wire/libmigshim.so (issue 22 phase 1: observing
-# only, not shipped): the same objects plus the wire layer -- the libc
-# wrappers (interpose_libc.c), the per-fd recognition (wirefd.c), the table
-# of real libc functions (sysapi.c) and the framing parser (wire.c).  The
-# default library, the one installed, packaged and documented, has none of
-# them: no libc name is interposed in a process that preloads it.
+# The wire variant, $(B)/wire/libmigshim.so (issue 22; not shipped yet): the
+# same objects plus the wire layer that gates drivers speaking the protocol
+# themselves (asyncpg, pg8000) -- the libc wrappers (interpose_libc.c), the
+# per-fd recognition and holding (wirefd.c), the table of real libc
+# functions (sysapi.c), the framing parser (wire.c), the connection seam on
+# a followed socket (wireconn.c) and its gate (wiregate.c).  The default
+# library, the one installed, packaged and documented, has none of them: no
+# libc name is interposed in a process that preloads it.
 WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c
 WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
 
@@ -487,7 +489,7 @@ clean:
 
 help:
 	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the wire variant"
-	@echo "                 $(B)/wire/libmigshim.so (issue 22 phase 1: observing only, not installed)"
+	@echo "                 $(B)/wire/libmigshim.so (issue 22: gates asyncpg and pg8000 too; not installed)"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL), on Debian 12's packages, then on"
 	@echo "                 today's releases (make check-today alone; make today-stack builds them)"

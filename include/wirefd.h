@@ -116,6 +116,7 @@ enum {
     WIREFD_F_LEAD = 2,  /* this connection holds the migration lock: release it when due */
     WIREFD_F_HELD = 4,  /* the gate runs in a thread: reads EAGAIN, writes kept          */
     WIREFD_F_LATER = 8, /* bytes kept for the app (wireconn_take_later)                  */
+    WIREFD_F_UNFOLLOW = 16, /* decided: not followed once F_LATER's bytes are delivered   */
 };
 extern __attribute__((visibility("hidden"))) _Atomic unsigned wirefd_flags[WIREFD_CONNS];
 

@@ -14,7 +14,9 @@
  * when a flag is set) the app's bytes a held connection keeps, the bytes
  * kept for the app, and a leading connection's lock.  A gate works on its
  * own dup of the socket and pins the slot (never freed while pinned); it
- * stops when the app's fd is no longer that socket (gone()).
+ * stops when the app's fd is no longer that socket (gone()).  Once the
+ * gate needs nothing more from a connection (unfollow()), its fd goes
+ * back to NONE and its slot is marked dead (freed when unpinned).
  */
 #include "wirefd.h"
 

@@ -34,6 +34,16 @@ polls: tests/integration/wire_workloads/gate_client.py).
   connection decides and says so, the others wait for its decision.
 * test_sigterm_during_an_inline_wait -- pg8000 waiting inside its write:
   SIGTERM ends the wait within a slice and the default action runs.
+* test_workload_same_once_decided -- the phase-1 workloads on a database
+  at the target, at debug: each connection is not followed after its
+  first statement (at head; the pool's: decided already in this process),
+  one line each, and the JSON is the same as without the preload.
+* test_leader_followed_until_released -- at debug: the leader stays
+  followed through its statements and its migration's transaction, and is
+  unfollowed only after the release's line (pg8000: a NOTIFY the release's
+  exchange kept for the app is delivered first, then it is unfollowed);
+  the waiter is unfollowed once it proceeds; results as without the
+  preload.
 """
 
 import json
@@ -511,11 +521,14 @@ def test_workload_same_once_decided(make_db, script, args):
     story = wire_story(lines)
     fds = [s[1] for s in story if s[0] == "followed"]
     gone = [s for s in story if s[0] == "unfollowed"]
-    assert len(fds) >= (4 if script.startswith("asyncpg") else 1), err[-3000:]
-    # every connection unfollowed once, at its first statement, none ended while followed
-    assert sorted(s[1] for s in gone) == sorted(fds), err[-3000:]
+    ended = [s[1] for s in story if s[0] == "ended"]
+    n = 4 if script.startswith("asyncpg") else 1
+    # each connection that ran a statement (all of them here, but maybe a pool
+    # connection asyncpg opened and never used: that one is followed to its
+    # close) is unfollowed once, at its first statement
+    assert len(fds) >= n and len(gone) >= n, err[-3000:]
+    assert sorted([s[1] for s in gone] + ended) == sorted(fds), err[-3000:]
     assert all(s[2] == "the gate let it pass" and s[3] <= 8 for s in gone), gone
-    assert not [s for s in story if s[0] == "ended"], story
     assert any("is at head (r1); proceeding" in m for _, m in lines), err[-3000:]
     if script.startswith("asyncpg"):  # the pool's connections: the process decided already
         assert any("decided already in this process; passing" in m for _, m in lines), err[-3000:]

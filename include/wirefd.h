@@ -19,7 +19,12 @@
  *   WIREFD_FOLLOWED+k:   followed, connection slot k: every byte written
  *                        and read goes through the framing parser (wire.h).
  * A followed connection whose stream ends for the parser (TLS accepted,
- * GSSAPI encryption, lost) logs one debug line and goes back to NONE.
+ * GSSAPI encryption, lost) logs one debug line and goes back to NONE.  So
+ * does one the gate needs nothing more from (phase 2a: "not followed from
+ * here on"): once its first statement was let pass or not gated, or, for
+ * a leading connection, once its lock was released -- after the bytes the
+ * gate kept for the app (F_LATER) were read, and never while it is held.
+ * The steady state of a decided connection is the NONE path's.
  * close() and dup2/dup3 onto an fd reset it to NONE first; connect()
  * makes it a candidate again (an fd number closed behind the shim's back,
  * by fclose or close_range, is reused that way).  dup() of a followed fd
@@ -116,6 +121,8 @@ enum {
     WIREFD_F_LEAD = 2,  /* this connection holds the migration lock: release it when due */
     WIREFD_F_HELD = 4,  /* the gate runs in a thread: reads EAGAIN, writes kept          */
     WIREFD_F_LATER = 8, /* bytes kept for the app (wireconn_take_later)                  */
+    WIREFD_F_UNFOLLOW = 16, /* decided: NONE once F_LATER's bytes are read (or, if a     */
+                            /* vfork child read them, at the owner's next write)         */
 };
 extern __attribute__((visibility("hidden"))) _Atomic unsigned wirefd_flags[WIREFD_CONNS];
 

@@ -14,7 +14,9 @@
  * when a flag is set) the app's bytes a held connection keeps, the bytes
  * kept for the app, and a leading connection's lock.  A gate works on its
  * own dup of the socket and pins the slot (never freed while pinned); it
- * stops when the app's fd is no longer that socket (gone()).
+ * stops when the app's fd is no longer that socket (gone()).  Once the
+ * gate needs nothing more from a connection (unfollow()), its fd goes
+ * back to NONE and its slot is marked dead (freed when unpinned).
  */
 #include "wirefd.h"
 
@@ -74,6 +76,7 @@ enum {
     F_LEAD = WIREFD_F_LEAD,
     F_HELD = WIREFD_F_HELD,
     F_LATER = WIREFD_F_LATER,
+    F_UNFOLLOW = WIREFD_F_UNFOLLOW,
 };
 
 /* The held state's bytes (stash, later, lead) of every connection: taken
@@ -526,6 +529,51 @@ static bool gone(struct wconn *c, int fd)
     return true;
 }
 
+/* The gate needs nothing more from connection c on fd (it let it pass, did
+ * not gate it, or its lock was released): stop following it, so that its
+ * fd is NONE again -- the fast path, a load and a compare -- and its slot
+ * is freed.  Sound because nothing of the wire layer looks at the
+ * connection any more: no flag is left (F_FIRST, F_LEAD, F_HELD all
+ * clear: the caller cleared them, and the held bytes went out), so the
+ * parser's view of the stream is never asked again.  The one thing the
+ * app still needs from the slot is the bytes kept for it (F_LATER): while
+ * any are left, the connection stays followed with F_UNFOLLOW, and the
+ * read that drains them unfollows it (wirefd_before_read).  A vfork child
+ * (not the owner) leaves it to the parent (wirefd_before_write).
+ * hold_mu held. */
+static void unfollow(struct wconn *c, int fd, const char *why)
+{
+    unsigned f = atomic_load(&FLAGS(c));
+    assert(!(f & (F_FIRST | F_LEAD | F_HELD)));
+    if (atomic_load(&c->dead) || c->fd != fd)
+        return; /* closed (seen or not) meanwhile: ended already */
+    if ((f & F_LATER) && c->later_off < c->later_len) {
+        atomic_fetch_or(&FLAGS(c), F_UNFOLLOW); /* deliver them first */
+        return;
+    }
+    if (!owned()) {
+        atomic_fetch_or(&FLAGS(c), F_UNFOLLOW);
+        return;
+    }
+    uint16_t expect = (uint16_t)(WIREFD_FOLLOWED + (unsigned)(c - conns));
+    if ((unsigned)fd >= WIREFD_MAX ||
+        !atomic_compare_exchange_strong(&wirefd_state[fd], &expect, WIREFD_NONE))
+        return; /* closed, or reset by a connect() after an unseen close: not ours */
+    atomic_store(&FLAGS(c), 0);
+    if (conn_lock(c)) { /* (a feeder of another thread's holds it: it frees the slot) */
+        log_debug("wire: fd %d (%s): %s; not followed from here on (%llu messages written, "
+                  "%llu read, last status %c)",
+                  fd, c->transport, why, (unsigned long long)wire_messages(&c->w, WIRE_FE),
+                  (unsigned long long)wire_messages(&c->w, WIRE_BE),
+                  wire_txn(&c->w) ? wire_txn(&c->w) : '-');
+        atomic_store(&c->dead, true);
+        conn_unlock(c); /* (frees it, unless a gate's run still pins it) */
+    } else {
+        log_debug("wire: fd %d (%s): %s; not followed from here on", fd, c->transport, why);
+        conn_kill(c);
+    }
+}
+
 /* The gate's stop test: the app closed the connection (seen, or not). */
 static bool job_stop(void *arg)
 {
@@ -533,9 +581,10 @@ static bool job_stop(void *arg)
     return gone(j->c, j->fd);
 }
 
-/* Run the gate on the job's connection (any thread): true unless the
- * connection broke or was failed (the socket is shut down then). */
-static bool gate_run(struct gjob *j, bool inline_wait)
+/* Run the gate on the job's connection (any thread): WIREGATE_PASS or
+ * WIREGATE_LEAD (F_LEAD set then), or WIREGATE_FAIL when the connection
+ * broke or was failed (the socket is shut down then). */
+static enum wiregate_end gate_run(struct gjob *j, bool inline_wait)
 {
     struct wireconn wc;
     struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
@@ -558,7 +607,7 @@ static bool gate_run(struct gjob *j, bool inline_wait)
     }
     pthread_mutex_unlock(&hold_mu);
     free(later);
-    return ok;
+    return ok ? e : WIREGATE_FAIL;
 }
 
 /* Write the held bytes out on the gate's descriptor, bounded (hold_mu
@@ -616,13 +665,15 @@ static void *gate_thread(void *arg)
 {
     struct gjob *j = arg;
     struct wconn *c = j->c;
-    bool ok = gate_run(j, false);
+    enum wiregate_end e = gate_run(j, false);
+    bool ok = e != WIREGATE_FAIL, out = false;
     pthread_mutex_lock(&hold_mu);
     if (atomic_load(&c->dead)) {
         log_debug("wire: %s: closed by the app while the gate held it; the gate stopped",
                   j->where);
     } else if (ok && stash_out(j)) {
         stash_feed(j);
+        out = true;
     } else if (ok) {
         /* (stash_out said it) */
     } else {
@@ -633,6 +684,10 @@ static void *gate_thread(void *arg)
     c->stash = NULL;
     c->stash_len = 0;
     atomic_fetch_and(&FLAGS(c), ~(unsigned)F_HELD);
+    /* the held bytes are out and fed, the app's reads and writes go to the
+     * socket from here on: a connection not leading needs nothing more */
+    if (out && e == WIREGATE_PASS)
+        unfollow(c, j->fd, "the gate let it pass");
     pthread_mutex_unlock(&hold_mu);
     (void)real_close()(j->dupfd);
     free(j);
@@ -679,6 +734,9 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
     struct gjob *j = job_new(c, fd);
     if (!j) {
         conn_unlock(c);
+        pthread_mutex_lock(&hold_mu);
+        unfollow(c, fd, "not gated");
+        pthread_mutex_unlock(&hold_mu);
         return false;
     }
     atomic_store(&c->pinned, true);
@@ -727,12 +785,17 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
         log_debug("wire: %s: a first write of %zu bytes, more than the %u the gate holds; gated "
                   "inline", j->where, total, STASH_MAX);
     conn_unlock(c);
-    bool ok = gate_run(j, true);
+    enum wiregate_end e = gate_run(j, true);
+    if (e == WIREGATE_PASS) { /* the app's bytes go straight to the socket, not fed */
+        pthread_mutex_lock(&hold_mu);
+        unfollow(c, fd, "the gate let it pass");
+        pthread_mutex_unlock(&hold_mu);
+    }
     (void)real_close()(j->dupfd);
     free(j);
     atomic_store(&c->pinned, false);
     conn_reap(c);
-    if (!ok) {
+    if (e == WIREGATE_FAIL) {
         *r = -1;
         errno = ECONNRESET; /* the connection was shut down: the app sees it lost */
         return true;
@@ -743,6 +806,9 @@ drop:
     free(j);
     atomic_store(&c->pinned, false);
     conn_reap(c);
+    pthread_mutex_lock(&hold_mu);
+    unfollow(c, fd, "not gated");
+    pthread_mutex_unlock(&hold_mu);
     return false;
 }
 
@@ -775,6 +841,10 @@ static bool settle(struct wconn *c, int fd, ssize_t *r)
         later_add(c, later, n);
     else
         free(later);
+    /* the lock is released: the wire layer has nothing more to do here (the
+     * app's statement goes straight to the socket) */
+    if (ok && released)
+        unfollow(c, fd, "its migration lock released");
     pthread_mutex_unlock(&hold_mu);
     (void)real_close()(j->dupfd);
     free(j);
@@ -827,6 +897,15 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
         pthread_mutex_unlock(&hold_mu);
         f = atomic_load(&FLAGS(c));
     }
+    if ((f & (F_UNFOLLOW | F_LATER | F_HELD)) == F_UNFOLLOW && owned()) {
+        /* decided, its kept bytes delivered (by a vfork child): unfollow */
+        pthread_mutex_lock(&hold_mu);
+        if (atomic_load(&FLAGS(c)) == F_UNFOLLOW && c->fd == fd)
+            unfollow(c, fd, "the gate decided, its kept bytes delivered");
+        pthread_mutex_unlock(&hold_mu);
+        errno = saved;
+        return false;
+    }
     if (!(f & (F_FIRST | F_LEAD)) || !owned())
         return false;
     if (!conn_lock(c))
@@ -844,12 +923,14 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
         conn_unlock(c);
     } else if (f & F_FIRST) {
         atomic_fetch_and(&FLAGS(c), ~(unsigned)F_FIRST);
-        if (txn != 'I') {
-            log_debug("wire: fd %d (%s): its first statement comes inside a transaction block "
-                      "(status %c); not gated", fd, c->transport, txn);
+        if (txn != 'I' || shim_config()->lock == LOCK_OFF) {
+            if (txn != 'I')
+                log_debug("wire: fd %d (%s): its first statement comes inside a transaction "
+                          "block (status %c); not gated", fd, c->transport, txn);
             conn_unlock(c);
-        } else if (shim_config()->lock == LOCK_OFF) {
-            conn_unlock(c);
+            pthread_mutex_lock(&hold_mu);
+            unfollow(c, fd, "not gated");
+            pthread_mutex_unlock(&hold_mu);
         } else {
             answered = gate_first(c, fd, iov, iovcnt, flags, r);
         }
@@ -910,11 +991,15 @@ bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt
     if (!(flags & MSG_PEEK) && k > 0) {
         struct iovec v = {.iov_base = (void *)src, .iov_len = k};
         c->later_off += k;
-        if (c->later_off >= c->later_len) {
+        bool drained = c->later_off >= c->later_len;
+        if (drained)
             atomic_fetch_and(&FLAGS(c), ~(unsigned)F_LATER);
-        }
         /* the app's parser sees them as read (the buffer stays until the slot's reuse) */
         follow(fd, st, WIRE_BE, &v, 1, k, NULL);
+        /* decided, and the last kept byte delivered: unfollow (the app's next
+         * read goes to the socket, which holds what comes after them) */
+        if (drained && atomic_load(&FLAGS(c)) == F_UNFOLLOW)
+            unfollow(c, fd, "the gate decided, its kept bytes delivered");
     }
     pthread_mutex_unlock(&hold_mu);
     *r = (ssize_t)k;

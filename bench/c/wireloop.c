@@ -1,8 +1,9 @@
 /*
  * wireloop — the wire layer's per-call cost: send/recv in a loop on a
  * socket that is not PostgreSQL, and on a PostgreSQL connection the wire
- * layer follows (a driver that speaks the protocol itself, as asyncpg and
- * pg8000 do; no libpq here).
+ * layer recognises (a driver that speaks the protocol itself, as asyncpg
+ * and pg8000 do; no libpq here): followed until the gate decides at its
+ * first statement, not followed after that unless it leads.
  *
  *   wireloop other ITERATIONS     a connected Unix socket whose first bytes
  *                                 are not PostgreSQL's: one 16-byte send and

@@ -34,6 +34,16 @@ polls: tests/integration/wire_workloads/gate_client.py).
   connection decides and says so, the others wait for its decision.
 * test_sigterm_during_an_inline_wait -- pg8000 waiting inside its write:
   SIGTERM ends the wait within a slice and the default action runs.
+* test_workload_same_once_decided -- the phase-1 workloads on a database
+  at the target, at debug: each connection is not followed after its
+  first statement (at head; the pool's: decided already in this process),
+  one line each, and the JSON is the same as without the preload.
+* test_leader_followed_until_released -- at debug: the leader stays
+  followed through its statements and its migration's transaction, and is
+  unfollowed only after the release's line (pg8000: a NOTIFY the release's
+  exchange kept for the app is delivered first, then it is unfollowed);
+  the waiter is unfollowed once it proceeds; results as without the
+  preload.
 """
 
 import json
@@ -457,3 +467,154 @@ def test_pool_waits_once(make_db, tmp_path, clients, loop):
     assert [lv for lv, _ in lines] == ["info", "info"], lines
     assert "; waiting (" in lines[0][1] and "database at r1; proceeding (" in lines[1][1], lines
     assert c.events("stall")[0]["max_ms"] < 200
+
+
+# --- not followed once decided (the steady state: the fd back on the fast path) ---------
+
+FOLLOWED_RE = re.compile(r"^wire: PostgreSQL connection on fd (\d+) \((unix|tcp)\), followed")
+UNFOLLOWED_RE = re.compile(r"^wire: fd (\d+) \((unix|tcp)\): ([^;]*); not followed from here on "
+                           r"\((\d+) messages written, (\d+) read, last status (.)\)$")
+ENDED_RE = re.compile(r"^wire: fd (\d+) \((unix|tcp)\): (closed|Terminate sent), followed to the end")
+
+
+def wire_story(lines):
+    """The wire layer's debug lines of one process, in order: [(kind, fd, ...)]"""
+    out = []
+    for _, msg in lines:
+        if m := FOLLOWED_RE.match(msg):
+            out.append(("followed", int(m.group(1))))
+        elif m := UNFOLLOWED_RE.match(msg):
+            out.append(("unfollowed", int(m.group(1)), m.group(3), int(m.group(4))))
+        elif m := ENDED_RE.match(msg):
+            out.append(("ended", int(m.group(1))))
+    return out
+
+
+def at_target(db):
+    with psycopg2.connect(db.dsn) as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY); "
+                    "INSERT INTO alembic_version VALUES (%s)", (TARGET,))
+    c.close()
+
+
+@pytest.mark.parametrize("script,args", WORKLOAD_CASES,
+                         ids=["-".join([s.split("_")[0]] + a) for s, a in WORKLOAD_CASES])
+def test_workload_same_once_decided(make_db, script, args):
+    """The phase-1 workloads (transactions, errors, COPY, notices,
+    LISTEN/NOTIFY, a 300 kB value; asyncpg's pool) on a database at the
+    target: the first connection's gate finds it at head and lets it pass,
+    the pool's connections pass as decided already in this process; each
+    is not followed after its first statement (its debug line, with the few
+    messages followed until then), its close is not seen, and the JSON is
+    the same as without the preload."""
+    out = {}
+    for mode, preload in (("plain", False), ("gated", True)):
+        db = make_db()
+        at_target(db)
+        r = run_py(WORKLOADS / script, preload=preload, args=args, timeout=120,
+                   env_extra={**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOG": "debug"})
+        assert r.rc == 0, f"{mode}: rc {r.rc}\n{r.stderr[-3000:]}"
+        out[mode] = r
+    assert json.loads(out["gated"].stdout) == json.loads(out["plain"].stdout)
+    err = out["gated"].stderr
+    lines = [(m.group(2), m.group(3)) for m in map(LINE_RE.match, err.splitlines()) if m]
+    story = wire_story(lines)
+    fds = [s[1] for s in story if s[0] == "followed"]
+    gone = [s for s in story if s[0] == "unfollowed"]
+    ended = [s[1] for s in story if s[0] == "ended"]
+    n = 4 if script.startswith("asyncpg") else 1
+    # each connection that ran a statement (all of them here, but maybe a pool
+    # connection asyncpg opened and never used: that one is followed to its
+    # close) is unfollowed once, at its first statement
+    assert len(fds) >= n and len(gone) >= n, err[-3000:]
+    assert sorted([s[1] for s in gone] + ended) == sorted(fds), err[-3000:]
+    assert all(s[2] == "the gate let it pass" and s[3] <= 8 for s in gone), gone
+    assert any("is at head (r1); proceeding" in m for _, m in lines), err[-3000:]
+    if script.startswith("asyncpg"):  # the pool's connections: the process decided already
+        assert any("decided already in this process; passing" in m for _, m in lines), err[-3000:]
+    assert not re.search(r"wire: fd \d+: (lost|no longer)", err), err[-3000:]
+
+
+LEAD_CASES = [
+    ("pg8000", "unix", "-", "lead_notify"),
+    ("asyncpg", "tcp", "uvloop", "lead"),
+    ("asyncpg", "unix", "asyncio", "lead"),
+]
+
+
+@pytest.mark.parametrize("driver,transport,loop,role", LEAD_CASES,
+                         ids=["-".join(c) for c in LEAD_CASES])
+def test_leader_followed_until_released(make_db, tmp_path, clients, driver, transport, loop,
+                                        role):
+    """At debug: the leading connection stays followed through its
+    statements and its migration's transaction, until the shim released its
+    lock at the next idle statement; then it is not followed (one line,
+    after the release's).  The waiter is not followed once it proceeds.
+    pg8000 (lead_notify): a NOTIFY the leader LISTENs to reaches its socket
+    before that statement, so the release's exchange meets it and keeps it
+    for the app: the connection is not followed only once the app has read
+    it, and the driver has the notification."""
+    db = make_db()
+    key = unique_key()
+    bar = tmp_path / "bar"
+    bar.mkdir()
+    env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
+           "GATE_BARRIERS": bar, "TARGET_REV": TARGET, "MIGSHIM_LOG": "debug"}
+    mon = psycopg2.connect(db.dsn)
+    mon.autocommit = True
+    try:
+        a = Client(tmp_path, "A", [driver, transport, loop, role], env)
+        clients.append(a)
+        a.wait_event("results")
+        b = Client(tmp_path, "B", [driver, transport, loop, "plain"], env)
+        clients.append(b)
+        b.wait_line(r"the migration lock is held by .*; waiting")
+        # leading, through its statements: still followed
+        assert not [s for s in wire_story(a.lines()) if s[0] != "followed"], a.describe()
+        (bar / "commit").touch()
+        a.wait_event("committed")
+        if role == "lead_notify":
+            with mon.cursor() as cur:
+                cur.execute("NOTIFY ch")
+            time.sleep(0.5)  # (the server sends it to the idle leader's socket at once)
+            (bar / "notified").touch()
+        after = a.wait_event("after")
+        assert after["own_locks"] == 0
+        b.wait_event("first")
+        (bar / "close").touch()
+        a.finish()
+        b.finish()
+    finally:
+        mon.close()
+
+    la, lb = a.lines(), b.lines()
+    sa = wire_story(la)
+    fd = sa[0][1]
+    released = [i for i, (_, m) in enumerate(la) if "migration lock released after" in m]
+    assert len(released) == 1, la
+    gone = [(i, ln) for i, ln in enumerate(la) if UNFOLLOWED_RE.match(ln[1])]
+    assert len(gone) == 1 and gone[0][0] > released[0], la
+    m = UNFOLLOWED_RE.match(gone[0][1][1])
+    assert int(m.group(1)) == fd
+    # followed through the results (8 statements), the transaction and the
+    # statement that released: many more than a first statement's messages
+    assert int(m.group(4)) >= 12, la
+    if role == "lead_notify":
+        assert m.group(3) == "the gate decided, its kept bytes delivered", la
+        assert after["notifications"] == ["ch"], after
+    else:
+        assert m.group(3) == "its migration lock released", la
+    assert [s[0] for s in sa] == ["followed", "unfollowed"], sa  # (its close: not seen)
+
+    sb = wire_story(lb)
+    assert [s[0] for s in sb] == ["followed", "unfollowed"], lb
+    assert sb[1][2] == "the gate let it pass" and sb[1][3] <= 8, lb
+    proceeding = [i for i, (_, m) in enumerate(lb) if "; proceeding" in m]
+    unf = [i for i, (_, m) in enumerate(lb) if UNFOLLOWED_RE.match(m)]
+    assert proceeding and unf[0] > proceeding[0], lb
+
+    plain = Client(tmp_path, "plain", [driver, transport, loop, "plain"], env, preload=False)
+    clients.append(plain)
+    plain.finish()
+    assert b.events("results")[0]["results"] == plain.events("results")[0]["results"]
+    assert a.events("results")[0]["results"] == plain.events("results")[0]["results"]

@@ -11,6 +11,10 @@ only; "-" for pg8000), ROLE:
              version table at $TARGET_REV and commit; one more statement
              (the advisory locks its backend holds: {"ev": "after"}); then
              wait for $GATE_BARRIERS/close and close the connection
+    lead_notify  pg8000 only: as lead, with LISTEN ch after the results,
+             and, after the commit, a wait for $GATE_BARRIERS/notified
+             before the next statement ({"ev": "after"} has the
+             channels of the notifications the driver received)
     plain    the first statement and its results, then close
     pool     asyncpg only: a pool of 3, each connection's first statement at
              once ({"ev": "pool", "values": [0, 1, 2]})
@@ -122,16 +126,21 @@ def run_pg8000():
                             "code": (e.args[0].get("C") if e.args and isinstance(e.args[0], dict)
                                      else str(e))})
     emit("results", results=results)
-    if ROLE == "lead":
+    if ROLE in ("lead", "lead_notify"):
+        if ROLE == "lead_notify":
+            cur.execute("LISTEN ch")
         wait_file("commit")
         c.autocommit = False
         for sql in create_target_sql():
             cur.execute(sql)
         c.commit()
         emit("committed")
+        if ROLE == "lead_notify":
+            wait_file("notified")
         c.autocommit = True
         cur.execute(OWN_LOCKS)  # the next statement after the transaction
-        emit("after", own_locks=cur.fetchone()[0])
+        emit("after", own_locks=cur.fetchone()[0],
+             notifications=[n[1] for n in c.notifies])
         wait_file("close")
     c.close()
     emit("closed")

@@ -21,6 +21,8 @@ gate over the wire: one warn line, no lock.
   the preload.
 * test_pool_says_it_once -- an asyncpg pool of 3 through the pooler: one
   warn line for the process and database, no lock.
+* test_at_head_through_a_pooler_is_silent -- at the target the gate takes
+  nothing anyway: no line.
 The direct case (no pooler: leads, waits) is test_wire_gate.py's, whose
 exact lines would fail on a pooler line there.
 """
@@ -153,3 +155,27 @@ def test_pool_says_it_once(make_db, pg, tmp_path, clients):
             mon.close()
     assert c.events("pool")[0]["values"] == [0, 1, 2]
     check_lines(c, db.name)
+
+
+def test_at_head_through_a_pooler_is_silent(make_db, pg, tmp_path, clients):
+    """At the target the gate would take nothing anyway: no line (the rule
+    of silence), through the pooler as directly."""
+    db = make_db()
+    mon = psycopg2.connect(db.dsn)
+    mon.autocommit = True
+    try:
+        with mon.cursor() as cur:
+            cur.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL "
+                        "PRIMARY KEY)")
+            cur.execute("INSERT INTO alembic_version VALUES (%s)", (TARGET,))
+        with PgBouncer(pg, pool_mode="transaction", users=(pg.user,)) as pb:
+            env = {**db.env, "PGHOST": "127.0.0.1", "PGPORT": pb.port, "MIGSHIM_HEADS": TARGET,
+                   "GATE_STATEMENT_CACHE": "0", "GATE_BARRIERS": tmp_path}
+            c = Client(tmp_path, "H", ["pg8000", "tcp", "-", "plain"], env)
+            clients.append(c)
+            c.finish(timeout=60)
+        assert advisory_in(mon, db.name) == []
+    finally:
+        mon.close()
+    assert c.lines() == [], c.describe()
+    assert c.events("results")

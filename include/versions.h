@@ -48,6 +48,9 @@ struct server_id {
                                    table of the version table's name with a
                                    version_num column (always false for
                                    another tool's read)                     */
+    long backend_pid;           /* pg_backend_pid(): the server process that
+                                   answered (behind a pooler, not the one the
+                                   BackendKeyData named: wiregate.h)       */
 };
 
 /*
@@ -94,7 +97,7 @@ bool versions_read_in(struct dbconn *c, const char *schema, const char *table,
  * long transaction it can keep answering "absent" after a peer created the
  * table).  The gate's one added round trip on the app's new connection.
  * With `id` (may be NULL), the same round trip also fills *id: which server
- * and database it reached, the session's current_schema(), and whether a
+ * and database it reached, the backend's pid, the session's current_schema(), and whether a
  * schema other than the one read has a table of the version table's name
  * with a version_num column (per-schema version tables: gate.h).  Returns
  * as versions_read (*id is left unspecified on failure).

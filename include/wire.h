@@ -13,6 +13,9 @@
  *   - the start-up: StartupMessage, SSLRequest or GSSENCRequest and the
  *     server's one-byte answer, CancelRequest;
  *   - the transaction status of the last ReadyForQuery ('I', 'T', 'E');
+ *   - the process id of the server's BackendKeyData ('K', sent once during
+ *     the start-up): a connection pooler answers with a key of its own, so
+ *     the wire gate compares it with pg_backend_pid() (wiregate.h);
  *   - what the app has pending: ReadyForQuery answers it still waits for
  *     (one per StartupMessage, Query, Sync, FunctionCall), and
  *     extended-protocol messages (Parse, Bind, Describe, Execute, Close,
@@ -112,6 +115,9 @@ struct wire {
     uint32_t awaiting;      /* ReadyForQuery answers the app waits for             */
     uint32_t unsynced;      /* extended-protocol messages since the last Sync       */
     uint8_t negotiated;     /* WIRE_FIRST_SSL/GSSENC while WIRE_NEGOTIATE          */
+    uint32_t key_pid;       /* the first BackendKeyData's process id; 0: none yet  */
+    uint32_t key_acc;       /* its bytes gathered so far (a message split at any
+                               offset)                                              */
     const char *lost;       /* why WIRE_LOST (a static string), else NULL          */
 };
 
@@ -172,6 +178,15 @@ uint64_t wire_messages(const struct wire *w, enum wire_dir dir);
  */
 const char *wire_user(const struct wire *w);
 const char *wire_database(const struct wire *w);
+
+/*
+ * The process id of the server's BackendKeyData ('K': the first one, sent
+ * during the start-up), or 0 before one came (a message split over chunks
+ * counts once its four pid bytes have all gone by).  On a direct
+ * connection it is the backend's pg_backend_pid(); a pooler (PgBouncer)
+ * sends a cancel key of its own.  Pure.
+ */
+uint32_t wire_backend_pid(const struct wire *w);
 
 /* Why the stream was lost (a static string), or NULL when it was not. */
 const char *wire_lost_reason(const struct wire *w);

@@ -22,6 +22,17 @@
  * idle statement after a transaction ended, once the version table shows
  * the target.
  *
+ * Behind a pooler.  A connection whose server BackendKeyData pid (wire.h:
+ * wire_backend_pid, from the start-up) is not the pg_backend_pid() of the
+ * gate's first round trip goes through a connection pooler (PgBouncer
+ * fakes the cancel key; a direct connection's are always equal).  There a
+ * session lock would land on whichever server connection served the
+ * statement, and stay on it after the app is gone (transaction pooling
+ * resets nothing): every fleet after would wait until wait_timeout.  Such
+ * a connection is not gated: no lock, one warn line (once per process and
+ * database, only where the gate would have taken or waited for the lock),
+ * and the app's statement goes on.
+ *
  * Per (process, database), as the libpq gate: a process decides once per
  * database (the StartupMessage's name); its later connections pass, and a
  * connection that meets the decision under way waits for it (bounded by
@@ -61,7 +72,8 @@ struct wiregate_lead {
 /*
  * The gate at the first statement of a connection, on `c` (idle outside a
  * transaction block): `cdb` is the StartupMessage's database (NULL:
- * unknown: passes), `where` names the connection in the lines,
+ * unknown: passes), `key_pid` the server's BackendKeyData pid (0: none
+ * came: not the server's own session either), `where` names the connection in the lines,
  * `stop(stop_arg)` (stop may be NULL) ends a wait when true (the app
  * closed the connection).  With `signals` (a wait inline in the app's own
  * thread: a blocking socket), SIGTERM, SIGINT and SIGQUIT are recorded for
@@ -70,9 +82,9 @@ struct wiregate_lead {
  * this returns; a gate thread (signals blocked) leaves them to the app.
  * WIREGATE_LEAD fills *lead.  Logs its decision.
  */
-enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 bool (*stop)(void *), void *stop_arg, bool signals,
-                                 struct wiregate_lead *lead) MUSTCHECK;
+enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
+                                 const char *where, bool (*stop)(void *), void *stop_arg,
+                                 bool signals, struct wiregate_lead *lead) MUSTCHECK;
 
 /*
  * A leading connection `c`, idle outside a transaction block after one

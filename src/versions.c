@@ -150,7 +150,7 @@ static bool read_xml(struct dbconn *c, const char *sql, const char *tag,
     memset(out, 0, sizeof *out);
     struct dbres *r = NULL, *bad = NULL;
     last_rows(c, sql, &r, &bad);
-    if (bad || !r || dbres_nrows(c, r) != 1 || dbres_ncols(c, r) != (id ? 6 : 1)) {
+    if (bad || !r || dbres_nrows(c, r) != 1 || dbres_ncols(c, r) != (id ? 7 : 1)) {
         dbconn_error(c, bad, err, errsz);
         if (!err[0])
             snprintf(err, errsz, "unexpected answer to the version-table read");
@@ -161,13 +161,15 @@ static bool read_xml(struct dbconn *c, const char *sql, const char *tag,
         return false;
     }
     (void)read_xml_result(c, r, tag, out); /* one row, one column or more: true */
-    if (id) { /* current_database(), pg_postmaster_start_time(), pg_is_in_recovery() */
+    if (id) { /* current_database(), pg_postmaster_start_time(), pg_is_in_recovery(),
+               * current_schema(), the other schema's table, pg_backend_pid() */
         snprintf(id->db, sizeof id->db, "%s", dbres_value(c, r, 0, 1));
         snprintf(id->cluster, sizeof id->cluster, "%s", dbres_value(c, r, 0, 2));
         id->standby = strcmp(dbres_value(c, r, 0, 3), "t") == 0;
         snprintf(id->home, sizeof id->home, "%s",
                  dbres_isnull(c, r, 0, 4) ? "" : dbres_value(c, r, 0, 4));
         id->vt_elsewhere = strcmp(dbres_value(c, r, 0, 5), "t") == 0;
+        id->backend_pid = dbres_isnull(c, r, 0, 6) ? 0 : strtol(dbres_value(c, r, 0, 6), NULL, 10);
     }
     dbres_free(c, r);
     return true;
@@ -227,6 +229,8 @@ bool versions_read_in(struct dbconn *c, const char *schema,
     return ok;
 }
 
+/* the last column of the read with the id: which backend answered */
+#define PID_COL ", pg_catalog.pg_backend_pid()"
 #define ID_COLS ", pg_catalog.current_database(), pg_catalog.pg_postmaster_start_time()::text, " \
                 "pg_catalog.pg_is_in_recovery()"
 
@@ -236,11 +240,11 @@ static char *read_idle_sql(const struct config *cfg, const char *expr, bool with
 {
     const char *id = with_id ? ID_COLS : "";
     if (expr) {
-        size_t n = strlen(expr) + strlen(id) + 64;
+        size_t n = strlen(expr) + strlen(id) + 128;
         char *sql = malloc(n);
         if (sql)
             snprintf(sql, n, "SELECT %s%s%s", expr, id,
-                     with_id ? ", pg_catalog.current_schema(), false" : "");
+                     with_id ? ", pg_catalog.current_schema(), false" PID_COL : "");
         return sql;
     }
     char table[4 * CONFIG_NAME_MAX + 8], lt[8 * CONFIG_NAME_MAX + 24], ln[2 * CONFIG_NAME_MAX + 8];
@@ -258,12 +262,12 @@ static char *read_idle_sql(const struct config *cfg, const char *expr, bool with
                  "c.relkind IN ('r', 'p') AND a.attname = 'version_num' AND NOT a.attisdropped "
                  "AND c.oid IS DISTINCT FROM pg_catalog.to_regclass(%s))",
                  ln, lt);
-    size_t n = sizeof lt + sizeof where + 320;
+    size_t n = sizeof lt + sizeof where + 360;
     char *sql = malloc(n);
     if (sql)
         snprintf(sql, n,
-                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s%s",
-                 lt, id, where);
+                 "SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(%s), false, false, '')::text%s%s%s",
+                 lt, id, where, with_id ? PID_COL : "");
     return sql;
 }
 

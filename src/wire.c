@@ -4,7 +4,8 @@
  * Each direction is a loop over its chunk: gather a header (5 bytes for a
  * typed message: type + int32 length; 8 for the frontend's untyped
  * start-up packet: int32 length + int32 code), check it, then skip the
- * body, looking only at ReadyForQuery's one status byte.  A message is
+ * body, looking only at ReadyForQuery's one status byte and
+ * BackendKeyData's four pid bytes.  A message is
  * acted on when its header is complete (the frontend's: what the app has
  * begun to send is pending from then on) or when it ends (the backend's
  * ReadyForQuery).
@@ -164,7 +165,25 @@ static bool be_begin(struct wire *w, struct wire_half *h, uint32_t n)
         lose(w, "a ReadyForQuery of the wrong length");
         return false;
     }
+    if (h->type == 'K' && n < 8) { /* (the pid; the secret key's length is 4, or
+                                      variable from protocol 3.2) */
+        lose(w, "a BackendKeyData too short for its process id");
+        return false;
+    }
     return true;
+}
+
+/* `k` body bytes of a BackendKeyData at `p`, `h` before they are consumed
+ * (h->left still counts them): its first four are the process id. */
+static void key_bytes(struct wire *w, const struct wire_half *h, const uint8_t *p, size_t k)
+{
+    uint32_t body = be32(h->hdr + 1) - 4; /* (be_begin checked >= 4) */
+    uint32_t off = body - h->left;
+    for (size_t i = 0; i < k && off < 4; i++, off++) {
+        w->key_acc = w->key_acc << 8 | p[i];
+        if (off == 3 && w->key_pid == 0)
+            w->key_pid = w->key_acc;
+    }
 }
 
 /* Bytes of the StartupMessage's body (after its 8-byte header): pairs of
@@ -282,9 +301,13 @@ static size_t feed_whole(struct wire *w, enum wire_dir dir, struct wire_half *h,
                 break;
             (void)fe_begin(w, h, n); /* (a known type, a checked length: it holds) */
         } else {
-            /* (an unknown type or a bad ReadyForQuery: feed_half says why) */
-            if (!be_type_known(t) || (t == 'Z' && (n != 5 || !be_body_byte(w, h, p[5]))))
+            /* (an unknown type, a bad ReadyForQuery or BackendKeyData:
+             * feed_half says why) */
+            if (!be_type_known(t) || (t == 'Z' && (n != 5 || !be_body_byte(w, h, p[5]))) ||
+                (t == 'K' && n < 8))
                 break;
+            if (t == 'K' && w->key_pid == 0)
+                w->key_pid = be32(p + 5);
         }
         h->msgs++;
         p += 1 + (size_t)n;
@@ -318,6 +341,8 @@ static void feed_half(struct wire *w, enum wire_dir dir, const uint8_t *p, size_
             size_t k = len < h->left ? len : h->left;
             if (dir == WIRE_FE && h->type == 0)
                 startup_bytes(&w->id, p, k);
+            else if (dir == WIRE_BE && h->type == 'K')
+                key_bytes(w, h, p, k);
             h->left -= (uint32_t)k;
             p += k, len -= k;
             if (h->left == 0) {
@@ -390,6 +415,8 @@ uint64_t wire_messages(const struct wire *w, enum wire_dir dir)
 }
 
 const char *wire_lost_reason(const struct wire *w) { return w->lost; }
+
+uint32_t wire_backend_pid(const struct wire *w) { return w->key_pid; }
 
 const char *wire_user(const struct wire *w)
 {

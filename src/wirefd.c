@@ -458,6 +458,7 @@ struct gjob {
     int fd;        /* the app's number, for the lines and checks            */
     int dupfd;     /* the gate's own descriptor on the same socket          */
     char txn;
+    uint32_t key_pid; /* the server's BackendKeyData pid (0: none): a pooler's differs */
     char db[WIRE_NAME_MAX];
     char where[96];
 };
@@ -589,8 +590,8 @@ static enum wiregate_end gate_run(struct gjob *j, bool inline_wait)
     struct wireconn wc;
     struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     struct wiregate_lead lead;
-    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->where, job_stop, j,
-                                         inline_wait, &lead);
+    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->key_pid, j->where,
+                                         job_stop, j, inline_wait, &lead);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
     bool ok = e != WIREGATE_FAIL && !wireconn_broken(&wc);
@@ -715,6 +716,7 @@ static struct gjob *job_new(struct wconn *c, int fd)
     j->c = c;
     j->fd = fd;
     j->txn = wire_txn(&c->w);
+    j->key_pid = wire_backend_pid(&c->w);
     const char *db = wire_database(&c->w);
     snprintf(j->db, sizeof j->db, "%s", db ? db : "");
     snprintf(j->where, sizeof j->where, "asyncpg/pg8000 connection on fd %d, %s", fd,

@@ -254,11 +254,50 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
     }
 }
 
+/* --- a pooler ----------------------------------------------------------------------------- */
+
+/*
+ * Is the connection the server's own session?  A direct connection's
+ * BackendKeyData names the backend that serves it (PostgreSQL always sends
+ * one); a pooler (PgBouncer, and the poolers of hosted offerings) answers
+ * the start-up itself with a cancel key of its own, and hands the app's
+ * transactions to server connections of its pool: a session lock taken
+ * there stays on a pooled server connection after the app is gone
+ * (transaction pooling runs no reset query), and every fleet after waits
+ * for it.  `key_pid` is the BackendKeyData's pid (0: none came),
+ * `backend_pid` pg_backend_pid() from the first round trip.
+ */
+static bool through_pooler(uint32_t key_pid, long backend_pid)
+{
+    return key_pid == 0 || (long)key_pid != backend_pid;
+}
+
+/* The one line of a process whose connection goes through a pooler (once
+ * per process and database: the decision is remembered as done). */
+static void say_pooled(const struct migtool *tool, const char *db, uint32_t key_pid,
+                       long backend_pid, const char *where)
+{
+    char why[128];
+    if (key_pid)
+        snprintf(why, sizeof why, "the BackendKeyData pid %u is not the server's backend pid %ld",
+                 key_pid, backend_pid);
+    else
+        snprintf(why, sizeof why, "no BackendKeyData came; the server's backend pid is %ld",
+                 backend_pid);
+    log_warn("database \"%s\": this connection goes through a connection pooler (%s): the wire "
+             "gate cannot hold the migration lock across the pool's transactions, so this "
+             "process is not gated; run the migration over a direct connection to the server "
+             "(e.g. a DSN without the pooler for `%s`) (%s)",
+             db, why, strcmp(tool->name, "django") == 0 ? "manage.py migrate" : "alembic upgrade",
+             where);
+    events_emit("ungated", db, NULL, NULL);
+}
+
 /* --- the decision ------------------------------------------------------------------------ */
 
-static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *where,
-                                bool (*stop)(void *), void *stop_arg, bool signals,
-                                struct wiregate_lead *lead)
+static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_pid,
+                                const char *where, bool (*stop)(void *), void *stop_arg,
+                                bool signals, struct wiregate_lead *lead)
 {
     const struct config *cfg = shim_config();
     const struct migtool *tool = gate_migtool();
@@ -318,6 +357,12 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, const char *w
             return WIREGATE_PASS;
         }
     }
+    /* the gate would take (or wait for) the lock now: only on the server's
+     * own session (the pid came in the round trip above: no lock yet) */
+    if (through_pooler(key_pid, id.backend_pid)) {
+        say_pooled(tool, w.db, key_pid, id.backend_pid, where);
+        return WIREGATE_PASS;
+    }
     if (!signals)
         return wait_loop(&w, lead);
     waitsig_begin();
@@ -346,9 +391,9 @@ static struct wdb *find(const char *name)
     return g;
 }
 
-enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *where,
-                                 bool (*stop)(void *), void *stop_arg, bool signals,
-                                 struct wiregate_lead *lead)
+enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
+                                 const char *where, bool (*stop)(void *), void *stop_arg,
+                                 bool signals, struct wiregate_lead *lead)
 {
     assert(c && where && lead);
     const struct config *cfg = shim_config();
@@ -381,7 +426,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *
     g->st = W_DECIDING;
     pthread_mutex_unlock(&wmu);
 
-    enum wiregate_end e = decide(c, cdb, where, stop, stop_arg, signals, lead);
+    enum wiregate_end e = decide(c, cdb, key_pid, where, stop, stop_arg, signals, lead);
 
     pthread_mutex_lock(&wmu);
     /* a connection that broke or was failed decided nothing: the next one decides */

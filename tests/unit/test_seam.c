@@ -21,7 +21,7 @@
 /* --- the fake ------------------------------------------------------------------ */
 
 #define MAXROWS 4
-#define MAXCOLS 6
+#define MAXCOLS 7
 
 /* One statement's canned result.  A NULL value is SQL NULL. */
 struct fres {
@@ -276,15 +276,16 @@ Test(seam, versions_read_the_tools_state)
 Test(seam, versions_read_idle_with_the_server_id)
 {
     /* the gate's one round trip on the app's new connection: the table
-     * and which server, database and schema it reached */
+     * and which server, database, schema and backend it reached */
     static const struct step script[] = {
         {.has = {"SELECT pg_catalog.table_to_xml(pg_catalog.to_regclass(E'\"alembic_version\"')",
-                 "pg_catalog.current_database()", "a.attname = 'version_num'"},
-         .res = {{.kind = DBRES_ROWS, .nrows = 1, .ncols = 6,
+                 "pg_catalog.current_database()", "a.attname = 'version_num'",
+                 "pg_catalog.pg_backend_pid()"},
+         .res = {{.kind = DBRES_ROWS, .nrows = 1, .ncols = 7,
                   .v = {{"<t><row><version_num>abc</version_num></row></t>", "app",
-                         "2026-12-07 14:00:00+00", "f", "public", "t"}}}},
+                         "2026-12-07 14:00:00+00", "f", "public", "t", "4242"}}}},
          .nres = 1, .after = DBCONN_IDLE},
-        {.has = {"SELECT pg_catalog.table_to_xml("}, .lacks = "current_database",
+        {.has = {"SELECT pg_catalog.table_to_xml("}, .lacks = "pg_backend_pid",
          .res = {ONE(NULL)}, .nres = 1, .after = DBCONN_IDLE},
     };
     struct fake f;
@@ -302,6 +303,7 @@ Test(seam, versions_read_idle_with_the_server_id)
     cr_assert(!id.standby);
     cr_assert_str_eq(id.home, "public");
     cr_assert(id.vt_elsewhere);
+    cr_assert_eq(id.backend_pid, 4242);
     cr_assert(versions_read_idle(c, &cfg, NULL, &v, NULL, err, sizeof err), "%s", err);
     cr_assert(!v.present);
     fake_done(&f);

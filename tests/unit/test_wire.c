@@ -213,10 +213,12 @@ static void every_split(const struct conv *c)
             run(c, i, at, &w, "split");
             cr_assert_eq(wire_messages(&w, WIRE_FE), wire_messages(&whole, WIRE_FE));
             cr_assert_eq(wire_messages(&w, WIRE_BE), wire_messages(&whole, WIRE_BE));
+            cr_assert_eq(wire_backend_pid(&w), wire_backend_pid(&whole));
         }
     run(c, -1, 0, &w, "byte by byte");
     cr_assert_eq(wire_messages(&w, WIRE_FE), wire_messages(&whole, WIRE_FE));
     cr_assert_eq(wire_messages(&w, WIRE_BE), wire_messages(&whole, WIRE_BE));
+    cr_assert_eq(wire_backend_pid(&w), wire_backend_pid(&whole));
 }
 
 Test(wire, asyncpg_conversation_whole_and_split_at_every_offset)
@@ -228,6 +230,7 @@ Test(wire, asyncpg_conversation_whole_and_split_at_every_offset)
     /* startup, P D H, B E S, Q, Q, d c, P B E S, C H S, Q */
     cr_expect_eq(wire_messages(&w, WIRE_FE), 1 + 3 + 3 + 1 + 1 + 2 + 4 + 3 + 1);
     cr_expect_eq(wire_lost_reason(&w), NULL);
+    cr_expect_eq(wire_backend_pid(&w), 0x1234); /* the greeting's BackendKeyData */
 }
 
 Test(wire, ssl_refused_then_plaintext)
@@ -508,4 +511,82 @@ Test(wire, startup_identity_after_ssl_refused)
     run(&c, -1, SIZE_MAX, &w, "whole");
     cr_assert_str_eq(wire_user(&w), "app");
     cr_assert_str_eq(wire_database(&w), "shop");
+}
+
+/* --- BackendKeyData: the server's process id ------------------------------------ */
+
+/* The server's answer to a StartupMessage with a BackendKeyData of pid
+ * 0x8a0b0c0d and a secret of `secret` bytes (4; 32 from protocol 3.2);
+ * *pid_end: the offset just after its pid's last byte. */
+static void greeting_key(struct buf *b, size_t secret, size_t *pid_end)
+{
+    uint8_t ok[4] = {0, 0, 0, 0};
+    msg(b, 'R', ok, 4);
+    static const char ps[] = "server_version\00017.2";
+    msg(b, 'S', ps, sizeof ps);
+    uint8_t key[4 + 32] = {0x8a, 0x0b, 0x0c, 0x0d};
+    for (size_t i = 4; i < sizeof key; i++)
+        key[i] = (uint8_t)(0xf0 + i);
+    *pid_end = b->n + 5 + 4;
+    msg(b, 'K', key, 4 + secret);
+    msg(b, 'K', (const uint8_t[]){0, 0, 0, 9, 1, 2, 3, 4}, 8); /* a second one: not the pid */
+    static const char ps2[] = "TimeZone\0UTC\0";
+    msg(b, 'S', ps2, sizeof ps2);
+    rfq(b, 'I');
+}
+
+Test(wire, backend_key_pid_at_every_split)
+{
+    for (size_t secret = 4; secret <= 32; secret += 28) {
+        struct buf fe = {.n = 0}, be = {.n = 0};
+        startup(&fe);
+        size_t pid_end;
+        greeting_key(&be, secret, &pid_end);
+        for (size_t cut = 0; cut <= be.n; cut++)
+            for (int bw = 0; bw < 2; bw++) {
+                struct wire w;
+                wire_init(&w);
+                cr_assert_eq(wire_backend_pid(&w), 0);
+                wire_feed(&w, WIRE_FE, fe.b, fe.n);
+                wire_feed(&w, WIRE_BE, be.b, cut);
+                /* 0 until the pid's four bytes have all gone by */
+                cr_assert_eq(wire_backend_pid(&w), cut >= pid_end ? 0x8a0b0c0du : 0,
+                             "secret %zu, cut %zu: pid %#x", secret, cut, wire_backend_pid(&w));
+                if (bw)
+                    for (size_t i = cut; i < be.n; i++) {
+                        wire_feed(&w, WIRE_BE, be.b + i, 1);
+                        cr_assert_eq(wire_backend_pid(&w), i + 1 >= pid_end ? 0x8a0b0c0du : 0,
+                                     "secret %zu, cut %zu, byte %zu", secret, cut, i);
+                    }
+                else
+                    wire_feed(&w, WIRE_BE, be.b + cut, be.n - cut);
+                cr_assert_eq(wire_backend_pid(&w), 0x8a0b0c0du, "secret %zu, cut %zu", secret,
+                             cut);
+                cr_assert(wire_idle(&w), "secret %zu, cut %zu", secret, cut);
+                cr_assert_eq(wire_messages(&w, WIRE_BE), 6);
+            }
+    }
+}
+
+Test(wire, backend_key_too_short_is_lost)
+{
+    struct buf fe = {.n = 0}, be = {.n = 0};
+    startup(&fe);
+    uint8_t ok[4] = {0, 0, 0, 0};
+    msg(&be, 'R', ok, 4);
+    msg(&be, 'K', (const uint8_t[]){0, 0, 0x12}, 3); /* no whole pid */
+    rfq(&be, 'I');
+    for (int bw = 0; bw < 2; bw++) {
+        struct wire w;
+        wire_init(&w);
+        wire_feed(&w, WIRE_FE, fe.b, fe.n);
+        if (bw)
+            for (size_t i = 0; i < be.n; i++)
+                wire_feed(&w, WIRE_BE, be.b + i, 1);
+        else
+            wire_feed(&w, WIRE_BE, be.b, be.n);
+        cr_assert_eq(w.phase, WIRE_LOST);
+        cr_assert_str_eq(wire_lost_reason(&w), "a BackendKeyData too short for its process id");
+        cr_assert_eq(wire_backend_pid(&w), 0);
+    }
 }

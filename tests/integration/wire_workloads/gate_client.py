@@ -24,6 +24,9 @@ only; "-" for pg8000), ROLE:
              a file, checks they work, and a fresh connection to the
              database runs a statement
 
+GATE_STATEMENT_CACHE, when set, is asyncpg's statement_cache_size (0
+behind PgBouncer in transaction mode, as its users set it).
+
 It prints JSON lines on stdout: {"ev": "first", "pid": backend pid} as soon
 as the first statement answered, {"ev": "results", ...} with the
 statements' results (the same with and without the preload: nothing of the
@@ -45,6 +48,8 @@ BARRIERS = os.environ.get("GATE_BARRIERS", ".")
 TARGET = os.environ.get("TARGET_REV", "r1")
 PGHOST, PGPORT = os.environ["PGHOST"], int(os.environ["PGPORT"])
 PGUSER, PGDATABASE = os.environ["PGUSER"], os.environ["PGDATABASE"]
+CACHE = ({"statement_cache_size": int(os.environ["GATE_STATEMENT_CACHE"])}
+         if os.environ.get("GATE_STATEMENT_CACHE") else {})
 
 # The statements whose results are compared with and without the preload.
 CHECKS = [
@@ -152,7 +157,7 @@ async def connect_asyncpg():
     import asyncpg
     host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
     return await asyncpg.connect(host=host, port=PGPORT, user=PGUSER, database=PGDATABASE,
-                                 ssl=False)
+                                 ssl=False, **CACHE)
 
 
 async def run_asyncpg():
@@ -172,7 +177,8 @@ async def run_asyncpg():
         import asyncpg
         host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
         pool = await asyncpg.create_pool(host=host, port=PGPORT, user=PGUSER,
-                                         database=PGDATABASE, ssl=False, min_size=3, max_size=3)
+                                         database=PGDATABASE, ssl=False, min_size=3, max_size=3,
+                                         **CACHE)
         conns = [await pool.acquire() for _ in range(3)]
         got = await asyncio.gather(*(c.fetchval("SELECT %d" % i) for i, c in enumerate(conns)))
         state["stop"] = True

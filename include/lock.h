@@ -30,6 +30,7 @@
 #include "config.h"
 #include "dbconn.h"
 #include "versions.h"
+#include "wait.h"
 
 #define LOCK_WAIT_SLICE_MS 250
 
@@ -53,6 +54,18 @@ enum lock_result {
     LOCK_BUSY,    /* still held by another after one wait slice    */
     LOCK_ERROR,   /* the connection failed (err set)               */
 };
+
+/* A lock step's result as the wait's step function takes it (wait.h). */
+static inline enum wait_lock lock_wait_lock(enum lock_result r)
+{
+    switch (r) {
+    case LOCK_TAKEN: return WAIT_LOCK_TAKEN;
+    case LOCK_FREED: return WAIT_LOCK_FREED;
+    case LOCK_BUSY: return WAIT_LOCK_BUSY;
+    case LOCK_ERROR: break;
+    }
+    return WAIT_LOCK_ERROR;
+}
 
 /*
  * One step of the wait loop on `c` (the lock connection, or in xact mode

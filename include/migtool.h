@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "versions.h"
+#include "wait.h"
 
 /* A state read against the target. */
 enum migtool_cmp {
@@ -40,6 +41,17 @@ enum migtool_cmp {
     MIGTOOL_AHEAD,     /* holds what the local scripts do not know: a newer deploy
                           migrated it; proceed                                     */
 };
+
+/* A comparison as the wait's step function takes it (wait.h). */
+static inline enum wait_cmp migtool_wait_cmp(enum migtool_cmp c)
+{
+    switch (c) {
+    case MIGTOOL_AT_TARGET: return WAIT_AT_TARGET;
+    case MIGTOOL_AHEAD: return WAIT_AHEAD;
+    case MIGTOOL_BEHIND: break;
+    }
+    return WAIT_BEHIND;
+}
 
 /* When a leader's lead (its hold of the migration lock) ends. */
 enum migtool_end {

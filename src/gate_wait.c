@@ -209,38 +209,17 @@ static void wait_policy_of(const struct gdb *g, const struct config *cfg, struct
     };
 }
 
-static enum wait_lock wait_lock_of(enum lock_result r)
-{
-    switch (r) {
-    case LOCK_TAKEN: return WAIT_LOCK_TAKEN;
-    case LOCK_FREED: return WAIT_LOCK_FREED;
-    case LOCK_BUSY: return WAIT_LOCK_BUSY;
-    case LOCK_ERROR: break;
-    }
-    return WAIT_LOCK_ERROR;
-}
-
 static enum wait_run wait_run_of(enum holder_run r)
 {
     return r == HOLDER_RUN_FAILED ? WAIT_RUN_FAILED : r == HOLDER_RUN_ENDED ? WAIT_RUN_ENDED
                                                                         : WAIT_RUN_GOING;
 }
 
-static enum wait_cmp wait_cmp_of(const struct versions *v)
-{
-    switch (compare(v)) {
-    case AT_TARGET: return WAIT_AT_TARGET;
-    case AHEAD: return WAIT_AHEAD;
-    case BEHIND: break;
-    }
-    return WAIT_BEHIND;
-}
-
 /* The slice's version table is w->v: what the step needs of it. */
 static void observe_read(struct waiter *w, struct wait_obs *ob)
 {
     ob->read = WAIT_READ_OK;
-    ob->cmp = gate_tool->known() ? wait_cmp_of(&w->v) : WAIT_BEHIND;
+    ob->cmp = gate_tool->known() ? migtool_wait_cmp(gate_tool->compare(&w->v)) : WAIT_BEHIND;
     ob->present = w->v.present;
     ob->same_as_seen = w->st.holder_seen && versions_equal(&w->v, &w->v_seen);
     ob->elapsed = clock_now() - w->start;
@@ -254,7 +233,7 @@ static void observe(struct waiter *w, struct wait_obs *ob)
     enum lock_result r = lock_step(w->wc, w->cfg, state_expr(), w->g->key,
                                    w->st.waited ? NULL : first_wait, w->g->name, &w->v, &have_v,
                                    w->err, sizeof w->err);
-    *ob = (struct wait_obs){.lock = wait_lock_of(r), .on_app = w->wc == w->appc,
+    *ob = (struct wait_obs){.lock = lock_wait_lock(r), .on_app = w->wc == w->appc,
                             .signal = waitsig_pending(), .target_known = gate_tool->known(),
                             .read = WAIT_READ_NONE, .cmp = WAIT_BEHIND,
                             .published = WAIT_PUB_UNREAD, .elapsed = clock_now() - w->start};
@@ -278,7 +257,7 @@ static bool look(struct waiter *w, enum wait_action act, struct wait_obs *ob, en
             return false;
         }
         w->wc = ownconn_db(g->own);
-        ob->lock = wait_lock_of(lock_hand_over(w->appc, w->wc, g->key, w->err, sizeof w->err));
+        ob->lock = lock_wait_lock(lock_hand_over(w->appc, w->wc, g->key, w->err, sizeof w->err));
         ob->on_app = false;
         ob->handed_over = true;
         ob->read = WAIT_READ_NONE;

@@ -84,26 +84,10 @@ struct wwait {
  * down, or the app closed it): nothing more can be said on it. */
 static bool broken(const struct dbconn *c) { return dbconn_txn(c) == DBCONN_BUSY; }
 
-static enum wait_lock wait_lock_of(enum lock_result r)
-{
-    switch (r) {
-    case LOCK_TAKEN: return WAIT_LOCK_TAKEN;
-    case LOCK_FREED: return WAIT_LOCK_FREED;
-    case LOCK_BUSY: return WAIT_LOCK_BUSY;
-    case LOCK_ERROR: break;
-    }
-    return WAIT_LOCK_ERROR;
-}
-
 static void observe_read(struct wwait *w, struct wait_obs *ob)
 {
     ob->read = WAIT_READ_OK;
-    ob->cmp = WAIT_BEHIND;
-    if (w->tool->known()) {
-        enum migtool_cmp c = w->tool->compare(&w->v);
-        ob->cmp = c == MIGTOOL_AT_TARGET ? WAIT_AT_TARGET : c == MIGTOOL_AHEAD ? WAIT_AHEAD
-                                                                               : WAIT_BEHIND;
-    }
+    ob->cmp = w->tool->known() ? migtool_wait_cmp(w->tool->compare(&w->v)) : WAIT_BEHIND;
     ob->present = w->v.present;
     ob->same_as_seen = false; /* no look at the holder is remembered (nothing published) */
     ob->elapsed = clock_now() - w->start;
@@ -186,7 +170,7 @@ static enum wiregate_end wait_loop(struct wwait *w, struct wiregate_lead *lead)
                                        &have_v, w->err, sizeof w->err);
         if (broken(w->c))
             return WIREGATE_FAIL;
-        struct wait_obs ob = {.lock = wait_lock_of(r), .on_app = true,
+        struct wait_obs ob = {.lock = lock_wait_lock(r), .on_app = true,
                               .signal = w->signals ? waitsig_pending() : 0,
                               .target_known = w->tool->known(), .read = WAIT_READ_NONE,
                               .cmp = WAIT_BEHIND, .published = WAIT_PUB_UNREAD,

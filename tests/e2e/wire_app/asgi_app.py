@@ -31,6 +31,8 @@ import os
 import time
 import traceback
 
+import startline  # (the app folder is the workers' working directory)
+
 import sqlalchemy as sa
 from sqlalchemy import event
 from alembic import command
@@ -101,17 +103,8 @@ def mark_db_operations(sync_engine, marks) -> None:
 
 
 async def start_line() -> None:
-    where = os.environ.get("WIRE_BARRIER_DIR")
-    if not where:
-        return
-    n = int(os.environ.get("WIRE_BARRIER_N", "1"))
-    timeout = float(os.environ.get("WIRE_BARRIER_TIMEOUT", "60"))
-    open(os.path.join(where, f"{os.getpid()}.arrived"), "w").close()
-    deadline = time.monotonic() + timeout
-    while len(os.listdir(where)) < n:
-        if time.monotonic() > deadline:
-            say(f"barrier: {len(os.listdir(where))} of {n} arrived in {timeout:g} s; going on")
-            return
+    line = startline.arrive()
+    while startline.still_waiting(line, say):
         await asyncio.sleep(0.01)
 
 

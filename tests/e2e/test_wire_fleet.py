@@ -32,7 +32,7 @@ error and no migshim warning or error in the output, exactly one "leading"
 line (tests/e2e/fleet.py's GATE_PATTERNS) and the leader ran every revision
 it migrated, alembic_version at wire0003, each revision once in
 migration_runs, each plan exactly once.  asyncpg: the longest event-loop
-stall while a worker waits for the leader, over the fleet, < 250 ms (the
+stall while a worker waits for the leader, over the fleet, < 1000 ms (the
 goal is 20 ms per wait slice).  A worker's wait is its longest database
 operation (asgi_app.py marks each with SQLAlchemy's events), counted when it
 lasted 1 s or more (the leader's migration sleeps 2 s); at least one worker
@@ -102,7 +102,10 @@ HEADS = ["wire0003"]
 PLANS = ["Free", "Pro", "Team"]
 BOOT_TIMEOUT = 150.0      # start -> every worker accounted for (2-core machine, 8 interpreters)
 FAILURE_SETTLE = 10.0     # after a failure, how long the others get to show how they fared
-STALL_BOUND_MS = 250.0    # the goal is 20 ms per slice; CI is a busy 2-core machine
+# The goal is 20 ms per slice.  What the bound must catch is a wait that
+# blocks the loop (the leader's migration sleeps 2 s: a blocking wait gave
+# 2510 ms); a gated fleet measured 97-158 ms on a busy 2-core CI machine.
+STALL_BOUND_MS = 1000.0
 WAITED_S = 1.0            # a database operation this long is a wait (the leader sleeps 2 s)
 
 READY_RE = re.compile(r"^wire-app\[(\d+)\]: ready((?: \w+=[\d.]+)+)$", re.M)

@@ -177,4 +177,20 @@ const struct migtool *migtool_pick(const struct config *cfg, bool manage_py);
  * tool has one, else NULL (the configured version table). */
 const char *migtool_state_expr(const struct migtool *t);
 
+/* Seconds between the wait's "still waiting" lines, both gates. */
+#define MIGTOOL_REPORT_EVERY 10.0
+
+/*
+ * The wait's policy (wait.h) as the configuration and the tool set it:
+ * the timeouts, on_timeout, leader_grace, lead_settle, lead_failures and
+ * the report interval from `cfg`; from `t`, the leader keeping the lock
+ * after the target (lead_end idle), failed runs counted (lead_end run), a
+ * lapsed holder followed by taking the lock later (relock_after_lapse),
+ * an unknown target leading to exit, the "leading" line's label.  What
+ * depends on the gate in hand (reads_published_table, may_learn_table)
+ * is false: a caller sets it, and overrides what its gate cannot do.
+ * Pure: reads nothing but its arguments.
+ */
+struct wait_policy migtool_wait_policy(const struct migtool *t, const struct config *cfg);
+
 #endif

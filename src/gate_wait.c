@@ -31,8 +31,6 @@
 #include "wait.h"
 #include "waitsig.h"
 
-#define REPORT_EVERY 10.0 /* seconds between "still waiting" lines */
-
 /* The same for a message of the wait's table (wait.h): its level, event
  * and format, with the arguments the entry lists after `versions` (which
  * the event carries when the entry says so). */
@@ -189,24 +187,15 @@ struct waiter {
     char err[256], revs[512];
 };
 
-/* The settings of g's wait, and how the tool waits (wait.h). */
+/* The settings of g's wait, and how the tool waits (wait.h): the
+ * configuration's and the tool's (migtool_wait_policy), with what depends
+ * on g: the published table read (Alembic, not a per-schema wait) and the
+ * table learned from the leader's statements. */
 static void wait_policy_of(const struct gdb *g, const struct config *cfg, struct wait_policy *pol)
 {
-    *pol = (struct wait_policy){
-        .wait_timeout = cfg->wait_timeout,
-        .fail_on_timeout = cfg->on_timeout == ON_TIMEOUT_FAIL,
-        .leader_grace = cfg->leader_grace,
-        .lead_settle = cfg->lead_settle,
-        .lead_failures = cfg->lead_failures,
-        .report_every = REPORT_EVERY,
-        .lock_outlives_target = ends_idle(),
-        .reads_published_table = gate_tool->vt_statement && !g->sp.schema[0],
-        .counts_failed_runs = gate_tool->lead_end == MIGTOOL_END_RUN,
-        .lapse_takes_lock_later = gate_tool->relock_after_lapse,
-        .unknown_target_leads_to_exit = gate_tool->unknown_leads_to_exit,
-        .may_learn_table = gate_tool->vt_statement && !vt_set_by_migshim(cfg),
-        .lead_label = gate_tool->run_label,
-    };
+    *pol = migtool_wait_policy(gate_tool, cfg);
+    pol->reads_published_table = gate_tool->vt_statement && !g->sp.schema[0];
+    pol->may_learn_table = gate_tool->vt_statement && !vt_set_by_migshim(cfg);
 }
 
 static enum wait_run wait_run_of(enum holder_run r)

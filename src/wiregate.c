@@ -26,7 +26,6 @@
 #include "wait.h"
 #include "waitsig.h"
 
-#define REPORT_EVERY 10.0 /* seconds between "still waiting" lines, as the libpq gate */
 #define MAX_WDBS 8
 
 enum wst { W_NEW, W_DECIDING, W_DONE, W_LEADING };
@@ -296,21 +295,11 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_
     struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = stop,
                       .stop_arg = stop_arg, .signals = signals};
     w.cfg.lock = LOCK_SESSION; /* on the app's connection: not inside its transactions */
-    w.pol = (struct wait_policy){
-        .wait_timeout = cfg->wait_timeout,
-        .fail_on_timeout = cfg->on_timeout == ON_TIMEOUT_FAIL,
-        .leader_grace = cfg->leader_grace,
-        .lead_settle = cfg->lead_settle,
-        .lead_failures = cfg->lead_failures,
-        .report_every = REPORT_EVERY,
-        .lock_outlives_target = tool->lead_end == MIGTOOL_END_IDLE,
-        .reads_published_table = false, /* nothing is published (application_name is the app's) */
-        .counts_failed_runs = false,
-        .lapse_takes_lock_later = false,
-        .unknown_target_leads_to_exit = tool->unknown_leads_to_exit,
-        .may_learn_table = false,
-        .lead_label = tool->run_label,
-    };
+    w.pol = migtool_wait_policy(tool, cfg);
+    /* nothing is published (application_name is the app's): no run is
+     * counted, no lapse followed by a lock taken later */
+    w.pol.counts_failed_runs = false;
+    w.pol.lapse_takes_lock_later = false;
     const char *expr = migtool_state_expr(tool);
     struct server_id id;
     if (!versions_read_idle(c, &w.cfg, expr, &w.v, &id, w.err, sizeof w.err)) {

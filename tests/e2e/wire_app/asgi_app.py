@@ -16,8 +16,15 @@ For the tests (tests/e2e/test_wire_fleet.py):
   database operation (the connect with SQLAlchemy's first statements, or one
   statement): SQLAlchemy's events mark where each begins and ends, the longest
   interval between two marks is the wait (a waiter's) or pg_sleep (the
-  leader's), db_s its length and wait_stall_ms the longest gap within it (the
-  rest of stall_ms is the app's own CPU work: Alembic, 8 workers on 2 cores);
+  leader's), db_s its length and wait_stall_ms the longest time the loop went
+  without ticking within it: a gap that began inside the operation, counted up
+  to its end.  A gap already going on when the operation began is the app's
+  own work before it (in the fleets, create_async_engine and SQLAlchemy's
+  connect of 8 workers leaving the start line together on 2 cores: 40-175 ms,
+  which wait_stall_ms once counted whole); it and the rest of
+  stall_ms is the app's own CPU work (Alembic, 8 workers on 2 cores).  The
+  operation is the whole connect: besides the wait, the handshake before the
+  gate holds the first statement and SQLAlchemy's dialect set-up after it;
 * one line per worker on stderr, in one write:
     wire-app[PID]: ready stall_ms=X wait_stall_ms=W db_s=D migrate_s=Y
     wire-app[PID]: migration failed: stall_ms=X Type: message
@@ -87,8 +94,13 @@ class Ticker:
         return max((g for _, g in self.gaps), default=0.0) * 1000.0
 
     def longest_within(self, a: float, b: float) -> float:
-        """The longest gap overlapping [a, b], in ms."""
-        return max((g for end, g in self.gaps if end > a and end - g < b),
+        """The longest the loop went without ticking within [a, b], in ms: each
+        gap that began in it, up to its end or b.  A gap going on at `a`
+        began with the loop busy before the operation (the app's own work:
+        the ticker could not even see the operation start) and is left out;
+        a wait that blocks the loop begins inside it (at the operation's
+        first statement, after its connect's first await) and counts."""
+        return max((min(end, b) - (end - g) for end, g in self.gaps if a <= end - g < b),
                    default=0.0) * 1000.0
 
 

@@ -214,16 +214,57 @@ def server_errors(path, offset, dbname):
 CASES = [
     ("pg8000", "unix", "-"),
     ("pg8000", "tcp", "-"),
+    ("pg8000", "tls", "-"),
     ("asyncpg", "unix", "asyncio"),
     ("asyncpg", "tcp", "asyncio"),
+    ("asyncpg", "tls", "asyncio"),
     ("asyncpg", "unix", "uvloop"),
     ("asyncpg", "tcp", "uvloop"),
+    ("asyncpg", "tls", "uvloop"),
 ]
 WHERE = r"\(asyncpg/pg8000 connection on fd \d+, {t}\)"
 
 
+def where_re(driver, transport):
+    """The connection's name in the gate's lines: over TLS, asyncpg's has no
+    fd (the plaintext is seen in SSL_write_ex/SSL_read_ex on a memory BIO);
+    pg8000's SSL object sits on its blocking socket."""
+    if transport != "tls":
+        return WHERE.format(t=transport)
+    if driver == "asyncpg":
+        return r"\(asyncpg/pg8000 connection over TLS\)"
+    return WHERE.format(t="TLS")
+
+
+@pytest.fixture
+def tls_server(pg):
+    """The harness server with ssl = on (a fresh self-signed certificate),
+    restored afterwards (tests/e2e/topo)."""
+    sys.path.insert(0, str(HERE.parent / "e2e"))
+    import shutil
+
+    from topo import scratch_dir, self_signed_cert, server_settings
+    d = scratch_dir(pg, "migshim-ssl.")
+    try:
+        cert = self_signed_cert(pg, d)
+        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
+                             ssl="on"):
+            yield cert
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def backend_ssl(mon, pid):
+    with mon.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = %s", (pid,))
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
 @pytest.mark.parametrize("driver,transport,loop", CASES, ids=["-".join(c) for c in CASES])
-def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop):
+def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop, request):
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
     db = make_db()
     key = unique_key()
     bar = tmp_path / "bar"
@@ -239,6 +280,7 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
         first_a = a.wait_event("first")
         # the leader's own backend holds the session lock, exclusively
         assert advisory(mon, key) == [(first_a["pid"], True, "ExclusiveLock")]
+        assert backend_ssl(mon, first_a["pid"]) is (transport == "tls")
 
         b = Client(tmp_path, "B", [driver, transport, loop, "plain"], env)
         clients.append(b)
@@ -263,7 +305,7 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
     finally:
         mon.close()
 
-    where = WHERE.format(t=transport)
+    where = where_re(driver, transport)
     la, lb = a.lines(), b.lines()
     assert [lv for lv, _ in la] == ["info", "info"], la
     assert re.fullmatch(

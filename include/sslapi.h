@@ -41,6 +41,7 @@ int SSL_get_error(const SSL *s, int ret);
 void SSL_free(SSL *s);
 int SSL_get_fd(const SSL *s);
 int SSL_has_pending(const SSL *s);
+size_t SSL_get_client_random(const SSL *s, unsigned char *out, size_t outlen);
 
 /* SSL_get_error's answers the wire layer uses (OpenSSL's values) */
 #define SSLAPI_ERROR_NONE 0
@@ -52,7 +53,7 @@ int SSL_has_pending(const SSL *s);
 
 /* X(name) */
 #define SSL_WRAPPED_LIST(X) X(SSL_write_ex) X(SSL_read_ex) X(SSL_get_error) X(SSL_free)
-#define SSL_USED_LIST(X) X(SSL_get_fd) X(SSL_has_pending)
+#define SSL_USED_LIST(X) X(SSL_get_fd) X(SSL_has_pending) X(SSL_get_client_random)
 
 enum sslapi_index {
 #define SSLAPI_INDEX(name) SSLI_##name,

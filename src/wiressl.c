@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 #include "shim.h"
 #include "wire.h"
 #include "wireconn.h"
+#include "wirefd.h"
 #include "wiregate.h"
 
 _Atomic unsigned wiressl_live;
@@ -67,6 +69,9 @@ struct tconn {
     size_t in_len, in_off;
     uint8_t *later;       /* bytes for the app, first                               */
     size_t later_len, later_off;
+    int fd;               /* the socket underneath (-1: unknown), when it was        */
+    dev_t dev;            /* recognised (dev, ino: an fd closed and reused differs) */
+    ino_t ino;
     char txn;             /* the status the gate starts from                        */
     uint32_t key_pid;
     char db[CONFIG_NAME_MAX];
@@ -227,6 +232,17 @@ static int chan_wait(void *ctx, short ev, int ms)
     return r;
 }
 
+/* Is t's socket still the one it was recognised on?  (false when unknown) */
+static bool same_socket(const struct tconn *t)
+{
+    struct stat sb;
+    int saved = errno;
+    bool same = t->fd >= 0 && fstat(t->fd, &sb) == 0 && sb.st_dev == t->dev &&
+                sb.st_ino == t->ino;
+    errno = saved;
+    return same;
+}
+
 static void chan_shut(void *ctx)
 {
     struct tconn *t = ctx;
@@ -234,14 +250,25 @@ static void chan_shut(void *ctx)
     t->broken = true;
     t->fail_app = true;
     pthread_cond_broadcast(&cv);
+    /* the app's loop may not call again: end the socket, so that it sees
+     * its connection lost (asyncio: EOF, then its SSL_read_ex fails) */
+    if (same_socket(t))
+        (void)shutdown(t->fd, SHUT_RDWR);
     pthread_mutex_unlock(&mu);
 }
 
+/* The gate's stop test: the app freed the SSL object, or closed its
+ * socket (asyncpg's terminate(): the object lives on, the socket not). */
 static bool chan_stop(void *ctx)
 {
     struct tconn *t = ctx;
     pthread_mutex_lock(&mu);
-    bool d = t->dead;
+    bool d = t->dead || (t->fd >= 0 && !same_socket(t));
+    if (d && !t->dead && t->held)
+        log_debug("wire: %s: closed by the app while the gate held it; the gate stopped",
+                  t->where);
+    if (d)
+        t->dead = true; /* (the slot is freed by its thread: pinned) */
     pthread_mutex_unlock(&mu);
     return d;
 }
@@ -613,10 +640,19 @@ static void recognise(SSL *s, const void *buf, size_t num)
         t->first = true;
         wire_init(&t->w);
         wire_feed(&t->w, WIRE_FE, buf, num);
-        snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection over TLS");
+        t->fd = -1;
+        unsigned char rnd[32];
+        __typeof__(SSL_get_client_random) *cr = real_SSL_get_client_random();
+        if (cr && cr(s, rnd, sizeof rnd) == sizeof rnd &&
+            wirefd_tls_hello(rnd, &t->fd, &t->dev, &t->ino)) {
+            snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection on fd %d, TLS", t->fd);
+        } else {
+            t->fd = -1;
+            snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection over TLS");
+        }
         atomic_fetch_add(&wiressl_live, 1);
-        log_debug("wire: a PostgreSQL connection over TLS (its StartupMessage through "
-                  "SSL_write_ex); followed");
+        log_debug("wire: %s: a PostgreSQL connection over TLS (its StartupMessage through "
+                  "SSL_write_ex); followed", t->where);
         return;
     }
     log_debug("wire: a PostgreSQL connection over TLS, with %d followed already; not followed",
@@ -696,10 +732,9 @@ int wiressl_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
             t->key_pid = wire_backend_pid(&t->w);
         }
         __typeof__(SSL_get_fd) *gfd = real_SSL_get_fd();
-        int fd = gfd ? gfd(s) : -1;
+        int fd = gfd ? gfd(s) : -1; /* (-1: no socket BIO: a memory BIO) */
         int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
         if (fd >= 0 && fl >= 0 && !(fl & O_NONBLOCK)) {
-            snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection on fd %d, TLS", fd);
             run_inline(t, job, fd);
             t = find(s);
             if (t && t->fail_app) {
@@ -868,7 +903,7 @@ void wiressl_free(SSL *s)
     struct tconn *t = find(s);
     if (t) {
         if (t->held)
-            log_debug("wire: %s: freed by the app while the gate held it; the gate stops",
+            log_debug("wire: %s: freed by the app while the gate held it; the gate stopped",
                       t->where);
         unfollow(t, "freed");
     }

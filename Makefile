@@ -61,7 +61,8 @@ LIB_LIBS := -ldl -lpthread
 # a followed socket (wireconn.c) and its gate (wiregate.c).  The default
 # library, the one installed, packaged and documented, has none of them: no
 # libc name is interposed in a process that preloads it.
-WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c
+WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c \
+             src/sslapi.c src/interpose_ssl.c src/wiressl.c
 WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
@@ -109,8 +110,8 @@ $(B)/exports.list: include/resolve.h Makefile | $(B)/obj
 	test "$$(grep -c . $@.tmp)" -gt 1
 	mv $@.tmp $@
 
-$(B)/wire/exports.list: $(B)/exports.list include/sysapi.h Makefile | $(B)/wire
-	printf '#include "sysapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
+$(B)/wire/exports.list: $(B)/exports.list include/sysapi.h include/sslapi.h Makefile | $(B)/wire
+	printf '#include "sysapi.h"\n#include "sslapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT) SSL_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
 	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
 	test "$$(grep -c . $@.libc)" -gt 1

@@ -54,6 +54,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "compiler.h"
 #include "dbconn.h"
@@ -65,9 +66,29 @@
                                             statements is no answer to them (its length
                                             is garbage): the stream is unknown */
 
+/*
+ * Another way to move the bytes than recv/send on a socket (a TLS
+ * connection's plaintext: wiressl.h).  Each call is non-blocking:
+ *   read   up to n bytes into buf: > 0 their count, 0 the peer closed, -1
+ *          with errno EAGAIN (nothing yet) or another errno (failed);
+ *   write  up to n bytes: > 0 their count, -1 with errno EAGAIN or another;
+ *   wait   until read (ev POLLIN) or write (POLLOUT) may make progress, at
+ *          most ms milliseconds: > 0 ready, 0 not yet, -1 failed;
+ *   shut   end the connection for the app as well (the stream is unknown):
+ *          never closes a descriptor.
+ */
+struct wireconn_io {
+    ssize_t (*read)(void *ctx, void *buf, size_t n);
+    ssize_t (*write)(void *ctx, const void *buf, size_t n);
+    int (*wait)(void *ctx, short ev, int ms);
+    void (*shut)(void *ctx);
+    void *ctx;
+};
+
 struct wireconn {
     struct dbconn base;
-    int fd;                    /* the socket (not owned)                          */
+    int fd;                    /* the socket (not owned; -1: unknown, io moves the bytes) */
+    const struct wireconn_io *io; /* NULL: recv/send/poll on fd                        */
     char txn;                  /* the last ReadyForQuery's status                 */
     bool in_flight;            /* a Query sent, its ReadyForQuery not read yet    */
     bool broken;               /* the stream is unknown: shut down                */
@@ -92,6 +113,15 @@ struct wireconn {
  */
 struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *where,
                              bool (*stop)(void *), void *stop_arg);
+
+/*
+ * The same, the bytes moved by `io` (kept, not copied) instead of a
+ * socket's recv/send; `fd` is the socket underneath when known (-1 if
+ * not: dbconn_socket's answer).
+ */
+struct dbconn *wireconn_init_io(struct wireconn *wc, const struct wireconn_io *io, int fd,
+                                char txn, const char *where, bool (*stop)(void *),
+                                void *stop_arg);
 
 /* The stream became unknown (or the connection was lost, or stop was set)
  * halfway through an exchange: the socket has been shut down. */

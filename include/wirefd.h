@@ -163,6 +163,15 @@ bool wirefd_before_write(int fd, unsigned st, const struct iovec *iov, int iovcn
 bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt, int flags,
                         ssize_t *r);
 
+/*
+ * The socket a TLS connection's ClientHello went out on: the first write
+ * after the server accepted SSLRequest on a followed fd carried the client
+ * random `random` (32 bytes).  True with the fd and the socket's identity
+ * (fstat's dev and ino then: an fd closed and reused differs), the entry
+ * forgotten; false when no such write was seen (the last 64 are kept).
+ */
+bool wirefd_tls_hello(const uint8_t random[32], int *fd, dev_t *dev, ino_t *ino);
+
 /* For tests and the bench: is fd followed right now? */
 bool wirefd_followed(int fd);
 

@@ -97,7 +97,9 @@ static void wc_break(struct wireconn *wc, const char *why)
     if (wc->broken)
         return;
     wc->broken = true;
-    if (shutdown(wc->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
+    if (wc->io)
+        wc->io->shut(wc->io->ctx);
+    else if (shutdown(wc->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
         log_debug("wire: %s: shutdown: %s", wc->where, strerror(errno));
     log_warn("wire: %s: %s halfway through the shim's own exchange; the connection's state is "
              "unknown, so it was shut down", wc->where, why);
@@ -126,6 +128,20 @@ static bool wait_ready(struct wireconn *wc, short ev)
             wc->broken = true; /* the app's: nothing to shut down or say */
             return false;
         }
+        if (wc->io) {
+            int r = wc->io->wait(wc->io->ctx, ev, WIRECONN_POLL_MS);
+            if (r > 0)
+                return true;
+            if (r < 0) {
+                wc_break(wc, "the connection failed");
+                return false;
+            }
+            if (now_ms() >= deadline) {
+                wc_break(wc, "the server did not answer in time");
+                return false;
+            }
+            continue;
+        }
         struct pollfd p = {.fd = wc->fd, .events = ev};
         int r = poll(&p, 1, WIRECONN_POLL_MS);
         if (r > 0) {
@@ -151,7 +167,8 @@ static bool wait_ready(struct wireconn *wc, short ev)
 static bool write_all(struct wireconn *wc, const uint8_t *p, size_t n)
 {
     while (n > 0) {
-        ssize_t r = real_send()(wc->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t r = wc->io ? wc->io->write(wc->io->ctx, p, n)
+                           : real_send()(wc->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r > 0) {
             p += r, n -= (size_t)r;
             continue;
@@ -223,7 +240,9 @@ static bool fill(struct wireconn *wc, size_t need)
                 wc->cap = cap;
             }
         }
-        ssize_t r = real_recv()(wc->fd, wc->buf + wc->len, wc->cap - wc->len, MSG_DONTWAIT);
+        ssize_t r = wc->io ? wc->io->read(wc->io->ctx, wc->buf + wc->len, wc->cap - wc->len)
+                           : real_recv()(wc->fd, wc->buf + wc->len, wc->cap - wc->len,
+                                         MSG_DONTWAIT);
         if (r > 0) {
             wc->len += (size_t)r;
             continue;
@@ -548,7 +567,10 @@ static void wc_fail(struct dbconn *c)
     if (!wc->broken) {
         wc->broken = true;
         snprintf(wc->err, sizeof wc->err, "failed on purpose");
-        (void)shutdown(wc->fd, SHUT_RDWR);
+        if (wc->io)
+            wc->io->shut(wc->io->ctx);
+        else
+            (void)shutdown(wc->fd, SHUT_RDWR);
     }
 }
 
@@ -582,6 +604,22 @@ struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *
     memset(wc, 0, sizeof *wc);
     wc->base.ops = &wire_ops;
     wc->fd = fd;
+    wc->txn = txn;
+    wc->where = where;
+    wc->stop = stop;
+    wc->stop_arg = stop_arg;
+    return &wc->base;
+}
+
+struct dbconn *wireconn_init_io(struct wireconn *wc, const struct wireconn_io *io, int fd,
+                                char txn, const char *where, bool (*stop)(void *),
+                                void *stop_arg)
+{
+    assert(wc && io && io->read && io->write && io->wait && io->shut && where);
+    memset(wc, 0, sizeof *wc);
+    wc->base.ops = &wire_ops;
+    wc->fd = fd;
+    wc->io = io;
     wc->txn = txn;
     wc->where = where;
     wc->stop = stop;

@@ -41,6 +41,7 @@
 #include "sysapi.h"
 #include "wire.h"
 #include "wireconn.h"
+#include "sslapi.h"
 #include "wiregate.h"
 
 _Atomic uint16_t wirefd_state[WIREFD_MAX];
@@ -55,6 +56,7 @@ struct wconn {
     dev_t dev;              /* the socket's identity (fstat) when recognised:      */
     ino_t ino;              /* an fd closed behind our back and reused differs     */
     struct wire w;
+    bool tls_hello;         /* TLS accepted: the app's next write is its ClientHello */
     /* the gate (phase 2a): what the app's reads and writes look at first */
     _Atomic bool pinned;    /* a gate thread uses the slot: it is not freed under it */
     /* under hold_mu: */
@@ -92,6 +94,8 @@ static struct wconn conns[WIREFD_CONNS];
  * its parent's states. */
 static _Atomic pid_t owner;
 
+static void hello_forget(void);
+
 /* --- fork ------------------------------------------------------------------- */
 
 /* The child follows none of its parent's connections: the same server
@@ -113,6 +117,7 @@ static void atfork_child(void)
         atomic_store(&c->in_use, false);
     }
     pthread_mutex_init(&hold_mu, NULL); /* (a thread of the parent's may have held it) */
+    hello_forget();
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -164,6 +169,7 @@ static int conn_take(int fd, const char *transport)
         atomic_store(&c->contended, false);
         c->fd = fd;
         c->transport = transport;
+        c->tls_hello = false;
         wire_init(&c->w);
         pthread_mutex_lock(&hold_mu); /* what a closed connection left */
         free(c->stash);
@@ -184,6 +190,71 @@ static struct wconn *conn_of(unsigned st)
     return &conns[st - WIREFD_FOLLOWED];
 }
 
+/* --- TLS: which socket a ClientHello went out on ---------------------------------- */
+
+/*
+ * A TLS connection's plaintext is seen above the TLS layer (wiressl.h),
+ * where asyncio's memory BIOs name no socket.  The socket is found by its
+ * ClientHello: the first write after the server accepted SSLRequest is one
+ * TLS record (content type 22, handshake type 1, ClientHello) whose
+ * client random (32 bytes at offset 11) OpenSSL also gives for the SSL
+ * object (SSL_get_client_random).  The last HELLOS of them are kept.
+ */
+#define HELLOS 64
+struct hello {
+    uint8_t random[32];
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    bool used;
+};
+static struct hello hellos[HELLOS];
+static unsigned hello_next;
+static pthread_mutex_t hello_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic bool tls_unseen_said;
+
+/* (the child: the parent's sockets are not the child's to name) */
+static void hello_forget(void)
+{
+    pthread_mutex_init(&hello_mu, NULL);
+    memset(hellos, 0, sizeof hellos);
+}
+
+static void hello_note(const struct wconn *c, const struct iovec *iov, int iovcnt, size_t r)
+{
+    if (iovcnt < 1 || r < 43 || iov[0].iov_len < 43)
+        return;
+    const uint8_t *p = iov[0].iov_base;
+    if (p[0] != 22 || p[1] != 3 || p[5] != 1)
+        return;
+    pthread_mutex_lock(&hello_mu);
+    struct hello *h = &hellos[hello_next++ % HELLOS];
+    memcpy(h->random, p + 11, 32);
+    h->fd = c->fd;
+    h->dev = c->dev;
+    h->ino = c->ino;
+    h->used = true;
+    pthread_mutex_unlock(&hello_mu);
+}
+
+bool wirefd_tls_hello(const uint8_t random[32], int *fd, dev_t *dev, ino_t *ino)
+{
+    bool found = false;
+    pthread_mutex_lock(&hello_mu);
+    for (unsigned i = 0; i < HELLOS && !found; i++) {
+        struct hello *h = &hellos[i];
+        if (h->used && memcmp(h->random, random, 32) == 0) {
+            *fd = h->fd;
+            *dev = h->dev;
+            *ino = h->ino;
+            h->used = false;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&hello_mu);
+    return found;
+}
+
 /* --- following ------------------------------------------------------------------ */
 
 /* Stop following fd (its stream ended for the parser, or cannot be
@@ -201,7 +272,17 @@ static void stop(int fd, unsigned st, struct wconn *c, const char *why)
                   wire_txn(&c->w) ? wire_txn(&c->w) : '-');
         break;
     case WIRE_TLS:
-        log_debug("wire: fd %d: the server accepted SSLRequest: TLS, not followed in phase 1", fd);
+        if (sslapi_visible()) {
+            log_debug("wire: fd %d: the server accepted SSLRequest: TLS; followed above the TLS "
+                      "layer (SSL_write_ex/SSL_read_ex)", fd);
+        } else if (!atomic_exchange(&tls_unseen_said, true)) {
+            log_warn("wire: fd %d: a PostgreSQL connection over TLS, and no shared libssl with "
+                     "SSL_write_ex is loaded in this process (OpenSSL linked into the interpreter "
+                     "statically, as python-build-standalone's?): its bytes cannot be seen, so "
+                     "connections over TLS are not gated in this process", fd);
+        } else {
+            log_debug("wire: fd %d: TLS, its bytes cannot be seen; not gated", fd);
+        }
         break;
     case WIRE_GSS:
         log_debug("wire: fd %d: the server accepted GSSENCRequest: GSSAPI encryption, passed through", fd);
@@ -242,6 +323,15 @@ static inline __attribute__((always_inline)) void follow(int fd, unsigned st, en
     }
     if (__builtin_expect(atomic_load_explicit(&c->contended, memory_order_relaxed), 0) && !why)
         why = "two threads (or a signal handler) on the connection at once";
+    if (__builtin_expect(c->tls_hello, 0)) { /* TLS accepted: this is the ClientHello */
+        int saved = errno;
+        if (dir == WIRE_FE && !why)
+            hello_note(c, iov, iovcnt, r);
+        stop(fd, st, c, why);
+        errno = saved;
+        conn_unlock(c);
+        return;
+    }
     if (__builtin_expect(!why, 1)) {
         if (iovcnt == 1) {
             wire_feed(&c->w, dir, iov[0].iov_base, r);
@@ -258,7 +348,10 @@ static inline __attribute__((always_inline)) void follow(int fd, unsigned st, en
     }
     if (__builtin_expect(wire_phase_is_end(c->w.phase), 0)) {
         int saved = errno;
-        stop(fd, st, c, why);
+        if (c->w.phase == WIRE_TLS && !why)
+            c->tls_hello = true; /* followed up to the ClientHello (hello_note) */
+        else
+            stop(fd, st, c, why);
         errno = saved;
     }
     conn_unlock(c);

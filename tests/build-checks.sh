@@ -53,7 +53,7 @@ if make -s B="$B" "$B/exports.list" "$B/wire/exports.list" >/dev/null 2>&1 \
   # The libc names: on the wire variant's list only.
   want_libc=$(sort "$B/wire/exports.list" | comm -23 - <(sort "$B/exports.list") | tr '\n' ' ' | sed 's/ $//')
   leaked=$(comm -12 <(tr ' ' '\n' <<<"$exported") <(tr ' ' '\n' <<<"$want_libc") | tr '\n' ' ')
-  core=$(nm "$LIB" | awk '$3 ~ /^(wirefd_|sysapi_|wire_)/ {print $3}' | sort -u | tr '\n' ' ')
+  core=$(nm "$LIB" | awk '$3 ~ /^(wirefd_|sysapi_|wire_|wiressl_|sslapi_)/ {print $3}' | sort -u | tr '\n' ' ')
   if [ -n "$want_libc" ] && [ -z "$leaked" ] && [ -z "$core" ]; then
     ok "libmigshim.so exports no libc name and holds no wire layer code ($(wc -w <<<"$want_libc") libc names checked)"
   else
@@ -63,9 +63,9 @@ if make -s B="$B" "$B/exports.list" "$B/wire/exports.list" >/dev/null 2>&1 \
   wwant=$(sort "$B/wire/exports.list" | tr '\n' ' ' | sed 's/ $//')
   wexported=$(exports_of "$WLIB")
   if [ "$wexported" = "$wwant" ]; then
-    ok "wire/libmigshim.so exports exactly the intercepted names (libpq, libc) and dlsym ($(wc -w <<<"$wexported") symbols)"
+    ok "wire/libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym ($(wc -w <<<"$wexported") symbols)"
   else
-    bad "wire/libmigshim.so exports exactly the intercepted names (libpq, libc) and dlsym" \
+    bad "wire/libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym" \
         "got:  $wexported" "want: $wwant"
   fi
   # ... and every PQ* function interpose.o defines is on the list: a
@@ -78,19 +78,25 @@ if make -s B="$B" "$B/exports.list" "$B/wire/exports.list" >/dev/null 2>&1 \
     bad "interpose.o defines exactly the listed PQ* wrappers" "defined: $defined" "listed:  $want_pq"
   fi
   # ... and interpose_libc.o defines exactly the listed libc wrappers
-  # (LIBC_WRAPPED_LIST, include/sysapi.h), no other object any of them.
+  # (LIBC_WRAPPED_LIST, include/sysapi.h), interpose_ssl.o exactly the
+  # listed OpenSSL ones (SSL_WRAPPED_LIST, include/sslapi.h), no other
+  # object any of them.
+  want_c=$(tr ' ' '\n' <<<"$want_libc" | grep -v '^SSL_' | tr '\n' ' ' | sed 's/ $//')
+  want_ssl=$(tr ' ' '\n' <<<"$want_libc" | grep '^SSL_' | tr '\n' ' ' | sed 's/ $//')
   defined=$(nm -g --defined-only "$B/obj/interpose_libc.o" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+  defined_ssl=$(nm -g --defined-only "$B/obj/interpose_ssl.o" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
   others=""
   for o in "$B"/obj/*.o; do
-    [ "$(basename "$o")" = interpose_libc.o ] && continue
+    case "$(basename "$o")" in interpose_libc.o|interpose_ssl.o) continue ;; esac
     d=$(nm -g --defined-only "$o" | awk '{print $3}' | grep -xF -f <(tr ' ' '\n' <<<"$want_libc") | tr '\n' ' ')
     [ -n "$d" ] && others="$others $(basename "$o"): $d"
   done
-  if [ -n "$want_libc" ] && [ "$defined" = "$want_libc" ] && [ -z "$others" ]; then
-    ok "interpose_libc.o alone defines exactly the listed libc wrappers ($(wc -w <<<"$defined"))"
+  if [ -n "$want_c" ] && [ -n "$want_ssl" ] && [ "$defined" = "$want_c" ] && \
+     [ "$defined_ssl" = "$want_ssl" ] && [ -z "$others" ]; then
+    ok "interpose_libc.o and interpose_ssl.o alone define exactly the listed libc and OpenSSL wrappers ($(wc -w <<<"$defined") + $(wc -w <<<"$defined_ssl"))"
   else
-    bad "interpose_libc.o alone defines exactly the listed libc wrappers" "defined: $defined" \
-        "listed:  $want_libc" "elsewhere:${others:- none}"
+    bad "interpose_libc.o and interpose_ssl.o alone define exactly the listed libc and OpenSSL wrappers" \
+        "defined: $defined | $defined_ssl" "listed:  $want_c | $want_ssl" "elsewhere:${others:- none}"
   fi
 else
   bad "exports exactly the intercepted names and dlsym" "make $B/exports.list $B/wire/exports.list failed"

@@ -15,8 +15,10 @@ wire_layer, which preloads the default library: it follows nothing.
   followed from there on (the rest goes straight to libc); none is lost;
   at the default level the preload prints nothing.
 * test_disabled_sees_nothing -- MIGSHIM_DISABLE=1: same JSON, not a line.
-* test_tls_not_followed -- ssl on: the SSLRequest is recognised, the
-  server's 'S' ends the following with its debug line; same JSON.
+* test_tls_socket_hands_over -- ssl on: the SSLRequest is recognised, the
+  server's 'S' ends the socket's following with its debug line (the
+  plaintext is followed above the TLS layer: test_wire_gate's tls cases);
+  same JSON.
 * test_other_sockets_never_marked -- in one process: an HTTP request on a
   connected TCP socket, a socketpair, asyncio's signal wakeup socket
   written from a signal handler, and one asyncpg connection; only the
@@ -170,7 +172,7 @@ def test_disabled_sees_nothing(make_db):
     assert migshim_lines(r.stderr) == []
 
 
-def test_tls_not_followed(make_db, pg):
+def test_tls_socket_hands_over(make_db, pg):
     from topo import scratch_dir, self_signed_cert, server_settings
     import shutil
     d = scratch_dir(pg, "migshim-wire-ssl.")
@@ -191,8 +193,8 @@ def test_tls_not_followed(make_db, pg):
     assert json.loads(out["debug"].stdout) == json.loads(out["plain"].stdout)
     err = out["debug"].stderr
     f = followed(err)
-    tls = re.findall(r"wire: fd (\d+): the server accepted SSLRequest: TLS, not followed in phase 1",
-                     err)
+    tls = re.findall(r"wire: fd (\d+): the server accepted SSLRequest: TLS; followed above the TLS "
+                     r"layer \(SSL_write_ex/SSL_read_ex\)", err)
     assert len(f) >= 4 and len(tls) == len(f), err[-3000:]
     assert all("(SSLRequest first)" in ln for ln in migshim_lines(err)
                if "PostgreSQL connection on fd" in ln)

@@ -214,16 +214,52 @@ def server_errors(path, offset, dbname):
 CASES = [
     ("pg8000", "unix", "-"),
     ("pg8000", "tcp", "-"),
+    ("pg8000", "tls", "-"),
     ("asyncpg", "unix", "asyncio"),
     ("asyncpg", "tcp", "asyncio"),
+    ("asyncpg", "tls", "asyncio"),
     ("asyncpg", "unix", "uvloop"),
     ("asyncpg", "tcp", "uvloop"),
+    ("asyncpg", "tls", "uvloop"),
 ]
 WHERE = r"\(asyncpg/pg8000 connection on fd \d+, {t}\)"
 
 
+def where_re(driver, transport):
+    """The connection's name in the gate's lines: over TLS, its socket is
+    the one its ClientHello went out on (asyncpg's memory BIOs name none)."""
+    return WHERE.format(t="TLS" if transport == "tls" else transport)
+
+
+@pytest.fixture
+def tls_server(pg):
+    """The harness server with ssl = on (a fresh self-signed certificate),
+    restored afterwards (tests/e2e/topo)."""
+    sys.path.insert(0, str(HERE.parent / "e2e"))
+    import shutil
+
+    from topo import scratch_dir, self_signed_cert, server_settings
+    d = scratch_dir(pg, "migshim-ssl.")
+    try:
+        cert = self_signed_cert(pg, d)
+        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
+                             ssl="on"):
+            yield cert
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def backend_ssl(mon, pid):
+    with mon.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = %s", (pid,))
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
 @pytest.mark.parametrize("driver,transport,loop", CASES, ids=["-".join(c) for c in CASES])
-def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop):
+def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop, request):
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
     db = make_db()
     key = unique_key()
     bar = tmp_path / "bar"
@@ -239,6 +275,7 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
         first_a = a.wait_event("first")
         # the leader's own backend holds the session lock, exclusively
         assert advisory(mon, key) == [(first_a["pid"], True, "ExclusiveLock")]
+        assert backend_ssl(mon, first_a["pid"]) is (transport == "tls")
 
         b = Client(tmp_path, "B", [driver, transport, loop, "plain"], env)
         clients.append(b)
@@ -263,7 +300,7 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
     finally:
         mon.close()
 
-    where = WHERE.format(t=transport)
+    where = where_re(driver, transport)
     la, lb = a.lines(), b.lines()
     assert [lv for lv, _ in la] == ["info", "info"], la
     assert re.fullmatch(
@@ -298,13 +335,18 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop)
 WORKLOAD_CASES = [
     ("asyncpg_ops.py", ["unix", "asyncio"]),
     ("asyncpg_ops.py", ["tcp", "uvloop"]),
+    ("asyncpg_ops.py", ["tcp", "asyncio", "ssl"]),
+    ("asyncpg_ops.py", ["tcp", "uvloop", "ssl"]),
     ("pg8000_ops.py", ["tcp"]),
+    ("pg8000_ops.py", ["tcp", "ssl"]),
 ]
 
 
 @pytest.mark.parametrize("script,args", WORKLOAD_CASES,
                          ids=["-".join([s.split("_")[0]] + a) for s, a in WORKLOAD_CASES])
-def test_workload_same_while_leading(make_db, script, args):
+def test_workload_same_while_leading(make_db, script, args, request):
+    if "ssl" in args:
+        request.getfixturevalue("tls_server")
     out = {}
     for mode, preload in (("plain", False), ("gated", True)):
         db = make_db()
@@ -318,8 +360,11 @@ def test_workload_same_while_leading(make_db, script, args):
         out["gated"].stderr[-3000:]
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_close_while_held(make_db, tmp_path, clients, loop):
+@pytest.mark.parametrize("loop,transport", [("asyncio", "unix"), ("uvloop", "unix"),
+                                            ("asyncio", "tls"), ("uvloop", "tls")])
+def test_close_while_held(make_db, tmp_path, clients, loop, transport, request):
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
     db = make_db()
     key = unique_key()
     bar = tmp_path / "bar"
@@ -331,7 +376,7 @@ def test_close_while_held(make_db, tmp_path, clients, loop):
     try:
         with peer.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (key,))
-        c = Client(tmp_path, "C", ["asyncpg", "unix", loop, "close"], env)
+        c = Client(tmp_path, "C", ["asyncpg", transport, loop, "close"], env)
         clients.append(c)
         c.wait_line(r"the migration lock is held by .*; waiting")
         until("C's lock request not granted",
@@ -355,13 +400,18 @@ def test_close_while_held(make_db, tmp_path, clients, loop):
     assert not re.search(r"migshim\[\d+\]: (warn|error)", err), err[-3000:]
 
 
-@pytest.mark.parametrize("driver,loop", [("pg8000", "-"), ("asyncpg", "asyncio")])
+@pytest.mark.parametrize("driver,loop,transport", [("pg8000", "-", "unix"),
+                                                   ("asyncpg", "asyncio", "unix"),
+                                                   ("pg8000", "-", "tls"),
+                                                   ("asyncpg", "uvloop", "tls")])
 @pytest.mark.parametrize("on_timeout", ["proceed", "fail"])
-def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
+def test_wait_timeout(make_db, tmp_path, clients, driver, loop, transport, on_timeout, request):
     """wait_timeout bounds the wait: on_timeout = proceed goes on ungated
     (the app's statement answered, the warn line of the libpq gate); fail
     fails the app's connection (the app sees it lost, its held bytes never
     sent)."""
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
     db = make_db()
     key = unique_key()
     env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
@@ -372,7 +422,7 @@ def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
     try:
         with peer.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (key,))
-        c = Client(tmp_path, "C", [driver, "unix", loop, "plain"], env)
+        c = Client(tmp_path, "C", [driver, transport, loop, "plain"], env)
         clients.append(c)
         if on_timeout == "proceed":
             c.finish()
@@ -382,7 +432,7 @@ def test_wait_timeout(make_db, tmp_path, clients, driver, loop, on_timeout):
         assert [r for r in advisory(peer, key) if r[0] != peer.get_backend_pid()] == []
     finally:
         peer.close()
-    where = WHERE.format(t="unix")
+    where = where_re(driver, transport)
     lines = c.lines()
     assert lines[0][0] == "info" and "; waiting (" in lines[0][1], lines
     assert len(lines) == 2, lines
@@ -499,7 +549,7 @@ def at_target(db):
 
 @pytest.mark.parametrize("script,args", WORKLOAD_CASES,
                          ids=["-".join([s.split("_")[0]] + a) for s, a in WORKLOAD_CASES])
-def test_workload_same_once_decided(make_db, script, args):
+def test_workload_same_once_decided(make_db, script, args, request):
     """The phase-1 workloads (transactions, errors, COPY, notices,
     LISTEN/NOTIFY, a 300 kB value; asyncpg's pool) on a database at the
     target: the first connection's gate finds it at head and lets it pass,
@@ -507,6 +557,8 @@ def test_workload_same_once_decided(make_db, script, args):
     is not followed after its first statement (its debug line, with the few
     messages followed until then), its close is not seen, and the JSON is
     the same as without the preload."""
+    if "ssl" in args:
+        request.getfixturevalue("tls_server")
     out = {}
     for mode, preload in (("plain", False), ("gated", True)):
         db = make_db()
@@ -518,6 +570,24 @@ def test_workload_same_once_decided(make_db, script, args):
     assert json.loads(out["gated"].stdout) == json.loads(out["plain"].stdout)
     err = out["gated"].stderr
     lines = [(m.group(2), m.group(3)) for m in map(LINE_RE.match, err.splitlines()) if m]
+    assert not [m for lv, m in lines if lv in ("warn", "error")], err[-3000:]
+    if "ssl" in args:
+        # over TLS: followed from the StartupMessage in SSL_write_ex (the
+        # socket named by its ClientHello), not followed once decided
+        tls = [re.search(r"connection on fd (\d+), TLS: a PostgreSQL connection over TLS", m)
+               for _, m in lines]
+        fds = sorted(int(m.group(1)) for m in tls if m)
+        passed = sorted(int(m.group(1)) for m in (
+            re.search(r"connection on fd (\d+), TLS: (the gate let it pass|the gate decided, "
+                      r"its kept bytes delivered); not followed from here on", m)
+            for _, m in lines) if m)
+        n = 4 if script.startswith("asyncpg") else 1
+        assert len(fds) >= n and passed == fds, err[-3000:]
+        assert any("is at head (r1); proceeding" in m for _, m in lines), err[-3000:]
+        if script.startswith("asyncpg"):
+            assert any("decided already in this process; passing" in m for _, m in lines), \
+                err[-3000:]
+        return
     story = wire_story(lines)
     fds = [s[1] for s in story if s[0] == "followed"]
     gone = [s for s in story if s[0] == "unfollowed"]

@@ -3,7 +3,8 @@ asyncpg (asyncio or uvloop) or pg8000, over a Unix socket or TCP.
 
     /usr/bin/python3 gate_client.py DRIVER TRANSPORT LOOP ROLE
 
-DRIVER asyncpg|pg8000, TRANSPORT unix|tcp, LOOP asyncio|uvloop (asyncpg
+DRIVER asyncpg|pg8000, TRANSPORT unix|tcp|tls (tls: TCP with ssl, the server's
+certificate not verified), LOOP asyncio|uvloop (asyncpg
 only; "-" for pg8000), ROLE:
 
     lead     the first statement (the gate runs before it), its results;
@@ -48,6 +49,7 @@ BARRIERS = os.environ.get("GATE_BARRIERS", ".")
 TARGET = os.environ.get("TARGET_REV", "r1")
 PGHOST, PGPORT = os.environ["PGHOST"], int(os.environ["PGPORT"])
 PGUSER, PGDATABASE = os.environ["PGUSER"], os.environ["PGDATABASE"]
+SSL = "require" if TRANSPORT == "tls" else False  # (asyncpg: encrypted, not verified)
 CACHE = ({"statement_cache_size": int(os.environ["GATE_STATEMENT_CACHE"])}
          if os.environ.get("GATE_STATEMENT_CACHE") else {})
 
@@ -114,6 +116,8 @@ def run_pg8000():
         kw["unix_sock"] = os.path.join(PGHOST, ".s.PGSQL.%d" % PGPORT)
     else:
         kw["host"], kw["port"] = "127.0.0.1", PGPORT
+    if TRANSPORT == "tls":
+        kw["ssl"] = True
     c = pg8000.connect(**kw)
     c.autocommit = True
     cur = c.cursor()
@@ -157,7 +161,7 @@ async def connect_asyncpg():
     import asyncpg
     host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
     return await asyncpg.connect(host=host, port=PGPORT, user=PGUSER, database=PGDATABASE,
-                                 ssl=False, **CACHE)
+                                 ssl=SSL, **CACHE)
 
 
 async def run_asyncpg():
@@ -177,7 +181,7 @@ async def run_asyncpg():
         import asyncpg
         host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
         pool = await asyncpg.create_pool(host=host, port=PGPORT, user=PGUSER,
-                                         database=PGDATABASE, ssl=False, min_size=3, max_size=3,
+                                         database=PGDATABASE, ssl=SSL, min_size=3, max_size=3,
                                          **CACHE)
         conns = [await pool.acquire() for _ in range(3)]
         got = await asyncio.gather(*(c.fetchval("SELECT %d" % i) for i, c in enumerate(conns)))

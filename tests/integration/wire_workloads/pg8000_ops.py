@@ -1,5 +1,5 @@
 """pg8000's own operations (Debian's 1.10.6, blocking sockets); prints one
-JSON document.  usage: pg8000_ops.py unix|tcp"""
+JSON document.  usage: pg8000_ops.py unix|tcp [ssl]"""
 import io
 import json
 import os
@@ -13,6 +13,8 @@ if transport == "unix":
     kw["unix_sock"] = f"{os.environ['PGHOST']}/.s.PGSQL.{os.environ['PGPORT']}"
 else:
     kw.update(host="127.0.0.1", port=int(os.environ["PGPORT"]))
+if len(sys.argv) > 2 and sys.argv[2] == "ssl":
+    kw["ssl"] = True
 
 out = {}
 c = pg8000.connect(**kw)

@@ -25,6 +25,14 @@ drivers over both transports):
     asyncpg-uvicorn-unix-behind   the same over a Unix socket, at wire0001
     pg8000-gunicorn-unix-empty    gunicorn sync workers, pg8000, Unix socket, empty
     pg8000-gunicorn-tcp-behind    the same over TCP, at wire0001
+    asyncpg-gunicorn-tls-empty    UvicornWorker, TCP with ssl=require, empty
+    asyncpg-uvicorn-prefer-behind uvicorn, TCP with asyncpg's default sslmode (prefer: TLS,
+                                  the server has ssl on), at wire0001
+    pg8000-gunicorn-tls-empty     gunicorn sync, pg8000 with ssl=True, empty
+
+The TLS scenarios run with the server's ssl = on (a fresh self-signed
+certificate) and check, preloaded, that the leader's line names its
+connection ", TLS)": gated above the TLS layer (wiressl.h).
 
 The oracle, preloaded (MIGSHIM_LOG=info): every worker ready (its app line,
 GET /ready 200, alive, Gunicorn forked exactly 8), no worker failed, no race
@@ -80,6 +88,13 @@ waiting slices.  The preloaded half alone:
         /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_wire_fleet.py -k preloaded
 
 (-k plain: the unpreloaded half.)
+
+Over TLS (2026-12-07, the same machine, one run): each plain fleet raced (7
+of 8 failed on pg_type_typname_nsp_index); preloaded, each was ready with one
+leader: asyncpg ssl=require under gunicorn in 3.7 s, asyncpg's default
+(prefer) under uvicorn in 4.5 s, pg8000 in 2.8 s; the longest waiter's stall
+within its wait 18.4 and 18.2 ms (the wait is driven by the server's replies
+through the app's own SSL_read_ex calls: no thread speaks on the socket).
 """
 
 from __future__ import annotations
@@ -135,7 +150,8 @@ class Scenario:
     name: str
     driver: str       # asyncpg | pg8000
     server: str       # gunicorn-uvicorn | uvicorn | gunicorn-sync
-    transport: str    # unix | tcp
+    transport: str    # unix | tcp | tls (TCP, ssl=require; pg8000 ssl=True) | prefer (TCP,
+                      # asyncpg's default sslmode: TLS, the server having ssl on)
     start: str        # empty | behind (at wire0001)
 
 
@@ -146,7 +162,11 @@ SCENARIOS = [
     Scenario("asyncpg-uvicorn-unix-behind", "asyncpg", "uvicorn", "unix", "behind"),
     Scenario("pg8000-gunicorn-unix-empty", "pg8000", "gunicorn-sync", "unix", "empty"),
     Scenario("pg8000-gunicorn-tcp-behind", "pg8000", "gunicorn-sync", "tcp", "behind"),
+    Scenario("asyncpg-gunicorn-tls-empty", "asyncpg", "gunicorn-uvicorn", "tls", "empty"),
+    Scenario("asyncpg-uvicorn-prefer-behind", "asyncpg", "uvicorn", "prefer", "behind"),
+    Scenario("pg8000-gunicorn-tls-empty", "pg8000", "gunicorn-sync", "tls", "empty"),
 ]
+TLS_TRANSPORTS = ("tls", "prefer")  # the server runs with ssl = on for these
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +181,10 @@ def asyncpg_url(dsn: str, transport: str) -> str:
     p = dsn_parts(dsn)
     user = urllib.parse.quote(p.get("user", "postgres"), safe="")
     db = urllib.parse.quote(p["dbname"], safe="")
-    if transport == "tcp":
+    if transport in ("tcp", "prefer"):  # (prefer: asyncpg's default sslmode)
         return f"postgresql+asyncpg://{user}@127.0.0.1:{p['port']}/{db}"
+    if transport == "tls":
+        return f"postgresql+asyncpg://{user}@127.0.0.1:{p['port']}/{db}?ssl=require"
     q = urllib.parse.urlencode({"host": p["host"], "port": p["port"]}, safe="/")
     return f"postgresql+asyncpg://{user}@/{db}?{q}"
 
@@ -502,7 +524,9 @@ CASES = [(sc, preload) for sc in SCENARIOS for preload in (False, True)]
 
 @pytest.mark.parametrize("sc,preload", CASES,
                          ids=[f"{sc.name}-{'preloaded' if p else 'plain'}" for sc, p in CASES])
-def test_wire_fleet(make_db, sc: Scenario, preload: bool):
+def test_wire_fleet(make_db, sc: Scenario, preload: bool, request):
+    if sc.transport in TLS_TRANSPORTS:
+        request.getfixturevalue("tls_server")
     db = make_db()
     if sc.start == "behind":
         migrate_to(db.dsn, sc.transport, "wire0001")
@@ -516,6 +540,9 @@ def test_wire_fleet(make_db, sc: Scenario, preload: bool):
         return
     leader = assert_oracle(r)
     print(f"  preloaded: leader {leader}")
+    if sc.transport in TLS_TRANSPORTS:  # gated above the TLS layer, its socket named
+        leads = [ln for ln in r.text.splitlines() if "leading: this process holds" in ln]
+        assert leads and all(ln.endswith(", TLS)") for ln in leads), r.describe()
     if sc.driver == "asyncpg":
         stalls, waited = r.stalls(), r.waiters()
         assert len(stalls) == WORKERS, r.describe()
@@ -528,12 +555,29 @@ def test_wire_fleet(make_db, sc: Scenario, preload: bool):
 
 
 def test_scenarios_cover_what_issue_22_asks():
-    """Each server with each transport and each start; both drivers on both
-    transports."""
+    """Each server with each plaintext transport and each start; both
+    drivers on both plaintext transports and over TLS; asyncpg's default
+    sslmode (prefer) too."""
     asy = [s for s in SCENARIOS if s.driver == "asyncpg"]
     for server in ("gunicorn-uvicorn", "uvicorn"):
         mine = [s for s in asy if s.server == server]
-        assert {s.transport for s in mine} == {"unix", "tcp"}
+        assert {s.transport for s in mine} >= {"unix", "tcp"}
         assert {s.start for s in mine} == {"empty", "behind"}
+    assert {s.transport for s in asy} == {"unix", "tcp", "tls", "prefer"}
     pg8 = [s for s in SCENARIOS if s.driver == "pg8000"]
-    assert {s.transport for s in pg8} == {"unix", "tcp"}
+    assert {s.transport for s in pg8} == {"unix", "tcp", "tls"}
+
+
+@pytest.fixture
+def tls_server(pg):
+    """The harness server with ssl = on (a fresh self-signed certificate),
+    restored afterwards."""
+    from topo import scratch_dir, self_signed_cert, server_settings
+    d = scratch_dir(pg, "migshim-wirefleet-ssl.")
+    try:
+        cert = self_signed_cert(pg, d)
+        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
+                             ssl="on"):
+            yield cert
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -47,6 +47,8 @@ def connect():
         kw["unix_sock"] = f"{p['host']}/.s.PGSQL.{p['port']}"
     else:
         kw.update(host="127.0.0.1", port=int(p["port"]))
+    if os.environ.get("WIRE_TRANSPORT") == "tls":
+        kw["ssl"] = True  # (pg8000 1.10.6: TLS, the certificate not verified)
     return pg8000.connect(**kw)
 
 

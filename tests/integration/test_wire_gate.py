@@ -487,11 +487,16 @@ def test_sigterm_during_an_inline_wait(make_db, tmp_path, clients):
     assert not c.events("first")
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_pool_waits_once(make_db, tmp_path, clients, loop):
+@pytest.mark.parametrize("loop,transport", [("asyncio", "tcp"), ("uvloop", "tcp"),
+                                            ("asyncio", "tls"), ("uvloop", "tls")])
+def test_pool_waits_once(make_db, tmp_path, clients, loop, transport, request):
     """An asyncpg pool's three connections meet the lock at once: one
     decides (and says so), the other two wait for its decision in their
-    gate threads, then pass; the event loop keeps running meanwhile."""
+    gate threads, then pass; the event loop keeps running meanwhile (over
+    TLS the waiting ones wait in server-side sleeps: nothing else would wake
+    the loop to move their gate's statements)."""
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
     db = make_db()
     key = unique_key()
     env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key, "GATE_BARRIERS": tmp_path}
@@ -500,7 +505,7 @@ def test_pool_waits_once(make_db, tmp_path, clients, loop):
     try:
         with peer.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (key,))
-        c = Client(tmp_path, "C", ["asyncpg", "tcp", loop, "pool"], env)
+        c = Client(tmp_path, "C", ["asyncpg", transport, loop, "pool"], env)
         clients.append(c)
         c.wait_line(r"the migration lock is held by .*; waiting")
         until("a lock request not granted", lambda: [r for r in advisory(peer, key) if not r[1]])

@@ -156,4 +156,48 @@ const char *gate_version_table(void);
  * layer's gate (wiregate.h), which decides with the same tool. */
 const struct migtool *gate_migtool(void);
 
+/*
+ * One decision per process and database across both layers.  The wire
+ * layer's gate (wiregate.h: asyncpg, pg8000) keeps its decision in this
+ * gate's table too, under the server's name for the database (`db`,
+ * current_database(), on server `cluster`: versions.h's server_id, as a
+ * libpq connection's read names it), so that a process reaching one
+ * database through libpq and through asyncpg/pg8000 decides once: its
+ * later connections pass, whichever layer they come through; while a
+ * decision is under way they wait for it; while the process leads (its
+ * libpq gate on its lock connection, or a wire connection holding the
+ * lock) its other connections pass -- never waiting for the lock their own
+ * process holds.
+ */
+enum gate_share {
+    GATE_SHARE_MINE,      /* not decided in this process: the caller decides, and then
+                             says how (gate_share_end)                                 */
+    GATE_SHARE_DECIDED,   /* decided in this process (either layer): pass              */
+    GATE_SHARE_LEADING,   /* this process's libpq gate leads it (holds the lock): pass */
+    GATE_SHARE_UNTRACKED, /* more databases than the table holds: the caller decides
+                             alone (no gate_share_end)                                  */
+    GATE_SHARE_STOPPED,   /* stop(stop_arg) ended the wait for the libpq gate's
+                             decision under way                                         */
+};
+
+/*
+ * The wire gate's claim on `db` of `cluster` (the server's names): while
+ * the libpq gate of this process decides it, wait (50 ms slices, each
+ * asking stop(stop_arg), stop may be NULL; the libpq decision itself is
+ * bounded by wait_timeout).  GATE_SHARE_MINE leaves the database deciding
+ * in this layer's table: the libpq gate's connections to it wait until
+ * gate_share_end.  Any thread; never blocks with a lock of the shim held.
+ */
+enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*stop)(void *),
+                                 void *stop_arg) MUSTCHECK;
+
+/*
+ * The wire gate's decision on a database it claimed (GATE_SHARE_MINE):
+ * `decided` true (it passed, or leads on its own connection: either way
+ * this process's libpq connections to it pass from now on, without a wait
+ * or a lock), false (its connection broke or was failed: the next
+ * connection, of either layer, decides).  Wakes the libpq gate's waiters.
+ */
+void gate_share_end(const char *db, const char *cluster, bool decided);
+
 #endif

@@ -36,7 +36,15 @@
  * Per (process, database), as the libpq gate: a process decides once per
  * database (the StartupMessage's name); its later connections pass, and a
  * connection that meets the decision under way waits for it (bounded by
- * the caller's stop flag).  A forked child decides again.
+ * the caller's stop flag).  A forked child decides again.  Across both
+ * layers (gate.h: gate_share_claim): where the gate would take or wait for
+ * the lock, it first asks the libpq gate's table, under the server's name
+ * (versions_read_idle's server_id): a database this process's libpq gate
+ * leads or decided passes (a debug line); one it decides now is waited
+ * for, bounded by the caller's stop flag and by that decision's own
+ * wait_timeout; and the wire gate's own decision is recorded there, so
+ * that this process's libpq connections pass while a wire connection
+ * leads, and wait while one decides.
  *
  * What it must never do: leave a transaction, a setting (lock_timeout:
  * the slices use SET LOCAL inside their own transaction) or a shared lock
@@ -85,6 +93,18 @@ struct wiregate_lead {
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
                                  const char *where, bool (*stop)(void *), void *stop_arg,
                                  bool signals, struct wiregate_lead *lead) MUSTCHECK;
+
+/*
+ * Would wiregate_first pass a connection to `cdb` (the StartupMessage's
+ * database, NULL: unknown) without a round trip?  True when lock = off,
+ * `cdb` is NULL, or this process decided `cdb` already (it passed, or one
+ * of its connections leads): the same answer wiregate_first gives, with
+ * the same debug line (`where` names the connection).  False: a decision
+ * is under way or none was made -- call wiregate_first.  For the callers'
+ * short cut: a connection that passes needs no descriptor of the gate's
+ * and no thread.  No I/O; any thread.
+ */
+bool wiregate_decided(const char *cdb, const char *where);
 
 /*
  * A leading connection `c`, idle outside a transaction block after one

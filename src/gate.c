@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "atfork.h"
@@ -631,6 +632,56 @@ const struct migtool *gate_migtool(void)
 {
     pthread_once(&tool_once, load_tool);
     return gate_tool;
+}
+
+/* --- the wire layer's decisions (gate.h: gate_share_claim) ------------------ */
+
+enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*stop)(void *),
+                                 void *stop_arg)
+{
+    fork_init();
+    pthread_mutex_lock(&gate_mu);
+    struct gdb *g = find_db(db, cluster, true);
+    if (!g) {
+        pthread_mutex_unlock(&gate_mu);
+        return GATE_SHARE_UNTRACKED;
+    }
+    adopt_after_fork(g);
+    while (g->st == G_DECIDING) { /* the libpq gate decides (or another wire connection) */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L)
+            ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        (void)pthread_cond_timedwait(&gate_cv, &gate_mu, &ts);
+        if (g->st == G_DECIDING && stop && stop(stop_arg)) {
+            pthread_mutex_unlock(&gate_mu);
+            return GATE_SHARE_STOPPED;
+        }
+        adopt_after_fork(g);
+    }
+    enum gate_share r = g->st == G_LEADING ? GATE_SHARE_LEADING
+                        : g->st == G_NEW   ? GATE_SHARE_MINE
+                                           : GATE_SHARE_DECIDED;
+    if (r == GATE_SHARE_MINE)
+        g->st = G_DECIDING; /* (NEW -> DECIDING: neither watched nor guarded) */
+    pthread_mutex_unlock(&gate_mu);
+    return r;
+}
+
+void gate_share_end(const char *db, const char *cluster, bool decided)
+{
+    fork_init();
+    pthread_mutex_lock(&gate_mu);
+    struct gdb *g = find_db(db, cluster, false);
+    if (g && g->pid == getpid() && g->st == G_DECIDING) {
+        /* a wire connection that leads holds the lock on its own connection:
+         * the libpq gate has no lock connection to follow, and this
+         * process's libpq connections pass (DONE: nothing watched) */
+        g->st = decided ? G_DONE : G_NEW;
+        pthread_cond_broadcast(&gate_cv);
+    }
+    pthread_mutex_unlock(&gate_mu);
 }
 
 void gate_forget(const struct pq_copy *copy, const PGconn *pg)

@@ -823,6 +823,18 @@ static struct gjob *job_new(struct wconn *c, int fd)
 static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iovcnt, int flags,
                        ssize_t *r)
 {
+    /* decided already in this process for this StartupMessage's database
+     * (wiregate_first would pass it without a round trip): pass here, with
+     * no descriptor of the gate's and no thread */
+    char where[96];
+    snprintf(where, sizeof where, "asyncpg/pg8000 connection on fd %d, %s", fd, c->transport);
+    if (wiregate_decided(wire_database(&c->w), where)) {
+        conn_unlock(c);
+        pthread_mutex_lock(&hold_mu);
+        unfollow(c, fd, "the gate let it pass");
+        pthread_mutex_unlock(&hold_mu);
+        return false;
+    }
     size_t total = iov_total(iov, iovcnt);
     int fl = fcntl(fd, F_GETFL);
     bool nonblocking = (flags & MSG_DONTWAIT) || (fl >= 0 && (fl & O_NONBLOCK));

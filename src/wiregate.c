@@ -336,11 +336,36 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_
         say_pooled(tool, w.db, key_pid, id.backend_pid, where);
         return WIREGATE_PASS;
     }
-    if (!signals)
-        return wait_loop(&w, lead);
-    waitsig_begin();
-    enum wiregate_end e = wait_loop(&w, lead);
-    waitsig_end();
+    /* one decision per process and database, whichever layer: the libpq
+     * gate's table, under the server's names (gate.h) */
+    enum gate_share sh = gate_share_claim(id.db, id.cluster, stop, stop_arg);
+    switch (sh) {
+    case GATE_SHARE_STOPPED:
+        log_debug("database \"%s\": the app closed the connection while it waited for this "
+                  "process's decision (%s)", w.db, where);
+        return WIREGATE_FAIL;
+    case GATE_SHARE_LEADING:
+        log_debug("database \"%s\": this process leads its migration (its libpq lock "
+                  "connection holds the lock); passing (%s)", w.db, where);
+        return WIREGATE_PASS;
+    case GATE_SHARE_DECIDED:
+        log_debug("database \"%s\": decided already in this process (through libpq); "
+                  "passing (%s)", w.db, where);
+        return WIREGATE_PASS;
+    case GATE_SHARE_MINE:
+    case GATE_SHARE_UNTRACKED:
+        break;
+    }
+    enum wiregate_end e;
+    if (signals) {
+        waitsig_begin();
+        e = wait_loop(&w, lead);
+        waitsig_end();
+    } else {
+        e = wait_loop(&w, lead);
+    }
+    if (sh == GATE_SHARE_MINE)
+        gate_share_end(id.db, id.cluster, e != WIREGATE_FAIL);
     return e;
 }
 
@@ -362,6 +387,19 @@ static struct wdb *find(const char *name)
     g->st = W_NEW;
     g->pid = me;
     return g;
+}
+
+bool wiregate_decided(const char *cdb, const char *where)
+{
+    if (shim_config()->lock == LOCK_OFF || !cdb)
+        return true;
+    pthread_mutex_lock(&wmu);
+    struct wdb *g = find(cdb);
+    bool known = g && (g->st == W_DONE || g->st == W_LEADING);
+    pthread_mutex_unlock(&wmu);
+    if (known)
+        log_debug("database \"%s\": decided already in this process; passing (%s)", cdb, where);
+    return known;
 }
 
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,

@@ -716,6 +716,14 @@ int wiressl_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
             pthread_mutex_unlock(&mu);
             return real(s, buf, num, written);
         }
+        if (wiregate_decided(wire_database(&t->w), t->where)) {
+            /* decided already in this process for this StartupMessage's
+             * database: what the gate would answer without a round trip,
+             * here, with no thread and nothing kept */
+            unfollow(t, "the gate let it pass");
+            pthread_mutex_unlock(&mu);
+            return real(s, buf, num, written);
+        }
         job = JOB_FIRST;
     } else if (statement && t->lead) {
         if (wire_txn(&t->w) != 'I') {

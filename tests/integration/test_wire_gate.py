@@ -38,6 +38,15 @@ polls: tests/integration/wire_workloads/gate_client.py).
   at the target, at debug: each connection is not followed after its
   first statement (at head; the pool's: decided already in this process),
   one line each, and the JSON is the same as without the preload.
+* test_one_decision_libpq_leads, test_one_decision_wire_leads -- one
+  process reaching one database through psycopg2 (libpq) and through
+  asyncpg or pg8000 (wire_workloads/mixed_client.py) decides once: while
+  its libpq gate leads (the lock on its lock connection, pg_locks), its
+  wire connection's first statement passes at once with the line saying
+  so, no wait, no lock of its own; while its wire connection leads (the
+  lock on that backend), its libpq connection passes at once, and the
+  wire leader's release is unchanged.  Without the shared decision each
+  waits for its own process's lock until wait_timeout.
 * test_leader_followed_until_released -- at debug: the leader stays
   followed through its statements and its migration's transaction, and is
   unfollowed only after the release's line (pg8000: a NOTIFY the release's
@@ -80,7 +89,7 @@ def wire_library(monkeypatch):
 class Client:
     """One gate_client.py process; stdout/stderr in files, read while it runs."""
 
-    def __init__(self, tmp: Path, name: str, args, env, preload=True):
+    def __init__(self, tmp: Path, name: str, args, env, preload=True, script=CLIENT):
         self.name = name
         self.out = tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
@@ -89,7 +98,7 @@ class Client:
             full["LD_PRELOAD"] = shimbuild.preload(WIRE_LIB)
         full.update({k: str(v) for k, v in env.items()})
         with open(self.out, "wb") as o, open(self.err, "wb") as e:
-            self.proc = subprocess.Popen([PYTHON, str(CLIENT)] + list(args), env=full,
+            self.proc = subprocess.Popen([PYTHON, str(script)] + list(args), env=full,
                                          stdin=subprocess.DEVNULL, stdout=o, stderr=e,
                                          start_new_session=True)
         self.pid = self.proc.pid
@@ -693,3 +702,90 @@ def test_leader_followed_until_released(make_db, tmp_path, clients, driver, tran
     plain.finish()
     assert b.events("results")[0]["results"] == plain.events("results")[0]["results"]
     assert a.events("results")[0]["results"] == plain.events("results")[0]["results"]
+
+
+# --- one decision per process and database, across the libpq and wire layers ----------
+
+MIXED = WORKLOADS / "mixed_client.py"
+MIXED_CASES = [("asyncpg", "tcp"), ("pg8000", "unix")]
+
+
+def mixed_env(db, key, tmp_path):
+    # wait_timeout well above the "at once" bound: without the shared
+    # decision the second layer waits for its own process's lock that long
+    return {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key, "GATE_BARRIERS": tmp_path,
+            "MIGSHIM_LOG": "debug", "MIGSHIM_WAIT_TIMEOUT": "6", "MIGSHIM_LEADER_GRACE": "60"}
+
+
+@pytest.mark.parametrize("driver,transport", MIXED_CASES, ids=["-".join(c) for c in MIXED_CASES])
+def test_one_decision_libpq_leads(make_db, tmp_path, clients, driver, transport):
+    """psycopg2 first: the libpq gate finds the database behind and leads
+    (the lock on its own lock connection); then the same process's
+    asyncpg/pg8000 connection runs its first statement: it passes at once
+    (its line says why), its backend takes and waits for no lock."""
+    db = make_db()
+    key = unique_key()
+    mon = psycopg2.connect(db.dsn)
+    mon.autocommit = True
+    try:
+        c = Client(tmp_path, "M", [driver, transport, "libpq_first"], mixed_env(db, key, tmp_path),
+                   script=MIXED)
+        clients.append(c)
+        libpq = c.wait_event("libpq")
+        held = until("the lock held", lambda: [r for r in advisory(mon, key) if r[1]])
+        wire = c.wait_event("wire")
+        locks = advisory(mon, key)
+        assert locks == held and len(held) == 1, locks  # nothing of the wire backend's
+        assert held[0][0] not in (libpq["pid"], wire["pid"])  # the libpq gate's lock connection
+        assert wire["ms"] < 2000, wire
+        (tmp_path / "commit").touch()
+        c.finish()
+    finally:
+        mon.close()
+    lines = c.lines()
+    msgs = [m for _, m in lines]
+    passing = (rf'database "{db.name}": this process leads its migration \(its libpq lock '
+               rf'connection holds the lock\); passing ' + where_re(driver, transport))
+    assert [m for m in msgs if re.fullmatch(passing, m)], c.describe()
+    assert not [m for m in msgs if "; waiting (" in m or "waited" in m], c.describe()
+    assert not [m for lv, m in lines if lv in ("warn", "error")], c.describe()
+    assert [m for m in msgs if re.fullmatch(rf'database "{db.name}": leading: .*', m)], \
+        c.describe()
+
+
+@pytest.mark.parametrize("driver,transport", MIXED_CASES, ids=["-".join(c) for c in MIXED_CASES])
+def test_one_decision_wire_leads(make_db, tmp_path, clients, driver, transport):
+    """asyncpg/pg8000 first: the wire gate leads (the lock on its own
+    backend); then the same process's psycopg2 connection passes at once,
+    with no lock connection of the libpq gate; the wire leader releases
+    after its commit as ever."""
+    db = make_db()
+    key = unique_key()
+    mon = psycopg2.connect(db.dsn)
+    mon.autocommit = True
+    try:
+        c = Client(tmp_path, "M", [driver, transport, "wire_first"], mixed_env(db, key, tmp_path),
+                   script=MIXED)
+        clients.append(c)
+        wire = c.wait_event("wire")
+        libpq = c.wait_event("libpq")
+        locks = advisory(mon, key)
+        assert locks == [(wire["pid"], True, "ExclusiveLock")], locks
+        assert libpq["ms"] < 2000, libpq
+        (tmp_path / "commit").touch()
+        after = c.wait_event("after")
+        assert after["pid"] == wire["pid"]
+        c.finish()
+        assert advisory(mon, key) == []
+    finally:
+        mon.close()
+    lines = c.lines()
+    msgs = [m for _, m in lines]
+    where = where_re(driver, transport)
+    assert [m for m in msgs if re.fullmatch(rf'database "{db.name}": leading: .* ' + where, m)], \
+        c.describe()
+    assert [m for m in msgs if re.fullmatch(
+        rf'database "{db.name}": migrated to r1; migration lock released after [0-9.]+ s ' + where,
+        m)], c.describe()
+    assert not [m for m in msgs if "; waiting (" in m or "waited" in m], c.describe()
+    assert not [m for lv, m in lines if lv in ("warn", "error")], c.describe()

@@ -176,20 +176,22 @@ enum gate_share {
     GATE_SHARE_LEADING,   /* this process's libpq gate leads it (holds the lock): pass */
     GATE_SHARE_UNTRACKED, /* more databases than the table holds: the caller decides
                              alone (no gate_share_end)                                  */
-    GATE_SHARE_STOPPED,   /* stop(stop_arg) ended the wait for the libpq gate's
+    GATE_SHARE_STOPPED,   /* still(arg) ended the wait for the libpq gate's
                              decision under way                                         */
 };
 
 /*
  * The wire gate's claim on `db` of `cluster` (the server's names): while
- * the libpq gate of this process decides it, wait (50 ms slices, each
- * asking stop(stop_arg), stop may be NULL; the libpq decision itself is
- * bounded by wait_timeout).  GATE_SHARE_MINE leaves the database deciding
- * in this layer's table: the libpq gate's connections to it wait until
- * gate_share_end.  Any thread; never blocks with a lock of the shim held.
+ * the libpq gate of this process decides it, wait (50 ms slices, then
+ * still(arg) each, called with no lock of the gate's held -- it may spend
+ * a slice of its own -- false gives up; still may be NULL; the libpq
+ * decision itself is bounded by wait_timeout).  GATE_SHARE_MINE leaves the
+ * database deciding in this layer's table: the libpq gate's connections to
+ * it wait until gate_share_end.  Any thread; never blocks with a lock of
+ * the shim held.
  */
-enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*stop)(void *),
-                                 void *stop_arg) MUSTCHECK;
+enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*still)(void *),
+                                 void *arg) MUSTCHECK;
 
 /*
  * The wire gate's decision on a database it claimed (GATE_SHARE_MINE):

@@ -78,12 +78,30 @@ struct wiregate_lead {
 };
 
 /*
+ * How a gate waits besides its own lock slices (any may be NULL):
+ *   stop(arg)  asked while waiting: true ends the wait (the app closed the
+ *              connection);
+ *   idle(arg)  while another connection of this process decides the
+ *              database: spend a slice (about 50 ms) with no lock of the
+ *              shim's held; false ends the wait (the connection broke).
+ *              NULL: a plain timed wait.  A connection whose server
+ *              replies are what wakes the app to move the gate's bytes
+ *              (wiressl.h: a memory BIO) spends it in a server round trip
+ *              (pg_sleep): a wait of the gate's own would hold the app's
+ *              next statement until nothing woke it.
+ */
+struct wiregate_hooks {
+    bool (*stop)(void *arg);
+    bool (*idle)(void *arg);
+    void *arg;
+};
+
+/*
  * The gate at the first statement of a connection, on `c` (idle outside a
  * transaction block): `cdb` is the StartupMessage's database (NULL:
  * unknown: passes), `key_pid` the server's BackendKeyData pid (0: none
  * came: not the server's own session either), `where` names the connection in the lines,
- * `stop(stop_arg)` (stop may be NULL) ends a wait when true (the app
- * closed the connection).  With `signals` (a wait inline in the app's own
+ * `h` how it waits (above; NULL: no hooks).  With `signals` (a wait inline in the app's own
  * thread: a blocking socket), SIGTERM, SIGINT and SIGQUIT are recorded for
  * the wait's length (waitsig.h): one ends the wait after its slice, the
  * connection is failed, and the signal is handed back to the app before
@@ -91,7 +109,7 @@ struct wiregate_lead {
  * WIREGATE_LEAD fills *lead.  Logs its decision.
  */
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
-                                 const char *where, bool (*stop)(void *), void *stop_arg,
+                                 const char *where, const struct wiregate_hooks *h,
                                  bool signals, struct wiregate_lead *lead) MUSTCHECK;
 
 /*

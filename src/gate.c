@@ -636,8 +636,8 @@ const struct migtool *gate_migtool(void)
 
 /* --- the wire layer's decisions (gate.h: gate_share_claim) ------------------ */
 
-enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*stop)(void *),
-                                 void *stop_arg)
+enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*still)(void *),
+                                 void *arg)
 {
     fork_init();
     pthread_mutex_lock(&gate_mu);
@@ -654,9 +654,14 @@ enum gate_share gate_share_claim(const char *db, const char *cluster, bool (*sto
         if (ts.tv_nsec >= 1000000000L)
             ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         (void)pthread_cond_timedwait(&gate_cv, &gate_mu, &ts);
-        if (g->st == G_DECIDING && stop && stop(stop_arg)) {
-            pthread_mutex_unlock(&gate_mu);
-            return GATE_SHARE_STOPPED;
+        if (g->st == G_DECIDING && still) {
+            pthread_mutex_unlock(&gate_mu); /* (g: a slot of a static table) */
+            bool go_on = still(arg);
+            pthread_mutex_lock(&gate_mu);
+            if (!go_on) {
+                pthread_mutex_unlock(&gate_mu);
+                return GATE_SHARE_STOPPED;
+            }
         }
         adopt_after_fork(g);
     }

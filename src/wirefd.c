@@ -683,8 +683,9 @@ static enum wiregate_end gate_run(struct gjob *j, bool inline_wait)
     struct wireconn wc;
     struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     struct wiregate_lead lead;
-    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->key_pid, j->where,
-                                         job_stop, j, inline_wait, &lead);
+    struct wiregate_hooks h = {.stop = job_stop, .arg = j};
+    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->key_pid, j->where, &h,
+                                         inline_wait, &lead);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
     bool ok = e != WIREGATE_FAIL && !wireconn_broken(&wc);

@@ -109,6 +109,16 @@ static void first_wait(void *arg)
 
 static bool stopped(const struct wwait *w) { return w->stop && w->stop(w->stop_arg); }
 
+/* While another connection of this process decides: a slice of the hooks'
+ * (no lock held); false to give up. */
+static bool still(void *arg)
+{
+    const struct wiregate_hooks *h = arg;
+    if (h->stop && h->stop(h->arg))
+        return false;
+    return !h->idle || h->idle(h->arg);
+}
+
 /* The step's message. */
 static void say(struct wwait *w, enum wait_msg id, const struct wait_obs *ob)
 {
@@ -279,7 +289,7 @@ static void say_pooled(const struct migtool *tool, const char *db, uint32_t key_
 /* --- the decision ------------------------------------------------------------------------ */
 
 static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_pid,
-                                const char *where, bool (*stop)(void *), void *stop_arg,
+                                const char *where, const struct wiregate_hooks *h,
                                 bool signals, struct wiregate_lead *lead)
 {
     const struct config *cfg = shim_config();
@@ -292,8 +302,8 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_
                   cdb, where);
         return WIREGATE_PASS;
     }
-    struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = stop,
-                      .stop_arg = stop_arg, .signals = signals};
+    struct wwait w = {.c = c, .tool = tool, .cfg = *cfg, .where = where, .stop = h->stop,
+                      .stop_arg = h->arg, .signals = signals};
     w.cfg.lock = LOCK_SESSION; /* on the app's connection: not inside its transactions */
     w.pol = migtool_wait_policy(tool, cfg);
     /* nothing is published (application_name is the app's): no run is
@@ -338,7 +348,7 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_
     }
     /* one decision per process and database, whichever layer: the libpq
      * gate's table, under the server's names (gate.h) */
-    enum gate_share sh = gate_share_claim(id.db, id.cluster, stop, stop_arg);
+    enum gate_share sh = gate_share_claim(id.db, id.cluster, still, (void *)h);
     switch (sh) {
     case GATE_SHARE_STOPPED:
         log_debug("database \"%s\": the app closed the connection while it waited for this "
@@ -403,10 +413,12 @@ bool wiregate_decided(const char *cdb, const char *where)
 }
 
 enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
-                                 const char *where, bool (*stop)(void *), void *stop_arg,
+                                 const char *where, const struct wiregate_hooks *hooks,
                                  bool signals, struct wiregate_lead *lead)
 {
     assert(c && where && lead);
+    static const struct wiregate_hooks none = {0};
+    const struct wiregate_hooks *h = hooks ? hooks : &none;
     const struct config *cfg = shim_config();
     if (cfg->lock == LOCK_OFF || !cdb)
         return WIREGATE_PASS;
@@ -424,9 +436,14 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key
         if (ts.tv_nsec >= 1000000000L)
             ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         (void)pthread_cond_timedwait(&wcv, &wmu, &ts);
-        if (stop && stop(stop_arg)) {
-            pthread_mutex_unlock(&wmu);
-            return WIREGATE_FAIL;
+        if (g->st == W_DECIDING) {
+            pthread_mutex_unlock(&wmu); /* (g: a slot of a static table) */
+            bool go_on = still((void *)h);
+            pthread_mutex_lock(&wmu);
+            if (!go_on) {
+                pthread_mutex_unlock(&wmu);
+                return WIREGATE_FAIL;
+            }
         }
     }
     if (g->st != W_NEW) {
@@ -437,7 +454,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key
     g->st = W_DECIDING;
     pthread_mutex_unlock(&wmu);
 
-    enum wiregate_end e = decide(c, cdb, key_pid, where, stop, stop_arg, signals, lead);
+    enum wiregate_end e = decide(c, cdb, key_pid, where, h, signals, lead);
 
     pthread_mutex_lock(&wmu);
     /* a connection that broke or was failed decided nothing: the next one decides */

@@ -74,6 +74,7 @@ struct tconn {
     ino_t ino;
     char txn;             /* the status the gate starts from                        */
     uint32_t key_pid;
+    struct dbconn *gate_conn; /* the gate thread's connection (its idle slices)     */
     char db[CONFIG_NAME_MAX];
     char where[96];
 };
@@ -273,6 +274,16 @@ static bool chan_stop(void *ctx)
     return d;
 }
 
+/* The gate thread waits for another connection's decision: a slice spent
+ * in a server round trip, whose reply is what wakes the app's loop to
+ * move the gate's next statement (a wait of the thread's own would leave
+ * the app asleep).  False when the connection broke. */
+static bool chan_idle(void *ctx)
+{
+    struct tconn *t = ctx;
+    return t->gate_conn && dbconn_run_ok(t->gate_conn, "SELECT pg_catalog.pg_sleep(0.05)");
+}
+
 /* --- the direct way: a blocking socket, in the app's thread ---------------------------- */
 
 struct direct {
@@ -352,8 +363,14 @@ static enum wiregate_end run_job(struct tconn *t, enum job job, struct dbconn *c
         *released = wiregate_settle(c, &lead, t->where);
         return WIREGATE_LEAD;
     }
-    enum wiregate_end e = wiregate_first(c, t->db[0] ? t->db : NULL, t->key_pid, t->where,
-                                         chan_stop, t, inline_wait, &lead);
+    /* a gate thread on a memory BIO spends its waits for another
+     * connection's decision in server round trips (chan_idle) */
+    struct wiregate_hooks h = {.stop = chan_stop, .idle = inline_wait ? NULL : chan_idle,
+                               .arg = t};
+    t->gate_conn = inline_wait ? NULL : c;
+    enum wiregate_end e = wiregate_first(c, t->db[0] ? t->db : NULL, t->key_pid, t->where, &h,
+                                         inline_wait, &lead);
+    t->gate_conn = NULL;
     if (e == WIREGATE_LEAD) {
         pthread_mutex_lock(&mu);
         t->lead_info = lead;

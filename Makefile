@@ -53,14 +53,19 @@ LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c s
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 LIB_LIBS := -ldl -lpthread
 
-# The wire variant, $(B)/wire/libmigshim.so (issue 22; not shipped yet): the
-# same objects plus the wire layer that gates drivers speaking the protocol
-# themselves (asyncpg, pg8000) -- the libc wrappers (interpose_libc.c), the
-# per-fd recognition and holding (wirefd.c), the table of real libc
-# functions (sysapi.c), the framing parser (wire.c), the connection seam on
-# a followed socket (wireconn.c) and its gate (wiregate.c).  The default
-# library, the one installed, packaged and documented, has none of them: no
-# libc name is interposed in a process that preloads it.
+# The wire variant, $(B)/wire/libmigshim.so (issue 22): the same objects plus
+# the wire layer that gates drivers speaking the protocol themselves
+# (asyncpg, pg8000) -- the libc wrappers (interpose_libc.c), the per-fd
+# recognition and holding (wirefd.c), the table of real libc functions
+# (sysapi.c), the framing parser (wire.c), the connection seam on a followed
+# socket (wireconn.c) and its gate (wiregate.c), and above TLS the OpenSSL
+# wrappers (interpose_ssl.c, sslapi.c, wiressl.c).  The default library has
+# none of them: no libc name is interposed in a process that preloads it.
+# The variant is shipped as an opt-in under its own name and soname,
+# libmigshim-wire.so (make install, the .deb, the wheels: next to
+# libmigshim.so), which `migshim --wire -- CMD` preloads instead of the
+# default; $(B)/libmigshim-wire.so is a symlink to it, so a build tree holds
+# it under that name next to $(B)/migshim, as an installed tree does.
 WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c \
              src/sslapi.c src/interpose_ssl.c src/wiressl.c
 WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
@@ -75,7 +80,7 @@ CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 .PHONY: all deps check today-stack check-today check-san valgrind check-unit check-integration check-build demo bench \
         bench-deps install uninstall clean help
 
-all: $(B)/libmigshim.so $(B)/migshim $(B)/wire/libmigshim.so
+all: $(B)/libmigshim.so $(B)/migshim $(B)/wire/libmigshim.so $(B)/libmigshim-wire.so
 
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
@@ -123,23 +128,28 @@ $(B)/exports.map $(B)/wire/exports.map: %/exports.map: %/exports.list
 	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
 	mv $@.tmp $@
 
-# $(call link_lib,OBJS,VERSION_SCRIPT): link $@, after checking that no
-# object but interpose.o references a PQ* name (see above).
+# $(call link_lib,OBJS,VERSION_SCRIPT,SONAME): link $@, after checking that no
+# object but interpose.o references a PQ* name (see above).  Each library has
+# its own soname, its installed file name: two files of one soname in a
+# library directory would be one name to ldconfig.
 define link_lib
 	@refs=$$(for o in $(filter-out $(B)/obj/interpose.o,$(1)); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
 	if [ -n "$$refs" ]; then \
 	  echo "a PQ* name called directly outside src/interpose.c (use the copy's struct pq_api):" >&2; \
 	  echo "$$refs" >&2; exit 1; fi
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -shared $(ZDEFS) -Wl,-Bsymbolic \
-	    -Wl,-soname,libmigshim.so -Wl,--version-script=$(2) \
+	    -Wl,-soname,$(3) -Wl,--version-script=$(2) \
 	    -o $@ $(1) $(LIB_LIBS)
 endef
 
 $(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
-	$(call link_lib,$(LIB_OBJS),$(B)/exports.map)
+	$(call link_lib,$(LIB_OBJS),$(B)/exports.map,libmigshim.so)
 
 $(B)/wire/libmigshim.so: $(LIB_OBJS) $(WIRE_OBJS) $(B)/wire/exports.map
-	$(call link_lib,$(LIB_OBJS) $(WIRE_OBJS),$(B)/wire/exports.map)
+	$(call link_lib,$(LIB_OBJS) $(WIRE_OBJS),$(B)/wire/exports.map,libmigshim-wire.so)
+
+$(B)/libmigshim-wire.so: $(B)/wire/libmigshim.so
+	ln -sfn wire/libmigshim.so $@
 
 $(B)/migshim: $(CLI_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
@@ -372,20 +382,21 @@ install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
+	install -m 0755 $(B)/wire/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim-wire.so
 	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
 	$(call install_man,man/migshim.1,$(DESTDIR)$(MANDIR)/man1/migshim.1)
 	$(call install_man,man/migshim.conf.5,$(DESTDIR)$(MANDIR)/man5/migshim.conf.5)
 	install -m 0644 examples/migshim.conf $(DESTDIR)$(DOCDIR)/migshim.conf.example
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libmigshim.so $(DESTDIR)$(BINDIR)/migshim \
+	rm -f $(DESTDIR)$(LIBDIR)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim-wire.so $(DESTDIR)$(BINDIR)/migshim \
 	    $(DESTDIR)$(MANDIR)/man1/migshim.1 $(DESTDIR)$(MANDIR)/man5/migshim.conf.5 \
 	    $(DESTDIR)$(DOCDIR)/migshim.conf.example
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 # --- Debian package (make deb) and source tarball (make dist) ----------------
 # make deb        build-deb/migshim_$(VERSION)_<arch>.deb with dpkg-deb, built with
-#                 Debian's hardening flags, PREFIX=/usr, the library in the
+#                 Debian's hardening flags, PREFIX=/usr, the libraries in the
 #                 multiarch directory (packaging/build-deb.sh)
 # make lintian    the package through lintian (installed by make deb-deps): no errors
 # make check-deb  tests/packaging/test_deb.py: build, lintian, install into a
@@ -446,9 +457,10 @@ distcheck: dist
 # --- Python wheel (make wheel) -------------------------------------------------
 # make wheel      $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl, written by
 #                 packaging/build-wheel.py with Python's standard library (no PyPI): the
-#                 library and the command, built in $(B)/wheel with Debian's hardening flags
-#                 and stripped, and a launcher (packaging/wheel/migshim/); 2.X is the newest
-#                 GLIBC_ symbol version the two files need (objdump -T)
+#                 library, the wire variant (libmigshim-wire.so) and the command, built in
+#                 $(B)/wheel with Debian's hardening flags and stripped, and a launcher
+#                 (packaging/wheel/migshim/); 2.X is the newest GLIBC_ symbol version the
+#                 three files need (objdump -T)
 # make wheel-musl $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_1_Y_<arch>.whl: the same,
 #                 from the musl library and command (musl-gcc, as make musl); 1.Y is the
 #                 version of the musl the command's loader reports (Debian's musl package)
@@ -460,12 +472,14 @@ WHEEL_B := $(B)/wheel
 wheel:
 	@$(MAKE) --no-print-directory B=$(WHEEL_B) SANITIZE= \
 	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
-	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so $(WHEEL_B)/migshim >/dev/null
+	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so $(WHEEL_B)/wire/libmigshim.so \
+	    $(WHEEL_B)/migshim >/dev/null
 	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_*.whl
-	@/usr/bin/python3 packaging/build-wheel.py --lib $(WHEEL_B)/libmigshim.so --cli $(WHEEL_B)/migshim \
+	@/usr/bin/python3 packaging/build-wheel.py --lib $(WHEEL_B)/libmigshim.so \
+	    --wire-lib $(WHEEL_B)/wire/libmigshim.so --cli $(WHEEL_B)/migshim \
 	    --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
 
-# The musl wheel: the same two files built as make musl builds them (musl-gcc,
+# The musl wheel: the same three files built as make musl builds them (musl-gcc,
 # the one libconfig.h), in $(MUSL_B)/wheel with Debian's hardening CFLAGS and
 # LDFLAGS but not its CPPFLAGS (-D_FORTIFY_SOURCE: musl's headers have no
 # fortify); the builder reads Y from the musl loader the command names.
@@ -476,10 +490,10 @@ wheel-musl: musl-deps
 	@$(MAKE) --no-print-directory B=$(MUSL_WHEEL_B) CC=musl-gcc SANITIZE= \
 	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) -U_FORTIFY_SOURCE" LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" \
 	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) \
-	    $(MUSL_WHEEL_B)/libmigshim.so $(MUSL_WHEEL_B)/migshim >/dev/null
+	    $(MUSL_WHEEL_B)/libmigshim.so $(MUSL_WHEEL_B)/wire/libmigshim.so $(MUSL_WHEEL_B)/migshim >/dev/null
 	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_*.whl
 	@/usr/bin/python3 packaging/build-wheel.py --lib $(MUSL_WHEEL_B)/libmigshim.so \
-	    --cli $(MUSL_WHEEL_B)/migshim --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
+	    --wire-lib $(MUSL_WHEEL_B)/wire/libmigshim.so --cli $(MUSL_WHEEL_B)/migshim --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
 
 check-wheel: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider -rsxXfE \
@@ -489,8 +503,8 @@ clean:
 	rm -rf $(B) build-san $(DEB_B) $(MUSL_B)
 
 help:
-	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the wire variant"
-	@echo "                 $(B)/wire/libmigshim.so (issue 22: gates asyncpg and pg8000 too; not installed)"
+	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the opt-in wire variant"
+	@echo "                 $(B)/libmigshim-wire.so (gates asyncpg and pg8000 too: migshim --wire -- CMD)"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL), on Debian 12's packages, then on"
 	@echo "                 today's releases (make check-today alone; make today-stack builds them)"
@@ -516,5 +530,5 @@ help:
 	@echo "make check-wheel install the wheel into fresh venvs, boot a fleet through its console script"
 	@echo "make musl        $(MUSL_B)/libmigshim.so and $(MUSL_B)/migshim for musl (Alpine), with musl-gcc"
 	@echo "make check-musl  the musl build checks, the libc mismatch refusal, a musl libpq client fleet"
-	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make install     PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) (both libraries, the command, the man pages)"
 	@echo "make uninstall / clean"

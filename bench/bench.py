@@ -36,7 +36,7 @@ BIN = ROOT / "build" / "bench"
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench" / "out"))
 WORK = OUT / "work"               # cwd of the measured processes: no migshim.conf
 LIB = Path(os.environ.get("MIGSHIM_LIB", ROOT / "build" / "libmigshim.so")).resolve()
-# The wire variant (issue 22 phase 1, not shipped): rows 1w/1p only.
+# The wire variant (issue 22; the opt-in libmigshim-wire.so): rows 1w/1p only.
 WIRE_LIB = Path(os.environ.get("MIGSHIM_WIRE_LIB",
                                ROOT / "build" / "wire" / "libmigshim.so")).resolve()
 PGBIN = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """make wheel: the Python wheel, written with the standard library only (no PyPI).
 
-    packaging/build-wheel.py --lib LIB --cli CLI --version V --out-dir DIR [--mtime EPOCH]
+    packaging/build-wheel.py --lib LIB --wire-lib WIRE_LIB --cli CLI --version V --out-dir DIR
+                             [--mtime EPOCH]
 
 A wheel is a zip archive (PEP 427, PEP 491): the package's files, then
 migshim-V.dist-info/ with METADATA, WHEEL, entry_points.txt, top_level.txt and
@@ -13,15 +14,18 @@ package `migshim` holds
     migshim/migshim         the C command (stripped; mode 0755)
     migshim/libmigshim.so   the library (stripped), next to the command, which
                             finds it there (src/cli.c, library_path)
+    migshim/libmigshim-wire.so  the opt-in wire variant (stripped; make's
+                            $(B)/wire/libmigshim.so, soname libmigshim-wire.so),
+                            which `migshim --wire -- CMD` preloads instead
 
 and the console script `migshim = migshim:main`.
 
-The tag is the C library's the two files were built against, read from the
+The tag is the C library's the three files were built against, read from the
 files (readelf -d, -l), never assumed:
 
   glibc  py3-none-manylinux_2_X_ARCH: the launcher runs on any Python 3, and 2.X
-         is the newest GLIBC_ symbol version that the library or the command
-         needs, read from their dynamic symbol tables (objdump -T);
+         is the newest GLIBC_ symbol version that either library or the
+         command needs, read from their dynamic symbol tables (objdump -T);
   musl   py3-none-musllinux_1_Y_ARCH: 1.Y is the version of the musl the command
          runs on, as its program interpreter (/lib/ld-musl-ARCH.so.1) prints it
          when run without arguments ("Version 1.2.3"; that loader is musl's
@@ -32,10 +36,10 @@ A file is musl's when it needs musl's libc (NEEDED libc.so, as Debian's
 musl-gcc links, or libc.musl-ARCH.so.1, as Alpine's) and no GLIBC_ version,
 and, for the command, its interpreter is /lib/ld-musl-*; glibc's when it needs
 libc.so.6 and, for the command, its interpreter is ld-linux-* / ld64.so.*.
-Refused, with one line naming the cause: the library and the command of two
+Refused, with one line naming the cause: the libraries and the command of two
 C libraries (or of neither), a file that needs a library outside the
 manylinux policy's list (musllinux: musl's libc and libgcc_s), GLIBC_PRIVATE,
-or two files of different machines.
+or files of different machines.
 
 Prints: build-wheel.py: PATH (N bytes; GLIBC_2.X needed by FILE for SYMBOL)
         build-wheel.py: PATH (N bytes; musl 1.2.3, from LOADER)
@@ -80,9 +84,11 @@ libmigshim.so is preloaded into the unmodified processes and intercepts libpq.
 
     migshim -- gunicorn app:app          run a command with the library preloaded
     migshim --lib-path                   the library's path, for ENV LD_PRELOAD=...
+    migshim --wire -- uvicorn app:app    the opt-in wire variant, libmigshim-wire.so,
+                                         which also gates asyncpg and pg8000
     migshim status / heads / timeline    what the gate sees
 
-This wheel holds the C library, the C command and a launcher only.
+This wheel holds the C library, its wire variant, the C command and a launcher only.
 """
 
 
@@ -178,20 +184,23 @@ def musl_version(loader):
             "musl %s.%s%s, from %s" % (m.group(1), m.group(2), m.group(3) or "", source))
 
 
-def platform_tag(lib, cli):
-    """(tag, why) for the library and the command: manylinux_2_X_ARCH with why
+def platform_tag(libs, cli):
+    """(tag, why) for the libraries and the command: manylinux_2_X_ARCH with why
     'GLIBC_2.X needed by FILE for SYMBOL', or musllinux_1_Y_ARCH with 'musl 1.Y.Z, from ...'."""
-    files = [lib, cli]
+    files = list(libs) + [cli]
     arches = {machine(f) for f in files}
     if len(arches) != 1:
         raise Refused("the files are built for different machines: %s" % sorted(arches))
     arch = arches.pop()
-    (lkind, lwhy), (ckind, cwhy) = libc_of(lib, False), libc_of(cli, True)
-    if lkind is None or ckind is None or lkind != ckind:
-        raise Refused("the library and the command must be built for one C library: "
-                      "%s is %s (%s), %s is %s (%s)"
-                      % (lib, lkind or "neither glibc's nor musl's", lwhy,
-                         cli, ckind or "neither glibc's nor musl's", cwhy))
+    ckind, cwhy = libc_of(cli, True)
+    for lib in libs:
+        lkind, lwhy = libc_of(lib, False)
+        if lkind is None or ckind is None or lkind != ckind:
+            raise Refused("the library and the command must be built for one C library: "
+                          "%s is %s (%s), %s is %s (%s)"
+                          % (lib, lkind or "neither glibc's nor musl's", lwhy,
+                             cli, ckind or "neither glibc's nor musl's", cwhy))
+    lkind = ckind
     if lkind == "musl":
         for f in files:
             bad = [n for n in needed(f)
@@ -224,21 +233,24 @@ def record_hash(data):
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def build(lib, cli, version, out_dir, mtime):
-    for f in (lib, cli):
+def build(lib, wire_lib, cli, version, out_dir, mtime):
+    for f in (lib, wire_lib, cli):
         if not os.path.isfile(f):
             raise Refused("%s: no such file (make builds it)" % f)
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
         raise Refused("version %r is not a plain release number" % version)
-    tag, why = platform_tag(lib, cli)
+    tag, why = platform_tag([lib, wire_lib], cli)
     stage = tempfile.mkdtemp(prefix="migshim-wheel.")
     try:
         slib, scli = os.path.join(stage, "libmigshim.so"), os.path.join(stage, "migshim")
+        swire = os.path.join(stage, "libmigshim-wire.so")
         shutil.copyfile(lib, slib)
+        shutil.copyfile(wire_lib, swire)
         shutil.copyfile(cli, scli)
         # as the Debian package does (packaging/build-deb.sh)
-        run(["strip", "--strip-unneeded", "--remove-section=.comment",
-             "--remove-section=.note", slib])
+        for f in (slib, swire):
+            run(["strip", "--strip-unneeded", "--remove-section=.comment",
+                 "--remove-section=.note", f])
         run(["strip", "--strip-all", "--remove-section=.comment", "--remove-section=.note",
              scli])
         with open(os.path.join(LAUNCHER, "__init__.py"), encoding="utf-8") as f:
@@ -249,6 +261,8 @@ def build(lib, cli, version, out_dir, mtime):
             main_py = f.read()
         with open(slib, "rb") as f:
             lib_bytes = f.read()
+        with open(swire, "rb") as f:
+            wire_bytes = f.read()
         with open(scli, "rb") as f:
             cli_bytes = f.read()
     finally:
@@ -280,6 +294,7 @@ def build(lib, cli, version, out_dir, mtime):
     files = [
         ("migshim/__init__.py", init.replace("@VERSION@", version).encode("utf-8"), 0o644),
         ("migshim/__main__.py", main_py, 0o644),
+        ("migshim/libmigshim-wire.so", wire_bytes, 0o644),
         ("migshim/libmigshim.so", lib_bytes, 0o644),
         ("migshim/migshim", cli_bytes, 0o755),
         (dist_info + "/METADATA", metadata.encode("utf-8"), 0o644),
@@ -331,6 +346,7 @@ def verify(path, dist_info):
 def main():
     ap = argparse.ArgumentParser(description="build the migshim wheel (stdlib only)")
     ap.add_argument("--lib", required=True)
+    ap.add_argument("--wire-lib", required=True)
     ap.add_argument("--cli", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--out-dir", required=True)
@@ -338,7 +354,7 @@ def main():
                     default=int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()))
     a = ap.parse_args()
     try:
-        path, why = build(a.lib, a.cli, a.version, a.out_dir, a.mtime)
+        path, why = build(a.lib, a.wire_lib, a.cli, a.version, a.out_dir, a.mtime)
     except Refused as e:
         sys.stderr.write("build-wheel.py: %s\n" % e)
         return 1

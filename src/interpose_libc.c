@@ -3,8 +3,8 @@
  * LIBC_WRAPPED_LIST (include/sysapi.h), the calls that carry the bytes of
  * drivers that speak the PostgreSQL protocol themselves, and the calls
  * that begin and end a socket's life (wire-protocol.md).  Linked only into
- * the wire variant, $(B)/wire/libmigshim.so (issue 22 phase 1, not
- * shipped): the default library interposes no libc function.
+ * the wire variant, $(B)/wire/libmigshim.so (issue 22; installed as the
+ * opt-in libmigshim-wire.so): the default library interposes no libc function.
  *
  * Each wrapper first looks at the fd's state word (wirefd.h): for an fd
  * the wire layer does not follow -- every fd of every program but a

@@ -3,7 +3,7 @@
 # clean under clang too, nothing but libc in DT_NEEDED, only the intercepted names
 # exported, no call of a PQ* name from inside the shim (no object but
 # interpose.o references one, and no relocation names one).  The same for
-# the wire variant, $B/wire/libmigshim.so (issue 22 phase 1, not shipped),
+# the wire variant, $B/wire/libmigshim.so (issue 22; shipped as the opt-in libmigshim-wire.so),
 # which also exports the interposed libc names; the default library
 # exports none of them and holds none of the wire layer's code.
 set -uo pipefail

@@ -8,7 +8,7 @@ processes themselves; it needs nothing from pytest.
                        `make check SANITIZE=...`)
     lib_path()         $MIGSHIM_LIB, else <build_dir>/libmigshim.so
     wire_lib_path()    $MIGSHIM_WIRE_LIB, else <build_dir>/wire/libmigshim.so:
-                       the wire variant (issue 22 phase 1, not shipped)
+                       the wire variant (issue 22; installed as libmigshim-wire.so)
     cli_path()         <build_dir>/migshim
     preload(lib)       the LD_PRELOAD value that loads `lib`: for a
                        sanitized build (`make SANITIZE=address,undefined`)

@@ -2,7 +2,7 @@
 protocol themselves are recognised and followed, and nothing they do changes.
 
 Every test here preloads the wire variant, <build dir>/wire/libmigshim.so
-(shimbuild.wire_lib_path(); not shipped), but test_default_library_has_no_
+(shimbuild.wire_lib_path(); installed as libmigshim-wire.so), but test_default_library_has_no_
 wire_layer, which preloads the default library: it follows nothing.
 
 * test_driver_transparent -- asyncpg (asyncio and uvloop) and pg8000 over a

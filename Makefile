@@ -323,6 +323,17 @@ soak-fleets: deps all
 	    echo "round $$i: $$(printf "%s\n" "$$out" | tail -n 1)"; [ $$rc = 0 ] || fail=$$((fail + 1)); \
 	  done; echo "soak-fleets: $(K) rounds, $$fail failed"; [ $$fail = 0 ]'
 
+# make driver-suites [DRIVER_SUITES="asyncpg asyncpg-uvloop pg8000"]
+#                            the drivers' own test suites (asyncpg 0.27.0 on asyncio and on
+#                            uvloop, pg8000 1.10.6: the releases Debian 12 ships, their tests kept
+#                            in tests/driver_suites/), each run plain and with the wire variant
+#                            preloaded; fails when a test's verdict differs (a table, logs and
+#                            JUnit files in $(B)/driver-suites/).  A few minutes; never in check
+.PHONY: driver-suites
+driver-suites: deps all
+	@DRIVER_SUITES_LIB=$(B)/wire/libmigshim.so DRIVER_SUITES_OUT=$(B)/driver-suites \
+	    tests/driver_suites/run.sh $(DRIVER_SUITES)
+
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,instr,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
@@ -519,6 +530,8 @@ help:
 	@echo "make soak-guard  the race guard's differential oracle, N=100 interleavings (SEED=S to replay)"
 	@echo "make soak-django the Django example's fleets with and without the shim, K=10 runs each (N=8)"
 	@echo "make soak-fleets issue 19's fleets (partial/failed leader, per-schema tables, worker timeout), K=10 rounds"
+	@echo "make driver-suites  asyncpg's and pg8000's own test suites, plain and with the wire"
+	@echo "                 variant preloaded: the same verdicts (DRIVER_SUITES=pg8000 for one)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"

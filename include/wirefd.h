@@ -172,6 +172,13 @@ bool wirefd_before_read(int fd, unsigned st, const struct iovec *iov, int iovcnt
  */
 bool wirefd_tls_hello(const uint8_t random[32], int *fd, dev_t *dev, ino_t *ino);
 
+/*
+ * The address of the server at the other end of socket `fd`, as text into
+ * buf (n bytes): "127.0.0.1:5432", "[::1]:5432", or a Unix socket's path;
+ * "" when it cannot be told (getpeername failed, an unnamed socket).
+ */
+void wirefd_peer(int fd, char *buf, size_t n);
+
 /* For tests and the bench: is fd followed right now? */
 bool wirefd_followed(int fd);
 

@@ -64,6 +64,8 @@
 #include "config.h"
 #include "dbconn.h"
 
+#define WIREGATE_PEER_MAX 112 /* a server's address as wirefd_peer writes it */
+
 enum wiregate_end {
     WIREGATE_PASS, /* go on: nothing held (at the target, decided already, ungated) */
     WIREGATE_LEAD, /* this connection holds the migration lock (lead below)        */
@@ -99,7 +101,11 @@ struct wiregate_hooks {
 /*
  * The gate at the first statement of a connection, on `c` (idle outside a
  * transaction block): `cdb` is the StartupMessage's database (NULL:
- * unknown: passes), `key_pid` the server's BackendKeyData pid (0: none
+ * unknown: passes), `peer` the server's address as the socket names it
+ * (wirefd_peer: "127.0.0.1:5432", "/run/postgresql/.s.PGSQL.5432"; "":
+ * unknown): with `cdb`, the key of this process's decision -- the same
+ * name on two servers is two databases (the same server reached two ways
+ * is one: the server's own names settle it, gate_share_claim), `key_pid` the server's BackendKeyData pid (0: none
  * came: not the server's own session either), `where` names the connection in the lines,
  * `h` how it waits (above; NULL: no hooks).  With `signals` (a wait inline in the app's own
  * thread: a blocking socket), SIGTERM, SIGINT and SIGQUIT are recorded for
@@ -108,13 +114,14 @@ struct wiregate_hooks {
  * this returns; a gate thread (signals blocked) leaves them to the app.
  * WIREGATE_LEAD fills *lead.  Logs its decision.
  */
-enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
-                                 const char *where, const struct wiregate_hooks *h,
-                                 bool signals, struct wiregate_lead *lead) MUSTCHECK;
+enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *peer,
+                                 uint32_t key_pid, const char *where,
+                                 const struct wiregate_hooks *h, bool signals,
+                                 struct wiregate_lead *lead) MUSTCHECK;
 
 /*
  * Would wiregate_first pass a connection to `cdb` (the StartupMessage's
- * database, NULL: unknown) without a round trip?  True when lock = off,
+ * database, NULL: unknown) at `peer` without a round trip?  True when lock = off,
  * `cdb` is NULL, or this process decided `cdb` already (it passed, or one
  * of its connections leads): the same answer wiregate_first gives, with
  * the same debug line (`where` names the connection).  False: a decision
@@ -122,7 +129,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key
  * short cut: a connection that passes needs no descriptor of the gate's
  * and no thread.  No I/O; any thread.
  */
-bool wiregate_decided(const char *cdb, const char *where);
+bool wiregate_decided(const char *cdb, const char *peer, const char *where);
 
 /*
  * A leading connection `c`, idle outside a transaction block after one

@@ -29,7 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -235,6 +239,35 @@ static void hello_note(const struct wconn *c, const struct iovec *iov, int iovcn
     h->ino = c->ino;
     h->used = true;
     pthread_mutex_unlock(&hello_mu);
+}
+
+void wirefd_peer(int fd, char *buf, size_t n)
+{
+    assert(buf && n > 0);
+    buf[0] = '\0';
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    int saved = errno;
+    if (getpeername(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        errno = saved;
+        return;
+    }
+    errno = saved;
+    char host[INET6_ADDRSTRLEN];
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof host))
+            snprintf(buf, n, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host))
+            snprintf(buf, n, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+    } else if (sa.ss_family == AF_UNIX && sl > offsetof(struct sockaddr_un, sun_path)) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&sa;
+        size_t len = sl - offsetof(struct sockaddr_un, sun_path);
+        if (un->sun_path[0] != '\0') /* (not an abstract or unnamed socket) */
+            snprintf(buf, n, "%.*s", (int)strnlen(un->sun_path, len), un->sun_path);
+    }
 }
 
 bool wirefd_tls_hello(const uint8_t random[32], int *fd, dev_t *dev, ino_t *ino)
@@ -553,6 +586,7 @@ struct gjob {
     char txn;
     uint32_t key_pid; /* the server's BackendKeyData pid (0: none): a pooler's differs */
     char db[WIRE_NAME_MAX];
+    char peer[WIREGATE_PEER_MAX];
     char where[96];
 };
 
@@ -684,8 +718,8 @@ static enum wiregate_end gate_run(struct gjob *j, bool inline_wait)
     struct dbconn *db = wireconn_init(&wc, j->dupfd, j->txn, j->where, job_stop, j);
     struct wiregate_lead lead;
     struct wiregate_hooks h = {.stop = job_stop, .arg = j};
-    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->key_pid, j->where, &h,
-                                         inline_wait, &lead);
+    enum wiregate_end e = wiregate_first(db, j->db[0] ? j->db : NULL, j->peer, j->key_pid,
+                                         j->where, &h, inline_wait, &lead);
     size_t n;
     uint8_t *later = wireconn_take_later(&wc, &n);
     bool ok = e != WIREGATE_FAIL && !wireconn_broken(&wc);
@@ -813,6 +847,7 @@ static struct gjob *job_new(struct wconn *c, int fd)
     j->key_pid = wire_backend_pid(&c->w);
     const char *db = wire_database(&c->w);
     snprintf(j->db, sizeof j->db, "%s", db ? db : "");
+    wirefd_peer(fd, j->peer, sizeof j->peer);
     snprintf(j->where, sizeof j->where, "asyncpg/pg8000 connection on fd %d, %s", fd,
              c->transport);
     return j;
@@ -827,9 +862,10 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
     /* decided already in this process for this StartupMessage's database
      * (wiregate_first would pass it without a round trip): pass here, with
      * no descriptor of the gate's and no thread */
-    char where[96];
+    char where[96], peer[WIREGATE_PEER_MAX];
     snprintf(where, sizeof where, "asyncpg/pg8000 connection on fd %d, %s", fd, c->transport);
-    if (wiregate_decided(wire_database(&c->w), where)) {
+    wirefd_peer(fd, peer, sizeof peer);
+    if (wiregate_decided(wire_database(&c->w), peer, where)) {
         conn_unlock(c);
         pthread_mutex_lock(&hold_mu);
         unfollow(c, fd, "the gate let it pass");

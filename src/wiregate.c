@@ -32,6 +32,7 @@ enum wst { W_NEW, W_DECIDING, W_DONE, W_LEADING };
 
 struct wdb {
     char name[CONFIG_NAME_MAX]; /* the StartupMessage's database */
+    char peer[WIREGATE_PEER_MAX]; /* the server's address ("": unknown) */
     enum wst st;
     pid_t pid;
 };
@@ -379,11 +380,12 @@ static enum wiregate_end decide(struct dbconn *c, const char *cdb, uint32_t key_
     return e;
 }
 
-static struct wdb *find(const char *name)
+static struct wdb *find(const char *name, const char *peer)
 {
     pid_t me = getpid();
     for (size_t i = 0; i < nwdbs; i++)
-        if (strncmp(wdbs[i].name, name, sizeof wdbs[i].name - 1) == 0) {
+        if (strncmp(wdbs[i].name, name, sizeof wdbs[i].name - 1) == 0 &&
+            strncmp(wdbs[i].peer, peer, sizeof wdbs[i].peer - 1) == 0) {
             if (wdbs[i].pid != me) { /* a forked parent's: this process decides again */
                 wdbs[i].pid = me;
                 wdbs[i].st = W_NEW;
@@ -394,17 +396,18 @@ static struct wdb *find(const char *name)
         return NULL;
     struct wdb *g = &wdbs[nwdbs++];
     snprintf(g->name, sizeof g->name, "%s", name);
+    snprintf(g->peer, sizeof g->peer, "%s", peer);
     g->st = W_NEW;
     g->pid = me;
     return g;
 }
 
-bool wiregate_decided(const char *cdb, const char *where)
+bool wiregate_decided(const char *cdb, const char *peer, const char *where)
 {
     if (shim_config()->lock == LOCK_OFF || !cdb)
         return true;
     pthread_mutex_lock(&wmu);
-    struct wdb *g = find(cdb);
+    struct wdb *g = find(cdb, peer ? peer : "");
     bool known = g && (g->st == W_DONE || g->st == W_LEADING);
     pthread_mutex_unlock(&wmu);
     if (known)
@@ -412,9 +415,10 @@ bool wiregate_decided(const char *cdb, const char *where)
     return known;
 }
 
-enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key_pid,
-                                 const char *where, const struct wiregate_hooks *hooks,
-                                 bool signals, struct wiregate_lead *lead)
+enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *peer,
+                                 uint32_t key_pid, const char *where,
+                                 const struct wiregate_hooks *hooks, bool signals,
+                                 struct wiregate_lead *lead)
 {
     assert(c && where && lead);
     static const struct wiregate_hooks none = {0};
@@ -423,7 +427,7 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, uint32_t key
     if (cfg->lock == LOCK_OFF || !cdb)
         return WIREGATE_PASS;
     pthread_mutex_lock(&wmu);
-    struct wdb *g = find(cdb);
+    struct wdb *g = find(cdb, peer ? peer : "");
     if (!g) {
         pthread_mutex_unlock(&wmu);
         log_warn("database \"%s\": more than %d databases; not gated (%s)", cdb, MAX_WDBS, where);

@@ -76,6 +76,7 @@ struct tconn {
     uint32_t key_pid;
     struct dbconn *gate_conn; /* the gate thread's connection (its idle slices)     */
     char db[CONFIG_NAME_MAX];
+    char peer[WIREGATE_PEER_MAX]; /* the server's address (wirefd_peer; "": unknown) */
     char where[96];
 };
 
@@ -368,8 +369,8 @@ static enum wiregate_end run_job(struct tconn *t, enum job job, struct dbconn *c
     struct wiregate_hooks h = {.stop = chan_stop, .idle = inline_wait ? NULL : chan_idle,
                                .arg = t};
     t->gate_conn = inline_wait ? NULL : c;
-    enum wiregate_end e = wiregate_first(c, t->db[0] ? t->db : NULL, t->key_pid, t->where, &h,
-                                         inline_wait, &lead);
+    enum wiregate_end e = wiregate_first(c, t->db[0] ? t->db : NULL, t->peer, t->key_pid,
+                                         t->where, &h, inline_wait, &lead);
     t->gate_conn = NULL;
     if (e == WIREGATE_LEAD) {
         pthread_mutex_lock(&mu);
@@ -663,9 +664,14 @@ static void recognise(SSL *s, const void *buf, size_t num)
         if (cr && cr(s, rnd, sizeof rnd) == sizeof rnd &&
             wirefd_tls_hello(rnd, &t->fd, &t->dev, &t->ino)) {
             snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection on fd %d, TLS", t->fd);
+            wirefd_peer(t->fd, t->peer, sizeof t->peer);
         } else {
             t->fd = -1;
             snprintf(t->where, sizeof t->where, "asyncpg/pg8000 connection over TLS");
+            __typeof__(SSL_get_fd) *gfd = real_SSL_get_fd();
+            int sfd = gfd ? gfd(s) : -1; /* (a socket BIO names its socket) */
+            if (sfd >= 0)
+                wirefd_peer(sfd, t->peer, sizeof t->peer);
         }
         atomic_fetch_add(&wiressl_live, 1);
         log_debug("wire: %s: a PostgreSQL connection over TLS (its StartupMessage through "
@@ -733,7 +739,7 @@ int wiressl_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
             pthread_mutex_unlock(&mu);
             return real(s, buf, num, written);
         }
-        if (wiregate_decided(wire_database(&t->w), t->where)) {
+        if (wiregate_decided(wire_database(&t->w), t->peer, t->where)) {
             /* decided already in this process for this StartupMessage's
              * database: what the gate would answer without a round trip,
              * here, with no thread and nothing kept */

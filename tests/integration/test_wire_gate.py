@@ -789,3 +789,68 @@ def test_one_decision_wire_leads(make_db, tmp_path, clients, driver, transport):
         m)], c.describe()
     assert not [m for m in msgs if "; waiting (" in m or "waited" in m], c.describe()
     assert not [m for lv, m in lines if lv in ("warn", "error")], c.describe()
+
+
+# --- the same database name on two servers ----------------------------------------------
+
+TWO_SERVERS = r"""
+import asyncio, json, os, sys
+import asyncpg
+
+async def main():
+    out = []
+    for host, port in ((os.environ["H1"], os.environ["P1"]), (os.environ["H2"], os.environ["P2"])):
+        c = await asyncpg.connect(host=host, port=int(port), user="postgres",
+                                  database=os.environ["DB"], ssl=False)
+        out.append(await c.fetchval(
+            "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid()"))
+        await c.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def second_server():
+    """Another throw-away server (tests/harness/pg.sh), stopped afterwards."""
+    from conftest import PG_SH, _start_own_server
+    srv = _start_own_server()
+    try:
+        yield srv
+    finally:
+        subprocess.run(["bash", str(PG_SH), "stop", srv.pgdir], timeout=60)
+
+
+def test_same_name_on_two_servers(make_db, pg, second_server, tmp_path):
+    """A process that reaches a database of the same name on two servers
+    decides for each: at the target on the first (it passes), behind on the
+    second (it leads there, its lock on its own backend).  Keyed by the name
+    alone, the second passed as "decided already in this process" with no
+    lock (found by asyncpg's and pg8000's own suites' set-up, make
+    driver-suites)."""
+    db = make_db()
+    at_target(db)
+    two = psycopg2.connect(host=second_server.host, port=second_server.port, user="postgres",
+                           dbname="postgres")
+    two.autocommit = True
+    with two.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{db.name}"')
+    two.close()
+    script = tmp_path / "two.py"
+    script.write_text(TWO_SERVERS)
+    env = child_base_env()
+    env.update({"LD_PRELOAD": shimbuild.preload(WIRE_LIB), "MIGSHIM_HEADS": TARGET,
+                "MIGSHIM_LOG": "debug", "DB": db.name, "H1": pg.host, "P1": str(pg.port),
+                "H2": second_server.host, "P2": str(second_server.port)})
+    r = subprocess.run([PYTHON, str(script)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout) == [0, 1], r.stderr[-3000:]  # the lock: on the second only
+    lines = migshim_lines(r.stderr)
+    assert any(f'database "{db.name}" is at head ({TARGET}); proceeding' in ln for ln in lines), \
+        r.stderr[-3000:]
+    leads = [ln for ln in lines if "leading: this process holds the migration lock" in ln]
+    assert len(leads) == 1 and f'database "{db.name}"' in leads[0], r.stderr[-3000:]
+    assert not any("decided already in this process" in ln for ln in lines), r.stderr[-3000:]

@@ -854,3 +854,49 @@ def test_same_name_on_two_servers(make_db, pg, second_server, tmp_path):
     leads = [ln for ln in lines if "leading: this process holds the migration lock" in ln]
     assert len(leads) == 1 and f'database "{db.name}"' in leads[0], r.stderr[-3000:]
     assert not any("decided already in this process" in ln for ln in lines), r.stderr[-3000:]
+
+
+# --- TLS the shim cannot see ---------------------------------------------------------------
+
+RAW_TLS = r"""
+import os, socket, struct, sys
+if sys.argv[1] == "with-ssl":
+    import ssl  # (loads the shared libssl)
+maps = open("/proc/self/maps").read()
+for _ in range(2):
+    s = socket.create_connection(("127.0.0.1", int(os.environ["PGPORT"])))
+    s.sendall(struct.pack("!II", 8, 80877103))            # SSLRequest
+    assert s.recv(1) == b"S"
+    hello = bytes([22, 3, 1, 0, 60, 1, 0, 0, 56, 3, 3]) + os.urandom(32) + bytes(22)
+    s.sendall(hello)                                      # (a ClientHello's first bytes)
+    s.close()
+    print("libssl" if "libssl.so" in maps else "none")
+"""
+
+
+@pytest.mark.parametrize("mode", ["no-ssl", "with-ssl"])
+def test_tls_unseen_said_once(pg, tls_server, tmp_path, mode):
+    """A PostgreSQL connection negotiates TLS in a process with no shared
+    libssl loaded (as where OpenSSL is linked into the interpreter: its
+    _ssl's calls never reach the shim): one warn line says its TLS
+    connections are not gated -- once, for two connections.  With the
+    shared libssl loaded, no warning: the socket hands over to the TLS
+    layer's wrappers (debug)."""
+    script = tmp_path / "raw.py"
+    script.write_text(RAW_TLS)
+    env = child_base_env()
+    env.update({"LD_PRELOAD": shimbuild.preload(WIRE_LIB), "MIGSHIM_HEADS": TARGET,
+                "MIGSHIM_LOG": "debug", "PGPORT": str(pg.port)})
+    r = subprocess.run([PYTHON, str(script), mode], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == (["none", "none"] if mode == "no-ssl" else ["libssl", "libssl"])
+    lines = migshim_lines(r.stderr)
+    warns = [ln for ln in lines if ": warn: " in ln]
+    handed = [ln for ln in lines if "followed above the TLS layer" in ln]
+    if mode == "no-ssl":
+        assert len(warns) == 1 and "no shared libssl with SSL_write_ex is loaded" in warns[0] \
+            and "not gated" in warns[0], r.stderr[-3000:]
+        assert handed == [] and len([ln for ln in lines if "cannot be seen; not gated" in ln]) == 1
+    else:
+        assert warns == [] and len(handed) == 2, r.stderr[-3000:]

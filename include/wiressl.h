@@ -30,7 +30,8 @@
  *     plaintext to the gate, waits until the gate has taken it and written
  *     what comes next (bounded: WIRESSL_PUMP_MS; the gate thread only
  *     computes between two replies), writes that, and answers the app
- *     "want read" (SSL_get_error then says SSL_ERROR_WANT_READ): the loop
+ *     with one more real SSL_read_ex, which wants more (all that had come
+ *     was read: the object's own SSL_get_error says so): the loop
  *     flushes the new ciphertext (asyncio's and uvloop's _do_read do, after
  *     every read) and sleeps until the next reply.  Never a blocking wait
  *     in the loop's thread.

@@ -891,7 +891,39 @@ int wiressl_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
         } else if (t->fail_app) {
             r = synth(t, SSLAPI_ERROR_SYSCALL);
         } else {
-            r = synth(t, SSLAPI_ERROR_WANT_READ);
+            /* the object's own state answers: everything that had come was
+             * read above, and what went out since cannot be answered yet,
+             * so the real read wants more (SSL_get_error says so itself) */
+            pthread_mutex_unlock(&mu);
+            size_t got_n = 0;
+            r = real(s, buf, num, &got_n);
+            if (r == 1 && got_n > 0) {
+                int err_saved = errno;
+                pthread_mutex_lock(&mu);
+                t = find(s);
+                if (t && t->held) { /* (not expected) the gate's: to the channel */
+                    if (append(&t->in, &t->in_len, buf, got_n)) {
+                        t->fed++;
+                    } else {
+                        t->broken = t->fail_app = true;
+                    }
+                    pthread_cond_broadcast(&cv);
+                    r = synth(t, SSLAPI_ERROR_WANT_READ);
+                } else {
+                    if (t) {
+                        wire_feed(&t->w, WIRE_BE, buf, got_n);
+                        if (wire_phase_is_end(t->w.phase))
+                            unfollow(t, wire_phase_name(t->w.phase));
+                    }
+                    if (readbytes)
+                        *readbytes = got_n;
+                }
+                pthread_mutex_unlock(&mu);
+                errno = err_saved;
+            } else if (r == 1 && readbytes) {
+                *readbytes = got_n;
+            }
+            return r;
         }
         pthread_mutex_unlock(&mu);
         return r;

@@ -142,4 +142,11 @@ bool wiregate_decided(const char *cdb, const char *peer, const char *where);
 bool wiregate_settle(struct dbconn *c, const struct wiregate_lead *lead, const char *where)
     MUSTCHECK;
 
+/*
+ * Start fn(arg) in a detached thread with every signal blocked (the app's
+ * handlers never run in a gate's thread: the app's own threads take its
+ * signals).  False (errno-free; the caller says so) when it cannot start.
+ */
+bool wiregate_thread(void *(*fn)(void *), void *arg) MUSTCHECK;
+
 #endif

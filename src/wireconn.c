@@ -597,25 +597,9 @@ static const struct dbconn_ops wire_ops = {
     .fail = wc_fail,
 };
 
-struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *where,
-                             bool (*stop)(void *), void *stop_arg)
+static struct dbconn *init(struct wireconn *wc, const struct wireconn_io *io, int fd, char txn,
+                           const char *where, bool (*stop)(void *), void *stop_arg)
 {
-    assert(wc && fd >= 0 && where);
-    memset(wc, 0, sizeof *wc);
-    wc->base.ops = &wire_ops;
-    wc->fd = fd;
-    wc->txn = txn;
-    wc->where = where;
-    wc->stop = stop;
-    wc->stop_arg = stop_arg;
-    return &wc->base;
-}
-
-struct dbconn *wireconn_init_io(struct wireconn *wc, const struct wireconn_io *io, int fd,
-                                char txn, const char *where, bool (*stop)(void *),
-                                void *stop_arg)
-{
-    assert(wc && io && io->read && io->write && io->wait && io->shut && where);
     memset(wc, 0, sizeof *wc);
     wc->base.ops = &wire_ops;
     wc->fd = fd;
@@ -625,6 +609,21 @@ struct dbconn *wireconn_init_io(struct wireconn *wc, const struct wireconn_io *i
     wc->stop = stop;
     wc->stop_arg = stop_arg;
     return &wc->base;
+}
+
+struct dbconn *wireconn_init(struct wireconn *wc, int fd, char txn, const char *where,
+                             bool (*stop)(void *), void *stop_arg)
+{
+    assert(wc && fd >= 0 && where);
+    return init(wc, NULL, fd, txn, where, stop, stop_arg);
+}
+
+struct dbconn *wireconn_init_io(struct wireconn *wc, const struct wireconn_io *io, int fd,
+                                char txn, const char *where, bool (*stop)(void *),
+                                void *stop_arg)
+{
+    assert(wc && io && io->read && io->write && io->wait && io->shut && where);
+    return init(wc, io, fd, txn, where, stop, stop_arg);
 }
 
 bool wireconn_broken(const struct wireconn *wc) { return wc->broken; }

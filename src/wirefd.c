@@ -899,19 +899,7 @@ static bool gate_first(struct wconn *c, int fd, const struct iovec *iov, int iov
             atomic_fetch_or(&FLAGS(c), F_HELD);
             pthread_mutex_unlock(&hold_mu);
             conn_unlock(c);
-            sigset_t all, old;
-            sigfillset(&all);
-            pthread_attr_t at;
-            pthread_t t;
-            bool started = false;
-            if (pthread_attr_init(&at) == 0) {
-                (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-                pthread_sigmask(SIG_SETMASK, &all, &old); /* the app's handlers never run there */
-                started = pthread_create(&t, &at, gate_thread, j) == 0;
-                pthread_sigmask(SIG_SETMASK, &old, NULL);
-                pthread_attr_destroy(&at);
-            }
-            if (started) {
+            if (wiregate_thread(gate_thread, j)) {
                 *r = (ssize_t)total; /* as if written: the gate thread writes it */
                 return true;
             }

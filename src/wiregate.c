@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -498,4 +499,21 @@ bool wiregate_settle(struct dbconn *c, const struct wiregate_lead *lead, const c
              lead->db, revs, clock_now() - lead->since, where);
     events_emit("migrated", lead->db, revs, NULL);
     return true;
+}
+
+bool wiregate_thread(void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_t at;
+    pthread_t t;
+    bool started = false;
+    if (pthread_attr_init(&at) != 0)
+        return false;
+    (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    started = pthread_create(&t, &at, fn, arg) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&at);
+    return started;
 }

@@ -453,18 +453,7 @@ static bool start_job(struct tconn *t, enum job job, const void *buf, size_t num
     t->starved = false;
     t->fed = t->seen = 0;
     t->txn = wire_txn(&t->w);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_attr_t at;
-    pthread_t th;
-    bool started = false;
-    if (pthread_attr_init(&at) == 0) {
-        (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pthread_sigmask(SIG_SETMASK, &all, &old); /* the app's handlers never run there */
-        started = pthread_create(&th, &at, gate_thread, t) == 0;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&at);
-    }
+    bool started = wiregate_thread(gate_thread, t);
     if (!started) {
         log_warn("wire: %s: cannot start the gate's thread; not gated", t->where);
         free(t->stash);
@@ -641,6 +630,28 @@ static void run_inline(struct tconn *t, enum job job, int fd)
     }
 }
 
+/* n bytes of direction dir went by on t (mu held): follow them; a stream
+ * that ended for the parser is not followed any more. */
+static void feed(struct tconn *t, enum wire_dir dir, const void *buf, size_t n)
+{
+    wire_feed(&t->w, dir, buf, n);
+    if (wire_phase_is_end(t->w.phase))
+        unfollow(t, wire_phase_name(t->w.phase));
+}
+
+/* The same after a real call of the app's, on s if still followed (mu
+ * not held; errno kept). */
+static void feed_after(SSL *s, enum wire_dir dir, const void *buf, size_t n)
+{
+    int saved = errno;
+    pthread_mutex_lock(&mu);
+    struct tconn *t = find(s);
+    if (t)
+        feed(t, dir, buf, n);
+    pthread_mutex_unlock(&mu);
+    errno = saved;
+}
+
 /* --- the wrappers' slow paths ------------------------------------------------------------- */
 
 /* Follow s from its StartupMessage (mu held), already written. */
@@ -793,18 +804,8 @@ int wiressl_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
     }
     pthread_mutex_unlock(&mu);
     int r = real(s, buf, num, written);
-    if (r == 1 && written && *written > 0) {
-        int saved = errno;
-        pthread_mutex_lock(&mu);
-        t = find(s);
-        if (t) {
-            wire_feed(&t->w, WIRE_FE, buf, *written);
-            if (wire_phase_is_end(t->w.phase))
-                unfollow(t, wire_phase_name(t->w.phase));
-        }
-        pthread_mutex_unlock(&mu);
-        errno = saved;
-    }
+    if (r == 1 && written && *written > 0)
+        feed_after(s, WIRE_FE, buf, *written);
     return r;
 }
 
@@ -910,11 +911,8 @@ int wiressl_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
                     pthread_cond_broadcast(&cv);
                     r = synth(t, SSLAPI_ERROR_WANT_READ);
                 } else {
-                    if (t) {
-                        wire_feed(&t->w, WIRE_BE, buf, got_n);
-                        if (wire_phase_is_end(t->w.phase))
-                            unfollow(t, wire_phase_name(t->w.phase));
-                    }
+                    if (t)
+                        feed(t, WIRE_BE, buf, got_n);
                     if (readbytes)
                         *readbytes = got_n;
                 }
@@ -930,18 +928,8 @@ int wiressl_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
     }
     pthread_mutex_unlock(&mu);
     int r = real(s, buf, num, readbytes);
-    if (r == 1 && readbytes && *readbytes > 0) {
-        int saved = errno;
-        pthread_mutex_lock(&mu);
-        t = find(s);
-        if (t) {
-            wire_feed(&t->w, WIRE_BE, buf, *readbytes);
-            if (wire_phase_is_end(t->w.phase))
-                unfollow(t, wire_phase_name(t->w.phase));
-        }
-        pthread_mutex_unlock(&mu);
-        errno = saved;
-    }
+    if (r == 1 && readbytes && *readbytes > 0)
+        feed_after(s, WIRE_BE, buf, *readbytes);
     return r;
 }
 

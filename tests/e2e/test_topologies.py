@@ -51,8 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (EXAMPLES_DIR, LEAD_LINE_RE, Fleet,  # noqa: E402
                    FleetResult, run_fleets)
 from topo import (BackendSampler, PgBouncer,  # noqa: E402
-                  hba_prepended, query, scratch_dir, self_signed_cert,
-                  server_settings)
+                  hba_prepended, query, tls_on)
 
 HEADS = ["0003cccc"]
 REVISIONS = ["0001aaaa", "0002bbbb", "0003cccc"]
@@ -416,14 +415,8 @@ def test_pgbouncer_alias_and_direct_share_one_gate(pg, make_db, migshim_lib,
 def ssl_server(pg):
     """The harness server with ssl = on and a fresh self-signed
     certificate; restored (and the files removed) afterwards."""
-    d = scratch_dir(pg, "migshim-ssl.")
-    try:
-        cert = self_signed_cert(pg, d)
-        with server_settings(pg, ssl_cert_file=str(cert.cert),
-                             ssl_key_file=str(cert.key), ssl="on"):
-            yield cert
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    with tls_on(pg) as cert:
+        yield cert
 
 
 def _tcp_ssl(pg, sslmode):

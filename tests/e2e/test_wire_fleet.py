@@ -570,14 +570,7 @@ def test_scenarios_cover_what_issue_22_asks():
 
 @pytest.fixture
 def tls_server(pg):
-    """The harness server with ssl = on (a fresh self-signed certificate),
-    restored afterwards."""
-    from topo import scratch_dir, self_signed_cert, server_settings
-    d = scratch_dir(pg, "migshim-wirefleet-ssl.")
-    try:
-        cert = self_signed_cert(pg, d)
-        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
-                             ssl="on"):
-            yield cert
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    """The harness server with ssl = on (topo's tls_on)."""
+    from topo import tls_on
+    with tls_on(pg, "migshim-wirefleet-ssl.") as cert:
+        yield cert

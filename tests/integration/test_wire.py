@@ -173,23 +173,16 @@ def test_disabled_sees_nothing(make_db):
 
 
 def test_tls_socket_hands_over(make_db, pg):
-    from topo import scratch_dir, self_signed_cert, server_settings
-    import shutil
-    d = scratch_dir(pg, "migshim-wire-ssl.")
-    try:
-        cert = self_signed_cert(pg, d)
-        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
-                             ssl="on"):
-            out = {}
-            for mode, preload in (("plain", False), ("debug", True)):
-                db = make_db()
-                r = run_py(WORKLOADS / "asyncpg_ops.py",
-                           env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=preload,
-                           args=["tcp", "asyncio", "ssl"], timeout=120)
-                assert r.rc == 0, r.stderr[-3000:]
-                out[mode] = r
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    from topo import tls_on
+    with tls_on(pg, "migshim-wire-ssl."):
+        out = {}
+        for mode, preload in (("plain", False), ("debug", True)):
+            db = make_db()
+            r = run_py(WORKLOADS / "asyncpg_ops.py",
+                       env_extra={**db.env, "MIGSHIM_LOG": "debug"}, preload=preload,
+                       args=["tcp", "asyncio", "ssl"], timeout=120)
+            assert r.rc == 0, r.stderr[-3000:]
+            out[mode] = r
     assert json.loads(out["debug"].stdout) == json.loads(out["plain"].stdout)
     err = out["debug"].stderr
     f = followed(err)

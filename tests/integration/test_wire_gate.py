@@ -242,20 +242,11 @@ def where_re(driver, transport):
 
 @pytest.fixture
 def tls_server(pg):
-    """The harness server with ssl = on (a fresh self-signed certificate),
-    restored afterwards (tests/e2e/topo)."""
+    """The harness server with ssl = on (tests/e2e/topo's tls_on)."""
     sys.path.insert(0, str(HERE.parent / "e2e"))
-    import shutil
-
-    from topo import scratch_dir, self_signed_cert, server_settings
-    d = scratch_dir(pg, "migshim-ssl.")
-    try:
-        cert = self_signed_cert(pg, d)
-        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
-                             ssl="on"):
-            yield cert
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    from topo import tls_on
+    with tls_on(pg, "migshim-wiregate-ssl.") as cert:
+        yield cert
 
 
 def backend_ssl(mon, pid):

@@ -241,6 +241,21 @@ def self_signed_cert(pg, directory: Path) -> Cert:
     return Cert(directory, cert, key)
 
 
+@contextmanager
+def tls_on(pg, prefix: str = "migshim-ssl."):
+    """The harness server with ssl = on and a fresh self-signed certificate
+    (in a scratch dir the server can read), for the block's length; the
+    settings restored and the files removed afterwards.  Yields the Cert."""
+    d = scratch_dir(pg, prefix)
+    try:
+        cert = self_signed_cert(pg, d)
+        with server_settings(pg, ssl_cert_file=str(cert.cert), ssl_key_file=str(cert.key),
+                             ssl="on"):
+            yield cert
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------
 # PgBouncer
 

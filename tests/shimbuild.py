@@ -106,3 +106,34 @@ def preload(lib: Optional[Union[str, Path]] = None) -> str:
 def sanitized(lib: Optional[Union[str, Path]] = None) -> bool:
     lib = Path(lib) if lib is not None else lib_path()
     return bool(sanitizer_runtimes(lib))
+
+
+# --- what the packaging and command tests look at -----------------------------
+
+def needed(path) -> list:
+    """The DT_NEEDED entries of an ELF file (readelf)."""
+    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+def soname(path) -> str:
+    """The DT_SONAME of a shared library (readelf)."""
+    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    (name,) = re.findall(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
+    return name
+
+
+# A python3 child (-c) that connects with asyncpg (it bypasses libpq, PG*
+# from its environment) and prints the shim libraries mapped into it, as
+# /proc/self/maps names them (symlinks resolved), one a line.
+ASYNCPG_MAPS = """
+import asyncio, asyncpg
+async def main():
+    c = await asyncpg.connect()
+    assert await c.fetchval('select 1') == 1
+    await c.close()
+asyncio.run(main())
+print('\\n'.join(sorted({l.split(None, 5)[5].strip() for l in open('/proc/self/maps') if 'libmigshim' in l})))
+"""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import shimbuild
+from shimbuild import ASYNCPG_MAPS
 from conftest import REPO_ROOT, child_base_env
 
 MIGSHIM = shimbuild.cli_path()
@@ -23,16 +24,6 @@ WIRE_LIB = shimbuild.build_dir() / "libmigshim-wire.so"
 
 # A child that connects with asyncpg (which bypasses libpq) and prints the shim
 # libraries mapped into it, as /proc/self/maps names them (symlinks resolved).
-ASYNCPG_MAPS = """
-import asyncio, asyncpg
-async def main():
-    c = await asyncpg.connect()
-    assert await c.fetchval('select 1') == 1
-    await c.close()
-asyncio.run(main())
-libs = {l.split(None, 5)[5].strip() for l in open('/proc/self/maps') if 'libmigshim' in l}
-print('\\n'.join(sorted(libs)))
-"""
 
 
 def scripts(cwd: Path, revs):

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 from fleet import Fleet, run_fleets  # noqa: E402
 from test_gate_fleet import assert_booted, assert_db, assert_one_leader  # noqa: E402
 from conftest import child_base_env  # noqa: E402
+from shimbuild import ASYNCPG_MAPS, needed, soname  # noqa: E402
 
 VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
@@ -53,32 +54,6 @@ FILES = sorted([
     "usr/share/man/man1/migshim.1.gz",
     "usr/share/man/man5/migshim.conf.5.gz",
 ])
-
-
-def needed(path):
-    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
-
-
-def soname(path):
-    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    (name,) = re.findall(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
-    return name
-
-
-# A python3 child that connects with asyncpg (it bypasses libpq) and prints the
-# shim libraries mapped into it (/proc/self/maps).
-ASYNCPG_MAPS = """
-import asyncio, asyncpg
-async def main():
-    c = await asyncpg.connect()
-    assert await c.fetchval('select 1') == 1
-    await c.close()
-asyncio.run(main())
-print('\\n'.join(sorted({l.split(None, 5)[5].strip() for l in open('/proc/self/maps') if 'libmigshim' in l})))
-"""
 
 
 @pytest.fixture(scope="module")

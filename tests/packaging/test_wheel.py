@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 from fleet import Fleet, run_fleets  # noqa: E402
 from test_gate_fleet import assert_booted, assert_db, assert_one_leader  # noqa: E402
 from conftest import child_base_env  # noqa: E402
+from shimbuild import ASYNCPG_MAPS, needed, soname  # noqa: E402
 
 VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 DIST_INFO = f"migshim-{VERSION}.dist-info"
@@ -108,32 +109,6 @@ def version_needs(path: Path):
                          check=True).stdout
     vr = out[out.index(".gnu.version_r"):]
     return {tuple(int(x) for x in v.split(".")[:2]) for v in re.findall(r"Name: GLIBC_([\d.]+)", vr)}
-
-
-def needed(path: Path):
-    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
-
-
-def soname(path: Path):
-    out = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
-                         check=True).stdout
-    (name,) = re.findall(r"\(SONAME\)\s+Library soname: \[([^\]]+)\]", out)
-    return name
-
-
-# A python3 child that connects with asyncpg (it bypasses libpq) and prints the
-# shim libraries mapped into it (/proc/self/maps).
-ASYNCPG_MAPS = """
-import asyncio, asyncpg
-async def main():
-    c = await asyncpg.connect()
-    assert await c.fetchval('select 1') == 1
-    await c.close()
-asyncio.run(main())
-print('\\n'.join(sorted({l.split(None, 5)[5].strip() for l in open('/proc/self/maps') if 'libmigshim' in l})))
-"""
 
 
 def test_contents_record_and_tag(wheel, tmp_path):

@@ -337,7 +337,8 @@ driver-suites: deps all
 # --- benchmarks (make bench; never part of check) ------------------------------
 # BENCH_QUICK=1 for a rough smoke run, BENCH_ONLY=steady,instr,gate,handoff,fleet,
 # footprint,big for some measurements only; results in $(B)/bench/out/.
-BENCH_PACKAGES := valgrind gnuplot-nox
+# libssl-dev: bench/c/sslloop.c (row 1s) compiles against OpenSSL's headers
+BENCH_PACKAGES := valgrind gnuplot-nox libssl-dev
 -include bench/bench.mk
 
 bench-deps: deps

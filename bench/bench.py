@@ -456,11 +456,23 @@ def instr(admin: Admin) -> None:
 #          then the recv calls up to ReadyForQuery (five messages an
 #          iteration).  The steady state of a decided connection; a leading
 #          one stays followed until its lock is released (performance.md).
+#   ssl    (row 1s; bench/c/sslloop, not wireloop) the OpenSSL wrappers'
+#          fast path: a TLS 1.3 connection between two SSL objects of one
+#          process joined by a BIO pair (a self-signed P-256 certificate
+#          made at start-up), no byte of it PostgreSQL's: one 16-byte
+#          SSL_write_ex and one SSL_read_ex an iteration.  The calls
+#          counted are those two.
 WIRE_N = (1000, 5000)
 WIRE_CASES = {  # case: (row id, label, target)
     "other": ("1w", "instructions added per send/recv, not PostgreSQL (callgrind, wire variant)", 50),
     "pg": ("1p", "instructions added per send/recv, PostgreSQL once decided (callgrind, wire variant)", 50),
+    "ssl": ("1s", "instructions added per SSL_write_ex/SSL_read_ex, not PostgreSQL (callgrind, "
+                  "wire variant)", 50),
 }
+
+
+def wire_prog(case: str, n) -> list:
+    return [BIN / "sslloop", n] if case == "ssl" else [BIN / "wireloop", case, n]
 
 
 def wire_total(case: str, db: str, n: int, shim: bool):
@@ -469,7 +481,7 @@ def wire_total(case: str, db: str, n: int, shim: bool):
         env["LD_PRELOAD"] = str(WIRE_LIB)
         env["MIGSHIM_LOG"] = "info"
     res = run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-               BIN / "wireloop", case, n], env)
+               *wire_prog(case, n)], env)
     m = re.search(r"Collected : (\d+)", res.stderr)
     c = re.search(r"sends=(\d+) recvs=(\d+)", res.stdout)
     if not m or not c:
@@ -484,6 +496,10 @@ def instr_wire(db: str) -> None:
         for rid, what, target in WIRE_CASES.values():
             result(rid, what, "wireloop or the wire variant missing", f"<= {target}", None)
         return
+    cases = dict(WIRE_CASES)
+    if not (BIN / "sslloop").exists():
+        rid, what, target = cases.pop("ssl")
+        result(rid, what, "sslloop missing (libssl-dev: make bench-deps)", f"<= {target}", None)
     # the pg case must be recognised, followed, then let go at its first
     # statement (the gate decided): one debug run says so
     dbg = run([BIN / "wireloop", "pg", 1],
@@ -493,7 +509,7 @@ def instr_wire(db: str) -> None:
         raise RuntimeError(f"wireloop pg: not followed until its first statement:\n"
                            f"{dbg.stderr[-2000:]}")
     rows = []
-    for case, (rid, what, target) in WIRE_CASES.items():
+    for case, (rid, what, target) in cases.items():
         t = {}
         for shim in (False, True):
             for n in WIRE_N:

@@ -20,7 +20,9 @@
  *     (one per StartupMessage, Query, Sync, FunctionCall), and
  *     extended-protocol messages (Parse, Bind, Describe, Execute, Close,
  *     Flush) sent since its last Sync -- asyncpg's Parse+Describe+Flush
- *     leaves one open, and nothing may come between its two halves.
+ *     leaves one open, and nothing may come between its two halves.  A
+ *     Flush with nothing unsynced before it opens nothing (pg8000 1.10.6
+ *     sends one after its PasswordMessage).
  *
  * What it promises: it never reads outside the chunk it is given, never
  * allocates, never fails in a way other than WIRE_LOST, and is

@@ -135,6 +135,15 @@ static bool fe_begin(struct wire *w, struct wire_half *h, uint32_t n)
         w->awaiting++;
         w->unsynced = 0;
         break;
+    case 'H': /* Flush opens nothing: it counts only after what it flushes (asyncpg's
+               * Parse + Describe + Flush: the Parse keeps the batch open).  A lone one
+               * is no batch: pg8000 1.10.6 sends a Flush after every message, its
+               * PasswordMessage included, and counted, that Flush kept the connection
+               * from idle until its first statement's Sync (the gate then ran at the
+               * second statement). */
+        if (w->unsynced)
+            w->unsynced++;
+        break;
     case 'X': /* Terminate: the orderly end (its length is 4: nothing follows) */
         if (n != 4) {
             lose(w, "a Terminate of the wrong length");

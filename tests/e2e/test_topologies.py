@@ -42,7 +42,6 @@ import shutil
 import sys
 import time
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (EXAMPLES_DIR, LEAD_LINE_RE, Fleet,  # noqa: E402
                    FleetResult, run_fleets)
 from topo import (BackendSampler, PgBouncer,  # noqa: E402
-                  hba_prepended, query, tls_on)
+                  password_role, query, tls_on)
 
 HEADS = ["0003cccc"]
 REVISIONS = ["0001aaaa", "0002bbbb", "0003cccc"]
@@ -489,43 +488,9 @@ def test_tcp_sslmode(pg, make_db, migshim_lib, ssl_server, sslmode):
 @pytest.fixture
 def scram_role(pg):
     """A LOGIN role with a scram-sha-256 password, required over TCP from
-    127.0.0.1 by a pg_hba.conf line for that role only, put before the
-    harness's trust lines.  Yields (role, password, marker).  The password
-    has the characters each way of passing it must quote or escape (@ : /
-    ? # % ' space backslash) around a random marker.  Afterwards: the file
-    restored and reloaded, the databases the role owns dropped, the role
-    dropped."""
-    role = f"migshim_pw_{uuid.uuid4().hex[:10]}"
-    marker = uuid.uuid4().hex
-    password = f"P@ss:w/rd?#%' {marker} \\end"
-    conn = pg.connect("postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET password_encryption = 'scram-sha-256'")
-            cur.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD %s',
-                        (password,))
-            cur.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' "
-                        "FROM pg_authid WHERE rolname = %s", (role,))
-            assert cur.fetchone()[0] is True
-    finally:
-        conn.close()
-    try:
-        with hba_prepended(pg, [f"host all {role} 127.0.0.1/32 "
-                                f"scram-sha-256"]):
-            yield role, password, marker
-    finally:
-        conn = pg.connect("postgres")
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT datname FROM pg_database d JOIN pg_roles r"
-                            " ON r.oid = d.datdba WHERE r.rolname = %s",
-                            (role,))
-                for (name,) in cur.fetchall():
-                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" '
-                                f"WITH (FORCE)")
-                cur.execute(f'DROP ROLE IF EXISTS "{role}"')
-        finally:
-            conn.close()
+    127.0.0.1 (tests/e2e/topo.password_role): (role, password, marker)."""
+    with password_role(pg, "scram-sha-256") as r:
+        yield r
 
 
 CONNINFO_APP = (

@@ -20,6 +20,11 @@ polls: tests/integration/wire_workloads/gate_client.py).
   the server's default after the wait, no ERROR in the server log; for
   asyncpg the event loop's longest stall while it waited (a 5 ms ticker
   task in the app) stays under 200 ms, and is printed.
+* test_lead_then_wait_password -- the same story logged in with a password, as a
+  role whose pg_hba.conf line requires it over TCP (tests/e2e/topo.password_role),
+  over TCP and TLS: asyncpg (asyncio, uvloop) with scram-sha-256, pg8000 1.10.6 with
+  md5 (it has no SCRAM); at MIGSHIM_LOG=debug nothing of the password in any output.
+  test_pg8000_scram_refused_alike: pg8000's refusal of SCRAM, the same preloaded.
 * test_workload_same_while_leading -- the phase-1 workloads
   (wire_workloads/asyncpg_ops.py, pg8000_ops.py: transactions, errors,
   COPY, notices, LISTEN/NOTIFY, pools) with a target the database is
@@ -260,12 +265,27 @@ def backend_ssl(mon, pid):
 def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop, request):
     if transport == "tls":
         request.getfixturevalue("tls_server")
-    db = make_db()
+    lead_then_wait(make_db(), pg, tmp_path, clients, driver, transport, loop)
+
+
+def backend_login(mon, pid):
+    with mon.cursor() as cur:
+        cur.execute("SELECT usename, host(client_addr) FROM pg_catalog.pg_stat_activity "
+                    "WHERE pid = %s", (pid,))
+        return cur.fetchone()
+
+
+def lead_then_wait(db, pg, tmp_path, clients, driver, transport, loop, env_extra=None,
+                   login=None):
+    """test_lead_then_wait's story on `db`: A leads (the lock on its own backend), B waits,
+    then proceeds; the exact lines (at info and above: env_extra may ask for debug); B's
+    results as without the preload.  login: (user, client address) every client backend
+    must show in pg_stat_activity.  Returns the clients A, B and the plain run."""
     key = unique_key()
     bar = tmp_path / "bar"
     bar.mkdir()
     env = {**db.env, "MIGSHIM_HEADS": TARGET, "MIGSHIM_LOCK_KEY": key,
-           "GATE_BARRIERS": bar, "TARGET_REV": TARGET}
+           "GATE_BARRIERS": bar, "TARGET_REV": TARGET, **(env_extra or {})}
     logpath, offset = server_log_size(pg)
     mon = psycopg2.connect(db.dsn)
     mon.autocommit = True
@@ -276,6 +296,8 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop,
         # the leader's own backend holds the session lock, exclusively
         assert advisory(mon, key) == [(first_a["pid"], True, "ExclusiveLock")]
         assert backend_ssl(mon, first_a["pid"]) is (transport == "tls")
+        if login is not None:
+            assert backend_login(mon, first_a["pid"]) == login
 
         b = Client(tmp_path, "B", [driver, transport, loop, "plain"], env)
         clients.append(b)
@@ -283,6 +305,8 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop,
         waiting = until("B's lock request not granted",
                         lambda: [r for r in advisory(mon, key) if not r[1]])
         assert all(r[0] != first_a["pid"] for r in waiting)
+        if login is not None:
+            assert [backend_login(mon, r[0]) for r in waiting] == [login], waiting
         if driver == "asyncpg":
             time.sleep(2.0)  # a wait of 2 s at least: the app's ticker measures its loop meanwhile
         assert not b.events("first"), "B went on while the lock was held"
@@ -301,7 +325,8 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop,
         mon.close()
 
     where = where_re(driver, transport)
-    la, lb = a.lines(), b.lines()
+    la = [(lv, m) for lv, m in a.lines() if lv != "debug"]
+    lb = [(lv, m) for lv, m in b.lines() if lv != "debug"]
     assert [lv for lv, _ in la] == ["info", "info"], la
     assert re.fullmatch(
         rf'database "{db.name}": leading: this process holds the migration lock \(key {key}\) '
@@ -330,7 +355,89 @@ def test_lead_then_wait(make_db, pg, tmp_path, clients, driver, transport, loop,
               f"event-loop stall {stall} ms (the leader's {a.events('stall')[0]['max_ms']} ms)")
         assert waited >= 2.0, lb
         assert stall < 200, b.describe()
+    return a, b, plain
 
+
+
+def topo():
+    """tests/e2e/topo: the server_settings/hba/password-role helpers."""
+    if str(HERE.parent / "e2e") not in sys.path:
+        sys.path.insert(0, str(HERE.parent / "e2e"))
+    import topo as t
+    return t
+
+
+# pg8000 1.10.6 (Debian 12's) answers AuthenticationSASL (10) with "Authentication method 10
+# not recognized by pg8000." (SCRAM came in pg8000 1.11): its password cases use md5
+# (test_pg8000_scram_refused_alike checks that refusal is the same with the preload).
+PASSWORD_CASES = [
+    ("pg8000", "tcp", "-", "md5"),
+    ("pg8000", "tls", "-", "md5"),
+    ("asyncpg", "tcp", "asyncio", "scram-sha-256"),
+    ("asyncpg", "tls", "asyncio", "scram-sha-256"),
+    ("asyncpg", "tcp", "uvloop", "scram-sha-256"),
+    ("asyncpg", "tls", "uvloop", "scram-sha-256"),
+]
+
+
+@pytest.mark.parametrize("driver,transport,loop,method", PASSWORD_CASES,
+                         ids=["-".join(c) for c in PASSWORD_CASES])
+def test_lead_then_wait_password(make_db, pg, tmp_path, clients, driver, transport, loop,
+                                 method, request):
+    """test_lead_then_wait's story, the clients logging in with a password (scram-sha-256;
+    md5 for pg8000 1.10.6) as a role whose pg_hba.conf line requires it over TCP, the
+    database owned by that role, at MIGSHIM_LOG=debug: the gate runs after the password
+    exchange (the lock on the leader's own backend, the waiter waits and proceeds), the
+    exact lines, the results as without the preload, and nothing of the password in any
+    output of the preloaded processes."""
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
+    db = make_db()
+    with topo().password_role(pg, method) as (role, password, marker):
+        # the rule holds: without the password, no connection as the role over TCP
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host="127.0.0.1", port=pg.port, user=role, dbname=db.name,
+                             connect_timeout=5).close()
+        topo().query(pg, f'ALTER DATABASE "{db.name}" OWNER TO "{role}"')
+        env = {"PGUSER": role, "PGPASSWORD": password, "MIGSHIM_LOG": "debug"}
+        a, b, plain = lead_then_wait(db, pg, tmp_path, clients, driver, transport, loop,
+                                     env_extra=env, login=(role, "127.0.0.1"))
+        for c in (a, b):
+            assert any(lv == "debug" for lv, _ in c.lines()), c.describe()
+            out = c.stderr() + c.out.read_text("utf-8", "replace")
+            for secret in (marker, password):
+                assert secret not in out, f"{c.name}: the password in its output\n" \
+                    f"{c.describe()}"
+        assert plain.events("results")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_pg8000_scram_refused_alike(make_db, pg, tmp_path, clients, transport, request):
+    """pg8000 1.10.6 cannot log in with scram-sha-256 (it knows no AuthenticationSASL):
+    with the preload its error is the same as without, nothing of the password in the
+    output; the shim followed the connection and said nothing but debug lines (no statement
+    came: no gate)."""
+    if transport == "tls":
+        request.getfixturevalue("tls_server")
+    db = make_db()
+    with topo().password_role(pg, "scram-sha-256") as (role, password, marker):
+        env = {**db.env, "PGUSER": role, "PGPASSWORD": password, "MIGSHIM_LOG": "debug"}
+        out = {}
+        for name, preload in (("plain", False), ("preloaded", True)):
+            c = Client(tmp_path, name, ["pg8000", transport, "-", "plain"], env,
+                       preload=preload)
+            clients.append(c)
+            assert c.proc.wait(timeout=60) != 0, c.describe()
+            err = c.stderr()
+            assert marker not in err + c.out.read_text("utf-8", "replace"), c.describe()
+            out[name] = [ln for ln in err.splitlines() if ln and "migshim[" not in ln][-1]
+            assert out[name] == ("pg8000.core.InterfaceError: Authentication method 10 not "
+                                 "recognized by pg8000."), c.describe()
+        assert out["preloaded"] == out["plain"]
+        lines = c.lines()  # (the preloaded one's)
+        assert {lv for lv, _ in lines} == {"debug"}, lines
+        assert any(m.startswith("wire: PostgreSQL connection on fd 3 (tcp), followed")
+                   for _, m in lines), lines
 
 WORKLOAD_CASES = [
     ("asyncpg_ops.py", ["unix", "asyncio"]),

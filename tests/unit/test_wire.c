@@ -239,6 +239,37 @@ Test(wire, ssl_refused_then_plaintext)
     every_split(&c);
 }
 
+/* pg8000 1.10.6 with a password (md5): it sends a Flush after every message, its
+ * PasswordMessage included; that lone Flush opens no batch, so the connection is idle
+ * after the greeting and its first statement can be gated (before, the Flush counted
+ * until the first statement's Sync). */
+Test(wire, pg8000_password_then_flush)
+{
+    struct conv c = {.n = 0};
+    struct buf *b;
+    startup(add(&c, WIRE_FE, WIRE_MESSAGES, 0, false));
+    uint8_t md5req[8] = {0, 0, 0, 5, 0xfe, 0xe9, 0x6c, 0x60}; /* AuthenticationMD5Password */
+    msg(add(&c, WIRE_BE, WIRE_MESSAGES, 0, false), 'R', md5req, sizeof md5req);
+    b = add(&c, WIRE_FE, WIRE_MESSAGES, 0, false);
+    msgs(b, 'p', "md50123456789abcdef0123456789abcdef");
+    msg(b, 'H', NULL, 0);
+    greeting(add(&c, WIRE_BE, WIRE_MESSAGES, 'I', true));
+    /* its first statement: Parse + Flush + Describe + Flush + Sync + Flush */
+    b = add(&c, WIRE_FE, WIRE_MESSAGES, 'I', false);
+    static const char parse[] = "pg8000_statement_0\0SELECT 1\0\0\0";
+    msg(b, 'P', parse, sizeof parse - 1);
+    msg(b, 'H', NULL, 0);
+    msgs(b, 'D', "Spg8000_statement_0");
+    msg(b, 'H', NULL, 0);
+    msg(b, 'S', NULL, 0);
+    msg(b, 'H', NULL, 0);
+    b = add(&c, WIRE_BE, WIRE_MESSAGES, 'I', true);
+    msg(b, '1', NULL, 0);
+    msg(b, 'n', NULL, 0);
+    rfq(b, 'I');
+    every_split(&c);
+}
+
 /* A connection through start-up and the server's greeting: idle. */
 static struct wire started(void)
 {

@@ -15,6 +15,10 @@ own psycopg2 (never the shim), and undoes what it changed:
         lines put before every line of pg_hba.conf (SHOW hba_file), reload,
         checked in pg_hba_file_rules; the file's exact bytes restored and
         reloaded on exit.
+    password_role(pg, method="scram-sha-256")   (context manager)
+        a LOGIN role whose password (stored for `method`) a pg_hba.conf
+        line requires over TCP from 127.0.0.1; yields (role, password,
+        marker); the role and the databases it owns dropped on exit.
     self_signed_cert(dirpath)
         openssl: a key + self-signed certificate for CN/SAN 127.0.0.1,
         owned by the server's OS user, key 0600.
@@ -39,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +211,52 @@ def hba_prepended(pg, lines: Iterable[str]):
         if rules_after != rules_before:
             raise RuntimeError(f"pg_hba.conf not restored: rules were "
                                f"{rules_before}, now {rules_after}")
+
+
+# ---------------------------------------------------------------------------
+# a password-protected role
+
+@contextmanager
+def password_role(pg, method: str = "scram-sha-256"):
+    """A LOGIN role with a password stored for `method` (scram-sha-256 or
+    md5: password_encryption), required over TCP from 127.0.0.1 by a
+    pg_hba.conf line for that role only, put before the harness's trust
+    lines (a `host` line: with and without TLS).  Yields (role, password,
+    marker).  The password has the characters each way of passing it must
+    quote or escape (@ : / ? # % ' space backslash) around a random marker.
+    Afterwards: the file restored and reloaded, the databases the role owns
+    dropped, the role dropped."""
+    prefix = {"scram-sha-256": "SCRAM-SHA-256$", "md5": "md5"}[method]
+    role = f"migshim_pw_{uuid.uuid4().hex[:10]}"
+    marker = uuid.uuid4().hex
+    password = f"P@ss:w/rd?#%' {marker} \\end"
+    conn = admin(pg)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET password_encryption = '{method}'")
+            cur.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD %s',
+                        (password,))
+            cur.execute("SELECT starts_with(rolpassword, %s) "
+                        "FROM pg_authid WHERE rolname = %s", (prefix, role))
+            assert cur.fetchone()[0] is True
+    finally:
+        conn.close()
+    try:
+        with hba_prepended(pg, [f"host all {role} 127.0.0.1/32 {method}"]):
+            yield role, password, marker
+    finally:
+        conn = admin(pg)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT datname FROM pg_database d JOIN pg_roles r"
+                            " ON r.oid = d.datdba WHERE r.rolname = %s",
+                            (role,))
+                for (name,) in cur.fetchall():
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" '
+                                f"WITH (FORCE)")
+                cur.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            conn.close()
 
 
 # ---------------------------------------------------------------------------

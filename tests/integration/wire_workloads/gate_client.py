@@ -26,7 +26,9 @@ only; "-" for pg8000), ROLE:
              database runs a statement
 
 GATE_STATEMENT_CACHE, when set, is asyncpg's statement_cache_size (0
-behind PgBouncer in transaction mode, as its users set it).
+behind PgBouncer in transaction mode, as its users set it).  PGPASSWORD,
+when set, is the password both drivers are given (pg8000 1.10.6 does not
+read the environment; asyncpg gets it explicitly too).
 
 It prints JSON lines on stdout: {"ev": "first", "pid": backend pid} as soon
 as the first statement answered, {"ev": "results", ...} with the
@@ -50,6 +52,8 @@ TARGET = os.environ.get("TARGET_REV", "r1")
 PGHOST, PGPORT = os.environ["PGHOST"], int(os.environ["PGPORT"])
 PGUSER, PGDATABASE = os.environ["PGUSER"], os.environ["PGDATABASE"]
 SSL = "require" if TRANSPORT == "tls" else False  # (asyncpg: encrypted, not verified)
+PASSWORD = ({"password": os.environ["PGPASSWORD"]}
+            if os.environ.get("PGPASSWORD") is not None else {})
 CACHE = ({"statement_cache_size": int(os.environ["GATE_STATEMENT_CACHE"])}
          if os.environ.get("GATE_STATEMENT_CACHE") else {})
 
@@ -111,7 +115,7 @@ def after_close_checks():
 
 def run_pg8000():
     import pg8000
-    kw = dict(user=PGUSER, database=PGDATABASE)
+    kw = dict(user=PGUSER, database=PGDATABASE, **PASSWORD)
     if TRANSPORT == "unix":
         kw["unix_sock"] = os.path.join(PGHOST, ".s.PGSQL.%d" % PGPORT)
     else:
@@ -161,7 +165,7 @@ async def connect_asyncpg():
     import asyncpg
     host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
     return await asyncpg.connect(host=host, port=PGPORT, user=PGUSER, database=PGDATABASE,
-                                 ssl=SSL, **CACHE)
+                                 ssl=SSL, **PASSWORD, **CACHE)
 
 
 async def run_asyncpg():
@@ -182,7 +186,7 @@ async def run_asyncpg():
         host = PGHOST if TRANSPORT == "unix" else "127.0.0.1"
         pool = await asyncpg.create_pool(host=host, port=PGPORT, user=PGUSER,
                                          database=PGDATABASE, ssl=SSL, min_size=3, max_size=3,
-                                         **CACHE)
+                                         **PASSWORD, **CACHE)
         conns = [await pool.acquire() for _ in range(3)]
         got = await asyncio.gather(*(c.fetchval("SELECT %d" % i) for i, c in enumerate(conns)))
         state["stop"] = True

@@ -30,6 +30,7 @@
 #ifndef MIGSHIM_SSLAPI_H
 #define MIGSHIM_SSLAPI_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -64,12 +65,22 @@ enum sslapi_index {
 
 typedef void (*sslapi_fn)(void);
 
+/* The resolved pointers (hidden: the accessors load them directly). */
+extern __attribute__((visibility("hidden"))) _Atomic(sslapi_fn) sslapi_slots[SSLI_COUNT];
+
+/* Entry i's slow path: resolve it now (and keep it). */
+sslapi_fn sslapi_resolve(enum sslapi_index i);
+
 /*
- * Entry i: resolved at the first call (then kept), NULL when no loaded
- * object but the shim defines it.  Thread-safe (racing resolutions store
- * the same pointer).
+ * Entry i: resolved at the first call (then kept: one load after that),
+ * NULL when no loaded object but the shim defines it.  Thread-safe (racing
+ * resolutions store the same pointer).
  */
-sslapi_fn sslapi_get(enum sslapi_index i);
+static inline sslapi_fn sslapi_get(enum sslapi_index i)
+{
+    sslapi_fn f = atomic_load_explicit(&sslapi_slots[i], memory_order_acquire);
+    return __builtin_expect(f != NULL, 1) ? f : sslapi_resolve(i);
+}
 
 /* Entry i's name ("SSL_write_ex"). */
 const char *sslapi_name(enum sslapi_index i);

@@ -13,18 +13,15 @@ static const char *const names[SSLI_COUNT] = {
 #undef SSLAPI_NAME
 };
 
-static _Atomic(sslapi_fn) slots[SSLI_COUNT];
+_Atomic(sslapi_fn) sslapi_slots[SSLI_COUNT];
 
-sslapi_fn sslapi_get(enum sslapi_index i)
+sslapi_fn sslapi_resolve(enum sslapi_index i)
 {
-    sslapi_fn f = atomic_load_explicit(&slots[i], memory_order_acquire);
-    if (__builtin_expect(f != NULL, 1))
-        return f;
     void *p = resolve_next_symbol(names[i]);
     if (!p || resolve_in_shim(p))
         return NULL;
-    f = (sslapi_fn)p;
-    atomic_store_explicit(&slots[i], f, memory_order_release);
+    sslapi_fn f = (sslapi_fn)p;
+    atomic_store_explicit(&sslapi_slots[i], f, memory_order_release);
     return f;
 }
 

@@ -27,7 +27,7 @@
 #include "wait.h"
 #include "waitsig.h"
 
-#define MAX_WDBS 8
+#define MAX_WDBS 64 /* (database, server) pairs a process decides for */
 
 enum wst { W_NEW, W_DECIDING, W_DONE, W_LEADING };
 
@@ -431,7 +431,13 @@ enum wiregate_end wiregate_first(struct dbconn *c, const char *cdb, const char *
     struct wdb *g = find(cdb, peer ? peer : "");
     if (!g) {
         pthread_mutex_unlock(&wmu);
-        log_warn("database \"%s\": more than %d databases; not gated (%s)", cdb, MAX_WDBS, where);
+        static _Atomic bool said;
+        if (!atomic_exchange(&said, true))
+            log_warn("database \"%s\": more than %d databases and servers in this process; this "
+                     "one and any further are not gated (%s)", cdb, MAX_WDBS, where);
+        else
+            log_debug("database \"%s\": more than %d databases and servers; not gated (%s)",
+                      cdb, MAX_WDBS, where);
         return WIREGATE_PASS;
     }
     while (g->st == W_DECIDING) { /* another connection of this process decides */

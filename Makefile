@@ -50,25 +50,20 @@ LIB_SRCS := src/log.c src/config.c src/libconfig_dl.c src/resolve.c src/conn.c s
             src/holder.c src/peer.c src/waitsig.c src/heartbeat.c src/wait.c src/gate.c src/gate_db.c src/gate_wait.c src/gate_lead.c \
             src/gate_schema.c src/gate_learn.c src/guard.c src/events.c \
             src/interpose.c src/django.c src/migtool.c src/migtool_alembic.c src/migtool_django.c
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
-LIB_LIBS := -ldl -lpthread
-
-# The wire variant, $(B)/wire/libmigshim.so (issue 22): the same objects plus
-# the wire layer that gates drivers speaking the protocol themselves
-# (asyncpg, pg8000) -- the libc wrappers (interpose_libc.c), the per-fd
-# recognition and holding (wirefd.c), the table of real libc functions
-# (sysapi.c), the framing parser (wire.c), the connection seam on a followed
-# socket (wireconn.c) and its gate (wiregate.c), and above TLS the OpenSSL
-# wrappers (interpose_ssl.c, sslapi.c, wiressl.c).  The default library has
-# none of them: no libc name is interposed in a process that preloads it.
-# The variant is shipped as an opt-in under its own name and soname,
-# libmigshim-wire.so (make install, the .deb, the wheels: next to
-# libmigshim.so), which `migshim --wire -- CMD` preloads instead of the
-# default; $(B)/libmigshim-wire.so is a symlink to it, so a build tree holds
-# it under that name next to $(B)/migshim, as an installed tree does.
+# The wire layer (issue 22), part of the library: it gates drivers that
+# speak the protocol themselves (asyncpg, pg8000) -- the libc wrappers
+# (interpose_libc.c), the per-fd recognition and holding (wirefd.c), the
+# table of real libc functions (sysapi.c), the framing parser (wire.c), the
+# connection seam on a followed socket (wireconn.c) and its gate
+# (wiregate.c), and above TLS the OpenSSL wrappers (interpose_ssl.c,
+# sslapi.c, wiressl.c).  Every preloaded process has these wrappers; on a
+# socket that is not PostgreSQL each is one load and a tail call (make
+# bench, rows 1w and 1s).  `wire = false` stops it following connections.
 WIRE_SRCS := src/wire.c src/wirefd.c src/sysapi.c src/interpose_libc.c src/wireconn.c src/wiregate.c \
              src/sslapi.c src/interpose_ssl.c src/wiressl.c
-WIRE_OBJS := $(WIRE_SRCS:src/%.c=$(B)/obj/%.o)
+LIB_SRCS += $(WIRE_SRCS)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+LIB_LIBS := -ldl -lpthread
 
 # The command links no libpq either: `status` loads one (libpq_dl.c).
 CLI_SRCS := src/cli.c src/elflibc.c src/log.c src/config.c src/libconfig_dl.c src/libpq_dl.c src/ini.c src/heads.c \
@@ -80,7 +75,7 @@ CLI_OBJS := $(CLI_SRCS:src/%.c=$(B)/cli/%.o)
 .PHONY: all deps check today-stack check-today check-san valgrind check-unit check-integration check-build demo bench \
         bench-deps install uninstall clean help
 
-all: $(B)/libmigshim.so $(B)/migshim $(B)/wire/libmigshim.so $(B)/libmigshim-wire.so
+all: $(B)/libmigshim.so $(B)/migshim
 
 $(B)/obj/%.o: src/%.c $(wildcard include/*.h) | $(B)/obj
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
@@ -102,36 +97,29 @@ $(B)/cli/%.o: src/%.c $(wildcard include/*.h) | $(B)/cli
 	    -DMIGSHIM_LIBDIR_REL='"$(LIBDIR_REL)"' -c -o $@ $<
 
 # The names the library exports, one a line: PQ_WRAPPED_LIST (include/resolve.h,
-# the one list of the intercepted libpq functions) and dlsym (the ctypes
-# path, src/interpose.c).  The wire variant's list is the same plus
-# LIBC_WRAPPED_LIST (include/sysapi.h, the one list of the interposed libc
-# functions).  Each linker version script and the build checks' expected
-# exports (tests/build-checks.sh) are made from these lists.
-$(B)/exports.list: include/resolve.h Makefile | $(B)/obj
+# the one list of the intercepted libpq functions), dlsym (the ctypes path,
+# src/interpose.c), LIBC_WRAPPED_LIST (include/sysapi.h, the interposed libc
+# functions) and SSL_WRAPPED_LIST (include/sslapi.h, the OpenSSL ones).  The
+# linker version script and the build checks' expected exports
+# (tests/build-checks.sh) are made from these lists.
+$(B)/exports.list: include/resolve.h include/sysapi.h include/sslapi.h Makefile | $(B)/obj
 	printf '#include "resolve.h"\nMIGSHIM_EXPORTS: PQ_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name,needed)=name' -x c - \
 	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.tmp
 	echo dlsym >> $@.tmp
-	test "$$(grep -c . $@.tmp)" -gt 1
-	mv $@.tmp $@
-
-$(B)/wire/exports.list: $(B)/exports.list include/sysapi.h include/sslapi.h Makefile | $(B)/wire
 	printf '#include "sysapi.h"\n#include "sslapi.h"\nMIGSHIM_EXPORTS: LIBC_WRAPPED_LIST(MIGSHIM_EXPORT) SSL_WRAPPED_LIST(MIGSHIM_EXPORT)\n' \
 	    | $(CC) -E -P $(CPPFLAGS) '-DMIGSHIM_EXPORT(name)=name' -x c - \
-	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . > $@.libc
-	test "$$(grep -c . $@.libc)" -gt 1
-	cat $(B)/exports.list $@.libc > $@.tmp && rm -f $@.libc
+	    | sed -n 's/^MIGSHIM_EXPORTS: //p' | tr -s ' ' '\n' | grep . >> $@.tmp
+	test "$$(grep -c . $@.tmp)" -gt 20
 	mv $@.tmp $@
 
-$(B)/exports.map $(B)/wire/exports.map: %/exports.map: %/exports.list
+$(B)/exports.map: $(B)/exports.list
 	{ echo '/* Generated from $< (make): the only names libmigshim.so exports. */'; \
 	  echo '{'; echo '  global:'; sed 's/.*/    &;/' $<; echo '  local: *;'; echo '};'; } > $@.tmp
 	mv $@.tmp $@
 
 # $(call link_lib,OBJS,VERSION_SCRIPT,SONAME): link $@, after checking that no
-# object but interpose.o references a PQ* name (see above).  Each library has
-# its own soname, its installed file name: two files of one soname in a
-# library directory would be one name to ldconfig.
+# object but interpose.o references a PQ* name (see above).
 define link_lib
 	@refs=$$(for o in $(filter-out $(B)/obj/interpose.o,$(1)); do nm -u $$o | awk -v o=$$o '$$NF ~ /^PQ/ { print "  " o ": " $$NF }'; done); \
 	if [ -n "$$refs" ]; then \
@@ -145,16 +133,10 @@ endef
 $(B)/libmigshim.so: $(LIB_OBJS) $(B)/exports.map
 	$(call link_lib,$(LIB_OBJS),$(B)/exports.map,libmigshim.so)
 
-$(B)/wire/libmigshim.so: $(LIB_OBJS) $(WIRE_OBJS) $(B)/wire/exports.map
-	$(call link_lib,$(LIB_OBJS) $(WIRE_OBJS),$(B)/wire/exports.map,libmigshim-wire.so)
-
-$(B)/libmigshim-wire.so: $(B)/wire/libmigshim.so
-	ln -sfn wire/libmigshim.so $@
-
 $(B)/migshim: $(CLI_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(SAN_FLAGS) -o $@ $(CLI_OBJS) -ldl
 
-$(B)/obj $(B)/cli $(B)/wire:
+$(B)/obj $(B)/cli:
 	mkdir -p $@
 
 # --- dependencies: every Debian package the build, tests and demo need ------
@@ -326,12 +308,12 @@ soak-fleets: deps all
 # make driver-suites [DRIVER_SUITES="asyncpg asyncpg-uvloop pg8000"]
 #                            the drivers' own test suites (asyncpg 0.27.0 on asyncio and on
 #                            uvloop, pg8000 1.10.6: the releases Debian 12 ships, their tests kept
-#                            in tests/driver_suites/), each run plain and with the wire variant
+#                            in tests/driver_suites/), each run plain and with the library
 #                            preloaded; fails when a test's verdict differs (a table, logs and
 #                            JUnit files in $(B)/driver-suites/).  A few minutes; never in check
 .PHONY: driver-suites
 driver-suites: deps all
-	@DRIVER_SUITES_LIB=$(B)/wire/libmigshim.so DRIVER_SUITES_OUT=$(B)/driver-suites \
+	@DRIVER_SUITES_LIB=$(B)/libmigshim.so DRIVER_SUITES_OUT=$(B)/driver-suites \
 	    tests/driver_suites/run.sh $(DRIVER_SUITES)
 
 # --- benchmarks (make bench; never part of check) ------------------------------
@@ -394,7 +376,6 @@ install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(B)/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim.so
-	install -m 0755 $(B)/wire/libmigshim.so $(DESTDIR)$(LIBDIR)/libmigshim-wire.so
 	install -m 0755 $(B)/migshim $(DESTDIR)$(BINDIR)/migshim
 	$(call install_man,man/migshim.1,$(DESTDIR)$(MANDIR)/man1/migshim.1)
 	$(call install_man,man/migshim.conf.5,$(DESTDIR)$(MANDIR)/man5/migshim.conf.5)
@@ -469,7 +450,7 @@ distcheck: dist
 # --- Python wheel (make wheel) -------------------------------------------------
 # make wheel      $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_2_X_<arch>.whl, written by
 #                 packaging/build-wheel.py with Python's standard library (no PyPI): the
-#                 library, the wire variant (libmigshim-wire.so) and the command, built in
+#                 library and the command, built in
 #                 $(B)/wheel with Debian's hardening flags and stripped, and a launcher
 #                 (packaging/wheel/migshim/); 2.X is the newest GLIBC_ symbol version the
 #                 three files need (objdump -T)
@@ -484,11 +465,11 @@ WHEEL_B := $(B)/wheel
 wheel:
 	@$(MAKE) --no-print-directory B=$(WHEEL_B) SANITIZE= \
 	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) $$($(DEB_FLAGS) CPPFLAGS)" \
-	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so $(WHEEL_B)/wire/libmigshim.so \
+	    LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" $(WHEEL_B)/libmigshim.so \
 	    $(WHEEL_B)/migshim >/dev/null
 	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-manylinux_*.whl
 	@/usr/bin/python3 packaging/build-wheel.py --lib $(WHEEL_B)/libmigshim.so \
-	    --wire-lib $(WHEEL_B)/wire/libmigshim.so --cli $(WHEEL_B)/migshim \
+	    --cli $(WHEEL_B)/migshim \
 	    --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
 
 # The musl wheel: the same three files built as make musl builds them (musl-gcc,
@@ -502,10 +483,10 @@ wheel-musl: musl-deps
 	@$(MAKE) --no-print-directory B=$(MUSL_WHEEL_B) CC=musl-gcc SANITIZE= \
 	    CFLAGS="$$($(DEB_FLAGS) CFLAGS) -U_FORTIFY_SOURCE" LDFLAGS="$$($(DEB_FLAGS) LDFLAGS)" \
 	    LIBC_INC=-I$(MUSL_B)/sysinc LIBCONFIG_SONAME=$(LIBCONFIG_SONAME) \
-	    $(MUSL_WHEEL_B)/libmigshim.so $(MUSL_WHEEL_B)/wire/libmigshim.so $(MUSL_WHEEL_B)/migshim >/dev/null
+	    $(MUSL_WHEEL_B)/libmigshim.so $(MUSL_WHEEL_B)/migshim >/dev/null
 	@rm -f $(B)/dist/migshim-$(VERSION)-py3-none-musllinux_*.whl
 	@/usr/bin/python3 packaging/build-wheel.py --lib $(MUSL_WHEEL_B)/libmigshim.so \
-	    --wire-lib $(MUSL_WHEEL_B)/wire/libmigshim.so --cli $(MUSL_WHEEL_B)/migshim --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
+	    --cli $(MUSL_WHEEL_B)/migshim --version $(VERSION) --out-dir $(B)/dist --mtime $(DIST_MTIME)
 
 check-wheel: deps all
 	@tests/harness/with-pg.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider -rsxXfE \
@@ -515,8 +496,7 @@ clean:
 	rm -rf $(B) build-san $(DEB_B) $(MUSL_B)
 
 help:
-	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim, and the opt-in wire variant"
-	@echo "                 $(B)/libmigshim-wire.so (gates asyncpg and pg8000 too: migshim --wire -- CMD)"
+	@echo "make [all]       build $(B)/libmigshim.so and $(B)/migshim"
 	@echo "make deps        apt-get install what the build, tests and demo need"
 	@echo "make check       all tests (starts its own PostgreSQL), on Debian 12's packages, then on"
 	@echo "                 today's releases (make check-today alone; make today-stack builds them)"
@@ -531,8 +511,8 @@ help:
 	@echo "make soak-guard  the race guard's differential oracle, N=100 interleavings (SEED=S to replay)"
 	@echo "make soak-django the Django example's fleets with and without the shim, K=10 runs each (N=8)"
 	@echo "make soak-fleets issue 19's fleets (partial/failed leader, per-schema tables, worker timeout), K=10 rounds"
-	@echo "make driver-suites  asyncpg's and pg8000's own test suites, plain and with the wire"
-	@echo "                 variant preloaded: the same verdicts (DRIVER_SUITES=pg8000 for one)"
+	@echo "make driver-suites  asyncpg's and pg8000's own test suites, plain and with the library"
+	@echo "                 preloaded: the same verdicts (DRIVER_SUITES=pg8000 for one)"
 	@echo "make bench       performance figures: table, CSV, hand-off plot (BENCH_QUICK=1)"
 	@echo "make fuzz        libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each (clang)"
 	@echo "make deb         build-deb/migshim_$(VERSION)_$(DEB_ARCH).deb (dpkg-deb)"

@@ -3,7 +3,7 @@
 # Included by the top Makefile, or used alone: make -f bench/bench.mk bench-progs
 # The programs link libpq directly (DT_NEEDED), like any libpq client, so the
 # preloaded shim's PQ* wrappers interpose on them; sslloop links libssl instead
-# (the wire variant's OpenSSL wrappers interpose on it; its headers: libssl-dev,
+# (the library's OpenSSL wrappers interpose on it; its headers: libssl-dev,
 # in make bench-deps).
 
 B ?= build

@@ -36,9 +36,8 @@ BIN = ROOT / "build" / "bench"
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "build" / "bench" / "out"))
 WORK = OUT / "work"               # cwd of the measured processes: no migshim.conf
 LIB = Path(os.environ.get("MIGSHIM_LIB", ROOT / "build" / "libmigshim.so")).resolve()
-# The wire variant (issue 22; the opt-in libmigshim-wire.so): rows 1w/1p only.
-WIRE_LIB = Path(os.environ.get("MIGSHIM_WIRE_LIB",
-                               ROOT / "build" / "wire" / "libmigshim.so")).resolve()
+# The wire layer (issue 22) is part of the library: rows 1w/1p/1s measure it.
+WIRE_LIB = LIB
 PGBIN = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 PGBENCH = PGBIN / "pgbench"
 
@@ -444,9 +443,9 @@ def instr(admin: Admin) -> None:
 # 1w/1p. the wire layer (issue 22): instructions added per send/recv
 #
 # bench/c/wireloop under callgrind, loops of N1 and N2 iterations
-# differenced as above, with and without the preload of the wire variant
-# (WIRE_LIB: the default library has no libc wrappers, it adds nothing
-# here), divided by the send/recv calls the loop made (it prints them):
+# differenced as above, with and without the preload of the library
+# (its libc and OpenSSL wrappers, in every process it is preloaded into),
+# divided by the send/recv calls the loop made (it prints them):
 #   other  a connect()ed Unix socket whose first bytes are not PostgreSQL's
 #          (the fd's state is NONE: a test and a tail call);
 #   pg     a raw protocol client (no libpq, as asyncpg and pg8000) on a
@@ -464,10 +463,9 @@ def instr(admin: Admin) -> None:
 #          counted are those two.
 WIRE_N = (1000, 5000)
 WIRE_CASES = {  # case: (row id, label, target)
-    "other": ("1w", "instructions added per send/recv, not PostgreSQL (callgrind, wire variant)", 50),
-    "pg": ("1p", "instructions added per send/recv, PostgreSQL once decided (callgrind, wire variant)", 50),
-    "ssl": ("1s", "instructions added per SSL_write_ex/SSL_read_ex, not PostgreSQL (callgrind, "
-                  "wire variant)", 50),
+    "other": ("1w", "instructions added per send/recv, not PostgreSQL (callgrind)", 50),
+    "pg": ("1p", "instructions added per send/recv, PostgreSQL once decided (callgrind)", 50),
+    "ssl": ("1s", "instructions added per SSL_write_ex/SSL_read_ex, not PostgreSQL (callgrind)", 50),
 }
 
 
@@ -494,7 +492,7 @@ def wire_total(case: str, db: str, n: int, shim: bool):
 def instr_wire(db: str) -> None:
     if not (BIN / "wireloop").exists() or not WIRE_LIB.is_file():
         for rid, what, target in WIRE_CASES.values():
-            result(rid, what, "wireloop or the wire variant missing", f"<= {target}", None)
+            result(rid, what, "wireloop or the library missing", f"<= {target}", None)
         return
     cases = dict(WIRE_CASES)
     if not (BIN / "sslloop").exists():

@@ -72,6 +72,11 @@ struct config {
     /* a Gunicorn worker that waits or leads keeps its heartbeat (heartbeat.h) */
     bool gunicorn_heartbeat;
 
+    /* the wire layer (wirefd.h, wiressl.h) follows and gates the connections
+     * of drivers that speak the protocol themselves (asyncpg, pg8000);
+     * false: it follows none (its libc and OpenSSL wrappers pass through) */
+    bool wire;
+
     char file[PATH_MAX];  /* the configuration file read, or ""          */
     enum config_source source[CONFIG_MAX_KEYS]; /* per key, table order  */
 };

@@ -4,7 +4,7 @@
  * Python's _ssl module moves a TLS connection's plaintext through
  * SSL_write_ex and SSL_read_ex (asyncpg, through asyncio's or uvloop's
  * memory BIOs; pg8000, through a socket BIO on its blocking socket:
- * wire-protocol.md).  The wire variant defines those names (and
+ * wire-protocol.md).  The library defines those names (and
  * SSL_get_error, SSL_free: src/interpose_ssl.c) to see the plaintext of a
  * PostgreSQL connection over TLS (wiressl.h); each wrapper reaches the
  * real function through this table, never by name.  libpq's own TLS uses
@@ -21,7 +21,7 @@
  * async-signal-safe (nor is OpenSSL).
  *
  * SSL_WRAPPED_LIST is the one list of the interposed OpenSSL names: the
- * table, the accessors, and the wire variant's exports (the Makefile
+ * table, the accessors, and the library's exports (the Makefile
  * generates its version script from it, as from LIBC_WRAPPED_LIST); the
  * names only called (SSL_USED_LIST) are resolved the same way and never
  * exported.  OpenSSL's headers are not needed: the prototypes below are

@@ -32,9 +32,6 @@
  * the constructor nothing in this table ever calls dlsym.  sysapi_override
  * swaps an entry (tests inject faults so).
  *
- * Only the wire variant of the library ($(B)/wire/libmigshim.so, issue 22
- * phase 1) links this module; the default library has no libc wrappers.
- *
  * LIBC_WRAPPED_LIST is the one list of the interposed libc names: the
  * table, the accessors, the library's exports (the Makefile generates the
  * linker's version script and the build check's expected exports from it,

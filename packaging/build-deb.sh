@@ -3,12 +3,11 @@
 #
 # Turns a staged install (`make install DESTDIR=STAGE PREFIX=/usr
 # LIBDIR=/usr/lib/<multiarch>`, done by `make deb`) into a Debian binary
-# package with dpkg-deb: the library and the opt-in wire variant
-# libmigshim-wire.so next to it (mode 0644, stripped), the command
+# package with dpkg-deb: the library (mode 0644, stripped), the command
 # (stripped), both man pages and the changelog (gzip -9n), the copyright
 # file, lintian overrides (packaging/deb/lintian-overrides), md5sums, an ldconfig trigger, and DEBIAN/control from
 # packaging/deb/control.in.  Depends is computed by dpkg-shlibdeps from the
-# three ELF files (libc6 only: none links libconfig, libpq or libssl); libpq5 and
+# two ELF files (libc6 only: none links libconfig, libpq or libssl); libpq5 and
 # libconfig9 are Recommends.  The top entry of packaging/deb/changelog must
 # carry VERSION (the file VERSION is the one source of truth).
 set -eu
@@ -22,17 +21,14 @@ top=$(sed -n '1s/^migshim (\([^)]*\)).*/\1/p' "$here/deb/changelog")
     die "packaging/deb/changelog's top entry is '$top', VERSION is '$version': add an entry"
 
 lib=$(find "$stage/usr/lib" -name libmigshim.so -type f)
-wlib=$(dirname "$lib")/libmigshim-wire.so
 cli=$stage/usr/bin/migshim
-[ -f "$lib" ] && [ -f "$wlib" ] && [ -x "$cli" ] ||
-    die "$stage holds no usr/lib/*/libmigshim.so, libmigshim-wire.so next to it, or usr/bin/migshim"
+[ -f "$lib" ] && [ -x "$cli" ] ||
+    die "$stage holds no usr/lib/*/libmigshim.so or usr/bin/migshim"
 doc=$stage/usr/share/doc/migshim
 
 # Debian policy: shared libraries 0644 and stripped; docs compressed.
-for l in "$lib" "$wlib"; do
-    chmod 0644 "$l"
-    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$l"
-done
+chmod 0644 "$lib"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$lib"
 strip --strip-all --remove-section=.comment --remove-section=.note "$cli"
 gzip -9nf "$stage"/usr/share/man/man1/migshim.1 "$stage"/usr/share/man/man5/migshim.conf.5
 install -m 0644 "$here/deb/copyright" "$doc/copyright"
@@ -48,9 +44,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/debian"
 printf 'Source: migshim\n\nPackage: migshim\nArchitecture: any\n' >"$work/debian/control"
 abs_lib=$(cd "$(dirname "$lib")" && pwd -P)/libmigshim.so
-abs_wlib=$(cd "$(dirname "$lib")" && pwd -P)/libmigshim-wire.so
 abs_cli=$(cd "$(dirname "$cli")" && pwd -P)/migshim
-depends=$(cd "$work" && dpkg-shlibdeps -O "$abs_lib" "$abs_wlib" "$abs_cli" 2>/dev/null |
+depends=$(cd "$work" && dpkg-shlibdeps -O "$abs_lib" "$abs_cli" 2>/dev/null |
           sed -n 's/^shlibs:Depends=//p')
 case "$depends" in
     libc6*) ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make wheel: the Python wheel, written with the standard library only (no PyPI).
 
-    packaging/build-wheel.py --lib LIB --wire-lib WIRE_LIB --cli CLI --version V --out-dir DIR
+    packaging/build-wheel.py --lib LIB --cli CLI --version V --out-dir DIR
                              [--mtime EPOCH]
 
 A wheel is a zip archive (PEP 427, PEP 491): the package's files, then
@@ -14,9 +14,6 @@ package `migshim` holds
     migshim/migshim         the C command (stripped; mode 0755)
     migshim/libmigshim.so   the library (stripped), next to the command, which
                             finds it there (src/cli.c, library_path)
-    migshim/libmigshim-wire.so  the opt-in wire variant (stripped; make's
-                            $(B)/wire/libmigshim.so, soname libmigshim-wire.so),
-                            which `migshim --wire -- CMD` preloads instead
 
 and the console script `migshim = migshim:main`.
 
@@ -80,15 +77,14 @@ SUMMARY = ("One process of a fleet runs the database migrations at start-up, the
 DESCRIPTION = """\
 migshim serializes a fleet's start-up migrations (Alembic's `upgrade head`,
 Django's `migrate`) with a PostgreSQL advisory lock, without changing the app:
-libmigshim.so is preloaded into the unmodified processes and intercepts libpq.
+libmigshim.so is preloaded into the unmodified processes and gates their
+PostgreSQL connections: libpq's, and asyncpg's and pg8000's.
 
     migshim -- gunicorn app:app          run a command with the library preloaded
     migshim --lib-path                   the library's path, for ENV LD_PRELOAD=...
-    migshim --wire -- uvicorn app:app    the opt-in wire variant, libmigshim-wire.so,
-                                         which also gates asyncpg and pg8000
     migshim status / heads / timeline    what the gate sees
 
-This wheel holds the C library, its wire variant, the C command and a launcher only.
+This wheel holds the C library, the C command and a launcher only.
 """
 
 
@@ -233,24 +229,21 @@ def record_hash(data):
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def build(lib, wire_lib, cli, version, out_dir, mtime):
-    for f in (lib, wire_lib, cli):
+def build(lib, cli, version, out_dir, mtime):
+    for f in (lib, cli):
         if not os.path.isfile(f):
             raise Refused("%s: no such file (make builds it)" % f)
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
         raise Refused("version %r is not a plain release number" % version)
-    tag, why = platform_tag([lib, wire_lib], cli)
+    tag, why = platform_tag([lib], cli)
     stage = tempfile.mkdtemp(prefix="migshim-wheel.")
     try:
         slib, scli = os.path.join(stage, "libmigshim.so"), os.path.join(stage, "migshim")
-        swire = os.path.join(stage, "libmigshim-wire.so")
         shutil.copyfile(lib, slib)
-        shutil.copyfile(wire_lib, swire)
         shutil.copyfile(cli, scli)
         # as the Debian package does (packaging/build-deb.sh)
-        for f in (slib, swire):
-            run(["strip", "--strip-unneeded", "--remove-section=.comment",
-                 "--remove-section=.note", f])
+        run(["strip", "--strip-unneeded", "--remove-section=.comment",
+             "--remove-section=.note", slib])
         run(["strip", "--strip-all", "--remove-section=.comment", "--remove-section=.note",
              scli])
         with open(os.path.join(LAUNCHER, "__init__.py"), encoding="utf-8") as f:
@@ -261,8 +254,6 @@ def build(lib, wire_lib, cli, version, out_dir, mtime):
             main_py = f.read()
         with open(slib, "rb") as f:
             lib_bytes = f.read()
-        with open(swire, "rb") as f:
-            wire_bytes = f.read()
         with open(scli, "rb") as f:
             cli_bytes = f.read()
     finally:
@@ -294,7 +285,6 @@ def build(lib, wire_lib, cli, version, out_dir, mtime):
     files = [
         ("migshim/__init__.py", init.replace("@VERSION@", version).encode("utf-8"), 0o644),
         ("migshim/__main__.py", main_py, 0o644),
-        ("migshim/libmigshim-wire.so", wire_bytes, 0o644),
         ("migshim/libmigshim.so", lib_bytes, 0o644),
         ("migshim/migshim", cli_bytes, 0o755),
         (dist_info + "/METADATA", metadata.encode("utf-8"), 0o644),
@@ -346,7 +336,6 @@ def verify(path, dist_info):
 def main():
     ap = argparse.ArgumentParser(description="build the migshim wheel (stdlib only)")
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--wire-lib", required=True)
     ap.add_argument("--cli", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--out-dir", required=True)
@@ -354,7 +343,7 @@ def main():
                     default=int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()))
     a = ap.parse_args()
     try:
-        path, why = build(a.lib, a.wire_lib, a.cli, a.version, a.out_dir, a.mtime)
+        path, why = build(a.lib, a.cli, a.version, a.out_dir, a.mtime)
     except Refused as e:
         sys.stderr.write("build-wheel.py: %s\n" % e)
         return 1

@@ -1,12 +1,12 @@
 /*
  * cli — the `migshim` command: run a command with the shim preloaded.
  *
- *   migshim [--wire] [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]
+ *   migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]
  *
  * Like eatmydata and proxychains4 it prepends the library to LD_PRELOAD,
- * keeping what was there, and execs COMMAND.  --wire picks the opt-in wire
- * variant, libmigshim-wire.so (found as libmigshim.so is), which also gates
- * asyncpg and pg8000 by interposing libc's and OpenSSL's I/O calls.
+ * keeping what was there, and execs COMMAND.  (--wire, which chose an
+ * opt-in variant library before the wire layer became part of the one
+ * library, is accepted and changes nothing.)
  *
  *   migshim heads                  the target heads computed from the scripts
  *   migshim status [CONNINFO|URL]  heads, the database's version, the lock holder,
@@ -67,15 +67,16 @@ enum {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: migshim [--wire] [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
+            "usage: migshim [--config FILE] [--log LEVEL] -- COMMAND [ARGS...]\n"
             "       migshim [--config FILE] heads [--django [-o FILE]]\n"
             "       migshim [--config FILE] [--libpq PATH] status [CONNINFO|URL]\n"
             "       migshim timeline EVENTS_FILE -o OUT.svg\n"
-            "       migshim [--wire] --lib-path\n"
+            "       migshim --lib-path\n"
             "       migshim --help | --version\n"
             "\n"
-            "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every libpq\n"
-            "connection of the process and its children goes through the start-up gate.\n"
+            "Runs COMMAND with libmigshim.so prepended to LD_PRELOAD, so every PostgreSQL\n"
+            "connection of the process and its children (libpq's, asyncpg's, pg8000's) goes\n"
+            "through the start-up gate.\n"
             "`heads` prints the target heads computed from the Alembic scripts found from\n"
             "the current directory; `heads --django` (or `heads` in a Django project) asks\n"
             "the project's own Python for its migration graph and writes the target file\n"
@@ -86,9 +87,6 @@ static void usage(FILE *f)
             "with MIGSHIM_EVENTS=path as an SVG: one lane per process.  `--lib-path` prints\n"
             "the library `--` would preload (for a Dockerfile's ENV LD_PRELOAD=...).\n"
             "\n"
-            "  --wire         preload the wire variant libmigshim-wire.so instead: it also gates\n"
-            "                 asyncpg and pg8000 (which bypass libpq) by interposing libc's and\n"
-            "                 OpenSSL's socket I/O calls; with --lib-path, print its path\n"
             "  --config FILE  configuration file (sets MIGSHIM_CONFIG)\n"
             "  --log LEVEL    error, warn, info or debug (sets MIGSHIM_LOG)\n"
             "  --libpq PATH   the libpq `status` loads (default: the system's libpq.so.5,\n"
@@ -103,22 +101,17 @@ static void usage(FILE *f)
             "--lib-path: 0 printed; 1 no library there.  64 usage error.\n");
 }
 
-/* The library's file name: the default, or the wire variant (--wire), which
- * every install puts next to it (make install, the .deb, the wheels; a build
- * tree holds a symlink of that name to $(B)/wire/libmigshim.so). */
-static const char *library_name(bool wire)
-{
-    return wire ? "libmigshim-wire.so" : "libmigshim.so";
-}
+/* The library's file name. */
+static const char library_name[] = "libmigshim.so";
 
 /* The library: next to this executable (a build tree, the Python wheel's
  * package directory), else where the installed tree puts it relative to the
  * executable, else LIBDIR.  False when there is no readable file at any of
  * them (`out` then holds LIBDIR's path). */
-static bool library_path(char *out, size_t n, bool wire) MUSTCHECK;
-static bool library_path(char *out, size_t n, bool wire)
+static bool library_path(char *out, size_t n) MUSTCHECK;
+static bool library_path(char *out, size_t n)
 {
-    const char *name = library_name(wire);
+    const char *name = library_name;
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (len > 0) {
@@ -381,7 +374,6 @@ static int cmd_status(const char *conninfo, const char *libpq)
 int main(int argc, char **argv)
 {
     const char *libpq = NULL;
-    bool wire = false;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -396,15 +388,16 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--lib-path") == 0 && i + 1 == argc) {
             char path[PATH_MAX + 32];
-            if (!library_path(path, sizeof path, wire)) {
-                fprintf(stderr, "migshim: no %s next to this command, nor at %s\n", library_name(wire),
+            if (!library_path(path, sizeof path)) {
+                fprintf(stderr, "migshim: no %s next to this command, nor at %s\n", library_name,
                         path);
                 return 1;
             }
             printf("%s\n", path);
             return 0;
         } else if (strcmp(a, "--wire") == 0) {
-            wire = true;
+            /* accepted for command lines written for the former opt-in
+             * variant: the wire layer is part of the library */
         } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
             setenv("MIGSHIM_CONFIG", argv[++i], 1);
         } else if (strcmp(a, "--libpq") == 0 && i + 1 < argc) {
@@ -444,7 +437,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     char lib[PATH_MAX + 32], name[PATH_MAX + 32], rts[4 * PATH_MAX], err[PATH_MAX + 160];
-    if (!library_path(lib, sizeof lib, wire)) {
+    if (!library_path(lib, sizeof lib)) {
         /* none found: LIBDIR's path all the same, as always; ld.so names the
          * missing file on the command's stderr and the command runs unshimmed */
     }

@@ -62,6 +62,7 @@ static const struct key keys[] = {
     {"django_settle", K_SECONDS, F(django_settle), 0, 3600, NULL, 0},
     {"django_python", K_STRING, F(django_python), 0, 0, NULL, 0},
     {"gunicorn_heartbeat", K_BOOL, F(gunicorn_heartbeat), 0, 0, NULL, 0},
+    {"wire", K_BOOL, F(wire), 0, 0, NULL, 0},
 };
 #undef F
 
@@ -98,6 +99,7 @@ void config_defaults(struct config *cfg)
     cfg->tool = TOOL_AUTO;
     cfg->django_settle = 1;
     cfg->gunicorn_heartbeat = true;
+    cfg->wire = true;
 }
 
 static void fail(char *err, size_t errsz, const char *fmt, ...)

@@ -2,9 +2,8 @@
  * interpose_libc — the only file that defines libc names: exactly those of
  * LIBC_WRAPPED_LIST (include/sysapi.h), the calls that carry the bytes of
  * drivers that speak the PostgreSQL protocol themselves, and the calls
- * that begin and end a socket's life (wire-protocol.md).  Linked only into
- * the wire variant, $(B)/wire/libmigshim.so (issue 22; installed as the
- * opt-in libmigshim-wire.so): the default library interposes no libc function.
+ * that begin and end a socket's life (wire-protocol.md; issue 22).  Every
+ * process the library is preloaded into has these wrappers.
  *
  * Each wrapper first looks at the fd's state word (wirefd.h): for an fd
  * the wire layer does not follow -- every fd of every program but a

@@ -2,7 +2,8 @@
  * interpose_ssl — the only file that defines OpenSSL names: exactly those
  * of SSL_WRAPPED_LIST (include/sslapi.h), through which Python's _ssl
  * moves a TLS connection's plaintext (asyncpg, pg8000 with ssl:
- * wire-protocol.md).  Linked only into the wire variant.
+ * wire-protocol.md).  Every process the library is preloaded into has
+ * these wrappers.
  *
  * Each wrapper's fast path, while no TLS connection is followed: one load
  * (and, for SSL_write_ex, a look at the first bytes: a StartupMessage

@@ -419,6 +419,10 @@ static int recognise_stream(int fd, enum wire_first kind, const void *ra)
     }
     if (!shim_active())
         goto none;
+    if (!shim_config()->wire) {
+        log_debug("wire: fd %d: a PostgreSQL start-up, not followed (wire = false)", fd);
+        goto none;
+    }
     int type = 0;
     socklen_t tl = sizeof type;
     struct sockaddr_storage sa;

@@ -709,7 +709,7 @@ int wiressl_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
                     wire_first(buf, num) == WIRE_FIRST_STARTUP &&
                     ((const uint8_t *)buf)[3] + ((size_t)((const uint8_t *)buf)[2] << 8) +
                             ((size_t)((const uint8_t *)buf)[1] << 16) == num &&
-                    shim_active();
+                    shim_active() && shim_config()->wire;
         int r = real(s, buf, num, written);
         if (cand && r == 1 && written && *written == num) {
             int saved = errno;

@@ -2,15 +2,13 @@
 # Build-level guarantees of the preload library, checked on the built file:
 # clean under clang too, nothing but libc in DT_NEEDED, only the intercepted names
 # exported, no call of a PQ* name from inside the shim (no object but
-# interpose.o references one, and no relocation names one).  The same for
-# the wire variant, $B/wire/libmigshim.so (issue 22; shipped as the opt-in libmigshim-wire.so),
-# which also exports the interposed libc names; the default library
-# exports none of them and holds none of the wire layer's code.
+# interpose.o references one, and no relocation names one).  The
+# intercepted names are libpq's, and the wire layer's libc and OpenSSL ones
+# (issue 22), each defined by one object.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-build}
 LIB=$B/libmigshim.so
-WLIB=$B/wire/libmigshim.so
 out=$B/build-checks.out
 : >"$out"
 pass=0; fail=0
@@ -26,7 +24,7 @@ fi
 # Nothing but libc at load time (a drop-in copied into an image that has
 # no libconfig, no libpq): libc, the libdl/libpthread stubs of older glibc,
 # and a sanitized build's runtimes.
-for f in "$LIB" "$WLIB" "$B/migshim"; do
+for f in "$LIB" "$B/migshim"; do
   needed=$(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
   others=$(tr ' ' '\n' <<<"$needed" | grep -vE '^(libc\.so\.6|libdl\.so\.2|libpthread\.so\.0|lib(a|ub|t|l)san\.so\.[0-9]+)?$' || true)
   if [ -z "$others" ]; then
@@ -36,38 +34,21 @@ for f in "$LIB" "$WLIB" "$B/migshim"; do
   fi
 done
 
-# The expected exports: $B/exports.list (the default library) and
-# $B/wire/exports.list (the wire variant: the same plus the libc names),
-# which make generates from PQ_WRAPPED_LIST (include/resolve.h) and
-# LIBC_WRAPPED_LIST (include/sysapi.h) and links the version scripts from.
+# The expected exports: $B/exports.list, which make generates from
+# PQ_WRAPPED_LIST (include/resolve.h), LIBC_WRAPPED_LIST (include/sysapi.h)
+# and SSL_WRAPPED_LIST (include/sslapi.h) and links the version script from.
 exports_of() { nm -D --defined-only "$1" | awk '{print $3}' | sort | tr '\n' ' ' | sed 's/ $//'; }
-if make -s B="$B" "$B/exports.list" "$B/wire/exports.list" >/dev/null 2>&1 \
-   && [ -s "$B/exports.list" ] && [ -s "$B/wire/exports.list" ]; then
+if make -s B="$B" "$B/exports.list" >/dev/null 2>&1 && [ -s "$B/exports.list" ]; then
   want=$(sort "$B/exports.list" | tr '\n' ' ' | sed 's/ $//')
   exported=$(exports_of "$LIB")
   if [ "$exported" = "$want" ]; then
-    ok "libmigshim.so exports exactly the intercepted PQ* names and dlsym ($(wc -w <<<"$exported") symbols)"
+    ok "libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym ($(wc -w <<<"$exported") symbols)"
   else
-    bad "libmigshim.so exports exactly the intercepted PQ* names and dlsym" "got:  $exported" "want: $want"
+    bad "libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym" \
+        "got:  $exported" "want: $want"
   fi
-  # The libc names: on the wire variant's list only.
-  want_libc=$(sort "$B/wire/exports.list" | comm -23 - <(sort "$B/exports.list") | tr '\n' ' ' | sed 's/ $//')
-  leaked=$(comm -12 <(tr ' ' '\n' <<<"$exported") <(tr ' ' '\n' <<<"$want_libc") | tr '\n' ' ')
-  core=$(nm "$LIB" | awk '$3 ~ /^(wirefd_|sysapi_|wire_|wiressl_|sslapi_)/ {print $3}' | sort -u | tr '\n' ' ')
-  if [ -n "$want_libc" ] && [ -z "$leaked" ] && [ -z "$core" ]; then
-    ok "libmigshim.so exports no libc name and holds no wire layer code ($(wc -w <<<"$want_libc") libc names checked)"
-  else
-    bad "libmigshim.so exports no libc name and holds no wire layer code" "exported: ${leaked:-none}" \
-        "wire layer symbols: ${core:-none}" "libc names listed: ${want_libc:-none}"
-  fi
-  wwant=$(sort "$B/wire/exports.list" | tr '\n' ' ' | sed 's/ $//')
-  wexported=$(exports_of "$WLIB")
-  if [ "$wexported" = "$wwant" ]; then
-    ok "wire/libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym ($(wc -w <<<"$wexported") symbols)"
-  else
-    bad "wire/libmigshim.so exports exactly the intercepted names (libpq, libc, OpenSSL) and dlsym" \
-        "got:  $wexported" "want: $wwant"
-  fi
+  # The libc and OpenSSL names: the list's names that are neither PQ* nor dlsym.
+  want_libc=$(grep -vE '^(PQ|dlsym$)' "$B/exports.list" | sort | tr '\n' ' ' | sed 's/ $//')
   # ... and every PQ* function interpose.o defines is on the list: a
   # wrapper left off it would silently not be exported.
   defined=$(nm -g --defined-only "$B/obj/interpose.o" | awk '$3 ~ /^PQ/ {print $3}' | sort | tr '\n' ' ' | sed 's/ $//')
@@ -99,7 +80,7 @@ if make -s B="$B" "$B/exports.list" "$B/wire/exports.list" >/dev/null 2>&1 \
         "defined: $defined | $defined_ssl" "listed:  $want_c | $want_ssl" "elsewhere:${others:- none}"
   fi
 else
-  bad "exports exactly the intercepted names and dlsym" "make $B/exports.list $B/wire/exports.list failed"
+  bad "exports exactly the intercepted names and dlsym" "make $B/exports.list failed"
 fi
 
 # No module but interpose.o calls a PQ* name directly: under -Bsymbolic
@@ -118,14 +99,12 @@ else
   bad "no PQ* reference in any object but interpose.o" "${refs:-no objects in $B/obj}"
 fi
 
-for f in "$LIB" "$WLIB"; do
-  relocs=$(readelf -rW "$f" | grep -E ' PQ[A-Za-z]+' || true)
-  if [ -z "$relocs" ]; then
-    ok "${f#"$B"/}: no relocation against a PQ* name (the shim never calls libpq by name)"
-  else
-    bad "${f#"$B"/}: no relocation against a PQ* name" "$relocs"
-  fi
-done
+relocs=$(readelf -rW "$LIB" | grep -E ' PQ[A-Za-z]+' || true)
+if [ -z "$relocs" ]; then
+  ok "libmigshim.so: no relocation against a PQ* name (the shim never calls libpq by name)"
+else
+  bad "libmigshim.so: no relocation against a PQ* name" "$relocs"
+fi
 
 echo "build-checks: $pass passed, $fail failed" | tee -a "$out"
 [ "$fail" = 0 ]

@@ -7,8 +7,6 @@ processes themselves; it needs nothing from pytest.
                        (tests/run.sh sets it to $(B): build-san/ for
                        `make check SANITIZE=...`)
     lib_path()         $MIGSHIM_LIB, else <build_dir>/libmigshim.so
-    wire_lib_path()    $MIGSHIM_WIRE_LIB, else <build_dir>/wire/libmigshim.so:
-                       the wire variant (issue 22; installed as libmigshim-wire.so)
     cli_path()         <build_dir>/migshim
     preload(lib)       the LD_PRELOAD value that loads `lib`: for a
                        sanitized build (`make SANITIZE=address,undefined`)
@@ -16,7 +14,7 @@ processes themselves; it needs nothing from pytest.
                        uninstrumented program (python3) must get them
                        before anything else, or ASan refuses to start.
 
-MIGSHIM_LIB, MIGSHIM_WIRE_LIB and MIGSHIM_BUILD_DIR are read by the test process only: every
+MIGSHIM_LIB and MIGSHIM_BUILD_DIR are read by the test process only: every
 child environment the tests build drops all MIGSHIM_* variables (the shim
 would reject them as unknown keys).
 """
@@ -49,13 +47,6 @@ def lib_path() -> Path:
     if override:
         return Path(override).resolve()
     return build_dir() / "libmigshim.so"
-
-
-def wire_lib_path() -> Path:
-    override = os.environ.get("MIGSHIM_WIRE_LIB")
-    if override:
-        return Path(override).resolve()
-    return build_dir() / "wire" / "libmigshim.so"
 
 
 def cli_path() -> Path:

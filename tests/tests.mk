@@ -37,13 +37,14 @@ print-integration-c-tests:
 $(TESTS_B)/unit $(TESTS_B)/integration:
 	mkdir -p $@
 
-# The library's module objects without interpose.o (which defines the PQ*
-# wrappers and would clash with -lpq), as an archive: a test links what it
-# uses, plus whatever those modules need, and nothing else.  (The wire
-# variant's objects, WIRE_OBJS, are not in LIB_OBJS: interpose_libc.o's
-# libc wrappers never reach a test program, whose read/write stay libc's.)
+# The library's module objects without the three files that define
+# intercepted names -- interpose.o (the PQ* wrappers, which would clash
+# with -lpq), interpose_libc.o and interpose_ssl.o (a test program's
+# read/write and SSL_* stay libc's and OpenSSL's) -- as an archive: a test
+# links what it uses, plus whatever those modules need, and nothing else.
 TESTS_CORE_FALLBACK := $(addprefix $(B)/obj/,log.o config.o libconfig_dl.o resolve.o conn.o ownconn.o shim.o)
-TESTS_CORE_OBJS := $(filter-out $(B)/obj/interpose.o,$(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
+TESTS_CORE_OBJS := $(filter-out $(addprefix $(B)/obj/,interpose.o interpose_libc.o interpose_ssl.o),\
+                     $(or $(LIB_OBJS),$(TESTS_CORE_FALLBACK)))
 
 $(TESTS_B)/libmigshim-core.a: $(TESTS_CORE_OBJS) | $(TESTS_B)/unit
 	rm -f $@
@@ -186,7 +187,7 @@ $(TESTS_B)/unit/test_ownconn: tests/unit/test_ownconn.c $(TESTS_B)/libmigshim-co
 $(TESTS_B)/sig_helper: tests/integration/c/sig_helper.c | $(TESTS_B)/integration
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq
 
-# --- integration: the wire variant's first write from a signal handler --------
+# --- integration: the wire layer's first write from a signal handler ----------
 # (tests/integration/test_wire.py; sigwrite_helper.c says how)
 $(TESTS_B)/sigwrite_helper: tests/integration/c/sigwrite_helper.c | $(TESTS_B)/integration
 	$(CC) $(STD) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpthread -ldl

@@ -1,5 +1,5 @@
 /*
- * sslloop — the wire variant's OpenSSL wrappers (SSL_write_ex, SSL_read_ex:
+ * sslloop — the library's OpenSSL wrappers (SSL_write_ex, SSL_read_ex:
  * src/interpose_ssl.c) on a TLS connection that is not PostgreSQL: their
  * cost per call on the fast path (no TLS connection followed; for
  * SSL_write_ex, a look at the plaintext's first bytes too).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # trap handlers are reached only via "trap"
 # tests/driver_suites/run.sh [SUITE...] — the drivers' own test suites, each
-# run twice: plain, then with the wire variant preloaded (issue 22).  The
+# run twice: plain, then with the library preloaded (issue 22).  The
 # verdicts (passed/failed/skipped/error by test id) of the two runs must be
 # the same; compare.py prints the table and fails when they differ.
 #
@@ -29,7 +29,7 @@
 # LD_PRELOAD (PGINSTALLATION).
 #
 # Environment:
-#   DRIVER_SUITES_LIB   the library to preload (default: build/wire/libmigshim.so)
+#   DRIVER_SUITES_LIB   the library to preload (default: build/libmigshim.so)
 #   DRIVER_SUITES_OUT   where the logs and JUnit files go (default: build/driver-suites)
 #   DRIVER_SUITES_LOG   MIGSHIM_LOG for the preloaded runs (default: unset, i.e. info)
 #   DRIVER_SUITES_RERUNS  how many times a differing test is run again each way (default 3)
@@ -40,7 +40,7 @@ root=$(pwd -P)
 here=$root/tests/driver_suites
 py=/usr/bin/python3
 
-lib=${DRIVER_SUITES_LIB:-build/wire/libmigshim.so}
+lib=${DRIVER_SUITES_LIB:-build/libmigshim.so}
 out=${DRIVER_SUITES_OUT:-build/driver-suites}
 bindir=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 suites=("$@")

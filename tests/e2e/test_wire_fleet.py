@@ -1,6 +1,6 @@
 """Real fleets of drivers that bypass libpq (issue 22): asyncpg and pg8000,
-each run twice, without the preload and with the wire variant
-build/wire/libmigshim.so (shimbuild.wire_lib_path()), against a real server.
+each run twice, without the preload and with the library
+build/libmigshim.so (shimbuild.lib_path()), against a real server.
 
 The apps (tests/e2e/wire_app/, their scripts in migrations/: wire0001 the enum
 type plan_tier and accounts, wire0002 the enum type account_status and plans,
@@ -326,9 +326,9 @@ class WireFleet:
             "WIRE_BARRIER_DIR": self.barrier, "WIRE_BARRIER_N": str(self.workers),
         })
         if self.preload:
-            lib = shimbuild.wire_lib_path()
+            lib = shimbuild.lib_path()
             if not lib.is_file():
-                pytest.fail(f"the wire variant is not built: {lib} (make all)", pytrace=False)
+                pytest.fail(f"the library is not built: {lib} (make all)", pytrace=False)
             env["LD_PRELOAD"] = shimbuild.preload(lib)
             env["MIGSHIM_LOG"] = "info"
         return env
@@ -498,7 +498,7 @@ def fleet_table(request):
 
 def write_table(tr) -> None:
     tr.write_line("")
-    tr.write_sep("=", "wire fleets: without / with build/wire/libmigshim.so")
+    tr.write_sep("=", "wire fleets: without / with build/libmigshim.so")
     tr.write_line(f"{'scenario':30} {'plain':44} {'preloaded':44}")
 
     def cell(r: Optional[WireResult]) -> str:

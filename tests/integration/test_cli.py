@@ -1,5 +1,5 @@
-"""The `migshim` command: the `-- COMMAND` wrapper (`--wire`: the wire variant), `heads`,
-`status`.
+"""The `migshim` command: the `-- COMMAND` wrapper (`--wire`: accepted, changes nothing),
+`heads`, `status`.
 
 Each test runs build/migshim as a child in a temporary working directory
 holding (or not) an Alembic script folder, against a fresh database, and
@@ -19,8 +19,6 @@ from conftest import REPO_ROOT, child_base_env
 
 MIGSHIM = shimbuild.cli_path()
 LIB = shimbuild.build_dir() / "libmigshim.so"
-# the wire variant under its installed name: a symlink to <build>/wire/libmigshim.so
-WIRE_LIB = shimbuild.build_dir() / "libmigshim-wire.so"
 
 # A child that connects with asyncpg (which bypasses libpq) and prints the shim
 # libraries mapped into it, as /proc/self/maps names them (symlinks resolved).
@@ -46,8 +44,8 @@ def run(args, cwd, env_extra=None, timeout=30):
 
 def test_help_version_and_usage_errors(tmp_path):
     r = run(["--help"], tmp_path)
-    assert r.returncode == 0 and r.stdout.startswith("usage: migshim [--wire] ")
-    assert "  --wire         preload the wire variant libmigshim-wire.so instead" in r.stdout
+    assert r.returncode == 0 and r.stdout.startswith("usage: migshim [--config FILE] ")
+    assert "--wire" not in r.stdout
     r = run(["--version"], tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("migshim ")
     r = run([], tmp_path)
@@ -88,32 +86,24 @@ def test_wrapped_command_is_intercepted(tmp_path, db):
     assert "debug: PQconnectdb -> libpq.so.5 (first call)" in r.stderr
 
 
-def test_wire_preloads_the_wire_variant(tmp_path, db):
-    """--wire: the wire variant, libmigshim-wire.so next to the command, takes the default
-    library's place in LD_PRELOAD (--lib-path names it), and a child's asyncpg connection
-    is followed by it; without --wire the default library is loaded and follows nothing."""
-    assert WIRE_LIB.resolve() == shimbuild.wire_lib_path().resolve(), "run `make`"
-    r = run(["--wire", "--lib-path"], tmp_path)
-    assert (r.returncode, r.stdout) == (0, f"{WIRE_LIB}\n"), r.stderr
-    out = subprocess.run(["readelf", "-dW", str(WIRE_LIB)], capture_output=True, text=True,
-                         check=True).stdout
-    assert "Library soname: [libmigshim-wire.so]" in out, out
+def test_the_library_follows_asyncpg_and_wire_changes_nothing(tmp_path, db):
+    """`--` preloads the one library, which follows a child's asyncpg
+    connection (the wire layer is part of it); `--wire`, the option of the
+    former opt-in variant, is accepted and preloads the same file."""
     env = dict(db.env, LD_PRELOAD="/lib/x86_64-linux-gnu/libc.so.6")
-    rts = shimbuild.sanitizer_runtimes(WIRE_LIB)
+    rts = shimbuild.sanitizer_runtimes(LIB)
     if rts:
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
-    r = run(["--wire", "--", "/usr/bin/printenv", "LD_PRELOAD"], tmp_path, env)
-    assert r.stdout == ":".join(rts + [str(WIRE_LIB), env["LD_PRELOAD"]]) + "\n", r.stderr
-    r = run(["--wire", "--log", "debug", "--", "/usr/bin/python3", "-c", ASYNCPG_MAPS],
-            tmp_path, env)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(shimbuild.wire_lib_path().resolve())], r.stdout
-    assert re.search(r"debug: wire: PostgreSQL connection on fd \d+ \(unix\), followed",
-                     r.stderr), r.stderr
+    for pre in ([], ["--wire"]):
+        r = run([*pre, "--lib-path"], tmp_path)
+        assert (r.returncode, r.stdout) == (0, f"{LIB}\n"), r.stderr
+        r = run([*pre, "--", "/usr/bin/printenv", "LD_PRELOAD"], tmp_path, env)
+        assert r.stdout == ":".join(rts + [str(LIB), env["LD_PRELOAD"]]) + "\n", r.stderr
     r = run(["--log", "debug", "--", "/usr/bin/python3", "-c", ASYNCPG_MAPS], tmp_path, env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(LIB.resolve())], r.stdout
-    assert "wire:" not in r.stderr, r.stderr
+    assert re.search(r"debug: wire: PostgreSQL connection on fd \d+ \(unix\), followed",
+                     r.stderr), r.stderr
 
 
 def test_heads(tmp_path):
@@ -202,8 +192,7 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
     r = subprocess.run(make + ["install"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-    assert files == ["opt/ms/bin/migshim", "opt/ms/lib/libmigshim-wire.so",
-                     "opt/ms/lib/libmigshim.so",
+    assert files == ["opt/ms/bin/migshim", "opt/ms/lib/libmigshim.so",
                      "opt/ms/share/doc/migshim/migshim.conf.example",
                      "opt/ms/share/man/man1/migshim.1", "opt/ms/share/man/man5/migshim.conf.5"]
     assert os.access(stage / "opt/ms/bin/migshim", os.X_OK)
@@ -223,19 +212,6 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
         r = subprocess.run([str(cmd), "--", "/usr/bin/printenv", "LD_PRELOAD"],
                            capture_output=True, text=True, env=env, timeout=30)
         assert r.stdout == ":".join(rts + [str(lib)]) + "\n", (cmd, r.stderr)
-        # --wire: the wire variant installed next to it, under its own name and soname
-        wlib = str(lib).replace("libmigshim.so", "libmigshim-wire.so")
-        r = subprocess.run([str(cmd), "--wire", "--", "/usr/bin/printenv", "LD_PRELOAD"],
-                           capture_output=True, text=True, env=env, timeout=30)
-        assert r.stdout == ":".join(rts + [wlib]) + "\n", (cmd, r.stderr)
-    wire = stage / "opt/ms/lib/libmigshim-wire.so"
-    assert wire.read_bytes() == (tmp_path / "b/wire/libmigshim.so").read_bytes()
-    out = subprocess.run(["readelf", "-dW", str(wire)], capture_output=True, text=True,
-                         check=True).stdout
-    assert "Library soname: [libmigshim-wire.so]" in out, out
-    r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--wire", "--lib-path"],
-                       capture_output=True, text=True, env=env, timeout=30)
-    assert (r.returncode, r.stdout) == (0, f"{wire}\n"), r.stderr
     # --lib-path names the library `--` preloads, and fails when there is none
     r = subprocess.run([str(stage / "opt/ms/bin/migshim"), "--lib-path"], capture_output=True,
                        text=True, env=env, timeout=30)
@@ -245,11 +221,6 @@ def test_make_install_and_uninstall_with_prefix_and_destdir(tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (
         1, "", "migshim: no libmigshim.so next to this command, nor at "
                "/opt/ms/lib/libmigshim.so\n")
-    r = subprocess.run([str(solo), "--wire", "--lib-path"], capture_output=True, text=True,
-                       env=env, timeout=30)
-    assert (r.returncode, r.stdout, r.stderr) == (
-        1, "", "migshim: no libmigshim-wire.so next to this command, nor at "
-               "/opt/ms/lib/libmigshim-wire.so\n")
     r = subprocess.run(make + ["uninstall"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [p for p in stage.rglob("*") if p.is_file()] == []

@@ -1,9 +1,7 @@
 """The wire layer, phase 1 (issue 22): drivers that speak the PostgreSQL
 protocol themselves are recognised and followed, and nothing they do changes.
 
-Every test here preloads the wire variant, <build dir>/wire/libmigshim.so
-(shimbuild.wire_lib_path(); installed as libmigshim-wire.so), but test_default_library_has_no_
-wire_layer, which preloads the default library: it follows nothing.
+Every test here preloads the library (shimbuild.lib_path()).
 
 * test_driver_transparent -- asyncpg (asyncio and uvloop) and pg8000 over a
   Unix socket and TCP (tests/integration/wire_workloads/): transactions,
@@ -39,8 +37,9 @@ wire_layer, which preloads the default library: it follows nothing.
   loader's lock (tests/integration/c/sigwrite_helper.c): the libc table is
   resolved in the constructor, so the handler never calls dlsym (a lazy
   table hangs there).
-* test_default_library_has_no_wire_layer -- the default library at debug:
-  asyncpg's results the same, not one wire line.
+* test_wire_false_follows_nothing -- `wire = false` (MIGSHIM_WIRE=false) at
+  debug: asyncpg's results the same, each connection said not followed, none
+  followed.
 """
 
 import json
@@ -58,16 +57,15 @@ HERE = Path(__file__).resolve().parent
 WORKLOADS = HERE / "wire_workloads"
 sys.path.insert(0, str(HERE.parent / "e2e"))
 
-DEFAULT_LIB = shimbuild.lib_path()
-WIRE_LIB = shimbuild.wire_lib_path()
+WIRE_LIB = shimbuild.lib_path()
 
 
 @pytest.fixture(autouse=True)
 def wire_library(monkeypatch):
-    """Preload the wire variant: run_py and run_fleet take the library from
-    MIGSHIM_LIB in the test process (tests/shimbuild.py)."""
+    """Preload the library: run_py and run_fleet take it from MIGSHIM_LIB in
+    the test process (tests/shimbuild.py)."""
     if not WIRE_LIB.is_file():
-        pytest.fail(f"the wire variant is not built: {WIRE_LIB} (make all)", pytrace=False)
+        pytest.fail(f"the library is not built: {WIRE_LIB} (make all)", pytrace=False)
     monkeypatch.setenv("MIGSHIM_LIB", str(WIRE_LIB))
     return WIRE_LIB
 
@@ -421,7 +419,7 @@ def test_first_write_from_a_signal_handler():
         pytest.fail(f"{helper} or {mod} not built (make tests)", pytrace=False)
     import subprocess
     from conftest import child_base_env
-    for preload in (None, WIRE_LIB, DEFAULT_LIB):
+    for preload in (None, WIRE_LIB):
         env = child_base_env()
         if preload:
             env["LD_PRELOAD"] = shimbuild.preload(preload)
@@ -431,13 +429,11 @@ def test_first_write_from_a_signal_handler():
             f"LD_PRELOAD={preload}: rc {p.returncode} (-14: hung until SIGALRM)\n{p.stderr[-2000:]}"
 
 
-def test_default_library_has_no_wire_layer(make_db, monkeypatch):
-    """The default library (the one installed and packaged) interposes no
-    libc function: asyncpg at debug gives the same results and the shim
-    says nothing about the wire."""
-    monkeypatch.setenv("MIGSHIM_LIB", str(DEFAULT_LIB))
-    r = asyncpg_same_as_plain(make_db, {"MIGSHIM_LOG": "debug"})
-    # (no PQ* call: the shim is never even configured; the wire variant
-    # would have said "PostgreSQL connection on fd ..., followed")
-    lines = migshim_lines(r.stderr)
-    assert not [ln for ln in lines if ": wire: " in ln], lines
+def test_wire_false_follows_nothing(make_db):
+    """`wire = false`: the escape hatch.  asyncpg at debug gives the same
+    results; every connection's start-up is said not followed, and none is
+    followed (with the default, each is: test_driver_transparent)."""
+    r = asyncpg_same_as_plain(make_db, {"MIGSHIM_LOG": "debug", "MIGSHIM_WIRE": "false"})
+    lines = [ln for ln in migshim_lines(r.stderr) if ": wire: " in ln]
+    off = [ln for ln in lines if "a PostgreSQL start-up, not followed (wire = false)" in ln]
+    assert len(off) >= 6 and len(off) == len(lines), lines  # a pool of 6, and more

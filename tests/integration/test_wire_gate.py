@@ -1,6 +1,6 @@
 """The wire gate (issue 22, phase 2a): asyncpg and pg8000 connections over
 plaintext are gated through the same advisory lock as libpq's, on their own
-connection.  Every test preloads the wire variant (shimbuild.wire_lib_path()).
+connection.  Every test preloads the library (shimbuild.lib_path()).
 
 Forced interleavings, no sleep-and-hope: the lock key is set
 (MIGSHIM_LOCK_KEY), and a test waits until it sees, in pg_locks, what it
@@ -78,7 +78,7 @@ from conftest import PYTHON, child_base_env, migshim_lines, run_py
 HERE = Path(__file__).resolve().parent
 WORKLOADS = HERE / "wire_workloads"
 CLIENT = WORKLOADS / "gate_client.py"
-WIRE_LIB = shimbuild.wire_lib_path()
+WIRE_LIB = shimbuild.lib_path()
 TARGET = "r1"
 LINE_RE = re.compile(r"^migshim\[(\d+)\]: (\w+): (.*)$")
 
@@ -86,7 +86,7 @@ LINE_RE = re.compile(r"^migshim\[(\d+)\]: (\w+): (.*)$")
 @pytest.fixture(autouse=True)
 def wire_library(monkeypatch):
     if not WIRE_LIB.is_file():
-        pytest.fail(f"the wire variant is not built: {WIRE_LIB} (make all)", pytrace=False)
+        pytest.fail(f"the library is not built: {WIRE_LIB} (make all)", pytrace=False)
     monkeypatch.setenv("MIGSHIM_LIB", str(WIRE_LIB))
     return WIRE_LIB
 

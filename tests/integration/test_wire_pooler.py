@@ -1,6 +1,6 @@
 """The wire gate behind a connection pooler (issue 22): a real pgbouncer, in
 transaction mode and in session mode, between asyncpg/pg8000 and the
-server.  Every test preloads the wire variant (shimbuild.wire_lib_path()).
+server.  Every test preloads the library (shimbuild.lib_path()).
 
 Behind PgBouncer's transaction pooling a session lock taken on the app's
 connection lands on whichever server connection served the statement and

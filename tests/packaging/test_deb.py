@@ -10,9 +10,9 @@ and a shimmed fleet started with what was installed.
 * dpkg installs it into a throwaway root (dpkg --root) whose package
   database holds only this machine's libc6 entry, so dpkg itself verifies
   that libc6 is all the package depends on; the installed command's
-  `-- CMD` preloads the installed library (found relative to itself), and
-  `--wire -- CMD` the wire variant libmigshim-wire.so installed next to it
-  (its own soname): a python3 child's asyncpg connection is followed by it;
+  `-- CMD` preloads the installed library (found relative to itself; so
+  does `--wire -- CMD`, the former variant's option): a python3 child's
+  asyncpg connection is followed by it;
 * a 4-worker Gunicorn fleet of examples/flask-alembic started as
   `<root>/usr/bin/migshim -- gunicorn ...` boots clean: one leader, each
   revision once, the version table at head;
@@ -42,11 +42,9 @@ ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, tex
 MULTIARCH = subprocess.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], capture_output=True,
                            text=True, check=True).stdout.strip()
 LIB = f"usr/lib/{MULTIARCH}/libmigshim.so"
-WIRE_LIB = f"usr/lib/{MULTIARCH}/libmigshim-wire.so"
 FILES = sorted([
     "usr/bin/migshim",
     LIB,
-    WIRE_LIB,
     "usr/share/doc/migshim/changelog.gz",
     "usr/share/doc/migshim/copyright",
     "usr/share/doc/migshim/migshim.conf.example",
@@ -88,13 +86,12 @@ def test_control_fields_contents_and_elf_dependencies(deb, tmp_path):
     assert files == FILES, listing
     for ln in listing.splitlines():
         assert " root/root " in ln, ln
-        if ln.split()[-1] in ("./" + LIB, "./" + WIRE_LIB):
+        if ln.split()[-1] == "./" + LIB:
             assert ln.startswith("-rw-r--r--"), ln   # a shared library is not executable
     x = tmp_path / "x"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(x)], check=True)
     assert needed(x / LIB) == ["libc.so.6"]
-    assert needed(x / WIRE_LIB) == ["libc.so.6"]
-    assert soname(x / LIB) == "libmigshim.so" and soname(x / WIRE_LIB) == "libmigshim-wire.so"
+    assert soname(x / LIB) == "libmigshim.so"
     assert needed(x / "usr/bin/migshim") == ["libc.so.6"]
     for page, section in (("migshim.1.gz", "man1"), ("migshim.conf.5.gz", "man5")):
         th = [ln for ln in gzip.open(x / "usr/share/man" / section / page, "rt")
@@ -139,14 +136,13 @@ def test_install_into_a_throwaway_root_then_a_fleet_runs_with_it(deb, db, tmp_pa
     assert r.stdout == f"{root / LIB}\n", r.stdout + r.stderr
     r = subprocess.run([str(cmd), "--wire", "--", "/usr/bin/printenv", "LD_PRELOAD"],
                        capture_output=True, text=True, env=env)
-    assert r.stdout == f"{root / WIRE_LIB}\n", r.stdout + r.stderr
-    r = subprocess.run([str(cmd), "--wire", "--lib-path"], capture_output=True, text=True,
-                       env=env)
-    assert (r.returncode, r.stdout) == (0, f"{root / WIRE_LIB}\n"), r.stderr
-    r = subprocess.run([str(cmd), "--wire", "--log", "debug", "--", "/usr/bin/python3", "-c",
+    assert r.stdout == f"{root / LIB}\n", r.stdout + r.stderr
+    r = subprocess.run([str(cmd), "--lib-path"], capture_output=True, text=True, env=env)
+    assert (r.returncode, r.stdout) == (0, f"{root / LIB}\n"), r.stderr
+    r = subprocess.run([str(cmd), "--log", "debug", "--", "/usr/bin/python3", "-c",
                         ASYNCPG_MAPS], capture_output=True, text=True, env=dict(env, **db.env),
                        timeout=60)
-    assert (r.returncode, r.stdout) == (0, f"{root / WIRE_LIB}\n"), r.stdout + r.stderr
+    assert (r.returncode, r.stdout) == (0, f"{root / LIB}\n"), r.stdout + r.stderr
     assert re.search(r"debug: wire: PostgreSQL connection on fd \d+ \(unix\), followed",
                      r.stderr), r.stderr
 

@@ -5,8 +5,6 @@ console script, pip uninstall (issue 23, part 1).
   <B>/dist/migshim-<VERSION>-py3-none-manylinux_2_X_<arch>.whl; its exact file list, the
   modes, METADATA/WHEEL/entry_points.txt, and RECORD (each file's sha256, urlsafe base64
   without padding, and size) are checked here by code of the test's own;
-* the wire variant is in it, libmigshim-wire.so next to libmigshim.so (its soname its
-  name), stripped as the library is;
 * the tag's 2.X is checked against the packaged files' version needs as readelf -V lists
   them (the builder reads objdump -T: two tools, one answer), and the three files need
   libc.so.6 only;
@@ -15,8 +13,8 @@ console script, pip uninstall (issue 23, part 1).
   console script `migshim` and `python -m migshim` are the C command (--version,
   --lib-path naming the installed copy, heads, status, timeline), its `--` prepends the
   installed library to an existing LD_PRELOAD (by its bare name and LD_LIBRARY_PATH when
-  its path has a space, which LD_PRELOAD cannot hold); `--wire` the installed wire
-  variant, and a python3 child's asyncpg connection is followed by it;
+  its path has a space, which LD_PRELOAD cannot hold); `--wire` (the former variant's
+  option) the same library, and a python3 child's asyncpg connection is followed by it;
 * `migshim -- gunicorn ...` through the console script boots a 4-worker Gunicorn fleet of
   examples/flask-alembic whose workers start their migrations together (the demo's start
   line): one leader, each revision once, every worker ready;
@@ -28,8 +26,7 @@ build -- no musl-gcc -- but failed when CI=true):
 * its name and its WHEEL's Tag are py3-none-musllinux_1_Y_<arch>, 1.Y the version the
   musl loader on this machine prints (the musl the build linked against); the same
   file list, modes and RECORD checks as the glibc wheel's; its library needs musl's
-  libc only (NEEDED libc.so or libc.musl-<arch>.so.1, no GLIBC_ version), and so does its
-  wire variant (with `--wire --lib-path` naming it), its command's
+  libc only (NEEDED libc.so or libc.musl-<arch>.so.1, no GLIBC_ version), its command's
   interpreter is musl's loader; both stripped; the glibc and musl wheels hold different
   libraries and commands;
 * its command, run as itself (its interpreter is musl's loader, which make musl-deps
@@ -67,7 +64,6 @@ from shimbuild import ASYNCPG_MAPS, needed, soname  # noqa: E402
 VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 DIST_INFO = f"migshim-{VERSION}.dist-info"
 FILES = sorted(["migshim/__init__.py", "migshim/__main__.py", "migshim/libmigshim.so",
-                "migshim/libmigshim-wire.so",
                 "migshim/migshim", f"{DIST_INFO}/METADATA", f"{DIST_INFO}/WHEEL",
                 f"{DIST_INFO}/entry_points.txt", f"{DIST_INFO}/top_level.txt",
                 f"{DIST_INFO}/RECORD"])
@@ -120,7 +116,6 @@ def test_contents_record_and_tag(wheel, tmp_path):
         assert z.namelist()[-1] == f"{DIST_INFO}/RECORD"   # the .dist-info last, RECORD at its end
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
         assert modes["migshim/migshim"] == 0o755 and modes["migshim/libmigshim.so"] == 0o644
-        assert modes["migshim/libmigshim-wire.so"] == 0o644
         rows = list(csv.reader(io.StringIO(z.read(f"{DIST_INFO}/RECORD").decode())))
         assert sorted(r[0] for r in rows) == FILES
         for name, digest, size in rows:
@@ -140,12 +135,11 @@ def test_contents_record_and_tag(wheel, tmp_path):
         assert f'__version__ = "{VERSION}"' in z.read("migshim/__init__.py").decode()
         z.extractall(tmp_path)
     lib, cli = tmp_path / "migshim/libmigshim.so", tmp_path / "migshim/migshim"
-    wlib = tmp_path / "migshim/libmigshim-wire.so"
     assert needed(lib) == ["libc.so.6"] and needed(cli) == ["libc.so.6"]
-    assert needed(wlib) == ["libc.so.6"] and soname(wlib) == "libmigshim-wire.so"
-    newest = max(version_needs(lib) | version_needs(wlib) | version_needs(cli))
+    assert soname(lib) == "libmigshim.so"
+    newest = max(version_needs(lib) | version_needs(cli))
     assert newest == (2, int(m.group(1))), (newest, wheel.name)
-    for f in (lib, wlib, cli):   # stripped
+    for f in (lib, cli):   # stripped
         assert ".symtab" not in subprocess.run(["readelf", "-SW", str(f)], capture_output=True,
                                                text=True, check=True).stdout, f
 
@@ -183,7 +177,6 @@ def test_pip_install_fleet_and_uninstall(wheel, python, dirname, db, tmp_path):
 
     cmd = venv / "bin" / "migshim"
     lib = site / "migshim" / "libmigshim.so"
-    wlib = site / "migshim" / "libmigshim-wire.so"
 
     def run(*args, cwd=None, extra=None, argv0=(str(cmd),)):
         e = dict(env, **(extra or {}))
@@ -196,11 +189,11 @@ def test_pip_install_fleet_and_uninstall(wheel, python, dirname, db, tmp_path):
         r = run("--lib-path", argv0=argv0)
         assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
         r = run("--wire", "--lib-path", argv0=argv0)
-        assert (r.returncode, r.stdout) == (0, f"{wlib}\n"), r.stderr
+        assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
     assert lib.is_file() and os.access(site / "migshim" / "migshim", os.X_OK)
-    r = subprocess.run([str(vpy), "-c", "import migshim; print(migshim.WIRE_LIBRARY)"],
+    r = subprocess.run([str(vpy), "-c", "import migshim; print(migshim.LIBRARY)"],
                        capture_output=True, text=True, env=env)
-    assert (r.returncode, r.stdout) == (0, f"{wlib}\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
 
     # `--` prepends the installed copy to an existing LD_PRELOAD
     keep = "/lib/x86_64-linux-gnu/libc.so.6" if os.path.exists(
@@ -218,12 +211,11 @@ def test_pip_install_fleet_and_uninstall(wheel, python, dirname, db, tmp_path):
     assert (r.returncode, r.stdout) == (7, "[a b][][c  d]"), r.stderr
     r = run("heads", cwd=str(EXAMPLE))
     assert (r.returncode, r.stdout) == (0, "0003cccc\n"), r.stderr
-    # --wire: the installed wire variant instead, which follows asyncpg's connection
-    # (the system's python3: the venv has no asyncpg)
-    r = run("--wire", "--log", "debug", "--", "/usr/bin/python3", "-c", ASYNCPG_MAPS,
-            extra=db.env)
+    # the installed library follows asyncpg's connection (the system's python3: the venv
+    # has no asyncpg)
+    r = run("--log", "debug", "--", "/usr/bin/python3", "-c", ASYNCPG_MAPS, extra=db.env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout == f"{wlib}\n", r.stdout
+    assert r.stdout == f"{lib}\n", r.stdout
     assert re.search(r"debug: wire: PostgreSQL connection on fd \d+ \(unix\), followed",
                      r.stderr), r.stderr
 
@@ -317,7 +309,6 @@ def test_musl_wheel(musl_wheel, wheel, tmp_path):
         assert z.namelist()[-1] == f"{DIST_INFO}/RECORD"
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
         assert modes["migshim/migshim"] == 0o755 and modes["migshim/libmigshim.so"] == 0o644
-        assert modes["migshim/libmigshim-wire.so"] == 0o644
         rows = list(csv.reader(io.StringIO(z.read(f"{DIST_INFO}/RECORD").decode())))
         assert sorted(r[0] for r in rows) == FILES
         for name, digest, size in rows:
@@ -330,10 +321,9 @@ def test_musl_wheel(musl_wheel, wheel, tmp_path):
         assert "Root-Is-Purelib: false\n" in wheel_file
     lib, cli = extract(musl_wheel, tmp_path / "musl")
     glib, gcli = extract(wheel, tmp_path / "glibc")
-    wlib = lib.parent / "libmigshim-wire.so"
 
     # musl's libc only, no glibc symbol version, musl's loader; stripped
-    for f in (lib, wlib, cli):
+    for f in (lib, cli):
         (libc,) = needed(f)
         assert re.fullmatch(r"libc\.so|libc\.musl-[a-z0-9_]+\.so\.1", libc), (f, libc)
         assert "GLIBC_" not in subprocess.run(["objdump", "-T", str(f)], capture_output=True,
@@ -360,13 +350,6 @@ def test_musl_wheel(musl_wheel, wheel, tmp_path):
     assert (r.returncode, r.stdout) == (0, f"migshim {VERSION}\n"), r.stderr
     r = run("--lib-path")
     assert (r.returncode, r.stdout) == (0, f"{lib}\n"), r.stderr
-    r = run("--wire", "--lib-path")
-    assert (r.returncode, r.stdout) == (0, f"{wlib}\n"), r.stderr
-    r = run("--wire", "--", "/bin/true")
-    assert r.returncode == 125 and r.stderr.startswith(
-        f"migshim: refusing to preload {wlib}: built for musl"), (r.returncode, r.stderr)
-    r = run("--wire", "--", str(cli), "--version")
-    assert (r.returncode, r.stdout, r.stderr) == (0, f"migshim {VERSION}\n", ""), r.stderr
     r = run("--", "/bin/true")
     assert r.returncode == 125, (r.returncode, r.stderr)
     assert r.stderr == (f"migshim: refusing to preload {lib}: built for musl (NEEDED libc.so), "
@@ -383,12 +366,11 @@ def test_musl_wheel(musl_wheel, wheel, tmp_path):
 def test_builder_refuses_a_mix_and_is_reproducible(musl_wheel, wheel, tmp_path):
     lib, cli = extract(musl_wheel, tmp_path / "musl")
     glib, gcli = extract(wheel, tmp_path / "glibc")
-    wlib, gwlib = lib.parent / "libmigshim-wire.so", glib.parent / "libmigshim-wire.so"
     builder = [sys.executable, str(REPO_ROOT / "packaging" / "build-wheel.py"),
                "--version", VERSION, "--mtime", "1700000000"]
-    for l, w, c in ((glib, gwlib, cli), (lib, wlib, gcli), (lib, gwlib, cli)):
+    for l, c in ((glib, cli), (lib, gcli)):
         out = tmp_path / "mix"
-        r = subprocess.run([*builder, "--lib", str(l), "--wire-lib", str(w), "--cli", str(c),
+        r = subprocess.run([*builder, "--lib", str(l), "--cli", str(c),
                             "--out-dir", str(out)],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
@@ -399,7 +381,7 @@ def test_builder_refuses_a_mix_and_is_reproducible(musl_wheel, wheel, tmp_path):
     built = []
     for n in (1, 2):
         out = tmp_path / f"out{n}"
-        r = subprocess.run([*builder, "--lib", str(lib), "--wire-lib", str(wlib), "--cli",
+        r = subprocess.run([*builder, "--lib", str(lib), "--cli",
                             str(cli), "--out-dir", str(out)],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr

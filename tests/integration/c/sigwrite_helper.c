@@ -1,7 +1,7 @@
 /*
  * sigwrite_helper — the process's first I/O call is a write() from a
  * signal handler, made while another thread holds the dynamic loader's
- * lock.  Run under LD_PRELOAD of the wire variant by
+ * lock.  Run under LD_PRELOAD of the library by
  * tests/integration/test_wire.py (test_first_write_from_a_signal_handler).
  *
  *   sigwrite_helper MODULE

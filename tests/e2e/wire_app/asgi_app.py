@@ -32,8 +32,10 @@ For the tests (tests/e2e/test_wire_fleet.py):
   accrued within it) over the same gaps as wait_stall_ms (each no longer
   than its part up to the operation's end): the time the loop's thread
   itself spent, running or blocked in a syscall or futex (the shim's
-  wrappers).  wait_stall_own_cpu_ms is that gap's time on a CPU, the rest
-  of its own time was spent blocked or sleeping;
+  wrappers; over TLS, waiting for the gate thread), the ticker's own 5 ms
+  sleep included (its floor: a gap is the time between two wake-ups).
+  wait_stall_own_cpu_ms is that gap's time on a CPU; the rest of its own
+  time the thread was blocked or asleep;
 * one line per worker on stderr, in one write:
     wire-app[PID]: ready stall_ms=X wait_stall_ms=W db_s=D migrate_s=Y wait_stall_own_ms=O wait_stall_own_cpu_ms=C
     wire-app[PID]: migration failed: stall_ms=X Type: message

@@ -77,6 +77,7 @@
 
 #include "compiler.h"
 #include "resolve.h"
+#include "sqlclass.h"
 
 struct migtool;
 
@@ -150,6 +151,26 @@ bool gate_at_target(const struct versions *v);
 /* The table whose statements the hooks watch: the configured version
  * table, or django_migrations when the tool is Django. */
 const char *gate_version_table(void);
+
+/*
+ * gate_version_table()'s name prepared once for sqlclass_mentions_name
+ * (its length, its memchr anchor): what the wrappers ask of the app's
+ * statements.  gate_vt_name_get() prepares it (once, thread-safe) and
+ * returns it; after that gate_vt_name_ready is set (release) and the name
+ * never changes.  The gate prepares it before it first asks the wrappers
+ * for the statement texts (SHIM_HOOKS_SQL, shim.h): a wrapper that saw
+ * those bits in an acquire load of shim_hooks may read gate_vt_name
+ * without a test; any other caller goes through gate_vt_name_get().
+ */
+extern __attribute__((visibility("hidden"))) struct sqlclass_name gate_vt_name;
+extern __attribute__((visibility("hidden"))) _Atomic bool gate_vt_name_ready;
+void gate_vt_name_prepare(void);
+static inline const struct sqlclass_name *gate_vt_name_get(void)
+{
+    if (__builtin_expect(!atomic_load_explicit(&gate_vt_name_ready, memory_order_acquire), 0))
+        gate_vt_name_prepare();
+    return &gate_vt_name;
+}
 
 /* The migration tool of this process (migtool.h), chosen and loaded once
  * (the same the libpq gate asks: one load per process): for the wire

@@ -18,7 +18,11 @@
  * every entry is the raw system call (syscall(2)): it answers the calls
  * made before the constructor ran (another library's constructor, a
  * thread or signal handler meanwhile), and stands in for good where dlsym
- * finds nothing or finds the shim.
+ * finds nothing or finds the shim.  The current pointers start out as the
+ * defaults (a static initialiser: the loader's relocations have filled
+ * them in before any code of the library can run, as they have every
+ * other pointer of it), so a slot is never NULL and a wrapper's fast path
+ * loads it and calls it without a test.
  *
  * Why not lazily, at the first call, as libpq's functions are
  * (resolve.h)?  dlsym is not async-signal-safe -- it takes the loader's
@@ -72,21 +76,22 @@ enum sysapi_index {
 
 typedef void (*sysapi_fn)(void);
 
-/* The current pointers (NULL until the constructor resolved them).
- * (hidden: one direct load) */
+/* The current pointers: each entry's default until the constructor
+ * resolved them, never NULL.  (hidden: one direct load) */
 extern __attribute__((visibility("hidden"))) _Atomic(sysapi_fn) sysapi_slots[SYSI_COUNT];
 
-/* Entry i's pointer when its slot is empty: before the constructor ran (or
- * while it runs), entry i's default, the raw system call; after, what the
- * constructor resolved.  Never NULL, never calls dlsym, async-signal-safe. */
+/* What entry i stands on without an override: before the constructor ran
+ * (or while it runs), entry i's default, the raw system call; after, what
+ * the constructor resolved.  Never NULL, never calls dlsym,
+ * async-signal-safe. */
 sysapi_fn sysapi_unresolved(enum sysapi_index i);
 
 /* Entry i's name ("write"). */
 const char *sysapi_name(enum sysapi_index i);
 
-/* Replace entry i's current pointer with `fn` (NULL: back to what the
- * constructor resolved, or to empty before it ran); returns the previous
- * one.  For tests. */
+/* Replace entry i's current pointer with `fn` (NULL: back to
+ * sysapi_unresolved(i), what the constructor resolved, or the default
+ * before it ran); returns the previous one.  For tests. */
 sysapi_fn sysapi_override(enum sysapi_index i, sysapi_fn fn);
 
 /* Has the constructor resolved the table? */
@@ -96,23 +101,18 @@ bool sysapi_ready(void);
  * default, the raw system call (false; so before the constructor ran)? */
 bool sysapi_is_real(enum sysapi_index i);
 
-/* Entry i's current pointer, or NULL before the constructor resolved the
- * table: for a wrapper's fast path, whose slow twin takes the default then
- * (real_<name>). */
+/* Entry i's current pointer (never NULL: the default before the
+ * constructor resolved the table): one load, for a wrapper's fast path. */
 static inline sysapi_fn sysapi_fast(enum sysapi_index i)
 {
     return atomic_load_explicit(&sysapi_slots[i], memory_order_acquire);
 }
 
-/* The typed accessors: real_write() etc. */
+/* The typed accessors: real_write() etc.  One load, never NULL. */
 #define SYSAPI_ACCESSOR(name)                                                   \
     static inline __typeof__(name) *real_##name(void)                           \
     {                                                                           \
-        sysapi_fn f_ = atomic_load_explicit(&sysapi_slots[SYSI_##name],          \
-                                            memory_order_acquire);              \
-        if (__builtin_expect(f_ == NULL, 0))                                    \
-            f_ = sysapi_unresolved(SYSI_##name);                                \
-        return (__typeof__(name) *)f_;                                          \
+        return (__typeof__(name) *)sysapi_fast(SYSI_##name);                    \
     }
 LIBC_WRAPPED_LIST(SYSAPI_ACCESSOR)
 #undef SYSAPI_ACCESSOR

@@ -628,6 +628,18 @@ const char *gate_version_table(void)
     return gate_tool->table(shim_config());
 }
 
+struct sqlclass_name gate_vt_name;
+_Atomic bool gate_vt_name_ready;
+static pthread_once_t vt_name_once = PTHREAD_ONCE_INIT;
+
+static void vt_name_init(void)
+{
+    sqlclass_name_init(&gate_vt_name, gate_version_table());
+    atomic_store_explicit(&gate_vt_name_ready, true, memory_order_release);
+}
+
+void gate_vt_name_prepare(void) { pthread_once(&vt_name_once, vt_name_init); }
+
 const struct migtool *gate_migtool(void)
 {
     pthread_once(&tool_once, load_tool);

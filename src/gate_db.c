@@ -103,6 +103,8 @@ void refresh_pending(void)
         hooks = full;
     }
     if (sql != hooks_sql) {
+        if (sql) /* before the wrappers look at texts: they read it without a test */
+            gate_vt_name_prepare();
         shim_hooks_sql_add(sql ? 1 : -1);
         hooks_sql = sql;
     }

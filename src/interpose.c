@@ -104,35 +104,26 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
                              1))                                                               \
             return fast_->api.fn(__VA_ARGS__);                                                 \
     } while (0)
-/* The version table's name, prepared once for sqlclass_mentions_name
- * (the flag spares every statement a call of pthread_once). */
-static struct sqlclass_name vt_name;
-static pthread_once_t vt_name_once = PTHREAD_ONCE_INIT;
-static _Atomic bool vt_name_ready;
-static void vt_name_init(void)
-{
-    sqlclass_name_init(&vt_name, gate_version_table());
-    atomic_store_explicit(&vt_name_ready, true, memory_order_release);
-}
-
+/* Does the app's statement `sql` name the version table?  (The name is
+ * prepared once: gate.h.) */
 static inline bool names_vt(const char *sql)
 {
-    if (__builtin_expect(!atomic_load_explicit(&vt_name_ready, memory_order_acquire), 0))
-        pthread_once(&vt_name_once, vt_name_init);
-    return sqlclass_mentions_name(sql, &vt_name);
+    return sqlclass_mentions_name(sql, gate_vt_name_get());
 }
 
 /* The text-only hook's question, cheapest first: can the app's statement
  * `sql` not name the version table?  A text shorter than the name
- * (BEGIN, COMMIT, SELECT 1) is answered by its length alone. */
+ * (BEGIN, COMMIT, SELECT 1) is answered by its length alone.  Asked only
+ * on the fn##_text path, i.e. after an acquire load of shim_hooks saw
+ * SHIM_HOOKS_SQL bits, which the gate sets only once gate_vt_name is
+ * prepared (gate.h): the name is read without a test. */
 static inline bool text_clean(const char *sql)
 {
-    if (__builtin_expect(!atomic_load_explicit(&vt_name_ready, memory_order_acquire), 0))
-        pthread_once(&vt_name_once, vt_name_init);
     if (__builtin_expect(!sql, 0))
         return true;
     size_t len = strnlen(sql, SQLCLASS_SCAN_MAX);
-    return sqlclass_too_short(len, &vt_name) || !sqlclass_mentions_name_len(sql, len, &vt_name);
+    return sqlclass_too_short(len, &gate_vt_name) ||
+           !sqlclass_mentions_name_len(sql, len, &gate_vt_name);
 }
 
 /* Does a text parameter name the version table exactly?  SQLAlchemy 2.x's
@@ -144,7 +135,7 @@ static inline bool params_name_vt(int nparams, const char *const *values, const 
 {
     if (nparams <= 0 || !values)
         return false;
-    const char *vt = vt_name.name; /* (ready: text_clean or names_vt came first) */
+    const char *vt = gate_vt_name.name; /* (ready: text_clean or names_vt came first) */
     for (int i = 0; i < nparams; i++)
         if (values[i] && !(formats && formats[i]) && strcmp(values[i], vt) == 0)
             return true;

@@ -23,7 +23,8 @@
  * Async-signal-safety: read, write, close and dup2 are safe to call from a
  * signal handler and stay so on the NONE path: no lock, no allocation, no
  * pthread_once, and no dlsym (the table is resolved in the library's
- * constructor; a call before it takes the raw system call: sysapi.h).
+ * constructor; a call before it takes the raw system call, each slot's
+ * initial value, so a slot is never NULL and is not tested: sysapi.h).
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -127,7 +128,7 @@ SLOW ssize_t write_slow(int fd, const void *buf, size_t n, const void *ra)
 EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     sysapi_fn f = sysapi_fast(SYSI_write);
-    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+    if (__builtin_expect(!QUIET(wirefd_get(fd)), 0))
         return write_slow(fd, buf, n, RA);
     return ((__typeof__(write) *)f)(fd, buf, n);
 }
@@ -146,7 +147,7 @@ SLOW ssize_t send_slow(int fd, const void *buf, size_t n, int flags, const void 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     sysapi_fn f = sysapi_fast(SYSI_send);
-    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+    if (__builtin_expect(!QUIET(wirefd_get(fd)), 0))
         return send_slow(fd, buf, n, flags, RA);
     return ((__typeof__(send) *)f)(fd, buf, n, flags);
 }
@@ -167,7 +168,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
                       socklen_t alen)
 {
     sysapi_fn f = sysapi_fast(SYSI_sendto);
-    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+    if (__builtin_expect(!QUIET(wirefd_get(fd)), 0))
         return sendto_slow(fd, buf, n, flags, addr, alen, RA);
     return ((__typeof__(sendto) *)f)(fd, buf, n, flags, addr, alen);
 }
@@ -186,7 +187,7 @@ SLOW ssize_t writev_slow(int fd, const struct iovec *iov, int iovcnt, const void
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
     sysapi_fn f = sysapi_fast(SYSI_writev);
-    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+    if (__builtin_expect(!QUIET(wirefd_get(fd)), 0))
         return writev_slow(fd, iov, iovcnt, RA);
     return ((__typeof__(writev) *)f)(fd, iov, iovcnt);
 }
@@ -206,7 +207,7 @@ SLOW ssize_t sendmsg_slow(int fd, const struct msghdr *msg, int flags, const voi
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     sysapi_fn f = sysapi_fast(SYSI_sendmsg);
-    if (__builtin_expect(!f || !QUIET(wirefd_get(fd)), 0))
+    if (__builtin_expect(!QUIET(wirefd_get(fd)), 0))
         return sendmsg_slow(fd, msg, flags, RA);
     return ((__typeof__(sendmsg) *)f)(fd, msg, flags);
 }
@@ -227,7 +228,7 @@ SLOW ssize_t read_slow(int fd, void *buf, size_t n)
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     sysapi_fn f = sysapi_fast(SYSI_read);
-    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+    if (__builtin_expect(!UNFOLLOWED(wirefd_get(fd)), 0))
         return read_slow(fd, buf, n);
     return ((__typeof__(read) *)f)(fd, buf, n);
 }
@@ -246,7 +247,7 @@ SLOW ssize_t recv_slow(int fd, void *buf, size_t n, int flags)
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     sysapi_fn f = sysapi_fast(SYSI_recv);
-    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+    if (__builtin_expect(!UNFOLLOWED(wirefd_get(fd)), 0))
         return recv_slow(fd, buf, n, flags);
     return ((__typeof__(recv) *)f)(fd, buf, n, flags);
 }
@@ -267,7 +268,7 @@ EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags,
                         struct sockaddr *restrict addr, socklen_t *restrict alen)
 {
     sysapi_fn f = sysapi_fast(SYSI_recvfrom);
-    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+    if (__builtin_expect(!UNFOLLOWED(wirefd_get(fd)), 0))
         return recvfrom_slow(fd, buf, n, flags, addr, alen);
     return ((__typeof__(recvfrom) *)f)(fd, buf, n, flags, addr, alen);
 }
@@ -286,7 +287,7 @@ SLOW ssize_t readv_slow(int fd, const struct iovec *iov, int iovcnt)
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
     sysapi_fn f = sysapi_fast(SYSI_readv);
-    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+    if (__builtin_expect(!UNFOLLOWED(wirefd_get(fd)), 0))
         return readv_slow(fd, iov, iovcnt);
     return ((__typeof__(readv) *)f)(fd, iov, iovcnt);
 }
@@ -308,7 +309,7 @@ SLOW ssize_t recvmsg_slow(int fd, struct msghdr *msg, int flags)
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     sysapi_fn f = sysapi_fast(SYSI_recvmsg);
-    if (__builtin_expect(!f || !UNFOLLOWED(wirefd_get(fd)), 0))
+    if (__builtin_expect(!UNFOLLOWED(wirefd_get(fd)), 0))
         return recvmsg_slow(fd, msg, flags);
     return ((__typeof__(recvmsg) *)f)(fd, msg, flags);
 }

@@ -6,7 +6,8 @@
  * Resolution is one pass over the list, in the library's constructor: any
  * call before it or during it (another library's constructor, another
  * thread, a signal handler, a wrapper reached from inside dlsym) gets the
- * default, which does the same system call.
+ * default, which does the same system call: the slots are initialised to
+ * the defaults, and the constructor swaps each for what it resolved.
  */
 #include "sysapi.h"
 
@@ -85,7 +86,12 @@ static const struct {
 #undef SYSAPI_ENTRY
 };
 
-_Atomic(sysapi_fn) sysapi_slots[SYSI_COUNT];
+/* (a static initialiser: the defaults are in place before any code runs) */
+_Atomic(sysapi_fn) sysapi_slots[SYSI_COUNT] = {
+#define SYSAPI_SLOT(name) [SYSI_##name] = (sysapi_fn)sys_##name,
+    LIBC_WRAPPED_LIST(SYSAPI_SLOT)
+#undef SYSAPI_SLOT
+};
 static sysapi_fn resolved[SYSI_COUNT]; /* what resolution found (or the default) */
 static bool is_real[SYSI_COUNT];
 
@@ -140,9 +146,9 @@ __attribute__((constructor(101))) static void sysapi_init(void)
     }
     atomic_store_explicit(&ready, true, memory_order_release);
     for (int i = 0; i < SYSI_COUNT; i++) {
-        sysapi_fn none = NULL;
+        sysapi_fn dflt = entries[i].dflt;
         /* an override made meanwhile stands */
-        atomic_compare_exchange_strong(&sysapi_slots[i], &none, resolved[i]);
+        atomic_compare_exchange_strong(&sysapi_slots[i], &dflt, resolved[i]);
     }
     errno = saved;
 }
@@ -156,8 +162,8 @@ sysapi_fn sysapi_unresolved(enum sysapi_index i)
 
 sysapi_fn sysapi_override(enum sysapi_index i, sysapi_fn fn)
 {
-    if (!fn && sysapi_ready())
-        fn = resolved[i];
+    if (!fn)
+        fn = sysapi_unresolved(i);
     return atomic_exchange(&sysapi_slots[i], fn);
 }
 

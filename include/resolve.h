@@ -125,6 +125,17 @@ static inline const struct pq_copy *resolve_sole_copy(void)
     return atomic_load_explicit(&resolve_sole, memory_order_acquire);
 }
 
+/* The first libpq copy the process loaded, never NULL again once set and
+ * never changed after: while shim_hooks has SHIM_HOOKS_NOSOLE clear
+ * (shim.h), it is the sole copy.  For the wrappers' fast path, after an
+ * acquire load of shim_hooks saw that bit clear (resolve.c publishes the
+ * copy before it clears the bit). */
+extern __attribute__((visibility("hidden"))) _Atomic(const struct pq_copy *) resolve_first;
+static inline const struct pq_copy *resolve_first_copy(void)
+{
+    return atomic_load_explicit(&resolve_first, memory_order_relaxed);
+}
+
 /*
  * The ctypes path.  `real` is what the real dlsym(handle, name) returned.
  * When `real` is a function inside a libpq copy, record that copy as the

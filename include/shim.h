@@ -12,6 +12,7 @@
 #ifndef MIGSHIM_SHIM_H
 #define MIGSHIM_SHIM_H
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -30,8 +31,8 @@ const struct config *shim_config(void);
  * Low 16 bits (SHIM_HOOKS_ALL): non-zero while some per-call hook must
  * run: a database the gate watches, a connection the guard is busy with,
  * or debug logging (the first-call notes).  Zero is the steady state after
- * start-up: the wrappers then test only this word and the sole libpq copy,
- * and tail-call the real function.  Each reason adds 1 while it holds and
+ * start-up: the wrappers then test only this word, load the sole libpq
+ * copy (resolve_first_copy) and tail-call the real function.  Each reason adds 1 while it holds and
  * takes it back after (shim_hooks_add).
  *
  * High bits (SHIM_HOOKS_SQL each): non-zero while only the app's
@@ -40,11 +41,19 @@ const struct config *shim_config(void);
  * wrappers that carry SQL text (PQexec, PQexecParams, PQsendQuery,
  * PQsendQueryParams) look at the text, all the others stay on the fast
  * path (shim_hooks_sql_add).
+ *
+ * SHIM_HOOKS_NOSOLE: set while the process has no sole libpq copy (none
+ * known yet, the initial value, or two or more: resolve.h), so that one
+ * test of this word (ALL | NOSOLE zero) tells a wrapper that it may call
+ * resolve_first_copy() at once.  Only resolve.c changes it: cleared after
+ * the first copy is published, set for good when a second one is found.
  */
 extern __attribute__((visibility("hidden"))) _Atomic int shim_hooks; /* (a direct load) */
 
 #define SHIM_HOOKS_ALL 0xffff
 #define SHIM_HOOKS_SQL 0x10000
+#define SHIM_HOOKS_NOSOLE 0x40000000 /* above any count of SQL watchers */
+#define SHIM_HOOKS_IDLE_MASK (SHIM_HOOKS_ALL | SHIM_HOOKS_NOSOLE)
 
 /*
  * Which window of full hooks this is: bumped before every change of the
@@ -71,7 +80,9 @@ static inline void shim_hooks_add(int delta)
 }
 static inline void shim_hooks_sql_add(int delta)
 {
-    atomic_fetch_add(&shim_hooks, delta * SHIM_HOOKS_SQL);
+    int old = atomic_fetch_add(&shim_hooks, delta * SHIM_HOOKS_SQL);
+    (void)old;
+    assert((old & ~(SHIM_HOOKS_IDLE_MASK)) + delta * SHIM_HOOKS_SQL < SHIM_HOOKS_NOSOLE);
 }
 
 #endif

@@ -91,18 +91,21 @@ static PGconn *made(PGconn *pg, const struct pq_copy *c)
 
 #define REAL(c, fn) ((c)->api.fn)
 
-/* The steady state — one libpq copy, no hook wanted (shim.h) — is two
- * loads and a tail call: libpq's own nested calls land in these wrappers
- * too (a PQexec passes through five), so every instruction here counts
- * several times.  Everything else lives in the wrapper's noinline *_slow
- * twin, which gets the caller's return address. */
+/* The steady state — one libpq copy, no hook wanted (shim.h) — is one
+ * word's test (shim_hooks: no hook, not SHIM_HOOKS_NOSOLE), then the sole
+ * copy's load and a tail call: libpq's own nested calls land in these
+ * wrappers too (a PQexec passes through five), so every instruction here
+ * counts several times.  Everything else lives in the wrapper's noinline
+ * *_slow twin, which gets the caller's return address. */
 #define FAST_PATH(fn, ...)                                                                     \
     do {                                                                                       \
-        const struct pq_copy *fast_ = resolve_sole_copy();                                     \
-        if (__builtin_expect(fast_ && !(atomic_load_explicit(&shim_hooks, memory_order_relaxed) & \
-                                        SHIM_HOOKS_ALL),                                       \
-                             1))                                                               \
-            return fast_->api.fn(__VA_ARGS__);                                                 \
+        /* acquire: resolve.c published the copy before it cleared NOSOLE */                   \
+        if (__builtin_expect(!(atomic_load_explicit(&shim_hooks, memory_order_acquire) &       \
+                               SHIM_HOOKS_IDLE_MASK),                                          \
+                             1)) {                                                             \
+            /* (never NULL here: no assert, as it would cost this path a frame) */             \
+            return resolve_first_copy()->api.fn(__VA_ARGS__);                                  \
+        }                                                                                      \
     } while (0)
 /* Does the app's statement `sql` name the version table?  (The name is
  * prepared once: gate.h.) */
@@ -169,7 +172,7 @@ static inline bool from_copy(const struct pq_copy *c, const void *ra)
             int hooks_ = atomic_load_explicit(&shim_hooks, memory_order_acquire);              \
             if (__builtin_expect(!hooks_, 1))                                                  \
                 return fast_->api.fn(__VA_ARGS__);                                             \
-            if (!(hooks_ & SHIM_HOOKS_ALL)) {                                                  \
+            if (!(hooks_ & SHIM_HOOKS_IDLE_MASK)) {                                            \
                 if (from_copy(fast_, RA))                                                      \
                     return fast_->api.fn(__VA_ARGS__);                                         \
                 return fn##_text(__VA_ARGS__, RA);                                             \

@@ -20,6 +20,7 @@
 
 #include "atfork.h"
 #include "log.h"
+#include "shim.h"
 
 #define MAX_COPIES 8
 #define MAX_CALLERS 64
@@ -32,6 +33,7 @@ struct caller_entry {
 static struct pq_copy copies[MAX_COPIES];
 static _Atomic int ncopies;
 _Atomic(const struct pq_copy *) resolve_sole;
+_Atomic(const struct pq_copy *) resolve_first;
 static struct caller_entry callers[MAX_CALLERS];
 static _Atomic int ncallers;
 static _Atomic(struct pq_copy *) ctypes_copy;
@@ -224,6 +226,12 @@ static void copy_add(const struct elf_obj *o, const char *path)
     }
     atomic_store_explicit(&ncopies, n + 1, memory_order_release);
     atomic_store_explicit(&resolve_sole, n == 0 ? c : NULL, memory_order_release);
+    if (n == 0) { /* the sole copy: published, then the fast path opened (shim.h) */
+        atomic_store_explicit(&resolve_first, c, memory_order_release);
+        atomic_fetch_and_explicit(&shim_hooks, ~SHIM_HOOKS_NOSOLE, memory_order_release);
+    } else { /* two: every call finds its copy on the slow path, for good */
+        atomic_fetch_or_explicit(&shim_hooks, SHIM_HOOKS_NOSOLE, memory_order_seq_cst);
+    }
     log_debug("libpq copy %s at %s%s", c->soname, path[0] ? path : "(main program)",
               c->complete ? "" : " (lacks functions the gate needs)");
 }

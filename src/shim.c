@@ -76,5 +76,5 @@ bool shim_active(void)
 
 const struct config *shim_config(void) { return &cfg; }
 
-_Atomic int shim_hooks;
+_Atomic int shim_hooks = SHIM_HOOKS_NOSOLE; /* no libpq copy known yet (resolve.c) */
 _Atomic unsigned shim_hooks_epoch;
